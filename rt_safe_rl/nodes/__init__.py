@@ -1,0 +1,1 @@
+"""Thin rclpy (lifecycle) nodes: parameters -> core config, messages <-> numpy."""

@@ -1,0 +1,1 @@
+"""Real-time plumbing: scheduling, memory locking, buffers, in-process channels, the executor."""

@@ -1,0 +1,1 @@
+"""Tools: training the default policy, recording bags."""

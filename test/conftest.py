@@ -1,0 +1,43 @@
+"""Shared pytest fixtures.
+
+Each pytest process gets its own ROS domain and localhost-only discovery, so parallel runs (or a
+demo running beside the tests) never see each other's topics.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 100)))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
+
+
+@pytest.fixture(scope='session')
+def shared_data() -> Path:
+    """../shared/data, or skip when this checkout has no shared data beside it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f'shared third-party data not present at {SHARED_DATA} (fresh clone without ../shared)')
+    return SHARED_DATA
+
+
+@pytest.fixture
+def rclpy_context() -> Iterator[object]:
+    """An initialised rclpy context, shut down after the test."""
+    import rclpy
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    try:
+        yield ctx
+    finally:
+        if ctx.ok():
+            rclpy.shutdown(context=ctx)
