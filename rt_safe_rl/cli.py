@@ -1,0 +1,67 @@
+"""`rt-safe-rl`: one command-line entry point for the package's tools.
+
+    rt-safe-rl demo [--duration S] [--config C]       closed loop on the embedded default
+    rt-safe-rl train [--out PATH]                       train the shipped default policy
+    rt-safe-rl record [...]                             record the simulator to an mcap bag
+    rt-safe-rl bench policy|safety|rt|replay [...]     benchmarks (print JSON)
+
+Each subcommand lives in its own module with ``main(argv: list[str] | None) -> int``; this file
+only dispatches. Expected errors (:class:`RtSafeRlError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from rt_safe_rl.core.errors import RtSafeRlError
+
+COMMANDS: dict[str, str] = {
+    'demo': 'rt_safe_rl.demo',
+    'train': 'rt_safe_rl.tools.train_default_policy',
+    'record': 'rt_safe_rl.tools.record',
+}
+BENCHES: dict[str, str] = {
+    'policy': 'rt_safe_rl.bench.policy_bench',
+    'safety': 'rt_safe_rl.bench.safety_bench',
+    'rt': 'rt_safe_rl.bench.rt_bench',
+    'replay': 'rt_safe_rl.bench.replay',
+}
+
+
+def _usage() -> str:
+    return (
+        'usage: rt-safe-rl {' + ','.join(COMMANDS) + '} [args]\n'
+        '       rt-safe-rl bench {' + ','.join(BENCHES) + '} [args]\n'
+        'Run a subcommand with --help for its options.'
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a subcommand module's ``main``; return its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ('-h', '--help'):
+        print(_usage())
+        return 0 if args else 2
+    if args[0] == 'bench':
+        if len(args) < 2 or args[1] not in BENCHES:
+            print(_usage(), file=sys.stderr)
+            return 2
+        module_name, rest = BENCHES[args[1]], args[2:]
+    elif args[0] in COMMANDS:
+        module_name, rest = COMMANDS[args[0]], args[1:]
+    else:
+        print(f'rt-safe-rl: unknown command {args[0]!r}\n{_usage()}', file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(module_name)
+        return int(module.main(rest) or 0)
+    except RtSafeRlError as err:
+        print(f'rt-safe-rl: error: {err}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())
