@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 100)))
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(101, 199)))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
