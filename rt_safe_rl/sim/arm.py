@@ -1,0 +1,269 @@
+"""Simulated position-controlled arm: an internal PD controller with effort, acceleration,
+velocity and position limits, integrated at the control rate (1 kHz).
+
+This is the model the default policy is trained on (``tools/train_default_policy.py`` has the
+same equations in torch; ``test_sim_arm.py`` checks they agree) and the robot the demo drives.
+Pure numpy, no ROS. :meth:`ArmSim.step` and :meth:`CommandAudit.check` are RT-safe (in-place
+numpy on preallocated arrays, no allocation of Python containers).
+
+Per joint, per step of ``dt_s`` (semi-implicit Euler)::
+
+    tau   = clip(kp * (q_cmd - q) - kd * dq, -effort_max, effort_max)      [N m]
+    ddq   = clip(tau / inertia, -a_max, a_max)                             [rad/s^2]
+    dq'   = clip(dq + ddq * dt, -v_max, v_max)                             [rad/s]
+    q'    = q + dq' * dt, clamped to [q_min, q_max] (velocity zeroed at the stop)
+    effort = inertia * (dq' - dq) / dt                                     [N m, reported]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.sim.config import SimRobotConfig
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ArmLimits:
+    """Per-joint limits and PD gains of the simulated arm (all arrays of shape (n,), SI units)."""
+
+    joint_names: tuple[str, ...]
+    q_min: F64  # rad
+    q_max: F64  # rad
+    v_max: F64  # rad/s
+    a_max: F64  # rad/s^2
+    effort_max: F64  # N m
+    kp: F64  # N m / rad
+    kd: F64  # N m s / rad
+    inertia: F64  # kg m^2
+
+    def __post_init__(self) -> None:
+        n = len(self.joint_names)
+        for name in ('q_min', 'q_max', 'v_max', 'a_max', 'effort_max', 'kp', 'kd', 'inertia'):
+            arr = getattr(self, name)
+            if np.shape(arr) != (n,):
+                raise ConfigError(f'arm limits: {name} has shape {np.shape(arr)}, expected ({n},)')
+            if not np.all(np.isfinite(arr)):
+                raise ConfigError(f'arm limits: {name} has non-finite values')
+        if np.any(self.q_min >= self.q_max):
+            raise ConfigError('arm limits: q_min must be < q_max for every joint')
+        for name in ('v_max', 'a_max', 'effort_max', 'inertia'):
+            if np.any(getattr(self, name) <= 0.0):
+                raise ConfigError(f'arm limits: {name} must be > 0')
+
+    @property
+    def n_joints(self) -> int:
+        """Number of joints."""
+        return len(self.joint_names)
+
+    @classmethod
+    def from_model(cls, model: Any, cfg: SimRobotConfig) -> ArmLimits:
+        """Build from a :class:`rt_safe_rl.core.robot_model.RobotModel` and the sim config.
+
+        Raises:
+            ConfigError: ``inertia_kg_m2`` has the wrong length.
+        """
+        n = int(model.n_joints)
+        if cfg.inertia_kg_m2 and len(cfg.inertia_kg_m2) != n:
+            raise ConfigError(f'sim.robot.inertia_kg_m2: expected {n} values, got {len(cfg.inertia_kg_m2)}')
+        inertia = np.array(cfg.inertia_kg_m2 or [1.0] * n, dtype=np.float64)
+
+        def arr(x: Any) -> F64:
+            return np.array(x, dtype=np.float64).reshape(n)
+
+        return cls(
+            joint_names=tuple(model.joint_names),
+            q_min=arr(model.q_min), q_max=arr(model.q_max), v_max=arr(model.v_max),
+            a_max=arr(model.a_max), effort_max=arr(model.effort_max),
+            kp=arr(model.kp), kd=arr(model.kd), inertia=inertia,
+        )
+
+    def initial_q(self, cfg: SimRobotConfig) -> F64:
+        """Start configuration from the config (middle of the range when empty).
+
+        Raises:
+            ConfigError: wrong length or outside the position limits.
+        """
+        if not cfg.initial_q_rad:
+            return 0.5 * (self.q_min + self.q_max)
+        q0 = np.array(cfg.initial_q_rad, dtype=np.float64)
+        if q0.shape != (self.n_joints,):
+            raise ConfigError(f'sim.robot.initial_q_rad: expected {self.n_joints} values, got {q0.size}')
+        if np.any(q0 < self.q_min) or np.any(q0 > self.q_max):
+            raise ConfigError('sim.robot.initial_q_rad: outside the position limits')
+        return q0
+
+
+class ArmSim:
+    """State and integration of the simulated arm. Preallocates everything at construction."""
+
+    def __init__(self, limits: ArmLimits, dt_s: float, q0: F64 | None = None) -> None:
+        if dt_s <= 0.0:
+            raise ValueError(f'dt_s must be > 0, got {dt_s}')
+        self.limits = limits
+        self.dt_s = float(dt_s)
+        n = limits.n_joints
+        self.q = np.zeros(n)
+        self.dq = np.zeros(n)
+        self.effort = np.zeros(n)
+        self.q_cmd = np.zeros(n)
+        self._tmp = np.zeros(n)
+        self._dq_prev = np.zeros(n)
+        self._b1 = np.zeros(n, dtype=bool)
+        self._b2 = np.zeros(n, dtype=bool)
+        self.reset(q0 if q0 is not None else 0.5 * (limits.q_min + limits.q_max))
+
+    def reset(self, q0: F64) -> None:
+        """Put the arm at rest at ``q0`` (rad), commanding to hold it."""
+        np.copyto(self.q, np.clip(q0, self.limits.q_min, self.limits.q_max))
+        self.dq.fill(0.0)
+        self.effort.fill(0.0)
+        np.copyto(self.q_cmd, self.q)
+
+    def hold(self) -> None:
+        """Command the current position (the robot's own reaction to a silent controller)."""
+        np.copyto(self.q_cmd, self.q)
+
+    def set_command(self, q_cmd: F64) -> None:
+        """Set the position target (rad) used from the next :meth:`step` (RT-safe)."""
+        np.copyto(self.q_cmd, q_cmd)
+
+    def step(self) -> None:
+        """Advance one period ``dt_s`` towards ``q_cmd`` (RT-safe, in place)."""
+        lim = self.limits
+        t = self._tmp
+        dt = self.dt_s
+        np.copyto(self._dq_prev, self.dq)
+        # tau = clip(kp (q_cmd - q) - kd dq, +-effort_max)
+        np.subtract(self.q_cmd, self.q, out=t)
+        t *= lim.kp
+        np.multiply(lim.kd, self.dq, out=self.effort)
+        t -= self.effort
+        np.clip(t, -lim.effort_max, lim.effort_max, out=t)
+        # ddq = clip(tau / I, +-a_max)
+        t /= lim.inertia
+        np.clip(t, -lim.a_max, lim.a_max, out=t)
+        # dq = clip(dq + ddq dt, +-v_max); q += dq dt
+        t *= dt
+        self.dq += t
+        np.clip(self.dq, -lim.v_max, lim.v_max, out=self.dq)
+        np.multiply(self.dq, dt, out=t)
+        self.q += t
+        # hard stops: clamp and zero the velocity into the stop
+        np.clip(self.q, lim.q_min, lim.q_max, out=self.q)
+        b1, b2 = self._b1, self._b2
+        np.less_equal(self.q, lim.q_min, out=b1)
+        np.less(self.dq, 0.0, out=b2)
+        np.logical_and(b1, b2, out=b1)
+        np.copyto(self.dq, 0.0, where=b1)
+        np.greater_equal(self.q, lim.q_max, out=b1)
+        np.greater(self.dq, 0.0, out=b2)
+        np.logical_and(b1, b2, out=b1)
+        np.copyto(self.dq, 0.0, where=b1)
+        # reported effort = I * actual acceleration
+        np.subtract(self.dq, self._dq_prev, out=self.effort)
+        self.effort *= lim.inertia / dt
+
+
+class CommandAudit:
+    """Checks every received position command against the arm's limits (the e2e test's oracle).
+
+    A command violates the limits when its position is outside ``[q_min, q_max]``, or when the
+    finite-difference velocity / acceleration of the command stream (using the state sequence
+    numbers the commands carry, so a skipped cycle counts as ``k * dt``) exceeds ``v_max`` /
+    ``a_max``. ``tolerance`` is a relative slack (numerical rounding). RT-safe ``check``.
+    """
+
+    def __init__(self, limits: ArmLimits, dt_s: float, tolerance: float = 1e-6) -> None:
+        self.limits = limits
+        self.dt_s = float(dt_s)
+        self.tolerance = float(tolerance)
+        n = limits.n_joints
+        self._prev = np.zeros(n)
+        self._prev_v = np.zeros(n)
+        self._v = np.zeros(n)
+        self._tmp = np.zeros(n)
+        self._prev_seq = -1
+        self._has_prev_v = False
+        self.commands = 0
+        self.position_violations = 0
+        self.velocity_violations = 0
+        self.acceleration_violations = 0
+        self.nonfinite = 0
+        self.max_velocity_ratio = 0.0  # max over commands of |v| / v_max
+        self.max_acceleration_ratio = 0.0
+
+    def reset_stream(self) -> None:
+        """Forget the previous command (e.g. after a reset of the robot)."""
+        self._prev_seq = -1
+        self._has_prev_v = False
+
+    def check(self, seq: int, q_cmd: F64) -> bool:
+        """Audit one command computed from state ``seq``; return True when it respects the limits."""
+        lim = self.limits
+        self.commands += 1
+        if not np.all(np.isfinite(q_cmd)):
+            self.nonfinite += 1
+            self.reset_stream()
+            return False
+        ok = True
+        slack = 1.0 + self.tolerance
+        span = lim.q_max - lim.q_min
+        if np.any(q_cmd < lim.q_min - self.tolerance * span) or np.any(q_cmd > lim.q_max + self.tolerance * span):
+            self.position_violations += 1
+            ok = False
+        steps = seq - self._prev_seq
+        if self._prev_seq >= 0 and steps > 0:
+            dt = steps * self.dt_s
+            np.subtract(q_cmd, self._prev, out=self._v)
+            self._v /= dt
+            np.abs(self._v, out=self._tmp)
+            self._tmp /= lim.v_max
+            ratio = float(self._tmp.max())
+            if ratio > self.max_velocity_ratio:
+                self.max_velocity_ratio = ratio
+            if ratio > slack:
+                self.velocity_violations += 1
+                ok = False
+            if self._has_prev_v and steps == 1:
+                np.subtract(self._v, self._prev_v, out=self._tmp)
+                np.abs(self._tmp, out=self._tmp)
+                self._tmp /= dt * lim.a_max
+                aratio = float(self._tmp.max())
+                if aratio > self.max_acceleration_ratio:
+                    self.max_acceleration_ratio = aratio
+                if aratio > slack:
+                    self.acceleration_violations += 1
+                    ok = False
+            np.copyto(self._prev_v, self._v)
+            self._has_prev_v = True
+        elif steps <= 0 and self._prev_seq >= 0:
+            # duplicate / reordered command: position checked above, no derivative
+            return ok
+        np.copyto(self._prev, q_cmd)
+        self._prev_seq = seq
+        return ok
+
+    @property
+    def violations(self) -> int:
+        """Total number of commands that broke a limit (position, velocity, acceleration, NaN)."""
+        return (self.position_violations + self.velocity_violations
+                + self.acceleration_violations + self.nonfinite)
+
+    def summary(self) -> dict[str, float | int]:
+        """Counts and worst ratios as a plain dict (non-RT)."""
+        return {
+            'commands': self.commands,
+            'position_violations': self.position_violations,
+            'velocity_violations': self.velocity_violations,
+            'acceleration_violations': self.acceleration_violations,
+            'nonfinite': self.nonfinite,
+            'max_velocity_ratio': round(self.max_velocity_ratio, 6),
+            'max_acceleration_ratio': round(self.max_acceleration_ratio, 6),
+        }
