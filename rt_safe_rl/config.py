@@ -85,7 +85,7 @@ class ControlConfig:
     @property
     def period_ns(self) -> int:
         """Control period in integer nanoseconds."""
-        return int(round(1e9 / self.rate_hz))
+        return round(1e9 / self.rate_hz)
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,8 @@ class AppConfig:
         out: dict[str, Any] = {}
         for name in SECTIONS:
             value = getattr(self, name)
-            out[name] = _plain(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
+            is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
+            out[name] = _plain(dataclasses.asdict(value) if is_instance else value)  # type: ignore[arg-type]
         out['source'] = str(self.source)
         return out
 

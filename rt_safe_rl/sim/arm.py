@@ -189,6 +189,9 @@ class CommandAudit:
         self._prev_v = np.zeros(n)
         self._v = np.zeros(n)
         self._tmp = np.zeros(n)
+        span = limits.q_max - limits.q_min
+        self._q_lo = limits.q_min - self.tolerance * span
+        self._q_hi = limits.q_max + self.tolerance * span
         self._prev_seq = -1
         self._has_prev_v = False
         self.commands = 0
@@ -214,8 +217,7 @@ class CommandAudit:
             return False
         ok = True
         slack = 1.0 + self.tolerance
-        span = lim.q_max - lim.q_min
-        if np.any(q_cmd < lim.q_min - self.tolerance * span) or np.any(q_cmd > lim.q_max + self.tolerance * span):
+        if np.any(q_cmd < self._q_lo) or np.any(q_cmd > self._q_hi):
             self.position_violations += 1
             ok = False
         steps = seq - self._prev_seq
