@@ -523,16 +523,17 @@ class AlertManager:
 # --------------------------------------------------------------------------------------------------
 
 _Q_KEY = re.compile(r'^(p50|median|p99)(?:_(s|ms|us|ns))?$')
+_STAGE_KEY = re.compile(r'^(' + '|'.join(STAGES) + r')(?:_(s|ms|us|ns))?$')
 _UNIT = {'s': 1.0, 'ms': 1e-3, 'us': 1e-6, 'ns': 1e-9}
 
 
-def _stage_percentiles(d: Mapping[str, Any]) -> dict[str, float]:
+def _stage_percentiles(d: Mapping[str, Any], unit: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in d.items():
         m = _Q_KEY.match(str(k))
         if m and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
             q = 'p50' if m.group(1) in ('p50', 'median') else 'p99'
-            out[q] = float(v) * _UNIT[m.group(2) or 'us']  # bare keys: core/stats summaries (us)
+            out[q] = float(v) * _UNIT[m.group(2) or unit]
     return out
 
 
@@ -540,8 +541,13 @@ def _find_stages(node: Any, depth: int = 0) -> dict[str, dict[str, float]]:
     """Breadth-first: the first mapping level where stage names hold p50/p99 entries."""
     if not isinstance(node, Mapping) or depth > 6:
         return {}
-    found = {k: p for k, v in node.items() if k in STAGES and isinstance(v, Mapping)
-             and (p := _stage_percentiles(v))}
+    found: dict[str, dict[str, float]] = {}
+    for k, v in node.items():
+        m = _STAGE_KEY.match(str(k))
+        if m and isinstance(v, Mapping):
+            p = _stage_percentiles(v, m.group(2) or 'us')
+            if p:
+                found[m.group(1)] = p
     if found:
         return found
     for v in node.values():
@@ -557,8 +563,9 @@ def load_benchmark_baseline(path: str | Path) -> dict[str, dict[str, float]]:
     Accepts any report where a mapping keyed by stage names ('e2e', 'period', 'inference',
     'safety') holds percentile keys named ``p50_<unit>``/``median_<unit>``/``p99_<unit>`` with unit
     s, ms, us or ns, at any nesting depth (e.g. ``{"stages": {"e2e": {"p50_us": 110, "p99_us": 300}}}``
-    or the ``rt-safe-rl bench monitor`` output). Bare ``p50``/``p99`` keys are microseconds (the
-    unit of :func:`rt_safe_rl.core.stats.summarize_ns`). Returns ``{'e2e': {'p50': 1.1e-4, ...}}``.
+    or the ``rt-safe-rl bench monitor`` output). Bare ``p50``/``p99`` keys take the unit of the
+    stage key (``"e2e_us": {"p50": 110, "p99": 300}``, the ``rt-safe-rl bench replay`` report.json
+    layout), else microseconds (core/stats summaries). Returns ``{'e2e': {'p50': 1.1e-4, ...}}``.
 
     Raises:
         ConfigError: file missing, not JSON, or no stage percentiles in it.
