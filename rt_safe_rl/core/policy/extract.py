@@ -1,0 +1,554 @@
+"""Compile pure Linear/activation policies to a numba kernel from the module's own weights.
+
+:func:`extract_program` reads the weights of a torch module (TorchScript or plain) or of an ONNX
+graph and builds a :class:`Program`: a short list of ops over one float32 scratch vector. A single
+numba-compiled interpreter (:func:`run_program`) executes it with no Python per op and no allocation.
+
+Supported structures (anything else raises :class:`Unsupported`, and the numba backend is simply
+not available for that model):
+
+- ``nn.Sequential`` of Linear + ELU(alpha=1) / ReLU / Tanh / LeakyReLU / Identity (legged_gym actors);
+- a module with ``actor`` (such a Sequential), optionally ``normalizer`` (Identity or an empirical
+  normalizer with ``_mean``, ``_std``, ``eps``: ``(x - mean) / (std + eps)``) and optionally a 1-layer
+  LSTM ``rnn`` / ``memory`` with ``hidden_state`` / ``cell_state`` buffers (rsl_rl / rl_sar exporters);
+- HIMLoco (``estimator`` + ``actor``): ``actor([obs[:frame], v, normalize(z)])`` with
+  ``[v, z] = estimator(obs_history)``;
+- ONNX graphs made of Gemm / MatMul+Add / Elu / Relu / Tanh / Identity.
+
+The extraction is checked, never trusted: the backends compare every candidate against the
+reference (eager torch, or onnxruntime for ONNX files) before it may be selected.
+
+Transcendentals use a vectorisable float32 exp (Cody-Waite reduction + degree-7 expm1 polynomial,
+abs error < 1e-7 on the ranges used), so ELU/sigmoid/tanh layers vectorise.
+RT-safety: :func:`run_program` is allocation-free and lock-free once compiled (compile at configure).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numba as nb
+import numpy as np
+import numpy.typing as npt
+
+OP_LINEAR, OP_NORMALIZE, OP_LSTM, OP_COPY, OP_L2NORM = 1, 2, 3, 4, 5
+ACT_NONE, ACT_ELU, ACT_RELU, ACT_TANH, ACT_LEAKY = 0, 1, 2, 3, 4
+ROW = 12  # ints per op row
+PAD = 16  # scratch regions and weight rows are padded to this many floats (one AVX-512 vector)
+
+
+def _pad(n: int) -> int:
+    return -(-n // PAD) * PAD
+
+_ACT_BY_KIND = {'ELU': ACT_ELU, 'ReLU': ACT_RELU, 'Tanh': ACT_TANH, 'LeakyReLU': ACT_LEAKY, 'Identity': ACT_NONE}
+
+
+class Unsupported(Exception):
+    """The model is not a pure Linear/activation/LSTM structure that this compiler handles."""
+
+
+@dataclass
+class Program:
+    """A compiled op list plus its parameters and scratch layout.
+
+    Attributes:
+        ops: int64 [n_ops, ROW] rows ``[op, a1, ...]`` (see the builder methods for the fields).
+        params: float32 weights, biases, normalizer statistics, constants.
+        scratch_size: floats of scratch (input, intermediates, recurrent state, output).
+        ibuf_size: int32 work area for the vectorised exp (largest activation width).
+        in_off, in_dim, out_off, out_dim: where the observation goes and the action comes from.
+        state: (offset, length) scratch regions to zero on reset (LSTM h and c).
+        summary: human-readable structure, e.g. 'norm(96) > lstm(96->256) > mlp 256-256-128-29'.
+    """
+
+    ops: npt.NDArray[np.int64]
+    params: npt.NDArray[np.float32]
+    scratch_size: int
+    ibuf_size: int
+    in_off: int
+    in_dim: int
+    out_off: int
+    out_dim: int
+    state: list[tuple[int, int]] = field(default_factory=list)
+    summary: str = ''
+
+    @property
+    def recurrent(self) -> bool:
+        """True when the program keeps LSTM state."""
+        return bool(self.state)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.rows: list[list[int]] = []
+        self.params: list[npt.NDArray[np.float32]] = []
+        self.n_params = 0
+        self.n_scratch = 0
+        self.ibuf = 1
+        self.state: list[tuple[int, int]] = []
+        self.desc: list[str] = []
+
+    def param(self, a: Any) -> int:
+        arr = np.ascontiguousarray(np.asarray(a, dtype=np.float32).ravel())
+        off = self.n_params
+        self.params.append(arr)
+        self.n_params += arr.size
+        return off
+
+    def alloc(self, n: int) -> int:
+        """Scratch region of n floats, padded to a multiple of PAD (the padding stays zero)."""
+        off = self.n_scratch
+        self.n_scratch += _pad(n)
+        return off
+
+    def weights(self, w: Any) -> tuple[int, int]:
+        """Store W [n, k] zero-padded to [n, pad(k)]; returns (offset, padded k)."""
+        w = np.asarray(w, dtype=np.float32)
+        n, k = w.shape
+        kp = _pad(k)
+        wp = np.zeros((n, kp), np.float32)
+        wp[:, :k] = w
+        return self.param(wp), kp
+
+    def op(self, *fields: int) -> None:
+        row = [int(f) for f in fields]
+        self.rows.append(row + [0] * (ROW - len(row)))
+
+    def linear(self, src: int, w: Any, b: Any | None, act: int) -> tuple[int, int]:
+        w = np.asarray(w, dtype=np.float32)
+        n, k = w.shape
+        dst = self.alloc(n)
+        b_off = self.param(b) if b is not None else -1
+        w_off, kp = self.weights(w)
+        self.op(OP_LINEAR, src, kp, dst, n, w_off, b_off, act)
+        self.ibuf = max(self.ibuf, n)
+        return dst, n
+
+    def build(self, in_off: int, in_dim: int, out_off: int, out_dim: int) -> Program:
+        params = np.concatenate(self.params) if self.params else np.zeros(1, np.float32)
+        return Program(
+            ops=np.array(self.rows, dtype=np.int64).reshape(-1, ROW), params=params.astype(np.float32),
+            scratch_size=max(self.n_scratch, 1), ibuf_size=self.ibuf, in_off=in_off, in_dim=in_dim,
+            out_off=out_off, out_dim=out_dim, state=list(self.state), summary=' > '.join(self.desc),
+        )
+
+
+def _kind(mod: Any) -> str:
+    return str(getattr(mod, 'original_name', None) or type(mod).__name__)
+
+
+def _np(t: Any) -> npt.NDArray[np.float32]:
+    return np.asarray(t.detach().cpu().numpy(), dtype=np.float32)
+
+
+def _children(mod: Any) -> dict[str, Any]:
+    return dict(mod.named_children())
+
+
+def _mlp(b: _Builder, seq: Any, src: int, in_dim: int) -> tuple[int, int]:
+    """Sequential of Linear/activations starting at scratch `src`; returns (dst, width)."""
+    layers = list(_children(seq).values())
+    if not layers or _kind(layers[0]) != 'Linear':
+        raise Unsupported('a Sequential that does not start with Linear')
+    sizes = [in_dim]
+    i = 0
+    while i < len(layers):
+        lin = layers[i]
+        if _kind(lin) != 'Linear':
+            raise Unsupported(f'unsupported layer {_kind(lin)} in Sequential')
+        w = _np(lin.weight)
+        if w.shape[1] != sizes[-1]:
+            raise Unsupported(f'Linear expects {w.shape[1]} inputs, gets {sizes[-1]}')
+        bias = getattr(lin, 'bias', None)
+        act = ACT_NONE
+        if i + 1 < len(layers) and _kind(layers[i + 1]) != 'Linear':
+            a = layers[i + 1]
+            k = _kind(a)
+            if k not in _ACT_BY_KIND:
+                raise Unsupported(f'unsupported activation {k}')
+            if k == 'ELU' and abs(float(getattr(a, 'alpha', 1.0)) - 1.0) > 0.0:
+                raise Unsupported('ELU with alpha != 1')
+            if k == 'LeakyReLU' and abs(float(getattr(a, 'negative_slope', 0.01)) - 0.01) > 0.0:
+                raise Unsupported('LeakyReLU with a slope other than 0.01')
+            act = _ACT_BY_KIND[k]
+            i += 1
+        src, n = b.linear(src, w, _np(bias) if bias is not None else None, act)
+        sizes.append(n)
+        i += 1
+    b.desc.append('mlp ' + '-'.join(str(s) for s in sizes))
+    return src, sizes[-1]
+
+
+def _normalizer(b: _Builder, mod: Any, src: int, n: int) -> int:
+    k = _kind(mod)
+    if k == 'Identity':
+        return src
+    mean, std, eps = getattr(mod, '_mean', None), getattr(mod, '_std', None), getattr(mod, 'eps', None)
+    if mean is None or std is None or eps is None:
+        raise Unsupported(f'normalizer {k} without _mean/_std/eps')
+    mean_a, std_a = _np(mean).ravel(), _np(std).ravel()
+    if mean_a.size != n or std_a.size != n:
+        raise Unsupported('normalizer size differs from the input size')
+    dst = b.alloc(n)
+    b.op(OP_NORMALIZE, src, n, dst, b.param(mean_a), b.param(std_a), b.param([float(eps)]))
+    b.desc.append(f'norm({n})')
+    return dst
+
+
+def _lstm(b: _Builder, mod: Any, src: int, k: int) -> tuple[int, int]:
+    if int(getattr(mod, 'num_layers', 1)) != 1 or bool(getattr(mod, 'bidirectional', False)):
+        raise Unsupported('only 1-layer unidirectional LSTMs are compiled')
+    if bool(getattr(mod, 'batch_first', False)):
+        raise Unsupported('batch_first LSTM')
+    w_ih, w_hh = _np(mod.weight_ih_l0), _np(mod.weight_hh_l0)
+    bias = _np(mod.bias_ih_l0) + _np(mod.bias_hh_l0) if hasattr(mod, 'bias_ih_l0') else np.zeros(w_ih.shape[0])
+    h4 = w_ih.shape[0]
+    if w_ih.shape[1] != k or h4 % 4:
+        raise Unsupported('LSTM sizes do not fit')
+    hs = h4 // 4
+    h_off, c_off, g_off = b.alloc(hs), b.alloc(hs), b.alloc(h4)
+    wih_off, kp = b.weights(w_ih)
+    whh_off, hsp = b.weights(w_hh)
+    if hsp != hs:
+        raise Unsupported(f'LSTM hidden size {hs} is not a multiple of {PAD}')
+    b.op(OP_LSTM, src, kp, h_off, c_off, hs, wih_off, whh_off, b.param(bias), g_off)
+    b.state += [(h_off, hs), (c_off, hs)]
+    b.ibuf = max(b.ibuf, h4)
+    b.desc.append(f'lstm({k}->{hs})')
+    return h_off, hs
+
+
+def _in_dim_of(mod: Any) -> int:
+    """Input size: the first of normalizer statistics, recurrent layer, estimator/actor first Linear."""
+    ch = _children(mod)
+    order = [ch[k] for k in ('normalizer', 'rnn', 'memory', 'estimator', 'actor') if k in ch] or [mod]
+    for m in order:
+        if hasattr(m, '_mean'):
+            return int(m._mean.numel())
+        if _kind(m) == 'LSTM':
+            return int(m.weight_ih_l0.shape[1])
+        if _kind(m) == 'Sequential':
+            first = next(iter(_children(m).values()), None)
+            if first is not None and _kind(first) == 'Linear':
+                return int(first.weight.shape[1])
+    raise Unsupported('cannot tell the input size (no normalizer, LSTM or Linear first)')
+
+
+def extract_program(module: Any) -> Program:
+    """Compile a torch module (TorchScript or plain) to a :class:`Program`.
+
+    Raises:
+        Unsupported: the structure is not one listed in the module docstring.
+    """
+    b = _Builder()
+    kind = _kind(module)
+    ch = _children(module)
+    in_dim = _in_dim_of(module)
+    x = b.alloc(in_dim)
+    if kind == 'Sequential':
+        out, n = _mlp(b, module, x, in_dim)
+        return b.build(x, in_dim, out, n)
+    if set(ch) == {'estimator', 'actor'}:
+        return _himloco(b, module, x, in_dim)
+    names = set(ch)
+    rnn_name = next((r for r in ('rnn', 'memory') if r in names), None)
+    if 'actor' not in names or not names <= {'actor', 'normalizer', 'rnn', 'memory'}:
+        raise Unsupported(f'unknown module structure {kind} with children {sorted(names)}')
+    src, n = x, in_dim
+    if 'normalizer' in ch:
+        src = _normalizer(b, ch['normalizer'], src, n)
+    if rnn_name is not None:
+        if _kind(ch[rnn_name]) != 'LSTM':
+            raise Unsupported(f'recurrent layer {_kind(ch[rnn_name])} is not an LSTM')
+        bufs = dict(module.named_buffers(recurse=False))
+        if 'hidden_state' not in bufs or 'cell_state' not in bufs:
+            raise Unsupported('LSTM without hidden_state/cell_state buffers')
+        src, n = _lstm(b, ch[rnn_name], src, n)
+    out, n = _mlp(b, ch['actor'], src, n)
+    return b.build(x, in_dim, out, n)
+
+
+def _himloco(b: _Builder, module: Any, x: int, in_dim: int) -> Program:
+    code = str(getattr(module, 'code', ''))
+    est, n_est = _mlp(b, module.estimator, x, in_dim)
+    m_vel = re.search(r'slice\(parts, -1, None, (\d+)\)', code)
+    if 'normalize' not in code or m_vel is None:
+        raise Unsupported('estimator/actor module whose forward is not the HIMLoco pattern')
+    n_vel = int(m_vel.group(1))
+    actor_in = int(next(iter(_children(module.actor).values())).weight.shape[1])
+    frame = actor_in - n_est
+    if frame <= 0 or frame > in_dim or n_vel >= n_est:
+        raise Unsupported('HIMLoco sizes do not fit')
+    cat = b.alloc(actor_in)
+    b.op(OP_COPY, x, frame, cat)
+    b.op(OP_COPY, est, n_vel, cat + frame)
+    b.op(OP_L2NORM, est + n_vel, n_est - n_vel, cat + frame + n_vel, b.param([1e-12]))
+    b.desc.append(f'cat(obs[:{frame}], v[{n_vel}], l2norm(z[{n_est - n_vel}]))')
+    out, n = _mlp(b, module.actor, cat, actor_in)
+    return b.build(x, in_dim, out, n)
+
+
+def extract_onnx_program(path: str | Path) -> Program:
+    """Compile an ONNX graph of Gemm / MatMul+Add / activations to a :class:`Program`.
+
+    Raises:
+        Unsupported: other operators, attributes or shapes.
+    """
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise Unsupported('the onnx package is not installed') from None
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    consts = {}
+    for node in g.node:
+        if node.op_type == 'Constant':
+            for a in node.attribute:
+                if a.name == 'value':
+                    consts[node.output[0]] = numpy_helper.to_array(a.t)
+    inits.update(consts)
+    graph_inputs = [i for i in g.input if i.name not in inits]
+    if len(graph_inputs) != 1 or len(g.output) != 1:
+        raise Unsupported('ONNX graph with several inputs or outputs')
+    dims = graph_inputs[0].type.tensor_type.shape.dim
+    if not dims or not dims[-1].dim_value:
+        raise Unsupported('ONNX input with a symbolic feature size')
+    in_dim = int(dims[-1].dim_value)
+    b = _Builder()
+    x = b.alloc(in_dim)
+    where: dict[str, tuple[int, int]] = {graph_inputs[0].name: (x, in_dim)}
+    pending: dict[str, tuple[npt.NDArray[np.float32], str]] = {}  # MatMul output -> (W[n,k], input)
+    last_linear: dict[str, int] = {}  # tensor name -> op row index of the Linear that wrote it
+    sizes = [in_dim]
+    for node in g.node:
+        t = node.op_type
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if t == 'Constant':
+            continue
+        if t == 'Gemm':
+            a, w_name = node.input[0], node.input[1]
+            if attrs.get('transA', 0) or attrs.get('alpha', 1.0) != 1.0 or attrs.get('beta', 1.0) != 1.0:
+                raise Unsupported('Gemm with transA/alpha/beta')
+            w = inits[w_name].astype(np.float32)
+            w = w if attrs.get('transB', 0) else w.T
+            bias = inits[node.input[2]] if len(node.input) > 2 and node.input[2] else None
+            src, _k = where[a]
+            dst, n = b.linear(src, w, bias, ACT_NONE)
+            where[node.output[0]] = (dst, n)
+            last_linear[node.output[0]] = len(b.rows) - 1
+            sizes.append(n)
+        elif t == 'MatMul' and node.input[1] in inits:
+            pending[node.output[0]] = (inits[node.input[1]].astype(np.float32).T, node.input[0])
+        elif t == 'Add' and node.input[0] in pending and node.input[1] in inits:
+            w, a = pending.pop(node.input[0])
+            src, _k = where[a]
+            dst, n = b.linear(src, w, inits[node.input[1]], ACT_NONE)
+            where[node.output[0]] = (dst, n)
+            last_linear[node.output[0]] = len(b.rows) - 1
+            sizes.append(n)
+        elif t in ('Elu', 'Relu', 'Tanh', 'LeakyRelu', 'Identity'):
+            a = node.input[0]
+            if a not in last_linear:
+                raise Unsupported(f'{t} that does not follow a Linear')
+            row = b.rows[last_linear[a]]
+            if row[7] != ACT_NONE:
+                raise Unsupported('two activations in a row')
+            if t == 'Elu' and abs(float(attrs.get('alpha', 1.0)) - 1.0) > 0.0:
+                raise Unsupported('Elu alpha != 1')
+            if t == 'LeakyRelu' and abs(float(attrs.get('alpha', 0.01)) - 0.01) > 1e-9:
+                raise Unsupported('LeakyRelu alpha != 0.01')
+            row[7] = {'Elu': ACT_ELU, 'Relu': ACT_RELU, 'Tanh': ACT_TANH, 'LeakyRelu': ACT_LEAKY,
+                      'Identity': ACT_NONE}[t]
+            where[node.output[0]] = where[a]
+            last_linear[node.output[0]] = last_linear[a]
+        else:
+            raise Unsupported(f'ONNX operator {t}')
+    out_name = g.output[0].name
+    if out_name not in where or pending:
+        raise Unsupported('ONNX output is not produced by a Linear chain')
+    out, n = where[out_name]
+    b.desc.append('onnx mlp ' + '-'.join(str(s) for s in sizes))
+    return b.build(x, in_dim, out, n)
+
+
+# ----------------------------------------------------------------------------------------------
+# numba kernels (compiled once per process; cache=True keeps the machine code on disk)
+
+
+# All kernels index views with the loop variable only: numba's wraparound check on a computed
+# index (``s[off + i]``) blocks vectorisation, a slice view does not allocate.
+
+
+@nb.njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
+def _exp_inplace(v: Any, ibuf: Any, k: float) -> None:
+    """v[:] = exp(k * v) (vectorised; argument clamped to the float32 range)."""
+    l2e = np.float32(1.4426950408889634)
+    ln2hi = np.float32(0.693359375)
+    ln2lo = np.float32(-2.12194440e-4)
+    kf = np.float32(k)
+    n = v.shape[0]
+    ib = ibuf[:n]
+    for i in range(n):
+        x = min(max(kf * v[i], np.float32(-87.0)), np.float32(88.0))
+        nf = np.floor(x * l2e + np.float32(0.5))
+        ib[i] = (np.int32(nf) + np.int32(127)) << np.int32(23)
+    p2 = ib.view(np.float32)
+    for i in range(n):
+        x = min(max(kf * v[i], np.float32(-87.0)), np.float32(88.0))
+        nf = np.floor(x * l2e + np.float32(0.5))
+        r = x - nf * ln2hi - nf * ln2lo
+        p = np.float32(1.0 / 5040.0)
+        p = p * r + np.float32(1.0 / 720.0)
+        p = p * r + np.float32(1.0 / 120.0)
+        p = p * r + np.float32(1.0 / 24.0)
+        p = p * r + np.float32(1.0 / 6.0)
+        p = p * r + np.float32(0.5)
+        em1 = r + r * r * p
+        v[i] = p2[i] * em1 + p2[i]
+
+
+@nb.njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
+def _activate(y: Any, act: int, ibuf: Any, t: Any) -> None:
+    """In-place activation of view `y`; `t` is a float work view of at least y's size."""
+    n = y.shape[0]
+    if act == ACT_ELU:
+        tv = t[:n]
+        for i in range(n):
+            tv[i] = min(y[i], np.float32(0.0))
+        _exp_inplace(tv, ibuf, 1.0)
+        for i in range(n):
+            v = y[i]
+            y[i] = v if v > np.float32(0.0) else tv[i] - np.float32(1.0)
+    elif act == ACT_RELU:
+        for i in range(n):
+            y[i] = max(y[i], np.float32(0.0))
+    elif act == ACT_LEAKY:
+        for i in range(n):
+            v = y[i]
+            y[i] = v if v > np.float32(0.0) else np.float32(0.01) * v
+    elif act == ACT_TANH:
+        _exp_inplace(y, ibuf, 2.0)
+        for i in range(n):
+            y[i] = np.float32(1.0) - np.float32(2.0) / (y[i] + np.float32(1.0))
+
+
+@nb.njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
+def _matvec(wm: Any, x: Any, y: Any, acc: bool) -> None:
+    """y (+)= wm @ x for a 2-D row-major view `wm`."""
+    n, k = wm.shape
+    for i in range(n):
+        t = np.float32(0.0)
+        for j in range(k):
+            t += wm[i, j] * x[j]
+        if acc:
+            y[i] += t
+        else:
+            y[i] = t
+
+
+@nb.njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
+def _run_ops(ops: Any, p: Any, s: Any, ibuf: Any, t: Any) -> None:
+    for r in range(ops.shape[0]):
+        op = ops[r, 0]
+        if op == OP_LINEAR:
+            src, k, dst, n, w, b, act = ops[r, 1], ops[r, 2], ops[r, 3], ops[r, 4], ops[r, 5], ops[r, 6], ops[r, 7]
+            y = s[dst:dst + n]
+            _matvec(p[w:w + n * k].reshape((n, k)), s[src:src + k], y, False)
+            if b >= 0:
+                bv = p[b:b + n]
+                for i in range(n):
+                    y[i] += bv[i]
+            if act != ACT_NONE:
+                _activate(y, act, ibuf, t)
+        elif op == OP_NORMALIZE:
+            src, n, dst, mean, std, eps = ops[r, 1], ops[r, 2], ops[r, 3], ops[r, 4], ops[r, 5], ops[r, 6]
+            e = p[eps]
+            xv, yv, mv, sv = s[src:src + n], s[dst:dst + n], p[mean:mean + n], p[std:std + n]
+            for i in range(n):
+                yv[i] = (xv[i] - mv[i]) / (sv[i] + e)
+        elif op == OP_LSTM:
+            src, k, h, c, hs = ops[r, 1], ops[r, 2], ops[r, 3], ops[r, 4], ops[r, 5]
+            wih, whh, b, g = ops[r, 6], ops[r, 7], ops[r, 8], ops[r, 9]
+            h4 = 4 * hs
+            gv = s[g:g + h4]
+            hv = s[h:h + hs]
+            cv = s[c:c + hs]
+            _matvec(p[wih:wih + h4 * k].reshape((h4, k)), s[src:src + k], gv, False)
+            _matvec(p[whh:whh + h4 * hs].reshape((h4, hs)), hv, gv, True)
+            bv = p[b:b + h4]
+            for i in range(h4):
+                gv[i] += bv[i]
+            # gates i, f, o: sigmoid = 1 / (1 + exp(-x)); g: tanh = 1 - 2 / (exp(2x) + 1)
+            gi, gf, gg, go = gv[0:hs], gv[hs:2 * hs], gv[2 * hs:3 * hs], gv[3 * hs:h4]
+            _exp_inplace(gv[0:2 * hs], ibuf, -1.0)
+            _exp_inplace(gg, ibuf, 2.0)
+            _exp_inplace(go, ibuf, -1.0)
+            tv = t[:hs]
+            for i in range(hs):
+                ig = np.float32(1.0) / (np.float32(1.0) + gi[i])
+                fg = np.float32(1.0) / (np.float32(1.0) + gf[i])
+                ggt = np.float32(1.0) - np.float32(2.0) / (gg[i] + np.float32(1.0))
+                cn = fg * cv[i] + ig * ggt
+                cv[i] = cn
+                tv[i] = cn
+            _exp_inplace(tv, ibuf, 2.0)
+            for i in range(hs):
+                og = np.float32(1.0) / (np.float32(1.0) + go[i])
+                hv[i] = og * (np.float32(1.0) - np.float32(2.0) / (tv[i] + np.float32(1.0)))
+        elif op == OP_COPY:
+            src, n, dst = ops[r, 1], ops[r, 2], ops[r, 3]
+            xv, yv = s[src:src + n], s[dst:dst + n]
+            for i in range(n):
+                yv[i] = xv[i]
+        elif op == OP_L2NORM:
+            src, n, dst, eps = ops[r, 1], ops[r, 2], ops[r, 3], ops[r, 4]
+            xv, yv = s[src:src + n], s[dst:dst + n]
+            acc = np.float32(0.0)
+            for i in range(n):
+                acc += xv[i] * xv[i]
+            nrm = max(np.sqrt(acc), p[eps])
+            for i in range(n):
+                yv[i] = xv[i] / nrm
+
+
+@nb.njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
+def run_program(x: Any, ops: Any, p: Any, s: Any, ibuf: Any, tmp: Any, in_off: int, out_off: int,
+                out: Any) -> None:
+    """One forward pass: x (float32 [in_dim]) -> out (float32 [out_dim]). RT-safe (no allocation).
+
+    `s`: scratch (``scratch_size`` floats, holds LSTM state); `ibuf` int32 / `tmp` float32 work
+    areas of ``ibuf_size``.
+    """
+    xi = s[in_off:in_off + x.shape[0]]
+    for i in range(x.shape[0]):
+        xi[i] = x[i]
+    _run_ops(ops, p, s, ibuf, tmp)
+    yo = s[out_off:out_off + out.shape[0]]
+    for i in range(out.shape[0]):
+        out[i] = yo[i]
+
+
+class CompiledProgram:
+    """A :class:`Program` bound to its own scratch/state buffers (one per backend instance)."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self._ops = np.ascontiguousarray(program.ops)
+        self._params = np.ascontiguousarray(program.params)
+        self._ibuf = np.zeros(program.ibuf_size, np.int32)
+        self._tmp = np.zeros(program.ibuf_size, np.float32)
+        self._scratch = np.zeros(program.scratch_size, np.float32)
+
+    def forward(self, x: npt.NDArray[np.float32], out: npt.NDArray[np.float32]) -> None:
+        """x float32 [in_dim] -> out float32 [out_dim]; advances LSTM state. RT-safe."""
+        run_program(x, self._ops, self._params, self._scratch, self._ibuf, self._tmp, self.program.in_off,
+                    self.program.out_off, out)
+
+    def reset(self) -> None:
+        """Zero the recurrent state (and the scratch)."""
+        self._scratch[:] = 0.0
