@@ -57,6 +57,22 @@ class SpscRing:
         self._head = nxt
         return True
 
+    def try_push3(self, a: float, b: float, c: float) -> bool:
+        """Append a 3-value record without building an array (RT-safe)."""
+        head = self._head
+        nxt = head + 1
+        if nxt == self.capacity:
+            nxt = 0
+        if nxt == self._tail:
+            self.dropped += 1
+            return False
+        row = self._buf[head]
+        row[0] = a
+        row[1] = b
+        row[2] = c
+        self._head = nxt
+        return True
+
     def __len__(self) -> int:
         return (self._head - self._tail) % self.capacity
 

@@ -1,0 +1,200 @@
+"""rt.executor with real rclpy nodes: lifecycle + plain nodes, RT-group dispatch, tasks, errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+
+from rt_safe_rl.core.configutil import from_mapping  # noqa: E402
+from rt_safe_rl.core.errors import ConfigError  # noqa: E402
+from rt_safe_rl.rt.channel import Channel  # noqa: E402
+from rt_safe_rl.rt.config import RtConfig  # noqa: E402
+from rt_safe_rl.rt.executor import PeriodicTask, RtExecutor, TriggeredTask, named_group  # noqa: E402
+
+
+def quick_cfg(**kw: Any) -> RtConfig:
+    """Default groups, but no mlock/heap prefault (keeps the test process light)."""
+    return RtConfig(mlock=False, prefault_heap_bytes=0, **kw)
+
+
+class ChainNode(LifecycleNode):
+    """Lifecycle node: configure creates the tasks, activate enables them (the project pattern)."""
+
+    def __init__(self, context: Any, channel: Channel) -> None:
+        super().__init__('chain', context=context)
+        self.channel = channel
+        self.tasks: list[PeriodicTask | TriggeredTask] = []
+        self.produced = 0
+        self.consumed: list[int] = []
+        self.threads: set[str] = set()
+        self.sub_msgs = 0
+        self.pub: Any = None
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.pub = self.create_publisher(Float64MultiArray, 'chain_topic', 10)
+        self.create_subscription(Float64MultiArray, 'chain_topic', self._on_msg, 10,
+                                 callback_group=named_group(self, 'control'))
+        self.vals = np.zeros(2)
+        self.msg = Float64MultiArray()
+        self.msg.data = [0.0, 0.0]
+        self.tasks = [
+            PeriodicTask('chain_tick', named_group(self, 'sim'), 2_000_000, self._tick),
+            TriggeredTask('chain_consume', named_group(self, 'safety'), self.channel, self._consume),
+        ]
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for t in self.tasks:
+            t.enabled = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for t in self.tasks:
+            t.enabled = False
+        return super().on_deactivate(state)
+
+    def rt_tasks(self) -> list[PeriodicTask | TriggeredTask]:
+        return self.tasks
+
+    def _tick(self, deadline_ns: int) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.produced += 1
+        self.vals[0] = self.produced
+        self.channel.try_write(self.vals, deadline_ns)
+        self.pub.publish(self.msg)
+
+    def _consume(self, seq: int) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.consumed.append(seq)
+
+    def _on_msg(self, msg: Float64MultiArray) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.sub_msgs += 1
+
+
+def test_lifecycle_node_tasks_run_only_when_active(rclpy_context: Any) -> None:
+    ch = Channel('/test/chain', 2)
+    node = ChainNode(rclpy_context, ch)
+    ex = RtExecutor(quick_cfg(), context=rclpy_context)
+    ex.add_node(node)  # before configure: tasks appear later and are picked up
+    node.trigger_configure()
+    ex.spin(0.2)
+    assert node.produced == 0  # configured, not active
+    node.trigger_activate()
+    ex.spin(0.5)
+    produced = node.produced
+    assert produced > 50
+    assert len(node.consumed) > 50
+    assert node.sub_msgs > 10
+    # periodic in the sim thread; consumer and subscription in the control thread
+    assert node.threads == {'rt_sim', 'rt_control'}
+    node.trigger_deactivate()
+    ex.spin(0.2)
+    assert node.produced == produced
+    rep = ex.report()
+    assert rep['tasks']['chain_tick']['runs'] == produced
+    assert rep['threads']['sim']['granted']['tid'] > 0
+    assert rep['gc']['rt_collections'] == 0
+    ex.destroy()
+    node.destroy_node()
+
+
+def test_plain_node_timer_in_rt_group_and_nonrt_default(rclpy_context: Any) -> None:
+    node = Node('plain', context=rclpy_context)
+    seen: dict[str, int] = {}
+
+    def rec(tag: str) -> None:
+        name = threading.current_thread().name
+        seen[f'{tag}@{name}'] = seen.get(f'{tag}@{name}', 0) + 1
+
+    node.create_timer(0.005, lambda: rec('rt'), callback_group=named_group(node, 'control'))
+    node.create_timer(0.005, lambda: rec('default'))
+    ex = RtExecutor(quick_cfg(), context=rclpy_context)
+    ex.add_node(node)
+    ex.spin(0.3)
+    main = threading.current_thread().name
+    assert seen.get('rt@rt_control', 0) > 10
+    assert seen.get(f'default@{main}', 0) > 10
+    assert set(seen) == {'rt@rt_control', f'default@{main}'}
+    ex.destroy()
+    node.destroy_node()
+
+
+def test_task_errors_are_counted_not_fatal(rclpy_context: Any) -> None:
+    calls = [0]
+
+    def boom(deadline_ns: int) -> None:
+        calls[0] += 1
+        raise RuntimeError('boom')
+
+    ex = RtExecutor(quick_cfg(), context=rclpy_context)
+    task = PeriodicTask('boom', 'control', 1_000_000, boom, enabled=True)
+    ex.add_task(task)
+    ex.spin(0.2)
+    assert calls[0] > 20
+    assert task.errors == calls[0]
+    rep = ex.report()
+    assert rep['tasks']['boom']['errors'] == calls[0]
+    assert any('boom' in e for e in rep['errors'])
+    ex.destroy()
+
+
+def test_overrun_and_skip_policy_counted(rclpy_context: Any) -> None:
+    def slow(deadline_ns: int) -> None:
+        t_end = time.monotonic_ns() + 3_500_000
+        while time.monotonic_ns() < t_end:  # 3.5 periods of busy work
+            pass
+
+    ex = RtExecutor(quick_cfg(), context=rclpy_context)
+    task = PeriodicTask('slow', 'control', 1_000_000, slow, enabled=True)
+    ex.add_task(task)
+    ex.spin(0.1)
+    assert task.runs >= 3
+    assert task.overruns == task.runs
+    assert task.skipped >= 3 * (task.runs - 1)
+    ex.destroy()
+
+
+def test_unknown_group_is_config_error(rclpy_context: Any) -> None:
+    ex = RtExecutor(quick_cfg(), context=rclpy_context)
+    with pytest.raises(ConfigError, match="unknown rt group 'nope'"):
+        ex.add_task(PeriodicTask('x', 'nope', 1_000_000, lambda d: None))
+    node = Node('grp', context=rclpy_context)
+    ex.add_node(node)
+    with pytest.raises(ConfigError, match="unknown rt group 'nope'"):
+        named_group(node, 'nope')
+    ex.destroy()
+    node.destroy_node()
+
+
+def test_without_privileges_warns_and_runs(rclpy_context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from rt_safe_rl.rt import sched
+
+    def refuse(*a: Any) -> None:
+        raise PermissionError(1, 'Operation not permitted')
+
+    monkeypatch.setattr(os, 'sched_setscheduler', refuse)
+    monkeypatch.setattr(sched, 'lock_memory', lambda: (False, 'mlockall refused (EPERM): needs CAP_IPC_LOCK'))
+    cfg = from_mapping(RtConfig, {'mlock': True, 'prefault_heap_bytes': 0}, 'test')
+    ex = RtExecutor(cfg, context=rclpy_context)
+    n = [0]
+    ex.add_task(PeriodicTask('p', 'control', 1_000_000, lambda d: n.__setitem__(0, n[0] + 1), enabled=True))
+    ex.spin(0.2)
+    rep = ex.report()
+    assert n[0] > 50
+    assert any('CAP_SYS_NICE' in w for w in rep['warnings'])
+    assert any('CAP_IPC_LOCK' in w for w in rep['warnings'])
+    assert rep['threads']['control']['granted']['policy'] == 'other'
+    ex.destroy()
