@@ -42,6 +42,8 @@ class SimHumanConfig:
     The walker goes from ``far_m`` to ``near_m`` (horizontal distance from the robot base) at
     ``speed_m_s``, waits ``pause_near_s``, walks back and waits ``pause_far_s``; the approach
     direction is drawn per cycle from ``seed``. ``noise_m`` is the sensor noise (std, m).
+    ``start_phase_s`` shifts the cycle (e.g. start right before the approach); ``frame_id`` is
+    the robot base frame the position is expressed in.
     """
 
     rate_hz: float = 100.0
@@ -54,6 +56,7 @@ class SimHumanConfig:
     pause_near_s: float = 1.0
     noise_m: float = 0.005
     start_phase_s: float = 0.0
+    frame_id: str = 'base_link'
 
     def __post_init__(self) -> None:
         if self.rate_hz <= 0.0:

@@ -1,0 +1,80 @@
+"""Shared plumbing of the simulator nodes (sim_robot, sim_human, sim_operator): the common
+constructor (``config`` / ``config_file`` parameter / ``autostart``) and the executable ``main``.
+
+Thin ROS glue only; the simulation itself lives in :mod:`rt_safe_rl.sim`. Not RT code.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+
+from rt_safe_rl.config import AppConfig, load_config
+from rt_safe_rl.core.errors import RtSafeRlError
+
+
+class SimNodeBase(LifecycleNode):
+    """LifecycleNode with the package's common constructor contract (DEVELOPERS.md).
+
+    ``config=None`` reads the read-only ``config_file`` parameter ('' = the shipped default) at
+    construction, so a bad file fails before anything starts (``ConfigError`` naming file and key).
+    """
+
+    def __init__(self, node_name: str, *, config: AppConfig | None = None, namespace: str = '',
+                 intra_process: bool = False, **node_kwargs: Any) -> None:
+        super().__init__(node_name, namespace=namespace, **node_kwargs)
+        self.intra_process = intra_process
+        self.declare_parameter('config_file', '', ParameterDescriptor(
+            description='YAML config (config/default.yaml layout); empty = the shipped default',
+            read_only=True))
+        if config is None:
+            config = load_config(self.get_parameter('config_file').value or None)
+        self.app: AppConfig = config
+        self.declare_parameter('autostart', bool(config.control.autostart), ParameterDescriptor(
+            description='executable: configure + activate on start', read_only=True))
+
+    def rt_tasks(self) -> list[Any]:
+        """RT tasks of this node (created at configure); empty by default."""
+        return []
+
+
+def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | None = None) -> int:
+    """Body of a node executable: init rclpy (``argv`` = ROS args), build the node, RtExecutor,
+    configure + activate when ``autostart``, spin until Ctrl-C / shutdown. Expected errors print
+    one line and return 2 (no traceback).
+    """
+    from rt_safe_rl.rt.executor import RtExecutor
+
+    rclpy.init(args=sys.argv if argv is None else [prog, *argv])
+    node: SimNodeBase | None = None
+    executor: Any = None
+    try:
+        node = factory()
+        executor = RtExecutor(node.app.rt)
+        executor.add_node(node)
+        if node.get_parameter('autostart').value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                print(f'{prog}: error: configure failed (see the log above)', file=sys.stderr)
+                return 2
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                print(f'{prog}: error: activate failed (see the log above)', file=sys.stderr)
+                return 2
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RtSafeRlError as err:
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        return 2
+    finally:
+        if executor is not None:
+            executor.destroy()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
