@@ -1,0 +1,1 @@
+"""Grafana dashboards (JSON) for the monitor's Prometheus metrics; see generate.py."""
