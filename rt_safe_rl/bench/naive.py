@@ -1,0 +1,334 @@
+"""The naive pipeline, measured beside ours by ``rt-safe-rl bench replay --naive``.
+
+This is the control stack as a user would write it with plain rclpy (cf. rt-measurements.md,
+``naive``): separate nodes connected by DDS topics (QoS reliable, depth 10), the default
+``SingleThreadedExecutor``, a new message built on every publish, eager torch (default thread
+count) fed with ``torch.tensor(list(...))`` and read back with ``.tolist()``, and a list
+comprehension clamping to the joint limits:
+
+    bench process                       naive child process (python -m rt_safe_rl.bench.naive)
+    NaiveDriver --joint_states--> NaivePolicyNode --policy/action--> NaiveSafetyNode
+        ^-------------------------------- command -----------------------------'
+
+The policy node runs the model every ``decimation`` states and holds its last target in
+between (the same work as ours). The driver replays the states in lockstep (publish state ``i``,
+wait for the command carrying ``i`` or ``timeout_s``) and measures end-to-end latency from just
+before ``publish`` to the start of its command callback. The seq travels in ``header.frame_id``
+and comes back in ``layout.data_offset``; the nodes report their compute time (ns) in
+``layout.dim`` labels ``inference_ns`` / ``safety_ns`` (instrumentation only).
+Not RT-safe anywhere, on purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rt_safe_rl.core import stats
+from rt_safe_rl.core.errors import RtSafeRlError
+
+NAMESPACE = 'rt_safe_rl_naive_bench'
+READY_TIMEOUT_S = 60.0
+PING_SEQ = 2**32 - 1  # readiness probe (layout.data_offset is uint32)
+
+
+class NaiveError(RtSafeRlError):
+    """The naive pipeline could not start (child died, no answer, model unreadable)."""
+
+
+def infer_obs_dim(model: Any) -> int:
+    """Input size of a torch model: the second dim of its first 2-D parameter (Linear/LSTM)."""
+    for p in model.parameters():
+        if p.dim() == 2:
+            return int(p.shape[1])
+    raise NaiveError('cannot infer the policy input size (no 2-D parameter)')
+
+
+def _load_model(path: str) -> Any:
+    import torch
+
+    try:
+        return torch.jit.load(path, map_location='cpu')
+    except Exception:  # broad on purpose: not TorchScript -> try a pickled module
+        try:
+            return torch.load(path, map_location='cpu', weights_only=False)
+        except Exception as err:  # broad on purpose: report one line
+            msg = f'naive pipeline: cannot load policy {path}: {type(err).__name__}: {err}'
+            raise NaiveError(msg) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# child process: the naive policy and safety nodes
+
+
+def child_main(argv: Sequence[str] | None = None) -> int:
+    """Run the naive policy + safety nodes (``python -m rt_safe_rl.bench.naive ...``)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--model', required=True)
+    ap.add_argument('--decimation', type=int, default=20)
+    ap.add_argument('--scale', type=float, default=1.0)
+    ap.add_argument('--q-min', required=True)
+    ap.add_argument('--q-max', required=True)
+    ap.add_argument('--default-q', required=True)
+    ap.add_argument('--threads', type=int, default=0)
+    ap.add_argument('--goal', default='')
+    args = ap.parse_args(argv)
+
+    import rclpy
+    import torch
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.node import Node
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    model = _load_model(args.model)
+    model.eval()
+    obs_dim = infer_obs_dim(model)
+    q_min = json.loads(args.q_min)
+    q_max = json.loads(args.q_max)
+    default_q = json.loads(args.default_q)
+    goal = json.loads(args.goal) if args.goal else list(default_q)
+
+    class NaivePolicyNode(Node):  # the way the tutorials write it
+        def __init__(self) -> None:
+            super().__init__('naive_policy', namespace=NAMESPACE)
+            self.pub = self.create_publisher(Float64MultiArray, 'policy/action', 10)
+            self.sub = self.create_subscription(JointState, 'joint_states', self.on_state, 10)
+            self.last_action = [0.0] * len(default_q)
+            self.target = list(default_q)
+            self.count = 0
+
+        def on_state(self, msg: Any) -> None:
+            t0 = time.monotonic_ns()
+            if self.count % args.decimation == 0:
+                q = list(msg.position)
+                obs = [a - b for a, b in zip(q, default_q, strict=False)] + [v * 0.1 for v in msg.velocity] \
+                    + [g - a for g, a in zip(goal, q, strict=False)] + self.last_action
+                obs = (obs + [0.0] * obs_dim)[:obs_dim]
+                x = torch.tensor(obs, dtype=torch.float32).unsqueeze(0)
+                with torch.no_grad():
+                    action = model(x)[0].tolist()
+                self.last_action = action
+                self.target = [d + args.scale * a for d, a in zip(default_q, action, strict=False)]
+            self.count += 1
+            out = Float64MultiArray()
+            out.data = self.target
+            out.layout.data_offset = int(msg.header.frame_id or 0)
+            out.layout.dim = [MultiArrayDimension(label='inference_ns', size=time.monotonic_ns() - t0)]
+            self.pub.publish(out)
+
+    class NaiveSafetyNode(Node):
+        def __init__(self) -> None:
+            super().__init__('naive_safety', namespace=NAMESPACE)
+            self.pub = self.create_publisher(Float64MultiArray, 'command', 10)
+            self.sub = self.create_subscription(Float64MultiArray, 'policy/action', self.on_action, 10)
+
+        def on_action(self, msg: Any) -> None:
+            t0 = time.monotonic_ns()
+            safe = [min(max(v, lo), hi) for v, lo, hi in zip(msg.data, q_min, q_max, strict=False)]
+            out = Float64MultiArray()
+            out.data = safe
+            out.layout.data_offset = msg.layout.data_offset
+            out.layout.dim = [
+                *msg.layout.dim,
+                MultiArrayDimension(label='safety_ns', size=time.monotonic_ns() - t0),
+                MultiArrayDimension(label='intervened', size=int(safe != list(msg.data)))]
+            self.pub.publish(out)
+
+    rclpy.init()
+    executor = SingleThreadedExecutor()
+    nodes = [NaivePolicyNode(), NaiveSafetyNode()]
+    for n in nodes:
+        executor.add_node(n)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        for n in nodes:
+            n.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# bench side
+
+
+class NaiveRunner:
+    """Starts the naive child, replays states in lockstep through it, returns report fields."""
+
+    def __init__(self, model_path: str, joint_names: Sequence[str], q_min: Sequence[float],
+                 q_max: Sequence[float], default_q: Sequence[float], decimation: int,
+                 scale: float = 1.0, torch_threads: int = 0, timeout_s: float = 1.0,
+                 goal: Sequence[float] | None = None) -> None:
+        if not Path(model_path).is_file():
+            raise NaiveError(f'naive pipeline: policy file not found: {model_path}')
+        self.model_path = model_path
+        self.joint_names = list(joint_names)
+        self.timeout_s = timeout_s
+        self._cmd = [sys.executable, '-m', 'rt_safe_rl.bench.naive', '--model', model_path,
+                     '--decimation', str(max(1, decimation)), '--scale', str(scale),
+                     '--q-min', json.dumps([float(x) for x in q_min]),
+                     '--q-max', json.dumps([float(x) for x in q_max]),
+                     '--default-q', json.dumps([float(x) for x in default_q]),
+                     '--threads', str(torch_threads)]
+        if goal is not None:
+            self._cmd += ['--goal', json.dumps([float(x) for x in goal])]
+        self.description = (f'plain rclpy: driver -> naive_policy -> naive_safety -> driver over 3 DDS '
+                            f'topics (reliable, depth 10), 2 nodes on one SingleThreadedExecutor in a '
+                            f'child process, '
+                            f'eager torch ({"default" if torch_threads <= 0 else torch_threads} threads), '
+                            f'policy every {max(1, decimation)} states, list clamp')
+
+    def run(self, q: npt.NDArray[np.float64], dq: npt.NDArray[np.float64], max_messages: int = 0,
+            warmup: int = 50) -> dict[str, Any]:
+        """Replay ``q``/``dq`` rows in lockstep; returns ``{'stages', 'messages', 'lost', ...}``."""
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+
+        n = q.shape[0] if max_messages <= 0 else min(q.shape[0], max_messages)
+        ctx = Context()
+        rclpy.init(context=ctx, args=[])
+        env = dict(os.environ)
+        child = subprocess.Popen(self._cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
+        node = Node('naive_driver', namespace=NAMESPACE, context=ctx)
+        executor = SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        got: dict[str, Any] = {'seq': -2, 't': 0, 'inf': math.nan, 'saf': math.nan, 'int': 0}
+
+        def on_command(msg: Any) -> None:
+            t = time.monotonic_ns()
+            got['seq'] = int(msg.layout.data_offset)
+            got['t'] = t
+            for d in msg.layout.dim:
+                if d.label == 'inference_ns':
+                    got['inf'] = float(d.size)
+                elif d.label == 'safety_ns':
+                    got['saf'] = float(d.size)
+                elif d.label == 'intervened':
+                    got['int'] = int(d.size)
+
+        pub = node.create_publisher(JointState, 'joint_states', 10)
+        node.create_subscription(Float64MultiArray, 'command', on_command, 10)
+        names = list(self.joint_names)
+        e2e = np.full(n, np.nan)
+        inf = np.full(n, np.nan)
+        saf = np.full(n, np.nan)
+        lost = 0
+        interventions = 0
+        complete = True
+        t_start = 0
+        t_end = 0
+        try:
+            # readiness: the child imports torch and discovers the topics; ping until it answers
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            ready = False
+            while time.monotonic() < deadline:
+                if child.poll() is not None:
+                    err = (child.stderr.read() if child.stderr else b'').decode(errors='replace').strip()
+                    raise NaiveError(f'naive pipeline process exited ({child.returncode}): '
+                                     f'{err.splitlines()[-1] if err else "no output"}')
+                msg = self._state(JointState, names, q[0], dq[0], PING_SEQ)
+                pub.publish(msg)
+                end = time.monotonic() + 0.2
+                while time.monotonic() < end and got['seq'] != PING_SEQ:
+                    executor.spin_once(timeout_sec=0.05)
+                if got['seq'] == PING_SEQ:
+                    ready = True
+                    break
+            if not ready:
+                raise NaiveError(f'naive pipeline did not answer within {READY_TIMEOUT_S:.0f} s')
+            total = warmup + n
+            t_start = time.monotonic_ns()
+            for k in range(total):
+                i = k - warmup if k >= warmup else k % n
+                seq = k  # unique per publish
+                msg = JointState()
+                msg.header.frame_id = str(seq)
+                msg.name = names
+                msg.position = [float(x) for x in q[i]]
+                msg.velocity = [float(x) for x in dq[i]]
+                t_pub = time.monotonic_ns()
+                pub.publish(msg)
+                end_s = time.monotonic() + self.timeout_s
+                while got['seq'] != seq and time.monotonic() < end_s:
+                    executor.spin_once(timeout_sec=self.timeout_s)
+                if k < warmup:
+                    continue
+                if got['seq'] == seq:
+                    e2e[i] = (got['t'] - t_pub) / 1e3
+                    inf[i] = got['inf'] / 1e3
+                    saf[i] = got['saf'] / 1e3
+                    interventions += got['int']
+                else:
+                    lost += 1
+            t_end = time.monotonic_ns()
+        except KeyboardInterrupt:
+            complete = False
+            t_end = time.monotonic_ns()
+        finally:
+            child.terminate()
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(timeout=5)
+            executor.shutdown()
+            node.destroy_node()
+            if ctx.ok():
+                rclpy.shutdown(context=ctx)
+        measured = np.isfinite(e2e)
+        wall_s = max(1e-9, (t_end - t_start) / 1e9)
+        return {
+            'description': self.description,
+            'complete': complete,
+            'messages': int(measured.sum()),
+            'lost': int(lost),
+            'throughput_msgs_per_s': float(measured.sum()) / wall_s if t_start else math.nan,
+            'stages': {'e2e_us': stats.summarize(e2e), 'inference_us': stats.summarize(inf),
+                       'safety_us': stats.summarize(saf),
+                       'transport_us': stats.summarize(e2e - inf - saf)},
+            'interventions': int(interventions),
+            '_samples': e2e[measured],
+        }
+
+    @staticmethod
+    def _state(cls: Any, names: list[str], q: Any, dq: Any, seq: int) -> Any:
+        msg = cls()
+        msg.header.frame_id = str(seq)
+        msg.name = names
+        msg.position = [float(x) for x in q]
+        msg.velocity = [float(x) for x in dq]
+        return msg
+
+
+def add_misses(fields: dict[str, Any], deadline_ns: int, samples_us: npt.NDArray[np.float64]) -> None:
+    """Add ``misses``/``miss_rate`` against ``deadline_ns`` to naive report fields."""
+    m = stats.deadline_misses(samples_us * 1e3, deadline_ns) + int(fields.get('lost', 0))
+    fields['misses'] = int(m)
+    total = int(fields.get('messages', 0)) + int(fields.get('lost', 0))
+    fields['miss_rate'] = m / total if total else math.nan
+
+
+if __name__ == '__main__':
+    sys.exit(child_main())

@@ -1,0 +1,221 @@
+"""Pipelines driven by the replay bench.
+
+* :class:`NodePipeline` — ours: :class:`~rt_safe_rl.nodes.policy_node.PolicyInferenceNode` and
+  :class:`~rt_safe_rl.nodes.safety_node.SafetyFilterNode` composed in this process
+  (``intra_process=True``, own rclpy context, namespace ``rt_safe_rl_bench``), configured and
+  activated, and driven in one thread through ``process_state`` / ``process_action``
+  (DEVELOPERS.md, "Benchmarks may call these methods directly"). No executor spins them, so no
+  timer or DDS callback runs concurrently with the measured calls.
+* :func:`naive_runner_for` — the naive plain-rclpy pipeline (:mod:`rt_safe_rl.bench.naive`)
+  configured like ours (same policy file, decimation, joint limits).
+
+Construction and close are not RT-safe; ``policy_step`` / ``safety_step`` / ``read_command``
+add no allocation of their own to the nodes' RT path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rt_safe_rl.core.errors import RtSafeRlError
+
+FloatArray = npt.NDArray[np.float64]
+BENCH_NAMESPACE = 'rt_safe_rl_bench'
+
+
+class PipelineError(RtSafeRlError):
+    """The pipeline under test could not be built (missing node, failed configure/activate)."""
+
+
+def _resolve(path: str, base: Path) -> Path:
+    from rt_safe_rl.paths import resolve
+
+    return resolve(path, base)
+
+
+def _policy_yaml(app: Any) -> dict[str, Any]:
+    """The policy's observation/action YAML (``policy.config``), {} when unreadable."""
+    try:
+        import yaml
+
+        p = _resolve(getattr(app.policy, 'config', ''), app.base_dir)
+        data = yaml.safe_load(p.read_text()) if p.is_file() else {}
+        return data if isinstance(data, dict) else {}
+    except Exception:  # broad on purpose: optional information for the naive pipeline
+        return {}
+
+
+class NodePipeline:
+    """Our pipeline: policy + safety lifecycle nodes composed in-process, driven by direct calls."""
+
+    def __init__(self, app: Any) -> None:
+        try:
+            import rclpy
+            from rclpy.context import Context
+
+            from rt_safe_rl.nodes.policy_node import PolicyInferenceNode
+            from rt_safe_rl.nodes.safety_node import SafetyFilterNode
+        except ImportError as err:
+            raise PipelineError(f'the policy/safety nodes are not importable: {err}') from None
+        from rt_safe_rl.rt.metrics import registry
+
+        self.app = app
+        self.model_path = str(_resolve(app.policy.path, app.base_dir))
+        self._ctx = Context()
+        rclpy.init(context=self._ctx, args=[])
+        self._nodes: list[Any] = []
+        try:
+            self.policy = PolicyInferenceNode(config=app, namespace=BENCH_NAMESPACE, intra_process=True,
+                                              context=self._ctx)
+            self._nodes.append(self.policy)
+            self.safety = SafetyFilterNode(config=app, namespace=BENCH_NAMESPACE, intra_process=True,
+                                           context=self._ctx)
+            self._nodes.append(self.safety)
+            for node in self._nodes:
+                self._transition(node, 'configure')
+            for node in self._nodes:
+                self._transition(node, 'activate')
+        except BaseException:
+            self.close()
+            raise
+        self.joint_names = list(self._joint_names())
+        self.n_command = len(self.joint_names)
+        self._interventions = registry().counter('safety_interventions')
+        self._command_reader = self._make_command_reader()
+        self._human = self._make_side('human')
+        self._operator = self._make_side('operator')
+        self._pcmd = self._make_side('policy_command')
+        info = getattr(getattr(self.policy, 'runtime', None), 'info', {}) or {}
+        backend = info.get('backend', '?') if isinstance(info, dict) else '?'
+        self.description = (f'ours: PolicyInferenceNode + SafetyFilterNode composed in one process '
+                            f'(intra_process channel), driven by direct process_state/process_action calls '
+                            f'in one thread; policy backend {backend}')
+
+    # -- construction helpers (adapt to the nodes' public API) -------------------------------
+
+    @staticmethod
+    def _transition(node: Any, which: str) -> None:
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        ret = getattr(node, f'trigger_{which}')()
+        if ret != TransitionCallbackReturn.SUCCESS:
+            reason = getattr(node, 'last_error', '') or getattr(node, 'error', '') or 'see the node log'
+            raise PipelineError(f'{node.get_name()}: {which} failed ({ret}): {reason}')
+
+    def _joint_names(self) -> list[str]:
+        for obj in (getattr(self.policy, 'runtime', None), getattr(self.safety, 'model', None), self.policy):
+            names = getattr(obj, 'joint_names', None) if obj is not None else None
+            if names:
+                return list(names)
+        raise PipelineError('cannot find the robot joint names on the policy/safety nodes')
+
+    def _make_command_reader(self) -> Callable[[FloatArray], int]:
+        fn = getattr(self.safety, 'read_command', None)
+        if callable(fn):
+            return fn  # type: ignore[no-any-return]
+        from rt_safe_rl.rt.channel import get_channel
+
+        name = getattr(self.safety, 'command_channel_name', None) or 'command'
+        ch = getattr(self.safety, 'command_channel', None) or get_channel(name, self.n_command)
+        buf = np.zeros(ch.n, dtype=np.float64)
+
+        def read(out: FloatArray) -> int:
+            seq, _stamp = ch.try_read(buf)
+            if seq <= 0:
+                return -1
+            out[:] = buf[: out.shape[0]]
+            return int(self.safety.last_state_seq) if hasattr(self.safety, 'last_state_seq') else seq - 1
+        return read
+
+    def _make_side(self, kind: str) -> Callable[[int, FloatArray], None] | None:
+        for node in (self.safety, self.policy):
+            fn = getattr(node, f'set_{kind}', None)
+            if callable(fn):
+                return fn  # type: ignore[no-any-return]
+        return None
+
+    # -- ReplayPipeline -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Recurrent state -> zero, safety latch cleared (between repeats)."""
+        for node in (self.policy, self.safety):
+            fn = getattr(node, 'reset_for_replay', None) or getattr(node, 'reset', None)
+            if callable(fn):
+                fn()
+
+    def set_human(self, stamp_ns: int, xyz: FloatArray) -> None:
+        """Latest human position (m)."""
+        if self._human is not None:
+            self._human(stamp_ns, xyz)
+
+    def set_operator(self, stamp_ns: int, values: FloatArray) -> None:
+        """Latest operator targets (rad)."""
+        if self._operator is not None:
+            self._operator(stamp_ns, values)
+
+    def set_policy_command(self, stamp_ns: int, values: FloatArray) -> None:
+        """Latest task command of the policy."""
+        if self._pcmd is not None:
+            self._pcmd(stamp_ns, values)
+
+    def policy_step(self, stamp_ns: int, seq: int, q: FloatArray, dq: FloatArray) -> None:
+        """PolicyInferenceNode.process_state (and the safety node's state, as its callback would)."""
+        self.safety.process_state(stamp_ns, seq, q, dq)
+        self.policy.process_state(stamp_ns, seq, q, dq)
+
+    def safety_step(self, seq: int) -> bool:
+        """SafetyFilterNode.process_action; True when the intervention counter moved."""
+        before = self._interventions.value
+        self.safety.process_action(seq)
+        return self._interventions.value != before
+
+    def read_command(self, out: FloatArray) -> int:
+        """Latest safe command and the state seq it was computed from."""
+        return self._command_reader(out)
+
+    def close(self) -> None:
+        """Deactivate, clean up and destroy the nodes; shut the context down. Idempotent."""
+        import rclpy
+
+        for node in reversed(self._nodes):
+            for which in ('deactivate', 'cleanup'):
+                try:
+                    getattr(node, f'trigger_{which}')()
+                except Exception:  # broad on purpose: best-effort teardown
+                    pass
+            try:
+                node.destroy_node()
+            except Exception:  # broad on purpose: best-effort teardown
+                pass
+        self._nodes.clear()
+        if self._ctx.ok():
+            rclpy.shutdown(context=self._ctx)
+
+
+def naive_runner_for(app: Any, pipeline: Any) -> Callable[[Any, Any], dict[str, Any]]:
+    """A ``naive_runner(inputs, cfg)`` for :func:`rt_safe_rl.bench.replay.run_benchmark`."""
+
+    def run(inputs: Any, cfg: Any) -> dict[str, Any]:
+        from rt_safe_rl.bench.naive import NaiveRunner, add_misses
+        from rt_safe_rl.core.robot_model import RobotModel
+
+        model = RobotModel.from_config(app.robot, app.base_dir)
+        pol = _policy_yaml(app)
+        default_q = pol.get('default_q') or model.home().tolist()
+        scale = float((pol.get('action') or {}).get('scale', 1.0))
+        decimation = max(1, round(app.control.rate_hz / float(getattr(app.policy, 'rate_hz', 50.0))))
+        goal = inputs.policy_command.values[0] if inputs.policy_command.n else None
+        runner = NaiveRunner(pipeline.model_path, pipeline.joint_names, model.q_min.tolist(),
+                             model.q_max.tolist(), default_q,
+                             decimation, scale, cfg.naive_torch_threads, cfg.naive_timeout_s, goal)
+        fields = runner.run(inputs.states.q, inputs.states.dq, cfg.naive_max_messages)
+        add_misses(fields, app.control.period_ns, fields['_samples'])
+        return fields
+
+    return run
+
