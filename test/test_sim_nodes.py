@@ -144,8 +144,10 @@ def test_sim_human_and_operator_publish(rclpy_context: Any) -> None:
     sink = Node('sink', namespace='t3', context=rclpy_context)
     got: dict[str, list[Any]] = {'human': [], 'goal': [], 'op': []}
     sink.create_subscription(PointStamped, 'human/position', lambda m: got['human'].append(m), 10)
-    sink.create_subscription(Float64MultiArray, 'policy/command', lambda m: got['goal'].append(list(m.data)), 10)
-    sink.create_subscription(Float64MultiArray, 'operator/command', lambda m: got['op'].append(list(m.data)), 10)
+    sink.create_subscription(Float64MultiArray, 'policy/command',
+                             lambda m: got['goal'].append(list(m.data)), 10)
+    sink.create_subscription(Float64MultiArray, 'operator/command',
+                             lambda m: got['op'].append(list(m.data)), 10)
     ex = RtExecutor(cfg.rt, context=rclpy_context)
     for n in (human, op, sink):
         ex.add_node(n)
