@@ -1,0 +1,518 @@
+"""Inference backends and ``auto`` selection by measured error and latency.
+
+Every backend has the same RT interface: ``forward(obs, out)`` with ``obs`` float32 [obs_dim] and
+``out`` float32 [act_dim] (preallocated), plus ``reset()`` for recurrent state. Each backend owns its
+own copy of the model (own recurrent state); none is ever called from two threads.
+
+======== ==================================================================================
+eager    the module as loaded (TorchScript or rebuilt checkpoint), float32: the reference
+torchscript  ``torch.jit.freeze`` + ``optimize_for_inference`` (state buffers preserved)
+numba    weights compiled to one numba kernel (:mod:`rt_safe_rl.core.policy.extract`)
+fp16     the module in half precision (error reported, reduced-precision tolerance)
+int8     dynamic quantization of Linear/LSTM layers (error reported, reduced-precision tolerance)
+onnxruntime  ONNX files (the reference for them), 1 intra-op thread, IO binding
+cuda     module on the GPU with CUDA-graph capture (only where torch sees a GPU)
+======== ==================================================================================
+
+:func:`evaluate_backends` runs every backend on the same observations (recurrent ones as a rollout
+from reset) against the reference, times them interleaved (fair under load), and
+:func:`select_backend` keeps the exact ones and returns the fastest.
+
+Not RT-safe: construction, evaluation. ``forward`` is the RT path (torch backends allocate a
+result tensor per call that is freed at once: no heap growth).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rt_safe_rl.core.errors import PolicyLoadError
+from rt_safe_rl.core.policy.config import BACKENDS, ModelConfig, PolicyNodeConfig
+from rt_safe_rl.core.policy.loading import (
+    PolicyInfo,
+    load_torch_module,
+    make_onnx_session,
+    reset_torch_state,
+    state_buffers,
+)
+
+F32 = npt.NDArray[np.float32]
+REDUCED_PRECISION = ('fp16', 'int8')
+
+
+class Backend:
+    """Base class: a model copy that maps float32 [obs_dim] -> float32 [act_dim]."""
+
+    name = 'base'
+
+    def __init__(self, obs_dim: int, act_dim: int) -> None:
+        self.obs_dim = obs_dim
+        self.act_dim = act_dim
+
+    def forward(self, obs: F32, out: F32) -> None:
+        """Run one step (advances recurrent state). RT path."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Reset recurrent state (no-op for feed-forward models)."""
+
+
+class TorchBackend(Backend):
+    """A torch module on CPU (eager / frozen TorchScript / fp16 / int8)."""
+
+    def __init__(self, name: str, module: Any, obs_dim: int, act_dim: int, half: bool = False,
+                 reset_fn: Callable[[], None] | None = None) -> None:
+        import torch
+
+        super().__init__(obs_dim, act_dim)
+        self.name = name
+        self._torch = torch
+        self._mod = module
+        self._x = torch.zeros(1, obs_dim, dtype=torch.float32)
+        self._xnp = self._x.numpy().reshape(obs_dim)
+        self._xh = torch.zeros(1, obs_dim, dtype=torch.float16) if half else None
+        self._reset_fn = reset_fn
+
+    def forward(self, obs: F32, out: F32) -> None:
+        np.copyto(self._xnp, obs, casting='same_kind')
+        with self._torch.inference_mode():
+            if self._xh is not None:
+                self._xh.copy_(self._x)
+                y = self._mod(self._xh).float()
+            else:
+                y = self._mod(self._x)
+            np.copyto(out, y.numpy().reshape(-1))
+
+    def reset(self) -> None:
+        if self._reset_fn is not None:
+            self._reset_fn()
+        else:
+            reset_torch_state(self._mod)
+
+
+class NumbaBackend(Backend):
+    """The numba-compiled program (own scratch and LSTM state)."""
+
+    name = 'numba'
+
+    def __init__(self, program: Any) -> None:
+        from rt_safe_rl.core.policy.extract import CompiledProgram
+
+        super().__init__(program.in_dim, program.out_dim)
+        self._cp = CompiledProgram(program)
+        self.summary = program.summary
+
+    def forward(self, obs: F32, out: F32) -> None:
+        self._cp.forward(obs, out)
+
+    def reset(self) -> None:
+        self._cp.reset()
+
+
+class OnnxBackend(Backend):
+    """onnxruntime with preallocated input/output bound by IO binding (1 intra-op thread)."""
+
+    name = 'onnxruntime'
+
+    def __init__(self, path: Path, info: PolicyInfo, threads: int) -> None:
+        super().__init__(info.obs_dim, info.act_dim)
+        self._sess = make_onnx_session(path, threads)
+        self._x = np.zeros((1, info.obs_dim), np.float32)
+        self._y = np.zeros((1, info.act_dim), np.float32)
+        self._io = self._sess.io_binding()
+        self._io.bind_input(info.onnx_input, 'cpu', 0, np.float32, [1, info.obs_dim], self._x.ctypes.data)
+        self._io.bind_output(info.onnx_output, 'cpu', 0, np.float32, [1, info.act_dim], self._y.ctypes.data)
+
+    def forward(self, obs: F32, out: F32) -> None:
+        self._x[0] = obs
+        self._sess.run_with_iobinding(self._io)
+        np.copyto(out, self._y[0])
+
+
+class CudaGraphBackend(Backend):
+    """Module on the GPU, one forward captured in a CUDA graph; pinned host staging buffers."""
+
+    name = 'cuda'
+
+    def __init__(self, module: Any, obs_dim: int, act_dim: int) -> None:
+        import torch
+
+        super().__init__(obs_dim, act_dim)
+        self._torch = torch
+        self._mod = module.cuda()
+        self._xh = torch.zeros(1, obs_dim, dtype=torch.float32).pin_memory()
+        self._yh = torch.zeros(1, act_dim, dtype=torch.float32).pin_memory()
+        self._xnp = self._xh.numpy().reshape(obs_dim)
+        self._ynp = self._yh.numpy().reshape(act_dim)
+        self._xd = torch.zeros(1, obs_dim, device='cuda')
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(3):
+                self._mod(self._xd)
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(self._graph):
+            self._yd = self._mod(self._xd)
+        self.reset()
+
+    def forward(self, obs: F32, out: F32) -> None:
+        np.copyto(self._xnp, obs, casting='same_kind')
+        self._xd.copy_(self._xh, non_blocking=True)
+        self._graph.replay()
+        self._yh.copy_(self._yd, non_blocking=True)
+        self._torch.cuda.current_stream().synchronize()
+        np.copyto(out, self._ynp)
+
+    def reset(self) -> None:
+        with self._torch.inference_mode():
+            reset_torch_state(self._mod)
+        self._torch.cuda.current_stream().synchronize()
+
+
+def _freeze(module: Any) -> tuple[Any, Callable[[], None]]:
+    """Frozen + optimized TorchScript copy and a reset function for its preserved state."""
+    import torch
+
+    scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+    preserve = [a for a in ('reset_memory', 'hidden_state', 'cell_state') if hasattr(scripted, a)]
+    frozen = torch.jit.optimize_for_inference(torch.jit.freeze(scripted.eval(), preserved_attrs=preserve))
+    if hasattr(frozen, 'reset_memory'):
+        return frozen, frozen.reset_memory
+
+    def zero() -> None:
+        with torch.no_grad():
+            for a in ('hidden_state', 'cell_state'):
+                if hasattr(frozen, a):
+                    getattr(frozen, a).zero_()
+
+    return frozen, zero
+
+
+def _program_module(program: Any) -> Any:
+    """A plain nn.Module that executes a Program with nn.Linear / nn.LSTMCell (for quantization)."""
+    import torch
+    from torch import nn
+
+    from rt_safe_rl.core.policy import extract as ex
+
+    class ProgramModule(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList()
+            self.steps: list[tuple[Any, ...]] = []
+            p = torch.from_numpy(program.params.copy())
+            self.register_buffer('scratch', torch.zeros(1, program.scratch_size))
+            for row in program.ops.tolist():
+                op = row[0]
+                if op == ex.OP_LINEAR:
+                    src, k, dst, n, w, b, act = row[1:8]
+                    lin = nn.Linear(k, n, bias=b >= 0)
+                    with torch.no_grad():
+                        lin.weight.copy_(p[w:w + n * k].reshape(n, k))
+                        if b >= 0:
+                            lin.bias.copy_(p[b:b + n])
+                    self.steps.append(('linear', len(self.layers), src, k, dst, n, act))
+                    self.layers.append(lin)
+                elif op == ex.OP_LSTM:
+                    src, k, h, c, hs, wih, whh, b = row[1:9]
+                    cell = nn.LSTMCell(k, hs)
+                    with torch.no_grad():
+                        cell.weight_ih.copy_(p[wih:wih + 4 * hs * k].reshape(4 * hs, k))
+                        cell.weight_hh.copy_(p[whh:whh + 4 * hs * hs].reshape(4 * hs, hs))
+                        cell.bias_ih.copy_(p[b:b + 4 * hs])
+                        cell.bias_hh.zero_()
+                    self.steps.append(('lstm', len(self.layers), src, k, h, c, hs))
+                    self.layers.append(cell)
+                elif op == ex.OP_NORMALIZE:
+                    src, n, dst, mean, std, eps = row[1:7]
+                    self.steps.append(('norm', p[mean:mean + n].clone(), p[std:std + n].clone(), float(p[eps]),
+                                       src, n, dst))
+                elif op == ex.OP_COPY:
+                    self.steps.append(('copy', row[1], row[2], row[3]))
+                elif op == ex.OP_L2NORM:
+                    self.steps.append(('l2', row[1], row[2], row[3], float(p[row[4]])))
+            self.in_off, self.in_dim = program.in_off, program.in_dim
+            self.out_off, self.out_dim = program.out_off, program.out_dim
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = self.scratch
+            s[:, self.in_off:self.in_off + self.in_dim] = x
+            acts = {ex.ACT_ELU: torch.nn.functional.elu, ex.ACT_RELU: torch.relu, ex.ACT_TANH: torch.tanh,
+                    ex.ACT_LEAKY: torch.nn.functional.leaky_relu}
+            for st in self.steps:
+                if st[0] == 'linear':
+                    _, i, src, k, dst, n, act = st
+                    y = self.layers[i](s[:, src:src + k])
+                    s[:, dst:dst + n] = acts[act](y) if act in acts else y
+                elif st[0] == 'lstm':
+                    _, i, src, k, h, c, hs = st
+                    hn, cn = self.layers[i](s[:, src:src + k], (s[:, h:h + hs].clone(), s[:, c:c + hs].clone()))
+                    s[:, h:h + hs] = hn
+                    s[:, c:c + hs] = cn
+                elif st[0] == 'norm':
+                    _, mean, std, eps, src, n, dst = st
+                    s[:, dst:dst + n] = (s[:, src:src + n] - mean) / (std + eps)
+                elif st[0] == 'copy':
+                    _, src, n, dst = st
+                    s[:, dst:dst + n] = s[:, src:src + n]
+                else:
+                    _, src, n, dst, eps = st
+                    v = s[:, src:src + n]
+                    s[:, dst:dst + n] = v / torch.clamp(v.norm(dim=1, keepdim=True), min=eps)
+            return s[:, self.out_off:self.out_off + self.out_dim].clone()
+
+        def reset_memory(self) -> None:
+            self.scratch.zero_()
+
+    return ProgramModule().eval()
+
+
+@dataclass
+class BackendResult:
+    """One row of the backend table (JSON keys as in the benchmark)."""
+
+    name: str
+    available: bool
+    ok: bool = False
+    max_abs_err: float = float('nan')
+    median_us: float = float('nan')
+    p99_us: float = float('nan')
+    max_us: float = float('nan')
+    tolerance: float = float('nan')
+    reason: str = ''
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready row."""
+        return dict(self.__dict__)
+
+
+def tolerance_for(name: str, cfg: PolicyNodeConfig) -> float:
+    """Max abs error accepted for backend `name`."""
+    if name == 'fp16':
+        return cfg.tolerance_fp16
+    if name == 'int8':
+        return cfg.tolerance_int8
+    return cfg.tolerance
+
+
+def reference_name(info: PolicyInfo) -> str:
+    """The reference backend: eager torch, or onnxruntime for ONNX files."""
+    return 'onnxruntime' if info.format == 'onnx' else 'eager'
+
+
+def build_backend(name: str, path: Path, info: PolicyInfo, model_cfg: ModelConfig, num_threads: int = 1) -> Backend:
+    """Construct backend `name` with its own model copy.
+
+    Raises:
+        PolicyLoadError: the backend is not available for this model / machine (message says why).
+    """
+    if name not in BACKENDS:
+        raise PolicyLoadError(f'unknown backend {name!r}; known: {list(BACKENDS)}')
+    is_onnx = info.format == 'onnx'
+    if name == 'onnxruntime':
+        if not is_onnx:
+            raise PolicyLoadError('onnxruntime runs ONNX files only (this policy is ' + info.format + ')')
+        return OnnxBackend(path, info, num_threads)
+    if name == 'numba':
+        from rt_safe_rl.core.policy.extract import Unsupported, extract_onnx_program, extract_program
+
+        try:
+            prog = extract_onnx_program(path) if is_onnx else extract_program(load_torch_module(path, info.format,
+                                                                                                 model_cfg))
+        except Unsupported as err:
+            raise PolicyLoadError(f'numba: {err}') from None
+        if prog.in_dim != info.obs_dim or prog.out_dim != info.act_dim:
+            raise PolicyLoadError(f'numba: compiled sizes {prog.in_dim}->{prog.out_dim} differ from the model')
+        return NumbaBackend(prog)
+    if is_onnx:
+        if name == 'int8':
+            from rt_safe_rl.core.policy.extract import Unsupported, extract_onnx_program
+
+            try:
+                return _int8(_program_module(extract_onnx_program(path)), info)
+            except Unsupported as err:
+                raise PolicyLoadError(f'int8: {err}') from None
+        raise PolicyLoadError(f'{name} needs a torch model (this policy is ONNX)')
+    import torch
+
+    module = load_torch_module(path, info.format, model_cfg)
+    if name == 'eager':
+        return TorchBackend('eager', module, info.obs_dim, info.act_dim)
+    if name == 'torchscript':
+        try:
+            frozen, reset = _freeze(module)
+        except Exception as err:  # noqa: BLE001 - freezing fails in many ways
+            raise PolicyLoadError(f'torchscript: cannot freeze: {_first_line(err)}') from None
+        return TorchBackend('torchscript', frozen, info.obs_dim, info.act_dim, reset_fn=reset)
+    if name == 'fp16':
+        return TorchBackend('fp16', module.half(), info.obs_dim, info.act_dim, half=True)
+    if name == 'int8':
+        return _int8(module, info)
+    if name == 'cuda':
+        if not torch.cuda.is_available():
+            raise PolicyLoadError('cuda: no CUDA device visible to torch')
+        try:
+            return CudaGraphBackend(module, info.obs_dim, info.act_dim)
+        except Exception as err:  # noqa: BLE001 - capture failures
+            raise PolicyLoadError(f'cuda: graph capture failed: {_first_line(err)}') from None
+    raise PolicyLoadError(f'backend {name!r} is not implemented')
+
+
+def _int8(module: Any, info: PolicyInfo) -> Backend:
+    import torch
+    from torch import nn
+
+    if isinstance(module, torch.jit.ScriptModule):
+        from rt_safe_rl.core.policy.extract import Unsupported, extract_program
+
+        try:
+            module = _program_module(extract_program(module))
+        except Unsupported as err:
+            raise PolicyLoadError(f'int8: TorchScript model cannot be rebuilt for quantization: {err}') from None
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            q = torch.ao.quantization.quantize_dynamic(module, {nn.Linear, nn.LSTMCell, nn.LSTM}, dtype=torch.qint8)
+    except Exception as err:  # noqa: BLE001
+        raise PolicyLoadError(f'int8: dynamic quantization failed: {_first_line(err)}') from None
+    return TorchBackend('int8', q, info.obs_dim, info.act_dim)
+
+
+def _first_line(err: BaseException) -> str:
+    s = str(err).strip()
+    return s.splitlines()[0] if s else type(err).__name__
+
+
+def sample_observations(obs_dim: int, n: int, seed: int = 0, scale: float = 1.0) -> F32:
+    """Deterministic test observations: standard normal times `scale`, float32 [n, obs_dim]."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, obs_dim)) * scale).astype(np.float32)
+
+
+def rollout(backend: Backend, obs: F32) -> F32:
+    """Outputs of `backend` over `obs` (one call per row) starting from reset; resets again after."""
+    out = np.zeros((obs.shape[0], backend.act_dim), np.float32)
+    backend.reset()
+    for i in range(obs.shape[0]):
+        backend.forward(obs[i], out[i])
+    backend.reset()
+    return out
+
+
+@contextlib.contextmanager
+def capture_stdout_fd() -> Iterator[Callable[[], bytes]]:
+    """Redirect file descriptor 1 (C and Python prints) to a temp file; yields a reader of the bytes."""
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 1)
+        data = b''
+
+        def read() -> bytes:
+            return data
+
+        try:
+            yield read
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            tmp.seek(0)
+            data = tmp.read()
+
+
+def evaluate_backends(backends: dict[str, Backend], reference: str, obs: F32, cfg: PolicyNodeConfig,
+                      unavailable: dict[str, str] | None = None, timing_iters: int | None = None,
+                      block: int = 50) -> list[BackendResult]:
+    """Error vs `reference` over `obs` (rollouts from reset) and interleaved latency per backend.
+
+    Args:
+        backends: constructed backends, including the reference.
+        reference: name of the reference backend.
+        obs: float32 [N, obs_dim] observations (a rollout for recurrent models).
+        cfg: tolerances.
+        unavailable: name -> reason for backends that could not be built (reported as rows).
+        timing_iters: timed calls per backend (default cfg.auto_timing_iters).
+        block: calls per backend per round (rounds interleave the backends).
+
+    Returns:
+        Rows in BACKENDS order; backends are reset on return.
+    """
+    ref = rollout(backends[reference], obs)
+    rows: dict[str, BackendResult] = {}
+    for name, be in backends.items():
+        tol = tolerance_for(name, cfg)
+        try:
+            y = ref if name == reference else rollout(be, obs)
+        except Exception as err:  # noqa: BLE001 - a backend failing at run time is reported, not fatal
+            rows[name] = BackendResult(name, True, ok=False, tolerance=tol, reason=f'failed: {_first_line(err)}')
+            continue
+        finite = bool(np.all(np.isfinite(y)))
+        err_v = float(np.max(np.abs(y.astype(np.float64) - ref))) if finite else float('inf')
+        rows[name] = BackendResult(name, True, ok=finite and err_v <= tol, max_abs_err=err_v, tolerance=tol,
+                                   reason='' if finite and err_v <= tol else
+                                   ('non-finite output' if not finite else 'error above tolerance'))
+    n_iter = timing_iters or cfg.auto_timing_iters
+    timed = [n for n in backends if n in rows and np.isfinite(rows[n].max_abs_err)]
+    samples: dict[str, list[int]] = {n: [] for n in timed}
+    out = np.zeros(max(b.act_dim for b in backends.values()), np.float32)
+    n_obs = obs.shape[0]
+    rounds = max(1, -(-n_iter // block))
+    k = 0
+    for _ in range(rounds):
+        for name in timed:
+            be = backends[name]
+            o = out[:be.act_dim]
+            s = samples[name]
+            for _i in range(block):
+                x = obs[k % n_obs]
+                k += 1
+                t0 = time.perf_counter_ns()
+                be.forward(x, o)
+                s.append(time.perf_counter_ns() - t0)
+    for name in timed:
+        a = np.asarray(samples[name], dtype=np.float64) / 1e3
+        r = rows[name]
+        r.median_us, r.p99_us, r.max_us = float(np.median(a)), float(np.percentile(a, 99)), float(a.max())
+        backends[name].reset()
+    result = [rows[n] for n in BACKENDS if n in rows]
+    for name, reason in (unavailable or {}).items():
+        result.append(BackendResult(name, False, reason=reason))
+    return result
+
+
+def select_backend(rows: list[BackendResult], cfg: PolicyNodeConfig, reference: str) -> str:
+    """Fastest (median) backend whose error is within its tolerance; reduced precision only if allowed."""
+    ok = [r for r in rows if r.available and r.ok and np.isfinite(r.median_us)
+          and (r.name not in REDUCED_PRECISION or cfg.allow_reduced_precision)]
+    if not ok:
+        return reference
+    return min(ok, key=lambda r: r.median_us).name
+
+
+def format_table(rows: list[BackendResult], selected: str) -> str:
+    """Human-readable backend table (for logs and the benchmark)."""
+    lines = [f'{"backend":<12} {"ok":<4} {"max_abs_err":>12} {"median_us":>10} {"p99_us":>9} {"max_us":>9}  note']
+    for r in rows:
+        mark = '*' if r.name == selected else ' '
+        if not r.available:
+            lines.append(f'{r.name:<12} {"-":<4} {"":>12} {"":>10} {"":>9} {"":>9}  unavailable: {r.reason}')
+            continue
+        lines.append(f'{r.name:<11}{mark} {"yes" if r.ok else "no":<4} {r.max_abs_err:>12.3g} {r.median_us:>10.1f} '
+                     f'{r.p99_us:>9.1f} {r.max_us:>9.1f}  {r.reason}')
+    return '\n'.join(lines)

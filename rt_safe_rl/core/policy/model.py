@@ -1,0 +1,145 @@
+"""Load a policy, build its backends, check them against the reference and choose one.
+
+:func:`load_policy_model` is the configure-time entry: it inspects the file (hash, sizes,
+recurrence), builds the configured backend (or every available one for ``auto``), measures error
+vs the reference and latency (:func:`~rt_safe_rl.core.policy.backends.evaluate_backends`), picks
+one, refuses a policy that writes to stdout or returns non-finite values, and warms it up.
+
+Not RT-safe (configure time). :meth:`PolicyModel.forward` is the RT path of the chosen backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rt_safe_rl.core.errors import PolicyLoadError
+from rt_safe_rl.core.policy.backends import (
+    F32,
+    Backend,
+    BackendResult,
+    build_backend,
+    capture_stdout_fd,
+    evaluate_backends,
+    format_table,
+    reference_name,
+    sample_observations,
+    select_backend,
+)
+from rt_safe_rl.core.policy.config import BACKENDS, ModelConfig, PolicyNodeConfig
+from rt_safe_rl.core.policy.loading import PolicyInfo, inspect_policy
+
+_LOG = logging.getLogger('rt_safe_rl.policy')
+
+
+@dataclass
+class PolicyModel:
+    """The chosen backend plus what was measured to choose it."""
+
+    info: PolicyInfo
+    backend: Backend
+    selected: str
+    reference: str
+    table: list[BackendResult] = field(default_factory=list)
+    backends: dict[str, Backend] = field(default_factory=dict)
+
+    def forward(self, obs: F32, out: F32) -> None:
+        """One policy step on the chosen backend (RT path)."""
+        self.backend.forward(obs, out)
+
+    def reset(self) -> None:
+        """Reset recurrent state of the chosen backend."""
+        self.backend.reset()
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready description: file info, selected backend, table."""
+        return {'policy': self.info.as_dict(), 'selected': self.selected, 'reference': self.reference,
+                'backends': [r.as_dict() for r in self.table]}
+
+
+def _default_backends() -> list[str]:
+    return list(BACKENDS)
+
+
+def load_policy_model(path: str | Path, cfg: PolicyNodeConfig, model_cfg: ModelConfig | None = None,
+                      obs_dim: int | None = None, backends: list[str] | None = None, n_check: int | None = None,
+                      timing_iters: int | None = None, keep_all: bool = False,
+                      obs_scale: float = 1.0, logger: Any = None) -> PolicyModel:
+    """Load and check a policy; choose its backend.
+
+    Args:
+        path: policy file.
+        cfg: node config (backend, tolerances, threads, sha256, sample counts).
+        model_cfg: format/architecture/ONNX names from the pipeline config.
+        obs_dim: observation size the pipeline builds (the model must accept it).
+        backends: candidates to measure (default: ``[cfg.backend]`` or all for ``auto``).
+        n_check: observations / rollout steps for the error check (default cfg.auto_samples).
+        timing_iters: timed calls per backend (default cfg.auto_timing_iters).
+        keep_all: keep every built backend in ``.backends`` (the benchmark).
+        obs_scale: standard deviation of the check observations.
+        logger: object with ``.info(str)`` (rclpy logger or logging.Logger).
+
+    Raises:
+        PolicyLoadError: bad file/hash/size, configured backend unavailable or not exact, a policy that
+            prints on every call or returns non-finite values.
+    """
+    import torch
+
+    log = logger or _LOG
+    torch.set_num_threads(cfg.num_threads)
+    p = Path(path)
+    model_cfg = model_cfg or ModelConfig()
+    info = inspect_policy(p, model_cfg, obs_dim if cfg.input_sizes_strict else None, cfg.sha256)
+    if obs_dim is not None and info.obs_dim != obs_dim:
+        raise PolicyLoadError(f'{p}: the model takes {info.obs_dim} inputs, the policy config builds {obs_dim}')
+    ref = reference_name(info)
+    if backends is None:
+        backends = _default_backends() if cfg.backend == 'auto' else [cfg.backend]
+    names = [ref] + [b for b in backends if b != ref]
+    built: dict[str, Backend] = {}
+    unavailable: dict[str, str] = {}
+    for name in names:
+        try:
+            built[name] = build_backend(name, p, info, model_cfg, cfg.num_threads)
+        except PolicyLoadError as err:
+            if name == ref:
+                raise
+            unavailable[name] = str(err)
+    if cfg.backend not in ('auto', ref) and cfg.backend in unavailable and backends == [cfg.backend]:
+        raise PolicyLoadError(f'backend {cfg.backend!r} is not available: {unavailable[cfg.backend]}')
+    obs = sample_observations(info.obs_dim, n_check or cfg.auto_samples, scale=obs_scale)
+    with capture_stdout_fd() as printed:
+        rows = evaluate_backends(built, ref, obs, cfg, unavailable, timing_iters)
+    n_bytes = len(printed())
+    if n_bytes:
+        raise PolicyLoadError(f'{p}: the policy writes to stdout when called ({n_bytes} bytes over '
+                              f'{len(obs)} calls per backend): refused in a real-time loop')
+    ref_row = next(r for r in rows if r.name == ref)
+    if not np.isfinite(ref_row.max_abs_err):
+        raise PolicyLoadError(f'{p}: the policy returns non-finite values (NaN/Inf) on test observations')
+    if cfg.backend == 'auto' or backends != [cfg.backend]:
+        selected = select_backend(rows, cfg, ref)
+    else:
+        selected = cfg.backend
+        row = next((r for r in rows if r.name == selected), None)
+        if row is None or not row.ok:
+            why = row.reason if row is not None else 'not evaluated'
+            err_s = f'{row.max_abs_err:.3g}' if row is not None else '?'
+            raise PolicyLoadError(f'backend {selected!r} rejected: {why} (max abs error {err_s} vs {ref}, '
+                                  f'tolerance {row.tolerance if row else "?"})')
+    log.info(f'policy {p.name}: sha256 {info.sha256[:12]}, {info.obs_dim} -> {info.act_dim}, '
+             f'recurrent={info.recurrent}; backend {selected!r}\n{format_table(rows, selected)}')
+    chosen = built[selected]
+    out = np.zeros(info.act_dim, np.float32)
+    with capture_stdout_fd() as printed:
+        for i in range(cfg.warmup_iters):
+            chosen.forward(obs[i % len(obs)], out)
+    chosen.reset()
+    if printed():
+        raise PolicyLoadError(f'{p}: the policy writes to stdout when called: refused in a real-time loop')
+    kept = built if keep_all else {selected: chosen}
+    return PolicyModel(info=info, backend=chosen, selected=selected, reference=ref, table=rows, backends=kept)

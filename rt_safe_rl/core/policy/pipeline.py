@@ -1,0 +1,202 @@
+"""Observation and action pipeline built from a :class:`PolicyPipelineConfig`.
+
+:class:`ObservationBuilder` turns robot state (robot joint order), named inputs and time into the
+policy's float32 observation (terms, scales, clipping, history, normalization);
+:class:`ActionMapper` turns a raw action into joint position targets in robot order
+(``default_q + action_scale * clip(action)``).
+
+RT-safety: ``build``/``map`` write preallocated arrays only (numpy ufuncs with ``out=``); no
+allocation in steady state. Construction allocates (configure time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.core.policy.config import BASE_INPUT_DEFAULTS, PolicyPipelineConfig
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+
+def policy_joint_index(cfg: PolicyPipelineConfig, robot_joint_names: Sequence[str] | None) -> I64:
+    """idx[i] = robot joint index of policy joint i.
+
+    Raises:
+        ConfigError: a name not on the robot, a mapping index out of range, or a joint-count mismatch.
+    """
+    n = cfg.n_joints
+    names = list(robot_joint_names) if robot_joint_names is not None else None
+    n_robot = len(names) if names is not None else n
+    if cfg.joints.names:
+        if names is None:
+            raise ConfigError('joints.names needs the robot joint names')
+        missing = [j for j in cfg.joints.names if j not in names]
+        if missing:
+            raise ConfigError(f'policy joints {missing} are not robot joints {names}')
+        return np.array([names.index(j) for j in cfg.joints.names], np.int64)
+    if cfg.joints.mapping:
+        bad = [i for i in cfg.joints.mapping if i >= n_robot]
+        if bad:
+            raise ConfigError(f'joints.mapping indices {bad} out of range for {n_robot} robot joints')
+        return np.array(cfg.joints.mapping, np.int64)
+    if n_robot != n:
+        raise ConfigError(f'policy drives {n} joints, robot has {n_robot}: give joints.names or joints.mapping')
+    return np.arange(n, dtype=np.int64)
+
+
+def _scale_vec(scale: float | list[float], n: int) -> F64:
+    return np.full(n, float(scale)) if not isinstance(scale, list) else np.asarray(scale, np.float64)
+
+
+class ObservationBuilder:
+    """Builds the observation vector of one policy (see the schema in ``config.py``)."""
+
+    def __init__(self, cfg: PolicyPipelineConfig, robot_joint_names: Sequence[str] | None = None) -> None:
+        self.cfg = cfg
+        self.idx = policy_joint_index(cfg, robot_joint_names)
+        self.n_robot = len(robot_joint_names) if robot_joint_names is not None else cfg.n_joints
+        n = cfg.n_joints
+        self.default_q = np.asarray(cfg.default_q, np.float64)
+        self.inputs: dict[str, F64] = {}
+        for name, ic in cfg.inputs.items():
+            self.inputs[name] = np.asarray(ic.default, np.float64) if ic.default else np.zeros(ic.size)
+        for t in cfg.observation.terms:
+            if t.input and t.input not in self.inputs:
+                if t.input in BASE_INPUT_DEFAULTS:
+                    self.inputs[t.input] = np.asarray(BASE_INPUT_DEFAULTS[t.input], np.float64)
+                else:
+                    raise ConfigError(f'input {t.input!r} is not declared in inputs')
+        self._input_defaults = {k: v.copy() for k, v in self.inputs.items()}
+        self.frame_dim = cfg.frame_dim
+        self.obs_dim = cfg.obs_dim
+        h = cfg.observation.history_length
+        self._q = np.zeros(n)
+        self._dq = np.zeros(n)
+        self._frame = np.zeros(self.frame_dim)
+        self._hist = np.zeros((h, self.frame_dim))
+        self._hist2 = np.zeros((h, self.frame_dim))
+        self._obs = np.zeros(self.obs_dim)
+        self._terms: list[tuple[str, slice, F64, float | None, str, float]] = []
+        off = 0
+        offsets = []
+        for t in cfg.observation.terms:
+            size = cfg.term_size(t)
+            sl = slice(off, off + size)
+            offsets.append((off, size))
+            self._terms.append((t.term, sl, _scale_vec(t.scale, size), t.clip, t.input, t.period_s))
+            off += size
+        ages = list(range(h)) if cfg.observation.history_order == 'newest_first' else list(range(h - 1, -1, -1))
+        gather: list[int] = []
+        if cfg.observation.history_layout == 'time':
+            for a in ages:
+                gather += list(range(a * self.frame_dim, (a + 1) * self.frame_dim))
+        else:
+            for o, size in offsets:
+                for a in ages:
+                    gather += list(range(a * self.frame_dim + o, a * self.frame_dim + o + size))
+        self._gather = np.asarray(gather, np.int64)
+        self._clip = cfg.observation.clip
+        norm = cfg.observation.normalization
+        self._mean = np.asarray(norm.mean, np.float64) if norm is not None and norm.mean else None
+        self._den = (np.asarray(norm.std, np.float64) + norm.epsilon) if norm is not None and norm.std else None
+        self._norm_clip = norm.clip if norm is not None else None
+        self._fresh = True
+
+    def reset(self) -> None:
+        """Forget the history (next frame fills it) and restore input defaults."""
+        self._fresh = True
+        for k, v in self._input_defaults.items():
+            self.inputs[k][:] = v
+
+    def try_set_input(self, name: str, values: npt.ArrayLike) -> bool:
+        """Copy `values` into input `name`; False (nothing changed) on unknown name, size or non-finite."""
+        dst = self.inputs.get(name)
+        if dst is None:
+            return False
+        v = np.asarray(values, dtype=np.float64)
+        if v.shape != dst.shape or not np.all(np.isfinite(v)):
+            return False
+        dst[:] = v
+        return True
+
+    def build(self, t_s: float, q: F64, dq: F64, last_action: F32, out: F32) -> None:
+        """Write the observation for robot-order `q`, `dq` (rad, rad/s) at policy time `t_s` into `out`."""
+        np.take(q, self.idx, out=self._q)
+        np.take(dq, self.idx, out=self._dq)
+        f = self._frame
+        for term, sl, scale, clip, inp, period in self._terms:
+            seg = f[sl]
+            if term == 'joint_pos_rel':
+                np.subtract(self._q, self.default_q, out=seg)
+            elif term == 'joint_pos':
+                seg[:] = self._q
+            elif term == 'joint_vel':
+                seg[:] = self._dq
+            elif term == 'last_action':
+                seg[:] = last_action
+            elif term == 'command_error':
+                np.subtract(self.inputs[inp], self._q, out=seg)
+            elif term == 'phase':
+                ph = 2.0 * np.pi * ((t_s % period) / period)
+                seg[0] = np.sin(ph)
+                seg[1] = np.cos(ph)
+            else:  # command and base-state inputs
+                seg[:] = self.inputs[inp]
+            np.multiply(seg, scale, out=seg)
+            if clip is not None:
+                np.clip(seg, -clip, clip, out=seg)
+        if self._fresh:
+            self._hist[:] = f
+            self._fresh = False
+        else:
+            self._hist2[1:] = self._hist[:-1]
+            self._hist2[0] = f
+            self._hist, self._hist2 = self._hist2, self._hist
+        o = self._obs
+        np.take(self._hist.reshape(-1), self._gather, out=o)
+        if self._clip is not None:
+            np.clip(o, -self._clip, self._clip, out=o)
+        if self._mean is not None and self._den is not None:
+            np.subtract(o, self._mean, out=o)
+            np.divide(o, self._den, out=o)
+            if self._norm_clip is not None:
+                np.clip(o, -self._norm_clip, self._norm_clip, out=o)
+        np.copyto(out, o, casting='same_kind')
+
+
+class ActionMapper:
+    """Raw action (policy order) -> position targets (robot order)."""
+
+    def __init__(self, cfg: PolicyPipelineConfig, idx: I64) -> None:
+        n = cfg.n_joints
+        a = cfg.action
+        self.idx = idx
+        self.default_q = np.asarray(cfg.default_q, np.float64)
+        self.scale = _scale_vec(a.scale, n)
+        if a.clip is not None:
+            c = _scale_vec(a.clip, n)
+            self.low: F64 | None = -c
+            self.high: F64 | None = c
+        elif a.clip_low:
+            self.low, self.high = np.asarray(a.clip_low, np.float64), np.asarray(a.clip_high, np.float64)
+        else:
+            self.low = self.high = None
+        self._a = np.zeros(n)
+        self._t = np.zeros(n)
+
+    def map(self, action: F32, last_action_out: F32, target_robot: F64) -> None:
+        """Clip `action`, store it as last action, write policy joints of `target_robot` (rad)."""
+        a = self._a
+        np.copyto(a, action, casting='same_kind')
+        if self.low is not None and self.high is not None:
+            np.clip(a, self.low, self.high, out=a)
+        np.copyto(last_action_out, a, casting='same_kind')
+        np.multiply(a, self.scale, out=self._t)
+        np.add(self._t, self.default_q, out=self._t)
+        target_robot[self.idx] = self._t
