@@ -90,6 +90,7 @@ class PolicyRuntime:
         self.obs_builder = ObservationBuilder(pipeline, robot_joint_names)
         self.action_mapper = ActionMapper(pipeline, self.obs_builder.idx)
         self.n_joints = self.obs_builder.n_robot
+        self.joint_names: list[str] = list(robot_joint_names) if robot_joint_names is not None else []
         self.obs_dim = pipeline.obs_dim
         self.act_dim = pipeline.n_joints
         if model.info.act_dim != self.act_dim:
@@ -146,7 +147,7 @@ class PolicyRuntime:
     def info(self) -> dict[str, Any]:
         """Sizes, hash, backend table, cache hit rate, counters (JSON-ready)."""
         d = self.model.report()
-        d.update({'n_joints': self.n_joints, 'obs_dim': self.obs_dim, 'act_dim': self.act_dim,
+        d.update({'backend': self.model.selected, 'n_joints': self.n_joints, 'obs_dim': self.obs_dim, 'act_dim': self.act_dim,
                   'rate_hz': self.cfg.rate_hz, 'interpolation': self.cfg.interpolation,
                   'policy_steps': self.steps, 'errors': self.errors, 'last_error': self.last_error,
                   'cache': None if self.cache is None else {'hits': self.cache.hits, 'misses': self.cache.misses,

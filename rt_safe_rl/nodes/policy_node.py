@@ -1,0 +1,336 @@
+"""`policy_node`: PolicyInferenceNode, the learned policy as a ROS 2 lifecycle node.
+
+configure: read parameters, load the pipeline YAML and the policy file (hash check), choose the backend
+(``auto`` measures them), warm up, preallocate messages, create the subscriptions and publishers;
+a missing/corrupt policy makes configure FAIL with the path in the log.
+activate: reset recurrent state, start processing ``joint_states``.
+
+RT path (:meth:`PolicyInferenceNode.process_state`, called from the ``joint_states`` callback in rt group
+``control``): :meth:`PolicyRuntime.control_step` (policy every ``1 / policy.rate_hz``, hold / linear
+in between), then the proposed target goes to
+
+- channel ``policy/action`` (resolved name; intra_process): one float64 row
+  ``[state_seq, valid (1.0 / 0.0), q_target_0 .. q_target_{n-1}]`` stamped with the state's stamp_ns
+  (see :data:`ACTION_HEADER`);
+- topic ``policy/action`` (``std_msgs/Float64MultiArray``, targets in rad, ``layout.data_offset`` =
+  state seq; an invalid action is published as all-NaN so any consumer fails closed); every cycle in
+  DDS mode, every ``topics.observer_decimation`` cycles when intra_process.
+
+Inputs: every pipeline input with a ``topic`` (e.g. ``command`` on ``policy/command``) is subscribed as
+``Float64MultiArray`` in the same ``control`` group (never concurrent with the policy).
+Service ``~/reset_memory`` (std_srvs/Trigger): reset recurrent state at the next control cycle.
+Metrics: stage ``inference`` per policy step, counter ``policy_steps``, counter ``faults`` per invalid step.
+
+Parameters (declared with descriptors; structural ones read-only; initial values from the config file):
+``policy.path``, ``policy.config``, ``policy.backend``, ``policy.rate_hz``, ``policy.sha256``,
+``policy.cache`` (read-only); ``policy.interpolation`` ('hold' | 'linear', tunable at run time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from std_srvs.srv import Trigger
+
+from rt_safe_rl.config import AppConfig
+from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.core.policy.config import PolicyNodeConfig
+from rt_safe_rl.nodes._sim_base import SimNodeBase, run_node
+from rt_safe_rl.rt.metrics import registry
+
+ACTION_HEADER = 2
+"""Channel row = [state_seq, valid, q_target...]: values before the targets."""
+
+_READ_ONLY = ('path', 'config', 'backend', 'rate_hz', 'sha256', 'cache')
+
+
+class PolicyInferenceNode(SimNodeBase):
+    """Lifecycle node running :class:`~rt_safe_rl.core.policy.runtime.PolicyRuntime` (see module docstring).
+
+    Attributes after configure (non-RT readers): runtime (``.info`` has the backend table),
+    joint_names, action_channel (None in DDS mode), cycles, invalid_cycles, last_error.
+    """
+
+    def __init__(self, *, config: AppConfig | None = None, node_name: str = 'policy_node',
+                 namespace: str = '', intra_process: bool = False, **node_kwargs: Any) -> None:
+        super().__init__(node_name, config=config, namespace=namespace, intra_process=intra_process,
+                         **node_kwargs)
+        pc: PolicyNodeConfig = self.app.policy
+        desc = {
+            'path': 'policy file (.pt TorchScript / weights_only checkpoint, .onnx); package:// allowed',
+            'config': 'per-policy observation/action pipeline YAML (config/policies/*.yaml)',
+            'backend': 'auto | eager | torchscript | numba | fp16 | int8 | onnxruntime | cuda',
+            'rate_hz': 'policy steps per second inside the control loop (Hz)',
+            'sha256': "expected SHA-256 of the policy file ('' = no check)",
+            'cache': 'exact-match output cache (refused for recurrent policies)',
+        }
+        for name in _READ_ONLY:
+            value = getattr(pc, name)
+            self.declare_parameter(f'policy.{name}', value, ParameterDescriptor(
+                description=desc[name], read_only=True))
+        self.declare_parameter('policy.interpolation', pc.interpolation, ParameterDescriptor(
+            type=ParameterType.PARAMETER_STRING,
+            description="between policy steps: 'hold' the target or 'linear'ly interpolate (tunable)",
+            additional_constraints="one of: hold, linear"))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.runtime: Any = None
+        self.joint_names: list[str] = []
+        self.action_channel: Any = None
+        self.last_error = ''
+        self._active = False
+        self._reset_requested = False
+        self._subs: list[Any] = []
+        self._pub: Any = None
+        self._srv: Any = None
+        self.cycles = 0
+        self.invalid_cycles = 0
+
+    # ------------------------------------------------------------------ parameters
+    def node_config(self) -> PolicyNodeConfig:
+        """PolicyNodeConfig from the current parameter values."""
+        pc: PolicyNodeConfig = self.app.policy
+        values = {n: self.get_parameter(f'policy.{n}').value for n in (*_READ_ONLY, 'interpolation')}
+        return dataclasses.replace(pc, **values)
+
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        for p in params:
+            if p.name == 'policy.interpolation':
+                if p.value not in ('hold', 'linear'):
+                    return SetParametersResult(successful=False,
+                                               reason=f"policy.interpolation must be 'hold' or 'linear', got {p.value!r}")
+                if self.runtime is not None:
+                    self.runtime.interpolate = p.value == 'linear'  # one attribute store: atomic
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load policy + pipeline, choose backend, warm up, preallocate, create I/O."""
+        from rt_safe_rl.core.policy.runtime import PolicyRuntime
+        from rt_safe_rl.rt.executor import named_group
+
+        app = self.app
+        try:
+            cfg = self.node_config()
+            names = self._robot_joint_names(cfg)
+            log = self.get_logger()
+            self.runtime = PolicyRuntime.from_config(cfg, names, base_dir=app.base_dir, logger=log)
+        except RtSafeRlError as err:
+            self.last_error = str(err)
+            self.get_logger().error(f'configure failed: {err}')
+            return TransitionCallbackReturn.FAILURE
+        except Exception as err:  # noqa: BLE001 - never crash the node on a bad policy
+            self.last_error = f'{type(err).__name__}: {err}'
+            self.get_logger().error(f'configure failed: {self.last_error}')
+            return TransitionCallbackReturn.FAILURE
+        rt = self.runtime
+        if not rt.joint_names:
+            rt.joint_names = [f'joint{i}' for i in range(rt.n_joints)]
+        self.joint_names = rt.joint_names
+        n = rt.n_joints
+        self._q = np.zeros(n)
+        self._dq = np.zeros(n)
+        self._target = np.zeros(n)
+        msg = Float64MultiArray()
+        msg.layout.dim = [MultiArrayDimension(label='valid', size=n, stride=n)]
+        msg.data = [0.0] * n
+        self._msg = msg
+        self._msg_view = np.frombuffer(msg.data, dtype=np.float64)
+        depth = app.topics.qos_depth
+        group = named_group(self, 'control')
+        self._pub = self.create_lifecycle_publisher(Float64MultiArray, app.topics.policy_action, depth)
+        self._subs.append(self.create_subscription(
+            JointState, app.topics.joint_states, self._on_joint_state, depth, callback_group=group))
+        topics = {name: ic.topic for name, ic in rt.pipeline.inputs.items() if ic.topic}
+        if 'command' in rt.obs_builder.inputs and 'command' not in topics:
+            topics['command'] = app.topics.policy_command
+        for name, topic in topics.items():
+            self._subs.append(self.create_subscription(
+                Float64MultiArray, topic, self._input_callback(name),
+                QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT), callback_group=group))
+        self._decim = max(1, int(app.topics.observer_decimation)) if self.intra_process else 1
+        if self.intra_process:
+            from rt_safe_rl.rt.channel import get_channel
+
+            self.action_channel = get_channel(self.resolve_topic_name(app.topics.policy_action), n + ACTION_HEADER)
+        self._srv = self.create_service(Trigger, '~/reset_memory', self._on_reset)
+        reg = registry()
+        self._stage = reg.stage('inference')
+        self._steps = reg.counter('policy_steps')
+        self._faults = reg.counter('faults')
+        info = rt.info
+        self.get_logger().info(
+            f'configured: policy {info["policy"]["path"]} (sha256 {info["policy"]["sha256"][:12]}), '
+            f'{rt.obs_dim} -> {rt.act_dim}, recurrent={info["policy"]["recurrent"]}, backend {info["selected"]!r}, '
+            f'{cfg.rate_hz:g} Hz ({cfg.interpolation}), inputs {sorted(topics)}, '
+            f'{"channel + " if self.intra_process else ""}topic {self._pub.topic_name}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def _robot_joint_names(self, cfg: PolicyNodeConfig) -> list[str] | None:
+        """Robot joint order: the robot model's; else the pipeline's joint names (same order)."""
+        try:
+            from rt_safe_rl.core.robot_model import RobotModel
+
+            model = RobotModel.from_config(self.app.robot, self.app.base_dir)
+            return list(model.joint_names)
+        except Exception as err:  # noqa: BLE001 - robot model optional for legged policies
+            from rt_safe_rl import paths
+            from rt_safe_rl.core.policy.config import load_pipeline_config
+
+            pipe = load_pipeline_config(paths.resolve(cfg.config, self.app.base_dir))
+            if pipe.joints.names:
+                self.get_logger().warning(f'robot model unavailable ({err}); robot joint order = policy joint names')
+                return list(pipe.joints.names)
+            return None
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Reset recurrent state and start processing joint states."""
+        ret = super().on_activate(state)
+        if self.runtime is not None:
+            self.runtime.reset()
+        self._reset_requested = False
+        self._active = True
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop processing joint states (nothing more is proposed)."""
+        self._active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release I/O and the model."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Same as cleanup."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        self._active = False
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        if self._pub is not None:
+            self.destroy_publisher(self._pub)
+            self._pub = None
+        if self._srv is not None:
+            self.destroy_service(self._srv)
+            self._srv = None
+        self.runtime = None
+        self.action_channel = None
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_joint_state(self, msg: JointState) -> None:
+        """joint_states -> process_state (control group)."""
+        try:
+            seq = int(msg.header.frame_id) if msg.header.frame_id else 0
+        except ValueError:
+            seq = 0
+        n = self._q.shape[0]
+        if len(msg.position) != n or (len(msg.velocity) not in (0, n)):
+            self._publish_invalid(time.monotonic_ns(), seq, 'joint_states of wrong size')
+            return
+        self._q[:] = msg.position
+        if len(msg.velocity):
+            self._dq[:] = msg.velocity
+        else:
+            self._dq.fill(0.0)
+        self.process_state(time.monotonic_ns(), seq, self._q, self._dq)
+
+    def _input_callback(self, name: str) -> Any:
+        def on_input(msg: Float64MultiArray) -> None:
+            if self.runtime is not None and not self.runtime.try_set_input(name, msg.data):
+                self.last_error = f'input {name!r}: wrong size or non-finite values (ignored)'
+        return on_input
+
+    def set_policy_command(self, stamp_ns: int, values: Any) -> None:
+        """Latest task command (same thread as process_state; benchmarks call it directly)."""
+        if self.runtime is not None:
+            self.runtime.try_set_input('command', values)
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.runtime is None:
+            response.success = False
+            response.message = 'not configured'
+        elif self._active:
+            self._reset_requested = True  # done by the control thread: the runtime is never shared
+            response.success = True
+            response.message = 'recurrent state reset at the next control cycle'
+        else:
+            self.runtime.reset()
+            response.success = True
+            response.message = 'recurrent state reset'
+        return response
+
+    def reset_for_replay(self) -> None:
+        """Reset now (caller owns the control thread, e.g. a benchmark between repeats)."""
+        if self.runtime is not None:
+            self.runtime.reset()
+
+    # ------------------------------------------------------------------ RT path
+    def process_state(self, stamp_ns: int, seq: int, q: Any, dq: Any) -> None:
+        """One control cycle for state `seq` (positions rad, velocities rad/s, robot order)."""
+        rt = self.runtime
+        if rt is None or not self._active:
+            return
+        if self._reset_requested:
+            self._reset_requested = False
+            rt.reset()
+        target = self._target
+        try:
+            valid = rt.control_step(stamp_ns, q, dq, None, target)
+        except Exception as err:  # noqa: BLE001 - nothing crashes the node: flag and stop
+            self.last_error = f'{type(err).__name__}: {err}'
+            valid = False
+        self.cycles += 1
+        if rt.ran_policy:
+            if valid:
+                self._steps.inc()
+                self._stage.record_ns(time.monotonic_ns(), rt.last_inference_ns)
+            else:
+                self._faults.inc()
+        if not valid:
+            self.invalid_cycles += 1
+        self._emit(stamp_ns, seq, valid, target)
+
+    def _publish_invalid(self, stamp_ns: int, seq: int, why: str) -> None:
+        self.last_error = why
+        self.invalid_cycles += 1
+        self._target.fill(np.nan)
+        self._emit(stamp_ns, seq, False, self._target)
+
+    def _emit(self, stamp_ns: int, seq: int, valid: bool, target: Any) -> None:
+        ch = self.action_channel
+        if ch is not None:
+            row = ch.loan()
+            row[0] = seq
+            row[1] = 1.0 if valid else 0.0
+            row[ACTION_HEADER:] = target
+            ch.commit(stamp_ns)
+        if self._pub is not None and self.cycles % self._decim == 0:
+            if valid:
+                np.copyto(self._msg_view, target)
+            else:
+                self._msg_view.fill(np.nan)
+            self._msg.layout.data_offset = seq if seq >= 0 else 0
+            self._msg.layout.dim[0].label = 'valid' if valid else 'invalid'
+            self._pub.publish(self._msg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`policy_node` executable (ROS args in `argv`, e.g. ``--ros-args -p policy.backend:=numba``)."""
+    return run_node('policy_node', PolicyInferenceNode, argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
