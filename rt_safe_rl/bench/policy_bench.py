@@ -1,0 +1,164 @@
+"""`rt-safe-rl bench policy PATH [--config C] [--backends all|a,b] [--json FILE]`: backend benchmark.
+
+For one policy file: builds every requested backend, checks each against the reference (eager FP32
+torch; onnxruntime for ONNX files) over ``--samples`` observations (>= 1000; recurrent models as one
+rollout from reset), times them interleaved, single-threaded (``torch.set_num_threads(1)``), picks
+the backend ``auto`` would pick, and checks heap growth of the selected backend over ``--heap-calls``
+calls (tracemalloc). Prints a table and JSON (``--json FILE`` also writes it):
+
+    {"backends": [{"name", "median_us", "p99_us", "max_us", "max_abs_err", "ok", "available", ...}],
+     "selected": ..., "reference": ..., "speedup_median": ..., "speedup_p99": ...,
+     "heap": {"calls", "growth_bytes", "growth_bytes_per_call"},
+     "metadata": {"sha256", "torch", "numba", "onnxruntime", "numpy", "cpu", "python", ...}}
+
+Speedups are reference / selected, measured in the same run. Timings are noisy on a shared machine.
+Exit 0 on success; expected errors exit 2 with one line (via ``rt-safe-rl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.core.policy.backends import format_table
+from rt_safe_rl.core.policy.config import BACKENDS, PolicyNodeConfig, load_pipeline_config
+from rt_safe_rl.core.policy.model import load_policy_model
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for mod in ('torch', 'numba', 'numpy', 'onnxruntime'):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            out[mod] = 'not installed'
+    return out
+
+
+def heap_growth(model: Any, obs: np.ndarray, calls: int) -> dict[str, Any]:
+    """tracemalloc growth of `calls` forward passes of the selected backend after a warm-up."""
+    out = np.zeros(model.info.act_dim, np.float32)
+    n = obs.shape[0]
+    for i in range(min(calls, 1000)):
+        model.forward(obs[i % n], out)
+    tracemalloc.start()
+    try:
+        for i in range(200):
+            model.forward(obs[i % n], out)
+        before = tracemalloc.take_snapshot()
+        for i in range(calls):
+            model.forward(obs[i % n], out)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    growth = sum(s.size_diff for s in after.compare_to(before, 'filename'))
+    model.reset()
+    return {'calls': calls, 'growth_bytes': int(growth), 'growth_bytes_per_call': growth / calls}
+
+
+def run(path: str, config: str | None, backends: list[str] | None, samples: int, iters: int,
+        heap_calls: int, tolerance: float | None) -> dict[str, Any]:
+    """Run the benchmark; returns the JSON-ready report."""
+    pipe = load_pipeline_config(config) if config else None
+    kwargs: dict[str, Any] = {'backend': 'auto', 'auto_samples': samples, 'auto_timing_iters': iters,
+                              'warmup_iters': 50}
+    if tolerance is not None:
+        kwargs['tolerance'] = tolerance
+    cfg = PolicyNodeConfig(**kwargs)
+    t0 = time.perf_counter()
+    model = load_policy_model(path, cfg, pipe.model if pipe else None, obs_dim=pipe.obs_dim if pipe else None,
+                              backends=backends, keep_all=True, logger=_Quiet())
+    load_s = time.perf_counter() - t0
+    rows = model.table
+    by = {r.name: r for r in rows}
+    ref, sel = by[model.reference], by[model.selected]
+    from rt_safe_rl.core.policy.backends import sample_observations
+
+    obs = sample_observations(model.info.obs_dim, 1000, seed=1)
+    heap = heap_growth(model, obs, heap_calls)
+    report: dict[str, Any] = {
+        'policy': model.info.path,
+        'config': config,
+        'recurrent': model.info.recurrent,
+        'obs_dim': model.info.obs_dim,
+        'act_dim': model.info.act_dim,
+        'samples': samples,
+        'timing_iters': iters,
+        'backends': [r.as_dict() for r in rows],
+        'selected': model.selected,
+        'reference': model.reference,
+        'speedup_median': ref.median_us / sel.median_us if sel.median_us > 0 else None,
+        'speedup_p99': ref.p99_us / sel.p99_us if sel.p99_us > 0 else None,
+        'heap': heap,
+        'load_and_measure_s': load_s,
+        'metadata': {
+            'sha256': model.info.sha256, 'format': model.info.format, **_versions(),
+            'cpu': _cpu_name(), 'python': platform.python_version(), 'threads': cfg.num_threads,
+            'tolerance': cfg.tolerance, 'tolerance_fp16': cfg.tolerance_fp16, 'tolerance_int8': cfg.tolerance_int8,
+            'time_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+        },
+    }
+    return report
+
+
+class _Quiet:
+    def info(self, msg: str) -> None:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``rt-safe-rl bench policy``."""
+    ap = argparse.ArgumentParser(prog='rt-safe-rl bench policy', description=__doc__.split('\n\n')[0])
+    ap.add_argument('path', help='policy file (.pt TorchScript / weights_only checkpoint, .onnx)')
+    ap.add_argument('--config', help='per-policy pipeline YAML (sizes, format, architecture)')
+    ap.add_argument('--backends', default='all', help="'all' or a comma list of " + ','.join(BACKENDS))
+    ap.add_argument('--samples', type=int, default=1000, help='observations / rollout steps for the error check')
+    ap.add_argument('--iters', type=int, default=2000, help='timed calls per backend')
+    ap.add_argument('--heap-calls', type=int, default=10000, help='calls for the heap-growth check')
+    ap.add_argument('--tolerance', type=float, default=None, help='max abs error for FP32 backends (1e-4)')
+    ap.add_argument('--json', help='also write the JSON report to this file')
+    args = ap.parse_args(argv)
+    if args.samples < 1000:
+        raise ConfigError(f'--samples must be >= 1000, got {args.samples}')
+    if args.iters < 1 or args.heap_calls < 1:
+        raise ConfigError('--iters and --heap-calls must be >= 1')
+    names = None if args.backends == 'all' else [b.strip() for b in args.backends.split(',') if b.strip()]
+    unknown = [b for b in names or [] if b not in BACKENDS]
+    if unknown:
+        raise ConfigError(f'unknown backend(s) {unknown}; known: {list(BACKENDS)}')
+    from rt_safe_rl.core.policy.backends import BackendResult
+
+    report = run(args.path, args.config, names, args.samples, args.iters, args.heap_calls, args.tolerance)
+    rows = [BackendResult(**{k: v for k, v in r.items()}) for r in report['backends']]
+    print(format_table(rows, report['selected']), file=sys.stderr)
+    print(f'selected {report["selected"]}: {report["speedup_median"]:.2f}x median, '
+          f'{report["speedup_p99"]:.2f}x p99 vs {report["reference"]}; heap growth '
+          f'{report["heap"]["growth_bytes"]} B over {report["heap"]["calls"]} calls', file=sys.stderr)
+    text = json.dumps(report, indent=2, default=float)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
