@@ -61,6 +61,7 @@ class TrainSettings:
     threads: int = 1
     truncate_steps: int = 10
     straight_through: bool = False
+    huber_beta_rad: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,36 @@ def _st_clamp(x: Any, lo: Any, hi: Any) -> Any:
     return x + (torch.clamp(x, lo, hi) - x).detach()
 
 
+def _make_policy_class() -> Any:
+    import torch
+    from torch import nn
+
+    class _ReachPolicy(nn.Module):
+        """obs -> raw action: a linear map (exact for target = goal) plus a tanh MLP correction."""
+
+        def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...]) -> None:
+            super().__init__()
+            self.linear = nn.Linear(obs_dim, act_dim)
+            layers: list[nn.Module] = []
+            width = obs_dim
+            for h in hidden:
+                layers += [nn.Linear(width, h), nn.Tanh()]
+                width = h
+            last = nn.Linear(width, act_dim)
+            with torch.no_grad():  # start near a pure linear controller
+                last.weight.mul_(0.1)
+                last.bias.zero_()
+                self.linear.weight.mul_(0.1)
+                self.linear.bias.zero_()
+            layers.append(last)
+            self.mlp = nn.Sequential(*layers)
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            return self.linear(obs) + self.mlp(obs)
+
+    return _ReachPolicy
+
+
 def train(limits: ArmLimits, layout: ObsLayout, goal_sampler: Any, s: TrainSettings,
           log: Any = print) -> tuple[Any, dict[str, Any]]:
     """Optimise an MLP policy by BPTT through the differentiable arm; return (module, stats).
@@ -142,8 +173,8 @@ def train(limits: ArmLimits, layout: ObsLayout, goal_sampler: Any, s: TrainSetti
     ``goal_sampler(n) -> (n, J)`` draws goals (and start poses) in rad.
     """
     import torch
-    from torch import nn
 
+    ReachPolicy = _make_policy_class()  # noqa: N806 - a class
     torch.manual_seed(s.seed)
     torch.set_num_threads(s.threads)
     torch.use_deterministic_algorithms(True)
@@ -164,18 +195,7 @@ def train(limits: ArmLimits, layout: ObsLayout, goal_sampler: Any, s: TrainSetti
     substeps = round(s.control_rate_hz / s.policy_rate_hz)
     steps = round(s.horizon_s * s.policy_rate_hz)
 
-    layers: list[nn.Module] = []
-    width = layout.obs_dim
-    for h in s.hidden:
-        layers += [nn.Linear(width, h), nn.Tanh()]
-        width = h
-    layers.append(nn.Linear(width, n))
-    policy = nn.Sequential(*layers)
-    with torch.no_grad():  # start near "target = q": small last layer
-        last = layers[-1]
-        assert isinstance(last, nn.Linear)
-        last.weight.mul_(0.1)
-        last.bias.zero_()
+    policy = ReachPolicy(layout.obs_dim, n, s.hidden)
     opt = torch.optim.Adam(policy.parameters(), lr=s.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, s.iterations), eta_min=s.lr * 0.05)
 
@@ -213,7 +233,7 @@ def train(limits: ArmLimits, layout: ObsLayout, goal_sampler: Any, s: TrainSetti
                 dq = clamp(dq + acc * dt, -vmax, vmax)
                 q = clamp(q + dq * dt, qmin, qmax)
             w = 1.0 + 2.0 * k / steps  # late errors matter more: settle, do not just pass by
-            err = torch.nn.functional.smooth_l1_loss(q, goal, beta=0.05, reduction='none').sum(-1)
+            err = torch.nn.functional.smooth_l1_loss(q, goal, beta=s.huber_beta_rad, reduction='none').sum(-1)
             loss = loss + w * err.mean() + s.velocity_weight * w * (dq * dq).sum(-1).mean() \
                 + s.limit_weight * (over * over).sum(-1).mean()
         loss = loss / steps
