@@ -30,6 +30,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -128,11 +129,14 @@ class ReplayEngine:
         inputs: decoded bag streams.
         rate_mode / rate_hz: ``max``, ``recorded`` or ``fixed`` at ``rate_hz``.
         on_progress: called every DRAIN_EVERY messages with (done, total) (not in the timed part).
+        stop_event: set from another thread (e.g. a lifecycle deactivate) to stop the pass.
     """
 
     def __init__(self, pipeline: ReplayPipeline, inputs: Inputs, rate_mode: str = 'max', rate_hz: float = 0.0,
-                 on_progress: Callable[[int, int], None] | None = None) -> None:
+                 on_progress: Callable[[int, int], None] | None = None,
+                 stop_event: threading.Event | None = None) -> None:
         self.pipeline = pipeline
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.inputs = inputs
         self.rate_mode = rate_mode
         self.rate_hz = rate_hz
@@ -181,12 +185,15 @@ class ReplayEngine:
         offsets = self._offsets
         mono = time.monotonic_ns
         sleep = time.sleep
+        stopping = self.stop_event.is_set
         drained = 0
         complete = True
         i = 0
         t0 = mono()
         try:
             for i in range(n):
+                if stopping():
+                    raise ReplayInterruptedError('stop requested')
                 # side inputs up to this state's receive time (not timed: they arrive asynchronously)
                 for k, (stream, fn) in enumerate(feeders):
                     j = side_pos[k]
@@ -454,7 +461,7 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int, 
 def run_benchmark(
     pipeline: ReplayPipeline, inputs: Inputs, cfg: BenchmarkConfig, *, deadline_ns: int,
     naive_runner: Callable[[Inputs, BenchmarkConfig], dict[str, Any]] | None = None,
-    on_event: Callable[[str], None] | None = None,
+    on_event: Callable[[str], None] | None = None, stop_event: threading.Event | None = None,
 ) -> tuple[dict[str, Any], dict[str, FloatArray], FloatArray]:
     """Replay ``cfg.repeat`` times (pipeline reset before each), optionally under stress, then
     the naive pipeline; return (report fields, samples, times). Never raises on interruption:
@@ -477,7 +484,7 @@ def run_benchmark(
             meter.start()
             for k in range(cfg.repeat):
                 with _progress(cfg.progress, inputs.states.n, f'replay {k + 1}/{cfg.repeat}') as prog:
-                    engine = ReplayEngine(pipeline, inputs, mode, hz, prog)
+                    engine = ReplayEngine(pipeline, inputs, mode, hz, prog, stop_event)
                     pipeline.reset()
                     r = engine.run()
                 runs.append(r)
@@ -491,7 +498,7 @@ def run_benchmark(
             stress.stop()
         if complete and cfg.repeat == 1:
             # determinism needs two complete passes: one extra unmeasured max-rate pass
-            engine = ReplayEngine(pipeline, inputs, 'max', 0.0, None)
+            engine = ReplayEngine(pipeline, inputs, 'max', 0.0, None, stop_event)
             pipeline.reset()
             extra = engine.run()
             extra_det.append(extra)
@@ -506,7 +513,8 @@ def run_benchmark(
     fields['stress'] = stress.summary()
     fields['determinism'] = determinism(runs + extra_det)
     fields['pipeline'] = {'description': pipeline.description, 'joint_names': list(pipeline.joint_names)}
-    if cfg.naive and complete and naive_runner is not None:
+    stopped = stop_event is not None and stop_event.is_set()
+    if cfg.naive and complete and not stopped and naive_runner is not None:
         naive = naive_runner(inputs, cfg)
         fields['naive'] = naive
         ours, theirs = fields['stages']['e2e_us'], naive.get('stages', {}).get('e2e_us', {})
@@ -546,6 +554,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def finalize_report(
+    app: Any, info: bagmod.BagInfo, cfg: BenchmarkConfig, inputs: Inputs, model_path: str,
+    fields: dict[str, Any], samples: dict[str, FloatArray], t_s: FloatArray, argv: Sequence[str],
+    baseline: dict[str, Any] | None = None, baseline_path: str = '',
+) -> dict[str, Any]:
+    """Assemble the report (metadata + fields + baseline comparison) and write every file into
+    ``cfg.out_dir``. Returns the report dict. Not RT-safe.
+    """
+    out_dir = Path(cfg.out_dir)
+    rep: dict[str, Any] = {
+        'schema': reportmod.REPORT_SCHEMA,
+        'metadata': reportmod.collect_metadata(app.to_dict(), info.to_dict(), model_path, list(argv)),
+        **fields,
+        'state_topic': inputs.states.topic,
+        'joint_map': dict(cfg.joint_map),
+        'out_dir': str(out_dir),
+    }
+    if baseline is not None:
+        rep['comparison'] = reportmod.compare(rep, baseline, cfg.regression_tolerance, baseline_path)
+    if naive := rep.get('naive'):
+        naive_samples = naive.pop('_samples', None)
+        if naive_samples is not None:
+            samples = {**samples, 'naive_e2e_us': naive_samples}
+    reportmod.write_all(rep, out_dir, samples, t_s, cfg.histogram_bins)
+    return rep
+
+
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
     from rt_safe_rl.config import load_config
 
@@ -582,29 +617,15 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
                                              naive_runner=naive_runner_for(app, pipeline), on_event=log)
     finally:
         pipeline.close()
-    rep: dict[str, Any] = {
-        'schema': reportmod.REPORT_SCHEMA,
-        'metadata': reportmod.collect_metadata(app.to_dict(), info.to_dict(), pipeline.model_path,
-                                               ['bench', 'replay', *argv]),
-        **fields,
-        'state_topic': inputs.states.topic,
-        'joint_map': dict(cfg.joint_map),
-        'out_dir': str(out_dir),
-    }
+    rep = finalize_report(app, info, cfg, inputs, pipeline.model_path, fields, samples, t_s,
+                          ['bench', 'replay', *argv], baseline, str(args.baseline or ''))
     rc = 0 if rep['complete'] else 130
-    if baseline is not None:
-        comp = reportmod.compare(rep, baseline, cfg.regression_tolerance, str(args.baseline))
-        rep['comparison'] = comp
-        if not comp['passed']:
-            print(reportmod.comparison_table(comp), file=sys.stderr)
-            print(f'rt-safe-rl bench replay: REGRESSION against {args.baseline} '
-                  f'(tolerance {100 * cfg.regression_tolerance:.0f} %)', file=sys.stderr)
-            rc = 1 if rc == 0 else rc
-    if naive := rep.get('naive'):
-        naive_samples = naive.pop('_samples', None)
-        if naive_samples is not None:
-            samples = {**samples, 'naive_e2e_us': naive_samples}
-    reportmod.write_all(rep, out_dir, samples, t_s, cfg.histogram_bins)
+    comp = rep.get('comparison')
+    if comp is not None and not comp['passed']:
+        print(reportmod.comparison_table(comp), file=sys.stderr)
+        print(f'rt-safe-rl bench replay: REGRESSION against {args.baseline} '
+              f'(tolerance {100 * cfg.regression_tolerance:.0f} %)', file=sys.stderr)
+        rc = 1 if rc == 0 else rc
     print(json.dumps(reportmod._plain(summary_for_stdout(rep)), indent=1))
     if not rep['complete']:
         print(f'rt-safe-rl bench replay: interrupted; partial results in {out_dir}/report.json '
