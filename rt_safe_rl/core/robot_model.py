@@ -65,19 +65,25 @@ class MonitoredPoint:
 
     name: str
     link: str
-    offset_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    offset_m: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     radius_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.offset_m) != 3 or not all(math.isfinite(v) for v in self.offset_m):
+            raise ConfigError(f'monitored point {self.name!r}: offset_m must be 3 finite numbers')
+        if self.radius_m < 0 or not math.isfinite(self.radius_m):
+            raise ConfigError(f'monitored point {self.name!r}: radius_m must be finite and >= 0')
 
 
 def _default_points() -> list[MonitoredPoint]:
     return [
-        MonitoredPoint('upper_arm', 'link3', (0.0, 0.0, -0.08), 0.08),
-        MonitoredPoint('elbow', 'link4', (0.0, 0.0, 0.0), 0.09),
-        MonitoredPoint('forearm', 'link4', (-0.04125, 0.192, 0.0), 0.08),
-        MonitoredPoint('wrist', 'link5', (0.0, 0.0, 0.0), 0.08),
-        MonitoredPoint('wrist2', 'link7', (0.0, 0.0, 0.0), 0.08),
-        MonitoredPoint('flange', 'flange', (0.0, 0.0, 0.0), 0.07),
-        MonitoredPoint('tcp', 'tcp', (0.0, 0.0, 0.0), 0.05),
+        MonitoredPoint('upper_arm', 'link3', [0.0, 0.0, -0.08], 0.08),
+        MonitoredPoint('elbow', 'link4', [0.0, 0.0, 0.0], 0.09),
+        MonitoredPoint('forearm', 'link4', [-0.04125, 0.192, 0.0], 0.08),
+        MonitoredPoint('wrist', 'link5', [0.0, 0.0, 0.0], 0.08),
+        MonitoredPoint('wrist2', 'link7', [0.0, 0.0, 0.0], 0.08),
+        MonitoredPoint('flange', 'flange', [0.0, 0.0, 0.0], 0.07),
+        MonitoredPoint('tcp', 'tcp', [0.0, 0.0, 0.0], 0.05),
     ]
 
 
@@ -112,11 +118,6 @@ class RobotConfig:
         names = [p.name for p in self.monitored_points]
         if len(set(names)) != len(names):
             raise ConfigError(f'monitored_points: duplicate point names in {names}')
-        for p in self.monitored_points:
-            if len(p.offset_m) != 3 or not all(math.isfinite(v) for v in p.offset_m):
-                raise ConfigError(f'monitored point {p.name!r}: offset_m must be 3 finite numbers')
-            if p.radius_m < 0 or not math.isfinite(p.radius_m):
-                raise ConfigError(f'monitored point {p.name!r}: radius_m must be finite and >= 0')
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,6 +363,22 @@ class RobotModel:
         except Exception as err:
             raise ConfigError(f'robot.urdf: cannot parse {p}: {err}') from None
         return cls._compile(urdf, cfg, str(p))
+
+    @classmethod
+    def from_urdf_string(cls, text: str, config: RobotConfig | None = None,
+                         where: str = '<urdf string>') -> RobotModel:
+        """Like :meth:`from_urdf` for URDF XML text (generated robots, tests). Not RT-safe."""
+        import io
+
+        cfg = config or RobotConfig()
+        try:
+            import yourdfpy
+
+            urdf = yourdfpy.URDF.load(io.StringIO(text), load_meshes=False, build_scene_graph=False,
+                                      build_collision_scene_graph=False, load_collision_meshes=False)
+        except Exception as err:  # any parser failure is a config error for the user
+            raise ConfigError(f'robot.urdf: cannot parse {where}: {err}') from None
+        return cls._compile(urdf, cfg, where)
 
     @classmethod
     def _compile(cls, urdf: Any, cfg: RobotConfig, where: str) -> RobotModel:

@@ -1,0 +1,544 @@
+"""SafetyFilter: the fail-closed, per-cycle safety filter (pure Python + numba, no ROS).
+
+Every cycle :meth:`SafetyFilter.step` takes the measured state, the policy's proposed position
+target, the human points and the operator command, and writes the closest safe command (see
+:mod:`.kernel` for the constraint set and the projection) into a caller-owned array, plus a
+preallocated :class:`SafetyReport`.
+
+Fail-closed: non-finite or wrong-sized inputs, a measured state outside the limits, a
+non-viable command state, a state older than ``state_timeout_s``, a clock jump (time going
+backwards or a gap > ``max_step_gap_s``), a missing/invalid policy output (after the first
+valid one), stale human data, or an external trigger (:meth:`trigger_stop`: deadline miss,
+safety monitor) each start a controlled stop -- decelerate within the limits, then hold -- that
+stays latched until :meth:`reset` succeeds (only once the command has stopped). Until the first
+valid policy action (and, with SSM requiring a human, the first human data) after activation or
+reset, the filter holds without latching (``AWAITING_*`` codes).
+
+Threading: :meth:`step` runs on the RT thread. :meth:`reset`, :meth:`trigger_stop` and
+:meth:`update_config` may be called from other threads: they only set flags / swap prepared
+arrays that :meth:`step` picks up atomically at the start of the next cycle.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.core.robot_model import RobotModel
+from rt_safe_rl.core.safety import kernel as kn
+from rt_safe_rl.core.safety.config import BODY_MODEL, SafetyConfig
+from rt_safe_rl.core.safety.formulas import pfl_v_max
+
+MAX_HUMAN_POINTS = 32
+
+
+class FaultCode(IntEnum):
+    """Why the filter stopped. 0 = OK; AWAITING_* hold without latching; the rest latch."""
+
+    OK = 0
+    NONFINITE_INPUT = 1
+    BAD_SIZE = 2
+    STALE_STATE = 3
+    CLOCK_JUMP = 4
+    POLICY_INVALID = 5
+    DEADLINE_MISS = 6
+    STATE_OUT_OF_LIMITS = 7
+    HUMAN_STALE = 8
+    HUMAN_MISSING = 9
+    NOT_VIABLE = 10
+    MONITOR = 11
+    ACTION_TIMEOUT = 12
+    AWAITING_POLICY = 13
+    AWAITING_HUMAN = 14
+    NO_STATE = 15
+
+
+_FAULT_NAMES: tuple[str, ...] = tuple(c.name for c in FaultCode)
+_AWAITING = (int(FaultCode.AWAITING_POLICY), int(FaultCode.AWAITING_HUMAN))
+
+ACTIVE_BITS: dict[str, int] = {
+    'position': kn.A_POSITION, 'velocity': kn.A_VELOCITY, 'acceleration': kn.A_ACCELERATION,
+    'jerk': kn.A_JERK, 'effort': kn.A_EFFORT, 'workspace': kn.A_WORKSPACE, 'ssm': kn.A_SSM,
+    'ssm_stop': kn.A_SSM_STOP, 'pfl': kn.A_PFL, 'jerk_relaxed': kn.A_JERK_RELAXED,
+    'effort_relaxed': kn.A_EFFORT_RELAXED, 'stop': kn.A_STOP, 'blend': kn.A_BLEND,
+    'qp_fallback': kn.A_QP_FALLBACK,
+}
+
+
+class SafetyReport:
+    """Per-cycle report, preallocated and reused (values live in one float64 array).
+
+    Attributes (properties): fault_code (int, :class:`FaultCode`), fault (name), active_mask
+    (bits of ``ACTIVE_BITS``), intervention_rad (||safe - proposed||_2), human_distance_m
+    (min separation, inf when no human), ssm_scale (allowed / proposed speed toward the human,
+    <= 1), alpha (operator weight), stopping, latched, command_valid, margins (position rad,
+    velocity rad/s, SSM m), qp_iterations, constraint_rows. Reading a property allocates a Python
+    scalar; the RT path only writes the array.
+    """
+
+    __slots__ = ('_latched', '_rep', '_valid')
+
+    def __init__(self) -> None:
+        self._rep = np.zeros(kn.N_REP)
+        self._latched = False
+        self._valid = False
+
+    @property
+    def fault_code(self) -> int:
+        """:class:`FaultCode` value (0 = OK)."""
+        return int(self._rep[kn.R_FAULT])
+
+    @property
+    def fault(self) -> str:
+        """Fault name ('OK' when none)."""
+        return _FAULT_NAMES[int(self._rep[kn.R_FAULT])]
+
+    @property
+    def active_mask(self) -> int:
+        """Bit mask of active/binding constraints (see ``ACTIVE_BITS``)."""
+        return int(self._rep[kn.R_MASK])
+
+    @property
+    def intervention_rad(self) -> float:
+        """Euclidean distance between the safe command and the (blended) proposal [rad]."""
+        return float(self._rep[kn.R_INTERVENTION])
+
+    @property
+    def human_distance_m(self) -> float:
+        """Minimum separation monitored point <-> human [m] (inf without human data)."""
+        return float(self._rep[kn.R_HUMAN_DIST])
+
+    @property
+    def ssm_scale(self) -> float:
+        """min over point/human pairs of allowed / proposed speed toward the human, <= 1."""
+        return float(self._rep[kn.R_SSM_SCALE])
+
+    @property
+    def alpha(self) -> float:
+        """Operator weight alpha_h used in the blend (0 = policy only)."""
+        return float(self._rep[kn.R_ALPHA])
+
+    @property
+    def stopping(self) -> bool:
+        """True while braking (controlled stop, SSM stop or fault)."""
+        return bool(self._rep[kn.R_STOPPING] != 0.0)
+
+    @property
+    def latched(self) -> bool:
+        """True while a fault stop is latched (needs :meth:`SafetyFilter.reset`)."""
+        return self._latched
+
+    @property
+    def command_valid(self) -> bool:
+        """False only before any valid state was seen (then no command may be sent)."""
+        return self._valid
+
+    @property
+    def position_margin_rad(self) -> float:
+        """min over joints of the command's distance to its position limits [rad]."""
+        return float(self._rep[kn.R_POS_MARGIN])
+
+    @property
+    def velocity_margin_rad_s(self) -> float:
+        """min over joints of v_max - |v_command| [rad/s]."""
+        return float(self._rep[kn.R_VEL_MARGIN])
+
+    @property
+    def ssm_margin_m(self) -> float:
+        """min over pairs of separation minus the stop distance [m] (inf without human)."""
+        return float(self._rep[kn.R_SSM_MARGIN])
+
+    @property
+    def qp_iterations(self) -> int:
+        """Active-set iterations of the projection this cycle."""
+        return int(self._rep[kn.R_QP_ITERS])
+
+    @property
+    def constraint_rows(self) -> int:
+        """Coupled (SSM + workspace) constraint rows that could bind this cycle."""
+        return int(self._rep[kn.R_N_ROWS])
+
+    def active_names(self) -> list[str]:
+        """Names of the set bits of ``active_mask`` (allocates; for status messages)."""
+        m = self.active_mask
+        return [name for name, bit in ACTIVE_BITS.items() if m & bit]
+
+    def as_dict(self) -> dict[str, Any]:
+        """All fields as a plain dict (allocates; for status topics and logs)."""
+        return {
+            'fault_code': self.fault_code, 'fault': self.fault, 'latched': self.latched,
+            'active': self.active_names(), 'active_mask': self.active_mask,
+            'intervention_rad': self.intervention_rad, 'human_distance_m': self.human_distance_m,
+            'ssm_scale': self.ssm_scale, 'alpha': self.alpha, 'stopping': self.stopping,
+            'position_margin_rad': self.position_margin_rad,
+            'velocity_margin_rad_s': self.velocity_margin_rad_s, 'ssm_margin_m': self.ssm_margin_m,
+            'qp_iterations': self.qp_iterations, 'constraint_rows': self.constraint_rows,
+            'command_valid': self.command_valid,
+        }
+
+
+def build_params(model: RobotModel, cfg: SafetyConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate `cfg` against `model`; return the kernel arrays (lim, sp, ws_mask). Allocates.
+
+    Raises:
+        ConfigError: a limit list of the wrong length, a limit looser than the robot model's
+            (URDF / robot section) one, unknown workspace point names.
+    """
+    n = model.n_joints
+    lim = np.zeros((kn.N_LIM_ROWS, n))
+    lim[kn.L_QMIN] = model.q_min
+    lim[kn.L_QMAX] = model.q_max
+    lim[kn.L_VMAX] = model.v_max
+    lim[kn.L_AMAX] = model.a_max
+    lim[kn.L_JMAX] = model.j_max
+    lim[kn.L_EFF] = model.effort_max
+    lim[kn.L_KP] = model.kp
+    lim[kn.L_KD] = model.kd
+    for row, name, sign in ((kn.L_QMIN, 'q_min_rad', -1), (kn.L_QMAX, 'q_max_rad', 1),
+                            (kn.L_VMAX, 'v_max_rad_s', 1), (kn.L_AMAX, 'a_max_rad_s2', 1),
+                            (kn.L_JMAX, 'j_max_rad_s3', 1), (kn.L_EFF, 'effort_max_nm', 1)):
+        vals = getattr(cfg, name)
+        if not vals:
+            continue
+        if len(vals) != n:
+            raise ConfigError(f'safety.{name}: expected {n} values (one per joint), got {len(vals)}')
+        arr = np.asarray(vals, dtype=np.float64)
+        model_vals = lim[row]
+        looser = arr * sign > model_vals * sign + 1e-12
+        if np.any(looser):
+            i = int(np.argmax(looser))
+            raise ConfigError(f'safety.{name}[{i}] = {arr[i]} is looser than the robot limit '
+                              f'{model_vals[i]} of joint {model.joint_names[i]!r}')
+        lim[row] = arr
+    if np.any(lim[kn.L_QMIN] >= lim[kn.L_QMAX]):
+        i = int(np.argmax(lim[kn.L_QMIN] >= lim[kn.L_QMAX]))
+        raise ConfigError(f'safety: q_min >= q_max for joint {model.joint_names[i]!r}')
+    lim[kn.L_VMAX] *= cfg.velocity_scale
+    sp = np.zeros(kn.N_SP)
+    sp[kn.SP_DT] = cfg.dt_s
+    s = cfg.ssm
+    sp[kn.SP_SSM_ON] = 1.0 if s.enabled else 0.0
+    sp[kn.SP_SSM_A] = s.brake_decel_m_s2
+    sp[kn.SP_SSM_TR] = s.reaction_time_s
+    sp[kn.SP_SSM_CTOT] = s.c_total_m
+    sp[kn.SP_SSM_VH] = s.human_speed_m_s
+    sp[kn.SP_SSM_VH_NEAR] = s.human_speed_near_m_s
+    sp[kn.SP_SSM_NEAR_D] = s.near_distance_m
+    sp[kn.SP_PFL_ON] = 1.0 if cfg.pfl.enabled else 0.0
+    k_n_m, m_h = BODY_MODEL[cfg.pfl.body_region]
+    m_r = model.moving_mass_kg / 2.0 + model.payload_kg
+    sp[kn.SP_PFL_V] = pfl_v_max(cfg.pfl.max_force_n, k_n_m, m_h, max(m_r, 1e-6))
+    w = cfg.workspace
+    sp[kn.SP_WS_ON] = 1.0 if w.enabled else 0.0
+    sp[kn.SP_WS_A] = w.brake_decel_m_s2
+    sp[kn.SP_WS_MIN_X:kn.SP_WS_MIN_X + 3] = w.min_m
+    sp[kn.SP_WS_MAX_X:kn.SP_WS_MAX_X + 3] = w.max_m
+    ws_mask = np.zeros(model.n_points, dtype=np.bool_)
+    if w.enabled:
+        if w.points:
+            unknown = sorted(set(w.points) - set(model.point_names))
+            if unknown:
+                raise ConfigError(f'safety.workspace.points: unknown point(s) {unknown}; '
+                                  f'monitored points: {model.point_names}')
+            for name in w.points:
+                ws_mask[model.point_names.index(name)] = True
+        else:
+            ws_mask[:] = True
+    b = cfg.blend
+    sp[kn.SP_BLEND_MODE] = 0.0 if b.mode == 'fixed' else 1.0
+    sp[kn.SP_ALPHA_FIXED] = b.alpha_operator
+    sp[kn.SP_BLEND_DMIN] = b.d_min_m
+    sp[kn.SP_BLEND_DMAX] = b.d_max_m
+    sp[kn.SP_JERK_ON] = 1.0 if cfg.enforce_jerk else 0.0
+    sp[kn.SP_EFFORT_ON] = 1.0 if cfg.enforce_effort else 0.0
+    sp[kn.SP_POS_TOL] = cfg.position_tolerance_rad
+    sp[kn.SP_VEL_TOL] = cfg.velocity_tolerance_rad_s
+    sp[kn.SP_QP_TOL] = cfg.qp_tol
+    sp[kn.SP_QP_MAXIT] = float(cfg.qp_max_iter)
+    return lim, sp, ws_mask
+
+
+class SafetyFilter:
+    """The fail-closed safety filter for one robot. See the module docstring.
+
+    Args:
+        model: compiled robot model (limits, kinematics, monitored points).
+        cfg: safety configuration (validated against the model).
+        max_human_points: capacity of the human-point buffer (more points -> BAD_SIZE fault).
+
+    Raises:
+        ConfigError: `cfg` is inconsistent with `model` (see :func:`build_params`).
+    """
+
+    def __init__(self, model: RobotModel, cfg: SafetyConfig | None = None,
+                 max_human_points: int = MAX_HUMAN_POINTS) -> None:
+        self.model = model
+        self.cfg = cfg or SafetyConfig()
+        n = model.n_joints
+        self.n_joints = n
+        self._lim, self._sp, self._ws = build_params(model, self.cfg)
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray, SafetyConfig] | None = None
+        self._max_h = int(max_human_points)
+        self._work = kn.alloc_work(n, model.parent.shape[0], model.n_points, self._max_h)
+        self._cs = np.zeros((3, n))
+        self._q = np.zeros(n)
+        self._dq = np.zeros(n)
+        self._prop = np.zeros(n)
+        self._op = np.zeros(n)
+        self._human = np.zeros((self._max_h, 3))
+        self.report = SafetyReport()
+        self._shape_n = (n,)
+        self._initialized = False
+        self._latched = False
+        self._latched_code = 0
+        self._ext_fault = 0
+        self._reset_req = False
+        self._had_valid = False
+        self._human_seen = False
+        self._last_t_ns = -1
+        self._apply_timing(self.cfg)
+
+    # ------------------------------------------------------------------ configuration
+    def _apply_timing(self, cfg: SafetyConfig) -> None:
+        self._state_timeout_ns = int(cfg.state_timeout_s * 1e9)
+        self._max_gap_ns = int(cfg.max_step_gap_s * 1e9)
+        self._human_timeout_ns = int(cfg.ssm.human_timeout_s * 1e9)
+        self._ssm_on = bool(cfg.ssm.enabled)
+        self._require_human = bool(cfg.ssm.require_human)
+
+    def update_config(self, new_cfg: SafetyConfig) -> None:
+        """Validate `new_cfg` and apply it atomically at the start of the next :meth:`step`.
+
+        Not RT-safe (allocates); call from the parameter thread. Raises ConfigError (the current
+        configuration stays in force).
+        """
+        lim, sp, ws = build_params(self.model, new_cfg)
+        self._pending = (lim, sp, ws, new_cfg)
+
+    @property
+    def stop_latched(self) -> bool:
+        """True while a fault stop is latched."""
+        return self._latched
+
+    @property
+    def latched_fault(self) -> int:
+        """:class:`FaultCode` of the latched stop (0 when not latched)."""
+        return self._latched_code
+
+    @property
+    def command_state(self) -> np.ndarray:
+        """Read-only view (3, n) of the command trajectory state: q [rad], v [rad/s], a [rad/s^2]."""
+        v = self._cs.view()
+        v.flags.writeable = False
+        return v
+
+    @property
+    def is_stopped(self) -> bool:
+        """True when the command velocity is zero on every joint (the stop has completed)."""
+        return bool(not np.any(self._cs[1]))
+
+    def set_command_state(self, q: np.ndarray, v: np.ndarray | None = None,
+                          a: np.ndarray | None = None) -> None:
+        """Set the command trajectory state (q [rad], v [rad/s], a [rad/s^2]); marks it initialised.
+
+        For tests, benchmarks and replay (not the RT path). Zero v / a when None.
+        """
+        self._cs[0] = q
+        self._cs[1] = 0.0 if v is None else v
+        self._cs[2] = 0.0 if a is None else a
+        self._initialized = True
+
+    def qp_problem(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of the last cycle's projection problem (v_des, lo, hi, G, h) in command-velocity
+        space [rad/s]; the safe command is q_prev + dt * argmin. For differential tests. Allocates.
+        """
+        w = self._work
+        k = int(self.report._rep[kn.R_N_ROWS])
+        return (w[kn.W_VDES].copy(), w[kn.W_LO].copy(), w[kn.W_HI].copy(), w[kn.W_G][:k].copy(),
+                w[kn.W_H][:k].copy())
+
+    def trigger_stop(self, code: int = FaultCode.MONITOR) -> None:
+        """Request a latched controlled stop from another thread (deadline miss, monitor).
+
+        RT-safe (sets a flag); takes effect at the next :meth:`step`.
+        """
+        self._ext_fault = int(code)
+
+    def reset(self) -> tuple[bool, str]:
+        """Clear a latched stop. Refused while the command is still moving.
+
+        The command trajectory re-synchronises to the measured state at the next step, and a
+        fresh valid policy action is required before the robot moves again.
+        """
+        if not self._latched and self._ext_fault == 0:
+            self._reset_req = True
+            return True, 'not latched; command re-synchronises to the measured state'
+        if np.any(self._cs[1] != 0.0):
+            return False, 'still stopping: the command velocity is not zero yet'
+        self._reset_req = True
+        return True, f'reset of {_FAULT_NAMES[self._latched_code]} applies at the next cycle'
+
+    # ------------------------------------------------------------------ the RT path
+    def _latch(self, code: int) -> None:
+        if not self._latched:
+            self._latched = True
+            self._latched_code = code
+
+    def step(
+        self, t_ns: int, q: np.ndarray, dq: np.ndarray, q_proposed: np.ndarray | None,
+        proposed_valid: bool, human_points: np.ndarray | None, human_stamp_ns: int,
+        operator_cmd: np.ndarray | None, out_cmd: np.ndarray, *, state_stamp_ns: int | None = None,
+        human_speed_m_s: float = -1.0,
+    ) -> SafetyReport:
+        """One filter cycle. RT-safe: no array allocation; writes `out_cmd` (n,) [rad].
+
+        Args:
+            t_ns: now, monotonic clock [ns].
+            q, dq: measured joint positions [rad] / velocities [rad/s] (n,).
+            q_proposed: policy's proposed position target [rad] (n,) or None (= missing).
+            proposed_valid: the policy's own validity flag for this action.
+            human_points: (M, 3) human points [m] in the robot base frame, or None.
+            human_stamp_ns: time of the human measurement [ns] (same clock as t_ns).
+            operator_cmd: operator's position target [rad] (n,) for shared control, or None.
+            out_cmd: output array (n,) float64, filled with the safe command.
+            state_stamp_ns: time of the joint state [ns]; None = t_ns.
+            human_speed_m_s: measured human speed toward the robot; < 0 = unknown (ISO 13855).
+
+        Returns:
+            the reused :class:`SafetyReport` (valid until the next call).
+        """
+        pend = self._pending
+        if pend is not None:
+            self._lim, self._sp, self._ws, cfg = pend
+            self.cfg = cfg
+            self._apply_timing(cfg)
+            self._pending = None
+        code = 0
+        hold = 0
+        ext = self._ext_fault
+        if self._reset_req:
+            self._reset_req = False
+            if ext == 0:
+                self._latched = False
+                self._latched_code = 0
+                self._initialized = False
+                self._had_valid = False
+                self._human_seen = False
+                self._last_t_ns = -1
+        if ext:
+            self._ext_fault = 0
+            code = ext
+        # ---- sizes (copy into owned, typed buffers) ----
+        try:
+            np.copyto(self._q, q)
+            np.copyto(self._dq, dq)
+            size_ok = True
+        except (ValueError, TypeError):
+            size_ok = False
+        if size_ok and q_proposed is not None:
+            try:
+                np.copyto(self._prop, q_proposed)
+            except (ValueError, TypeError):
+                size_ok = False
+        has_op = operator_cmd is not None
+        if size_ok and operator_cmd is not None:
+            try:
+                np.copyto(self._op, operator_cmd)
+            except (ValueError, TypeError):
+                size_ok = False
+        n_h = 0
+        if human_points is not None and size_ok:
+            hp = human_points
+            if hp.ndim == 1 and hp.shape[0] == 3:
+                self._human[0, 0] = hp[0]
+                self._human[0, 1] = hp[1]
+                self._human[0, 2] = hp[2]
+                n_h = 1
+            elif hp.ndim == 2 and hp.shape[1] == 3 and hp.shape[0] <= self._max_h:
+                n_h = hp.shape[0]
+                for i in range(n_h):
+                    self._human[i, 0] = hp[i, 0]
+                    self._human[i, 1] = hp[i, 1]
+                    self._human[i, 2] = hp[i, 2]
+            else:
+                size_ok = False
+        if not size_ok and code == 0:
+            code = FaultCode.BAD_SIZE
+        # ---- time ----
+        last = self._last_t_ns
+        if last >= 0 and (t_ns < last or t_ns - last > self._max_gap_ns) and code == 0:
+            code = FaultCode.CLOCK_JUMP
+        self._last_t_ns = t_ns
+        st = t_ns if state_stamp_ns is None else state_stamp_ns
+        if code == 0 and (t_ns - st > self._state_timeout_ns):
+            code = FaultCode.STALE_STATE
+        if code == 0 and (st - t_ns > self._max_gap_ns):
+            code = FaultCode.CLOCK_JUMP
+        # ---- policy ----
+        if q_proposed is None or not proposed_valid:
+            if self._had_valid:
+                if code == 0:
+                    code = FaultCode.POLICY_INVALID
+            else:
+                hold = FaultCode.AWAITING_POLICY
+            if q_proposed is None:
+                self._prop[:] = self._cs[0] if self._initialized else self._q
+        elif not self._latched:
+            self._had_valid = True
+        # ---- human ----
+        if self._ssm_on:
+            if n_h == 0:
+                if self._human_seen:
+                    if code == 0:
+                        code = FaultCode.HUMAN_MISSING
+                elif self._require_human and hold == 0:
+                    hold = FaultCode.AWAITING_HUMAN
+            else:
+                self._human_seen = True
+                if code == 0 and t_ns - human_stamp_ns > self._human_timeout_ns:
+                    code = FaultCode.HUMAN_STALE
+        if code:
+            self._latch(code)
+        rep = self.report
+        # ---- command state initialisation ----
+        if not self._initialized:
+            ok = size_ok
+            for v in self._q:
+                if not math.isfinite(v):
+                    ok = False
+            if not ok:
+                out_cmd.fill(0.0)
+                rep._rep.fill(0.0)
+                rep._rep[kn.R_FAULT] = self._latched_code if self._latched else FaultCode.NO_STATE
+                rep._rep[kn.R_STOPPING] = 1.0
+                rep._latched = self._latched
+                rep._valid = False
+                return rep
+            np.clip(self._q, self._lim[kn.L_QMIN], self._lim[kn.L_QMAX], out=self._cs[0])
+            self._cs[1].fill(0.0)
+            self._cs[2].fill(0.0)
+            self._initialized = True
+        mode = 1 if (self._latched or hold) else 0
+        w = self._work
+        m = self.model
+        kn.filter_kernel(
+            self._lim, self._sp, self._ws, m.parent, m.origin, m.jtype, m.qidx, m.mult, m.offs, m.axis,
+            m.pt_frame, m.pt_offset, m.ancestor, m.point_radius_m,
+            self._cs, self._q, self._dq, self._prop, self._op, has_op, self._human, n_h,
+            float(human_speed_m_s), mode,
+            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11], w[12], w[13],
+            w[14], w[15], w[16], w[17], w[18], w[19], w[20], out_cmd, rep._rep)
+        kf = int(rep._rep[kn.R_FAULT])
+        if kf:
+            self._latch(kf)
+        if self._latched:
+            rep._rep[kn.R_FAULT] = self._latched_code
+        elif hold:
+            rep._rep[kn.R_FAULT] = hold
+        rep._latched = self._latched
+        rep._valid = True
+        return rep

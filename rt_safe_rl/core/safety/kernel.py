@@ -1,0 +1,493 @@
+"""The per-state safety filter kernel (numba): one cycle for one robot state, allocation-free.
+
+Decision variable: the next command velocity v' (per joint); the command trajectory is
+integrated semi-implicitly, ``v' = v + a dt; q' = q + v' dt`` (the position form of libfranka's
+rate limiting). The safe command is the Euclidean projection (in q, equivalently in v' since
+q' = q + v' dt) of the (blended) target onto
+
+* hard per-joint bounds: velocity ``|v'| <= v_max``; acceleration ``|v' - v| <= a_max dt``;
+  braking-consistent position (viability) ``v' dt + v'^2/(2 a_max) <= q_max - q`` (and mirrored):
+  braking at a_max from any state that satisfies them keeps satisfying them, so the set is
+  invariant and the position limit is never crossed;
+* soft per-joint bounds, kept whenever compatible with the hard ones (else relaxed to the
+  nearest point and reported): effort through the PD model ``|kp (q' - q_meas) - kd dq_meas| <=
+  effort_max`` (higher priority), then jerk ``|a' - a| <= j_max dt`` with libfranka's shaping
+  ``a' <= (j/a)(v_up - v)`` near the velocity limits;
+* coupled half-spaces ``G v' <= h``: speed and separation monitoring (speed of each monitored
+  point toward each human point <= ISO/TS 15066 v_max(d), or the PFL contact speed) and the
+  Cartesian workspace box (braking-consistent distance to each face), both linear in v' through
+  the point Jacobians at the current command configuration.
+
+The projection is exact (:mod:`.qp`); a proposal that already satisfies every constraint is
+returned bit-identical. Braking (controlled stop, SSM stop, faults) targets v' = 0 inside the
+per-joint bounds: decelerate within the limits, then hold.
+
+Faults detected here (per state, so the batch API sees them too): non-finite inputs, measured
+state outside the limits (+ tolerance), a non-viable command state. Time-based faults (stale
+data, clock jumps, missing policy output, deadline misses) are decided by :class:`SafetyFilter`
+and passed in as ``mode = 1`` (stop).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from rt_safe_rl.core.robot_model import fk_frames_kernel, jacobian_kernel, points_kernel
+from rt_safe_rl.core.safety.formulas import (
+    accel_shaping_bounds,
+    blend_alpha_from_distance,
+    ssm_scale,
+    ssm_v_max,
+    viability_upper_vel,
+)
+from rt_safe_rl.core.safety.qp import QP_OK, project_box_halfspaces
+
+# rows of the per-joint limit array `lim` (8, n)
+L_QMIN, L_QMAX, L_VMAX, L_AMAX, L_JMAX, L_EFF, L_KP, L_KD = range(8)
+N_LIM_ROWS = 8
+
+# slots of the scalar parameter array `sp`
+(SP_DT, SP_SSM_ON, SP_SSM_A, SP_SSM_TR, SP_SSM_CTOT, SP_SSM_VH, SP_SSM_VH_NEAR, SP_SSM_NEAR_D,
+ SP_PFL_ON, SP_PFL_V, SP_WS_ON, SP_WS_A, SP_WS_MIN_X, SP_WS_MIN_Y, SP_WS_MIN_Z, SP_WS_MAX_X,
+ SP_WS_MAX_Y, SP_WS_MAX_Z, SP_BLEND_MODE, SP_ALPHA_FIXED, SP_BLEND_DMIN, SP_BLEND_DMAX, SP_JERK_ON,
+ SP_EFFORT_ON, SP_POS_TOL, SP_VEL_TOL, SP_QP_TOL, SP_QP_MAXIT) = range(28)
+N_SP = 28
+
+# slots of the report array `rep`
+(R_FAULT, R_MASK, R_INTERVENTION, R_HUMAN_DIST, R_SSM_SCALE, R_ALPHA, R_STOPPING, R_POS_MARGIN,
+ R_VEL_MARGIN, R_SSM_MARGIN, R_QP_ITERS, R_QP_STATUS, R_N_ROWS) = range(13)
+N_REP = 13
+
+# active-constraint bits (report.active_mask)
+A_POSITION = 1
+A_VELOCITY = 2
+A_ACCELERATION = 4
+A_JERK = 8
+A_EFFORT = 16
+A_WORKSPACE = 32
+A_SSM = 64
+A_SSM_STOP = 128
+A_PFL = 256
+A_JERK_RELAXED = 512
+A_EFFORT_RELAXED = 1024
+A_STOP = 2048
+A_BLEND = 4096
+A_QP_FALLBACK = 8192
+
+# kernel fault codes (must match filter.FaultCode)
+K_OK = 0
+K_NONFINITE = 1
+K_STATE_LIMITS = 7
+K_NOT_VIABLE = 10
+
+# indices of the per-state work arrays tuple (see `alloc_work`)
+W_FRAMES, W_PTS, W_JAC, W_LO, W_HI, W_VDES, W_TARGET, W_G, W_H, W_ROWKIND = range(10)
+
+
+def alloc_work(n: int, n_frames: int, m_points: int, h_max: int) -> tuple[np.ndarray, ...]:
+    """Preallocate every work array of :func:`filter_kernel` (configure time)."""
+    k_max = max(1, m_points * h_max + 6 * m_points)
+    return (
+        np.zeros((n_frames, 4, 4)), np.zeros((m_points, 3)), np.zeros((m_points, 3, n)),
+        np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n),
+        np.zeros((k_max, n)), np.zeros(k_max), np.zeros(k_max, dtype=np.int64),
+        # qp workspace: x, bsign, u_b, sidx, u_s, chol, rhs, c_s, z, r_b, in_s
+        np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(k_max, dtype=np.int64),
+        np.zeros(k_max), np.zeros((k_max, k_max)), np.zeros(k_max), np.zeros(k_max), np.zeros(n),
+        np.zeros(n), np.zeros(k_max, dtype=np.bool_),
+    )
+
+
+@nb.njit(cache=True, nogil=True)
+def _finite_all(a: np.ndarray) -> bool:
+    for v in a.ravel():
+        if not math.isfinite(v):
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def filter_kernel(
+    lim: np.ndarray, sp: np.ndarray, ws_mask: np.ndarray,
+    parent: np.ndarray, origin: np.ndarray, jtype: np.ndarray, qidx: np.ndarray, mult: np.ndarray,
+    offs: np.ndarray, axis: np.ndarray, pt_frame: np.ndarray, pt_offset: np.ndarray,
+    ancestor: np.ndarray, pt_radius: np.ndarray,
+    cs: np.ndarray, q_meas: np.ndarray, dq_meas: np.ndarray, q_pol: np.ndarray, q_op: np.ndarray,
+    has_op: bool, human: np.ndarray, n_human: int, v_h_meas: float, mode: int,
+    frames: np.ndarray, pts: np.ndarray, jac: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+    vdes: np.ndarray, target: np.ndarray, g_mat: np.ndarray, hvec: np.ndarray, rowkind: np.ndarray,
+    qx: np.ndarray, qbsign: np.ndarray, qub: np.ndarray, qsidx: np.ndarray, qus: np.ndarray,
+    qchol: np.ndarray, qrhs: np.ndarray, qcs: np.ndarray, qz: np.ndarray, qrb: np.ndarray,
+    qins: np.ndarray,
+    out: np.ndarray, rep: np.ndarray,
+) -> None:
+    """One filter cycle for one state. Reads/updates the command state `cs` (3, n) = (q, v, a).
+
+    Inputs: measured q/dq, policy target `q_pol`, operator target `q_op` (used when `has_op`),
+    human points `human[:n_human]` (m, robot base frame), measured human speed `v_h_meas` (m/s,
+    < 0 = unknown -> ISO 13855 defaults), `mode` (0 normal, 1 controlled stop). Writes the safe
+    command into `out` (rad) and the report into `rep`. RT-safe: no allocation.
+    """
+    n = lim.shape[1]
+    m_pts = pt_frame.shape[0]
+    dt = sp[SP_DT]
+    fault = K_OK
+    mask = 0
+    stop = mode != 0
+    # ---- input validation (fail closed) ----
+    meas_ok = _finite_all(q_meas) and _finite_all(dq_meas)
+    if not meas_ok:
+        fault = K_NONFINITE
+    if not _finite_all(q_pol):
+        fault = K_NONFINITE
+    if has_op and not _finite_all(q_op):
+        fault = K_NONFINITE
+    human_ok = True
+    for c in range(n_human):
+        for r in range(3):
+            if not math.isfinite(human[c, r]):
+                human_ok = False
+    if not human_ok:
+        fault = K_NONFINITE
+    if meas_ok:
+        ptol = sp[SP_POS_TOL]
+        vtol = sp[SP_VEL_TOL]
+        for j in range(n):
+            if (q_meas[j] < lim[L_QMIN, j] - ptol or q_meas[j] > lim[L_QMAX, j] + ptol
+                    or abs(dq_meas[j]) > lim[L_VMAX, j] + vtol):
+                if fault == K_OK:
+                    fault = K_STATE_LIMITS
+    if fault != K_OK:
+        stop = True
+    # ---- kinematics at the command configuration ----
+    fk_frames_kernel(cs[0], parent, origin, jtype, qidx, mult, offs, axis, frames)
+    points_kernel(frames, pt_frame, pt_offset, pts)
+    jacobian_kernel(frames, jtype, qidx, mult, axis, pt_frame, ancestor, pts, jac)
+    # ---- separation and SSM rows ----
+    k_rows = 0
+    d_min = np.inf
+    ssm_margin = np.inf
+    ssm_stop = False
+    pfl_on = sp[SP_PFL_ON] != 0.0
+    if sp[SP_SSM_ON] != 0.0 and human_ok:
+        for i in range(m_pts):
+            for c in range(n_human):
+                dx = human[c, 0] - pts[i, 0]
+                dy = human[c, 1] - pts[i, 1]
+                dz = human[c, 2] - pts[i, 2]
+                dist = math.sqrt(dx * dx + dy * dy + dz * dz)
+                d = dist - pt_radius[i]
+                if d < d_min:
+                    d_min = d
+                if v_h_meas >= 0.0:
+                    v_h = v_h_meas
+                else:
+                    v_h = sp[SP_SSM_VH_NEAR] if d <= sp[SP_SSM_NEAR_D] else sp[SP_SSM_VH]
+                d0 = sp[SP_SSM_CTOT] + v_h * sp[SP_SSM_TR]
+                if d - d0 < ssm_margin:
+                    ssm_margin = d - d0
+                vmax = ssm_v_max(d, v_h, sp[SP_SSM_A], sp[SP_SSM_TR], sp[SP_SSM_CTOT])
+                if pfl_on:
+                    if sp[SP_PFL_V] > vmax:
+                        vmax = sp[SP_PFL_V]
+                elif vmax <= 0.0 or dist < 1e-9:
+                    ssm_stop = True
+                if dist < 1e-9:
+                    continue
+                inv = 1.0 / dist
+                for j in range(n):
+                    g_mat[k_rows, j] = (dx * jac[i, 0, j] + dy * jac[i, 1, j] + dz * jac[i, 2, j]) * inv
+                hvec[k_rows] = vmax
+                rowkind[k_rows] = 0
+                k_rows += 1
+    elif sp[SP_SSM_ON] == 0.0:
+        for i in range(m_pts):
+            for c in range(n_human):
+                dx = human[c, 0] - pts[i, 0]
+                dy = human[c, 1] - pts[i, 1]
+                dz = human[c, 2] - pts[i, 2]
+                d = math.sqrt(dx * dx + dy * dy + dz * dz) - pt_radius[i]
+                if d < d_min:
+                    d_min = d
+    # ---- shared-control blend ----
+    alpha = 0.0
+    if has_op and fault == K_OK:
+        if sp[SP_BLEND_MODE] == 0.0:
+            alpha = sp[SP_ALPHA_FIXED]
+        else:
+            alpha = blend_alpha_from_distance(d_min, sp[SP_BLEND_DMIN], sp[SP_BLEND_DMAX])
+        for j in range(n):
+            target[j] = alpha * q_op[j] + (1.0 - alpha) * q_pol[j]
+        if alpha > 0.0:
+            mask |= A_BLEND
+    else:
+        for j in range(n):
+            target[j] = q_pol[j]
+    braking = stop or ssm_stop
+    if stop:
+        mask |= A_STOP
+    if ssm_stop and not stop:
+        mask |= A_SSM_STOP
+    for j in range(n):
+        vdes[j] = 0.0 if braking else (target[j] - cs[0, j]) / dt
+    # ---- per-joint bounds ----
+    jerk_on = sp[SP_JERK_ON] != 0.0
+    eff_on = sp[SP_EFFORT_ON] != 0.0 and meas_ok
+    for j in range(n):
+        qc = cs[0, j]
+        vc = cs[1, j]
+        ac = cs[2, j]
+        a_m = lim[L_AMAX, j]
+        v_m = lim[L_VMAX, j]
+        v_up_via = viability_upper_vel(lim[L_QMAX, j] - qc, a_m, dt)
+        v_lo_via = -viability_upper_vel(qc - lim[L_QMIN, j], a_m, dt)
+        lo_h = max(-v_m, vc - a_m * dt, v_lo_via)
+        hi_h = min(v_m, vc + a_m * dt, v_up_via)
+        if lo_h > hi_h:
+            # not viable (or velocity beyond what acceleration can fix): brake as hard as allowed
+            if fault == K_OK:
+                fault = K_NOT_VIABLE
+            stop = True
+            braking = True
+            mask |= A_STOP
+            lo_h = vc - a_m * dt
+            hi_h = vc + a_m * dt
+        lo_j = lo_h
+        hi_j = hi_h
+        if eff_on and lim[L_KP, j] > 0.0 and lim[L_EFF, j] < np.inf:
+            kp = lim[L_KP, j]
+            base = q_meas[j] + lim[L_KD, j] * dq_meas[j] / kp
+            el = (base - lim[L_EFF, j] / kp - qc) / dt
+            eu = (base + lim[L_EFF, j] / kp - qc) / dt
+            if max(lo_j, el) <= min(hi_j, eu):
+                lo_j = max(lo_j, el)
+                hi_j = min(hi_j, eu)
+            else:
+                mask |= A_EFFORT_RELAXED
+                if eu < lo_j:
+                    hi_j = lo_j
+                else:
+                    lo_j = hi_j
+        if jerk_on:
+            j_m = lim[L_JMAX, j]
+            a_lo_s, a_up_s = accel_shaping_bounds(vc, max(-v_m, v_lo_via), min(v_m, v_up_via), a_m, j_m)
+            sl = vc + max(ac - j_m * dt, a_lo_s) * dt
+            su = vc + min(ac + j_m * dt, a_up_s) * dt
+            if max(lo_j, sl) <= min(hi_j, su):
+                lo_j = max(lo_j, sl)
+                hi_j = min(hi_j, su)
+            else:
+                mask |= A_JERK_RELAXED
+                if su < lo_j:
+                    hi_j = lo_j
+                else:
+                    lo_j = hi_j
+        lo[j] = lo_j
+        hi[j] = hi_j
+    if braking:
+        for j in range(n):
+            vdes[j] = 0.0
+    # ---- workspace rows ----
+    if sp[SP_WS_ON] != 0.0 and not braking:
+        a_ws = sp[SP_WS_A]
+        for i in range(m_pts):
+            if not ws_mask[i]:
+                continue
+            for ax in range(3):
+                up = viability_upper_vel(sp[SP_WS_MAX_X + ax] - pts[i, ax], a_ws, dt)
+                dn = viability_upper_vel(pts[i, ax] - sp[SP_WS_MIN_X + ax], a_ws, dt)
+                for j in range(n):
+                    g_mat[k_rows, j] = jac[i, ax, j]
+                    g_mat[k_rows + 1, j] = -jac[i, ax, j]
+                hvec[k_rows] = up
+                hvec[k_rows + 1] = dn
+                rowkind[k_rows] = 1
+                rowkind[k_rows + 1] = 1
+                k_rows += 2
+    # ---- prune rows that can never be active inside the box; evaluate the proposal ----
+    ssm_sc = 1.0
+    kept = 0
+    identity = not braking
+    for j in range(n):
+        if vdes[j] < lo[j] or vdes[j] > hi[j]:
+            identity = False
+    if braking:
+        k_rows = 0
+    for k in range(k_rows):
+        reach = 0.0
+        gv = 0.0
+        for j in range(n):
+            reach += abs(g_mat[k, j]) * max(abs(lo[j]), abs(hi[j]))
+            gv += g_mat[k, j] * vdes[j]
+        if gv > hvec[k]:
+            identity = False
+        if rowkind[k] == 0:
+            s = ssm_scale(hvec[k], gv)
+            if s < ssm_sc:
+                ssm_sc = s
+        if reach <= hvec[k]:
+            continue
+        if kept != k:
+            for j in range(n):
+                g_mat[kept, j] = g_mat[k, j]
+            hvec[kept] = hvec[k]
+            rowkind[kept] = rowkind[k]
+        kept += 1
+    k_rows = kept
+    # ---- projection ----
+    qp_status = QP_OK
+    qp_iters = 0
+    if identity:
+        for j in range(n):
+            qx[j] = vdes[j]
+    else:
+        qp_status, qp_iters = project_box_halfspaces(
+            vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
+            qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+        if qp_status != QP_OK:
+            mask |= A_QP_FALLBACK
+            for j in range(n):
+                qx[j] = min(max(0.0, lo[j]), hi[j])
+    # ---- binding coupled constraints (report): tight at the result and violated by the proposal
+    for k in range(k_rows):
+        gx = 0.0
+        gv = 0.0
+        for j in range(n):
+            gx += g_mat[k, j] * qx[j]
+            gv += g_mat[k, j] * vdes[j]
+        if gv > hvec[k] and gx >= hvec[k] - 1e-9 * (1.0 + abs(hvec[k])):
+            if rowkind[k] == 0:
+                mask |= A_SSM
+                if pfl_on:
+                    mask |= A_PFL
+            else:
+                mask |= A_WORKSPACE
+    # ---- active per-joint constraints (report) ----
+    pos_margin = np.inf
+    vel_margin = np.inf
+    for j in range(n):
+        x = qx[j]
+        if not identity and x != vdes[j]:
+            qc = cs[0, j]
+            vc = cs[1, j]
+            a_m = lim[L_AMAX, j]
+            v_m = lim[L_VMAX, j]
+            up_side = vdes[j] > x
+            eps = 1e-12 * (1.0 + abs(x))
+            if up_side:
+                if x >= v_m - eps:
+                    mask |= A_VELOCITY
+                if x >= vc + a_m * dt - eps:
+                    mask |= A_ACCELERATION
+                if x >= viability_upper_vel(lim[L_QMAX, j] - qc, a_m, dt) - eps:
+                    mask |= A_POSITION
+            else:
+                if x <= -v_m + eps:
+                    mask |= A_VELOCITY
+                if x <= vc - a_m * dt + eps:
+                    mask |= A_ACCELERATION
+                if x <= -viability_upper_vel(qc - lim[L_QMIN, j], a_m, dt) + eps:
+                    mask |= A_POSITION
+            if (up_side and x >= hi[j] - eps) or (not up_side and x <= lo[j] + eps):
+                if jerk_on and abs((x - vc) / dt - cs[2, j]) >= lim[L_JMAX, j] * dt - 1e-9:
+                    mask |= A_JERK
+                if eff_on and lim[L_KP, j] > 0.0:
+                    tau = lim[L_KP, j] * (qc + x * dt - q_meas[j]) - lim[L_KD, j] * dq_meas[j]
+                    if abs(tau) >= lim[L_EFF, j] * (1.0 - 1e-9):
+                        mask |= A_EFFORT
+        vm = lim[L_VMAX, j] - abs(x)
+        if vm < vel_margin:
+            vel_margin = vm
+    # ---- output and command-state update ----
+    inter2 = 0.0
+    for j in range(n):
+        x = qx[j]
+        q_new = target[j] if identity else cs[0, j] + x * dt
+        out[j] = q_new
+        if fault == K_OK and not braking:
+            e = q_new - target[j]
+            inter2 += e * e
+        cs[2, j] = (x - cs[1, j]) / dt
+        cs[1, j] = x
+        cs[0, j] = q_new
+        pm = min(lim[L_QMAX, j] - q_new, q_new - lim[L_QMIN, j])
+        if pm < pos_margin:
+            pos_margin = pm
+    if braking and fault == K_OK:
+        # intervention of a stop: distance of the held command from the proposal (if any)
+        for j in range(n):
+            e = out[j] - target[j]
+            inter2 += e * e
+    rep[R_FAULT] = fault
+    rep[R_MASK] = mask
+    rep[R_INTERVENTION] = math.sqrt(inter2)
+    rep[R_HUMAN_DIST] = d_min
+    rep[R_SSM_SCALE] = 0.0 if ssm_stop else ssm_sc
+    rep[R_ALPHA] = alpha
+    rep[R_STOPPING] = 1.0 if braking else 0.0
+    rep[R_POS_MARGIN] = pos_margin
+    rep[R_VEL_MARGIN] = vel_margin
+    rep[R_SSM_MARGIN] = ssm_margin
+    rep[R_QP_ITERS] = qp_iters
+    rep[R_QP_STATUS] = qp_status
+    rep[R_N_ROWS] = k_rows
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def batch_kernel(
+    lim: np.ndarray, sp: np.ndarray, ws_mask: np.ndarray,
+    parent: np.ndarray, origin: np.ndarray, jtype: np.ndarray, qidx: np.ndarray, mult: np.ndarray,
+    offs: np.ndarray, axis: np.ndarray, pt_frame: np.ndarray, pt_offset: np.ndarray,
+    ancestor: np.ndarray, pt_radius: np.ndarray,
+    cs: np.ndarray, q_meas: np.ndarray, dq_meas: np.ndarray, q_pol: np.ndarray, q_op: np.ndarray,
+    has_op: np.ndarray, human: np.ndarray, n_human: np.ndarray, v_h_meas: np.ndarray, mode: np.ndarray,
+    out: np.ndarray, rep: np.ndarray, n_chunks: int,
+) -> None:
+    """:func:`filter_kernel` over B independent states (numba prange over chunks of states).
+
+    Arrays carry a leading batch dimension B. Work buffers are allocated once per chunk (not
+    RT-safe; this is the throughput path). Results are bit-identical to the per-cycle kernel.
+    """
+    b_total = cs.shape[0]
+    n = lim.shape[1]
+    m_pts = pt_frame.shape[0]
+    h_max = human.shape[1]
+    k_max = max(1, m_pts * h_max + 6 * m_pts)
+    n_frames = parent.shape[0]
+    chunk = (b_total + n_chunks - 1) // n_chunks
+    for ch in nb.prange(n_chunks):
+        start = ch * chunk
+        stop = min(b_total, start + chunk)
+        if start >= stop:
+            continue
+        frames = np.zeros((n_frames, 4, 4))
+        pts = np.zeros((m_pts, 3))
+        jac = np.zeros((m_pts, 3, n))
+        lo = np.zeros(n)
+        hi = np.zeros(n)
+        vdes = np.zeros(n)
+        target = np.zeros(n)
+        g_mat = np.zeros((k_max, n))
+        hvec = np.zeros(k_max)
+        rowkind = np.zeros(k_max, dtype=np.int64)
+        qx = np.zeros(n)
+        qbsign = np.zeros(n, dtype=np.int64)
+        qub = np.zeros(n)
+        qsidx = np.zeros(k_max, dtype=np.int64)
+        qus = np.zeros(k_max)
+        qchol = np.zeros((k_max, k_max))
+        qrhs = np.zeros(k_max)
+        qcs = np.zeros(k_max)
+        qz = np.zeros(n)
+        qrb = np.zeros(n)
+        qins = np.zeros(k_max, dtype=np.bool_)
+        for b in range(start, stop):
+            filter_kernel(
+                lim, sp, ws_mask, parent, origin, jtype, qidx, mult, offs, axis, pt_frame, pt_offset,
+                ancestor, pt_radius, cs[b], q_meas[b], dq_meas[b], q_pol[b], q_op[b], has_op[b],
+                human[b], n_human[b], v_h_meas[b], mode[b],
+                frames, pts, jac, lo, hi, vdes, target, g_mat, hvec, rowkind,
+                qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins, out[b], rep[b])
