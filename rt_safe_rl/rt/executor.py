@@ -18,8 +18,9 @@ Model (see DEVELOPERS.md, "RT APIs"):
   written. A producer in the same thread triggers it right after the producing callback returns
   (a same-thread hand-off: no wake-up at all); a producer in another thread wakes the group
   thread (lock release or rcl guard condition).
-* Nodes expose ``rt_tasks()``; the executor re-reads it whenever the node's entities change and
-  about every 20 ms, so tasks created at configure time are picked up without re-adding the node.
+* Nodes expose ``rt_tasks()``; the executor re-reads it whenever the node's entities change,
+  after every non-RT callback and at least every 0.5 s, so tasks created at configure time are
+  picked up without re-adding the node.
 
 RT threads never log, never collect garbage (see :class:`~rt_safe_rl.rt.memory.GcPolicy`) and never
 block on anything but their own wait; errors and stalls are recorded and reported by the non-RT
@@ -59,7 +60,8 @@ from rt_safe_rl.rt.ring import SpscRing
 
 _FAR_NS = 1 << 62
 _IDLE_WAIT_NS = 50_000_000  # an idle thread re-checks its task set at least this often
-_REFRESH_NS = 20_000_000
+_REFRESH_NS = 500_000_000  # rt_tasks() re-read at least this often (and after any non-RT callback)
+_HOUSEKEEPING_S = 0.1  # period of the non-RT housekeeping thread
 _STALL_NS = 100_000_000  # a callback running this long is reported as a stall
 
 _log = get_logger('rt_executor')
@@ -834,25 +836,44 @@ class RtExecutor:
         self._stop = False
         self._spinning = True
         end_ns = time.monotonic_ns() + int(duration_s * 1e9) if duration_s is not None else _FAR_NS
+        hk = threading.Thread(target=self._housekeeping_loop, name='rt_housekeeping', daemon=True)
         try:
             self._refresh()
             self._setup_process()
             self._start_threads()
+            hk.start()
             while not self._stop and self.context.ok():
                 now = time.monotonic_ns()
                 if now >= end_ns:
                     break
-                timeout = min(0.02, (end_ns - now) * 1e-9)
+                # Block until non-RT work arrives (no periodic timeouts: every rclpy wait-set rebuild
+                # holds the GIL for a few hundred us, which the RT threads would feel as lateness).
+                timeout_s = None if end_ns == _FAR_NS else (end_ns - now) * 1e-9
                 try:
-                    self._nonrt.spin_once(timeout_sec=timeout)
+                    self._nonrt._spin_once_impl(timeout_s, self._nonrt_should_return)
                 except (ExternalShutdownException, ShutdownException):
                     break
-                self._housekeeping()
+                self._entities_dirty = True  # a non-RT callback ran (e.g. a lifecycle transition)
         finally:
             self._spinning = False
+            if hk.is_alive():
+                hk.join(1.0)
             self._stop_threads()
             self._housekeeping()
             sys.setswitchinterval(self._old_switch_interval)
+
+    def _nonrt_should_return(self) -> bool:
+        return self._stop
+
+    def _housekeeping_loop(self) -> None:
+        """Non-RT helper thread: task refresh, GC, error logging, stall and privilege checks."""
+        sched.set_thread_name('rt_housekeeping')
+        while self._spinning and not self._stop:
+            time.sleep(_HOUSEKEEPING_S)
+            try:
+                self._housekeeping()
+            except Exception as err:
+                self._warn_once(f'hk:{err!r}', f'rt executor housekeeping failed: {err!r}')
 
     def _housekeeping(self) -> None:
         now = time.monotonic_ns()
@@ -915,7 +936,8 @@ class RtExecutor:
     def shutdown(self, timeout_sec: float | None = None) -> bool:
         """Stop spinning (from any thread, or a callback); group threads are joined by ``spin``."""
         self._stop = True
-        self._nonrt.wake()
+        with contextlib.suppress(Exception):
+            self._nonrt.wake()
         return True
 
     def destroy(self) -> None:
