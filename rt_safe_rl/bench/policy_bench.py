@@ -70,6 +70,9 @@ def heap_growth(model: Any, obs: np.ndarray, calls: int) -> dict[str, Any]:
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
+    # tracemalloc's own snapshot bookkeeping and this loop's counters are not the model's heap
+    skip = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, __file__)]
+    after, before = after.filter_traces(skip), before.filter_traces(skip)
     growth = sum(s.size_diff for s in after.compare_to(before, 'filename'))
     model.reset()
     return {'calls': calls, 'growth_bytes': int(growth), 'growth_bytes_per_call': growth / calls}

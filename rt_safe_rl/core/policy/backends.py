@@ -412,13 +412,26 @@ def rollout(backend: Backend, obs: F32) -> F32:
     return out
 
 
+def _flush_c_stdio() -> None:
+    """fflush(NULL): C/C++ prints (TorchScript ``print``) sit in the C stdio buffer until flushed."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
 @contextlib.contextmanager
 def capture_stdout_fd() -> Iterator[Callable[[], bytes]]:
-    """Redirect file descriptor 1 (C and Python prints) to a temp file; yields a reader of the bytes."""
+    """Capture stdout at both levels: file descriptor 1 (C/C++ prints) and ``sys.stdout`` (Python and
+    TorchScript ``print``, which torch routes to ``sys.stdout``); yields a reader of the bytes."""
+    import io
     import sys
 
     sys.stdout.flush()
     saved = os.dup(1)
+    py_buf = io.StringIO()
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 1)
         data = b''
@@ -427,13 +440,14 @@ def capture_stdout_fd() -> Iterator[Callable[[], bytes]]:
             return data
 
         try:
-            yield read
+            with contextlib.redirect_stdout(py_buf):
+                yield read
         finally:
-            sys.stdout.flush()
+            _flush_c_stdio()
             os.dup2(saved, 1)
             os.close(saved)
             tmp.seek(0)
-            data = tmp.read()
+            data = tmp.read() + py_buf.getvalue().encode()
 
 
 def evaluate_backends(backends: dict[str, Backend], reference: str, obs: F32, cfg: PolicyNodeConfig,
