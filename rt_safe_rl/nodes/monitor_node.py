@@ -57,6 +57,12 @@ TUNABLE_PREFIXES: tuple[str, ...] = (
     'trend.min_history_s', 'regression.tolerance_fraction', 'regression.min_samples',
 )
 DRAIN_CHUNK = 4096  # rows drained per call (a preallocated buffer)
+GIL_YIELD_S = 20e-6  # sleep between pieces of monitor work so RT threads get the GIL promptly
+
+
+def _yield_gil() -> None:
+    """Release the GIL briefly (a sleep hands it to a waiting thread; sleep(0) may not)."""
+    time.sleep(GIL_YIELD_S)
 
 
 def _flatten(obj: Any, prefix: str = '') -> dict[str, Any]:
@@ -193,6 +199,7 @@ class MonitorNode(LifecycleNode):
         rate = float(getattr(getattr(self._app, 'control', None), 'rate_hz', 1000.0))
         self._cfg = cfg
         self._core = MonitorCore(cfg, expected_rate_hz=rate, baseline=baseline)
+        self._core.yield_gil = _yield_gil
         self._ticks_per_eval = max(1, round(cfg.diagnostics_period_s / cfg.drain_period_s))
         self._sampler = None
         if cfg.system_metrics:
@@ -304,6 +311,7 @@ class MonitorNode(LifecycleNode):
                     total += n
                 if n < buf.shape[0]:
                     break
+                _yield_gil()
             self._dropped[name] = rec.ring.dropped - self._dropped_at_start.get(name, 0)
         return total
 
@@ -342,6 +350,7 @@ class MonitorNode(LifecycleNode):
                              {k: g.value for k, g in list(self._registry.gauges.items())})
         if self._sampler is not None:
             core.ingest_system(self._sampler.sample(now_ns / 1e9))
+            _yield_gil()
         core.extra_status = [self._monitor_status(now_ns / 1e9)]
         statuses = core.evaluate(now_ns)
         log = self.get_logger()
@@ -362,6 +371,7 @@ class MonitorNode(LifecycleNode):
                     level=bytes([int(st.level)]), name=f'{prefix}: {st.title}', message=st.message,
                     hardware_id='rt_safe_rl', values=[KeyValue(key=k, value=v) for k, v in st.values]))
             self._pub.publish(msg)
+            _yield_gil()
         if self._exporter is not None and self._exporter.running:
             self._exporter.publish(MetricsSnapshot.from_core(core, dropped=self._dropped,
                                                              monitor_cpu_s=self._cpu_ns / 1e9))

@@ -1,0 +1,343 @@
+"""`rt-safe-rl bench monitor`: cost of monitoring, on vs off in the same run (prints JSON).
+
+A 1 kHz control-like loop runs in its own thread (absolute deadlines; optional SCHED_FIFO + pinning
+with ``--rt``). Each cycle does a small preallocated MLP step ("inference") and a clamp ("safety")
+and records 'inference', 'safety', 'e2e' and 'period' samples plus counters into the process-wide
+metrics registry, exactly as the RT nodes do. e2e = cycle end - its scheduled deadline (wake-up
+latency + work), so GIL or CPU contention from the monitor shows up in it.
+
+The run alternates segments with the MonitorNode *off* (deactivated: nobody drains, no timer, no
+HTTP) and *on* (active with the given config: drains, evaluates, publishes /diagnostics, serves
+/metrics, which a separate scraper process fetches once per second), ``--pairs`` times, after a
+warm-up. Reported:
+
+* ``e2e_p50_change_pct``: (p50 on - p50 off) / p50 off over all samples of each mode (target <= 5 %);
+  also per pair, so the noise of this shared VM is visible;
+* ``monitor_cpu_percent_of_core``: thread CPU time of the monitor's callbacks per wall second
+  while on (target <= 2 % of one core at 1 kHz), and the process CPU difference on - off (all
+  monitor threads: executor, HTTP server, DDS) for reference;
+* a ``stages`` block (off-mode e2e/inference/safety p50/p99 in us) usable as
+  ``monitor.regression.baseline_report``.
+
+Timings are noisy on a shared machine: compare only within one run. Not RT-safe itself (a tool).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rt_safe_rl.core.errors import RtSafeRlError
+
+TARGET_P50_CHANGE_PCT = 5.0
+TARGET_MONITOR_CPU_PCT = 2.0
+
+_SCRAPER = r'''
+import sys, time, urllib.request
+port, period = int(sys.argv[1]), float(sys.argv[2])
+while True:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    except Exception:
+        pass
+    time.sleep(period)
+'''
+
+
+class ControlLikeLoop:
+    """1 kHz loop thread writing metrics like the RT nodes; keeps its own e2e samples per segment."""
+
+    def __init__(self, rate_hz: float, rt: bool, capacity: int) -> None:
+        from rt_safe_rl.rt.metrics import registry
+
+        reg = registry()
+        self.period_ns = round(1e9 / rate_hz)
+        self.rt = rt
+        self.rt_granted = ''
+        self._st_inf = reg.stage('inference')
+        self._st_saf = reg.stage('safety')
+        self._st_e2e = reg.stage('e2e')
+        self._st_per = reg.stage('period')
+        self._c_steps = reg.counter('policy_steps')
+        self._c_int = reg.counter('safety_interventions')
+        self._c_miss = reg.counter('deadline_misses')
+        rng = np.random.default_rng(0)
+        self._w1 = rng.standard_normal((64, 21)) * 0.1
+        self._w2 = rng.standard_normal((7, 64)) * 0.1
+        self._x = rng.standard_normal(21)
+        self._h = np.zeros(64)
+        self._y = np.zeros(7)
+        self._lim = np.full(7, 0.05)
+        self.e2e_ns = np.zeros(capacity, dtype=np.int64)
+        self.n = 0
+        self.misses = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='ctl_loop', daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def mark(self) -> int:
+        """Index of the next sample (only the loop thread writes ``n``; readers just read it)."""
+        return self.n
+
+    def between(self, i0: int, i1: int) -> npt.NDArray[np.int64]:
+        """e2e samples (ns) recorded between two marks (a copy)."""
+        return self.e2e_ns[i0:i1].copy()
+
+    def _setup_rt(self) -> None:
+        if not self.rt:
+            return
+        try:
+            os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(80))
+            self.rt_granted = 'SCHED_FIFO 80, pinned'
+        except (PermissionError, OSError) as err:
+            self.rt_granted = f'not granted: {err}'
+
+    def _run(self) -> None:
+        self._setup_rt()
+        mono = time.monotonic_ns
+        period = self.period_ns
+        deadline = mono() + period
+        prev_end = deadline
+        cap = self.e2e_ns.shape[0]
+        while not self._stop.is_set():
+            wait_ns = deadline - mono()
+            if wait_ns > 0:
+                time.sleep(wait_ns / 1e9)
+            t0 = mono()
+            # "inference": a small MLP on preallocated arrays
+            np.dot(self._w1, self._x, out=self._h)
+            np.tanh(self._h, out=self._h)
+            np.dot(self._w2, self._h, out=self._y)
+            t1 = mono()
+            self._st_inf.record_ns(t1, t1 - t0)
+            self._c_steps.inc()
+            # "safety": clamp to limits
+            np.clip(self._y, -self._lim, self._lim, out=self._y)
+            t2 = mono()
+            self._st_saf.record_ns(t2, t2 - t1)
+            if self._y[0] >= self._lim[0]:
+                self._c_int.inc()
+            e2e = t2 - deadline
+            self._st_e2e.record_ns(t2, e2e)
+            self._st_per.record_ns(t2, t2 - prev_end)
+            prev_end = t2
+            n = self.n
+            if n < cap:
+                self.e2e_ns[n] = e2e
+                self.n = n + 1
+            deadline += period
+            if t2 > deadline:  # missed the next deadline: skip to the grid
+                self.misses += 1
+                self._c_miss.inc()
+                deadline += ((t2 - deadline) // period + 1) * period
+
+
+def _pct(a: npt.NDArray[np.int64], q: float) -> float:
+    if a.size == 0:
+        return math.nan
+    return float(np.percentile(a, q, method='inverted_cdf')) / 1e3
+
+
+def _summary_us(a: npt.NDArray[np.int64]) -> dict[str, float]:
+    return {'n': int(a.size), 'p50_us': _pct(a, 50), 'p99_us': _pct(a, 99), 'p999_us': _pct(a, 99.9),
+            'max_us': float(a.max()) / 1e3 if a.size else math.nan}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return int(s.getsockname()[1])
+
+
+def _default_switch_interval_s() -> float:
+    try:
+        from rt_safe_rl.rt.config import RtConfig
+
+        return float(RtConfig().gil_switch_interval_s) or 0.005
+    except (ImportError, AttributeError):
+        return 0.0005
+
+
+def run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: float,
+        monitor_overrides: dict[str, Any], switch_interval_s: float = 0.0005) -> dict[str, Any]:
+    """Run the on/off comparison; returns the report dict.
+
+    ``switch_interval_s`` is applied with ``sys.setswitchinterval`` for the run (as the RtExecutor
+    does while spinning): the longest a waiting thread waits for the GIL held by Python code.
+    """
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(switch_interval_s)
+    try:
+        return _run(duration_s, pairs, rate_hz, rt, warmup_s, monitor_overrides, switch_interval_s)
+    finally:
+        sys.setswitchinterval(old_switch)
+
+
+def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: float,
+         monitor_overrides: dict[str, Any], switch_interval_s: float) -> dict[str, Any]:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from rt_safe_rl.nodes.monitor_node import MonitorNode
+    from rt_safe_rl.rt.metrics import registry
+
+    port = _free_port()
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    params = [Parameter('monitor.metrics.port', value=port)]
+    params += [Parameter(f'monitor.{k}', value=v) for k, v in monitor_overrides.items()]
+    node = MonitorNode(context=ctx, parameter_overrides=params, node_name='monitor_bench')
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    stop = threading.Event()
+    spin_thread_id: list[int] = []
+
+    def spin() -> None:
+        spin_thread_id.append(threading.get_ident())
+        while not stop.is_set():
+            ex.spin_once(timeout_sec=0.1)
+
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        raise RtSafeRlError('monitor bench: MonitorNode configure failed (see log)')
+    spinner = threading.Thread(target=spin, name='monitor_exec', daemon=True)
+    spinner.start()
+    cap = int(rate_hz * (warmup_s + 2 * pairs * duration_s + 30))
+    loop = ControlLikeLoop(rate_hz, rt, cap)
+    scraper = subprocess.Popen([sys.executable, '-c', _SCRAPER, str(port), '1.0'],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    segments: list[dict[str, Any]] = []
+    samples: dict[str, list[npt.NDArray[np.int64]]] = {'off': [], 'on': []}
+    try:
+        loop.start()
+        time.sleep(warmup_s)
+        # drain what warm-up left in the rings so 'on' segments start clean
+        node.drain()
+        for i in range(pairs):
+            order = ('off', 'on') if i % 2 == 0 else ('on', 'off')  # ABBA: cancel slow drifts
+            for mode in order:
+                if mode == 'on':
+                    node.trigger_activate()
+                i0 = loop.mark()
+                cpu0, proc0, w0, miss0 = node.cpu_time_s, time.process_time(), time.monotonic(), loop.misses
+                time.sleep(duration_s)
+                e2e = loop.between(i0, loop.mark())
+                wall = time.monotonic() - w0
+                seg = {'pair': i, 'mode': mode, 'wall_s': round(wall, 3), **_summary_us(e2e),
+                       'misses': loop.misses - miss0,
+                       'process_cpu_percent': 100.0 * (time.process_time() - proc0) / wall,
+                       'monitor_callbacks_cpu_percent': 100.0 * (node.cpu_time_s - cpu0) / wall}
+                if mode == 'on':
+                    node.trigger_deactivate()
+                    node.drain()  # nothing left for the off segment to inherit
+                segments.append(seg)
+                samples[mode].append(e2e)
+    finally:
+        loop.stop()
+        scraper.terminate()
+        scraper.wait(timeout=5)
+        stop.set()
+        spinner.join(timeout=2)
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+    allv = {m: np.concatenate(v) if v else np.zeros(0, np.int64) for m, v in samples.items()}
+    off, on = _summary_us(allv['off']), _summary_us(allv['on'])
+    change = 100.0 * (on['p50_us'] - off['p50_us']) / off['p50_us'] if off['p50_us'] > 0 else math.nan
+    per_pair = []
+    for i in range(pairs):
+        p = {s['mode']: s for s in segments if s['pair'] == i}
+        per_pair.append(round(100.0 * (p['on']['p50_us'] - p['off']['p50_us']) / p['off']['p50_us'], 2))
+    on_segs = [s for s in segments if s['mode'] == 'on']
+    off_segs = [s for s in segments if s['mode'] == 'off']
+    mon_cpu = float(np.mean([s['monitor_callbacks_cpu_percent'] for s in on_segs]))
+    proc_delta = float(np.mean([s['process_cpu_percent'] for s in on_segs])
+                       - np.mean([s['process_cpu_percent'] for s in off_segs]))
+    reg = registry()
+    return {
+        'bench': 'monitor',
+        'machine': {'cpus': os.cpu_count(), 'loop_rt': loop.rt_granted or 'off',
+                    'host': os.uname().nodename},
+        'config': {'duration_s': duration_s, 'pairs': pairs, 'rate_hz': rate_hz, 'warmup_s': warmup_s,
+                   'monitor_overrides': monitor_overrides, 'scrape_period_s': 1.0,
+                   'gil_switch_interval_s': switch_interval_s},
+        'off': off, 'on': on,
+        'e2e_p50_change_pct': round(change, 2),
+        'e2e_p50_change_pct_per_pair': per_pair,
+        'e2e_p50_change_pct_median_pair': round(float(np.median(per_pair)), 2),
+        'e2e_p99_change_pct': round(100.0 * (on['p99_us'] - off['p99_us']) / off['p99_us'], 2),
+        'monitor_cpu_percent_of_core': {'callbacks': round(mon_cpu, 3),
+                                        'process_delta_on_minus_off': round(proc_delta, 3)},
+        'targets': {'e2e_p50_change_pct_max': TARGET_P50_CHANGE_PCT,
+                    'monitor_cpu_percent_max': TARGET_MONITOR_CPU_PCT},
+        'meets_targets': {'e2e_p50': bool(change <= TARGET_P50_CHANGE_PCT),
+                          'monitor_cpu': bool(mon_cpu <= TARGET_MONITOR_CPU_PCT)},
+        'stages': {'e2e': {'p50_us': off['p50_us'], 'p99_us': off['p99_us']}},
+        'ring_dropped': {n: s.ring.dropped for n, s in reg.stages.items()},
+        'segments': segments,
+    }
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition('=')
+    if not sep or not key:
+        raise RtSafeRlError(f'--set {text!r}: expected KEY=VALUE (e.g. drain_period_s=0.25)')
+    import yaml
+
+    return key.strip().removeprefix('monitor.'), yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point (`rt-safe-rl bench monitor ...` or `python -m rt_safe_rl.bench.monitor_bench`)."""
+    ap = argparse.ArgumentParser(prog='rt-safe-rl bench monitor', description=__doc__.split('\n\n')[0])
+    ap.add_argument('--duration-s', type=float, default=3.0, help='seconds per segment (default 3)')
+    ap.add_argument('--pairs', type=int, default=6, help='off/on segment pairs (default 6)')
+    ap.add_argument('--rate-hz', type=float, default=1000.0, help='loop rate (default 1000)')
+    ap.add_argument('--warmup-s', type=float, default=2.0)
+    ap.add_argument('--rt', action='store_true', help='SCHED_FIFO 80 + pin the loop thread (needs root)')
+    ap.add_argument('--gil-switch-interval-s', type=float, default=None,
+                    help='sys.setswitchinterval for the run (default: rt.gil_switch_interval_s default)')
+    ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                    help='monitor parameter override, e.g. --set drain_period_s=0.25 (repeatable)')
+    ap.add_argument('--out', default='', help='also write the JSON report here')
+    args = ap.parse_args(argv)
+    if args.duration_s <= 0 or args.pairs < 1 or args.rate_hz <= 0 or args.warmup_s < 0:
+        raise RtSafeRlError('need --duration-s > 0, --pairs >= 1, --rate-hz > 0, --warmup-s >= 0')
+    overrides = dict(_parse_override(s) for s in args.set)
+    switch = args.gil_switch_interval_s or _default_switch_interval_s()
+    report = run(args.duration_s, args.pairs, args.rate_hz, args.rt, args.warmup_s, overrides, switch)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(text + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except RtSafeRlError as err:
+        print(f'monitor_bench: error: {err}', file=sys.stderr)
+        sys.exit(2)
