@@ -59,6 +59,19 @@ class _Lstm(nn.Module):
         return self.actor(out.squeeze(0))
 
 
+class _Residual(nn.Module):
+    """Linear head plus an MLP (the shipped arm7_reach structure)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.linear = nn.Linear(OBS, N)
+        self.mlp = nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, N))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.linear(obs) + self.mlp(obs)
+
+
 class _Bad(nn.Module):
     """Returns NaN when the first observation value is > 100, raises when it is < -100."""
 
@@ -228,7 +241,7 @@ def test_state_dict_needs_architecture_and_loads_weights_only(tmp_path: Path) ->
 # ---------------------------------------------------------------- backends
 
 
-@pytest.mark.parametrize('make, recurrent', [(_mlp, False), (_Lstm, True)])
+@pytest.mark.parametrize('make, recurrent', [(_mlp, False), (_Lstm, True), (_Residual, False)])
 def test_auto_selects_an_exact_backend_and_rollouts_match(tmp_path: Path, make: Any, recurrent: bool) -> None:
     p = _script(tmp_path, make())
     cfg = PolicyNodeConfig(backend='auto', auto_samples=300, auto_timing_iters=20, warmup_iters=2)

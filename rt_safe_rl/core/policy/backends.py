@@ -240,6 +240,8 @@ def _program_module(program: Any) -> Any:
                                        src, n, dst))
                 elif op == ex.OP_COPY:
                     self.steps.append(('copy', row[1], row[2], row[3]))
+                elif op == ex.OP_ADD:
+                    self.steps.append(('add', row[1], row[2], row[3]))
                 elif op == ex.OP_L2NORM:
                     self.steps.append(('l2', row[1], row[2], row[3], float(p[row[4]])))
             self.in_off, self.in_dim = program.in_off, program.in_dim
@@ -266,6 +268,9 @@ def _program_module(program: Any) -> Any:
                 elif st[0] == 'copy':
                     _, src, n, dst = st
                     s[:, dst:dst + n] = s[:, src:src + n]
+                elif st[0] == 'add':
+                    _, src, n, dst = st
+                    s[:, dst:dst + n] += s[:, src:src + n]
                 else:
                     _, src, n, dst, eps = st
                     v = s[:, src:src + n]

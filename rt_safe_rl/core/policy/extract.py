@@ -34,7 +34,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
-OP_LINEAR, OP_NORMALIZE, OP_LSTM, OP_COPY, OP_L2NORM = 1, 2, 3, 4, 5
+OP_LINEAR, OP_NORMALIZE, OP_LSTM, OP_COPY, OP_L2NORM, OP_ADD = 1, 2, 3, 4, 5, 6
 ACT_NONE, ACT_ELU, ACT_RELU, ACT_TANH, ACT_LEAKY = 0, 1, 2, 3, 4
 ROW = 12  # ints per op row
 PAD = 16  # scratch regions and weight rows are padded to this many floats (one AVX-512 vector)
@@ -234,6 +234,9 @@ def _in_dim_of(mod: Any) -> int:
             first = next(iter(_children(m).values()), None)
             if first is not None and _kind(first) == 'Linear':
                 return int(first.weight.shape[1])
+    for _n, m in mod.named_modules():
+        if _kind(m) == 'Linear':
+            return int(m.weight.shape[1])
     raise Unsupported('cannot tell the input size (no normalizer, LSTM or Linear first)')
 
 
@@ -253,6 +256,8 @@ def extract_program(module: Any) -> Program:
         return b.build(x, in_dim, out, n)
     if set(ch) == {'estimator', 'actor'}:
         return _himloco(b, module, x, in_dim)
+    if len(ch) == 2 and all(_kind(c) in ('Linear', 'Sequential') for c in ch.values()):
+        return _sum_of_branches(b, module, x, in_dim)
     names = set(ch)
     rnn_name = next((r for r in ('rnn', 'memory') if r in names), None)
     if 'actor' not in names or not names <= {'actor', 'normalizer', 'rnn', 'memory'}:
@@ -269,6 +274,36 @@ def extract_program(module: Any) -> Program:
         src, n = _lstm(b, ch[rnn_name], src, n)
     out, n = _mlp(b, ch['actor'], src, n)
     return b.build(x, in_dim, out, n)
+
+
+def _branch(b: _Builder, mod: Any, src: int, in_dim: int) -> tuple[int, int]:
+    if _kind(mod) == 'Linear':
+        w = _np(mod.weight)
+        if w.shape[1] != in_dim:
+            raise Unsupported(f'Linear expects {w.shape[1]} inputs, gets {in_dim}')
+        bias = getattr(mod, 'bias', None)
+        b.desc.append(f'linear {in_dim}-{w.shape[0]}')
+        return b.linear(src, w, _np(bias) if bias is not None else None, ACT_NONE)
+    return _mlp(b, mod, src, in_dim)
+
+
+def _sum_of_branches(b: _Builder, module: Any, x: int, in_dim: int) -> Program:
+    """``forward(obs) = a(obs) + b(obs)`` for two Linear/Sequential children (a residual linear head)."""
+    code = str(getattr(module, 'code', ''))
+    names = list(_children(module))
+    pattern = re.compile(r'torch\.add\(\((\w+)\)\.forward\((\w+), \), \((\w+)\)\.forward\((\w+), \)\)')
+    found = pattern.search(code)
+    if found is None or code.count('.forward(') != 2 or found.group(2) != found.group(4) \
+            or {found.group(1), found.group(3)} != set(names):
+        raise Unsupported('two-branch module whose forward is not a(obs) + b(obs)')
+    ch = _children(module)
+    y1, n1 = _branch(b, ch[names[0]], x, in_dim)
+    y2, n2 = _branch(b, ch[names[1]], x, in_dim)
+    if n1 != n2:
+        raise Unsupported('branches of different output sizes')
+    b.op(OP_ADD, y2, n1, y1)
+    b.desc.append('sum')
+    return b.build(x, in_dim, y1, n1)
 
 
 def _himloco(b: _Builder, module: Any, x: int, in_dim: int) -> Program:
@@ -505,6 +540,11 @@ def _run_ops(ops: Any, p: Any, s: Any, ibuf: Any, t: Any) -> None:
             xv, yv = s[src:src + n], s[dst:dst + n]
             for i in range(n):
                 yv[i] = xv[i]
+        elif op == OP_ADD:
+            src, n, dst = ops[r, 1], ops[r, 2], ops[r, 3]
+            xv, yv = s[src:src + n], s[dst:dst + n]
+            for i in range(n):
+                yv[i] += xv[i]
         elif op == OP_L2NORM:
             src, n, dst, eps = ops[r, 1], ops[r, 2], ops[r, 3], ops[r, 4]
             xv, yv = s[src:src + n], s[dst:dst + n]
