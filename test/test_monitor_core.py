@@ -303,7 +303,7 @@ def test_system_sampler_reads_process_and_threads() -> None:
 def test_exporter_serves_snapshot_over_http_and_reports_port_in_use() -> None:
     core = _core()
     core.ingest_counters({'faults': 2, 'safety_interventions': 7, 'deadline_misses': 1, 'policy_steps': 3,
-                          'policy_errors': 4}, {'human_distance_m': 0.75})
+                          'policy_errors': 4, 'command_limit_violations': 5}, {'human_distance_m': 0.75})
     dur = np.array([50e3, 150e3, 150e3, 2e6])
     core.ingest_stage('e2e', _samples(T0, 4, 1_000_000, dur))
     core.evaluate(T0 + 5_000_000)
@@ -326,12 +326,13 @@ def test_exporter_serves_snapshot_over_http_and_reports_port_in_use() -> None:
                         and all(s.labels.get(k) == v for k, v in labels.items()))
 
         assert value('rt_operations', stage='e2e') == 4
-        assert value('rt_safety_violations') == 2 and value('rt_safety_interventions') == 7
+        assert value('rt_safety_violations') == 5 and value('rt_safety_interventions') == 7
         assert value('rt_errors', kind='faults') == 2 and value('rt_errors', kind='policy_errors') == 4
         assert value('rt_deadline_misses') == 1
         assert value('rt_human_distance_meters') == 0.75
         assert value('rt_latency_seconds', stage='e2e', quantile='1') == pytest.approx(2e-3)
         assert value('rt_monitor_cpu_seconds') == 0.5
+        assert value('rt_loop_rate_hz') == pytest.approx(1000.0)  # e2e (no period stage): 4 in 4 ms
         assert value('rt_component_status', component='policy') == Level.STALE
         # A second endpoint on the same port: clear error, no traceback-worthy OSError.
         with pytest.raises(MetricsEndpointError, match='port already in use'):
@@ -342,3 +343,26 @@ def test_exporter_serves_snapshot_over_http_and_reports_port_in_use() -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(('127.0.0.1', port))
         sock.listen()
+
+
+def test_loop_rate_from_period_stage_and_violations_count_as_errors() -> None:
+    core = _core()
+    t = T0
+    for _ in range(10):  # robot ticks at 1 kHz ('period'), commands matched at only 500 Hz ('e2e')
+        core.ingest_stage('period', _samples(t, 100, 1_000_000, 1e6))
+        core.ingest_stage('e2e', _samples(t, 50, 2_000_000, 100e3))
+        core.ingest_stage('safety', _samples(t, 100, 1_000_000, 20e3))
+        t += 100_000_000
+        core.ingest_counters({'command_limit_violations': 0})
+        st = core.evaluate(t)
+    assert core.loop_rate_stage() == 'period'
+    assert _status(st, 'control_loop').level == Level.OK
+    assert dict(_status(st, 'control_loop').values)['rate (Hz)'].startswith('100')
+    for _ in range(2):
+        core.ingest_stage('period', _samples(t, 100, 1_000_000, 1e6))
+        core.ingest_stage('safety', _samples(t, 100, 1_000_000, 20e3))
+        t += 100_000_000
+        core.ingest_counters({'command_limit_violations': 3})
+        st = core.evaluate(t)
+    sf = _status(st, 'safety_filter')
+    assert sf.level == Level.ERROR and 'error rate' in sf.message  # 3 per ~1000 cycles > 1e-3

@@ -653,6 +653,10 @@ class SystemSampler:
 # --------------------------------------------------------------------------------------------------
 
 
+#: Counters of commands that violated limits (the sim robot's audit) -> rt_safety_violations_total.
+VIOLATION_COUNTERS: tuple[str, ...] = ('command_limit_violations', 'safety_violations')
+
+
 @dataclass(frozen=True)
 class ComponentSpec:
     """Which stages and counters make up one diagnostics component."""
@@ -660,7 +664,7 @@ class ComponentSpec:
     name: str
     title: str
     stages: tuple[str, ...]
-    rate_stage: str = ''  # stage whose sample rate is the loop rate ('' = no rate check)
+    rate_stage: str = ''  # stage whose sample rate is the loop rate ('' = none; falls back to e2e)
     miss_counters: tuple[str, ...] = ()
     error_counters: tuple[str, ...] = ()
     info_counters: tuple[str, ...] = ()
@@ -668,10 +672,11 @@ class ComponentSpec:
 
 
 COMPONENTS: tuple[ComponentSpec, ...] = (
-    ComponentSpec('control_loop', 'control loop', ('e2e', 'period'), rate_stage='e2e',
+    ComponentSpec('control_loop', 'control loop', ('e2e', 'period'), rate_stage='period',
                   miss_counters=('deadline_misses',)),
     ComponentSpec('policy', 'policy', ('inference',), info_counters=('policy_steps',)),
-    ComponentSpec('safety_filter', 'safety filter', ('safety',), error_counters=('faults',),
+    ComponentSpec('safety_filter', 'safety filter', ('safety',),
+                  error_counters=('faults', *VIOLATION_COUNTERS),
                   info_counters=('safety_interventions',), gauges=('human_distance_m',)),
 )
 
@@ -726,6 +731,10 @@ class MonitorCore:
     def expected_rate_hz(self) -> float:
         """Expected loop rate (Hz): the threshold if set, else the app's control rate."""
         return self.cfg.thresholds.expected_rate_hz or self.default_rate_hz
+
+    def loop_rate_stage(self) -> str:
+        """Stage whose sample rate is the loop rate: 'period' (one per tick) if seen, else 'e2e'."""
+        return 'period' if self.windows['period'].total > 0 else 'e2e'
 
     def update_config(self, cfg: MonitorConfig) -> None:
         """Swap in a validated config (thresholds, alerts, windows; capacities stay)."""
@@ -837,8 +846,9 @@ class MonitorCore:
                 al.update(f'{s}.regression', spec.name, Level.WARN if reg else Level.OK,
                           f'{s} regressed against the benchmark baseline: {"; ".join(reg)}', now_ns)
 
-        if spec.rate_stage and self.windows[spec.rate_stage].total > 0:
-            summ = self.summaries[spec.rate_stage]
+        rate_stage = self.loop_rate_stage() if spec.rate_stage else ''
+        if rate_stage and self.windows[rate_stage].total > 0:
+            summ = self.summaries[rate_stage]
             exp = self.expected_rate_hz
             vals += [('rate (Hz)', f'{summ.rate_hz:.1f}'), ('expected rate (Hz)', f'{exp:.1f}')]
             lvl = Level.OK
@@ -851,8 +861,8 @@ class MonitorCore:
                       f'rate {summ.rate_hz:.1f} Hz < {th.rate_warn_fraction:g} x {exp:g} Hz', now_ns)
 
         cycles = max((ds.get(s, 0) for s in spec.stages), default=0)
-        if spec.rate_stage:
-            cycles = ds.get(spec.rate_stage, 0) or cycles
+        if rate_stage:
+            cycles = ds.get(rate_stage, 0) or cycles
         checks = (('miss', spec.miss_counters, th.miss_rate_warn, th.miss_rate_error),
                   ('error', spec.error_counters, th.error_rate_warn, th.error_rate_error))
         for kind, names, warn, err in checks:

@@ -200,6 +200,11 @@ class MonitorNode(LifecycleNode):
         self._cfg = cfg
         self._core = MonitorCore(cfg, expected_rate_hz=rate, baseline=baseline)
         self._core.yield_gil = _yield_gil
+        if cfg.window_s * self._core.expected_rate_hz > cfg.window_capacity:
+            self.get_logger().warning(
+                f'monitor.window_s {cfg.window_s:g} s x {self._core.expected_rate_hz:g} Hz exceeds '
+                f'monitor.window_capacity {cfg.window_capacity}: percentiles cover only the newest '
+                f'{cfg.window_capacity} samples')
         self._ticks_per_eval = max(1, round(cfg.diagnostics_period_s / cfg.drain_period_s))
         self._sampler = None
         if cfg.system_metrics:

@@ -23,14 +23,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from rt_safe_rl.core.errors import RtSafeRlError
-from rt_safe_rl.core.monitoring import MonitorCore, SystemSample
+from rt_safe_rl.core.monitoring import VIOLATION_COUNTERS, MonitorCore, SystemSample
 
 #: name -> (type, help). Counter names are given without the ``_total`` suffix the exposition adds.
 EXPORTED_METRICS: dict[str, tuple[str, str]] = {
     'rt_execution_time_seconds': ('histogram', 'Duration of each pipeline stage (label stage).'),
     'rt_operations': ('counter', 'Samples recorded per stage (label stage).'),
     'rt_errors': ('counter', 'Errors by kind (safety faults and *_errors counters).'),
-    'rt_safety_violations': ('counter', 'Safety faults (limit/SSM violations that made the filter stop).'),
+    'rt_safety_violations': ('counter', 'Commands that reached the robot violating its limits (audit).'),
     'rt_safety_interventions': ('counter', 'Cycles in which the safety filter changed the command.'),
     'rt_deadline_misses': ('counter', 'Control cycles that missed their deadline.'),
     'rt_policy_steps': ('counter', 'Policy inference steps.'),
@@ -38,7 +38,7 @@ EXPORTED_METRICS: dict[str, tuple[str, str]] = {
     'rt_latency_seconds': ('gauge', 'Stage latency over the window (labels stage, quantile; 1 = max).'),
     'rt_jitter_seconds': ('gauge', 'p99 of |sample interval - median interval| in the window (label stage).'),
     'rt_stage_rate_hz': ('gauge', 'Samples per second over the window (label stage).'),
-    'rt_loop_rate_hz': ('gauge', 'Control loop rate (e2e samples per second over the window).'),
+    'rt_loop_rate_hz': ('gauge', 'Control loop rate (period samples per second, else e2e, in the window).'),
     'rt_expected_loop_rate_hz': ('gauge', 'Expected control loop rate.'),
     'rt_latency_budget_seconds': ('gauge', 'Configured p99 budget per stage (label stage).'),
     'rt_human_distance_meters': ('gauge', 'Latest human-robot separation seen by the safety filter.'),
@@ -87,6 +87,7 @@ class MetricsSnapshot:
     jitter: dict[str, float] = field(default_factory=dict)
     rate_hz: dict[str, float] = field(default_factory=dict)
     expected_rate_hz: float = math.nan
+    loop_rate_hz: float = math.nan
     budgets_s: dict[str, float] = field(default_factory=dict)
     system: SystemSample | None = None
     components: dict[str, int] = field(default_factory=dict)
@@ -116,6 +117,7 @@ class MetricsSnapshot:
             jitter={s: m.jitter_p99_s for s, m in summ.items()},
             rate_hz={s: m.rate_hz for s, m in summ.items()},
             expected_rate_hz=core.expected_rate_hz,
+            loop_rate_hz=core.summaries[core.loop_rate_stage()].rate_hz,
             budgets_s={s: core.cfg.thresholds.budget_s(s) for s in core.windows},
             system=core.system,
             components={st.name: int(st.level) for st in core.last_statuses},
@@ -156,12 +158,12 @@ class _SnapshotCollector(Collector):
             if name == 'faults' or name.endswith('_errors'):
                 errs.add_metric([name], iv)
         yield errs
-        for fam_name, counter in (('rt_safety_violations', 'faults'),
-                                  ('rt_safety_interventions', 'safety_interventions'),
-                                  ('rt_deadline_misses', 'deadline_misses'),
-                                  ('rt_policy_steps', 'policy_steps')):
+        for fam_name, names in (('rt_safety_violations', VIOLATION_COUNTERS),
+                                ('rt_safety_interventions', ('safety_interventions',)),
+                                ('rt_deadline_misses', ('deadline_misses',)),
+                                ('rt_policy_steps', ('policy_steps',))):
             f = _fam(fam_name)
-            f.add_metric([], snap.counters.get(counter, 0))
+            f.add_metric([], sum(snap.counters.get(n, 0) for n in names))
             yield f
         c = _fam('rt_counter', ['name'])
         for name, iv in snap.counters.items():
@@ -181,7 +183,7 @@ class _SnapshotCollector(Collector):
             rate.add_metric([stage], v)
         yield rate
         loop = _fam('rt_loop_rate_hz')
-        loop.add_metric([], snap.rate_hz.get('e2e', math.nan))
+        loop.add_metric([], snap.loop_rate_hz)
         yield loop
         exp = _fam('rt_expected_loop_rate_hz')
         exp.add_metric([], snap.expected_rate_hz)
