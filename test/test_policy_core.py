@@ -72,6 +72,13 @@ class _Residual(nn.Module):
         return self.linear(obs) + self.mlp(obs)
 
 
+class _Diff(_Residual):
+    """Same children as _Residual, different wiring: must not be compiled as a sum."""
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.linear(obs) - self.mlp(obs)
+
+
 class _Bad(nn.Module):
     """Returns NaN when the first observation value is > 100, raises when it is < -100."""
 
@@ -264,6 +271,14 @@ def test_auto_selects_an_exact_backend_and_rollouts_match(tmp_path: Path, make: 
         with torch.inference_mode():
             y = ref(torch.from_numpy(x).reshape(1, OBS)).numpy()[0]
         np.testing.assert_allclose(out, y, atol=1e-4)
+
+
+def test_unrecognised_wiring_is_not_compiled(tmp_path: Path) -> None:
+    p = _script(tmp_path, _Diff())
+    m = load_policy_model(p, PolicyNodeConfig(auto_samples=20, auto_timing_iters=5), obs_dim=OBS)
+    numba = next(r for r in m.table if r.name == 'numba')
+    assert not numba.available and 'a(obs) + b(obs)' in numba.reason
+    assert m.selected != 'numba'
 
 
 def test_configured_backend_unavailable_or_inexact_fails(tmp_path: Path) -> None:

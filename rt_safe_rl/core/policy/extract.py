@@ -287,14 +287,34 @@ def _branch(b: _Builder, mod: Any, src: int, in_dim: int) -> tuple[int, int]:
     return _mlp(b, mod, src, in_dim)
 
 
+def _is_sum_of_two_calls(module: Any) -> bool:
+    """TorchScript graph check: forward(x) = add(child1.forward(x), child2.forward(x), alpha=1)."""
+    graph = getattr(module, 'graph', None)
+    if graph is None:
+        return False
+    x = list(graph.inputs())[1]
+    nodes = list(graph.nodes())
+    calls = [n for n in nodes if n.kind() == 'prim::CallMethod']
+    adds = [n for n in nodes if n.kind() == 'aten::add']
+    allowed = {'prim::GetAttr', 'prim::CallMethod', 'aten::add', 'prim::Constant'}
+    if len(calls) != 2 or len(adds) != 1 or any(n.kind() not in allowed for n in nodes):
+        return False
+    if any(list(c.inputs())[1].unique() != x.unique() for c in calls):
+        return False
+    add_in = list(adds[0].inputs())
+    outs = {c.output().unique() for c in calls}
+    if {add_in[0].unique(), add_in[1].unique()} != outs or len(add_in) != 3:
+        return False
+    alpha = add_in[2].node()
+    if alpha.kind() != 'prim::Constant' or alpha.output().toIValue() != 1:
+        return False
+    return bool(list(graph.outputs())[0].unique() == adds[0].output().unique())
+
+
 def _sum_of_branches(b: _Builder, module: Any, x: int, in_dim: int) -> Program:
     """``forward(obs) = a(obs) + b(obs)`` for two Linear/Sequential children (a residual linear head)."""
-    code = str(getattr(module, 'code', ''))
     names = list(_children(module))
-    pattern = re.compile(r'torch\.add\(\((\w+)\)\.forward\((\w+), \), \((\w+)\)\.forward\((\w+), \)\)')
-    found = pattern.search(code)
-    if found is None or code.count('.forward(') != 2 or found.group(2) != found.group(4) \
-            or {found.group(1), found.group(3)} != set(names):
+    if not _is_sum_of_two_calls(module):
         raise Unsupported('two-branch module whose forward is not a(obs) + b(obs)')
     ch = _children(module)
     y1, n1 = _branch(b, ch[names[0]], x, in_dim)
