@@ -46,6 +46,8 @@ class BenchmarkConfig:
         joint_map: bag joint name -> policy joint name, for bags whose names differ from the
             robot's; unmapped robot joints are then held at ``fill_q_rad``/0 velocity.
         fill_q_rad: position used for robot joints absent from a mapped bag ({} = mid-range/0).
+        pipeline: ``inprocess`` (policy + safety nodes composed in the bench process, driven by
+            direct calls) or ``external`` (a running pipeline reached over DDS topics, lockstep).
         rate: ``'recorded'`` (bag timing), ``'max'`` (as fast as the pipeline goes) or Hz.
         repeat: replays of the bag (>= 2 also checks determinism across them).
         warmup_messages: messages replayed (and discarded) before measuring, per repeat.
@@ -55,7 +57,7 @@ class BenchmarkConfig:
         stress_duty: fraction of each 10 ms slice a stress worker burns (0..1].
         naive: also measure the naive plain-rclpy pipeline in the same run.
         naive_max_messages: cap of messages for the naive pipeline (it is slow); 0 = all.
-        naive_timeout_s: the naive pipeline's per-message wait for its command (s).
+        naive_timeout_s: per-message wait for a command over DDS (naive and external pipelines) (s).
         naive_torch_threads: torch threads in the naive pipeline (0 = torch's default).
         regression_tolerance: relative worsening of e2e p99 / miss rate that fails ``--baseline``.
         histogram_bins: bins of the latency histogram in the report.
@@ -70,6 +72,7 @@ class BenchmarkConfig:
     policy_command_topic: str = ''
     joint_map: dict[str, str] = field(default_factory=dict)
     fill_q_rad: dict[str, float] = field(default_factory=dict)
+    pipeline: str = 'inprocess'
     rate: str = 'max'
     repeat: int = 2
     warmup_messages: int = 200
@@ -89,6 +92,8 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         parse_rate(self.rate)
+        if self.pipeline not in ('inprocess', 'external'):
+            raise ValueError(f"pipeline must be 'inprocess' or 'external', got {self.pipeline!r}")
         if self.repeat < 1:
             raise ValueError(f'repeat must be >= 1, got {self.repeat}')
         for name in ('warmup_messages', 'max_messages', 'naive_max_messages', 'stress_workers',

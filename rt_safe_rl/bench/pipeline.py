@@ -219,3 +219,161 @@ def naive_runner_for(app: Any, pipeline: Any) -> Callable[[Any, Any], dict[str, 
 
     return run
 
+
+
+PROBE_SEQ = 2**32 - 1  # readiness probe of an external pipeline (layout.data_offset is uint32)
+
+
+class ExternalPipeline:
+    """A pipeline running elsewhere (another process, the robot's computer), reached over DDS.
+
+    The bench publishes each state on ``topics.joint_states`` (``header.frame_id`` = seq) and the
+    side streams on their topics, then waits (lockstep, up to ``timeout_s``) for the safe command
+    on ``topics.robot_command`` whose ``layout.data_offset`` is that seq. Stages: ``publish_us``
+    (the publish call) and ``response_us`` (publish -> command callback); e2e is release ->
+    command received. Do not run it beside a real robot: the robot would receive these commands.
+    Recurrent state cannot be reset from here (``reset`` calls the policy
+    node's ``~/reset_memory`` service when it answers within 1 s). Not RT-safe (rclpy messages).
+    """
+
+    stage_names = ('publish_us', 'response_us')
+
+    def __init__(self, app: Any, timeout_s: float = 1.0, namespace: str = '') -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        from rt_safe_rl.core.robot_model import RobotModel
+
+        self.app = app
+        self.model_path = str(_resolve(app.policy.path, app.base_dir))
+        self.joint_names = list(RobotModel.from_config(app.robot, app.base_dir).joint_names)
+        self.n_command = len(self.joint_names)
+        self.timeout_s = float(timeout_s)
+        self._ctx = Context()
+        rclpy.init(context=self._ctx, args=[])
+        from geometry_msgs.msg import PointStamped
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+
+        t = app.topics
+        self._node: Any = Node('rt_safe_rl_bench_driver', namespace=namespace, context=self._ctx)
+        self._exec = SingleThreadedExecutor(context=self._ctx)
+        self._exec.add_node(self._node)
+        depth = t.qos_depth
+        self._pub_state = self._node.create_publisher(JointState, t.joint_states, depth)
+        self._pub_human = self._node.create_publisher(PointStamped, t.human_position, depth)
+        self._pub_oper = self._node.create_publisher(Float64MultiArray, t.operator_command, depth)
+        self._pub_pcmd = self._node.create_publisher(Float64MultiArray, t.policy_command, depth)
+        self._node.create_subscription(Float64MultiArray, t.robot_command, self._on_command,
+                                       QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT))
+        self._state = JointState()
+        self._state.name = list(self.joint_names)
+        self._point = PointStamped()
+        self._f64 = Float64MultiArray
+        self._cmd = np.full(self.n_command, np.nan)
+        self._cmd_seq = -1
+        self._interventions = 0
+        self.lost = 0
+        self._reset_service: bool | None = None  # False once the service was not found
+        self.description = (f'external pipeline over DDS: states on {self._pub_state.topic_name}, '
+                            f'commands from {t.robot_command} (lockstep, timeout {self.timeout_s:g} s)')
+
+    def _on_command(self, msg: Any) -> None:
+        n = min(len(msg.data), self.n_command)
+        self._cmd[:n] = msg.data[:n]
+        self._cmd_seq = int(msg.layout.data_offset)
+
+    def wait_for_pipeline(self, timeout_s: float = 10.0, q0: FloatArray | None = None) -> None:
+        """Wait until something subscribes to the state topic, then probe it with state ``q0``
+        (seq ``PROBE_SEQ``) until a command for that seq comes back.
+
+        Raises:
+            PipelineError: nobody subscribes / answers within ``timeout_s``.
+        """
+        import time as _time
+
+        end = _time.monotonic() + timeout_s
+        while self._pub_state.get_subscription_count() == 0:
+            if _time.monotonic() > end:
+                raise PipelineError(f'no subscriber on {self._pub_state.topic_name} within {timeout_s:g} s: '
+                                    f'start the pipeline (e.g. `bringup`) with the same ROS_DOMAIN_ID')
+            self._exec.spin_once(timeout_sec=0.05)
+        q = np.zeros(self.n_command) if q0 is None else q0
+        while self._cmd_seq != PROBE_SEQ:
+            if _time.monotonic() > end:
+                raise PipelineError(f'{self._pub_state.topic_name} has a subscriber but no command came back '
+                                    f'on {self.app.topics.robot_command} within {timeout_s:g} s')
+            self.policy_step(0, PROBE_SEQ, q, np.zeros_like(q))
+            probe_end = _time.monotonic() + 0.2
+            while self._cmd_seq != PROBE_SEQ and _time.monotonic() < probe_end:
+                self._exec.spin_once(timeout_sec=0.05)
+
+    def reset(self) -> None:
+        """Ask the policy node to reset its recurrent state (best effort)."""
+        from std_srvs.srv import Trigger
+
+        if self._reset_service is False:
+            return
+        name = self._node.resolve_service_name('policy_node/reset_memory')
+        cli: Any = self._node.create_client(Trigger, name)
+        try:
+            self._reset_service = bool(cli.wait_for_service(timeout_sec=1.0))
+            if self._reset_service:
+                fut = cli.call_async(Trigger.Request())
+                self._exec.spin_until_future_complete(fut, timeout_sec=1.0)
+        finally:
+            self._node.destroy_client(cli)
+
+    def set_human(self, stamp_ns: int, xyz: FloatArray) -> None:
+        """Publish the human position (m)."""
+        p = self._point
+        p.point.x, p.point.y, p.point.z = float(xyz[0]), float(xyz[1]), float(xyz[2])
+        self._pub_human.publish(p)
+
+    def set_operator(self, stamp_ns: int, values: FloatArray) -> None:
+        """Publish the operator targets (rad)."""
+        self._pub_oper.publish(self._f64(data=[float(v) for v in values]))
+
+    def set_policy_command(self, stamp_ns: int, values: FloatArray) -> None:
+        """Publish the policy's task command."""
+        self._pub_pcmd.publish(self._f64(data=[float(v) for v in values]))
+
+    def policy_step(self, stamp_ns: int, seq: int, q: FloatArray, dq: FloatArray) -> None:
+        """Publish state ``seq``."""
+        m = self._state
+        m.header.frame_id = str(seq)
+        m.header.stamp.sec = int(stamp_ns // 1_000_000_000)
+        m.header.stamp.nanosec = int(stamp_ns % 1_000_000_000)
+        m.position = [float(x) for x in q]
+        m.velocity = [float(x) for x in dq]
+        self._pub_state.publish(m)
+
+    def safety_step(self, seq: int) -> bool:
+        """Wait for the command of ``seq`` (False either way: interventions are not visible here)."""
+        import time as _time
+
+        end = _time.monotonic() + self.timeout_s
+        while self._cmd_seq != seq and _time.monotonic() < end:
+            self._exec.spin_once(timeout_sec=self.timeout_s)
+        if self._cmd_seq != seq:
+            self.lost += 1
+        return False
+
+    def read_command(self, out: FloatArray) -> int:
+        """Latest received command and its seq."""
+        out[:] = self._cmd
+        return self._cmd_seq
+
+    def close(self) -> None:
+        """Destroy the driver node and the context. Idempotent."""
+        import rclpy
+
+        if self._node is not None:
+            self._exec.shutdown()
+            self._node.destroy_node()
+            self._node = None
+        if self._ctx.ok():
+            rclpy.shutdown(context=self._ctx)

@@ -244,7 +244,7 @@ class ReplayEngine:
 
 def analyse(
     runs: Sequence[RunResult], warmup: int, deadline_ns: int, rate_mode: str, nominal_period_ns: int | None,
-    bins: int,
+    bins: int, stage_names: tuple[str, str] = ('inference_us', 'safety_us'),
 ) -> tuple[dict[str, Any], dict[str, FloatArray], FloatArray]:
     """Statistics over all repeats (the first ``warmup`` records of the first run excluded).
 
@@ -258,8 +258,8 @@ def analyse(
     e2e = (rec[:, COL_OUT] - rec[:, COL_RELEASE]) / 1e3
     samples = {
         'e2e_us': e2e,
-        'inference_us': (rec[:, COL_POLICY] - rec[:, COL_IN]) / 1e3,
-        'safety_us': (rec[:, COL_OUT] - rec[:, COL_POLICY]) / 1e3,
+        stage_names[0]: (rec[:, COL_POLICY] - rec[:, COL_IN]) / 1e3,
+        stage_names[1]: (rec[:, COL_OUT] - rec[:, COL_POLICY]) / 1e3,
         'replay_to_input_us': (rec[:, COL_IN] - rec[:, COL_RELEASE]) / 1e3,
     }
     stages = {k: stats.summarize(v) for k, v in samples.items()}
@@ -362,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--repeat', type=int, help='replays of the bag (>= 2 checks determinism)')
     p.add_argument('--stress', type=int, metavar='N', help='CPU-burning stress workers during the replay')
     p.add_argument('--naive', action='store_true', help='also measure the naive plain-rclpy pipeline')
+    p.add_argument('--external', action='store_true',
+                   help='drive a pipeline running elsewhere over DDS topics instead of composing one here')
     p.add_argument('--baseline', help='earlier report.json (or its directory) to compare with')
     p.add_argument('--tolerance', type=float, help='regression tolerance (default 0.10 = 10 %%)')
     p.add_argument('--out', help='output directory (default: benchmark.out_dir)')
@@ -384,6 +386,8 @@ def _bench_config(args: argparse.Namespace, base: BenchmarkConfig) -> BenchmarkC
         changes['stress_workers'] = args.stress
     if args.naive:
         changes['naive'] = True
+    if args.external:
+        changes['pipeline'] = 'external'
     if args.tolerance is not None:
         changes['regression_tolerance'] = args.tolerance
     if args.out:
@@ -504,7 +508,8 @@ def run_benchmark(
             extra_det.append(extra)
             complete = extra.complete
     fields, samples, t_s = analyse(runs, min(cfg.warmup_messages, max(0, (runs[0].count if runs else 0) - 1)),
-                                   deadline_ns, mode, nominal, cfg.histogram_bins)
+                                   deadline_ns, mode, nominal, cfg.histogram_bins,
+                                   getattr(pipeline, 'stage_names', ('inference_us', 'safety_us')))
     fields['complete'] = complete
     fields['repeats'] = len(runs)
     fields['rate'] = {'mode': mode, 'hz': hz if mode == 'fixed' else inputs.states.rate_hz()}
@@ -512,7 +517,10 @@ def run_benchmark(
     fields['process'] = meter.result
     fields['stress'] = stress.summary()
     fields['determinism'] = determinism(runs + extra_det)
-    fields['pipeline'] = {'description': pipeline.description, 'joint_names': list(pipeline.joint_names)}
+    fields['pipeline'] = {'description': pipeline.description, 'joint_names': list(pipeline.joint_names),
+                          'kind': cfg.pipeline}
+    if hasattr(pipeline, 'lost'):
+        fields['lost'] = int(pipeline.lost)
     stopped = stop_event is not None and stop_event.is_set()
     if cfg.naive and complete and not stopped and naive_runner is not None:
         naive = naive_runner(inputs, cfg)
@@ -581,6 +589,21 @@ def finalize_report(
     return rep
 
 
+def make_pipeline(app: Any, cfg: BenchmarkConfig) -> Any:
+    """The pipeline under test: composed in-process (default) or external over DDS."""
+    from rt_safe_rl.bench import pipeline as pipelines
+
+    if cfg.pipeline == 'external':
+        ext = pipelines.ExternalPipeline(app, cfg.naive_timeout_s)
+        try:
+            ext.wait_for_pipeline(10.0)
+        except BaseException:
+            ext.close()
+            raise
+        return ext
+    return pipelines.NodePipeline(app)
+
+
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
     from rt_safe_rl.config import load_config
 
@@ -599,12 +622,12 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     baseline = reportmod.load_report(args.baseline) if args.baseline else None
 
-    from rt_safe_rl.bench.pipeline import NodePipeline, naive_runner_for
+    from rt_safe_rl.bench import pipeline as pipelines
 
     def log(message: str) -> None:
         print(f'[bench replay] {message}', file=sys.stderr)
 
-    pipeline = NodePipeline(app)
+    pipeline = make_pipeline(app, cfg)
     out_dir = Path(cfg.out_dir)
     try:
         inputs = load_inputs(info, cfg, pipeline.joint_names, app.topics)
@@ -614,7 +637,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             + (f', policy command {inputs.policy_command.topic}' if inputs.policy_command.n else ''))
         deadline_ns = int(cfg.deadline_us * 1e3) if cfg.deadline_us > 0 else app.control.period_ns
         fields, samples, t_s = run_benchmark(pipeline, inputs, cfg, deadline_ns=deadline_ns,
-                                             naive_runner=naive_runner_for(app, pipeline), on_event=log)
+                                             naive_runner=pipelines.naive_runner_for(app, pipeline),
+                                             on_event=log)
     finally:
         pipeline.close()
     rep = finalize_report(app, info, cfg, inputs, pipeline.model_path, fields, samples, t_s,

@@ -106,8 +106,7 @@ class BenchmarkNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Open the bag, decode the topics, build the pipeline. FAILURE (logged) on bad input."""
         from rt_safe_rl.bench import bag as bagmod
-        from rt_safe_rl.bench.pipeline import NodePipeline
-        from rt_safe_rl.bench.replay import load_inputs
+        from rt_safe_rl.bench.replay import load_inputs, make_pipeline
 
         try:
             self._cfg = self._bench_config()
@@ -116,7 +115,7 @@ class BenchmarkNode(LifecycleNode):
                 raise RtSafeRlError("parameter 'bag' is empty: set it to a rosbag2 directory or file")
             self._info = bagmod.inspect_bag(path)
             self.get_logger().info(self._info.listing())
-            self._pipeline = NodePipeline(self._app)
+            self._pipeline = make_pipeline(self._app, self._cfg)
             self._inputs = load_inputs(self._info, self._cfg, self._pipeline.joint_names, self._app.topics)
         except RtSafeRlError as err:
             self._release()
