@@ -25,12 +25,14 @@ N = 3  # joints of the synthetic policies
 PIPE: dict[str, Any] = {
     'default_q': [0.1, -0.2, 0.3],
     'inputs': {'command': {'size': 2, 'default': [1.0, -1.0]}},
-    'observation': {'terms': [
-        {'term': 'joint_pos_rel', 'scale': 2.0},
-        {'term': 'joint_vel', 'scale': 0.5},
-        {'term': 'command', 'scale': [1.0, 10.0]},
-        {'term': 'last_action'},
-    ]},
+    'observation': {
+        'terms': [
+            {'term': 'joint_pos_rel', 'scale': 2.0},
+            {'term': 'joint_vel', 'scale': 0.5},
+            {'term': 'command', 'scale': [1.0, 10.0]},
+            {'term': 'last_action'},
+        ]
+    },
     'action': {'scale': 0.5, 'clip': 1.0},
 }
 OBS = 3 + 3 + 2 + 3
@@ -121,8 +123,13 @@ def _pipe_file(tmp: Path, name: str = 'pipe.yaml', **over: Any) -> Path:
 
 
 def _cfg(tmp: Path, policy: Path, **kw: Any) -> PolicyNodeConfig:
-    base = {'path': str(policy), 'config': str(_pipe_file(tmp)), 'auto_samples': 50, 'auto_timing_iters': 20,
-            'warmup_iters': 2}
+    base = {
+        'path': str(policy),
+        'config': str(_pipe_file(tmp)),
+        'auto_samples': 50,
+        'auto_timing_iters': 20,
+        'warmup_iters': 2,
+    }
     base.update(kw)
     return PolicyNodeConfig(**base)
 
@@ -133,18 +140,23 @@ def _cfg(tmp: Path, policy: Path, **kw: Any) -> PolicyNodeConfig:
 def test_pipeline_config_sizes_and_defaults() -> None:
     cfg = from_mapping(PolicyPipelineConfig, PIPE, 't')
     assert cfg.obs_dim == OBS and cfg.n_joints == N
-    hist = from_mapping(PolicyPipelineConfig, {**PIPE, 'observation': {**PIPE['observation'], 'history_length': 4}})
+    hist = from_mapping(
+        PolicyPipelineConfig, {**PIPE, 'observation': {**PIPE['observation'], 'history_length': 4}}
+    )
     assert hist.obs_dim == 4 * OBS
 
 
-@pytest.mark.parametrize('bad, fragment', [
-    ({'observation': {'terms': [{'term': 'bogus'}]}}, 'term'),
-    ({'observation': {'terms': [{'term': 'joint_vel', 'scale': [1.0, 2.0]}]}}, 'scale has 2 values'),
-    ({'observation': {'terms': [{'term': 'command', 'input': 'nope'}]}}, 'not declared'),
-    ({'action': {'scale': [1.0, 2.0]}}, 'action.scale'),
-    ({'joints': {'names': ['a', 'b']}}, 'joints.names'),
-    ({'unknown_key': 1}, 'unknown key'),
-])
+@pytest.mark.parametrize(
+    'bad, fragment',
+    [
+        ({'observation': {'terms': [{'term': 'bogus'}]}}, 'term'),
+        ({'observation': {'terms': [{'term': 'joint_vel', 'scale': [1.0, 2.0]}]}}, 'scale has 2 values'),
+        ({'observation': {'terms': [{'term': 'command', 'input': 'nope'}]}}, 'not declared'),
+        ({'action': {'scale': [1.0, 2.0]}}, 'action.scale'),
+        ({'joints': {'names': ['a', 'b']}}, 'joints.names'),
+        ({'unknown_key': 1}, 'unknown key'),
+    ],
+)
 def test_pipeline_config_rejects_bad_input(bad: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         from_mapping(PolicyPipelineConfig, {**PIPE, **bad}, 'file.yaml')
@@ -160,8 +172,14 @@ def test_node_config_validation() -> None:
 
 
 def test_shipped_pipeline_configs_parse() -> None:
-    sizes = {'go2_unitree_rl_gym': 48, 'g1_unitree_rl_gym': 47, 'go2_rl_sar_robot_lab': 45,
-             'go2_rl_sar_himloco': 270, 'g1_rl_sar_robomimic_29dof': 96, 'lite3_ppo': 45}
+    sizes = {
+        'go2_unitree_rl_gym': 48,
+        'g1_unitree_rl_gym': 47,
+        'go2_rl_sar_robot_lab': 45,
+        'go2_rl_sar_himloco': 270,
+        'g1_rl_sar_robomimic_29dof': 96,
+        'lite3_ppo': 45,
+    }
     for name, obs_dim in sizes.items():
         assert load_pipeline_config(REPO / 'config' / 'policies' / f'{name}.yaml').obs_dim == obs_dim, name
 
@@ -170,12 +188,18 @@ def test_shipped_pipeline_configs_parse() -> None:
 
 
 def test_observation_terms_history_and_order() -> None:
-    pipe = from_mapping(PolicyPipelineConfig, {
-        'default_q': [1.0, 2.0],
-        'joints': {'names': ['b', 'a']},
-        'observation': {'terms': [{'term': 'joint_pos_rel', 'scale': 10.0}, {'term': 'phase', 'period_s': 1.0}],
-                        'history_length': 3, 'history_order': 'oldest_first'},
-    })
+    pipe = from_mapping(
+        PolicyPipelineConfig,
+        {
+            'default_q': [1.0, 2.0],
+            'joints': {'names': ['b', 'a']},
+            'observation': {
+                'terms': [{'term': 'joint_pos_rel', 'scale': 10.0}, {'term': 'phase', 'period_s': 1.0}],
+                'history_length': 3,
+                'history_order': 'oldest_first',
+            },
+        },
+    )
     ob = ObservationBuilder(pipe, ['a', 'b'])
     out = np.zeros(pipe.obs_dim, np.float32)
     la = np.zeros(2, np.float32)
@@ -188,11 +212,17 @@ def test_observation_terms_history_and_order() -> None:
 
 
 def test_observation_term_layout_newest_first() -> None:
-    pipe = from_mapping(PolicyPipelineConfig, {
-        'default_q': [0.0],
-        'observation': {'terms': [{'term': 'joint_pos'}, {'term': 'joint_vel'}], 'history_length': 2,
-                        'history_layout': 'term'},
-    })
+    pipe = from_mapping(
+        PolicyPipelineConfig,
+        {
+            'default_q': [0.0],
+            'observation': {
+                'terms': [{'term': 'joint_pos'}, {'term': 'joint_vel'}],
+                'history_length': 2,
+                'history_layout': 'term',
+            },
+        },
+    )
     ob = ObservationBuilder(pipe, None)
     out = np.zeros(4, np.float32)
     la = np.zeros(1, np.float32)
@@ -216,11 +246,11 @@ def test_inspect_reports_sizes_hash_and_refuses_other_hash(tmp_path: Path) -> No
 
 
 def test_missing_and_corrupt_files(tmp_path: Path) -> None:
-    with pytest.raises(PolicyLoadError, match='not found.*nope.pt'):
+    with pytest.raises(PolicyLoadError, match=r'not found.*nope\.pt'):
         inspect_policy(tmp_path / 'nope.pt')
     bad = tmp_path / 'bad.pt'
     bad.write_bytes(b'PK\x03\x04garbage' * 10)
-    with pytest.raises(PolicyLoadError, match='bad.pt'):
+    with pytest.raises(PolicyLoadError, match=r'bad\.pt'):
         inspect_policy(bad)
 
 
@@ -232,8 +262,10 @@ def test_state_dict_needs_architecture_and_loads_weights_only(tmp_path: Path) ->
         inspect_policy(p)
     from rt_safe_rl.core.policy.config import ArchitectureConfig, ModelConfig
 
-    mc = ModelConfig(format='state_dict', architecture=ArchitectureConfig(hidden=[32, 16],
-                                                                          state_dict_key='model_state_dict'))
+    mc = ModelConfig(
+        format='state_dict',
+        architecture=ArchitectureConfig(hidden=[32, 16], state_dict_key='model_state_dict'),
+    )
     info = inspect_policy(p, mc)
     assert (info.obs_dim, info.act_dim) == (OBS, N)
     with pytest.raises(PolicyLoadError, match='hidden'):
@@ -241,7 +273,7 @@ def test_state_dict_needs_architecture_and_loads_weights_only(tmp_path: Path) ->
     # pickled code is refused (weights_only=True)
     evil = tmp_path / 'evil.pt'
     torch.save({'model_state_dict': mlp.state_dict(), 'obj': _Printer()}, evil)
-    with pytest.raises(PolicyLoadError, match='evil.pt'):
+    with pytest.raises(PolicyLoadError, match=r'evil\.pt'):
         inspect_policy(evil, mc)
 
 
@@ -285,9 +317,10 @@ def test_configured_backend_unavailable_or_inexact_fails(tmp_path: Path) -> None
     p = _script(tmp_path, _mlp())
     with pytest.raises(PolicyLoadError, match='onnxruntime'):
         load_policy_model(p, PolicyNodeConfig(backend='onnxruntime', auto_samples=10, auto_timing_iters=5))
-    with pytest.raises(PolicyLoadError, match='int8.*rejected|rejected.*int8'):
-        load_policy_model(p, PolicyNodeConfig(backend='int8', tolerance_int8=1e-9, auto_samples=50,
-                                              auto_timing_iters=5))
+    with pytest.raises(PolicyLoadError, match=r"backend 'int8' rejected"):
+        load_policy_model(
+            p, PolicyNodeConfig(backend='int8', tolerance_int8=1e-9, auto_samples=50, auto_timing_iters=5)
+        )
 
 
 def test_printing_policy_is_refused(tmp_path: Path) -> None:
@@ -299,9 +332,12 @@ def test_printing_policy_is_refused(tmp_path: Path) -> None:
 def test_onnx_export_runs_on_onnxruntime_and_numba(tmp_path: Path) -> None:
     pytest.importorskip('onnxruntime')
     p = tmp_path / 'p.onnx'
-    torch.onnx.export(_mlp(), (torch.zeros(1, OBS),), str(p), input_names=['obs'], output_names=['actions'],
-                      dynamo=False)
-    m = load_policy_model(p, PolicyNodeConfig(auto_samples=200, auto_timing_iters=10), obs_dim=OBS, keep_all=True)
+    torch.onnx.export(
+        _mlp(), (torch.zeros(1, OBS),), str(p), input_names=['obs'], output_names=['actions'], dynamo=False
+    )
+    m = load_policy_model(
+        p, PolicyNodeConfig(auto_samples=200, auto_timing_iters=10), obs_dim=OBS, keep_all=True
+    )
     rows = {r.name: r for r in m.table}
     assert m.reference == 'onnxruntime' and rows['onnxruntime'].ok and rows['numba'].ok
     assert not rows['eager'].available
@@ -327,7 +363,7 @@ def test_decimation_hold_and_one_forward_per_step(tmp_path: Path) -> None:
         targets.append(out.copy())
     assert len(calls) == 5 == rt.steps
     for k in range(5):  # held between steps
-        block = np.array(targets[20 * k:20 * (k + 1)])
+        block = np.array(targets[20 * k : 20 * (k + 1)])
         assert np.all(block == block[0])
     # a late cycle runs one step, not a catch-up burst
     rt.control_step(500_000_000, q, dq, None, out)
@@ -335,8 +371,9 @@ def test_decimation_hold_and_one_forward_per_step(tmp_path: Path) -> None:
 
 
 def test_linear_interpolation_reaches_target_over_one_period(tmp_path: Path) -> None:
-    rt = PolicyRuntime.from_config(_cfg(tmp_path, _script(tmp_path, _mlp()), backend='eager', rate_hz=100.0,
-                                        interpolation='linear'))
+    rt = PolicyRuntime.from_config(
+        _cfg(tmp_path, _script(tmp_path, _mlp()), backend='eager', rate_hz=100.0, interpolation='linear')
+    )
     q, dq, out = np.zeros(N), np.zeros(N), np.zeros(N)
     rt.control_step(0, q, dq, None, out)
     start = out.copy()  # first step starts from q... interpolated from the measured q
@@ -359,8 +396,15 @@ def test_action_mapping_and_inputs(tmp_path: Path) -> None:
 
 
 def test_invalid_state_nan_output_and_exception_flag_invalid(tmp_path: Path) -> None:
-    rt = PolicyRuntime.from_config(_cfg(tmp_path, _script(tmp_path, _Bad()), backend='eager', rate_hz=1000.0,
-                                        config=str(_pipe_file(tmp_path, 'scale1.yaml', action={'scale': 1.0}))))
+    rt = PolicyRuntime.from_config(
+        _cfg(
+            tmp_path,
+            _script(tmp_path, _Bad()),
+            backend='eager',
+            rate_hz=1000.0,
+            config=str(_pipe_file(tmp_path, 'scale1.yaml', action={'scale': 1.0})),
+        )
+    )
     q, dq, out = np.zeros(N), np.zeros(N), np.zeros(N)
     assert rt.control_step(0, q, dq, None, out)
     good = out.copy()
@@ -380,8 +424,9 @@ def test_cache_exact_hits_and_refused_for_recurrent(tmp_path: Path) -> None:
     no_last = {'terms': PIPE['observation']['terms'][:3]}  # no last_action: a still robot repeats its obs
     pipe = str(_pipe_file(tmp_path, 'nolast.yaml', observation=no_last))
     obs = OBS - N
-    rt = PolicyRuntime.from_config(_cfg(tmp_path, _script(tmp_path, _mlp(obs)), backend='eager', cache=True,
-                                        rate_hz=1000.0, config=pipe))
+    rt = PolicyRuntime.from_config(
+        _cfg(tmp_path, _script(tmp_path, _mlp(obs)), backend='eager', cache=True, rate_hz=1000.0, config=pipe)
+    )
     q, dq, out = np.zeros(N), np.zeros(N), np.zeros(N)
     outs = []
     for i in range(6):
@@ -389,18 +434,23 @@ def test_cache_exact_hits_and_refused_for_recurrent(tmp_path: Path) -> None:
         outs.append(out.copy())
     assert rt.cache is not None and (rt.cache.hits, rt.cache.misses) == (5, 1)
     assert rt.info['cache']['hit_rate'] == pytest.approx(5 / 6)
-    uncached = PolicyRuntime.from_config(_cfg(tmp_path, _script(tmp_path, _mlp(obs), 'b.pt'), backend='eager',
-                                              rate_hz=1000.0, config=pipe))
+    uncached = PolicyRuntime.from_config(
+        _cfg(tmp_path, _script(tmp_path, _mlp(obs), 'b.pt'), backend='eager', rate_hz=1000.0, config=pipe)
+    )
     out2 = np.zeros(N)
     for i in range(6):
         uncached.control_step(i * 1_000_000, q, dq, None, out2)
         np.testing.assert_array_equal(outs[i], out2)
     with pytest.raises(ConfigError, match='recurrent'):
-        PolicyRuntime.from_config(_cfg(tmp_path, _script(tmp_path, _Lstm(), 'c.pt'), backend='eager', cache=True))
+        PolicyRuntime.from_config(
+            _cfg(tmp_path, _script(tmp_path, _Lstm(), 'c.pt'), backend='eager', cache=True)
+        )
 
 
 def test_reset_restarts_recurrent_state(tmp_path: Path) -> None:
-    rt = PolicyRuntime.from_config(_cfg(tmp_path, _script(tmp_path, _Lstm()), backend='numba', rate_hz=1000.0))
+    rt = PolicyRuntime.from_config(
+        _cfg(tmp_path, _script(tmp_path, _Lstm()), backend='numba', rate_hz=1000.0)
+    )
     q, dq, out = np.full(N, 0.3), np.zeros(N), np.zeros(N)
     seq1 = []
     for i in range(5):
@@ -430,6 +480,37 @@ def test_no_heap_growth_per_control_step(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     skip = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, __file__)]
-    growth = sum(s.size_diff for s in after.filter_traces(skip).compare_to(before.filter_traces(skip), 'lineno'))
+    growth = sum(
+        s.size_diff for s in after.filter_traces(skip).compare_to(before.filter_traces(skip), 'lineno')
+    )
     assert rt.steps > 400
     assert growth < 1024, f'heap grew {growth} B over 10^4 control steps'
+
+
+def test_state_dict_lstm_mlp_runs_on_every_cpu_backend(tmp_path: Path) -> None:
+    from rt_safe_rl.core.policy.config import ArchitectureConfig, ModelConfig
+
+    torch.manual_seed(3)
+    lstm = nn.LSTM(OBS, 16)
+    actor = nn.Sequential(nn.Linear(16, 8), nn.ELU(), nn.Linear(8, N))
+    state = {f'memory.{k}': v for k, v in lstm.state_dict().items()}
+    state.update({f'actor.{k}': v for k, v in actor.state_dict().items()})
+    p = tmp_path / 'lstm_ckpt.pt'
+    torch.save(state, p)
+    mc = ModelConfig(
+        format='state_dict', architecture=ArchitectureConfig(type='lstm_mlp', hidden=[8], lstm_hidden=16)
+    )
+    m = load_policy_model(p, PolicyNodeConfig(auto_samples=200, auto_timing_iters=5), mc, obs_dim=OBS)
+    assert m.info.recurrent and m.info.has_reset_memory
+    rows = {r.name: r for r in m.table}
+    for name in ('eager', 'torchscript', 'numba'):
+        assert rows[name].ok, rows[name]
+    for name in ('fp16', 'int8'):  # reduced precision: measured and reported, never silently exact
+        assert rows[name].available and np.isfinite(rows[name].max_abs_err)
+    with pytest.raises(PolicyLoadError, match='lstm_hidden'):
+        inspect_policy(
+            p,
+            ModelConfig(
+                format='state_dict', architecture=ArchitectureConfig(type='lstm_mlp', lstm_hidden=32)
+            ),
+        )

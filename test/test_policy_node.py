@@ -103,8 +103,12 @@ def test_dds_topic_command_input_and_reset_service(rclpy_context: Any) -> None:
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     peer = Node('peer', namespace='pd', context=rclpy_context)
     actions: list[tuple[int, str, list[float]]] = []
-    peer.create_subscription(Float64MultiArray, 'policy/action',
-                             lambda m: actions.append((m.layout.data_offset, m.layout.dim[0].label, list(m.data))), 10)
+    peer.create_subscription(
+        Float64MultiArray,
+        'policy/action',
+        lambda m: actions.append((m.layout.data_offset, m.layout.dim[0].label, list(m.data))),
+        10,
+    )
     state_pub = peer.create_publisher(JointState, 'joint_states', 10)
     cmd_pub = peer.create_publisher(Float64MultiArray, 'policy/command', 10)
     client = peer.create_client(Trigger, 'policy_node/reset_memory')
@@ -126,7 +130,9 @@ def test_dds_topic_command_input_and_reset_service(rclpy_context: Any) -> None:
             msg.velocity = [0.0] * 7
             state_pub.publish(msg)
 
-        assert _wait(lambda: state_pub.get_subscription_count() > 0 and cmd_pub.get_subscription_count() > 0, 5.0)
+        assert _wait(
+            lambda: state_pub.get_subscription_count() > 0 and cmd_pub.get_subscription_count() > 0, 5.0
+        )
         cmd_pub.publish(Float64MultiArray(data=goal))
         assert _wait(lambda: np.allclose(node.runtime.obs_builder.inputs['command'], goal), 5.0)
         for seq in range(1, 30):

@@ -26,7 +26,13 @@ POLICIES: dict[str, tuple[str, int, int, bool, str]] = {
     'unitree_rl_gym__go2_motion.pt': ('go2_unitree_rl_gym', 48, 12, False, '6dced76f0bb3'),
     'rl_sar__go2_robot_lab_policy.pt': ('go2_rl_sar_robot_lab', 45, 12, False, '9f14cb95e74a'),
     'rl_sar__go2_himloco_himloco.pt': ('go2_rl_sar_himloco', 270, 12, False, 'd9945f85a399'),
-    'rl_sar__g1_robomimic_locomotion_policy_29dof.pt': ('g1_rl_sar_robomimic_29dof', 96, 29, True, 'd1d91b0201be'),
+    'rl_sar__g1_robomimic_locomotion_policy_29dof.pt': (
+        'g1_rl_sar_robomimic_29dof',
+        96,
+        29,
+        True,
+        'd1d91b0201be',
+    ),
     'Lite3_rl_deploy__ppo_policy.onnx': ('lite3_ppo', 45, 12, False, 'efa6581d314d'),
 }
 
@@ -46,7 +52,9 @@ def test_shared_policy_sizes_hash_recurrence_and_exact_fast_path(shared_data: Pa
     assert info.sha256.startswith(sha)
     # 1000 observations; recurrent models as one 1000-step rollout from reset
     cfg = PolicyNodeConfig(backend='auto', auto_samples=1000, auto_timing_iters=20, warmup_iters=2)
-    m = load_policy_model(path, cfg, pipe.model, obs_dim=obs_dim, backends=['numba', 'torchscript'], keep_all=True)
+    m = load_policy_model(
+        path, cfg, pipe.model, obs_dim=obs_dim, backends=['numba', 'torchscript'], keep_all=True
+    )
     rows = {r.name: r for r in m.table}
     assert rows['numba'].available and rows['numba'].ok, rows['numba']
     assert rows['numba'].max_abs_err <= 1e-4
@@ -69,14 +77,23 @@ def test_shared_config_size_mismatch_is_a_clear_error(shared_data: Path) -> None
         inspect_policy(path, _pipe('go2_rl_sar_robot_lab').model, 45)
 
 
-@pytest.mark.parametrize('fname', ['unitree_rl_gym__g1_motion.pt', 'rl_sar__g1_robomimic_locomotion_policy_29dof.pt'])
+@pytest.mark.parametrize(
+    'fname', ['unitree_rl_gym__g1_motion.pt', 'rl_sar__g1_robomimic_locomotion_policy_29dof.pt']
+)
 def test_recurrent_state_advances_once_per_policy_step_at_1khz(shared_data: Path, fname: str) -> None:
     """1 s of a 1 kHz loop at 50 Hz policy rate = 50 forwards; replaying exactly those observations
     through a fresh eager module from reset gives the same actions (state advanced once per step)."""
     cfg_name = POLICIES[fname][0]
     path = shared_data / 'policies' / fname
-    cfg = PolicyNodeConfig(path=str(path), config=str(REPO / 'config' / 'policies' / f'{cfg_name}.yaml'),
-                           backend='numba', rate_hz=50.0, auto_samples=50, auto_timing_iters=5, warmup_iters=2)
+    cfg = PolicyNodeConfig(
+        path=str(path),
+        config=str(REPO / 'config' / 'policies' / f'{cfg_name}.yaml'),
+        backend='numba',
+        rate_hz=50.0,
+        auto_samples=50,
+        auto_timing_iters=5,
+        warmup_iters=2,
+    )
     pipe = _pipe(cfg_name)
     n_robot = pipe.n_joints
     rt = PolicyRuntime.from_config(cfg, None if not pipe.joints.names else list(pipe.joints.names))

@@ -78,18 +78,36 @@ def heap_growth(model: Any, obs: np.ndarray, calls: int) -> dict[str, Any]:
     return {'calls': calls, 'growth_bytes': int(growth), 'growth_bytes_per_call': growth / calls}
 
 
-def run(path: str, config: str | None, backends: list[str] | None, samples: int, iters: int,
-        heap_calls: int, tolerance: float | None) -> dict[str, Any]:
+def run(
+    path: str,
+    config: str | None,
+    backends: list[str] | None,
+    samples: int,
+    iters: int,
+    heap_calls: int,
+    tolerance: float | None,
+) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-ready report."""
     pipe = load_pipeline_config(config) if config else None
-    kwargs: dict[str, Any] = {'backend': 'auto', 'auto_samples': samples, 'auto_timing_iters': iters,
-                              'warmup_iters': 50}
+    kwargs: dict[str, Any] = {
+        'backend': 'auto',
+        'auto_samples': samples,
+        'auto_timing_iters': iters,
+        'warmup_iters': 50,
+    }
     if tolerance is not None:
         kwargs['tolerance'] = tolerance
     cfg = PolicyNodeConfig(**kwargs)
     t0 = time.perf_counter()
-    model = load_policy_model(path, cfg, pipe.model if pipe else None, obs_dim=pipe.obs_dim if pipe else None,
-                              backends=backends, keep_all=True, logger=_Quiet())
+    model = load_policy_model(
+        path,
+        cfg,
+        pipe.model if pipe else None,
+        obs_dim=pipe.obs_dim if pipe else None,
+        backends=backends,
+        keep_all=True,
+        logger=_Quiet(),
+    )
     load_s = time.perf_counter() - t0
     rows = model.table
     by = {r.name: r for r in rows}
@@ -114,9 +132,15 @@ def run(path: str, config: str | None, backends: list[str] | None, samples: int,
         'heap': heap,
         'load_and_measure_s': load_s,
         'metadata': {
-            'sha256': model.info.sha256, 'format': model.info.format, **_versions(),
-            'cpu': _cpu_name(), 'python': platform.python_version(), 'threads': cfg.num_threads,
-            'tolerance': cfg.tolerance, 'tolerance_fp16': cfg.tolerance_fp16, 'tolerance_int8': cfg.tolerance_int8,
+            'sha256': model.info.sha256,
+            'format': model.info.format,
+            **_versions(),
+            'cpu': _cpu_name(),
+            'python': platform.python_version(),
+            'threads': cfg.num_threads,
+            'tolerance': cfg.tolerance,
+            'tolerance_fp16': cfg.tolerance_fp16,
+            'tolerance_int8': cfg.tolerance_int8,
             'time_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
         },
     }
@@ -134,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('path', help='policy file (.pt TorchScript / weights_only checkpoint, .onnx)')
     ap.add_argument('--config', help='per-policy pipeline YAML (sizes, format, architecture)')
     ap.add_argument('--backends', default='all', help="'all' or a comma list of " + ','.join(BACKENDS))
-    ap.add_argument('--samples', type=int, default=1000, help='observations / rollout steps for the error check')
+    ap.add_argument(
+        '--samples', type=int, default=1000, help='observations / rollout steps for the error check'
+    )
     ap.add_argument('--iters', type=int, default=2000, help='timed calls per backend')
     ap.add_argument('--heap-calls', type=int, default=10000, help='calls for the heap-growth check')
     ap.add_argument('--tolerance', type=float, default=None, help='max abs error for FP32 backends (1e-4)')
@@ -153,9 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args.path, args.config, names, args.samples, args.iters, args.heap_calls, args.tolerance)
     rows = [BackendResult(**{k: v for k, v in r.items()}) for r in report['backends']]
     print(format_table(rows, report['selected']), file=sys.stderr)
-    print(f'selected {report["selected"]}: {report["speedup_median"]:.2f}x median, '
-          f'{report["speedup_p99"]:.2f}x p99 vs {report["reference"]}; heap growth '
-          f'{report["heap"]["growth_bytes"]} B over {report["heap"]["calls"]} calls', file=sys.stderr)
+    print(
+        f'selected {report["selected"]}: {report["speedup_median"]:.2f}x median, '
+        f'{report["speedup_p99"]:.2f}x p99 vs {report["reference"]}; heap growth '
+        f'{report["heap"]["growth_bytes"]} B over {report["heap"]["calls"]} calls',
+        file=sys.stderr,
+    )
     text = json.dumps(report, indent=2, default=float)
     print(text)
     if args.json:

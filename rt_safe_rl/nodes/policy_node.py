@@ -60,10 +60,18 @@ class PolicyInferenceNode(SimNodeBase):
     joint_names, action_channel (None in DDS mode), cycles, invalid_cycles, last_error.
     """
 
-    def __init__(self, *, config: AppConfig | None = None, node_name: str = 'policy_node',
-                 namespace: str = '', intra_process: bool = False, **node_kwargs: Any) -> None:
-        super().__init__(node_name, config=config, namespace=namespace, intra_process=intra_process,
-                         **node_kwargs)
+    def __init__(
+        self,
+        *,
+        config: AppConfig | None = None,
+        node_name: str = 'policy_node',
+        namespace: str = '',
+        intra_process: bool = False,
+        **node_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            node_name, config=config, namespace=namespace, intra_process=intra_process, **node_kwargs
+        )
         pc: PolicyNodeConfig = self.app.policy
         desc = {
             'path': 'policy file (.pt TorchScript / weights_only checkpoint, .onnx); package:// allowed',
@@ -75,12 +83,18 @@ class PolicyInferenceNode(SimNodeBase):
         }
         for name in _READ_ONLY:
             value = getattr(pc, name)
-            self.declare_parameter(f'policy.{name}', value, ParameterDescriptor(
-                description=desc[name], read_only=True))
-        self.declare_parameter('policy.interpolation', pc.interpolation, ParameterDescriptor(
-            type=ParameterType.PARAMETER_STRING,
-            description="between policy steps: 'hold' the target or 'linear'ly interpolate (tunable)",
-            additional_constraints="one of: hold, linear"))
+            self.declare_parameter(
+                f'policy.{name}', value, ParameterDescriptor(description=desc[name], read_only=True)
+            )
+        self.declare_parameter(
+            'policy.interpolation',
+            pc.interpolation,
+            ParameterDescriptor(
+                type=ParameterType.PARAMETER_STRING,
+                description="between policy steps: 'hold' the target or 'linear'ly interpolate (tunable)",
+                additional_constraints='one of: hold, linear',
+            ),
+        )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.runtime: Any = None
         self.joint_names: list[str] = []
@@ -105,8 +119,10 @@ class PolicyInferenceNode(SimNodeBase):
         for p in params:
             if p.name == 'policy.interpolation':
                 if p.value not in ('hold', 'linear'):
-                    return SetParametersResult(successful=False,
-                                               reason=f"policy.interpolation must be 'hold' or 'linear', got {p.value!r}")
+                    return SetParametersResult(
+                        successful=False,
+                        reason=f"policy.interpolation must be 'hold' or 'linear', got {p.value!r}",
+                    )
                 if self.runtime is not None:
                     self.runtime.interpolate = p.value == 'linear'  # one attribute store: atomic
         return SetParametersResult(successful=True)
@@ -127,7 +143,7 @@ class PolicyInferenceNode(SimNodeBase):
             self.last_error = str(err)
             self.get_logger().error(f'configure failed: {err}')
             return TransitionCallbackReturn.FAILURE
-        except Exception as err:  # noqa: BLE001 - never crash the node on a bad policy
+        except Exception as err:
             self.last_error = f'{type(err).__name__}: {err}'
             self.get_logger().error(f'configure failed: {self.last_error}')
             return TransitionCallbackReturn.FAILURE
@@ -147,20 +163,31 @@ class PolicyInferenceNode(SimNodeBase):
         depth = app.topics.qos_depth
         group = named_group(self, 'control')
         self._pub = self.create_lifecycle_publisher(Float64MultiArray, app.topics.policy_action, depth)
-        self._subs.append(self.create_subscription(
-            JointState, app.topics.joint_states, self._on_joint_state, depth, callback_group=group))
+        self._subs.append(
+            self.create_subscription(
+                JointState, app.topics.joint_states, self._on_joint_state, depth, callback_group=group
+            )
+        )
         topics = {name: ic.topic for name, ic in rt.pipeline.inputs.items() if ic.topic}
         if 'command' in rt.obs_builder.inputs and 'command' not in topics:
             topics['command'] = app.topics.policy_command
         for name, topic in topics.items():
-            self._subs.append(self.create_subscription(
-                Float64MultiArray, topic, self._input_callback(name),
-                QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT), callback_group=group))
+            self._subs.append(
+                self.create_subscription(
+                    Float64MultiArray,
+                    topic,
+                    self._input_callback(name),
+                    QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT),
+                    callback_group=group,
+                )
+            )
         self._decim = max(1, int(app.topics.observer_decimation)) if self.intra_process else 1
         if self.intra_process:
             from rt_safe_rl.rt.channel import get_channel
 
-            self.action_channel = get_channel(self.resolve_topic_name(app.topics.policy_action), n + ACTION_HEADER)
+            self.action_channel = get_channel(
+                self.resolve_topic_name(app.topics.policy_action), n + ACTION_HEADER
+            )
         self._srv = self.create_service(Trigger, '~/reset_memory', self._on_reset)
         reg = registry()
         self._stage = reg.stage('inference')
@@ -169,9 +196,11 @@ class PolicyInferenceNode(SimNodeBase):
         info = rt.info
         self.get_logger().info(
             f'configured: policy {info["policy"]["path"]} (sha256 {info["policy"]["sha256"][:12]}), '
-            f'{rt.obs_dim} -> {rt.act_dim}, recurrent={info["policy"]["recurrent"]}, backend {info["selected"]!r}, '
+            f'{rt.obs_dim} -> {rt.act_dim}, recurrent={info["policy"]["recurrent"]}, '
+            f'backend {info["selected"]!r}, '
             f'{cfg.rate_hz:g} Hz ({cfg.interpolation}), inputs {sorted(topics)}, '
-            f'{"channel + " if self.intra_process else ""}topic {self._pub.topic_name}')
+            f'{"channel + " if self.intra_process else ""}topic {self._pub.topic_name}'
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def _robot_joint_names(self, cfg: PolicyNodeConfig) -> list[str] | None:
@@ -181,13 +210,15 @@ class PolicyInferenceNode(SimNodeBase):
 
             model = RobotModel.from_config(self.app.robot, self.app.base_dir)
             return list(model.joint_names)
-        except Exception as err:  # noqa: BLE001 - robot model optional for legged policies
+        except Exception as err:
             from rt_safe_rl import paths
             from rt_safe_rl.core.policy.config import load_pipeline_config
 
             pipe = load_pipeline_config(paths.resolve(cfg.config, self.app.base_dir))
             if pipe.joints.names:
-                self.get_logger().warning(f'robot model unavailable ({err}); robot joint order = policy joint names')
+                self.get_logger().warning(
+                    f'robot model unavailable ({err}); robot joint order = policy joint names'
+                )
                 return list(pipe.joints.names)
             return None
 
@@ -251,6 +282,7 @@ class PolicyInferenceNode(SimNodeBase):
         def on_input(msg: Float64MultiArray) -> None:
             if self.runtime is not None and not self.runtime.try_set_input(name, msg.data):
                 self.last_error = f'input {name!r}: wrong size or non-finite values (ignored)'
+
         return on_input
 
     def set_policy_command(self, stamp_ns: int, values: Any) -> None:
@@ -289,7 +321,7 @@ class PolicyInferenceNode(SimNodeBase):
         target = self._target
         try:
             valid = rt.control_step(stamp_ns, q, dq, None, target)
-        except Exception as err:  # noqa: BLE001 - nothing crashes the node: flag and stop
+        except Exception as err:
             self.last_error = f'{type(err).__name__}: {err}'
             valid = False
         self.cycles += 1

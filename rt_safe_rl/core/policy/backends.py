@@ -43,7 +43,6 @@ from rt_safe_rl.core.policy.loading import (
     load_torch_module,
     make_onnx_session,
     reset_torch_state,
-    state_buffers,
 )
 
 F32 = npt.NDArray[np.float32]
@@ -70,8 +69,15 @@ class Backend:
 class TorchBackend(Backend):
     """A torch module on CPU (eager / frozen TorchScript / fp16 / int8)."""
 
-    def __init__(self, name: str, module: Any, obs_dim: int, act_dim: int, half: bool = False,
-                 reset_fn: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        module: Any,
+        obs_dim: int,
+        act_dim: int,
+        half: bool = False,
+        reset_fn: Callable[[], None] | None = None,
+    ) -> None:
         import torch
 
         super().__init__(obs_dim, act_dim)
@@ -219,25 +225,34 @@ def _program_module(program: Any) -> Any:
                     src, k, dst, n, w, b, act = row[1:8]
                     lin = nn.Linear(k, n, bias=b >= 0)
                     with torch.no_grad():
-                        lin.weight.copy_(p[w:w + n * k].reshape(n, k))
+                        lin.weight.copy_(p[w : w + n * k].reshape(n, k))
                         if b >= 0:
-                            lin.bias.copy_(p[b:b + n])
+                            lin.bias.copy_(p[b : b + n])
                     self.steps.append(('linear', len(self.layers), src, k, dst, n, act))
                     self.layers.append(lin)
                 elif op == ex.OP_LSTM:
                     src, k, h, c, hs, wih, whh, b = row[1:9]
                     cell = nn.LSTMCell(k, hs)
                     with torch.no_grad():
-                        cell.weight_ih.copy_(p[wih:wih + 4 * hs * k].reshape(4 * hs, k))
-                        cell.weight_hh.copy_(p[whh:whh + 4 * hs * hs].reshape(4 * hs, hs))
-                        cell.bias_ih.copy_(p[b:b + 4 * hs])
+                        cell.weight_ih.copy_(p[wih : wih + 4 * hs * k].reshape(4 * hs, k))
+                        cell.weight_hh.copy_(p[whh : whh + 4 * hs * hs].reshape(4 * hs, hs))
+                        cell.bias_ih.copy_(p[b : b + 4 * hs])
                         cell.bias_hh.zero_()
                     self.steps.append(('lstm', len(self.layers), src, k, h, c, hs))
                     self.layers.append(cell)
                 elif op == ex.OP_NORMALIZE:
                     src, n, dst, mean, std, eps = row[1:7]
-                    self.steps.append(('norm', p[mean:mean + n].clone(), p[std:std + n].clone(), float(p[eps]),
-                                       src, n, dst))
+                    self.steps.append(
+                        (
+                            'norm',
+                            p[mean : mean + n].clone(),
+                            p[std : std + n].clone(),
+                            float(p[eps]),
+                            src,
+                            n,
+                            dst,
+                        )
+                    )
                 elif op == ex.OP_COPY:
                     self.steps.append(('copy', row[1], row[2], row[3]))
                 elif op == ex.OP_ADD:
@@ -248,37 +263,45 @@ def _program_module(program: Any) -> Any:
             self.out_off, self.out_dim = program.out_off, program.out_dim
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            s = self.scratch
-            s[:, self.in_off:self.in_off + self.in_dim] = x
-            acts = {ex.ACT_ELU: torch.nn.functional.elu, ex.ACT_RELU: torch.relu, ex.ACT_TANH: torch.tanh,
-                    ex.ACT_LEAKY: torch.nn.functional.leaky_relu}
+            s: Any = self.scratch
+            s[:, self.in_off : self.in_off + self.in_dim] = x
+            acts = {
+                ex.ACT_ELU: torch.nn.functional.elu,
+                ex.ACT_RELU: torch.relu,
+                ex.ACT_TANH: torch.tanh,
+                ex.ACT_LEAKY: torch.nn.functional.leaky_relu,
+            }
             for st in self.steps:
                 if st[0] == 'linear':
                     _, i, src, k, dst, n, act = st
-                    y = self.layers[i](s[:, src:src + k])
-                    s[:, dst:dst + n] = acts[act](y) if act in acts else y
+                    layer: Any = self.layers[i]
+                    y = layer(s[:, src : src + k])
+                    s[:, dst : dst + n] = acts[act](y) if act in acts else y
                 elif st[0] == 'lstm':
                     _, i, src, k, h, c, hs = st
-                    hn, cn = self.layers[i](s[:, src:src + k], (s[:, h:h + hs].clone(), s[:, c:c + hs].clone()))
-                    s[:, h:h + hs] = hn
-                    s[:, c:c + hs] = cn
+                    hn, cn = self.layers[i](
+                        s[:, src : src + k], (s[:, h : h + hs].clone(), s[:, c : c + hs].clone())
+                    )
+                    s[:, h : h + hs] = hn
+                    s[:, c : c + hs] = cn
                 elif st[0] == 'norm':
                     _, mean, std, eps, src, n, dst = st
-                    s[:, dst:dst + n] = (s[:, src:src + n] - mean) / (std + eps)
+                    s[:, dst : dst + n] = (s[:, src : src + n] - mean) / (std + eps)
                 elif st[0] == 'copy':
                     _, src, n, dst = st
-                    s[:, dst:dst + n] = s[:, src:src + n]
+                    s[:, dst : dst + n] = s[:, src : src + n]
                 elif st[0] == 'add':
                     _, src, n, dst = st
-                    s[:, dst:dst + n] += s[:, src:src + n]
+                    s[:, dst : dst + n] += s[:, src : src + n]
                 else:
                     _, src, n, dst, eps = st
-                    v = s[:, src:src + n]
-                    s[:, dst:dst + n] = v / torch.clamp(v.norm(dim=1, keepdim=True), min=eps)
-            return s[:, self.out_off:self.out_off + self.out_dim].clone()
+                    v = s[:, src : src + n]
+                    s[:, dst : dst + n] = v / torch.clamp(v.norm(dim=1, keepdim=True), min=eps)
+            return s[:, self.out_off : self.out_off + self.out_dim].clone()
 
         def reset_memory(self) -> None:
-            self.scratch.zero_()
+            scratch: Any = self.scratch
+            scratch.zero_()
 
     return ProgramModule().eval()
 
@@ -316,7 +339,9 @@ def reference_name(info: PolicyInfo) -> str:
     return 'onnxruntime' if info.format == 'onnx' else 'eager'
 
 
-def build_backend(name: str, path: Path, info: PolicyInfo, model_cfg: ModelConfig, num_threads: int = 1) -> Backend:
+def build_backend(
+    name: str, path: Path, info: PolicyInfo, model_cfg: ModelConfig, num_threads: int = 1
+) -> Backend:
     """Construct backend `name` with its own model copy.
 
     Raises:
@@ -333,12 +358,17 @@ def build_backend(name: str, path: Path, info: PolicyInfo, model_cfg: ModelConfi
         from rt_safe_rl.core.policy.extract import Unsupported, extract_onnx_program, extract_program
 
         try:
-            prog = extract_onnx_program(path) if is_onnx else extract_program(load_torch_module(path, info.format,
-                                                                                                 model_cfg))
+            prog = (
+                extract_onnx_program(path)
+                if is_onnx
+                else extract_program(load_torch_module(path, info.format, model_cfg))
+            )
         except Unsupported as err:
             raise PolicyLoadError(f'numba: {err}') from None
         if prog.in_dim != info.obs_dim or prog.out_dim != info.act_dim:
-            raise PolicyLoadError(f'numba: compiled sizes {prog.in_dim}->{prog.out_dim} differ from the model')
+            raise PolicyLoadError(
+                f'numba: compiled sizes {prog.in_dim}->{prog.out_dim} differ from the model'
+            )
         return NumbaBackend(prog)
     if is_onnx:
         if name == 'int8':
@@ -357,7 +387,7 @@ def build_backend(name: str, path: Path, info: PolicyInfo, model_cfg: ModelConfi
     if name == 'torchscript':
         try:
             frozen, reset = _freeze(module)
-        except Exception as err:  # noqa: BLE001 - freezing fails in many ways
+        except Exception as err:
             raise PolicyLoadError(f'torchscript: cannot freeze: {_first_line(err)}') from None
         return TorchBackend('torchscript', frozen, info.obs_dim, info.act_dim, reset_fn=reset)
     if name == 'fp16':
@@ -369,7 +399,7 @@ def build_backend(name: str, path: Path, info: PolicyInfo, model_cfg: ModelConfi
             raise PolicyLoadError('cuda: no CUDA device visible to torch')
         try:
             return CudaGraphBackend(module, info.obs_dim, info.act_dim)
-        except Exception as err:  # noqa: BLE001 - capture failures
+        except Exception as err:
             raise PolicyLoadError(f'cuda: graph capture failed: {_first_line(err)}') from None
     raise PolicyLoadError(f'backend {name!r} is not implemented')
 
@@ -384,14 +414,18 @@ def _int8(module: Any, info: PolicyInfo) -> Backend:
         try:
             module = _program_module(extract_program(module))
         except Unsupported as err:
-            raise PolicyLoadError(f'int8: TorchScript model cannot be rebuilt for quantization: {err}') from None
+            raise PolicyLoadError(
+                f'int8: TorchScript model cannot be rebuilt for quantization: {err}'
+            ) from None
     try:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            q = torch.ao.quantization.quantize_dynamic(module, {nn.Linear, nn.LSTMCell, nn.LSTM}, dtype=torch.qint8)
-    except Exception as err:  # noqa: BLE001
+            q = torch.ao.quantization.quantize_dynamic(
+                module, {nn.Linear, nn.LSTMCell, nn.LSTM}, dtype=torch.qint8
+            )
+    except Exception as err:
         raise PolicyLoadError(f'int8: dynamic quantization failed: {_first_line(err)}') from None
     return TorchBackend('int8', q, info.obs_dim, info.act_dim)
 
@@ -455,9 +489,15 @@ def capture_stdout_fd() -> Iterator[Callable[[], bytes]]:
             data = tmp.read() + py_buf.getvalue().encode()
 
 
-def evaluate_backends(backends: dict[str, Backend], reference: str, obs: F32, cfg: PolicyNodeConfig,
-                      unavailable: dict[str, str] | None = None, timing_iters: int | None = None,
-                      block: int = 50) -> list[BackendResult]:
+def evaluate_backends(
+    backends: dict[str, Backend],
+    reference: str,
+    obs: F32,
+    cfg: PolicyNodeConfig,
+    unavailable: dict[str, str] | None = None,
+    timing_iters: int | None = None,
+    block: int = 50,
+) -> list[BackendResult]:
     """Error vs `reference` over `obs` (rollouts from reset) and interleaved latency per backend.
 
     Args:
@@ -478,14 +518,23 @@ def evaluate_backends(backends: dict[str, Backend], reference: str, obs: F32, cf
         tol = tolerance_for(name, cfg)
         try:
             y = ref if name == reference else rollout(be, obs)
-        except Exception as err:  # noqa: BLE001 - a backend failing at run time is reported, not fatal
-            rows[name] = BackendResult(name, True, ok=False, tolerance=tol, reason=f'failed: {_first_line(err)}')
+        except Exception as err:
+            rows[name] = BackendResult(
+                name, True, ok=False, tolerance=tol, reason=f'failed: {_first_line(err)}'
+            )
             continue
         finite = bool(np.all(np.isfinite(y)))
         err_v = float(np.max(np.abs(y.astype(np.float64) - ref))) if finite else float('inf')
-        rows[name] = BackendResult(name, True, ok=finite and err_v <= tol, max_abs_err=err_v, tolerance=tol,
-                                   reason='' if finite and err_v <= tol else
-                                   ('non-finite output' if not finite else 'error above tolerance'))
+        rows[name] = BackendResult(
+            name,
+            True,
+            ok=finite and err_v <= tol,
+            max_abs_err=err_v,
+            tolerance=tol,
+            reason=''
+            if finite and err_v <= tol
+            else ('non-finite output' if not finite else 'error above tolerance'),
+        )
     n_iter = timing_iters or cfg.auto_timing_iters
     timed = [n for n in backends if n in rows and np.isfinite(rows[n].max_abs_err)]
     samples: dict[str, list[int]] = {n: [] for n in timed}
@@ -496,7 +545,7 @@ def evaluate_backends(backends: dict[str, Backend], reference: str, obs: F32, cf
     for _ in range(rounds):
         for name in timed:
             be = backends[name]
-            o = out[:be.act_dim]
+            o = out[: be.act_dim]
             s = samples[name]
             for _i in range(block):
                 x = obs[k % n_obs]
@@ -517,8 +566,14 @@ def evaluate_backends(backends: dict[str, Backend], reference: str, obs: F32, cf
 
 def select_backend(rows: list[BackendResult], cfg: PolicyNodeConfig, reference: str) -> str:
     """Fastest (median) backend whose error is within its tolerance; reduced precision only if allowed."""
-    ok = [r for r in rows if r.available and r.ok and np.isfinite(r.median_us)
-          and (r.name not in REDUCED_PRECISION or cfg.allow_reduced_precision)]
+    ok = [
+        r
+        for r in rows
+        if r.available
+        and r.ok
+        and np.isfinite(r.median_us)
+        and (r.name not in REDUCED_PRECISION or cfg.allow_reduced_precision)
+    ]
     if not ok:
         return reference
     return min(ok, key=lambda r: r.median_us).name
@@ -526,12 +581,16 @@ def select_backend(rows: list[BackendResult], cfg: PolicyNodeConfig, reference: 
 
 def format_table(rows: list[BackendResult], selected: str) -> str:
     """Human-readable backend table (for logs and the benchmark)."""
-    lines = [f'{"backend":<12} {"ok":<4} {"max_abs_err":>12} {"median_us":>10} {"p99_us":>9} {"max_us":>9}  note']
+    lines = [
+        f'{"backend":<12} {"ok":<4} {"max_abs_err":>12} {"median_us":>10} {"p99_us":>9} {"max_us":>9}  note'
+    ]
     for r in rows:
         mark = '*' if r.name == selected else ' '
         if not r.available:
             lines.append(f'{r.name:<12} {"-":<4} {"":>12} {"":>10} {"":>9} {"":>9}  unavailable: {r.reason}')
             continue
-        lines.append(f'{r.name:<11}{mark} {"yes" if r.ok else "no":<4} {r.max_abs_err:>12.3g} {r.median_us:>10.1f} '
-                     f'{r.p99_us:>9.1f} {r.max_us:>9.1f}  {r.reason}')
+        lines.append(
+            f'{r.name:<11}{mark} {"yes" if r.ok else "no":<4} {r.max_abs_err:>12.3g} {r.median_us:>10.1f} '
+            f'{r.p99_us:>9.1f} {r.max_us:>9.1f}  {r.reason}'
+        )
     return '\n'.join(lines)

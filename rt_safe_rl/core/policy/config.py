@@ -90,8 +90,16 @@ BackendName = Literal['auto', 'eager', 'torchscript', 'numba', 'fp16', 'int8', '
 BACKENDS: tuple[str, ...] = ('eager', 'torchscript', 'numba', 'fp16', 'int8', 'onnxruntime', 'cuda')
 
 TermName = Literal[
-    'joint_pos_rel', 'joint_pos', 'joint_vel', 'last_action', 'command', 'command_error',
-    'projected_gravity', 'base_ang_vel', 'base_lin_vel', 'phase',
+    'joint_pos_rel',
+    'joint_pos',
+    'joint_vel',
+    'last_action',
+    'command',
+    'command_error',
+    'projected_gravity',
+    'base_ang_vel',
+    'base_lin_vel',
+    'phase',
 ]
 
 BASE_INPUT_DEFAULTS: dict[str, tuple[float, float, float]] = {

@@ -43,10 +43,17 @@ PAD = 16  # scratch regions and weight rows are padded to this many floats (one 
 def _pad(n: int) -> int:
     return -(-n // PAD) * PAD
 
-_ACT_BY_KIND = {'ELU': ACT_ELU, 'ReLU': ACT_RELU, 'Tanh': ACT_TANH, 'LeakyReLU': ACT_LEAKY, 'Identity': ACT_NONE}
+
+_ACT_BY_KIND = {
+    'ELU': ACT_ELU,
+    'ReLU': ACT_RELU,
+    'Tanh': ACT_TANH,
+    'LeakyReLU': ACT_LEAKY,
+    'Identity': ACT_NONE,
+}
 
 
-class Unsupported(Exception):
+class Unsupported(Exception):  # noqa: N818 - reads as "raise Unsupported(why)"
     """The model is not a pure Linear/activation/LSTM structure that this compiler handles."""
 
 
@@ -119,7 +126,7 @@ class _Builder:
 
     def linear(self, src: int, w: Any, b: Any | None, act: int) -> tuple[int, int]:
         w = np.asarray(w, dtype=np.float32)
-        n, k = w.shape
+        n = w.shape[0]
         dst = self.alloc(n)
         b_off = self.param(b) if b is not None else -1
         w_off, kp = self.weights(w)
@@ -130,9 +137,16 @@ class _Builder:
     def build(self, in_off: int, in_dim: int, out_off: int, out_dim: int) -> Program:
         params = np.concatenate(self.params) if self.params else np.zeros(1, np.float32)
         return Program(
-            ops=np.array(self.rows, dtype=np.int64).reshape(-1, ROW), params=params.astype(np.float32),
-            scratch_size=max(self.n_scratch, 1), ibuf_size=self.ibuf, in_off=in_off, in_dim=in_dim,
-            out_off=out_off, out_dim=out_dim, state=list(self.state), summary=' > '.join(self.desc),
+            ops=np.array(self.rows, dtype=np.int64).reshape(-1, ROW),
+            params=params.astype(np.float32),
+            scratch_size=max(self.n_scratch, 1),
+            ibuf_size=self.ibuf,
+            in_off=in_off,
+            in_dim=in_dim,
+            out_off=out_off,
+            out_dim=out_dim,
+            state=list(self.state),
+            summary=' > '.join(self.desc),
         )
 
 
@@ -204,7 +218,9 @@ def _lstm(b: _Builder, mod: Any, src: int, k: int) -> tuple[int, int]:
     if bool(getattr(mod, 'batch_first', False)):
         raise Unsupported('batch_first LSTM')
     w_ih, w_hh = _np(mod.weight_ih_l0), _np(mod.weight_hh_l0)
-    bias = _np(mod.bias_ih_l0) + _np(mod.bias_hh_l0) if hasattr(mod, 'bias_ih_l0') else np.zeros(w_ih.shape[0])
+    bias = (
+        _np(mod.bias_ih_l0) + _np(mod.bias_hh_l0) if hasattr(mod, 'bias_ih_l0') else np.zeros(w_ih.shape[0])
+    )
     h4 = w_ih.shape[0]
     if w_ih.shape[1] != k or h4 % 4:
         raise Unsupported('LSTM sizes do not fit')
@@ -308,7 +324,7 @@ def _is_sum_of_two_calls(module: Any) -> bool:
     alpha = add_in[2].node()
     if alpha.kind() != 'prim::Constant' or alpha.output().toIValue() != 1:
         return False
-    return bool(list(graph.outputs())[0].unique() == adds[0].output().unique())
+    return bool(next(iter(graph.outputs())).unique() == adds[0].output().unique())
 
 
 def _sum_of_branches(b: _Builder, module: Any, x: int, in_dim: int) -> Program:
@@ -417,8 +433,13 @@ def extract_onnx_program(path: str | Path) -> Program:
                 raise Unsupported('Elu alpha != 1')
             if t == 'LeakyRelu' and abs(float(attrs.get('alpha', 0.01)) - 0.01) > 1e-9:
                 raise Unsupported('LeakyRelu alpha != 0.01')
-            row[7] = {'Elu': ACT_ELU, 'Relu': ACT_RELU, 'Tanh': ACT_TANH, 'LeakyRelu': ACT_LEAKY,
-                      'Identity': ACT_NONE}[t]
+            row[7] = {
+                'Elu': ACT_ELU,
+                'Relu': ACT_RELU,
+                'Tanh': ACT_TANH,
+                'LeakyRelu': ACT_LEAKY,
+                'Identity': ACT_NONE,
+            }[t]
             where[node.output[0]] = where[a]
             last_linear[node.output[0]] = last_linear[a]
         else:
@@ -511,11 +532,19 @@ def _run_ops(ops: Any, p: Any, s: Any, ibuf: Any, t: Any) -> None:
     for r in range(ops.shape[0]):
         op = ops[r, 0]
         if op == OP_LINEAR:
-            src, k, dst, n, w, b, act = ops[r, 1], ops[r, 2], ops[r, 3], ops[r, 4], ops[r, 5], ops[r, 6], ops[r, 7]
-            y = s[dst:dst + n]
-            _matvec(p[w:w + n * k].reshape((n, k)), s[src:src + k], y, False)
+            src, k, dst, n, w, b, act = (
+                ops[r, 1],
+                ops[r, 2],
+                ops[r, 3],
+                ops[r, 4],
+                ops[r, 5],
+                ops[r, 6],
+                ops[r, 7],
+            )
+            y = s[dst : dst + n]
+            _matvec(p[w : w + n * k].reshape((n, k)), s[src : src + k], y, False)
             if b >= 0:
-                bv = p[b:b + n]
+                bv = p[b : b + n]
                 for i in range(n):
                     y[i] += bv[i]
             if act != ACT_NONE:
@@ -523,24 +552,24 @@ def _run_ops(ops: Any, p: Any, s: Any, ibuf: Any, t: Any) -> None:
         elif op == OP_NORMALIZE:
             src, n, dst, mean, std, eps = ops[r, 1], ops[r, 2], ops[r, 3], ops[r, 4], ops[r, 5], ops[r, 6]
             e = p[eps]
-            xv, yv, mv, sv = s[src:src + n], s[dst:dst + n], p[mean:mean + n], p[std:std + n]
+            xv, yv, mv, sv = s[src : src + n], s[dst : dst + n], p[mean : mean + n], p[std : std + n]
             for i in range(n):
                 yv[i] = (xv[i] - mv[i]) / (sv[i] + e)
         elif op == OP_LSTM:
             src, k, h, c, hs = ops[r, 1], ops[r, 2], ops[r, 3], ops[r, 4], ops[r, 5]
             wih, whh, b, g = ops[r, 6], ops[r, 7], ops[r, 8], ops[r, 9]
             h4 = 4 * hs
-            gv = s[g:g + h4]
-            hv = s[h:h + hs]
-            cv = s[c:c + hs]
-            _matvec(p[wih:wih + h4 * k].reshape((h4, k)), s[src:src + k], gv, False)
-            _matvec(p[whh:whh + h4 * hs].reshape((h4, hs)), hv, gv, True)
-            bv = p[b:b + h4]
+            gv = s[g : g + h4]
+            hv = s[h : h + hs]
+            cv = s[c : c + hs]
+            _matvec(p[wih : wih + h4 * k].reshape((h4, k)), s[src : src + k], gv, False)
+            _matvec(p[whh : whh + h4 * hs].reshape((h4, hs)), hv, gv, True)
+            bv = p[b : b + h4]
             for i in range(h4):
                 gv[i] += bv[i]
             # gates i, f, o: sigmoid = 1 / (1 + exp(-x)); g: tanh = 1 - 2 / (exp(2x) + 1)
-            gi, gf, gg, go = gv[0:hs], gv[hs:2 * hs], gv[2 * hs:3 * hs], gv[3 * hs:h4]
-            _exp_inplace(gv[0:2 * hs], ibuf, -1.0)
+            gi, gf, gg, go = gv[0:hs], gv[hs : 2 * hs], gv[2 * hs : 3 * hs], gv[3 * hs : h4]
+            _exp_inplace(gv[0 : 2 * hs], ibuf, -1.0)
             _exp_inplace(gg, ibuf, 2.0)
             _exp_inplace(go, ibuf, -1.0)
             tv = t[:hs]
@@ -557,17 +586,17 @@ def _run_ops(ops: Any, p: Any, s: Any, ibuf: Any, t: Any) -> None:
                 hv[i] = og * (np.float32(1.0) - np.float32(2.0) / (tv[i] + np.float32(1.0)))
         elif op == OP_COPY:
             src, n, dst = ops[r, 1], ops[r, 2], ops[r, 3]
-            xv, yv = s[src:src + n], s[dst:dst + n]
+            xv, yv = s[src : src + n], s[dst : dst + n]
             for i in range(n):
                 yv[i] = xv[i]
         elif op == OP_ADD:
             src, n, dst = ops[r, 1], ops[r, 2], ops[r, 3]
-            xv, yv = s[src:src + n], s[dst:dst + n]
+            xv, yv = s[src : src + n], s[dst : dst + n]
             for i in range(n):
                 yv[i] += xv[i]
         elif op == OP_L2NORM:
             src, n, dst, eps = ops[r, 1], ops[r, 2], ops[r, 3], ops[r, 4]
-            xv, yv = s[src:src + n], s[dst:dst + n]
+            xv, yv = s[src : src + n], s[dst : dst + n]
             acc = np.float32(0.0)
             for i in range(n):
                 acc += xv[i] * xv[i]
@@ -577,18 +606,19 @@ def _run_ops(ops: Any, p: Any, s: Any, ibuf: Any, t: Any) -> None:
 
 
 @nb.njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
-def run_program(x: Any, ops: Any, p: Any, s: Any, ibuf: Any, tmp: Any, in_off: int, out_off: int,
-                out: Any) -> None:
+def run_program(
+    x: Any, ops: Any, p: Any, s: Any, ibuf: Any, tmp: Any, in_off: int, out_off: int, out: Any
+) -> None:
     """One forward pass: x (float32 [in_dim]) -> out (float32 [out_dim]). RT-safe (no allocation).
 
     `s`: scratch (``scratch_size`` floats, holds LSTM state); `ibuf` int32 / `tmp` float32 work
     areas of ``ibuf_size``.
     """
-    xi = s[in_off:in_off + x.shape[0]]
+    xi = s[in_off : in_off + x.shape[0]]
     for i in range(x.shape[0]):
         xi[i] = x[i]
     _run_ops(ops, p, s, ibuf, tmp)
-    yo = s[out_off:out_off + out.shape[0]]
+    yo = s[out_off : out_off + out.shape[0]]
     for i in range(out.shape[0]):
         out[i] = yo[i]
 
@@ -606,8 +636,17 @@ class CompiledProgram:
 
     def forward(self, x: npt.NDArray[np.float32], out: npt.NDArray[np.float32]) -> None:
         """x float32 [in_dim] -> out float32 [out_dim]; advances LSTM state. RT-safe."""
-        run_program(x, self._ops, self._params, self._scratch, self._ibuf, self._tmp, self.program.in_off,
-                    self.program.out_off, out)
+        run_program(
+            x,
+            self._ops,
+            self._params,
+            self._scratch,
+            self._ibuf,
+            self._tmp,
+            self.program.in_off,
+            self.program.out_off,
+            out,
+        )
 
     def reset(self) -> None:
         """Zero the recurrent state (and the scratch)."""

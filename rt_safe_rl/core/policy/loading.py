@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,13 +108,24 @@ def build_arch_module(arch: ArchitectureConfig, state: dict[str, Any]) -> Any:
     import torch
     from torch import nn
 
-    tensors = {k[len(arch.prefix):]: v for k, v in state.items() if k.startswith(arch.prefix)
-               and isinstance(v, torch.Tensor)}
-    lstm_keys = [k for k in tensors if k.endswith(('weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0'))]
+    tensors = {
+        k[len(arch.prefix) :]: v
+        for k, v in state.items()
+        if k.startswith(arch.prefix) and isinstance(v, torch.Tensor)
+    }
+    lstm_keys = [
+        k for k in tensors if k.endswith(('weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0'))
+    ]
     linear_w = [k for k in tensors if k.endswith('weight') and tensors[k].dim() == 2 and k not in lstm_keys]
     if not linear_w:
         raise PolicyLoadError('state dict holds no Linear weights (2-D *.weight tensors)')
-    acts = {'elu': nn.ELU, 'relu': nn.ReLU, 'tanh': nn.Tanh, 'leaky_relu': nn.LeakyReLU, 'identity': nn.Identity}
+    acts = {
+        'elu': nn.ELU,
+        'relu': nn.ReLU,
+        'tanh': nn.Tanh,
+        'leaky_relu': nn.LeakyReLU,
+        'identity': nn.Identity,
+    }
     layers: list[nn.Module] = []
     for i, wk in enumerate(linear_w):
         w = tensors[wk]
@@ -129,10 +141,12 @@ def build_arch_module(arch: ArchitectureConfig, state: dict[str, Any]) -> Any:
     hidden = [int(tensors[k].shape[0]) for k in linear_w[:-1]]
     if arch.hidden and list(arch.hidden) != hidden:
         raise PolicyLoadError(f'architecture.hidden {arch.hidden} does not match the weights {hidden}')
-    for a, b in zip(linear_w, linear_w[1:], strict=False):
+    for a, b in itertools.pairwise(linear_w):
         if tensors[a].shape[0] != tensors[b].shape[1]:
-            raise PolicyLoadError(f'Linear weights {a} -> {b} do not chain ({tuple(tensors[a].shape)} -> '
-                                  f'{tuple(tensors[b].shape)})')
+            raise PolicyLoadError(
+                f'Linear weights {a} -> {b} do not chain ({tuple(tensors[a].shape)} -> '
+                f'{tuple(tensors[b].shape)})'
+            )
     actor = nn.Sequential(*layers)
     if arch.type == 'mlp':
         if lstm_keys:
@@ -148,8 +162,10 @@ def build_arch_module(arch: ArchitectureConfig, state: dict[str, Any]) -> Any:
     w_ih = one('weight_ih_l0')
     hsize = int(w_ih.shape[0]) // 4
     if hsize != arch.lstm_hidden:
-        raise PolicyLoadError(f'architecture.lstm_hidden {arch.lstm_hidden} does not match the weights ({hsize})')
-    rnn = nn.LSTM(int(w_ih.shape[1]), hsize, num_layers=1)
+        raise PolicyLoadError(
+            f'architecture.lstm_hidden {arch.lstm_hidden} does not match the weights ({hsize})'
+        )
+    rnn: Any = nn.LSTM(int(w_ih.shape[1]), hsize, num_layers=1)
     with torch.no_grad():
         rnn.weight_ih_l0.copy_(w_ih)
         rnn.weight_hh_l0.copy_(one('weight_hh_l0'))
@@ -177,14 +193,14 @@ def _lstm_policy_cls() -> Any:
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             out, (h, c) = self.memory(x.unsqueeze(0), (self.hidden_state, self.cell_state))
-            self.hidden_state.copy_(h)
-            self.cell_state.copy_(c)
+            self.hidden_state.copy_(h)  # type: ignore[operator]
+            self.cell_state.copy_(c)  # type: ignore[operator]
             return self.actor(out.squeeze(0))
 
         @torch.jit.export
         def reset_memory(self) -> None:
-            self.hidden_state.zero_()
-            self.cell_state.zero_()
+            self.hidden_state.zero_()  # type: ignore[operator]
+            self.cell_state.zero_()  # type: ignore[operator]
 
     return LstmPolicy
 
@@ -217,8 +233,10 @@ def load_torch_module(path: Path, fmt: str, model_cfg: ModelConfig) -> Any:
             return torch.jit.load(str(path), map_location='cpu').eval()
     if fmt == 'state_dict':
         if model_cfg.architecture is None:
-            raise PolicyLoadError(f'{path}: a plain checkpoint needs model.architecture in the policy config '
-                                  '(code is never unpickled)')
+            raise PolicyLoadError(
+                f'{path}: a plain checkpoint needs model.architecture in the policy config '
+                '(code is never unpickled)'
+            )
         with _torch_errors(path, 'a weights_only checkpoint'):
             obj = torch.load(io.BytesIO(path.read_bytes()), map_location='cpu', weights_only=True)
         arch = model_cfg.architecture
@@ -295,11 +313,15 @@ def probe_torch(module: Any, obs_dim: int | None) -> tuple[int, int]:
         finally:
             reset_torch_state(module)
         if not isinstance(y, torch.Tensor) or y.dim() not in (1, 2) or (y.dim() == 2 and y.shape[0] != 1):
-            raise PolicyLoadError(f'policy output must be a tensor [1, A], got {getattr(y, "shape", type(y))}')
+            raise PolicyLoadError(
+                f'policy output must be a tensor [1, A], got {getattr(y, "shape", type(y))}'
+            )
         return int(d), int(y.shape[-1])
     if obs_dim:
-        raise PolicyLoadError(f'the model does not accept an observation of size {obs_dim} '
-                              f'(the policy config builds {obs_dim} values): {last}')
+        raise PolicyLoadError(
+            f'the model does not accept an observation of size {obs_dim} '
+            f'(the policy config builds {obs_dim} values): {last}'
+        )
     raise PolicyLoadError(f'cannot find the input size of the model (tried {cands}): {last}')
 
 
@@ -319,8 +341,12 @@ def is_recurrent(module: Any, obs_dim: int) -> bool:
     return not bool(torch.equal(a, b))
 
 
-def inspect_policy(path: str | Path, model_cfg: ModelConfig | None = None, obs_dim: int | None = None,
-                   expected_sha256: str = '') -> PolicyInfo:
+def inspect_policy(
+    path: str | Path,
+    model_cfg: ModelConfig | None = None,
+    obs_dim: int | None = None,
+    expected_sha256: str = '',
+) -> PolicyInfo:
     """Check a policy file and describe it.
 
     Args:
@@ -350,8 +376,10 @@ def inspect_policy(path: str | Path, model_cfg: ModelConfig | None = None, obs_d
     info.has_reset_memory = hasattr(module, 'reset_memory')
     info.recurrent = is_recurrent(module, info.obs_dim)
     if info.recurrent and not info.state_buffers and not info.has_reset_memory:
-        raise PolicyLoadError(f'{p}: the model keeps state between calls but has neither reset_memory() nor '
-                              f'{"/".join(STATE_BUFFER_NAMES)} buffers: it cannot be reset')
+        raise PolicyLoadError(
+            f'{p}: the model keeps state between calls but has neither reset_memory() nor '
+            f'{"/".join(STATE_BUFFER_NAMES)} buffers: it cannot be reset'
+        )
     return info
 
 
@@ -363,13 +391,18 @@ def _inspect_onnx(p: Path, model_cfg: ModelConfig, obs_dim: int | None, info: Po
     sess = make_onnx_session(p)
     ins, outs = sess.get_inputs(), sess.get_outputs()
     inp = next((i for i in ins if i.name == model_cfg.input_name), None) if model_cfg.input_name else ins[0]
-    out = next((o for o in outs if o.name == model_cfg.output_name), None) if model_cfg.output_name else outs[0]
+    out = (
+        next((o for o in outs if o.name == model_cfg.output_name), None) if model_cfg.output_name else outs[0]
+    )
     if inp is None or out is None:
-        raise PolicyLoadError(f'{p}: no ONNX input {model_cfg.input_name!r} / output {model_cfg.output_name!r}; '
-                              f'has inputs {[i.name for i in ins]} outputs {[o.name for o in outs]}')
+        raise PolicyLoadError(
+            f'{p}: no ONNX input {model_cfg.input_name!r} / output {model_cfg.output_name!r}; '
+            f'has inputs {[i.name for i in ins]} outputs {[o.name for o in outs]}'
+        )
     if len(ins) != 1:
-        raise PolicyLoadError(f'{p}: ONNX policies with {len(ins)} inputs (recurrent state as inputs) are '
-                              'not supported')
+        raise PolicyLoadError(
+            f'{p}: ONNX policies with {len(ins)} inputs (recurrent state as inputs) are not supported'
+        )
     d = inp.shape[-1] if isinstance(inp.shape[-1], int) else obs_dim
     a = out.shape[-1] if isinstance(out.shape[-1], int) else None
     if d is None:
@@ -394,7 +427,9 @@ def make_onnx_session(p: Path, threads: int = 1, providers: list[str] | None = N
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(p), sess_options=opts, providers=providers or ['CPUExecutionProvider'])
+        return ort.InferenceSession(
+            str(p), sess_options=opts, providers=providers or ['CPUExecutionProvider']
+        )
     except Exception as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PolicyLoadError(f'{p}: cannot load as ONNX: {msg}') from None

@@ -57,18 +57,30 @@ class PolicyModel:
 
     def report(self) -> dict[str, Any]:
         """JSON-ready description: file info, selected backend, table."""
-        return {'policy': self.info.as_dict(), 'selected': self.selected, 'reference': self.reference,
-                'backends': [r.as_dict() for r in self.table]}
+        return {
+            'policy': self.info.as_dict(),
+            'selected': self.selected,
+            'reference': self.reference,
+            'backends': [r.as_dict() for r in self.table],
+        }
 
 
 def _default_backends() -> list[str]:
     return list(BACKENDS)
 
 
-def load_policy_model(path: str | Path, cfg: PolicyNodeConfig, model_cfg: ModelConfig | None = None,
-                      obs_dim: int | None = None, backends: list[str] | None = None, n_check: int | None = None,
-                      timing_iters: int | None = None, keep_all: bool = False,
-                      obs_scale: float = 1.0, logger: Any = None) -> PolicyModel:
+def load_policy_model(
+    path: str | Path,
+    cfg: PolicyNodeConfig,
+    model_cfg: ModelConfig | None = None,
+    obs_dim: int | None = None,
+    backends: list[str] | None = None,
+    n_check: int | None = None,
+    timing_iters: int | None = None,
+    keep_all: bool = False,
+    obs_scale: float = 1.0,
+    logger: Any = None,
+) -> PolicyModel:
     """Load and check a policy; choose its backend.
 
     Args:
@@ -95,7 +107,9 @@ def load_policy_model(path: str | Path, cfg: PolicyNodeConfig, model_cfg: ModelC
     model_cfg = model_cfg or ModelConfig()
     info = inspect_policy(p, model_cfg, obs_dim if cfg.input_sizes_strict else None, cfg.sha256)
     if obs_dim is not None and info.obs_dim != obs_dim:
-        raise PolicyLoadError(f'{p}: the model takes {info.obs_dim} inputs, the policy config builds {obs_dim}')
+        raise PolicyLoadError(
+            f'{p}: the model takes {info.obs_dim} inputs, the policy config builds {obs_dim}'
+        )
     ref = reference_name(info)
     if backends is None:
         backends = _default_backends() if cfg.backend == 'auto' else [cfg.backend]
@@ -116,8 +130,10 @@ def load_policy_model(path: str | Path, cfg: PolicyNodeConfig, model_cfg: ModelC
         rows = evaluate_backends(built, ref, obs, cfg, unavailable, timing_iters)
     n_bytes = len(printed())
     if n_bytes:
-        raise PolicyLoadError(f'{p}: the policy writes to stdout when called ({n_bytes} bytes over '
-                              f'{len(obs)} calls per backend): refused in a real-time loop')
+        raise PolicyLoadError(
+            f'{p}: the policy writes to stdout when called ({n_bytes} bytes over '
+            f'{len(obs)} calls per backend): refused in a real-time loop'
+        )
     ref_row = next(r for r in rows if r.name == ref)
     if not np.isfinite(ref_row.max_abs_err):
         raise PolicyLoadError(f'{p}: the policy returns non-finite values (NaN/Inf) on test observations')
@@ -129,10 +145,14 @@ def load_policy_model(path: str | Path, cfg: PolicyNodeConfig, model_cfg: ModelC
         if row is None or not row.ok:
             why = row.reason if row is not None else 'not evaluated'
             err_s = f'{row.max_abs_err:.3g}' if row is not None else '?'
-            raise PolicyLoadError(f'backend {selected!r} rejected: {why} (max abs error {err_s} vs {ref}, '
-                                  f'tolerance {row.tolerance if row else "?"})')
-    log.info(f'policy {p.name}: sha256 {info.sha256[:12]}, {info.obs_dim} -> {info.act_dim}, '
-             f'recurrent={info.recurrent}; backend {selected!r}\n{format_table(rows, selected)}')
+            raise PolicyLoadError(
+                f'backend {selected!r} rejected: {why} (max abs error {err_s} vs {ref}, '
+                f'tolerance {row.tolerance if row else "?"})'
+            )
+    log.info(
+        f'policy {p.name}: sha256 {info.sha256[:12]}, {info.obs_dim} -> {info.act_dim}, '
+        f'recurrent={info.recurrent}; backend {selected!r}\n{format_table(rows, selected)}'
+    )
     chosen = built[selected]
     out = np.zeros(info.act_dim, np.float32)
     with capture_stdout_fd() as printed:

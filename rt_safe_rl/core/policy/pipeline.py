@@ -46,7 +46,9 @@ def policy_joint_index(cfg: PolicyPipelineConfig, robot_joint_names: Sequence[st
             raise ConfigError(f'joints.mapping indices {bad} out of range for {n_robot} robot joints')
         return np.array(cfg.joints.mapping, np.int64)
     if n_robot != n:
-        raise ConfigError(f'policy drives {n} joints, robot has {n_robot}: give joints.names or joints.mapping')
+        raise ConfigError(
+            f'policy drives {n} joints, robot has {n_robot}: give joints.names or joints.mapping'
+        )
     return np.arange(n, dtype=np.int64)
 
 
@@ -91,7 +93,9 @@ class ObservationBuilder:
             offsets.append((off, size))
             self._terms.append((t.term, sl, _scale_vec(t.scale, size), t.clip, t.input, t.period_s))
             off += size
-        ages = list(range(h)) if cfg.observation.history_order == 'newest_first' else list(range(h - 1, -1, -1))
+        ages = (
+            list(range(h)) if cfg.observation.history_order == 'newest_first' else list(range(h - 1, -1, -1))
+        )
         gather: list[int] = []
         if cfg.observation.history_layout == 'time':
             for a in ages:
@@ -104,7 +108,9 @@ class ObservationBuilder:
         self._clip = cfg.observation.clip
         norm = cfg.observation.normalization
         self._mean = np.asarray(norm.mean, np.float64) if norm is not None and norm.mean else None
-        self._den = (np.asarray(norm.std, np.float64) + norm.epsilon) if norm is not None and norm.std else None
+        self._den = (
+            (np.asarray(norm.std, np.float64) + norm.epsilon) if norm is not None and norm.std else None
+        )
         self._norm_clip = norm.clip if norm is not None else None
         self._fresh = True
 

@@ -82,8 +82,13 @@ class OutputCache:
 class PolicyRuntime:
     """Observation pipeline + chosen backend + decimation/interpolation, per DEVELOPERS.md."""
 
-    def __init__(self, cfg: PolicyNodeConfig, pipeline: PolicyPipelineConfig, model: PolicyModel,
-                 robot_joint_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: PolicyNodeConfig,
+        pipeline: PolicyPipelineConfig,
+        model: PolicyModel,
+        robot_joint_names: Sequence[str] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.pipeline = pipeline
         self.model = model
@@ -94,14 +99,18 @@ class PolicyRuntime:
         self.obs_dim = pipeline.obs_dim
         self.act_dim = pipeline.n_joints
         if model.info.act_dim != self.act_dim:
-            raise PolicyLoadError(f'the model outputs {model.info.act_dim} actions, the policy config has '
-                                  f'{self.act_dim} joints (default_q)')
+            raise PolicyLoadError(
+                f'the model outputs {model.info.act_dim} actions, the policy config has '
+                f'{self.act_dim} joints (default_q)'
+            )
         self.period_ns = round(1e9 / cfg.rate_hz)
         self.interpolate = cfg.interpolation == 'linear'
         self.cache: OutputCache | None = None
         if cfg.cache:
             if model.info.recurrent:
-                raise ConfigError('policy.cache is refused for a recurrent policy (outputs depend on its state)')
+                raise ConfigError(
+                    'policy.cache is refused for a recurrent policy (outputs depend on its state)'
+                )
             self.cache = OutputCache(cfg.cache_size, self.obs_dim, self.act_dim)
         self._obs = np.zeros(self.obs_dim, np.float32)
         self._act = np.zeros(self.act_dim, np.float32)
@@ -122,23 +131,30 @@ class PolicyRuntime:
         self.ran_policy = False
 
     @classmethod
-    def from_config(cls, cfg: PolicyNodeConfig, robot_joint_names: Sequence[str] | None = None,
-                    base_dir: Path | None = None, logger: Any = None, **load_kwargs: Any) -> PolicyRuntime:
+    def from_config(
+        cls,
+        cfg: PolicyNodeConfig,
+        robot_joint_names: Sequence[str] | None = None,
+        base_dir: Path | None = None,
+        logger: Any = None,
+        **load_kwargs: Any,
+    ) -> PolicyRuntime:
         """Load the pipeline YAML and the policy file, choose the backend, warm up, preallocate.
 
         Paths may be ``package://rt_safe_rl/...`` or relative to `base_dir` (default: cwd).
 
         Raises:
             ConfigError: bad pipeline YAML / joint names.
-            PolicyLoadError: missing/corrupt file (the path is in the message), size mismatch, no exact backend.
+            PolicyLoadError: missing/corrupt file (path in the message), size mismatch, no exact backend.
         """
         pipe_path = paths.resolve(cfg.config, base_dir)
         pipeline = load_pipeline_config(pipe_path)
         pol_path = paths.resolve(cfg.path, base_dir)
         if not pol_path.is_file():
             raise PolicyLoadError(f'policy file not found: {pol_path}')
-        model = load_policy_model(pol_path, cfg, pipeline.model, obs_dim=pipeline.obs_dim, logger=logger,
-                                  **load_kwargs)
+        model = load_policy_model(
+            pol_path, cfg, pipeline.model, obs_dim=pipeline.obs_dim, logger=logger, **load_kwargs
+        )
         rt = cls(cfg, pipeline, model, robot_joint_names)
         rt.reset()
         return rt
@@ -147,11 +163,22 @@ class PolicyRuntime:
     def info(self) -> dict[str, Any]:
         """Sizes, hash, backend table, cache hit rate, counters (JSON-ready)."""
         d = self.model.report()
-        d.update({'backend': self.model.selected, 'n_joints': self.n_joints, 'obs_dim': self.obs_dim, 'act_dim': self.act_dim,
-                  'rate_hz': self.cfg.rate_hz, 'interpolation': self.cfg.interpolation,
-                  'policy_steps': self.steps, 'errors': self.errors, 'last_error': self.last_error,
-                  'cache': None if self.cache is None else {'hits': self.cache.hits, 'misses': self.cache.misses,
-                                                            'hit_rate': self.cache.hit_rate}})
+        d.update(
+            {
+                'backend': self.model.selected,
+                'n_joints': self.n_joints,
+                'obs_dim': self.obs_dim,
+                'act_dim': self.act_dim,
+                'rate_hz': self.cfg.rate_hz,
+                'interpolation': self.cfg.interpolation,
+                'policy_steps': self.steps,
+                'errors': self.errors,
+                'last_error': self.last_error,
+                'cache': None
+                if self.cache is None
+                else {'hits': self.cache.hits, 'misses': self.cache.misses, 'hit_rate': self.cache.hit_rate},
+            }
+        )
         return d
 
     @property
@@ -160,7 +187,7 @@ class PolicyRuntime:
         return self._valid
 
     def reset(self) -> None:
-        """Reset recurrent state, history, last action, inputs and the step schedule (activate / on demand)."""
+        """Reset recurrent state, history, last action, inputs, step schedule (activate / on demand)."""
         self.model.reset()
         self.obs_builder.reset()
         self._last_action[:] = 0.0
@@ -172,8 +199,9 @@ class PolicyRuntime:
         """Set a named input (e.g. 'command') outside control_step; False if unknown/wrong size/non-finite."""
         return self.obs_builder.try_set_input(name, values)
 
-    def control_step(self, t_ns: int, q: F64, dq: F64, inputs: Mapping[str, Any] | None,
-                     out_q_target: F64) -> bool:
+    def control_step(
+        self, t_ns: int, q: F64, dq: F64, inputs: Mapping[str, Any] | None, out_q_target: F64
+    ) -> bool:
         """One control cycle. Returns False for an invalid action (safety must stop).
 
         Args:
@@ -184,8 +212,14 @@ class PolicyRuntime:
         """
         self.ran_policy = False
         n = self.n_joints
-        if (not isinstance(q, np.ndarray) or not isinstance(dq, np.ndarray) or q.shape != (n,) or dq.shape != (n,)
-                or q.dtype.kind != 'f' or dq.dtype.kind != 'f'):
+        if (
+            not isinstance(q, np.ndarray)
+            or not isinstance(dq, np.ndarray)
+            or q.shape != (n,)
+            or dq.shape != (n,)
+            or q.dtype.kind != 'f'
+            or dq.dtype.kind != 'f'
+        ):
             return self._invalid(out_q_target, None, 'state of wrong shape or dtype')
         if not (np.isfinite(q).all() and np.isfinite(dq).all()):
             return self._invalid(out_q_target, None, 'non-finite joint state')
@@ -242,7 +276,7 @@ class PolicyRuntime:
                 self.model.forward(obs, act)
                 if self.cache is not None:
                     self.cache.put(obs, act)
-        except Exception as err:  # noqa: BLE001 - a failing policy must not crash the loop
+        except Exception as err:
             self._fail(f'policy raised {type(err).__name__}: {err}')
             return
         if not np.isfinite(act).all():
