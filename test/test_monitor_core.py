@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -37,6 +38,12 @@ def _samples(t_start_ns: int, n: int, period_ns: int, dur_ns: float | np.ndarray
     t = t_start_ns + np.arange(1, n + 1, dtype=np.float64) * period_ns
     d = np.broadcast_to(np.asarray(dur_ns, dtype=np.float64), (n,))
     return np.stack([t, d], axis=1)
+
+
+def _burn_cpu(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
 
 def _status(statuses: list, name: str):  # type: ignore[no-untyped-def]
@@ -291,6 +298,7 @@ def test_regression_baseline_formats_and_detection(tmp_path: Path) -> None:
 def test_system_sampler_reads_process_and_threads() -> None:
     s = SystemSampler(per_thread=True)
     first = s.sample(1.0)
+    _burn_cpu(0.05)  # thread CPU times tick at 10 ms: make this thread visibly busy
     assert first.process_rss_bytes > 10 * 2**20 and 0.0 <= first.system_memory_percent <= 100.0
     second = s.sample(2.0)
     assert second.threads_cpu_percent  # per-thread deltas appear from the second sample on

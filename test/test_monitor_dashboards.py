@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ def scraped_names() -> set[str]:
                          {'human_distance_m': 1.0})
     sampler = SystemSampler()
     sampler.sample(1.0)
+    end = time.thread_time() + 0.05  # busy enough for a per-thread CPU reading (10 ms ticks)
+    while time.thread_time() < end:
+        pass
     core.ingest_system(sampler.sample(2.0))
     core.evaluate(t0 + 101_000_000)
     ex = PrometheusExporter()

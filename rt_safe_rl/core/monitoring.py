@@ -600,7 +600,7 @@ class SystemSample(NamedTuple):
     process_rss_bytes: int
     ctx_switches_voluntary: int
     ctx_switches_involuntary: int
-    threads_cpu_percent: dict[str, float]  # 'name:tid' -> % of one core since the previous sample
+    threads_cpu_percent: dict[str, float]  # 'name:tid' -> % of one core since the previous sample (busy ones)
 
 
 class SystemSampler:
@@ -640,8 +640,8 @@ class SystemSampler:
                     used = th.user_time + th.system_time
                     cur[th.id] = used
                     prev = self._prev_threads.get(th.id)
-                    if dt > 0 and prev is not None:
-                        threads[f'{self._thread_name(th.id)}:{th.id}'] = max(0.0, 100.0 * (used - prev) / dt)
+                    if dt > 0 and prev is not None and used > prev:  # idle threads are left out
+                        threads[f'{self._thread_name(th.id)}:{th.id}'] = 100.0 * (used - prev) / dt
                 self._prev_threads = cur
                 self._prev_t = now_s
         return SystemSample(float(ps.cpu_percent(interval=None)), float(ps.virtual_memory().percent),
@@ -860,9 +860,8 @@ class MonitorCore:
             al.update(f'{spec.name}.rate', spec.name, lvl,
                       f'rate {summ.rate_hz:.1f} Hz < {th.rate_warn_fraction:g} x {exp:g} Hz', now_ns)
 
-        cycles = max((ds.get(s, 0) for s in spec.stages), default=0)
-        if rate_stage:
-            cycles = ds.get(rate_stage, 0) or cycles
+        # Rates are per control cycle (loop ticks in the window), whatever the component's own stage rate.
+        cycles = ds.get(self.loop_rate_stage(), 0) or max((ds.get(s, 0) for s in spec.stages), default=0)
         checks = (('miss', spec.miss_counters, th.miss_rate_warn, th.miss_rate_error),
                   ('error', spec.error_counters, th.error_rate_warn, th.error_rate_error))
         for kind, names, warn, err in checks:

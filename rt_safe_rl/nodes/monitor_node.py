@@ -128,6 +128,7 @@ class MonitorNode(LifecycleNode):
         self._dropped_at_start: dict[str, int] = {}
         self._last_eval_wall = 0.0
         self._cpu_at_last_eval = 0
+        self.last_error = ''  # why the last configure failed (bringup reports it)
         super().__init__(node_name, namespace=namespace, **node_kwargs)
         self.declare_parameter('config_file', '', ParameterDescriptor(
             description='YAML config (THE config layout); empty = the shipped config/default.yaml',
@@ -194,8 +195,10 @@ class MonitorNode(LifecycleNode):
                 base_dir = getattr(self._app, 'base_dir', None)
                 baseline = load_benchmark_baseline(resolve(cfg.regression.baseline_report, base_dir))
         except ConfigError as err:
+            self.last_error = str(err)
             self.get_logger().error(f'configure failed: {err}')
             return TransitionCallbackReturn.FAILURE
+        self.last_error = ''
         rate = float(getattr(getattr(self._app, 'control', None), 'rate_hz', 1000.0))
         self._cfg = cfg
         self._core = MonitorCore(cfg, expected_rate_hz=rate, baseline=baseline)
