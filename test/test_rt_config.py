@@ -45,7 +45,7 @@ def test_negative_cpu_counts_from_last() -> None:
 
 
 def test_shared_thread_must_agree() -> None:
-    with pytest.raises(ConfigError, match='conflicts with groups.control'):
+    with pytest.raises(ConfigError, match=r'conflicts with groups\.control'):
         build({'control': {'priority': 80}, 'safety': {'priority': 81, 'thread': 'control'}})
 
 

@@ -61,6 +61,7 @@ from rt_safe_rl.rt.ring import SpscRing
 _FAR_NS = 1 << 62
 _IDLE_WAIT_NS = 50_000_000  # an idle thread re-checks its task set at least this often
 _REFRESH_NS = 500_000_000  # rt_tasks() re-read at least this often (and after any non-RT callback)
+_NO_WORK: tuple[tuple[Any, ...], ...] = ((), (), (), ())
 _HOUSEKEEPING_S = 0.1  # period of the non-RT housekeeping thread
 _STALL_NS = 100_000_000  # a callback running this long is reported as a stall
 
@@ -758,8 +759,8 @@ class RtExecutor:
             self._last_refresh_ns = time.monotonic_ns()
             work = self._collect(strict)
             for name in set(self._threads) | set(work):
-                p, t, s, tm = work.get(name, ([], [], [], []))
-                sig = (tuple(p), tuple(t), tuple(s), tuple(tm))
+                w = work.get(name)
+                sig = (tuple(w[0]), tuple(w[1]), tuple(w[2]), tuple(w[3])) if w is not None else _NO_WORK
                 if self._work_signature.get(name) == sig:
                     continue
                 self._work_signature[name] = sig
