@@ -81,6 +81,7 @@ class ControlLikeLoop:
         self.e2e_ns = np.zeros(capacity, dtype=np.int64)
         self.n = 0
         self.misses = 0
+        self._prev_end = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name='ctl_loop', daemon=True)
 
@@ -109,39 +110,43 @@ class ControlLikeLoop:
         except (PermissionError, OSError) as err:
             self.rt_granted = f'not granted: {err}'
 
+    def step(self, deadline_ns: int) -> int:
+        """One cycle (the RT path): work, metrics, own e2e sample; returns its end time (ns)."""
+        mono = time.monotonic_ns
+        t0 = mono()
+        # "inference": a small MLP on preallocated arrays
+        np.dot(self._w1, self._x, out=self._h)
+        np.tanh(self._h, out=self._h)
+        np.dot(self._w2, self._h, out=self._y)
+        t1 = mono()
+        self._st_inf.record_ns(t1, t1 - t0)
+        self._c_steps.inc()
+        # "safety": clamp to limits
+        np.clip(self._y, -self._lim, self._lim, out=self._y)
+        t2 = mono()
+        self._st_saf.record_ns(t2, t2 - t1)
+        if self._y[0] >= self._lim[0]:
+            self._c_int.inc()
+        e2e = t2 - deadline_ns
+        self._st_e2e.record_ns(t2, e2e)
+        if self._prev_end:
+            self._st_per.record_ns(t2, t2 - self._prev_end)
+        self._prev_end = t2
+        n = self.n
+        if n < self.e2e_ns.shape[0]:
+            self.e2e_ns[n] = e2e
+            self.n = n + 1
+        return t2
+
     def _run(self) -> None:
         self._setup_rt()
-        mono = time.monotonic_ns
         period = self.period_ns
-        deadline = mono() + period
-        prev_end = deadline
-        cap = self.e2e_ns.shape[0]
+        deadline = time.monotonic_ns() + period
         while not self._stop.is_set():
-            wait_ns = deadline - mono()
+            wait_ns = deadline - time.monotonic_ns()
             if wait_ns > 0:
                 time.sleep(wait_ns / 1e9)
-            t0 = mono()
-            # "inference": a small MLP on preallocated arrays
-            np.dot(self._w1, self._x, out=self._h)
-            np.tanh(self._h, out=self._h)
-            np.dot(self._w2, self._h, out=self._y)
-            t1 = mono()
-            self._st_inf.record_ns(t1, t1 - t0)
-            self._c_steps.inc()
-            # "safety": clamp to limits
-            np.clip(self._y, -self._lim, self._lim, out=self._y)
-            t2 = mono()
-            self._st_saf.record_ns(t2, t2 - t1)
-            if self._y[0] >= self._lim[0]:
-                self._c_int.inc()
-            e2e = t2 - deadline
-            self._st_e2e.record_ns(t2, e2e)
-            self._st_per.record_ns(t2, t2 - prev_end)
-            prev_end = t2
-            n = self.n
-            if n < cap:
-                self.e2e_ns[n] = e2e
-                self.n = n + 1
+            t2 = self.step(deadline)
             deadline += period
             if t2 > deadline:  # missed the next deadline: skip to the grid
                 self.misses += 1
@@ -178,7 +183,8 @@ def _default_switch_interval_s() -> float:
 
 
 def run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: float,
-        monitor_overrides: dict[str, Any], switch_interval_s: float = 0.0005) -> dict[str, Any]:
+        monitor_overrides: dict[str, Any], switch_interval_s: float = 0.0005,
+        executor: str = 'rt') -> dict[str, Any]:
     """Run the on/off comparison; returns the report dict.
 
     ``switch_interval_s`` is applied with ``sys.setswitchinterval`` for the run (as the RtExecutor
@@ -187,20 +193,20 @@ def run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: float
     old_switch = sys.getswitchinterval()
     sys.setswitchinterval(switch_interval_s)
     try:
-        return _run(duration_s, pairs, rate_hz, rt, warmup_s, monitor_overrides, switch_interval_s)
+        return _run(duration_s, pairs, rate_hz, rt, warmup_s, monitor_overrides, switch_interval_s,
+                    executor)
     finally:
         sys.setswitchinterval(old_switch)
 
 
 def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: float,
-         monitor_overrides: dict[str, Any], switch_interval_s: float) -> dict[str, Any]:
+         monitor_overrides: dict[str, Any], switch_interval_s: float, executor: str) -> dict[str, Any]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
     from rt_safe_rl.nodes.monitor_node import MonitorNode
-    from rt_safe_rl.rt.metrics import registry
 
     port = _free_port()
     ctx = rclpy.Context()
@@ -208,28 +214,55 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
     params = [Parameter('monitor.metrics.port', value=port)]
     params += [Parameter(f'monitor.{k}', value=v) for k, v in monitor_overrides.items()]
     node = MonitorNode(context=ctx, parameter_overrides=params, node_name='monitor_bench')
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
+    cap = int(rate_hz * (warmup_s + 2 * pairs * duration_s + 30))
+    loop = ControlLikeLoop(rate_hz, rt and executor == 'thread', cap)
+    extra_nodes: list[Any] = []
+    rt_report: dict[str, Any] = {}
     stop = threading.Event()
-    spin_thread_id: list[int] = []
+    if executor == 'rt':
+        # Production layout: the loop is a PeriodicTask in the 'control' RT group of the RtExecutor
+        # (rt section of the shipped config), the monitor runs in its non-RT group.
+        from rt_safe_rl.config import load_config
+        from rt_safe_rl.rt.executor import PeriodicTask, RtExecutor
 
-    def spin() -> None:
-        spin_thread_id.append(threading.get_ident())
-        while not stop.is_set():
-            ex.spin_once(timeout_sec=0.1)
+        rt_cfg = load_config(None).rt
+        def cycle(deadline_ns: int) -> None:
+            loop.step(deadline_ns)
+
+        task = PeriodicTask('bench_loop', 'control', loop.period_ns, cycle, enabled=True)
+        loop_node = rclpy.create_node('monitor_bench_loop', context=ctx)
+        loop_node.rt_tasks = lambda: [task]  # type: ignore[attr-defined]
+        extra_nodes.append(loop_node)
+        ex: Any = RtExecutor(rt_cfg, context=ctx)
+        ex.add_node(loop_node)
+        ex.add_node(node)
+        spinner = threading.Thread(target=ex.spin, name='rt_spin', daemon=True)
+
+        def misses() -> int:
+            return int(task.misses)
+    else:
+        ex = SingleThreadedExecutor(context=ctx)
+        ex.add_node(node)
+
+        def spin() -> None:
+            while not stop.is_set():
+                ex.spin_once(timeout_sec=0.1)
+
+        spinner = threading.Thread(target=spin, name='monitor_exec', daemon=True)
+
+        def misses() -> int:
+            return loop.misses
 
     if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-        raise RtSafeRlError('monitor bench: MonitorNode configure failed (see log)')
-    spinner = threading.Thread(target=spin, name='monitor_exec', daemon=True)
-    spinner.start()
-    cap = int(rate_hz * (warmup_s + 2 * pairs * duration_s + 30))
-    loop = ControlLikeLoop(rate_hz, rt, cap)
+        raise RtSafeRlError(f'monitor bench: MonitorNode configure failed: {node.last_error}')
     scraper = subprocess.Popen([sys.executable, '-c', _SCRAPER, str(port), '1.0'],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     segments: list[dict[str, Any]] = []
     samples: dict[str, list[npt.NDArray[np.int64]]] = {'off': [], 'on': []}
     try:
-        loop.start()
+        spinner.start()
+        if executor == 'thread':
+            loop.start()
         time.sleep(warmup_s)
         # drain what warm-up left in the rings so 'on' segments start clean
         node.drain()
@@ -239,12 +272,12 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
                 if mode == 'on':
                     node.trigger_activate()
                 i0 = loop.mark()
-                cpu0, proc0, w0, miss0 = node.cpu_time_s, time.process_time(), time.monotonic(), loop.misses
+                cpu0, proc0, w0, miss0 = node.cpu_time_s, time.process_time(), time.monotonic(), misses()
                 time.sleep(duration_s)
                 e2e = loop.between(i0, loop.mark())
                 wall = time.monotonic() - w0
                 seg = {'pair': i, 'mode': mode, 'wall_s': round(wall, 3), **_summary_us(e2e),
-                       'misses': loop.misses - miss0,
+                       'misses': misses() - miss0,
                        'process_cpu_percent': 100.0 * (time.process_time() - proc0) / wall,
                        'monitor_callbacks_cpu_percent': 100.0 * (node.cpu_time_s - cpu0) / wall}
                 if mode == 'on':
@@ -253,14 +286,23 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
                 segments.append(seg)
                 samples[mode].append(e2e)
     finally:
-        loop.stop()
         scraper.terminate()
         scraper.wait(timeout=5)
+        if executor == 'thread':
+            loop.stop()
         stop.set()
-        spinner.join(timeout=2)
         ex.shutdown()
+        spinner.join(timeout=5)
+        if executor == 'rt':
+            rt_report = ex.report()
+            ex.destroy()
         node.destroy_node()
+        for n in extra_nodes:
+            n.destroy_node()
         rclpy.shutdown(context=ctx)
+    if executor == 'rt':
+        granted = rt_report.get('threads', {}).get('control', {}).get('granted')
+        loop.rt_granted = f'RtExecutor control group: {granted}'
 
     allv = {m: np.concatenate(v) if v else np.zeros(0, np.int64) for m, v in samples.items()}
     off, on = _summary_us(allv['off']), _summary_us(allv['on'])
@@ -274,12 +316,15 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
     mon_cpu = float(np.mean([s['monitor_callbacks_cpu_percent'] for s in on_segs]))
     proc_delta = float(np.mean([s['process_cpu_percent'] for s in on_segs])
                        - np.mean([s['process_cpu_percent'] for s in off_segs]))
+    from rt_safe_rl.rt.metrics import registry
+
     reg = registry()
     return {
         'bench': 'monitor',
         'machine': {'cpus': os.cpu_count(), 'loop_rt': loop.rt_granted or 'off',
                     'host': os.uname().nodename},
-        'config': {'duration_s': duration_s, 'pairs': pairs, 'rate_hz': rate_hz, 'warmup_s': warmup_s,
+        'config': {'executor': executor, 'duration_s': duration_s, 'pairs': pairs, 'rate_hz': rate_hz,
+                   'warmup_s': warmup_s,
                    'monitor_overrides': monitor_overrides, 'scrape_period_s': 1.0,
                    'gil_switch_interval_s': switch_interval_s},
         'off': off, 'on': on,
@@ -315,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--pairs', type=int, default=6, help='off/on segment pairs (default 6)')
     ap.add_argument('--rate-hz', type=float, default=1000.0, help='loop rate (default 1000)')
     ap.add_argument('--warmup-s', type=float, default=2.0)
-    ap.add_argument('--rt', action='store_true', help='SCHED_FIFO 80 + pin the loop thread (needs root)')
+    ap.add_argument('--executor', choices=('rt', 'thread'), default='rt',
+                    help='rt: the loop is a PeriodicTask of the RtExecutor (shipped rt config), the '
+                         'monitor in its non-RT group (default); thread: plain thread + rclpy executor')
+    ap.add_argument('--rt', action='store_true',
+                    help='thread mode: SCHED_FIFO 80 + pin the loop (needs root)')
     ap.add_argument('--gil-switch-interval-s', type=float, default=None,
                     help='sys.setswitchinterval for the run (default: rt.gil_switch_interval_s default)')
     ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
@@ -326,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         raise RtSafeRlError('need --duration-s > 0, --pairs >= 1, --rate-hz > 0, --warmup-s >= 0')
     overrides = dict(_parse_override(s) for s in args.set)
     switch = args.gil_switch_interval_s or _default_switch_interval_s()
-    report = run(args.duration_s, args.pairs, args.rate_hz, args.rt, args.warmup_s, overrides, switch)
+    report = run(args.duration_s, args.pairs, args.rate_hz, args.rt, args.warmup_s, overrides, switch,
+                 args.executor)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
