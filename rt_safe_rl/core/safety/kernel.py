@@ -9,10 +9,11 @@ q' = q + v' dt) of the (blended) target onto
   braking-consistent position (viability) ``v' dt + v'^2/(2 a_max) <= q_max - q`` (and mirrored):
   braking at a_max from any state that satisfies them keeps satisfying them, so the set is
   invariant and the position limit is never crossed;
-* soft per-joint bounds, kept whenever compatible with the hard ones (else relaxed to the
-  nearest point and reported): effort through the PD model ``|kp (q' - q_meas) - kd dq_meas| <=
-  effort_max`` (higher priority), then jerk ``|a' - a| <= j_max dt`` with libfranka's shaping
-  ``a' <= (j/a)(v_up - v)`` near the velocity limits;
+* soft per-joint bounds, kept whenever compatible with the hard ones (else relaxed and
+  reported): effort through the PD model ``|kp (q' - q_meas) - kd dq_meas| <= effort_max``
+  (higher priority; dropped for the cycle when incompatible, and not applied while braking),
+  then jerk ``|a' - a| <= j_max dt`` with libfranka's shaping ``a' <= (j/a)(v_up - v)`` near the
+  velocity limits (when incompatible, the hard-feasible value nearest to it is taken);
 * coupled half-spaces ``G v' <= h``: speed and separation monitoring (speed of each monitored
   point toward each human point <= ISO/TS 15066 v_max(d), or the PFL contact speed) and the
   Cartesian workspace box (braking-consistent distance to each face), both linear in v' through
@@ -98,6 +99,8 @@ def alloc_work(n: int, n_frames: int, m_points: int, h_max: int) -> tuple[np.nda
         np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(k_max, dtype=np.int64),
         np.zeros(k_max), np.zeros((k_max, k_max)), np.zeros(k_max), np.zeros(k_max), np.zeros(n),
         np.zeros(n), np.zeros(k_max, dtype=np.bool_),
+        # hard (+ effort) per-joint bounds, used when the jerk tier makes the coupled set empty
+        np.zeros(n), np.zeros(n),
     )
 
 
@@ -121,7 +124,7 @@ def filter_kernel(
     vdes: np.ndarray, target: np.ndarray, g_mat: np.ndarray, hvec: np.ndarray, rowkind: np.ndarray,
     qx: np.ndarray, qbsign: np.ndarray, qub: np.ndarray, qsidx: np.ndarray, qus: np.ndarray,
     qchol: np.ndarray, qrhs: np.ndarray, qcs: np.ndarray, qz: np.ndarray, qrb: np.ndarray,
-    qins: np.ndarray,
+    qins: np.ndarray, lo_hard: np.ndarray, hi_hard: np.ndarray,
     out: np.ndarray, rep: np.ndarray,
 ) -> None:
     """One filter cycle for one state. Reads/updates the command state `cs` (3, n) = (q, v, a).
@@ -235,7 +238,9 @@ def filter_kernel(
         vdes[j] = 0.0 if braking else (target[j] - cs[0, j]) / dt
     # ---- per-joint bounds ----
     jerk_on = sp[SP_JERK_ON] != 0.0
-    eff_on = sp[SP_EFFORT_ON] != 0.0 and meas_ok
+    # effort (PD model) is not applied while braking: it would forbid decelerating faster than the
+    # damping torque allows, i.e. it could keep a stopping robot at speed
+    eff_on = sp[SP_EFFORT_ON] != 0.0 and meas_ok and not braking
     for j in range(n):
         qc = cs[0, j]
         vc = cs[1, j]
@@ -266,11 +271,10 @@ def filter_kernel(
                 lo_j = max(lo_j, el)
                 hi_j = min(hi_j, eu)
             else:
+                # incompatible with the hard limits: dropped for this cycle (reported)
                 mask |= A_EFFORT_RELAXED
-                if eu < lo_j:
-                    hi_j = lo_j
-                else:
-                    lo_j = hi_j
+        lo_hard[j] = lo_j
+        hi_hard[j] = hi_j
         if jerk_on:
             j_m = lim[L_JMAX, j]
             a_lo_s, a_up_s = accel_shaping_bounds(vc, max(-v_m, v_lo_via), min(v_m, v_up_via), a_m, j_m)
@@ -347,7 +351,19 @@ def filter_kernel(
         qp_status, qp_iters = project_box_halfspaces(
             vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
             qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+        if qp_status != QP_OK and jerk_on:
+            # the jerk tier made the coupled set empty: relax jerk (reported), keep the hard box
+            mask |= A_JERK_RELAXED
+            for j in range(n):
+                lo[j] = lo_hard[j]
+                hi[j] = hi_hard[j]
+            qp_status, it2 = project_box_halfspaces(
+                vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
+                qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+            qp_iters += it2
         if qp_status != QP_OK:
+            # still empty (e.g. a person closer than the robot can brake for): brake as hard as
+            # the per-joint limits allow (reported)
             mask |= A_QP_FALLBACK
             for j in range(n):
                 qx[j] = min(max(0.0, lo[j]), hi[j])
@@ -398,6 +414,10 @@ def filter_kernel(
                     tau = lim[L_KP, j] * (qc + x * dt - q_meas[j]) - lim[L_KD, j] * dq_meas[j]
                     if abs(tau) >= lim[L_EFF, j] * (1.0 - 1e-9):
                         mask |= A_EFFORT
+        if braking and meas_ok and sp[SP_EFFORT_ON] != 0.0 and lim[L_KP, j] > 0.0:
+            tau = lim[L_KP, j] * (cs[0, j] + x * dt - q_meas[j]) - lim[L_KD, j] * dq_meas[j]
+            if abs(tau) > lim[L_EFF, j]:
+                mask |= A_EFFORT_RELAXED  # effort is not enforced while braking: report it
         vm = lim[L_VMAX, j] - abs(x)
         if vm < vel_margin:
             vel_margin = vm
@@ -473,6 +493,8 @@ def batch_kernel(
         g_mat = np.zeros((k_max, n))
         hvec = np.zeros(k_max)
         rowkind = np.zeros(k_max, dtype=np.int64)
+        lo_hard = np.zeros(n)
+        hi_hard = np.zeros(n)
         qx = np.zeros(n)
         qbsign = np.zeros(n, dtype=np.int64)
         qub = np.zeros(n)
@@ -490,4 +512,5 @@ def batch_kernel(
                 ancestor, pt_radius, cs[b], q_meas[b], dq_meas[b], q_pol[b], q_op[b], has_op[b],
                 human[b], n_human[b], v_h_meas[b], mode[b],
                 frames, pts, jac, lo, hi, vdes, target, g_mat, hvec, rowkind,
-                qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins, out[b], rep[b])
+                qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins, lo_hard, hi_hard,
+                out[b], rep[b])
