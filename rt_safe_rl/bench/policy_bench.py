@@ -147,6 +147,17 @@ def run(
     return report
 
 
+def _finite_or_none(obj: Any) -> Any:
+    """Strict JSON: NaN/Inf (unmeasured or unavailable rows) become null."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
 class _Quiet:
     def info(self, msg: str) -> None:
         pass
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     from rt_safe_rl.core.policy.backends import BackendResult
 
     report = run(args.path, args.config, names, args.samples, args.iters, args.heap_calls, args.tolerance)
-    rows = [BackendResult(**{k: v for k, v in r.items()}) for r in report['backends']]
+    rows = [BackendResult(**r) for r in report['backends']]
     print(format_table(rows, report['selected']), file=sys.stderr)
     print(
         f'selected {report["selected"]}: {report["speedup_median"]:.2f}x median, '
@@ -185,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         f'{report["heap"]["growth_bytes"]} B over {report["heap"]["calls"]} calls',
         file=sys.stderr,
     )
-    text = json.dumps(report, indent=2, default=float)
+    text = json.dumps(_finite_or_none(report), indent=2, default=float, allow_nan=False)
     print(text)
     if args.json:
         Path(args.json).write_text(text + '\n')
