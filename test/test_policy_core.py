@@ -323,6 +323,26 @@ def test_configured_backend_unavailable_or_inexact_fails(tmp_path: Path) -> None
         )
 
 
+class _Raises(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(OBS, N)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        if bool(y.sum() > -1e30):
+            raise RuntimeError('always fails')
+        return y
+
+
+def test_raising_policy_fails_at_configure(tmp_path: Path) -> None:
+    p = _script(tmp_path, _Raises())
+    with pytest.raises(PolicyLoadError, match='always fails'):
+        load_policy_model(
+            p, PolicyNodeConfig(backend='eager', auto_samples=5, auto_timing_iters=5), obs_dim=OBS
+        )
+
+
 def test_printing_policy_is_refused(tmp_path: Path) -> None:
     p = _script(tmp_path, _Printer())
     with pytest.raises(PolicyLoadError, match='stdout'):

@@ -40,6 +40,7 @@ from rt_safe_rl.core.errors import PolicyLoadError
 from rt_safe_rl.core.policy.config import BACKENDS, ModelConfig, PolicyNodeConfig
 from rt_safe_rl.core.policy.loading import (
     PolicyInfo,
+    error_line,
     load_torch_module,
     make_onnx_session,
     reset_torch_state,
@@ -431,8 +432,7 @@ def _int8(module: Any, info: PolicyInfo) -> Backend:
 
 
 def _first_line(err: BaseException) -> str:
-    s = str(err).strip()
-    return s.splitlines()[0] if s else type(err).__name__
+    return error_line(err)
 
 
 def sample_observations(obs_dim: int, n: int, seed: int = 0, scale: float = 1.0) -> F32:
@@ -512,7 +512,12 @@ def evaluate_backends(
     Returns:
         Rows in BACKENDS order; backends are reset on return.
     """
-    ref = rollout(backends[reference], obs)
+    try:
+        ref = rollout(backends[reference], obs)
+    except Exception as err:
+        raise PolicyLoadError(
+            f'the policy raised on test observations ({reference}): {_first_line(err)}'
+        ) from None
     rows: dict[str, BackendResult] = {}
     for name, be in backends.items():
         tol = tolerance_for(name, cfg)

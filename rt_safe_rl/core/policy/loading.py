@@ -32,6 +32,16 @@ STATE_BUFFER_NAMES = ('hidden_state', 'cell_state')
 """Buffer names that hold recurrent state in the exporters of legged_gym / rsl_rl / rl_sar."""
 
 
+def error_line(err: BaseException) -> str:
+    """One informative line of an exception (TorchScript errors put the cause on their last line)."""
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(err).__name__
+    if lines[0].startswith('The following operation failed in the TorchScript interpreter'):
+        return lines[-1]
+    return lines[0]
+
+
 def sha256_file(path: str | Path) -> str:
     """SHA-256 (hex) of a file's bytes."""
     h = hashlib.sha256()
@@ -216,7 +226,7 @@ def _torch_errors(path: Path, what: str) -> Iterator[None]:
     except PolicyLoadError:
         raise
     except Exception as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        msg = error_line(err)
         raise PolicyLoadError(f'{path}: cannot load as {what}: {msg}') from None
 
 
@@ -308,7 +318,7 @@ def probe_torch(module: Any, obs_dim: int | None) -> tuple[int, int]:
             with torch.inference_mode():
                 y = module(torch.zeros(1, d))
         except Exception as err:
-            last = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            last = error_line(err)
             continue
         finally:
             reset_torch_state(module)
@@ -431,5 +441,5 @@ def make_onnx_session(p: Path, threads: int = 1, providers: list[str] | None = N
             str(p), sess_options=opts, providers=providers or ['CPUExecutionProvider']
         )
     except Exception as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        msg = error_line(err)
         raise PolicyLoadError(f'{p}: cannot load as ONNX: {msg}') from None

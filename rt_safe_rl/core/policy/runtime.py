@@ -30,6 +30,7 @@ import numpy.typing as npt
 from rt_safe_rl import paths
 from rt_safe_rl.core.errors import ConfigError, PolicyLoadError
 from rt_safe_rl.core.policy.config import PolicyNodeConfig, PolicyPipelineConfig, load_pipeline_config
+from rt_safe_rl.core.policy.loading import error_line
 from rt_safe_rl.core.policy.model import PolicyModel, load_policy_model
 from rt_safe_rl.core.policy.pipeline import ActionMapper, ObservationBuilder
 
@@ -277,7 +278,7 @@ class PolicyRuntime:
                 if self.cache is not None:
                     self.cache.put(obs, act)
         except Exception as err:
-            self._fail(f'policy raised {type(err).__name__}: {err}')
+            self._fail(f'policy raised {type(err).__name__}: {error_line(err)}')
             return
         if not np.isfinite(act).all():
             self._fail('policy returned a non-finite action')
