@@ -44,6 +44,21 @@ def test_missing_policy_file_fails_configure_with_the_path(rclpy_context: Any, t
         node.destroy_node()
 
 
+def test_rate_override_out_of_range_is_rejected_at_construction(rclpy_context: Any) -> None:
+    from rclpy.exceptions import InvalidParameterValueException
+    from rclpy.parameter import Parameter
+
+    from rt_safe_rl.nodes.policy_node import PolicyInferenceNode
+
+    with pytest.raises(InvalidParameterValueException):
+        PolicyInferenceNode(
+            config=_app(),
+            namespace='pr',
+            context=rclpy_context,
+            parameter_overrides=[Parameter('policy.rate_hz', value=0.0)],
+        )
+
+
 def test_intra_process_channel_record_params_and_invalid_state(rclpy_context: Any) -> None:
     from rcl_interfaces.msg import Parameter as ParamMsg
     from rclpy.lifecycle import TransitionCallbackReturn

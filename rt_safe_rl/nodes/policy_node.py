@@ -34,7 +34,7 @@ import time
 from typing import Any
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -82,10 +82,10 @@ class PolicyInferenceNode(SimNodeBase):
             'cache': 'exact-match output cache (refused for recurrent policies)',
         }
         for name in _READ_ONLY:
-            value = getattr(pc, name)
-            self.declare_parameter(
-                f'policy.{name}', value, ParameterDescriptor(description=desc[name], read_only=True)
-            )
+            d = ParameterDescriptor(description=desc[name], read_only=True)
+            if name == 'rate_hz':  # rclpy enforces the range, also on overrides at declaration
+                d.floating_point_range = [FloatingPointRange(from_value=0.1, to_value=10000.0, step=0.0)]
+            self.declare_parameter(f'policy.{name}', getattr(pc, name), d)
         self.declare_parameter(
             'policy.interpolation',
             pc.interpolation,
