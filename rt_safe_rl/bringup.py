@@ -166,9 +166,9 @@ def compose(config: AppConfig, keys: list[str], *, context: Any = None, namespac
     return Composition(config=config, nodes=nodes, executor=executor, context=context)
 
 
-def build_arg_parser(prog: str) -> argparse.ArgumentParser:
+def build_arg_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
     """Options shared by ``bringup`` and ``demo``."""
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n\n')[0])
+    ap = argparse.ArgumentParser(prog=prog, description=description or __doc__.split('\n\n')[0])
     ap.add_argument('--config', default=None, help='YAML config (default: the shipped config/default.yaml)')
     ap.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
                     help='override a config value, e.g. --set safety.ssm.reaction_time_s=0.2 (repeatable)')

@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     own, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
-    ap = build_arg_parser('rt-safe-rl demo')
+    ap = build_arg_parser('rt-safe-rl demo', (__doc__ or '').split('\n\n')[0])
     ap.add_argument('--duration', type=float, default=None,
                     help='seconds to run (default demo.duration_s = 10; 0 = until Ctrl-C)')
     ap.add_argument('--summary', default=None, help='summary JSON path (default demo.summary_path)')
