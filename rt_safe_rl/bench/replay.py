@@ -371,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--joint-map', default='', help='BAG_JOINT=ROBOT_JOINT,... for bags of another robot')
     p.add_argument('--max-messages', type=int, help='replay at most N state messages')
     p.add_argument('--warmup', type=int, help='messages discarded at the start (default: config)')
+    p.add_argument('--deadline-us', type=float, help='e2e deadline for misses (default: the control period)')
     p.add_argument('--list', action='store_true', help='list the bag topics and exit')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     return p
@@ -400,6 +401,8 @@ def _bench_config(args: argparse.Namespace, base: BenchmarkConfig) -> BenchmarkC
         changes['max_messages'] = args.max_messages
     if args.warmup is not None:
         changes['warmup_messages'] = args.warmup
+    if args.deadline_us is not None:
+        changes['deadline_us'] = args.deadline_us
     if args.no_progress:
         changes['progress'] = False
     try:
