@@ -105,6 +105,15 @@ def test_stage_window_percentiles_histogram_and_ring() -> None:
     assert summ.max_s == srt[-1]
     assert summ.rate_hz == pytest.approx(1002.0, rel=0.01)
     assert summ.jitter_p99_s == pytest.approx(0.0, abs=1e-9)  # perfectly periodic
+    # Irregular intervals: jitter = nearest-rank p99 of |dt - median dt|.
+    w2 = StageWindow('period', capacity=1000)
+    t = T0 + np.cumsum(rng.integers(800_000, 1_300_000, size=400)).astype(np.float64)
+    w2.extend(np.stack([t, np.full(400, 1e6)], axis=1))
+    dt = np.diff(t)
+    med = np.sort(dt)[math.ceil(0.5 * dt.size) - 1]
+    dev = np.sort(np.abs(dt - med))
+    expected = dev[math.ceil(0.99 * dev.size) - 1] / 1e9
+    assert w2.summary(int(t[-1]), 10.0).jitter_p99_s == pytest.approx(expected)
     # Histogram covers every sample ever seen, cumulative, +Inf = total.
     buckets = w.cumulative_buckets()
     assert buckets[-1] == ('+Inf', 2500)

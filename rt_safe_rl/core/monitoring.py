@@ -209,7 +209,7 @@ class MonitorConfig:
 
     enabled: bool = True
     diagnostics_period_s: float = 1.0
-    drain_period_s: float = 0.5
+    drain_period_s: float = 1.0
     window_s: float = 10.0
     stale_timeout_s: float = 3.0
     window_capacity: int = 16384  # samples kept per stage (>= window_s x rate for exact percentiles)
@@ -348,21 +348,38 @@ class StageWindow:
         return s[start:]
 
     def summary(self, now_ns: int, window_s: float) -> StageSummary:
-        """Percentiles, rate and jitter over the last ``window_s`` seconds."""
+        """Percentiles, rate and jitter over the last ``window_s`` seconds.
+
+        Nearest-rank percentiles (as :mod:`rt_safe_rl.core.stats`) by one ``np.partition`` per
+        quantity, no ``np.percentile`` overhead: ~0.1 ms for 10 000 samples.
+        """
         s = self.window(now_ns, window_s)
         n = int(s.shape[0])
         if n == 0:
             return _EMPTY_SUMMARY
-        d = s[:, 1] / NS_PER_S
-        p50, p99 = np.percentile(d, (50.0, 99.0), method='inverted_cdf')  # nearest rank, as core/stats
+        d = s[:, 1]
+        k50, k99 = _rank(50.0, n), _rank(99.0, n)
+        part = np.partition(d, (k50, k99, n - 1))
+        p50, p99, mx = float(part[k50]), float(part[k99]), float(part[n - 1])
         # Rate over the window, or over the time since the first sample when younger than the window.
         span_s = min(window_s, max((now_ns - self.first_t_ns) / NS_PER_S, 1e-9))
         rate = n / span_s if n > 1 else 0.0
         jitter = math.nan
         if n > 2:
             dt = np.diff(s[:, 0])
-            jitter = float(np.percentile(np.abs(dt - np.median(dt)), 99.0, method='inverted_cdf')) / NS_PER_S
-        return StageSummary(n, float(rate), float(p50), float(p99), float(d.max()), float(d.mean()), jitter)
+            m = n - 1
+            med = float(np.partition(dt, _rank(50.0, m))[_rank(50.0, m)])
+            np.subtract(dt, med, out=dt)
+            np.abs(dt, out=dt)
+            k = _rank(99.0, m)
+            jitter = float(np.partition(dt, k)[k]) / NS_PER_S
+        return StageSummary(n, float(rate), p50 / NS_PER_S, p99 / NS_PER_S, mx / NS_PER_S,
+                            float(d.mean()) / NS_PER_S, jitter)
+
+
+def _rank(q: float, n: int) -> int:
+    """0-based nearest-rank index of percentile `q` among `n` sorted samples (as core/stats)."""
+    return min(max(math.ceil(q / 100.0 * n - 1e-9), 1), n) - 1
 
 
 class MetricHistory:
@@ -613,17 +630,21 @@ class SystemSampler:
         self._proc = psutil.Process()
         self._per_thread = per_thread
         self._prev_threads: dict[int, float] = {}
+        self._names: dict[int, str] = {}
         self._prev_t = 0.0
         psutil.cpu_percent(interval=None)  # prime the system counters
         self._proc.cpu_percent(interval=None)
 
-    @staticmethod
-    def _thread_name(tid: int) -> str:
-        try:
-            with open(f'/proc/self/task/{tid}/comm') as f:
-                return f.read().strip()
-        except OSError:
-            return 'thread'
+    def _thread_name(self, tid: int) -> str:
+        name = self._names.get(tid)
+        if name is None:  # read once per thread id (threads rarely rename themselves after start)
+            try:
+                with open(f'/proc/self/task/{tid}/comm') as f:
+                    name = f.read().strip()
+            except OSError:
+                name = 'thread'
+            self._names[tid] = name
+        return name
 
     def sample(self, now_s: float) -> SystemSample:
         """Read all metrics; per-thread CPU is the delta since the previous call."""
@@ -644,6 +665,8 @@ class SystemSampler:
                         threads[f'{self._thread_name(th.id)}:{th.id}'] = 100.0 * (used - prev) / dt
                 self._prev_threads = cur
                 self._prev_t = now_s
+                if len(self._names) > 2 * len(cur) + 16:  # forget threads that are gone
+                    self._names = {t: n for t, n in self._names.items() if t in cur}
         return SystemSample(float(ps.cpu_percent(interval=None)), float(ps.virtual_memory().percent),
                             float(pcpu), rss, int(ctx.voluntary), int(ctx.involuntary), threads)
 
