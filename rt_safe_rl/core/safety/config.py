@@ -188,6 +188,12 @@ class SafetyConfig:
         position_tolerance_rad, velocity_tolerance_rad_s: measured state beyond the limits by more
             than this -> fault.
         monitor_rate_hz: safety monitor rate (node).
+        deadline_s: a command computed later than this after its joint state arrived -> latched
+            deadline-miss stop (node).
+        operator_timeout_s: an operator command older than this is ignored (policy only) (node).
+        status_rate_hz: rate of the ``safety/status`` report (node, non-RT timer).
+        publish_trajectory: also publish the command as ``trajectory_msgs/JointTrajectory`` on
+            ``safety/joint_trajectory`` (node).
         qp_max_iter, qp_tol: projection solver limits (tol on constraint residuals).
     """
 
@@ -207,6 +213,10 @@ class SafetyConfig:
     position_tolerance_rad: float = 0.02
     velocity_tolerance_rad_s: float = 0.5
     monitor_rate_hz: float = 2000.0
+    deadline_s: float = 0.005
+    operator_timeout_s: float = 0.1
+    status_rate_hz: float = 20.0
+    publish_trajectory: bool = False
     qp_max_iter: int = 100
     qp_tol: float = 1e-11
     ssm: SsmConfig = field(default_factory=SsmConfig)
@@ -232,7 +242,8 @@ class SafetyConfig:
         _finite('velocity_scale', self.velocity_scale)
         if not 0.0 < self.velocity_scale <= 1.0:
             raise ConfigError(f'velocity_scale must be in (0, 1], got {self.velocity_scale}')
-        for name in ('state_timeout_s', 'action_timeout_s', 'max_step_gap_s', 'monitor_rate_hz', 'qp_tol'):
+        for name in ('state_timeout_s', 'action_timeout_s', 'max_step_gap_s', 'monitor_rate_hz', 'qp_tol',
+                     'deadline_s', 'operator_timeout_s', 'status_rate_hz'):
             _finite(name, getattr(self, name), positive=True)
         for name in ('position_tolerance_rad', 'velocity_tolerance_rad_s'):
             _finite(name, getattr(self, name), nonneg=True)

@@ -337,6 +337,11 @@ class SafetyFilter:
         return v
 
     @property
+    def had_valid_action(self) -> bool:
+        """True once a valid policy action was seen since activation / reset."""
+        return self._had_valid
+
+    @property
     def is_stopped(self) -> bool:
         """True when the command velocity is zero on every joint (the stop has completed)."""
         return bool(not np.any(self._cs[1]))

@@ -1,0 +1,285 @@
+"""SafetyFilterNode over real DDS in one process (RtExecutor): hold until the policy speaks,
+filter DDS / in-process actions, latch on a silent policy and reset over the service, validated
+live parameters (over the SetParameters service, as ``ros2 param set`` does), status topic."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+RELAXED = {'safety': {'state_timeout_s': 0.5, 'action_timeout_s': 0.15, 'deadline_s': 0.5,
+                      'max_step_gap_s': 1.0}}
+
+
+def _wait(pred: Any, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.005)
+    return bool(pred())
+
+
+class Rig:
+    """Safety node + a peer node playing robot (joint_states), policy (actions) and human."""
+
+    def __init__(self, ctx: Any, ns: str, intra: bool = False) -> None:
+        from geometry_msgs.msg import PointStamped
+        from rclpy.lifecycle import TransitionCallbackReturn
+        from rclpy.node import Node
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+
+        from rt_safe_rl.config import load_config
+        from rt_safe_rl.nodes.safety_node import SafetyFilterNode
+        from rt_safe_rl.rt.executor import RtExecutor
+
+        self.app = load_config(None, RELAXED)
+        self.node = SafetyFilterNode(config=self.app, namespace=ns, intra_process=intra, context=ctx)
+        assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert self.node.model is not None
+        self.model: Any = self.node.model
+        self.peer = Node('peer', namespace=ns, context=ctx)
+        self.cmds: list[tuple[int, np.ndarray]] = []
+        self.status: list[Any] = []
+        self.peer.create_subscription(Float64MultiArray, 'forward_position_controller/commands',
+                                      lambda m: self.cmds.append((m.layout.data_offset, np.array(m.data))),
+                                      50)
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        self.peer.create_subscription(DiagnosticStatus, 'safety/status', self.status.append, 10)
+        self.js_pub = self.peer.create_publisher(JointState, 'joint_states', 10)
+        self.act_pub = self.peer.create_publisher(Float64MultiArray, 'policy/action', 10)
+        self.hum_pub = self.peer.create_publisher(PointStamped, 'human/position', 10)
+        self.ex = RtExecutor(self.app.rt, context=ctx)
+        self.ex.add_node(self.node)
+        self.ex.add_node(self.peer)
+        self.th = threading.Thread(target=self.ex.spin, daemon=True)
+        self.th.start()
+        self.q = self.model.home()
+        self.seq = 0
+        self.human = np.array([2.0, 0.0, 0.5])
+
+    def tick(self, target: np.ndarray | None = None, valid: bool = True) -> None:
+        """One robot cycle: publish state (+ human), optionally an action for it; follow the command."""
+        from geometry_msgs.msg import PointStamped
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+        self.seq += 1
+        m = JointState()
+        m.header.frame_id = str(self.seq)
+        m.name = list(self.model.joint_names)
+        m.position = [float(v) for v in self.q]
+        m.velocity = [0.0] * len(self.q)
+        self.js_pub.publish(m)
+        h = PointStamped()
+        h.point.x, h.point.y, h.point.z = (float(v) for v in self.human)
+        self.hum_pub.publish(h)
+        if target is not None:
+            time.sleep(0.0005)
+            a = Float64MultiArray()
+            a.data = [float(v) for v in target]
+            a.layout.data_offset = self.seq
+            a.layout.dim = [MultiArrayDimension(label='valid' if valid else 'invalid', size=7, stride=7)]
+            self.act_pub.publish(a)
+        time.sleep(0.002)
+        if self.cmds:
+            self.q = self.cmds[-1][1].copy()
+
+    def close(self) -> None:
+        self.ex.shutdown()
+        self.th.join(5.0)
+        self.ex.destroy()
+        self.node.destroy_node()
+        self.peer.destroy_node()
+
+
+def _check_commands(model: Any, cmds: list[tuple[int, np.ndarray]]) -> None:
+    for _, c in cmds:
+        assert np.all(np.isfinite(c))
+        assert np.all(c >= model.q_min - 1e-9) and np.all(c <= model.q_max + 1e-9)
+    # at most one control period of motion per command at v_max (commands of consecutive states)
+    for (s0, c0), (s1, c1) in itertools.pairwise(cmds):
+        if s1 == s0 + 1:
+            assert np.all(np.abs(c1 - c0) <= model.v_max * 1e-3 * (1 + 1e-9) + 1e-12)
+
+
+def test_hold_filter_latch_reset_over_dds(rclpy_context: Any) -> None:
+    from std_srvs.srv import Trigger
+
+    rig = Rig(rclpy_context, 'sn1')
+    try:
+        home = rig.model.home()
+        for _ in range(40):
+            rig.tick()
+        # before any action: the monitor commands a hold at the measured state
+        assert _wait(lambda: len(rig.cmds) > 5, 5.0)
+        np.testing.assert_allclose(rig.cmds[-1][1], home, atol=1e-12)
+        assert rig.node.status()['fault'] == 'AWAITING_POLICY'
+        target = home + np.array([0.3, -0.2, 0.2, 0.2, 0.3, 0.2, 0.3])
+        for _ in range(200):
+            rig.tick(target)
+        assert rig.node.status()['fault'] == 'OK', rig.node.status()
+        assert np.linalg.norm(rig.q - home) > 0.01  # it moved toward the target ...
+        _check_commands(rig.model, rig.cmds)  # ... within the limits
+        seqs = [s for s, _ in rig.cmds[-50:]]
+        assert max(seqs) <= rig.seq  # commands carry the seq of their state
+        # the policy falls silent: latched ACTION_TIMEOUT, the monitor brakes and holds
+        for _ in range(200):
+            rig.tick()
+        st = rig.node.status()
+        assert st['latched'] and st['fault'] == 'ACTION_TIMEOUT', st
+        assert rig.node.filter is not None and rig.node.filter.is_stopped
+        n = len(rig.cmds)
+        for _ in range(10):
+            rig.tick(target)  # actions again: still latched, still holding
+        held = rig.cmds[-1][1]
+        assert len(rig.cmds) > n and all(np.array_equal(c, held) for _, c in rig.cmds[n:])
+        # reset over the service
+        cli: Any = rig.peer.create_client(Trigger, 'safety_node/reset')
+        assert cli.wait_for_service(timeout_sec=5.0)
+        fut = cli.call_async(Trigger.Request())
+        assert _wait(fut.done, 5.0)
+        assert fut.result().success, fut.result().message
+        for _ in range(100):
+            rig.tick(target)
+        st = rig.node.status()
+        assert not st['latched'] and st['fault'] == 'OK', st
+        assert not np.array_equal(rig.cmds[-1][1], held)
+        # a person steps close to the tool: SSM stop (not latched), reported on safety/status
+        p = np.zeros((rig.model.n_points, 3))
+        rig.model.fk_points(rig.q, p)
+        rig.human = p[rig.model.point_names.index('tcp')] + np.array([0.1, 0.0, 0.0])
+        for _ in range(60):
+            rig.tick(target)
+        st = rig.node.status()
+        assert 'ssm_stop' in st['active'] and not st['latched'], st
+        assert _wait(lambda: any('ssm_stop' in s.message for s in rig.status), 3.0)
+        _check_commands(rig.model, rig.cmds)
+    finally:
+        rig.close()
+
+
+def test_parameters_validated_and_applied_over_the_service(rclpy_context: Any) -> None:
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    rig = Rig(rclpy_context, 'sn2')
+    try:
+        cli: Any = rig.peer.create_client(SetParameters, 'safety_node/set_parameters')
+        assert cli.wait_for_service(timeout_sec=5.0)
+
+        def set_param(name: str, value: Any) -> Any:
+            pv = ParameterValue()
+            if isinstance(value, bool):
+                pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, value
+            elif isinstance(value, float):
+                pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, value
+            else:
+                pv.type, pv.double_array_value = ParameterType.PARAMETER_DOUBLE_ARRAY, list(value)
+            req = SetParameters.Request(parameters=[Parameter(name=name, value=pv)])
+            fut = cli.call_async(req)
+            assert _wait(fut.done, 5.0)
+            return fut.result().results[0]
+
+        r = set_param('safety.v_max_rad_s', [-1.0] * 7)
+        assert not r.successful and 'must be > 0' in r.reason
+        r = set_param('safety.ssm.reaction_time_s', math.nan)
+        assert not r.successful and 'NaN' in r.reason
+        r = set_param('safety.q_min_rad', [1.0] * 7)
+        assert not r.successful  # lower > upper (q_max from the robot) / looser than the robot
+        r = set_param('safety.v_max_rad_s', [5.0] * 7)
+        assert not r.successful and 'looser' in r.reason
+        r = set_param('safety.rate_hz', 500.0)
+        assert not r.successful  # read-only
+        assert rig.node.current_config().velocity_scale == 1.0
+        r = set_param('safety.velocity_scale', 0.25)
+        assert r.successful, r.reason
+        r = set_param('safety.ssm.reaction_time_s', 0.2)
+        assert r.successful, r.reason
+        home = rig.model.home()
+        for _ in range(150):
+            rig.tick(home + 1.0)
+        f = rig.node.filter
+        assert f is not None and f.cfg.velocity_scale == 0.25 and f.cfg.ssm.reaction_time_s == 0.2
+        assert np.all(np.abs(f.command_state[1]) <= 0.25 * rig.model.v_max + 1e-12)
+        r = set_param('safety.reset', True)
+        assert r.successful  # not latched: accepted (re-synchronises)
+    finally:
+        rig.close()
+
+
+def test_intra_process_channel_and_direct_calls(rclpy_context: Any) -> None:
+    """Composed mode: the action arrives over the in-process channel; process_state /
+    process_action / read_command work as direct calls (how benchmarks drive the node)."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from rt_safe_rl.config import load_config
+    from rt_safe_rl.nodes.safety_node import ACTION_HEADER, SafetyFilterNode
+    from rt_safe_rl.rt.channel import get_channel
+
+    app = load_config(None, RELAXED)
+    node = SafetyFilterNode(config=app, namespace='sn3', intra_process=True, context=rclpy_context)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        model = node.model
+        assert model is not None
+        ch = get_channel(node.resolve_topic_name('policy/action'), 7 + ACTION_HEADER)
+        assert node.action_channel is ch
+        q = model.home()
+        out = np.zeros(7)
+        assert node.read_command(out) == -1
+        node.set_human(time.monotonic_ns(), np.array([2.0, 0.0, 0.5]))
+        row = np.zeros(7 + ACTION_HEADER)
+        for seq in range(1, 200):
+            t = time.monotonic_ns()
+            node.process_state(t, seq, q, np.zeros(7))
+            row[0], row[1] = seq, 1.0
+            row[ACTION_HEADER:] = model.home() + 0.2
+            ch_seq = ch.try_write(row, t)
+            node.process_action(ch_seq)
+            assert node.read_command(out) == seq
+            q = out.copy()
+        assert node.filter is not None and node.filter.report.fault_code == 0
+        assert np.linalg.norm(q - model.home()) > 0.05
+        cmd_ch = node.command_channel
+        buf = np.zeros(8)
+        s, _ = cmd_ch.try_read(buf)
+        assert s > 0 and buf[0] == 199 and np.array_equal(buf[1:], q)
+        # invalid action -> latched stop
+        row[1] = 0.0
+        node.process_state(time.monotonic_ns(), 200, q, np.zeros(7))
+        node.process_action(ch.try_write(row, time.monotonic_ns()))
+        assert node.filter.stop_latched and node.status()['fault'] == 'POLICY_INVALID'
+        node.reset_for_replay()
+        assert not node.filter.stop_latched
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    finally:
+        node.destroy_node()
+
+
+def test_configure_fails_cleanly_on_bad_safety_config(rclpy_context: Any) -> None:
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from rt_safe_rl.config import load_config
+    from rt_safe_rl.nodes.safety_node import SafetyFilterNode
+
+    app = load_config(None, {'safety': {'v_max_rad_s': [9.0] * 7}})  # looser than the URDF
+    node = SafetyFilterNode(config=app, namespace='sn4', context=rclpy_context)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert 'looser' in node.last_error
+    finally:
+        node.destroy_node()
