@@ -32,6 +32,7 @@ from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.core.policy.backends import format_table
 from rt_safe_rl.core.policy.config import BACKENDS, PolicyNodeConfig, load_pipeline_config
 from rt_safe_rl.core.policy.model import load_policy_model
+from rt_safe_rl.core.policy.pipeline import plausible_observations
 
 
 def _cpu_name() -> str:
@@ -86,9 +87,18 @@ def run(
     iters: int,
     heap_calls: int,
     tolerance: float | None,
+    obs_mode: str = 'auto',
 ) -> dict[str, Any]:
-    """Run the benchmark; returns the JSON-ready report."""
+    """Run the benchmark; returns the JSON-ready report.
+
+    `obs_mode`: 'pipeline' (observations built by the pipeline from plausible robot states; needs a
+    config), 'normal' (N(0, 1) per value), 'auto' (pipeline when a config is given).
+    """
     pipe = load_pipeline_config(config) if config else None
+    if obs_mode == 'pipeline' and pipe is None:
+        raise ConfigError('--obs pipeline needs --config')
+    use_pipe = pipe is not None and obs_mode in ('auto', 'pipeline')
+    check_obs = plausible_observations(pipe, samples) if use_pipe and pipe is not None else None
     kwargs: dict[str, Any] = {
         'backend': 'auto',
         'auto_samples': samples,
@@ -107,6 +117,7 @@ def run(
         backends=backends,
         keep_all=True,
         logger=_Quiet(),
+        check_obs=check_obs,
     )
     load_s = time.perf_counter() - t0
     rows = model.table
@@ -114,7 +125,7 @@ def run(
     ref, sel = by[model.reference], by[model.selected]
     from rt_safe_rl.core.policy.backends import sample_observations
 
-    obs = sample_observations(model.info.obs_dim, 1000, seed=1)
+    obs = check_obs if check_obs is not None else sample_observations(model.info.obs_dim, 1000, seed=1)
     heap = heap_growth(model, obs, heap_calls)
     report: dict[str, Any] = {
         'policy': model.info.path,
@@ -123,6 +134,7 @@ def run(
         'obs_dim': model.info.obs_dim,
         'act_dim': model.info.act_dim,
         'samples': samples,
+        'observations': 'pipeline' if use_pipe else 'normal',
         'timing_iters': iters,
         'backends': [r.as_dict() for r in rows],
         'selected': model.selected,
@@ -175,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--iters', type=int, default=2000, help='timed calls per backend')
     ap.add_argument('--heap-calls', type=int, default=10000, help='calls for the heap-growth check')
     ap.add_argument('--tolerance', type=float, default=None, help='max abs error for FP32 backends (1e-4)')
+    ap.add_argument(
+        '--obs',
+        choices=('auto', 'pipeline', 'normal'),
+        default='auto',
+        help='check observations: built by the pipeline from plausible states (auto with --config) or N(0,1)',
+    )
     ap.add_argument('--json', help='also write the JSON report to this file')
     args = ap.parse_args(argv)
     if args.samples < 1000:
@@ -187,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f'unknown backend(s) {unknown}; known: {list(BACKENDS)}')
     from rt_safe_rl.core.policy.backends import BackendResult
 
-    report = run(args.path, args.config, names, args.samples, args.iters, args.heap_calls, args.tolerance)
+    report = run(
+        args.path, args.config, names, args.samples, args.iters, args.heap_calls, args.tolerance, args.obs
+    )
     rows = [BackendResult(**r) for r in report['backends']]
     print(format_table(rows, report['selected']), file=sys.stderr)
     print(

@@ -80,6 +80,7 @@ def load_policy_model(
     keep_all: bool = False,
     obs_scale: float = 1.0,
     logger: Any = None,
+    check_obs: F32 | None = None,
 ) -> PolicyModel:
     """Load and check a policy; choose its backend.
 
@@ -92,7 +93,9 @@ def load_policy_model(
         n_check: observations / rollout steps for the error check (default cfg.auto_samples).
         timing_iters: timed calls per backend (default cfg.auto_timing_iters).
         keep_all: keep every built backend in ``.backends`` (the benchmark).
-        obs_scale: standard deviation of the check observations.
+        obs_scale: standard deviation of the check observations (when `check_obs` is None).
+        check_obs: float32 [N, obs_dim] observations for the error check and timing (e.g. from
+            :func:`~rt_safe_rl.core.policy.pipeline.plausible_observations`); default N(0, obs_scale).
         logger: object with ``.info(str)`` (rclpy logger or logging.Logger).
 
     Raises:
@@ -125,7 +128,14 @@ def load_policy_model(
             unavailable[name] = str(err)
     if cfg.backend not in ('auto', ref) and cfg.backend in unavailable and backends == [cfg.backend]:
         raise PolicyLoadError(f'backend {cfg.backend!r} is not available: {unavailable[cfg.backend]}')
-    obs = sample_observations(info.obs_dim, n_check or cfg.auto_samples, scale=obs_scale)
+    if check_obs is not None:
+        if check_obs.ndim != 2 or check_obs.shape[1] != info.obs_dim:
+            raise PolicyLoadError(
+                f'check observations of shape {check_obs.shape}, model takes {info.obs_dim}'
+            )
+        obs = np.ascontiguousarray(check_obs, dtype=np.float32)
+    else:
+        obs = sample_observations(info.obs_dim, n_check or cfg.auto_samples, scale=obs_scale)
     with capture_stdout_fd() as printed:
         rows = evaluate_backends(built, ref, obs, cfg, unavailable, timing_iters)
     n_bytes = len(printed())

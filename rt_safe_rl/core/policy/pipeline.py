@@ -206,3 +206,36 @@ class ActionMapper:
         np.multiply(a, self.scale, out=self._t)
         np.add(self._t, self.default_q, out=self._t)
         target_robot[self.idx] = self._t
+
+
+def plausible_observations(
+    cfg: PolicyPipelineConfig, n: int, seed: int = 0, q_span_rad: float = 0.3, dq_std: float = 1.0
+) -> F32:
+    """`n` consecutive observations built by the pipeline from a random walk of plausible states.
+
+    Joints around ``default_q`` (+- `q_span_rad`), velocities N(0, `dq_std`) rad/s, inputs around their
+    defaults (+- 0.5 for commands, small tilts of gravity), last action N(0, 0.5), time at 50 Hz; history
+    stacking evolves as at run time. Used to check backends on what the policy will actually see.
+    Not RT code.
+    """
+    rng = np.random.default_rng(seed)
+    names = None
+    if cfg.joints.names:
+        names = list(cfg.joints.names)
+    elif cfg.joints.mapping:
+        names = [str(i) for i in range(max(cfg.joints.mapping) + 1)]
+    ob = ObservationBuilder(cfg, names)
+    k = ob.n_robot
+    q0 = np.zeros(k)
+    q0[ob.idx] = ob.default_q
+    out = np.zeros((n, ob.obs_dim), np.float32)
+    q = q0.copy()
+    for i in range(n):
+        q = np.clip(q + rng.normal(0.0, 0.05, k), q0 - q_span_rad, q0 + q_span_rad)
+        dq = rng.normal(0.0, dq_std, k)
+        for name, v in ob._input_defaults.items():
+            noise = rng.normal(0.0, 0.1 if name == 'projected_gravity' else 0.5, v.shape)
+            ob.inputs[name][:] = v + noise
+        last = rng.normal(0.0, 0.5, cfg.n_joints).astype(np.float32)
+        ob.build(i * 0.02, q, dq, last, out[i])
+    return out

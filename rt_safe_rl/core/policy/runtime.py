@@ -32,7 +32,7 @@ from rt_safe_rl.core.errors import ConfigError, PolicyLoadError
 from rt_safe_rl.core.policy.config import PolicyNodeConfig, PolicyPipelineConfig, load_pipeline_config
 from rt_safe_rl.core.policy.loading import error_line
 from rt_safe_rl.core.policy.model import PolicyModel, load_policy_model
-from rt_safe_rl.core.policy.pipeline import ActionMapper, ObservationBuilder
+from rt_safe_rl.core.policy.pipeline import ActionMapper, ObservationBuilder, plausible_observations
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -153,6 +153,7 @@ class PolicyRuntime:
         pol_path = paths.resolve(cfg.path, base_dir)
         if not pol_path.is_file():
             raise PolicyLoadError(f'policy file not found: {pol_path}')
+        load_kwargs.setdefault('check_obs', plausible_observations(pipeline, cfg.auto_samples))
         model = load_policy_model(
             pol_path, cfg, pipeline.model, obs_dim=pipeline.obs_dim, logger=logger, **load_kwargs
         )
