@@ -267,9 +267,16 @@ def phase_executor(a: argparse.Namespace) -> dict[str, Any]:
         ch = get_channel('/rt_bench/loop', 7)
         vals = np.zeros(7)
 
+        first = [0]
+        window_ns = int((a.warmup + a.duration) * 1e9)
+
         def tick(deadline_ns: int) -> None:
             vals[0] = deadline_ns
             ch.try_write(vals, deadline_ns)
+            if first[0] == 0:
+                first[0] = deadline_ns
+            elif deadline_ns - first[0] > window_ns:
+                ex.shutdown()  # measured window complete (whatever the process setup took)
 
         task = PeriodicTask(
             'bench_loop', named_group(node, 'control'), period, tick, enabled=True, stats_capacity=cap
@@ -277,7 +284,7 @@ def phase_executor(a: argparse.Namespace) -> dict[str, Any]:
         ex = RtExecutor(rt, context=ctx)
         ex.add_node(node)
         ex.add_task(task)
-        ex.spin(a.warmup + a.duration + 0.5)  # + margin for process setup before the first cycle
+        ex.spin(a.warmup + a.duration + 30.0)  # ends when the task saw the whole window
         rep = ex.report()
         buf = np.zeros((cap, 3))
         k = task.samples.drain(buf)
@@ -396,9 +403,17 @@ def phase_handoff(a: argparse.Namespace) -> dict[str, Any]:
                 lat[key][i] = t - int(t_write)
                 cnt[key] = i + 1
 
+        first = [0]
+        window_ns = int((a.warmup + a.duration) * 1e9)
+
         def produce(deadline_ns: int) -> None:
             c = cycle[0]
             cycle[0] = c + 1
+            if c == 0:
+                first[0] = deadline_ns
+                t_measure[0] = deadline_ns + int(a.warmup * 1e9)
+            elif deadline_ns - first[0] > window_ns:
+                ex.shutdown()
             which = c & 3
             if which == 0:
                 ch_same.try_write(vals, deadline_ns)
@@ -444,8 +459,8 @@ def phase_handoff(a: argparse.Namespace) -> dict[str, Any]:
         node.rt_tasks = lambda: tasks  # type: ignore[attr-defined]
         ex = RtExecutor(rt, context=ctx)
         ex.add_node(node)
-        t_measure[0] = mono() + int(a.warmup * 1e9)
-        ex.spin(a.warmup + a.duration)
+        t_measure[0] = 1 << 62  # set by the first produce() call
+        ex.spin(a.warmup + a.duration + 30.0)  # ends when the producer saw the whole window
         rep = ex.report()
         ex.destroy()
         node.destroy_node()

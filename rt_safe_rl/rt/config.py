@@ -146,6 +146,7 @@ def _default_groups() -> dict[str, GroupConfig]:
         'safety': GroupConfig(policy='fifo', priority=80, cpus=[-1], thread='control'),
         'safety_monitor': GroupConfig(policy='fifo', priority=85, cpus=[-1]),
         'sim': GroupConfig(policy='fifo', priority=70, cpus=[-1]),
+        'observers': GroupConfig(policy='fifo', priority=10, cpus=[0]),
     }
 
 
@@ -170,6 +171,12 @@ class RtConfig:
         thread_stack_bytes: stack size of the group threads (0 = platform default); with
             mlockall(MCL_FUTURE) the whole stack is locked and prefaulted at thread creation.
         stats_capacity: per-task ring of timing samples (deadline, start, end) kept for readers.
+        housekeeping_priority: SCHED_FIFO priority of the executor's non-RT housekeeping thread
+            (task refresh, GC, stall checks; ~10 short wake-ups per second), 0 = SCHED_OTHER. It
+            holds the GIL briefly; at SCHED_OTHER a CPU hog can preempt it *while* it holds the
+            GIL and stall every RT thread for a scheduler time slice (GIL priority inversion), so
+            the default is the lowest RT priority, below every RT group.
+        housekeeping_cpus: CPUs of the housekeeping thread ([] = not pinned; negative = from last).
     """
 
     groups: dict[str, GroupConfig] = field(default_factory=_default_groups)
@@ -181,6 +188,8 @@ class RtConfig:
     require_rt: bool = False
     thread_stack_bytes: int = 0
     stats_capacity: int = 1 << 15
+    housekeeping_priority: int = 1
+    housekeeping_cpus: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if NON_RT not in self.groups:
@@ -231,6 +240,17 @@ class RtConfig:
             )
         if self.thread_stack_bytes != 0 and self.thread_stack_bytes < 32768:
             raise ConfigError(f'thread_stack_bytes must be 0 or >= 32768, got {self.thread_stack_bytes}')
+        if not 0 <= self.housekeeping_priority <= PRIORITY_MAX:
+            raise ConfigError(
+                f'housekeeping_priority must be in 0..{PRIORITY_MAX}, got {self.housekeeping_priority}'
+            )
+        resolve_cpus(self.housekeeping_cpus, 'housekeeping_cpus')
+        rt_prios = [g.priority for g in self.groups.values() if g.is_rt]
+        if self.housekeeping_priority and rt_prios and self.housekeeping_priority >= min(rt_prios):
+            raise ConfigError(
+                f'housekeeping_priority {self.housekeeping_priority} must be below every RT group '
+                f'(lowest is {min(rt_prios)})'
+            )
         if self.stats_capacity < 16:
             raise ConfigError(f'stats_capacity must be >= 16, got {self.stats_capacity}')
 

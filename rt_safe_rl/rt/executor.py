@@ -53,7 +53,7 @@ from rclpy.timer import Timer
 from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
 from rt_safe_rl.rt import sched
 from rt_safe_rl.rt.channel import Channel
-from rt_safe_rl.rt.config import NON_RT, GroupConfig, RtConfig
+from rt_safe_rl.rt.config import NON_RT, GroupConfig, RtConfig, resolve_cpus
 from rt_safe_rl.rt.memory import GcPolicy
 from rt_safe_rl.rt.metrics import registry
 from rt_safe_rl.rt.ring import SpscRing
@@ -209,7 +209,8 @@ class TriggeredTask(_TaskBase):
     task was busy collapse into one run with the newest seq; counted in ``coalesced``).
 
     Created disabled like :class:`PeriodicTask`. The hand-off latency (channel write -> ``fn``
-    start) is recorded per run in ``samples``.
+    start) is recorded per run in ``samples``. With ``decimation=N`` the task runs (and its thread
+    is woken) once per N records, e.g. to mirror a 1 kHz channel to a ROS topic at 100 Hz.
     """
 
     def __init__(
@@ -220,6 +221,7 @@ class TriggeredTask(_TaskBase):
         fn: Callable[[int], None],
         *,
         enabled: bool = False,
+        decimation: int = 1,
         stats_capacity: int = 1 << 14,
     ) -> None:
         super().__init__(name, group, stats_capacity)
@@ -227,10 +229,14 @@ class TriggeredTask(_TaskBase):
             raise ConfigError(
                 f'task {name!r}: channel must be an rt.channel.Channel, got {type(channel).__name__}'
             )
+        if not 1 <= int(decimation) <= 1_000_000:
+            raise ConfigError(f'task {name!r}: decimation must be >= 1, got {decimation}')
         self.channel = channel
         self.fn = fn
+        self.decimation = int(decimation)
         self.last_seq = channel.seq
         self.coalesced = 0
+        self._waker: Callable[[], None] | None = None
         self.enabled = enabled
 
     def _on_enable(self, value: bool) -> None:
@@ -242,6 +248,24 @@ class TriggeredTask(_TaskBase):
         d = super().stats()
         d.update(channel=self.channel.name, coalesced=self.coalesced)
         return d
+
+
+class _DecimatedWake:
+    """Waker that passes on every Nth call (called in the producer's thread only; RT-safe)."""
+
+    __slots__ = ('k', 'n', 'wake')
+
+    def __init__(self, wake: Callable[[], None], n: int) -> None:
+        self.wake = wake
+        self.n = n
+        self.k = 0
+
+    def __call__(self) -> None:
+        k = self.k + 1
+        if k >= self.n:
+            k = 0
+            self.wake()
+        self.k = k
 
 
 # ------------------------------------------------------------------------------------------------
@@ -378,7 +402,7 @@ class _GroupThread:
             self._pending = False
             # 1. consumers of channels written since the last look (same-thread hand-off first)
             for t in self.triggered:
-                if t._enabled and t.channel.seq != t.last_seq:
+                if t._enabled and t.channel.seq - t.last_seq >= t.decimation:
                     self._run_triggered(t)
             # 2. periodic tasks that are due
             now = mono()
@@ -468,8 +492,8 @@ class _GroupThread:
         ch = t.channel
         seq = ch.seq
         gap = seq - t.last_seq
-        if gap > 1:
-            t.coalesced += gap - 1
+        if gap > t.decimation:
+            t.coalesced += gap - t.decimation
         t.last_seq = seq
         start = mono()
         self.busy_task = t.name
@@ -634,6 +658,7 @@ class RtExecutor:
         self._last_refresh_ns = 0
         self._last_check_ns = 0
         self._stall_reported: dict[str, int] = {}
+        self._housekeeping_grant: sched.ThreadGrant | None = None
 
     # -- nodes and tasks -------------------------------------------------------------------------
     def add_node(self, node: Node) -> bool:
@@ -770,9 +795,14 @@ class RtExecutor:
                     self._threads[name] = th
                 old_triggered = set(th.triggered) | set(th._next[1] if th._next else ())
                 for task in old_triggered - set(sig[1]):
-                    task.channel.remove_waker(th.wake)
-                for task in sig[1]:
-                    task.channel.add_waker(th.wake)
+                    if task._waker is not None:
+                        task.channel.remove_waker(task._waker)
+                        task._waker = None
+                for task in sig[1]:  # (re-)add after removals: tasks of one thread may share th.wake
+                    if task._waker is None:
+                        dec = task.decimation
+                        task._waker = th.wake if dec == 1 else _DecimatedWake(th.wake, dec)
+                    task.channel.add_waker(task._waker)
                 th.set_work(*sig)
                 if self._spinning and self._setup_done:
                     gc.freeze()  # objects created by configure join the permanent generation
@@ -868,7 +898,14 @@ class RtExecutor:
 
     def _housekeeping_loop(self) -> None:
         """Non-RT helper thread: task refresh, GC, error logging, stall and privilege checks."""
-        sched.set_thread_name('rt_housekeeping')
+        cfg = self.config
+        pol = 'fifo' if cfg.housekeeping_priority > 0 else 'other'
+        grant = sched.apply_thread_settings(
+            'rt_housekeeping', pol, cfg.housekeeping_priority, resolve_cpus(cfg.housekeeping_cpus)
+        )
+        self._housekeeping_grant = grant
+        for w in grant.warnings:
+            self._warn_once(f'hk:{w}', w)
         while self._spinning and not self._stop:
             time.sleep(_HOUSEKEEPING_S)
             try:
@@ -927,7 +964,9 @@ class RtExecutor:
                 self.errors.append(f'rt thread {th.name} did not stop within 2 s (busy in {th.busy_task})')
         for th in self._threads.values():
             for task in th.triggered:
-                task.channel.remove_waker(th.wake)
+                if task._waker is not None:
+                    task.channel.remove_waker(task._waker)
+                    task._waker = None
         # threads cannot be restarted: make fresh ones for a later spin()
         old = self._threads
         self._threads = {}
@@ -988,6 +1027,7 @@ class RtExecutor:
             'process': dict(self._os),
             'gc': self.gc_policy.report(),
             'threads': threads,
+            'housekeeping': self._housekeeping_grant.as_dict() if self._housekeeping_grant else None,
             'tasks': {t.name: t.stats() for t in self.tasks()},
             'stalls': self.stalls,
             'privilege_losses': self.privilege_losses,
