@@ -67,7 +67,9 @@ class ChannelMirror:
         self.channel = channel
         self.msg = msg_type()
         self.fill: Fill = fill if fill is not None else fill_float64_multiarray
-        self.publisher = publisher if publisher is not None else node.create_publisher(msg_type, topic, qos_depth)
+        if publisher is None:
+            publisher = node.create_publisher(msg_type, topic, qos_depth)
+        self.publisher = publisher
         self._buf = np.zeros(channel.n, dtype=channel.dtype)
         self.published = 0
         self.skipped = 0
