@@ -15,6 +15,7 @@ add no allocation of their own to the nodes' RT path.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -149,14 +150,14 @@ class NodePipeline:
                 fn()
 
     def set_human(self, stamp_ns: int, xyz: FloatArray) -> None:
-        """Latest human position (m)."""
+        """Latest human position (m), stamped on receipt (monotonic, like the node's callback)."""
         if self._human is not None:
-            self._human(stamp_ns, xyz)
+            self._human(time.monotonic_ns(), xyz)
 
     def set_operator(self, stamp_ns: int, values: FloatArray) -> None:
-        """Latest operator targets (rad)."""
+        """Latest operator targets (rad), stamped on receipt (monotonic)."""
         if self._operator is not None:
-            self._operator(stamp_ns, values)
+            self._operator(time.monotonic_ns(), values)
 
     def set_policy_command(self, stamp_ns: int, values: FloatArray) -> None:
         """Latest task command of the policy."""
@@ -164,8 +165,13 @@ class NodePipeline:
             self._pcmd(stamp_ns, values)
 
     def policy_step(self, stamp_ns: int, seq: int, q: FloatArray, dq: FloatArray) -> None:
-        """PolicyInferenceNode.process_state (and the safety node's state, as its callback would)."""
-        self.safety.process_state(stamp_ns, seq, q, dq)
+        """State receipt in both nodes, as their joint_states callbacks would do it.
+
+        The safety node gets the monotonic receipt time (its staleness checks compare it with
+        its own clock); the policy gets the recorded time ``stamp_ns`` (its 50 Hz schedule and
+        observation phase then follow the recording at any replay speed: deterministic).
+        """
+        self.safety.process_state(time.monotonic_ns(), seq, q, dq)
         self.policy.process_state(stamp_ns, seq, q, dq)
 
     def safety_step(self, seq: int) -> bool:

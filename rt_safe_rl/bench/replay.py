@@ -80,7 +80,7 @@ class ReplayPipeline(Protocol):
         """Latest task command for the policy."""
 
     def policy_step(self, stamp_ns: int, seq: int, q: FloatArray, dq: FloatArray) -> None:
-        """Run the policy's control step for one state."""
+        """Run the policy's control step for one state; ``stamp_ns`` is the recorded time."""
 
     def safety_step(self, seq: int) -> bool:
         """Run the safety filter on the latest action; True when it intervened."""
@@ -172,11 +172,17 @@ class ReplayEngine:
         """
         n = self._n
         states = self.inputs.states
-        q, dq, stamps = states.q, states.dq, states.header_ns
+        # the policy sees the recorded timeline (bag receive times): its decimation and
+        # observation phase follow the recording, not the replay speed -> deterministic
+        q, dq, stamps = states.q, states.dq, states.recv_ns
         records = np.zeros((n, RECORD_WIDTH), dtype=np.float64)
         commands = np.zeros((n, self.pipeline.n_command), dtype=np.float64)
         feeders = self._side_feeders()
-        side_pos = [0] * len(feeders)
+        # prime every side input with its first message, so each repeat starts from the same
+        # inputs whatever the previous pass left in the nodes (human, operator, task command)
+        for stream, fn in feeders:
+            fn(int(stream.recv_ns[0]), stream.values[0])
+        side_pos = [1 if stream.recv_ns[0] <= states.recv_ns[0] else 0 for stream, _ in feeders]
         recv = states.recv_ns
         ring, row, cmd = self._ring, self._row, self._cmd
         policy_step, safety_step = self.pipeline.policy_step, self.pipeline.safety_step
