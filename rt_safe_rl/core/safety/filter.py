@@ -12,7 +12,9 @@ valid one), stale human data, or an external trigger (:meth:`trigger_stop`: dead
 safety monitor) each start a controlled stop -- decelerate within the limits, then hold -- that
 stays latched until :meth:`reset` succeeds (only once the command has stopped). Until the first
 valid policy action (and, with SSM requiring a human, the first human data) after activation or
-reset, the filter holds without latching (``AWAITING_*`` codes).
+reset, the filter holds without latching (``AWAITING_*`` codes); timing faults in that phase
+(stale state / human data, clock jump, deadline miss, action timeout: start-up transients while
+the other nodes load) are reported but hold without latching too -- the command is a hold anyway.
 
 Threading: :meth:`step` runs on the RT thread. :meth:`reset`, :meth:`trigger_stop` and
 :meth:`update_config` may be called from other threads: they only set flags / swap prepared
@@ -58,6 +60,9 @@ class FaultCode(IntEnum):
 
 
 _FAULT_NAMES: tuple[str, ...] = tuple(c.name for c in FaultCode)
+# timing faults: before the first valid action (the command is a hold anyway) they hold without latching
+_TIMING = frozenset(int(c) for c in (FaultCode.STALE_STATE, FaultCode.CLOCK_JUMP, FaultCode.DEADLINE_MISS,
+                                     FaultCode.ACTION_TIMEOUT, FaultCode.HUMAN_STALE))
 _AWAITING = (int(FaultCode.AWAITING_POLICY), int(FaultCode.AWAITING_HUMAN))
 
 ACTIVE_BITS: dict[str, int] = {
@@ -507,7 +512,10 @@ class SafetyFilter:
                 if code == 0 and t_ns - human_stamp_ns > self._human_timeout_ns:
                     code = FaultCode.HUMAN_STALE
         if code:
-            self._latch(code)
+            if not self._had_valid and code in _TIMING:
+                hold = code  # nothing has moved yet: hold and report, do not latch
+            else:
+                self._latch(code)
         rep = self.report
         # ---- command state initialisation ----
         if not self._initialized:
