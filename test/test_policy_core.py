@@ -343,6 +343,22 @@ def test_raising_policy_fails_at_configure(tmp_path: Path) -> None:
         )
 
 
+class _NaN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(OBS, N)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * float('nan')
+
+
+def test_nan_policy_fails_at_configure(tmp_path: Path) -> None:
+    with pytest.raises(PolicyLoadError, match='non-finite'):
+        load_policy_model(
+            _script(tmp_path, _NaN()), PolicyNodeConfig(auto_samples=5, auto_timing_iters=5), obs_dim=OBS
+        )
+
+
 def test_printing_policy_is_refused(tmp_path: Path) -> None:
     p = _script(tmp_path, _Printer())
     with pytest.raises(PolicyLoadError, match='stdout'):

@@ -348,7 +348,7 @@ def is_recurrent(module: Any, obs_dim: int) -> bool:
             b = module(x).clone()
     finally:
         reset_torch_state(module)
-    return not bool(torch.equal(a, b))
+    return not bool(torch.allclose(a, b, rtol=0.0, atol=0.0, equal_nan=True))
 
 
 def inspect_policy(
