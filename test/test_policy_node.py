@@ -163,6 +163,22 @@ def test_dds_topic_command_input_and_reset_service(rclpy_context: Any) -> None:
         assert node._reset_requested
         publish_state(100)
         assert _wait(lambda: not node._reset_requested, 5.0)  # done by the control thread
+        # joints matched by name: a shuffled message gives the same robot-order state
+        shuffled = JointState()
+        shuffled.header.frame_id = '200'
+        shuffled.name = [f'joint{i + 1}' for i in reversed(range(7))]
+        shuffled.position = list(reversed(q0))
+        shuffled.velocity = [float(i) for i in reversed(range(7))]
+        state_pub.publish(shuffled)
+        assert _wait(lambda: node.cycles > 0 and int(node._js_m) == 7 and node._js_names[0] == 'joint7', 5.0)
+        assert _wait(lambda: np.allclose(node._q, q0) and np.allclose(node._dq, np.arange(7.0)), 5.0)
+        lacking = JointState()
+        lacking.header.frame_id = '201'
+        lacking.name = [f'joint{i + 1}' for i in range(6)]
+        lacking.position = q0[:6]
+        state_pub.publish(lacking)
+        assert _wait(lambda: (pex.spin_once(timeout_sec=0.01), any(a[0] == 201 for a in actions))[1], 5.0)
+        assert next(a for a in actions if a[0] == 201)[1] == 'invalid'
         # wrong-size state: flagged invalid, published as NaN
         bad = JointState()
         bad.header.frame_id = '101'

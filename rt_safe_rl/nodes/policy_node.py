@@ -155,6 +155,9 @@ class PolicyInferenceNode(SimNodeBase):
         self._q = np.zeros(n)
         self._dq = np.zeros(n)
         self._target = np.zeros(n)
+        self._js_names: list[str] = []
+        self._js_idx = np.arange(n, dtype=np.int64)
+        self._js_m = n
         msg = Float64MultiArray()
         msg.layout.dim = [MultiArrayDimension(label='valid', size=n, stride=n)]
         msg.data = [0.0] * n
@@ -262,20 +265,40 @@ class PolicyInferenceNode(SimNodeBase):
 
     # ------------------------------------------------------------------ callbacks
     def _on_joint_state(self, msg: JointState) -> None:
-        """joint_states -> process_state (control group)."""
+        """joint_states -> process_state (control group). Message joints are matched to the robot's
+        joint order by name when names are given (the index is recomputed only when they change);
+        an unnamed message must already be in robot order."""
         try:
             seq = int(msg.header.frame_id) if msg.header.frame_id else 0
         except ValueError:
             seq = 0
         n = self._q.shape[0]
-        if len(msg.position) != n or (len(msg.velocity) not in (0, n)):
+        names = msg.name
+        if names and names != self._js_names:
+            pos = {j: i for i, j in enumerate(names)}
+            missing = [j for j in self.joint_names if j not in pos]
+            if missing:
+                self._publish_invalid(time.monotonic_ns(), seq, f'joint_states lacks joints {missing}')
+                return
+            self._js_names = list(names)
+            self._js_idx = np.array([pos[j] for j in self.joint_names], dtype=np.int64)
+            self._js_m = len(names)
+        m = self._js_m if names else n
+        if len(msg.position) != m or (len(msg.velocity) not in (0, m)):
             self._publish_invalid(time.monotonic_ns(), seq, 'joint_states of wrong size')
             return
-        self._q[:] = msg.position
-        if len(msg.velocity):
-            self._dq[:] = msg.velocity
+        if names:
+            np.take(np.frombuffer(msg.position, dtype=np.float64), self._js_idx, out=self._q)
+            if len(msg.velocity):
+                np.take(np.frombuffer(msg.velocity, dtype=np.float64), self._js_idx, out=self._dq)
+            else:
+                self._dq.fill(0.0)
         else:
-            self._dq.fill(0.0)
+            self._q[:] = msg.position
+            if len(msg.velocity):
+                self._dq[:] = msg.velocity
+            else:
+                self._dq.fill(0.0)
         self.process_state(time.monotonic_ns(), seq, self._q, self._dq)
 
     def _input_callback(self, name: str) -> Any:
