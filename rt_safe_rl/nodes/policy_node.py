@@ -148,6 +148,7 @@ class PolicyInferenceNode(SimNodeBase):
             self.get_logger().error(f'configure failed: {self.last_error}')
             return TransitionCallbackReturn.FAILURE
         rt = self.runtime
+        self._match_names = bool(rt.joint_names)  # unknown robot names: messages taken in order
         if not rt.joint_names:
             rt.joint_names = [f'joint{i}' for i in range(rt.n_joints)]
         self.joint_names = rt.joint_names
@@ -273,7 +274,7 @@ class PolicyInferenceNode(SimNodeBase):
         except ValueError:
             seq = 0
         n = self._q.shape[0]
-        names = msg.name
+        names = msg.name if self._match_names else None
         if names and names != self._js_names:
             pos = {j: i for i, j in enumerate(names)}
             missing = [j for j in self.joint_names if j not in pos]
