@@ -50,7 +50,7 @@ class TrainSettings:
     seed: int = 0
     iterations: int = 300
     batch: int = 256
-    horizon_s: float = 1.5
+    horizon_s: float = 2.0
     policy_rate_hz: float = 50.0
     control_rate_hz: float = 1000.0
     hidden: tuple[int, ...] = (64, 64)
@@ -62,6 +62,8 @@ class TrainSettings:
     truncate_steps: int = 10
     straight_through: bool = False
     huber_beta_rad: float = 0.01
+    smooth_weight: float = 0.05
+    settle_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,7 @@ def train(limits: ArmLimits, layout: ObsLayout, goal_sampler: Any, s: TrainSetti
         q = t(goal_sampler(s.batch))
         goal = t(goal_sampler(s.batch))
         dq = torch.zeros_like(q)
+        prev_target = q
         loss = torch.zeros(())
         for k in range(steps):
             if s.truncate_steps and k % s.truncate_steps == 0:  # truncated BPTT: bounded gradient paths
@@ -226,6 +229,9 @@ def train(limits: ArmLimits, layout: ObsLayout, goal_sampler: Any, s: TrainSetti
             if clip is not None:
                 a = _st_clamp(a, -clip, clip)
             target = default_q + act_scale * a
+            if k > 0:  # smoothness: no chattering of the held target between policy steps
+                loss = loss + s.smooth_weight * ((target - prev_target) ** 2).sum(-1).mean()
+            prev_target = target
             over = torch.relu(target - qmax) + torch.relu(qmin - target)
             for _ in range(substeps):
                 tau = clamp(kp * (target - q) - kd * dq, -eff, eff)
@@ -234,7 +240,9 @@ def train(limits: ArmLimits, layout: ObsLayout, goal_sampler: Any, s: TrainSetti
                 q = clamp(q + dq * dt, qmin, qmax)
             w = 1.0 + 2.0 * k / steps  # late errors matter more: settle, do not just pass by
             err = torch.nn.functional.smooth_l1_loss(q, goal, beta=s.huber_beta_rad, reduction='none').sum(-1)
-            loss = loss + w * err.mean() + s.velocity_weight * w * (dq * dq).sum(-1).mean() \
+            # settle phase: penalise residual speed (no limit cycle around the goal)
+            vel_w = s.velocity_weight * w + (s.settle_weight if k >= 0.6 * steps else 0.0)
+            loss = loss + w * err.mean() + vel_w * (dq * dq).sum(-1).mean() \
                 + s.limit_weight * (over * over).sum(-1).mean()
         loss = loss / steps
         opt.zero_grad()
@@ -258,22 +266,28 @@ def evaluate(act: Any, limits: ArmLimits, layout: ObsLayout, goals: F64, starts:
     """Roll out a controller ``act(obs, q, dq, goal) -> target`` in the numpy sim at the control rate.
 
     Returns mean / p95 final joint error (rad, mean over joints), mean time (s) to get within
-    0.05 rad on every joint, and the fraction of episodes that got there.
+    0.05 rad on every joint, the fraction of episodes that got there, and the mean over episodes
+    of the largest joint speed (rad/s) in the last 0.25 s (a limit cycle shows up here).
     """
     dt = 1.0 / control_rate_hz
     substeps = round(control_rate_hz / policy_rate_hz)
     steps = round(horizon_s * policy_rate_hz)
-    final, reach_times, reached = [], [], 0
+    final, reach_times, reached, residual = [], [], 0, []
+    tail_from = steps - max(1, round(0.25 * policy_rate_hz))
     for start, goal in zip(starts, goals, strict=True):
         sim = ArmSim(limits, dt, start)
         t_reach = None
+        tail_speed = 0.0
         for k in range(steps):
             sim.set_command(act(build_obs_np(layout, sim.q, sim.dq, goal), sim.q, sim.dq, goal))
             for j in range(substeps):
                 sim.step()
                 if t_reach is None and np.max(np.abs(sim.q - goal)) < 0.05:
                     t_reach = (k * substeps + j + 1) * dt
+                if k >= tail_from:
+                    tail_speed = max(tail_speed, float(np.max(np.abs(sim.dq))))
         final.append(float(np.mean(np.abs(sim.q - goal))))
+        residual.append(tail_speed)
         if t_reach is not None:
             reached += 1
             reach_times.append(t_reach)
@@ -282,7 +296,22 @@ def evaluate(act: Any, limits: ArmLimits, layout: ObsLayout, goals: F64, starts:
         'p95_final_error_rad': round(float(np.percentile(final, 95)), 5),
         'mean_time_to_0.05rad_s': round(float(np.mean(reach_times)), 4) if reach_times else float('nan'),
         'reached_fraction': round(reached / len(goals), 4),
+        'mean_residual_speed_last_0.25s_rad_s': round(float(np.mean(residual)), 5),
     }
+
+
+def weights_sha256(module: Any) -> str:
+    """SHA-256 over the module's parameters/buffers (names, shapes, float32 bytes), in name order.
+
+    Reproducible across runs, unlike the TorchScript file bytes (which embed a serialization id).
+    """
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        arr = tensor.detach().cpu().contiguous().numpy()
+        h.update(name.encode())
+        h.update(str(arr.shape).encode())
+        h.update(arr.astype(np.float32).tobytes())
+    return h.hexdigest()
 
 
 def load_training_setup(config_path: str | None) -> tuple[ArmLimits, ObsLayout, Any, Any, float]:
@@ -366,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         'eval_baseline_target_equals_goal': base,
         'total_wall_s': round(time.perf_counter() - t_start, 2),
         'sha256': digest,
+        'weights_sha256': weights_sha256(scripted),
         'torch': torch.__version__, 'numpy': np.__version__, 'python': platform.python_version(),
     }
     out.with_suffix('.json').write_text(json.dumps(meta, indent=2) + '\n')
