@@ -5,9 +5,10 @@
 Subscribes (raw CDR, no deserialisation) to the robot state, human, operator, policy command,
 policy action and robot command topics of the config's ``topics:`` section and writes every
 message with its receive time (system clock, as rosbag2 does) to ``DIR`` (mcap storage,
-metadata.yaml written on close). ``--with-sim`` composes the simulated robot (1 kHz), human and
-operator in this process, plus the policy and safety nodes when they are available, so the
-recording holds the full closed loop; without it, the tool records whatever runs on the ROS graph.
+metadata.yaml written on close). ``--with-sim`` starts ``bringup --sim`` (simulated robot at 1 kHz,
+human, operator, policy and safety: the full closed loop) in a child process and records it; without
+it, the tool records whatever runs on the ROS graph. The recorder runs in its own process on an
+EventsExecutor so that it keeps up with ~2,500 messages/s.
 
 Ctrl-C (or the end of ``--duration``) closes the bag cleanly: nothing recorded is lost. Prints a
 JSON summary (path, duration, messages per topic). Bad input exits 2 with one line. Not RT code:
@@ -19,6 +20,9 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -99,30 +103,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--topics', default='', help=f'comma-separated keys of the topics section '
                    f'(default: all of {",".join(TOPIC_TYPES)})')
     p.add_argument('--with-sim', action='store_true',
-                   help='run the simulated robot/human/operator (and policy + safety if available) here')
+                   help='start `bringup --sim` (the full simulated closed loop) and record it')
     p.add_argument('--settle', type=float, default=0.5, help='seconds the sim runs before recording starts')
     return p
 
 
-def _sim_nodes(app: Any, ctx: Any) -> tuple[list[Any], list[str]]:
-    """Simulator nodes (always) and the policy/safety nodes (when importable)."""
-    from rt_safe_rl.nodes.sim_human_node import SimHumanNode
-    from rt_safe_rl.nodes.sim_operator_node import SimOperatorNode
-    from rt_safe_rl.nodes.sim_robot_node import SimRobotNode
+def _start_sim(args: argparse.Namespace, run_s: float) -> subprocess.Popen[bytes]:
+    """`bringup --sim` (robot, human, operator, policy, safety) in its own process."""
+    cmd = [sys.executable, '-m', 'rt_safe_rl.bringup', '--sim', '--no-monitor', '--duration', f'{run_s:.3f}']
+    if args.config:
+        cmd += ['--config', str(args.config)]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ))
 
-    nodes: list[Any] = [SimRobotNode(config=app, context=ctx), SimHumanNode(config=app, context=ctx),
-                        SimOperatorNode(config=app, context=ctx)]
-    notes: list[str] = []
+
+def _make_executor(ctx: Any) -> Any:
+    """EventsExecutor when available (a third of SingleThreaded's cost per callback)."""
     try:
-        from rt_safe_rl.nodes.policy_node import PolicyInferenceNode
-        from rt_safe_rl.nodes.safety_node import SafetyFilterNode
+        from rclpy.experimental import EventsExecutor
 
-        ip = bool(app.control.intra_process)
-        nodes += [PolicyInferenceNode(config=app, intra_process=ip, context=ctx),
-                  SafetyFilterNode(config=app, intra_process=ip, context=ctx)]
-    except ImportError as err:
-        notes.append(f'policy/safety nodes not available ({err}); the robot holds its pose')
-    return nodes, notes
+        return EventsExecutor(context=ctx)
+    except ImportError:
+        from rclpy.executors import SingleThreadedExecutor
+
+        return SingleThreadedExecutor(context=ctx)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,14 +142,14 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.context import Context
-    from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.node import Node
 
     from rt_safe_rl.config import load_config
-    from rt_safe_rl.rt.executor import RtExecutor
 
     if args.duration < 0:
         raise ConfigError(f'--duration must be >= 0, got {args.duration}')
+    if args.with_sim and args.duration == 0:
+        raise ConfigError('--with-sim needs a finite --duration')
     app = load_config(args.config)
     keys = [k.strip() for k in args.topics.split(',') if k.strip()] or list(TOPIC_TYPES)
     unknown = [k for k in keys if k not in TOPIC_TYPES]
@@ -159,49 +163,53 @@ def _main(args: argparse.Namespace) -> int:
 
     ctx = Context()
     rclpy.init(context=ctx, args=[])
-    executor = RtExecutor(app.rt, context=ctx)
-    nodes: list[Any] = []
+    executor = _make_executor(ctx)
     recorder: Recorder | None = None
     rnode: Any = None
+    sim: subprocess.Popen[bytes] | None = None
     notes: list[str] = []
     interrupted = False
     t0 = time.monotonic()
+    recorded_s = 0.0
     try:
-        if args.with_sim:
-            nodes, notes = _sim_nodes(app, ctx)
-            for n in nodes:
-                executor.add_node(n)
-            for which in ('configure', 'activate'):
-                for n in nodes:
-                    if getattr(n, f'trigger_{which}')() != TransitionCallbackReturn.SUCCESS:
-                        raise RtSafeRlError(f'{n.get_name()}: {which} failed (see the log above)')
-            if args.settle > 0:
-                executor.spin(args.settle)
         rnode = Node('rt_safe_rl_recorder', context=ctx)
-        recorder = Recorder(rnode, out, topics)
         executor.add_node(rnode)
+        if args.with_sim:
+            sim = _start_sim(args, args.settle + args.duration + 30.0)
+            _wait_for_publisher(rnode, executor, app.topics.joint_states, sim, 60.0)
+            end = time.monotonic() + args.settle
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.05)
+        recorder = Recorder(rnode, out, topics)
         t0 = time.monotonic()
+        end = t0 + args.duration if args.duration > 0 else float('inf')
         try:
-            executor.spin(args.duration if args.duration > 0 else None)
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.05)
+                if sim is not None and sim.poll() is not None:
+                    notes.append(f'the simulator exited early ({sim.returncode})')
+                    break
         except KeyboardInterrupt:
             interrupted = True
+        recorded_s = time.monotonic() - t0
     finally:
         if recorder is not None:
             recorder.close()
-        for n in reversed(nodes):
+        if sim is not None and sim.poll() is None:
+            sim.send_signal(signal.SIGINT)
             try:
-                n.trigger_deactivate()
-            except Exception:  # broad on purpose: best-effort teardown
-                pass
-        executor.destroy()
-        for n in [*nodes, rnode]:
-            if n is not None:
-                n.destroy_node()
+                sim.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                sim.kill()
+                sim.wait(timeout=5)
+        executor.shutdown()
+        if rnode is not None:
+            rnode.destroy_node()
         if ctx.ok():
             rclpy.shutdown(context=ctx)
     assert recorder is not None
     summary = {
-        'bag': str(out), 'storage': 'mcap', 'recorded_s': round(time.monotonic() - t0, 3),
+        'bag': str(out), 'storage': 'mcap', 'recorded_s': round(recorded_s, 3),
         'interrupted': interrupted, 'messages': dict(recorder.counts), 'with_sim': bool(args.with_sim),
         'notes': notes,
     }
@@ -209,3 +217,31 @@ def _main(args: argparse.Namespace) -> int:
     if sum(recorder.counts.values()) == 0:
         print('rt-safe-rl record: warning: no message received on any topic', file=sys.stderr)
     return 0
+
+
+def _wait_for_publisher(node: Any, executor: Any, topic: str, sim: subprocess.Popen[bytes],
+                        timeout_s: float) -> None:
+    """Wait until `topic` carries messages (the simulated loop is configured and active)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+
+    seen: list[int] = []
+    sub = node.create_subscription(JointState, topic, lambda _m: seen.append(1),
+                                   QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+    try:
+        _wait(node, executor, sim, timeout_s, lambda: bool(seen), f'no message on {topic}')
+    finally:
+        node.destroy_subscription(sub)
+
+
+def _wait(node: Any, executor: Any, sim: subprocess.Popen[bytes], timeout_s: float,
+          done: Any, what: str) -> None:
+    end = time.monotonic() + timeout_s
+    while not done():
+        if sim.poll() is not None:
+            err = (sim.stderr.read() if sim.stderr else b'').decode(errors='replace').strip().splitlines()
+            raise RtSafeRlError(f'the simulator (bringup --sim) exited ({sim.returncode}): '
+                                f'{err[-1] if err else "no output"}')
+        if time.monotonic() > end:
+            raise RtSafeRlError(f'{what} within {timeout_s:.0f} s')
+        executor.spin_once(timeout_sec=0.1)
