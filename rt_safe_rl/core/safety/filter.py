@@ -36,6 +36,8 @@ from rt_safe_rl.core.safety.config import BODY_MODEL, SafetyConfig
 from rt_safe_rl.core.safety.formulas import pfl_v_max
 
 MAX_HUMAN_POINTS = 32
+RESET_MAX_SPEED_RAD_S = 0.05
+"""A latched stop can only be reset once every measured joint speed is below this [rad/s]."""
 
 
 class FaultCode(IntEnum):
@@ -298,6 +300,7 @@ class SafetyFilter:
         self.report = SafetyReport()
         self._shape_n = (n,)
         self._initialized = False
+        self._resync = False
         self._latched = False
         self._latched_code = 0
         self._ext_fault = 0
@@ -379,16 +382,20 @@ class SafetyFilter:
         self._ext_fault = int(code)
 
     def reset(self) -> tuple[bool, str]:
-        """Clear a latched stop. Refused while the command is still moving.
+        """Clear a latched stop. Refused while the command or the robot is still moving.
 
-        The command trajectory re-synchronises to the measured state at the next step, and a
-        fresh valid policy action is required before the robot moves again.
+        At the next step the stopped command trajectory continues from where it is held when the
+        measured state is within ``position_tolerance_rad`` of it (no jump in the command stream),
+        else it restarts from the measured state; a fresh valid policy action is required before
+        the robot moves again.
         """
         if not self._latched and self._ext_fault == 0:
             self._reset_req = True
             return True, 'not latched; command re-synchronises to the measured state'
         if np.any(self._cs[1] != 0.0):
             return False, 'still stopping: the command velocity is not zero yet'
+        if np.any(np.abs(self._dq) > RESET_MAX_SPEED_RAD_S):
+            return False, f'still stopping: the robot moves faster than {RESET_MAX_SPEED_RAD_S} rad/s'
         self._reset_req = True
         return True, f'reset of {_FAULT_NAMES[self._latched_code]} applies at the next cycle'
 
@@ -435,7 +442,7 @@ class SafetyFilter:
             if ext == 0:
                 self._latched = False
                 self._latched_code = 0
-                self._initialized = False
+                self._resync = True
                 self._had_valid = False
                 self._human_seen = False
                 self._last_t_ns = -1
@@ -517,7 +524,19 @@ class SafetyFilter:
             else:
                 self._latch(code)
         rep = self.report
-        # ---- command state initialisation ----
+        # ---- command state initialisation / re-synchronisation after a reset ----
+        if self._resync and self._initialized:
+            self._resync = False
+            # keep the (stopped) command trajectory continuous when the robot is where it was
+            # commanded; re-initialise from the measurement when it is not (moved by hand, ...)
+            tol = self.cfg.position_tolerance_rad
+            for j in range(self.n_joints):
+                if not abs(self._q[j] - self._cs[0, j]) <= tol:
+                    self._initialized = False
+                    break
+            else:
+                self._cs[1].fill(0.0)
+                self._cs[2].fill(0.0)
         if not self._initialized:
             ok = size_ok
             for v in self._q:

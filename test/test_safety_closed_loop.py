@@ -1,0 +1,118 @@
+"""Closed loop with the simulated arm (PD + actuator limits) and a walking person: random and
+adversarial proposers never drive the commands or the robot out of its limits, never produce a
+NaN command, and the speed toward the person respects ISO/TS 15066 SSM whenever it is feasible.
+The simulator's CommandAudit (position, velocity, acceleration of the command stream) is the
+independent oracle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from rt_safe_rl.config import load_config
+from rt_safe_rl.core.robot_model import RobotModel
+from rt_safe_rl.core.safety import ACTIVE_BITS, SafetyFilter
+from rt_safe_rl.core.safety.formulas import ssm_v_max
+from rt_safe_rl.sim.arm import ArmLimits, ArmSim, CommandAudit
+from rt_safe_rl.sim.human import HumanWalker
+
+DT = 1e-3
+MS = 1_000_000
+Proposer = Callable[[int, np.ndarray, np.random.Generator], np.ndarray]
+
+
+def _bang_bang(model: RobotModel) -> Proposer:
+    def p(k: int, q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return model.q_max + 1.0 if (k // 150) % 2 else model.q_min - 1.0
+    return p
+
+
+def _random_jumps(model: RobotModel) -> Proposer:
+    state = {'target': model.home()}
+
+    def p(k: int, q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if k % 97 == 0:
+            state['target'] = rng.uniform(model.q_min - 2.0, model.q_max + 2.0)
+        return state['target'] + rng.normal(0, 0.05, model.n_joints)
+    return p
+
+
+def _noise(model: RobotModel) -> Proposer:
+    def p(k: int, q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return q + rng.normal(0, 1.0, model.n_joints) * rng.choice([1e-3, 0.1, 10.0, 1e6])
+    return p
+
+
+def _toward_human(model: RobotModel, human: HumanWalker) -> Proposer:
+    """Greedy: move the tool toward the person (pseudo-inverse of the tcp Jacobian)."""
+    pts = np.zeros((model.n_points, 3))
+    jac = np.zeros((model.n_points, 3, model.n_joints))
+    h = np.zeros(3)
+    i_tcp = model.point_names.index('tcp')
+
+    def p(k: int, q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        model.fk_points_jacobian(q, pts, jac)
+        human.position(k * DT, h, noisy=False)
+        dx = h - pts[i_tcp]
+        return q + np.linalg.pinv(jac[i_tcp]) @ dx * 0.5
+    return p
+
+
+@pytest.mark.parametrize('kind', ['bang_bang', 'random_jumps', 'noise', 'toward_human'])
+def test_adversarial_proposer_never_breaks_limits(kind: str) -> None:
+    app = load_config(None)
+    model = RobotModel.from_config(app.robot)
+    limits = ArmLimits.from_model(model, app.sim.robot)
+    arm = ArmSim(limits, DT, limits.initial_q(app.sim.robot))
+    audit = CommandAudit(limits, DT, tolerance=1e-9)
+    human = HumanWalker(app.sim.human)
+    f = SafetyFilter(model, app.safety)
+    proposer: Proposer = {
+        'bang_bang': _bang_bang(model), 'random_jumps': _random_jumps(model), 'noise': _noise(model),
+        'toward_human': _toward_human(model, human),
+    }[kind]
+    rng = np.random.default_rng(['bang_bang', 'random_jumps', 'noise', 'toward_human'].index(kind))
+    out = np.zeros(model.n_joints)
+    h = np.zeros((1, 3))
+    p0 = np.zeros((model.n_points, 3))
+    p1 = np.zeros((model.n_points, 3))
+    s = app.safety.ssm
+    prev_cmd = arm.q.copy()
+    resets = nan_injected = ssm_checked = 0
+    t0 = 10_000 * MS
+    for k in range(3000):
+        t = t0 + k * MS
+        human.position(k * DT, h[0])
+        prop = proposer(k, arm.q.copy(), rng)
+        if kind == 'noise' and k % 500 == 250:
+            prop[int(rng.integers(0, 7))] = np.nan
+            nan_injected += 1
+        rep = f.step(t, arm.q, arm.dq, prop, True, h, t, None, out)
+        assert rep.command_valid and np.all(np.isfinite(out))
+        assert audit.check(k, out), audit.summary()
+        # SSM: speed of each monitored point toward the person (commanded motion)
+        model.fk_points(prev_cmd, p0)
+        model.fk_points(out, p1)
+        if not rep.stopping and not rep.active_mask & ACTIVE_BITS['qp_fallback']:
+            for i in range(model.n_points):
+                diff = h[0] - p0[i]
+                dist = float(np.linalg.norm(diff))
+                d = dist - model.point_radius_m[i]
+                v_h = s.human_speed_near_m_s if d <= s.near_distance_m else s.human_speed_m_s
+                v_allowed = ssm_v_max(d, v_h, s.brake_decel_m_s2, s.reaction_time_s, s.c_total_m)
+                v_toward = float((p1[i] - p0[i]) @ diff / dist) / DT
+                assert v_toward <= v_allowed + 5e-3, (k, i, d, v_toward, v_allowed)
+                ssm_checked += 1
+        np.copyto(prev_cmd, out)
+        arm.set_command(out)
+        arm.step()
+        assert np.all(arm.q >= model.q_min - 1e-9) and np.all(arm.q <= model.q_max + 1e-9)
+        if f.stop_latched and f.is_stopped:
+            ok, _ = f.reset()  # refused until the robot itself has (nearly) stopped
+            resets += ok
+    assert audit.violations == 0
+    assert ssm_checked > 1000
+    if kind == 'noise':
+        assert resets >= nan_injected >= 5  # every NaN latched a stop that was reset afterwards
