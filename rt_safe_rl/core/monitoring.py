@@ -93,9 +93,12 @@ class PrometheusConfig:
     enabled: bool = True
     port: int = 9090
     address: str = '127.0.0.1'
+    thread_priority: int = 0  # SCHED_FIFO priority of the HTTP server thread (0 = leave SCHED_OTHER)
 
     def __post_init__(self) -> None:
         _require(0 <= self.port <= 65535, 'metrics.port', 'must be in 0..65535', self.port)
+        _require(0 <= self.thread_priority <= 98, 'metrics.thread_priority', 'must be in 0..98',
+                 self.thread_priority)
         _require(bool(self.address.strip()), 'metrics.address', 'must not be empty', self.address)
 
 
@@ -201,6 +204,9 @@ class RegressionConfig:
 class MonitorConfig:
     """The ``monitor:`` section of the config (built with ``configutil.from_mapping``).
 
+    ``callback_group`` names an ``rt.groups`` entry for the monitor's timer (e.g. ``monitor`` with
+    SCHED_FIFO priority 1, so a CPU hog cannot preempt the monitor while it holds the GIL, which
+    would stall the RT threads); '' keeps it in the node's default (non-RT) group.
     ``drain_period_s`` is how often the monitor drains the stage rings (rings hold 16 s at 1 kHz);
     ``diagnostics_period_s`` how often it evaluates and publishes ``/diagnostics`` (a multiple of
     the drain period is used); ``window_s`` the span of the latency/rate window; a component with no
@@ -208,6 +214,7 @@ class MonitorConfig:
     """
 
     enabled: bool = True
+    callback_group: str = ''  # rt group running the monitor timer ('' = the node's default, non-RT)
     diagnostics_period_s: float = 1.0
     drain_period_s: float = 1.0
     window_s: float = 10.0

@@ -128,6 +128,7 @@ class MonitorNode(LifecycleNode):
         self._dropped_at_start: dict[str, int] = {}
         self._last_eval_wall = 0.0
         self._cpu_at_last_eval = 0
+        self._group_note = 'default (non-RT)'
         self.last_error = ''  # why the last configure failed (bringup reports it)
         super().__init__(node_name, namespace=namespace, **node_kwargs)
         self.declare_parameter('config_file', '', ParameterDescriptor(
@@ -217,7 +218,8 @@ class MonitorNode(LifecycleNode):
                 self.get_logger().warning(f'system metrics disabled: {err}')
         topic = getattr(getattr(self._app, 'topics', None), 'diagnostics', '/diagnostics')
         self._pub = self.create_lifecycle_publisher(DiagnosticArray, topic, 10)
-        self._exporter = PrometheusExporter(cfg.metrics.address, cfg.metrics.port)
+        m = cfg.metrics
+        self._exporter = PrometheusExporter(m.address, m.port, m.thread_priority)
         self._prom_level = Level.OK
         self._prom_message = 'disabled (monitor.metrics.enabled / RT_ENABLE_PROMETHEUS)'
         # Samples recorded before we start draining are not ours to report as drops.
@@ -242,8 +244,27 @@ class MonitorNode(LifecycleNode):
         self._tick = 0
         self._last_eval_wall = time.monotonic()
         self._cpu_at_last_eval = self._cpu_ns
-        self._timer = self.create_timer(self._cfg.drain_period_s, self._on_timer)
+        self._timer = self.create_timer(self._cfg.drain_period_s, self._on_timer,
+                                        callback_group=self._callback_group())
         return super().on_activate(state)
+
+    def _callback_group(self) -> Any:
+        """The rt group named by monitor.callback_group, else None (the node's default group)."""
+        assert self._cfg is not None
+        name = self._cfg.callback_group
+        self._group_note = 'default (non-RT)'
+        if not name:
+            return None
+        try:
+            from rt_safe_rl.rt.executor import named_group
+
+            group = named_group(self, name)
+        except (ImportError, ConfigError) as err:
+            self.get_logger().warning(
+                f'monitor.callback_group {name!r} unusable ({err}); using the default group')
+            return None
+        self._group_note = name
+        return group
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop the timer and the HTTP endpoint."""
@@ -345,6 +366,8 @@ class MonitorNode(LifecycleNode):
             level, msg = Level.WARN, f'{dropped} stage samples dropped (metrics rings overflowed); {msg}'
         vals = [('prometheus', self._prom_message), ('monitor cpu (% of one core)', f'{cpu_pct:.2f}'),
                 ('drain period (s)', f'{self._cfg.drain_period_s:g}'),
+                ('callback group', self._group_note),
+                ('http thread', self._exporter.priority_note if self._exporter else '-'),
                 ('window (s)', f'{self._cfg.window_s:g}'), ('dropped samples', str(dropped))]
         return ComponentStatus('monitor', 'monitor', level, msg, vals)
 

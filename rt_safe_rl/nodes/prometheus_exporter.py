@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -248,9 +249,11 @@ class PrometheusExporter:
     in one process, e.g. tests).
     """
 
-    def __init__(self, address: str = '127.0.0.1', port: int = 9090) -> None:
+    def __init__(self, address: str = '127.0.0.1', port: int = 9090, thread_priority: int = 0) -> None:
         self.address = address
         self.requested_port = port
+        self.thread_priority = thread_priority
+        self.priority_note = 'SCHED_OTHER'  # what the server thread got
         self.port: int | None = None  # the bound port once started
         self.snapshot = MetricsSnapshot()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -278,6 +281,14 @@ class PrometheusExporter:
             ) from None
         self._server, self._thread = server, thread
         self.port = int(server.server_port)
+        if self.thread_priority > 0:
+            # Request threads inherit the server thread's policy (pthread default: inherit).
+            try:
+                os.sched_setscheduler(thread.native_id or 0, os.SCHED_FIFO,
+                                      os.sched_param(self.thread_priority))
+                self.priority_note = f'SCHED_FIFO {self.thread_priority}'
+            except (OSError, AttributeError) as err:
+                self.priority_note = f'SCHED_OTHER (FIFO {self.thread_priority} not granted: {err})'
         return self.port
 
     @property
