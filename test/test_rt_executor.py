@@ -224,11 +224,14 @@ def test_channel_mirror_publishes_decimated_off_the_producer_thread(rclpy_contex
     ex.add_node(producer)
     ex.add_node(listener)
     ex.spin(0.6)
+    task.enabled = False
+    mirror.task.enabled = False
+    ex.spin(0.3)  # let the listener (non_rt thread) take what is still in flight
     writes = ch.seq
     assert writes > 100
-    assert abs(mirror.published - writes / 5) <= 3  # one message per 5 records
+    assert abs(mirror.published - writes / 5) <= 3, (mirror.published, writes, mirror.task.stats())
     assert mirror.task.runs == mirror.published + mirror.skipped
-    assert len(got) >= mirror.published - 3  # delivered over DDS to a subscriber in the non_rt thread
+    assert len(got) >= mirror.published - 1, (len(got), mirror.published)  # via DDS to the non_rt thread
     assert all(float(seq) == value for value, seq in got)  # message carries the record it mirrors
     ex.destroy()
     producer.destroy_node()

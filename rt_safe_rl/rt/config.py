@@ -142,10 +142,10 @@ class GroupConfig:
 def _default_groups() -> dict[str, GroupConfig]:
     return {
         NON_RT: GroupConfig(policy='other', priority=0, cpus=[]),
-        'control': GroupConfig(policy='fifo', priority=80, cpus=[-1]),
-        'safety': GroupConfig(policy='fifo', priority=80, cpus=[-1], thread='control'),
+        'control': GroupConfig(policy='fifo', priority=80, cpus=[-1], spin_us=30),
+        'safety': GroupConfig(policy='fifo', priority=80, cpus=[-1], spin_us=30, thread='control'),
         'safety_monitor': GroupConfig(policy='fifo', priority=85, cpus=[-1]),
-        'sim': GroupConfig(policy='fifo', priority=70, cpus=[-1]),
+        'sim': GroupConfig(policy='fifo', priority=70, cpus=[-1], spin_us=30),
         'observers': GroupConfig(policy='fifo', priority=10, cpus=[0]),
     }
 
@@ -184,7 +184,7 @@ class RtConfig:
     prefault_heap_bytes: int = 32 << 20
     gc_freeze: bool = True
     gc_collect_period_s: float = 1.0
-    gil_switch_interval_s: float = 0.0005
+    gil_switch_interval_s: float = 0.00005
     require_rt: bool = False
     thread_stack_bytes: int = 0
     stats_capacity: int = 1 << 15
