@@ -598,6 +598,13 @@ def finalize_report(
     return rep
 
 
+def robot_joint_names(app: Any) -> list[str]:
+    """Joint names of the configured robot model (URDF + robot section)."""
+    from rt_safe_rl.core.robot_model import RobotModel
+
+    return list(RobotModel.from_config(app.robot, app.base_dir).joint_names)
+
+
 def make_pipeline(app: Any, cfg: BenchmarkConfig) -> Any:
     """The pipeline under test: composed in-process (default) or external over DDS."""
     from rt_safe_rl.bench import pipeline as pipelines
@@ -636,10 +643,14 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     def log(message: str) -> None:
         print(f'[bench replay] {message}', file=sys.stderr)
 
+    # decode the bag first (bad input fails fast, before the policy is loaded and warmed up)
+    inputs = load_inputs(info, cfg, robot_joint_names(app), app.topics)
     pipeline = make_pipeline(app, cfg)
     out_dir = Path(cfg.out_dir)
     try:
-        inputs = load_inputs(info, cfg, pipeline.joint_names, app.topics)
+        if list(pipeline.joint_names) != list(inputs.states.joint_names):
+            raise ConfigError(f'the pipeline joints {pipeline.joint_names} differ from the robot model '
+                              f'joints {inputs.states.joint_names}')
         log(f'{inputs.states.n} states on {inputs.states.topic} ({inputs.states.rate_hz():.1f} Hz)'
             + (f', human {inputs.human.topic}' if inputs.human.n else '')
             + (f', operator {inputs.operator.topic}' if inputs.operator.n else '')
