@@ -257,9 +257,14 @@ def analyse(
     Returns (report fields, samples in us per stage, replay time in s of the e2e samples).
     """
     parts = []
+    times = []
+    offset_s = 0.0
     for k, r in enumerate(runs):
         rec = r.records[: r.count]
-        parts.append(rec[warmup:] if k == 0 else rec)
+        rec = rec[warmup:] if k == 0 else rec
+        parts.append(rec)
+        times.append(offset_s + rec[:, COL_RELEASE] / 1e9)  # repeats one after the other
+        offset_s += r.wall_ns / 1e9
     rec = np.vstack(parts) if parts else np.zeros((0, RECORD_WIDTH))
     e2e = (rec[:, COL_OUT] - rec[:, COL_RELEASE]) / 1e3
     samples = {
@@ -282,7 +287,7 @@ def analyse(
     wall_s = sum(r.wall_ns for r in runs) / 1e9
     total = sum(r.count for r in runs)
     counts, edges = stats.histogram(e2e, bins=bins, log=True)
-    t_s = rec[:, COL_RELEASE] / 1e9
+    t_s = np.concatenate(times) if times else np.zeros(0)
     fields = {
         'messages': int(rec.shape[0]),
         'messages_replayed': int(total),
@@ -521,7 +526,8 @@ def run_benchmark(
                                    getattr(pipeline, 'stage_names', ('inference_us', 'safety_us')))
     fields['complete'] = complete
     fields['repeats'] = len(runs)
-    fields['rate'] = {'mode': mode, 'hz': hz if mode == 'fixed' else inputs.states.rate_hz()}
+    fields['rate'] = {'mode': mode, 'hz': hz if mode == 'fixed' else inputs.states.rate_hz(),
+                      'recorded_hz': inputs.states.rate_hz()}
     fields['deadline_us'] = deadline_ns / 1e3
     fields['process'] = meter.result
     fields['stress'] = stress.summary()

@@ -235,6 +235,16 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return '\n'.join(out)
 
 
+def _rate_text(report: Mapping[str, Any]) -> str:
+    rate = report.get('rate', {})
+    mode = rate.get('mode', '?')
+    if mode == 'max':
+        return 'max (as fast as the pipeline goes)'
+    if mode == 'recorded':
+        return 'recorded timing'
+    return f"fixed {_fmt(rate.get('hz'))} Hz"
+
+
 def render_markdown(report: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
     """The report as Markdown (tables of stages, naive comparison, determinism, comparison)."""
     md = report.get('metadata', {})
@@ -245,8 +255,9 @@ def render_markdown(report: Mapping[str, Any], plots: Sequence[str] = ()) -> str
     lines += [
         f"- bag: `{bag.get('path', '?')}` ({bag.get('storage', '?')}, "
         f"sha256 `{str(bag.get('sha256', ''))[:16]}`)",
-        f"- state topic: `{report.get('state_topic', '?')}`, rate: {report.get('rate', {}).get('mode', '?')}"
-        f" {_fmt(report.get('rate', {}).get('hz'))} Hz, repeats: {report.get('repeats', '?')}",
+        f"- state topic: `{report.get('state_topic', '?')}` (recorded at "
+        f"{_fmt(report.get('rate', {}).get('recorded_hz'))} Hz), replay rate: {_rate_text(report)}, "
+        f"repeats: {report.get('repeats', '?')}",
         f"- pipeline: {report.get('pipeline', {}).get('description', '?')}",
         f"- model: `{model.get('path', '')}` sha256 `{str(model.get('sha256', ''))[:16]}`",
         f"- machine: {md.get('host', '?')}, {md.get('cpu', '?')} x{md.get('cpu_count', '?')}, kernel "
