@@ -95,7 +95,7 @@ class _Collector:
         self.rows: list[F64] = []
         self.hrows: list[F64] = []
         self.e2e: list[F64] = []
-        self._buf_r = np.zeros((1 << 15, self.robot.trace.width if self.robot.trace else 3))
+        self._buf_r = np.zeros((0, 3))  # sized at the first drain (the trace exists after configure)
         self._buf_h = np.zeros((1 << 13, 4))
         self._buf_e = np.zeros((1 << 14, 2))
         self._last_ticks = 0
@@ -105,6 +105,8 @@ class _Collector:
 
     def drain(self) -> None:
         if self.robot.trace is not None:
+            if self._buf_r.shape[1] != self.robot.trace.width:
+                self._buf_r = np.zeros((self.robot.trace.capacity, self.robot.trace.width))
             k = self.robot.trace.drain(self._buf_r)
             if k:
                 self.rows.append(self._buf_r[:k].copy())

@@ -71,9 +71,10 @@ class SimHumanNode(SimNodeBase):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Start walking (time 0 of the path is the activation time)."""
+        """Start walking (time 0 of the path is the first tick after activation, so a slow start of
+        other composed nodes does not eat into the scenario)."""
         ret = super().on_activate(state)
-        self._t0_ns = time.monotonic_ns()
+        self._t0_ns = 0
         if self._task is not None:
             self._task.enabled = True
         return ret
@@ -112,6 +113,8 @@ class SimHumanNode(SimNodeBase):
 
     def _tick(self, deadline_ns: int) -> None:
         now = time.monotonic_ns()
+        if self._t0_ns == 0:
+            self._t0_ns = now
         if self.active:
             self.walker.position(self.elapsed_s(now), self._pos)
         else:

@@ -82,10 +82,9 @@ class SimOperatorNode(SimNodeBase):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Start publishing (the first goal is drawn after one goal period; home until then)."""
+        """Start publishing (first goal one goal period after the first tick; home until then)."""
         ret = super().on_activate(state)
-        self._t0_ns = time.monotonic_ns()
-        self._next_goal_ns = self._t0_ns + self._goal_period_ns
+        self._t0_ns = 0
         if self._task is not None:
             self._task.enabled = True
         return ret
@@ -121,6 +120,9 @@ class SimOperatorNode(SimNodeBase):
 
     def _tick(self, deadline_ns: int) -> None:
         now = time.monotonic_ns()
+        if self._t0_ns == 0:
+            self._t0_ns = now
+            self._next_goal_ns = now + self._goal_period_ns
         if now >= self._next_goal_ns:
             self.goal = self._goals.sample()  # allocates one small array per goal period (non-critical)
             self.goals_sent += 1
