@@ -174,17 +174,18 @@ def _free_port() -> int:
 
 
 def _default_switch_interval_s() -> float:
+    """rt.gil_switch_interval_s of the shipped config (what the RtExecutor applies), else 0.5 ms."""
     try:
-        from rt_safe_rl.rt.config import RtConfig
+        from rt_safe_rl.config import load_config
 
-        return float(RtConfig().gil_switch_interval_s) or 0.005
-    except (ImportError, AttributeError):
+        return float(load_config(None).rt.gil_switch_interval_s) or 0.005
+    except (ImportError, AttributeError, RtSafeRlError):
         return 0.0005
 
 
 def run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: float,
         monitor_overrides: dict[str, Any], switch_interval_s: float = 0.0005,
-        executor: str = 'rt') -> dict[str, Any]:
+        executor: str = 'rt', spin_us: int = 0) -> dict[str, Any]:
     """Run the on/off comparison; returns the report dict.
 
     ``switch_interval_s`` is applied with ``sys.setswitchinterval`` for the run (as the RtExecutor
@@ -194,13 +195,14 @@ def run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: float
     sys.setswitchinterval(switch_interval_s)
     try:
         return _run(duration_s, pairs, rate_hz, rt, warmup_s, monitor_overrides, switch_interval_s,
-                    executor)
+                    executor, spin_us)
     finally:
         sys.setswitchinterval(old_switch)
 
 
 def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: float,
-         monitor_overrides: dict[str, Any], switch_interval_s: float, executor: str) -> dict[str, Any]:
+         monitor_overrides: dict[str, Any], switch_interval_s: float, executor: str,
+         spin_us: int) -> dict[str, Any]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
@@ -225,7 +227,8 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
         from rt_safe_rl.config import load_config
         from rt_safe_rl.rt.executor import PeriodicTask, RtExecutor
 
-        rt_cfg = load_config(None).rt
+        over = {} if spin_us < 0 else {'rt': {'groups': {'control': {'spin_us': spin_us}}}}
+        rt_cfg = load_config(None, over).rt
         def cycle(deadline_ns: int) -> None:
             loop.step(deadline_ns)
 
@@ -326,7 +329,7 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
         'config': {'executor': executor, 'duration_s': duration_s, 'pairs': pairs, 'rate_hz': rate_hz,
                    'warmup_s': warmup_s,
                    'monitor_overrides': monitor_overrides, 'scrape_period_s': 1.0,
-                   'gil_switch_interval_s': switch_interval_s},
+                   'gil_switch_interval_s': switch_interval_s, 'control_spin_us': spin_us},
         'off': off, 'on': on,
         'e2e_p50_change_pct': round(change, 2),
         'e2e_p50_change_pct_per_pair': per_pair,
@@ -366,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--rt', action='store_true',
                     help='thread mode: SCHED_FIFO 80 + pin the loop (needs root)')
     ap.add_argument('--gil-switch-interval-s', type=float, default=None,
-                    help='sys.setswitchinterval for the run (default: rt.gil_switch_interval_s default)')
+                    help="sys.setswitchinterval for the run (default: the config's rt.gil_switch_interval_s)")
+    ap.add_argument('--spin-us', type=int, default=0,
+                    help="rt mode: spin_us of the loop's control group (default 0: the busy-wait makes "
+                         'e2e bimodal on this VM whatever the monitor does; -1 = keep the shipped value)')
     ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                     help='monitor parameter override, e.g. --set drain_period_s=0.25 (repeatable)')
     ap.add_argument('--out', default='', help='also write the JSON report here')
@@ -376,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(_parse_override(s) for s in args.set)
     switch = args.gil_switch_interval_s or _default_switch_interval_s()
     report = run(args.duration_s, args.pairs, args.rate_hz, args.rt, args.warmup_s, overrides, switch,
-                 args.executor)
+                 args.executor, args.spin_us)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
