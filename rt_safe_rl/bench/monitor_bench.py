@@ -227,7 +227,11 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
         from rt_safe_rl.config import load_config
         from rt_safe_rl.rt.executor import PeriodicTask, RtExecutor
 
-        over = {} if spin_us < 0 else {'rt': {'groups': {'control': {'spin_us': spin_us}}}}
+        over: dict[str, Any] = {}
+        if spin_us >= 0:  # the control group and the groups sharing its thread must agree
+            shipped = load_config(None).rt.groups
+            over = {'rt': {'groups': {n: {'spin_us': spin_us} for n, g in shipped.items()
+                                      if n == 'control' or g.thread == 'control'}}}
         rt_cfg = load_config(None, over).rt
         def cycle(deadline_ns: int) -> None:
             loop.step(deadline_ns)
