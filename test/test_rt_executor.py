@@ -236,3 +236,74 @@ def test_channel_mirror_publishes_decimated_off_the_producer_thread(rclpy_contex
     ex.destroy()
     producer.destroy_node()
     listener.destroy_node()
+
+
+def test_catch_up_policy_runs_missed_periods_back_to_back(rclpy_context: Any) -> None:
+    cfg = from_mapping(RtConfig, {'groups': {
+        'non_rt': {'policy': 'other', 'priority': 0},
+        'control': {'policy': 'other', 'priority': 0, 'miss_policy': 'catch_up', 'max_catch_up': 2},
+    }, 'mlock': False, 'prefault_heap_bytes': 0}, 'test')
+    starts: list[tuple[int, int]] = []
+
+    def fn(deadline_ns: int) -> None:
+        starts.append((deadline_ns, time.monotonic_ns()))
+        if len(starts) == 5:  # one long stall of ~5.5 periods
+            t_end = time.monotonic_ns() + 5_500_000
+            while time.monotonic_ns() < t_end:
+                pass
+
+    ex = RtExecutor(cfg, context=rclpy_context)
+    task = PeriodicTask('cu', 'control', 1_000_000, fn, enabled=True)
+    ex.add_task(task)
+    ex.spin(0.1)
+    ex.destroy()
+    deadlines = [d for d, _ in starts]
+    assert task.caught_up == 2  # bounded by max_catch_up
+    assert task.skipped >= 3  # the rest of the missed periods were skipped
+    # the two catch-up runs are for the next deadlines on the grid, run back to back
+    assert deadlines[5] - deadlines[4] == 1_000_000 and deadlines[6] - deadlines[5] == 1_000_000
+    assert starts[6][1] - starts[5][1] < 1_000_000
+
+
+def test_stall_is_reported_not_silent(rclpy_context: Any) -> None:
+    ex = RtExecutor(quick_cfg(), context=rclpy_context)
+    calls = [0]
+
+    def hang(deadline_ns: int) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            time.sleep(0.35)  # a callback that hangs for 350 periods
+
+    ex.add_task(PeriodicTask('hang', 'control', 1_000_000, hang, enabled=True))
+    ex.spin(0.6)
+    rep = ex.report()
+    ex.destroy()
+    assert rep['stalls'] >= 1
+    assert rep['tasks']['hang']['overruns'] == 1
+    assert rep['tasks']['hang']['skipped'] >= 300
+
+
+def test_loss_of_rt_policy_at_runtime_is_counted(rclpy_context: Any) -> None:
+    import os
+
+    ex = RtExecutor(RtConfig(mlock=False, prefault_heap_bytes=0), context=rclpy_context)
+    ex.add_task(PeriodicTask('p', 'control', 1_000_000, lambda d: None, enabled=True))
+    demoted: list[int] = []
+
+    def demote() -> None:
+        time.sleep(0.2)
+        th = ex._threads['control']
+        if th.grant is not None and th.grant.granted.get('policy') == 'fifo':
+            os.sched_setscheduler(th.tid, os.SCHED_OTHER, os.sched_param(0))
+            demoted.append(th.tid)
+
+    helper = threading.Thread(target=demote)
+    helper.start()
+    ex.spin(1.5)
+    helper.join()
+    rep = ex.report()
+    ex.destroy()
+    if not demoted:
+        pytest.skip('SCHED_FIFO not granted here (no CAP_SYS_NICE / rtprio limit): nothing to lose')
+    assert rep['privilege_losses'] == 1
+    assert any('changed from fifo to other' in w for w in rep['warnings'])

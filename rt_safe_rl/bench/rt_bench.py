@@ -353,7 +353,11 @@ def phase_rclpy(a: argparse.Namespace, rt_knobs: bool = False) -> dict[str, Any]
         while mono() < end:
             ex.spin_once(timeout_sec=0.1)
         k = idx[0]
-        keep = _warm_cut(exp[:k].astype(np.float64), int(exp[0]), a.warmup) if k else np.zeros(0, bool)
+        keep = (
+            _warm_cut(exp[:k].astype(np.float64), int(exp[0]), a.warmup, a.duration)
+            if k
+            else np.zeros(0, bool)
+        )
         res.update(loop_stats(exp[:k][keep], st[:k][keep], period))
         ex.shutdown()
         node.destroy_node()
