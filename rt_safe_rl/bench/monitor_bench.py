@@ -363,8 +363,8 @@ def _parse_override(text: str) -> tuple[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point (`rt-safe-rl bench monitor ...` or `python -m rt_safe_rl.bench.monitor_bench`)."""
     ap = argparse.ArgumentParser(prog='rt-safe-rl bench monitor', description=__doc__.split('\n\n')[0])
-    ap.add_argument('--duration-s', type=float, default=3.0, help='seconds per segment (default 3)')
-    ap.add_argument('--pairs', type=int, default=6, help='off/on segment pairs (default 6)')
+    ap.add_argument('--duration-s', type=float, default=2.0, help='seconds per segment (default 2)')
+    ap.add_argument('--pairs', type=int, default=10, help='off/on segment pairs (default 10)')
     ap.add_argument('--rate-hz', type=float, default=1000.0, help='loop rate (default 1000)')
     ap.add_argument('--warmup-s', type=float, default=2.0)
     ap.add_argument('--executor', choices=('rt', 'thread'), default='rt',
