@@ -14,7 +14,8 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / 'rt_safe_rl'
 PURE_DIRS = [PKG / 'core', PKG / 'sim']
 PURE_FILES = [PKG / 'config.py', PKG / 'paths.py']
-FORBIDDEN_ROOTS = ('rclpy', 'launch', 'launch_ros', 'rosidl_runtime_py', 'rt_safe_rl.nodes', 'rt_safe_rl.rt.executor')
+FORBIDDEN_ROOTS = ('rclpy', 'launch', 'launch_ros', 'rosidl_runtime_py', 'rt_safe_rl.nodes',
+                   'rt_safe_rl.rt.executor')
 
 
 def _forbidden(module: str) -> bool:
@@ -71,7 +72,8 @@ def test_importing_all_pure_modules_loads_no_ros_at_runtime() -> None:
         '    importlib.import_module(m)\n'
         'from rt_safe_rl.config import load_config\n'
         'load_config()\n'
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'rclpy' or m.split('.')[0].endswith('_msgs'))\n"
+        "roots = {m.split('.')[0] for m in sys.modules}\n"
+        "bad = sorted(r for r in roots if r == 'rclpy' or r.endswith('_msgs'))\n"
         'print(bad)\n'
         'sys.exit(1 if bad else 0)\n'
     )

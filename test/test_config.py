@@ -106,7 +106,7 @@ def test_parse_override_and_deep_merge() -> None:
     assert parse_override('topics.joint_states=/arm/joint_states') == {
         'topics': {'joint_states': '/arm/joint_states'}}
     assert parse_override('sim.robot.initial_q_rad=[0, 1]') == {'sim': {'robot': {'initial_q_rad': [0, 1]}}}
-    with pytest.raises(ConfigError, match='KEY.PATH=VALUE'):
+    with pytest.raises(ConfigError, match=r'KEY\.PATH=VALUE'):
         parse_override('demo.duration_s')
     base = {'a': {'b': 1, 'c': 2}, 'd': [1]}
     merged = deep_merge(base, {'a': {'b': 5}, 'd': [2]})
