@@ -1,0 +1,254 @@
+"""Plain-numpy implementation of the safety filter's per-cycle checks (the benchmark baseline).
+
+Same constraint set, same tiers and the same Goldfarb-Idnani projection as :mod:`.kernel`, written
+the way one would without a compiler: numpy 4x4 matrix products for the forward kinematics,
+vectorised per-joint bounds, numpy linear algebra in the active-set loop. It is what the numba
+kernel is measured against (``rt-safe-rl bench safety``) and an independent cross-check of it
+(the outputs agree to ~1e-12 rad; summation order differs). Not RT-safe: allocates every call.
+Faults / timing (the :class:`SafetyFilter` wrapper logic) are not part of it: it assumes valid,
+finite inputs and a viable state, like the benchmark's steady state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rt_safe_rl.core.robot_model import JT_PRISMATIC, JT_REVOLUTE, RobotModel
+from rt_safe_rl.core.safety import kernel as kn
+from rt_safe_rl.core.safety.config import SafetyConfig
+from rt_safe_rl.core.safety.filter import build_params
+
+
+def _motion(jt: int, axis: np.ndarray, x: float) -> np.ndarray:
+    m = np.eye(4)
+    if jt == JT_REVOLUTE:
+        ax, ay, az = axis
+        c, s = np.cos(x), np.sin(x)
+        t = 1.0 - c
+        m[:3, :3] = [[t * ax * ax + c, t * ax * ay - s * az, t * ax * az + s * ay],
+                     [t * ax * ay + s * az, t * ay * ay + c, t * ay * az - s * ax],
+                     [t * ax * az - s * ay, t * ay * az + s * ax, t * az * az + c]]
+    elif jt == JT_PRISMATIC:
+        m[:3, 3] = axis * x
+    return m
+
+
+def _viab(dist: np.ndarray, a: np.ndarray | float, dt: float) -> np.ndarray:
+    ad = a * dt
+    with np.errstate(invalid='ignore'):
+        v = np.sqrt(ad * ad + 2.0 * a * np.maximum(dist, 0.0)) - ad
+    return np.where(dist < 0.0, dist / dt, v)
+
+
+def project_numpy(x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray, h: np.ndarray,
+                  tol: float, max_iter: int) -> tuple[np.ndarray, bool]:
+    """Goldfarb-Idnani projection onto box + half-spaces, numpy version. Returns (x, ok)."""
+    n = x0.shape[0]
+    x = np.clip(x0, lo, hi)
+    bsign = np.where(x0 > hi, 1, np.where(x0 < lo, -1, 0))
+    u_b = np.where(bsign == 1, x0 - hi, np.where(bsign == -1, lo - x0, 0.0))
+    k_rows = g.shape[0]
+    if k_rows == 0:
+        return x, True
+    norms = np.linalg.norm(g, axis=1)
+    active: list[int] = []
+    u_s: list[float] = []
+    for _ in range(max_iter):
+        viol = (g @ x - h) / np.where(norms > 0, norms, 1.0)
+        if np.any((norms == 0) & (g @ x - h > 0)):
+            return x, False
+        if active:
+            viol[active] = -np.inf
+        free = bsign == 0
+        over = np.where(free, x - hi, -np.inf)
+        under = np.where(free, lo - x, -np.inf)
+        cands = (viol.max(), over.max(), under.max())
+        best = max(cands)
+        if best <= tol:
+            return x, True
+        if cands[0] == best:
+            w = g[int(np.argmax(viol))].copy()
+            p_row, p_col = int(np.argmax(viol)), -1
+        elif cands[1] == best:
+            p_col = int(np.argmax(over))
+            w, p_row = np.zeros(n), -1
+            w[p_col] = 1.0
+        else:
+            p_col = int(np.argmax(under))
+            w, p_row = np.zeros(n), -1
+            w[p_col] = -1.0
+        u_p = 0.0
+        for _inner in range(n + k_rows + 2):
+            free = bsign == 0
+            gs = g[active] if active else np.zeros((0, n))
+            gsf = gs[:, free]
+            if active:
+                c = np.linalg.solve(gsf @ gsf.T, gsf @ w[free])
+            else:
+                c = np.zeros(0)
+            r = w - gs.T @ c
+            z = np.where(free, r, 0.0)
+            r_b = np.where(free, 0.0, r * bsign)
+            viol_p = (w @ x - h[p_row]) if p_row >= 0 else (x[p_col] - hi[p_col] if w[p_col] > 0
+                                                             else lo[p_col] - x[p_col])
+            wz = float(w @ z)
+            t2 = max(viol_p / wz, 0.0) if wz > 1e-14 * float(w @ w) else np.inf
+            t1, drop_s, drop_b = np.inf, -1, -1
+            for a, ca in enumerate(c):
+                if ca > 1e-15 and u_s[a] / ca < t1:
+                    t1, drop_s, drop_b = u_s[a] / ca, a, -1
+            fixed = np.flatnonzero((bsign != 0) & (r_b > 1e-15))
+            if fixed.size:
+                ratios = u_b[fixed] / r_b[fixed]
+                j = int(np.argmin(ratios))
+                if ratios[j] < t1:
+                    t1, drop_b, drop_s = float(ratios[j]), int(fixed[j]), -1
+            if t1 == np.inf and t2 == np.inf:
+                return x, False
+            t = t2 if t2 <= t1 else t1
+            if t2 < np.inf:
+                x = x - t * z
+            u_s = [u - t * ca for u, ca in zip(u_s, c, strict=True)]
+            u_b = np.where(bsign != 0, u_b - t * r_b, u_b)
+            u_p += t
+            if t2 <= t1:
+                if p_row >= 0:
+                    active.append(p_row)
+                    u_s.append(u_p)
+                else:
+                    x[p_col] = hi[p_col] if w[p_col] > 0 else lo[p_col]
+                    bsign[p_col] = 1 if w[p_col] > 0 else -1
+                    u_b[p_col] = u_p
+                break
+            if drop_s >= 0:
+                del active[drop_s]
+                del u_s[drop_s]
+            else:
+                bsign[drop_b] = 0
+                u_b[drop_b] = 0.0
+    return x, False
+
+
+class NumpySafetyFilter:
+    """Per-cycle filter in plain numpy (see the module docstring). ``cmd_state`` is (3, n)."""
+
+    def __init__(self, model: RobotModel, cfg: SafetyConfig | None = None) -> None:
+        self.model = model
+        self.cfg = cfg or SafetyConfig()
+        self.lim, self.sp, self.ws = build_params(model, self.cfg)
+        self.cmd_state = np.zeros((3, model.n_joints))
+
+    def fk(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Monitored points (M,3) and Jacobians (M,3,n) by numpy 4x4 products."""
+        m = self.model
+        frames: list[np.ndarray] = []
+        for f in range(m.parent.shape[0]):
+            x = 0.0 if m.qidx[f] < 0 else m.mult[f] * q[m.qidx[f]] + m.offs[f]
+            local = m.origin[f] @ _motion(int(m.jtype[f]), m.axis[f], x)
+            frames.append(local if m.parent[f] < 0 else frames[m.parent[f]] @ local)
+        tf = np.stack(frames) if frames else np.zeros((0, 4, 4))
+        pts = np.einsum('mij,mj->mi', tf[m.pt_frame, :3, :3], m.pt_offset) + tf[m.pt_frame, :3, 3]
+        jac = np.zeros((m.n_points, 3, m.n_joints))
+        for f in range(len(frames)):
+            k = m.qidx[f]
+            if m.jtype[f] == 0 or k < 0:
+                continue
+            z = tf[f, :3, :3] @ m.axis[f]
+            sel = m.ancestor[m.pt_frame, f]
+            if not np.any(sel):
+                continue
+            if m.jtype[f] == JT_REVOLUTE:
+                jac[sel, :, k] += m.mult[f] * np.cross(z, pts[sel] - tf[f, :3, 3])
+            else:
+                jac[sel, :, k] += m.mult[f] * z
+        return pts, jac
+
+    def step(self, q_meas: np.ndarray, dq_meas: np.ndarray, q_pol: np.ndarray,
+             human: np.ndarray | None) -> np.ndarray:
+        """One cycle (normal mode, no operator): returns the safe command [rad]; updates cmd_state."""
+        lim, sp, cs = self.lim, self.sp, self.cmd_state
+        dt = sp[kn.SP_DT]
+        qc, vc, ac = cs[0], cs[1], cs[2]
+        q_min, q_max, v_m = lim[kn.L_QMIN], lim[kn.L_QMAX], lim[kn.L_VMAX]
+        a_m, j_m = lim[kn.L_AMAX], lim[kn.L_JMAX]
+        pts, jac = self.fk(qc)
+        rows: list[np.ndarray] = []
+        hs: list[np.ndarray] = []
+        ssm_stop = False
+        if sp[kn.SP_SSM_ON] and human is not None and len(human):
+            diff = human[None, :, :] - pts[:, None, :]
+            dist = np.linalg.norm(diff, axis=2)
+            d = dist - self.model.point_radius_m[:, None]
+            v_h = np.where(d <= sp[kn.SP_SSM_NEAR_D], sp[kn.SP_SSM_VH_NEAR], sp[kn.SP_SSM_VH])
+            a, tr = sp[kn.SP_SSM_A], sp[kn.SP_SSM_TR]
+            arg = v_h**2 + (a * tr) ** 2 + 2 * a * (d - sp[kn.SP_SSM_CTOT])
+            vmax = np.maximum(np.sqrt(np.maximum(arg, 0.0)) - (a * tr + v_h), 0.0)
+            vmax = np.where(arg <= 0, 0.0, vmax)
+            if sp[kn.SP_PFL_ON]:
+                vmax = np.maximum(vmax, sp[kn.SP_PFL_V])
+            elif np.any(vmax <= 0.0):
+                ssm_stop = True
+            unit = diff / dist[:, :, None]
+            rows.append(np.einsum('mhk,mkn->mhn', unit, jac).reshape(-1, qc.shape[0]))
+            hs.append(vmax.reshape(-1))
+        braking = ssm_stop
+        vdes = np.zeros_like(qc) if braking else (q_pol - qc) / dt
+        up_via = _viab(q_max - qc, a_m, dt)
+        lo_via = -_viab(qc - q_min, a_m, dt)
+        lo = np.maximum.reduce([-v_m, vc - a_m * dt, lo_via])
+        hi = np.minimum.reduce([v_m, vc + a_m * dt, up_via])
+        if sp[kn.SP_EFFORT_ON] and not braking:
+            kp, kd, eff = lim[kn.L_KP], lim[kn.L_KD], lim[kn.L_EFF]
+            use = (kp > 0) & np.isfinite(eff)
+            with np.errstate(divide='ignore', invalid='ignore'):
+                base = q_meas + kd * dq_meas / kp
+                el = np.where(use, (base - eff / kp - qc) / dt, -np.inf)
+                eu = np.where(use, (base + eff / kp - qc) / dt, np.inf)
+            eff_ok = np.maximum(lo, el) <= np.minimum(hi, eu)
+            lo = np.where(eff_ok, np.maximum(lo, el), lo)
+            hi = np.where(eff_ok, np.minimum(hi, eu), hi)
+        lo_hard, hi_hard = lo.copy(), hi.copy()
+        if sp[kn.SP_JERK_ON]:
+            k = j_m / a_m
+            a_lo_s = np.maximum(k * (np.maximum(-v_m, lo_via) - vc), -a_m)
+            a_up_s = np.minimum(k * (np.minimum(v_m, up_via) - vc), a_m)
+            sl = vc + np.maximum(ac - j_m * dt, a_lo_s) * dt
+            su = vc + np.minimum(ac + j_m * dt, a_up_s) * dt
+            jerk_ok = np.maximum(lo, sl) <= np.minimum(hi, su)
+            new_lo = np.where(jerk_ok, np.maximum(lo, sl), np.where(su < lo, lo, hi))
+            new_hi = np.where(jerk_ok, np.minimum(hi, su), np.where(su < lo, lo, hi))
+            lo, hi = new_lo, new_hi
+        if sp[kn.SP_WS_ON] and not braking and np.any(self.ws):
+            wp, wj = pts[self.ws], jac[self.ws]
+            up = _viab(sp[kn.SP_WS_MAX_X:kn.SP_WS_MAX_X + 3] - wp, sp[kn.SP_WS_A], dt)
+            dn = _viab(wp - sp[kn.SP_WS_MIN_X:kn.SP_WS_MIN_X + 3], sp[kn.SP_WS_A], dt)
+            rows.append(np.concatenate([wj.reshape(-1, qc.shape[0]), -wj.reshape(-1, qc.shape[0])]))
+            hs.append(np.concatenate([up.reshape(-1), dn.reshape(-1)]))
+        identity = False
+        if braking or not rows:
+            g, h = np.zeros((0, qc.shape[0])), np.zeros(0)
+        else:
+            g, h = np.concatenate(rows), np.concatenate(hs)
+            reach = np.abs(g) @ np.maximum(np.abs(lo), np.abs(hi))
+            keep = reach > h
+            identity = bool(np.all((vdes >= lo) & (vdes <= hi)) and np.all(g @ vdes <= h))
+            g, h = g[keep], h[keep]
+        if braking:
+            identity = False
+        elif not rows:
+            identity = bool(np.all((vdes >= lo) & (vdes <= hi)))
+        if identity:
+            x = vdes
+            out = q_pol.copy()
+        else:
+            x, qp_ok = project_numpy(vdes, lo, hi, g, h, sp[kn.SP_QP_TOL], int(sp[kn.SP_QP_MAXIT]))
+            if not qp_ok and sp[kn.SP_JERK_ON]:
+                lo, hi = lo_hard, hi_hard
+                x, qp_ok = project_numpy(vdes, lo, hi, g, h, sp[kn.SP_QP_TOL], int(sp[kn.SP_QP_MAXIT]))
+            if not qp_ok:
+                x = np.clip(0.0, lo, hi)
+            out = qc + x * dt
+        cs[2] = (x - vc) / dt
+        cs[1] = x
+        cs[0] = out
+        return out
