@@ -281,3 +281,71 @@ def test_main_bad_config_file_exits_2_with_one_line(capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith('monitor_node: error:') and 'miss_rate_warn' in err[0]
+
+
+def test_composed_on_rt_executor_with_periodic_task(rclpy_context: Any) -> None:
+    """Production layout: the loop is a PeriodicTask in the 'control' RT group of the RtExecutor, the
+    monitor timer runs in the 'observers' group, /diagnostics comes out over DDS; latency injected
+    into the task raises the alert, which clears after recovery."""
+    from rt_safe_rl.config import load_config
+    from rt_safe_rl.rt.executor import PeriodicTask, RtExecutor
+
+    app = load_config(None, {'rt': {'mlock': False, 'prefault_heap_bytes': 0, 'gc_freeze': False}})
+    reg = MetricsRegistry()
+    rec = reg.stage('e2e')
+    delay_s = [0.0]
+
+    def cycle(deadline_ns: int) -> None:
+        if delay_s[0] > 0.0:
+            time.sleep(delay_s[0])  # the injected latency
+        now = time.monotonic_ns()
+        rec.record_ns(now, max(now - deadline_ns, 0))
+
+    task = PeriodicTask('latency_loop', 'control', 5_000_000, cycle, enabled=True)
+    loop_node = rclpy.create_node('latency_loop', context=rclpy_context)
+    loop_node.rt_tasks = lambda: [task]  # type: ignore[attr-defined]
+    params = [Parameter(k, value=v) for k, v in {**FAST, 'monitor.callback_group': 'observers'}.items()]
+    node = MonitorNode(config=app, registry=reg, context=rclpy_context, parameter_overrides=params,
+                       node_name='rt_monitor')
+    listener = rclpy.create_node('rt_diag_listener', context=rclpy_context)
+    msgs: list[DiagnosticArray] = []
+    listener.create_subscription(DiagnosticArray, '/diagnostics', msgs.append, 10)
+    ex = RtExecutor(app.rt, context=rclpy_context)
+    for n in (loop_node, node, listener):
+        ex.add_node(n)
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
+
+    def loop_status() -> Any:
+        for msg in reversed(msgs):
+            for st in msg.status:
+                if st.name == 'rt_monitor: control loop':
+                    return st
+        return None
+
+    def wait(pred: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if pred():
+                return
+            time.sleep(0.02)
+        st = loop_status()
+        raise AssertionError(f'timed out waiting for {what}; last: {st and (st.level, st.message)}')
+
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        wait(lambda: loop_status() is not None and _level(loop_status()) == Level.OK, 'control loop OK')
+        mon = next(st for st in msgs[-1].status if st.name == 'rt_monitor: monitor')
+        assert dict((kv.key, kv.value) for kv in mon.values)['callback group'] == 'observers'
+        delay_s[0] = 0.003  # 3 ms > 1 ms budget (> 2 x budget: ERROR)
+        wait(lambda: _level(loop_status()) == Level.ERROR and 'e2e p99' in loop_status().message,
+             'latency alert from the RT task')
+        delay_s[0] = 0.0
+        wait(lambda: _level(loop_status()) == Level.OK, 'recovery')
+    finally:
+        ex.shutdown()
+        spinner.join(timeout=5.0)
+        ex.destroy()
+        for n in (node, loop_node, listener):
+            n.destroy_node()
