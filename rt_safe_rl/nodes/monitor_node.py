@@ -1,8 +1,10 @@
 """MonitorNode: /diagnostics, Prometheus metrics and alerts for the RT pipeline (lifecycle node).
 
-Runs entirely in the non-RT callback group (the node's default group): one timer drains the
-process-wide :func:`rt_safe_rl.rt.metrics.registry` stage rings (the RT threads only push into
-preallocated SPSC rings and bump counters, so the monitor never touches their path), and every
+Never on the RT path: one timer drains the process-wide :func:`rt_safe_rl.rt.metrics.registry`
+stage rings (the RT threads only push into preallocated SPSC rings and bump counters). The timer
+runs in the rt group named by ``monitor.callback_group`` (shipped: ``observers``, a low SCHED_FIFO
+priority, so a CPU hog cannot preempt the monitor while it holds the GIL and thereby stall the RT
+threads; '' = the node's default, non-RT group); it yields the GIL between pieces of work. Every
 ``monitor.diagnostics_period_s`` it evaluates :class:`~rt_safe_rl.core.monitoring.MonitorCore`,
 publishes one ``diagnostic_msgs/DiagnosticArray`` (one status per component: control loop,
 policy, safety filter, system, monitor), logs alert transitions (rate-limited) and hands a snapshot
