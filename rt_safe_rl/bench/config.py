@@ -49,6 +49,10 @@ class BenchmarkConfig:
         pipeline: ``inprocess`` (policy + safety nodes composed in the bench process, driven by
             direct calls) or ``external`` (a running pipeline reached over DDS topics, lockstep).
         rate: ``'recorded'`` (bag timing), ``'max'`` (as fast as the pipeline goes) or Hz.
+        rt_settings: measure our pipeline as it runs in production: GC collected, frozen and
+            disabled during the replays, and paced replays (recorded/Hz) in a thread with the
+            ``rt.groups.control`` scheduling (SCHED_FIFO, CPU pinning) when the OS grants it.
+            Max-rate replays stay SCHED_OTHER: a 100 % busy FIFO thread would hit RT throttling.
         repeat: replays of the bag (>= 2 also checks determinism across them).
         warmup_messages: messages replayed (and discarded) before measuring, per repeat.
         max_messages: replay at most this many state messages per repeat (0 = all).
@@ -75,6 +79,7 @@ class BenchmarkConfig:
     pipeline: str = 'inprocess'
     rate: str = 'max'
     repeat: int = 2
+    rt_settings: bool = True
     warmup_messages: int = 200
     max_messages: int = 0
     deadline_us: float = 0.0

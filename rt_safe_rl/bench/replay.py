@@ -23,6 +23,7 @@ Prints the report JSON summary (stages, throughput, misses, ratios) on stdout.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import math
@@ -249,8 +250,8 @@ class ReplayEngine:
 
 
 def analyse(
-    runs: Sequence[RunResult], warmup: int, deadline_ns: int, rate_mode: str, nominal_period_ns: int | None,
-    bins: int, stage_names: tuple[str, str] = ('inference_us', 'safety_us'),
+    runs: Sequence[RunResult], warmup: int, deadline_ns: int, rate_mode: str, bins: int,
+    stage_names: tuple[str, str] = ('inference_us', 'safety_us'),
 ) -> tuple[dict[str, Any], dict[str, FloatArray], FloatArray]:
     """Statistics over all repeats (the first ``warmup`` records of the first run excluded).
 
@@ -274,13 +275,16 @@ def analyse(
         'replay_to_input_us': (rec[:, COL_IN] - rec[:, COL_RELEASE]) / 1e3,
     }
     stages = {k: stats.summarize(v) for k, v in samples.items()}
+    # output period jitter: |output interval - scheduled release interval| (the schedule is the
+    # fixed period, or the recording's own, possibly irregular, intervals); none at max rate
     jitter_parts = []
     if rate_mode != 'max':
         for k, r in enumerate(runs):
-            out_t = r.records[: r.count, COL_OUT].astype(np.int64)
+            rr = r.records[: r.count]
             if k == 0:
-                out_t = out_t[warmup:]
-            jitter_parts.append(stats.period_jitter_ns(out_t, nominal_period_ns))
+                rr = rr[warmup:]
+            if rr.shape[0] >= 2:
+                jitter_parts.append(np.abs(np.diff(rr[:, COL_OUT]) - np.diff(rr[:, COL_RELEASE])))
     jit = np.concatenate(jitter_parts) if jitter_parts else np.zeros(0)
     stages['period_jitter_us'] = stats.summarize(jit / 1e3)
     misses = stats.deadline_misses(e2e * 1e3, deadline_ns)
@@ -476,27 +480,77 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int, 
         yield update
 
 
+@contextmanager
+def _gc_quiet(enabled: bool) -> Iterator[None]:
+    """Collect, freeze and disable the GC inside the block (as the RtExecutor does)."""
+    if not enabled:
+        yield
+        return
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
+
+
+def _run_rt_thread(engine: ReplayEngine, group: Any, grants: list[dict[str, Any]]) -> RunResult:
+    """Run one pass in a new thread with the control group's scheduling (what the OS grants).
+
+    Ctrl-C in the calling thread stops the pass (partial result). The grant is appended to ``grants``.
+    """
+    out: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            from rt_safe_rl.rt.sched import apply_thread_settings
+
+            cpus = tuple(getattr(group, 'real_cpus', None) or group.cpus)
+            g = apply_thread_settings('bench_replay', group.policy, group.priority, cpus)
+            out['grant'] = {'requested': g.requested, 'granted': g.granted, 'warnings': list(g.warnings)}
+        except Exception as err:  # broad on purpose: RT setup is best effort, say why
+            out['grant'] = {'error': f'{type(err).__name__}: {err}'}
+        out['run'] = engine.run()
+
+    th = threading.Thread(target=body, name='bench_replay', daemon=True)
+    th.start()
+    try:
+        # an untimed join: the caller must not wake up (and take the GIL) during the pass;
+        # the lock wait is still interrupted by Ctrl-C
+        th.join()
+    except KeyboardInterrupt:
+        engine.stop_event.set()
+        th.join()
+    if not grants and 'grant' in out:
+        grants.append(out['grant'])
+    return out['run']  # type: ignore[no-any-return]
+
+
 def run_benchmark(
     pipeline: ReplayPipeline, inputs: Inputs, cfg: BenchmarkConfig, *, deadline_ns: int,
     naive_runner: Callable[[Inputs, BenchmarkConfig], dict[str, Any]] | None = None,
     on_event: Callable[[str], None] | None = None, stop_event: threading.Event | None = None,
+    rt_group: Any | None = None,
 ) -> tuple[dict[str, Any], dict[str, FloatArray], FloatArray]:
     """Replay ``cfg.repeat`` times (pipeline reset before each), optionally under stress, then
     the naive pipeline; return (report fields, samples, times). Never raises on interruption:
-    the fields then carry ``complete: False``.
+    the fields then carry ``complete: False``. ``rt_group``: the ``rt.groups.control``
+    GroupConfig used for paced replays when ``cfg.rt_settings`` (see BenchmarkConfig).
     """
+    stop_event = stop_event if stop_event is not None else threading.Event()
+    use_rt_thread = cfg.rt_settings and rt_group is not None and parse_rate(cfg.rate)[0] != 'max'
+    grants: list[dict[str, Any]] = []
     mode, hz = parse_rate(cfg.rate)
-    nominal: int | None = None
-    if mode == 'fixed':
-        nominal = round(1e9 / hz)
-    elif mode == 'recorded':
-        nominal = None  # median interval
     runs: list[RunResult] = []
     complete = True
     stress = StressWorkers(cfg.stress_workers, cfg.stress_duty)
     meter = ProcessMeter()
     extra_det: list[RunResult] = []
-    with _sigterm_interrupts():
+    with _sigterm_interrupts(), _gc_quiet(cfg.rt_settings):
         try:
             stress.start()
             meter.start()
@@ -504,7 +558,7 @@ def run_benchmark(
                 with _progress(cfg.progress, inputs.states.n, f'replay {k + 1}/{cfg.repeat}') as prog:
                     engine = ReplayEngine(pipeline, inputs, mode, hz, prog, stop_event)
                     pipeline.reset()
-                    r = engine.run()
+                    r = _run_rt_thread(engine, rt_group, grants) if use_rt_thread else engine.run()
                 runs.append(r)
                 if on_event is not None:
                     on_event(f'repeat {k + 1}/{cfg.repeat}: {r.count} msgs in {r.wall_ns / 1e9:.3f} s')
@@ -522,7 +576,7 @@ def run_benchmark(
             extra_det.append(extra)
             complete = extra.complete
     fields, samples, t_s = analyse(runs, min(cfg.warmup_messages, max(0, (runs[0].count if runs else 0) - 1)),
-                                   deadline_ns, mode, nominal, cfg.histogram_bins,
+                                   deadline_ns, mode, cfg.histogram_bins,
                                    getattr(pipeline, 'stage_names', ('inference_us', 'safety_us')))
     fields['complete'] = complete
     fields['repeats'] = len(runs)
@@ -530,6 +584,8 @@ def run_benchmark(
                       'recorded_hz': inputs.states.rate_hz()}
     fields['deadline_us'] = deadline_ns / 1e3
     fields['process'] = meter.result
+    fields['rt'] = {'gc_disabled': cfg.rt_settings, 'replay_thread': grants[0] if grants else
+                    'caller thread, SCHED_OTHER' + (' (max rate: no FIFO)' if mode == 'max' else '')}
     fields['stress'] = stress.summary()
     fields['determinism'] = determinism(runs + extra_det)
     fields['pipeline'] = {'description': pipeline.description, 'joint_names': list(pipeline.joint_names),
@@ -664,7 +720,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         deadline_ns = int(cfg.deadline_us * 1e3) if cfg.deadline_us > 0 else app.control.period_ns
         fields, samples, t_s = run_benchmark(pipeline, inputs, cfg, deadline_ns=deadline_ns,
                                              naive_runner=pipelines.naive_runner_for(app, pipeline),
-                                             on_event=log)
+                                             on_event=log, rt_group=app.rt.groups.get('control'))
     finally:
         pipeline.close()
     rep = finalize_report(app, info, cfg, inputs, pipeline.model_path, fields, samples, t_s,

@@ -15,7 +15,9 @@ JSON schema (``REPORT_SCHEMA`` names the version; more keys may be added, none r
       "deadline_us": float,
       "stages": {"e2e_us"|"inference_us"|"safety_us"|"replay_to_input_us"|"period_jitter_us":
                  {"count","min","mean","std","p50","p90","p99","p999","max"}},
+      # period_jitter_us = |output interval - scheduled release interval| (paced replays only)
       "misses": int, "miss_rate": float, "interventions": int,
+      "rt": {"gc_disabled": bool, "replay_thread": {requested, granted, warnings} | str},
       "process": {"cpu_percent": float, "rss_mb": float, "rss_peak_mb": float},
       "histogram": {"e2e_us": {"edges": [...], "counts": [...]}},
       "determinism": {"identical": bool, "command_sha256": str, "runs": [sha, ...]},

@@ -187,7 +187,7 @@ class BenchmarkNode(LifecycleNode):
             fields, samples, t_s = run_benchmark(
                 self._pipeline, self._inputs, cfg, deadline_ns=deadline_ns,
                 naive_runner=naive_runner_for(app, self._pipeline),
-                on_event=self._log_event, stop_event=self._stop)
+                on_event=self._log_event, stop_event=self._stop, rt_group=app.rt.groups.get('control'))
             argv = ['benchmark_node', str(self.get_parameter('bag').value)]
             base = str(self.get_parameter('baseline').value)
             rep = finalize_report(app, self._info, cfg, self._inputs, self._pipeline.model_path, fields,
