@@ -150,8 +150,9 @@ def test_executor_loop_rt_threads_allocate_nothing(rclpy_context: Any) -> None:
     ]
     diff = snaps[1].filter_traces(rt_only).compare_to(snaps[0].filter_traces(rt_only), 'traceback')
     rt_blocks = sum(d.count_diff for d in diff)
-    # 0 blocks per cycle: a leak of one block per 100 cycles would show as >= 100
-    assert abs(rt_blocks) <= 3, f'RT threads kept {rt_blocks} blocks over {CYCLES} cycles: ' + str(
+    # 0 blocks per cycle (< 0.001): live ints that replace each other (counters, deadlines) move
+    # between lines by a few blocks; a leak of one block per 100 cycles would show as >= 100
+    assert abs(rt_blocks) <= 10, f'RT threads kept {rt_blocks} blocks over {CYCLES} cycles: ' + str(
         ['\n'.join(d.traceback.format()[-8:]) + f' {d.count_diff}' for d in diff[:4]])
 
 

@@ -368,6 +368,7 @@ class _GroupThread:
             self.cfg.timer_slack_ns,
         )
         self.owner.gc_policy.register_rt_thread()
+        self.owner._go.wait(5.0)  # all threads start their schedules once the process setup is done
         try:
             self._loop()
         except BaseException as err:
@@ -659,6 +660,7 @@ class RtExecutor:
         self._last_check_ns = 0
         self._stall_reported: dict[str, int] = {}
         self._housekeeping_grant: sched.ThreadGrant | None = None
+        self._go = threading.Event()  # released by spin() when setup and start-up logging are done
 
     # -- nodes and tasks -------------------------------------------------------------------------
     def add_node(self, node: Node) -> bool:
@@ -868,11 +870,16 @@ class RtExecutor:
         self._spinning = True
         end_ns = time.monotonic_ns() + int(duration_s * 1e9) if duration_s is not None else _FAR_NS
         hk = threading.Thread(target=self._housekeeping_loop, name='rt_housekeeping', daemon=True)
+        self._go.clear()
         try:
             self._refresh()
             self._setup_process()
             self._start_threads()
             hk.start()
+            for line in format_report(self.report()).splitlines():
+                if not line.startswith(('task ', 'WARNING')):  # warnings were logged already
+                    _log.info(line)
+            self._go.set()
             while not self._stop and self.context.ok():
                 now = time.monotonic_ns()
                 if now >= end_ns:
@@ -886,6 +893,7 @@ class RtExecutor:
                     break
                 self._entities_dirty = True  # a non-RT callback ran (e.g. a lifecycle transition)
         finally:
+            self._go.set()
             self._spinning = False
             if hk.is_alive():
                 hk.join(1.0)
@@ -1034,6 +1042,47 @@ class RtExecutor:
             'warnings': list(self.warnings),
             'errors': list(self.errors),
         }
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    """Human-readable summary of :meth:`RtExecutor.report` (what the OS granted; counters)."""
+    k = rep.get('kernel', {})
+    proc = rep.get('process', {})
+    gcr = rep.get('gc', {})
+    ml = proc.get('mlock') or {}
+    sw = proc.get('gil_switch_interval_s')
+    mlock = 'granted' if ml.get('granted') else 'NOT granted'
+    auto = 'on' if gcr.get('automatic_gc') else 'off'
+    lines = [
+        f'kernel {k.get("release")} ({"PREEMPT_RT" if k.get("preempt_rt") else "not PREEMPT_RT"}), '
+        f'RT throttling {k.get("rt_throttling")}',
+        f'mlockall: {mlock}; {proc.get("heap", "heap not prefaulted")}; GC: {gcr.get("frozen_objects", 0)} '
+        f'objects frozen, automatic {auto}, {gcr.get("rt_collections", 0)} collections in RT threads; '
+        + (f'GIL switch interval {sw * 1e6:.0f} us' if sw else 'GIL switch interval unchanged'),
+    ]
+    for name, th in rep.get('threads', {}).items():
+        g = th.get('granted') or {}
+        r = th.get('requested', {})
+        got = (
+            f'SCHED_{str(g.get("policy", "?")).upper()} {g.get("priority", "?")} on CPUs {g.get("cpus", "?")}'
+        )
+        ok = g.get('policy') == r.get('policy') and (not r.get('cpus') or g.get('cpus') == r.get('cpus'))
+        lines.append(
+            f'thread {name} {th.get("groups")}: {got}'
+            + ('' if ok else f' (requested {r.get("policy")} {r.get("priority")} on {r.get("cpus")})')
+        )
+    for tname, t in rep.get('tasks', {}).items():
+        if 'period_us' in t:
+            lines.append(
+                f'task {tname}: {t["runs"]} runs, {t["misses"]} misses, {t["overruns"]} overruns, '
+                f'{t["skipped"]} skipped, max lateness {t["max_lateness_us"]} us, errors {t["errors"]}'
+            )
+        else:
+            lines.append(f'task {tname}: {t["runs"]} runs, {t["coalesced"]} coalesced, errors {t["errors"]}')
+    if rep.get('stalls') or rep.get('privilege_losses'):
+        lines.append(f'stalls {rep.get("stalls")}, privilege losses {rep.get("privilege_losses")}')
+    lines.extend(f'WARNING {w}' for w in rep.get('warnings', []))
+    return '\n'.join(lines)
 
 
 def spin_nodes(
