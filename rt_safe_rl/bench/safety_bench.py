@@ -8,8 +8,8 @@ Measures, in one run on one machine (so the ratios are meaningful on a noisy hos
    moving person, against a plain numpy implementation of the same checks
    (:mod:`rt_safe_rl.core.safety.numpy_ref`) fed the same inputs in the same loop (interleaved).
    Both outputs are compared every cycle from the same command state (``agreement_max_abs_rad``).
-   Target: ours p99 <= 1/5 of numpy's p99. ``allocation``: tracemalloc growth and ``sys.getallocatedblocks`` delta over the
-   steady-state cycles (target: no growth).
+   Target: ours p99 <= 1/5 of numpy's p99. ``allocation``: tracemalloc growth and
+   ``sys.getallocatedblocks`` delta over the steady-state cycles (target: no growth).
 2. ``batch``: :class:`BatchSafetyFilter` throughput (states/s) with numba's thread count, plus the
    single-thread per-state rate for reference.
 3. ``properties`` (``--cases``, default 10^5): random viable states of the 7-DoF arm with random
