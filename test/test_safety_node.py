@@ -286,3 +286,63 @@ def test_configure_fails_cleanly_on_bad_safety_config(rclpy_context: Any) -> Non
         assert 'looser' in node.last_error
     finally:
         node.destroy_node()
+
+
+def test_callbacks_map_joint_names_human_poses_operator_and_trajectory(rclpy_context: Any) -> None:
+    """Message glue, called directly: joint_states in another joint order, a PoseArray of human
+    points, an operator command, an action over the DDS path, and the optional JointTrajectory."""
+    from geometry_msgs.msg import Pose, PoseArray
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+    from rt_safe_rl.config import load_config
+    from rt_safe_rl.nodes.safety_node import SafetyFilterNode
+
+    cfg = dict(RELAXED['safety'], publish_trajectory=True)
+    app = load_config(None, {'safety': cfg})
+    node = SafetyFilterNode(config=app, namespace='sn5', context=rclpy_context)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        model = node.model
+        assert model is not None
+        q = model.home()
+        order = list(reversed(range(7)))
+        js = JointState()
+        js.header.frame_id = '41'
+        js.name = [model.joint_names[i] for i in order]
+        js.position = [float(q[i]) for i in order]
+        js.velocity = [0.0] * 7
+        node._on_joint_state(js)
+        np.testing.assert_array_equal(node._q, q)  # mapped back to the robot's order
+        pa = PoseArray()
+        for x in (2.0, 2.5):
+            p = Pose()
+            p.position.x, p.position.z = x, 0.5
+            pa.poses.append(p)
+        node._on_human_poses(pa)
+        assert node._n_human == 2
+        op = Float64MultiArray()
+        op.data = [float(v) for v in q]
+        node._on_operator(op)
+        act = Float64MultiArray()
+        act.data = [float(v) for v in q + 0.001]
+        act.layout.data_offset = 41
+        act.layout.dim = [MultiArrayDimension(label='valid', size=7, stride=7)]
+        node._on_action(act)
+        out = np.zeros(7)
+        assert node.read_command(out) == 41
+        assert node.filter is not None and node.filter.report.fault_code == 0
+        assert node.filter.report.human_distance_m < 2.0  # the PoseArray points were used
+        np.testing.assert_array_equal(np.asarray(node._traj_msg.points[0].positions), out)
+        # a joint_states without the robot's joints fails closed
+        bad = JointState()
+        bad.name = ['a', 'b']
+        bad.position = [0.0, 0.0]
+        node._on_joint_state(bad)
+        assert np.all(np.isnan(node._q)) and 'do not contain' in node.last_error
+        node._on_action(act)
+        assert node.filter.stop_latched and node.status()['fault'] == 'NONFINITE_INPUT', node.status()
+    finally:
+        node.destroy_node()

@@ -529,9 +529,11 @@ class SafetyFilter:
             self._resync = False
             # keep the (stopped) command trajectory continuous when the robot is where it was
             # commanded; re-initialise from the measurement when it is not (moved by hand, ...)
+            # (a non-finite measurement keeps the command: the kernel then latches NONFINITE_INPUT)
             tol = self.cfg.position_tolerance_rad
             for j in range(self.n_joints):
-                if not abs(self._q[j] - self._cs[0, j]) <= tol:
+                e = abs(self._q[j] - self._cs[0, j])
+                if e > tol and math.isfinite(e):
                     self._initialized = False
                     break
             else:
@@ -554,6 +556,7 @@ class SafetyFilter:
             self._cs[1].fill(0.0)
             self._cs[2].fill(0.0)
             self._initialized = True
+            self._resync = False
         mode = 1 if (self._latched or hold) else 0
         w = self._work
         m = self.model
