@@ -153,6 +153,12 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     nodes = [NaivePolicyNode(), NaiveSafetyNode()]
     for n in nodes:
         executor.add_node(n)
+    parent = os.getppid()
+
+    def check_parent() -> None:  # never outlive the benchmark (killed parent -> stop)
+        if os.getppid() != parent:
+            raise ExternalShutdownException()
+    nodes[1].create_timer(0.5, check_parent)
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -202,12 +208,14 @@ class NaiveRunner:
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
+        from rclpy.signals import SignalHandlerOptions
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64MultiArray
 
         n = q.shape[0] if max_messages <= 0 else min(q.shape[0], max_messages)
         ctx = Context()
-        rclpy.init(context=ctx, args=[])
+        # keep Ctrl-C a KeyboardInterrupt (rclpy's handler would only shut the context down)
+        rclpy.init(context=ctx, args=[], signal_handler_options=SignalHandlerOptions.NO)
         env = dict(os.environ)
         child = subprocess.Popen(self._cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE)

@@ -58,6 +58,7 @@ class NodePipeline:
         try:
             import rclpy
             from rclpy.context import Context
+            from rclpy.signals import SignalHandlerOptions
 
             from rt_safe_rl.nodes.policy_node import PolicyInferenceNode
             from rt_safe_rl.nodes.safety_node import SafetyFilterNode
@@ -68,7 +69,8 @@ class NodePipeline:
         self.app = app
         self.model_path = str(_resolve(app.policy.path, app.base_dir))
         self._ctx = Context()
-        rclpy.init(context=self._ctx, args=[])
+        # Ctrl-C must stay a KeyboardInterrupt (partial report), not an rclpy context shutdown
+        rclpy.init(context=self._ctx, args=[], signal_handler_options=SignalHandlerOptions.NO)
         self._nodes: list[Any] = []
         try:
             self.policy = PolicyInferenceNode(config=app, namespace=BENCH_NAMESPACE, intra_process=True,
@@ -250,6 +252,7 @@ class ExternalPipeline:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rclpy.signals import SignalHandlerOptions
 
         from rt_safe_rl.core.robot_model import RobotModel
 
@@ -259,7 +262,8 @@ class ExternalPipeline:
         self.n_command = len(self.joint_names)
         self.timeout_s = float(timeout_s)
         self._ctx = Context()
-        rclpy.init(context=self._ctx, args=[])
+        # Ctrl-C must stay a KeyboardInterrupt (partial report), not an rclpy context shutdown
+        rclpy.init(context=self._ctx, args=[], signal_handler_options=SignalHandlerOptions.NO)
         from geometry_msgs.msg import PointStamped
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64MultiArray

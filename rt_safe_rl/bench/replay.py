@@ -504,8 +504,15 @@ def _run_rt_thread(engine: ReplayEngine, group: Any, grants: list[dict[str, Any]
     Ctrl-C in the calling thread stops the pass (partial result). The grant is appended to ``grants``.
     """
     out: dict[str, Any] = {}
+    done = threading.Event()
 
     def body() -> None:
+        try:
+            _rt_body()
+        finally:
+            done.set()
+
+    def _rt_body() -> None:
         try:
             from rt_safe_rl.rt.sched import apply_thread_settings
 
@@ -514,20 +521,28 @@ def _run_rt_thread(engine: ReplayEngine, group: Any, grants: list[dict[str, Any]
             out['grant'] = {'requested': g.requested, 'granted': g.granted, 'warnings': list(g.warnings)}
         except Exception as err:  # broad on purpose: RT setup is best effort, say why
             out['grant'] = {'error': f'{type(err).__name__}: {err}'}
-        out['run'] = engine.run()
+        try:
+            out['run'] = engine.run()
+        except Exception as err:  # broad on purpose: re-raised in the caller's thread
+            out['error'] = f'{type(err).__name__}: {err}'
 
     th = threading.Thread(target=body, name='bench_replay', daemon=True)
     th.start()
     try:
-        # an untimed join: the caller must not wake up (and take the GIL) during the pass;
-        # the lock wait is still interrupted by Ctrl-C
-        th.join()
-    except KeyboardInterrupt:
+        # an untimed wait: the caller must not wake up (and take the GIL) during the pass;
+        # the wait is still interrupted by Ctrl-C. (Not Thread.join: on CPython 3.11 a join
+        # interrupted by a signal can return early the next time.)
+        done.wait()
+    except (KeyboardInterrupt, ReplayInterruptedError):
         engine.stop_event.set()
-        th.join()
+        done.wait()
+    th.join(timeout=5.0)
+    if 'run' not in out:
+        raise RtSafeRlError(f'the replay thread failed: {out.get("error", "unknown error")}')
     if not grants and 'grant' in out:
         grants.append(out['grant'])
-    return out['run']  # type: ignore[no-any-return]
+    result: RunResult = out['run']
+    return result
 
 
 def run_benchmark(

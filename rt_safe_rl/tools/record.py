@@ -143,6 +143,7 @@ def _main(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.context import Context
     from rclpy.node import Node
+    from rclpy.signals import SignalHandlerOptions
 
     from rt_safe_rl.config import load_config
 
@@ -162,7 +163,7 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f'{out} already exists; refusing to overwrite a recording')
 
     ctx = Context()
-    rclpy.init(context=ctx, args=[])
+    rclpy.init(context=ctx, args=[], signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C closes the bag
     executor = _make_executor(ctx)
     recorder: Recorder | None = None
     rnode: Any = None
