@@ -41,6 +41,7 @@ from rt_safe_rl.core.errors import RtSafeRlError
 
 TARGET_P50_CHANGE_PCT = 5.0
 TARGET_MONITOR_CPU_PCT = 2.0
+SETTLE_S = 0.5  # wait after switching the monitor on/off before measuring a segment
 
 _SCRAPER = r'''
 import sys, time, urllib.request
@@ -278,6 +279,7 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
             for mode in order:
                 if mode == 'on':
                     node.trigger_activate()
+                time.sleep(SETTLE_S)  # steady state only: the (de)activation transient is not measured
                 i0 = loop.mark()
                 cpu0, proc0, w0, miss0 = node.cpu_time_s, time.process_time(), time.monotonic(), misses()
                 time.sleep(duration_s)
@@ -333,7 +335,8 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
         'config': {'executor': executor, 'duration_s': duration_s, 'pairs': pairs, 'rate_hz': rate_hz,
                    'warmup_s': warmup_s,
                    'monitor_overrides': monitor_overrides, 'scrape_period_s': 1.0,
-                   'gil_switch_interval_s': switch_interval_s, 'control_spin_us': spin_us},
+                   'gil_switch_interval_s': switch_interval_s, 'control_spin_us': spin_us,
+                   'settle_s': SETTLE_S},
         'off': off, 'on': on,
         'e2e_p50_change_pct': round(change, 2),
         'e2e_p50_change_pct_per_pair': per_pair,
