@@ -21,7 +21,8 @@ Measures, in one run on one machine (so the ratios are meaningful on a noisy hos
    bang-bang and noise proposers; the simulator's CommandAudit counts limit violations (target 0).
 5. ``monitor`` (``--monitor-s`` seconds, 0 = skip): the real :class:`SafetyFilterNode` composed
    in-process on the :class:`RtExecutor`, a 1 kHz control task playing robot + policy and the
-   node's safety monitor at ``safety.monitor_rate_hz``: monitor runs/s and missed periods per 10^4.
+   node's safety monitor at ``safety.monitor_rate_hz``: monitor runs/s and missed periods per 10^4
+   (periods without a run: expected - actual runs; late starts are counted separately).
 
 Prints one JSON document (and writes it with ``--json FILE``). Exit 0 when it ran (targets are
 reported as ``*_met`` booleans, never asserted), 2 on bad arguments.
@@ -427,27 +428,32 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
         th.start()
         time.sleep(0.5)
         mon = node._monitor_task
-        r0, m0 = mon.runs, mon.misses
+        r0, m0, s0 = mon.runs, mon.misses, mon.skipped
         c0, cm0 = ctrl.runs, ctrl.misses
         t0 = time.monotonic()
         time.sleep(seconds)
         el = time.monotonic() - t0
-        runs, misses = mon.runs - r0, mon.misses - m0
+        runs, misses, skipped = mon.runs - r0, mon.misses - m0, mon.skipped - s0
         c_runs, c_misses = ctrl.runs - c0, ctrl.misses - cm0
         report = ex.report()
         ex.shutdown()
         th.join(5.0)
         ex.destroy()
         rate = runs / el
-        per_1e4 = 1e4 * misses / max(1, runs)
+        expected = el * app.safety.monitor_rate_hz
+        missed_periods = max(0.0, expected - runs)  # late starts whose periods were skipped
+        per_1e4 = 1e4 * missed_periods / expected
         return {
             'seconds': round(el, 2),
             'monitor_rate_hz_configured': app.safety.monitor_rate_hz,
             'monitor_runs_per_s': rate,
-            'monitor_misses': int(misses),
-            'monitor_misses_per_1e4': per_1e4,
+            'monitor_late_starts': int(misses),
+            'monitor_skipped_periods': int(skipped),
+            'monitor_missed_periods_per_1e4': per_1e4,
             'control_runs_per_s': c_runs / el,
-            'control_misses_per_1e4': 1e4 * c_misses / max(1, c_runs),
+            'control_late_starts_per_1e4': 1e4 * c_misses / max(1, c_runs),
+            'control_missed_periods_per_1e4': 1e4 * max(0.0, el * app.control.rate_hz - c_runs)
+            / (el * app.control.rate_hz),
             'filter_cycles': node.cycles,
             'fault': node.status().get('fault'),
             'scheduling': {k: report.get(k) for k in ('granted', 'threads') if k in report},
