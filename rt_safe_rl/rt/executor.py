@@ -1010,6 +1010,8 @@ class RtExecutor:
         """What the OS granted and per-group/per-task statistics (plain dict, JSON-able; non-RT)."""
         threads: dict[str, Any] = {}
         for th in list(getattr(self, '_retired', [])) + list(self._threads.values()):
+            if not th.started and th.name in threads:
+                continue  # a fresh, never started thread does not hide the one that ran
             g = th.grant
             threads[th.name] = {
                 'groups': sorted(n for n in self.config.groups if self.config.thread_of(n) == th.name),
