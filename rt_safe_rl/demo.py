@@ -103,6 +103,11 @@ class _Collector:
         self.rate_hz = math.nan
         self.window_e2e_ns: F64 = np.zeros(0)
 
+    def restart_rate(self) -> None:
+        """Start the loop-rate window now (call when the executor starts spinning)."""
+        self._last_ticks = self.robot.ticks
+        self._last_t = time.monotonic()
+
     def drain(self) -> None:
         if self.robot.trace is not None:
             if self._buf_r.shape[1] != self.robot.trace.width:
@@ -143,10 +148,10 @@ def _pct_us(x_ns: F64, q: float) -> float:
 def _status_text(col: _Collector, dist_m: float, misses: int, interventions: int, elapsed_s: float,
                  stop_m: float) -> str:
     w = col.window_e2e_ns
-    flag = ' STOP-ZONE' if dist_m <= stop_m else ''
-    return (f't {elapsed_s:5.1f} s | loop {col.rate_hz:6.1f} Hz | e2e p50 {_pct_us(w, 50):5.0f} '
-            f'p99 {_pct_us(w, 99):5.0f} us | misses {misses:4d} | interventions {interventions:6d} | '
-            f'human {dist_m:5.2f} m{flag}')
+    flag = ' STOP' if dist_m <= stop_m else ''
+    return (f't {elapsed_s:4.1f}s | loop {col.rate_hz:4.0f} Hz | e2e p50 {_pct_us(w, 50):4.0f} '
+            f'p99 {_pct_us(w, 99):5.0f} us | miss {misses:3d} | interv {interventions:5d} | '
+            f'human {dist_m:4.2f} m{flag}')
 
 
 def run_demo(config: AppConfig, *, duration_s: float, live: bool = False, namespace: str = '',
@@ -187,6 +192,7 @@ def run_demo(config: AppConfig, *, duration_s: float, live: bool = False, namesp
         thread = threading.Thread(target=_spin, name='rt_safe_rl_demo_spin', daemon=True)
         thread.start()
         t_start = time.monotonic()
+        col.restart_rate()
         if live:
             from rich.console import Console
             from rich.live import Live
@@ -308,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f'config {cfg.source}; running {cfg.demo.duration_s:g} s'
         + (' (Ctrl-C to stop)' if cfg.demo.duration_s else ' until Ctrl-C'))
+    if live and '--log-level' not in ros_args:  # keep the live line readable: node logs at WARN and above
+        ros_args = [*(ros_args or ['--ros-args']), '--log-level', 'warn']
     ctx = Context()
     rclpy.init(args=['rt-safe-rl', *ros_args], context=ctx, signal_handler_options=SignalHandlerOptions.NO)
     try:
