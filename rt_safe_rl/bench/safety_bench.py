@@ -304,6 +304,7 @@ def bench_closed_loop(steps: int, seed: int) -> dict[str, Any]:
         h = np.zeros((1, 3))
         target = model.home()
         resets = robot_out_of_limits = 0
+        flags = {'jerk_relaxed': 0, 'effort_relaxed': 0, 'qp_fallback': 0, 'stop': 0}
         for k in range(steps):
             t = (10_000 + k) * MS
             human.position(k * DT, h[0])
@@ -318,7 +319,10 @@ def bench_closed_loop(steps: int, seed: int) -> dict[str, Any]:
                 if k % 1000 == 500:
                     prop = prop.copy()
                     prop[0] = np.nan
-            f.step(t, arm.q, arm.dq, prop, True, h, t, None, out)
+            rep = f.step(t, arm.q, arm.dq, prop, True, h, t, None, out)
+            mask = rep.active_mask
+            for name in flags:
+                flags[name] += bool(mask & ACTIVE_BITS[name])
             audit.check(k, out)
             arm.set_command(out)
             arm.step()
@@ -329,7 +333,7 @@ def bench_closed_loop(steps: int, seed: int) -> dict[str, Any]:
                 resets += ok
         s = audit.summary()
         results[kind] = {'steps': steps, 'audit': s, 'robot_out_of_limits': robot_out_of_limits,
-                         'resets_after_injected_faults': resets}
+                         'resets_after_injected_faults': resets, 'cycles_flagged': flags}
         total += audit.violations + robot_out_of_limits
     results['total_violations'] = total
     results['target_met'] = total == 0
