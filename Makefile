@@ -40,7 +40,7 @@ lint: venv
 	$(VENV)/bin/mypy rt_safe_rl
 
 colcon: venv
-	rm -rf build install log && $(VENV)/bin/colcon build --base-paths . --merge-install
+	rm -rf build install log && $(VENV)/bin/colcon build --paths . --merge-install
 
 train: venv
 	$(VENV)/bin/rt-safe-rl train
