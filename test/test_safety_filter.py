@@ -312,3 +312,28 @@ def test_steady_state_step_does_not_grow_the_heap(arm7: RobotModel) -> None:
     after, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert after - before < 2048
+
+
+def test_workspace_point_outside_may_return_but_not_leave_further(arm7: RobotModel) -> None:
+    """Box tightened below the tool: it cannot go further down, and can come back up."""
+    cfg = SafetyConfig(enforce_effort=False, ssm=SsmConfig(enabled=False),
+                       workspace=WorkspaceConfig(min_m=[-1.0, -1.0, 0.6], max_m=[1.0, 1.0, 1.4],
+                                                 points=['tcp']))
+    f = SafetyFilter(arm7, cfg)
+    lp = Loop(f, arm7.home())
+    p = np.zeros((arm7.n_points, 3))
+    i = arm7.point_names.index('tcp')
+    arm7.fk_points(arm7.home(), p)
+    z0 = p[i, 2]
+    assert z0 < 0.6  # starts outside (below the floor of the box)
+    down = arm7.home() + np.array([0.0, 0.5, 0.0, 0.3, 0.0, 0.0, 0.0])
+    for _ in range(300):
+        rep = lp.step(down)
+        arm7.fk_points(lp.q, p)
+        assert p[i, 2] >= z0 - 1e-4  # never further out (first-order constraint)
+    assert not rep.stopping
+    up = arm7.home() + np.array([0.0, -0.5, 0.0, 0.5, 0.0, 0.0, 0.0])
+    for _ in range(1500):
+        lp.step(up)
+    arm7.fk_points(lp.q, p)
+    assert p[i, 2] > z0 + 0.02  # moved back toward / into the box

@@ -142,7 +142,8 @@ class WorkspaceConfig:
 
     Enforced as a braking-consistent bound on each point's velocity toward each face:
     ``v <= sqrt((a dt)^2 + 2 a D) - a dt`` (D = distance to the face, a = ``brake_decel_m_s2``),
-    linearised with the point Jacobian (coupled constraint -> part of the projection).
+    linearised with the point Jacobian (coupled constraint -> part of the projection). A point
+    already outside the box (e.g. a box tightened at run time) may move back in, never further out.
 
     Attributes:
         enabled: on/off. points: monitored point names (empty = all). min_m, max_m: box corners.

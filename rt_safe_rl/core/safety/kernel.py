@@ -301,8 +301,11 @@ def filter_kernel(
             if not ws_mask[i]:
                 continue
             for ax in range(3):
-                up = viability_upper_vel(sp[SP_WS_MAX_X + ax] - pts[i, ax], a_ws, dt)
-                dn = viability_upper_vel(pts[i, ax] - sp[SP_WS_MIN_X + ax], a_ws, dt)
+                # a point already outside the box may move back in, never further out
+                d_up = sp[SP_WS_MAX_X + ax] - pts[i, ax]
+                d_dn = pts[i, ax] - sp[SP_WS_MIN_X + ax]
+                up = viability_upper_vel(d_up, a_ws, dt) if d_up >= 0.0 else 0.0
+                dn = viability_upper_vel(d_dn, a_ws, dt) if d_dn >= 0.0 else 0.0
                 for j in range(n):
                     g_mat[k_rows, j] = jac[i, ax, j]
                     g_mat[k_rows + 1, j] = -jac[i, ax, j]

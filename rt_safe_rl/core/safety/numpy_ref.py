@@ -220,8 +220,10 @@ class NumpySafetyFilter:
             lo, hi = new_lo, new_hi
         if sp[kn.SP_WS_ON] and not braking and np.any(self.ws):
             wp, wj = pts[self.ws], jac[self.ws]
-            up = _viab(sp[kn.SP_WS_MAX_X:kn.SP_WS_MAX_X + 3] - wp, sp[kn.SP_WS_A], dt)
-            dn = _viab(wp - sp[kn.SP_WS_MIN_X:kn.SP_WS_MIN_X + 3], sp[kn.SP_WS_A], dt)
+            d_up = sp[kn.SP_WS_MAX_X:kn.SP_WS_MAX_X + 3] - wp
+            d_dn = wp - sp[kn.SP_WS_MIN_X:kn.SP_WS_MIN_X + 3]
+            up = np.where(d_up >= 0, _viab(d_up, sp[kn.SP_WS_A], dt), 0.0)
+            dn = np.where(d_dn >= 0, _viab(d_dn, sp[kn.SP_WS_A], dt), 0.0)
             rows.append(np.concatenate([wj.reshape(-1, qc.shape[0]), -wj.reshape(-1, qc.shape[0])]))
             hs.append(np.concatenate([up.reshape(-1), dn.reshape(-1)]))
         identity = False
