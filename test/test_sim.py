@@ -183,3 +183,28 @@ def test_operator_command_oscillates_around_the_goal_inside_limits() -> None:
     vals = np.array([op.value(t, goal, out).copy() for t in np.linspace(0, 2, 200)])
     assert np.all(np.abs(vals - goal) <= 0.2 + 1e-12)
     assert np.ptp(vals[:, 0]) > 0.3
+
+
+def test_protective_stop_distance_follows_the_ssm_config() -> None:
+    from rt_safe_rl.core.safety.config import SsmConfig
+    from rt_safe_rl.demo import protective_stop_distance_m
+
+    ssm = SsmConfig()  # C_tot 0.21 m + 2.0 m/s * 0.1 s (within near_distance 0.5 m)
+    assert protective_stop_distance_m(ssm) == pytest.approx(ssm.c_total_m + 2.0 * 0.1)
+    far = SsmConfig(reaction_time_s=0.5, near_distance_m=0.5)  # 0.21 + 1.0 > 0.5: ISO 13855 K = 1.6 m/s
+    assert protective_stop_distance_m(far) == pytest.approx(far.c_total_m + 1.6 * 0.5)
+
+
+def test_human_distance_is_measured_to_the_robot_spheres() -> None:
+    from rt_safe_rl.config import load_config
+    from rt_safe_rl.demo import HumanDistance
+
+    cfg = load_config()
+    dist = HumanDistance(cfg)
+    q = np.array(cfg.sim.robot.initial_q_rad)
+    pts = dist.model.fk_points(q, np.zeros((dist.model.n_points, 3))).copy()
+    on_sphere = pts[0] + np.array([dist.model.point_radius_m[0], 0.0, 0.0])
+    assert dist(q, on_sphere) <= 1e-9
+    far = np.array([5.0, 0.0, 0.5])
+    expected = float(np.min(np.linalg.norm(pts - far, axis=1) - dist.model.point_radius_m))
+    assert dist(q, far) == pytest.approx(expected)
