@@ -320,6 +320,9 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
     for i in range(pairs):
         p = {s['mode']: s for s in segments if s['pair'] == i}
         per_pair.append(round(100.0 * (p['on']['p50_us'] - p['off']['p50_us']) / p['off']['p50_us'], 2))
+    rng = np.random.default_rng(0)
+    boot = np.median(rng.choice(np.asarray(per_pair), size=(2000, len(per_pair))), axis=1)
+    ci = [round(float(np.percentile(boot, 2.5)), 2), round(float(np.percentile(boot, 97.5)), 2)]
     on_segs = [s for s in segments if s['mode'] == 'on']
     off_segs = [s for s in segments if s['mode'] == 'off']
     mon_cpu = float(np.mean([s['monitor_callbacks_cpu_percent'] for s in on_segs]))
@@ -341,6 +344,10 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
         'e2e_p50_change_pct': round(change, 2),
         'e2e_p50_change_pct_per_pair': per_pair,
         'e2e_p50_change_pct_median_pair': round(float(np.median(per_pair)), 2),
+        # Bootstrap 95 % interval of the median per-pair change: if it is wider than the target, this
+        # machine is too noisy to resolve the target in this run.
+        'e2e_p50_change_pct_ci95': ci,
+        'e2e_p50_resolved': bool(ci[1] - ci[0] <= 2 * TARGET_P50_CHANGE_PCT),
         'e2e_p99_change_pct': round(100.0 * (on['p99_us'] - off['p99_us']) / off['p99_us'], 2),
         'monitor_cpu_percent_of_core': {'callbacks': round(mon_cpu, 3),
                                         'process_delta_on_minus_off': round(proc_delta, 3)},
