@@ -3,7 +3,8 @@
 A 1 kHz control-like loop runs in its own thread (absolute deadlines; optional SCHED_FIFO + pinning
 with ``--rt``). Each cycle does a small preallocated MLP step ("inference") and a clamp ("safety")
 and records 'inference', 'safety', 'e2e' and 'period' samples plus counters into the process-wide
-metrics registry, exactly as the RT nodes do. e2e = cycle end - its scheduled deadline (wake-up
+metrics registry (a private one, so the bench never disturbs other readers in the process), exactly
+as the RT nodes do. e2e = cycle end - its scheduled deadline (wake-up
 latency + work), so GIL or CPU contention from the monitor shows up in it.
 
 The run alternates segments with the MonitorNode *off* (deactivated: nobody drains, no timer, no
@@ -38,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.rt.metrics import MetricsRegistry
 
 TARGET_P50_CHANGE_PCT = 5.0
 TARGET_MONITOR_CPU_PCT = 2.0
@@ -58,10 +60,8 @@ while True:
 class ControlLikeLoop:
     """1 kHz loop thread writing metrics like the RT nodes; keeps its own e2e samples per segment."""
 
-    def __init__(self, rate_hz: float, rt: bool, capacity: int) -> None:
-        from rt_safe_rl.rt.metrics import registry
-
-        reg = registry()
+    def __init__(self, rate_hz: float, rt: bool, capacity: int, reg: MetricsRegistry) -> None:
+        self.registry = reg
         self.period_ns = round(1e9 / rate_hz)
         self.rt = rt
         self.rt_granted = ''
@@ -216,9 +216,10 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
     rclpy.init(context=ctx)
     params = [Parameter('monitor.metrics.port', value=port)]
     params += [Parameter(f'monitor.{k}', value=v) for k, v in monitor_overrides.items()]
-    node = MonitorNode(context=ctx, parameter_overrides=params, node_name='monitor_bench')
+    reg = MetricsRegistry()
+    node = MonitorNode(context=ctx, parameter_overrides=params, node_name='monitor_bench', registry=reg)
     cap = int(rate_hz * (warmup_s + 2 * pairs * duration_s + 30))
-    loop = ControlLikeLoop(rate_hz, rt and executor == 'thread', cap)
+    loop = ControlLikeLoop(rate_hz, rt and executor == 'thread', cap, reg)
     extra_nodes: list[Any] = []
     rt_report: dict[str, Any] = {}
     stop = threading.Event()
@@ -328,9 +329,7 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
     mon_cpu = float(np.mean([s['monitor_callbacks_cpu_percent'] for s in on_segs]))
     proc_delta = float(np.mean([s['process_cpu_percent'] for s in on_segs])
                        - np.mean([s['process_cpu_percent'] for s in off_segs]))
-    from rt_safe_rl.rt.metrics import registry
-
-    reg = registry()
+    reg = loop.registry
     return {
         'bench': 'monitor',
         'machine': {'cpus': os.cpu_count(), 'loop_rt': loop.rt_granted or 'off',
