@@ -177,6 +177,14 @@ class RtConfig:
             GIL and stall every RT thread for a scheduler time slice (GIL priority inversion), so
             the default is the lowest RT priority, below every RT group.
         housekeeping_cpus: CPUs of the housekeeping thread ([] = not pinned; negative = from last).
+        helper_threads: scheduling of the process's non-Python helper threads whose name starts
+            with one of ``helper_thread_prefixes`` (Fast DDS: ``dds.*`` receive/event threads).
+            At SCHED_OTHER they are preempted by CPU hogs and delay DDS delivery to the RT
+            threads (priority inversion); a FIFO priority below the RT groups avoids that. Their
+            ``thread``/``spin_us``/``miss_policy`` fields are ignored. Applied at spin start and
+            to new matching threads every second. ``policy: other`` + ``priority: 0`` + ``cpus:
+            []`` leaves them alone.
+        helper_thread_prefixes: thread-name prefixes that select helper threads.
     """
 
     groups: dict[str, GroupConfig] = field(default_factory=_default_groups)
@@ -190,6 +198,10 @@ class RtConfig:
     stats_capacity: int = 1 << 15
     housekeeping_priority: int = 1
     housekeeping_cpus: list[int] = field(default_factory=list)
+    helper_threads: GroupConfig = field(
+        default_factory=lambda: GroupConfig(policy='fifo', priority=60, cpus=[])
+    )
+    helper_thread_prefixes: list[str] = field(default_factory=lambda: ['dds.'])
 
     def __post_init__(self) -> None:
         if NON_RT not in self.groups:

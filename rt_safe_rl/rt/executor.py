@@ -661,6 +661,7 @@ class RtExecutor:
         self._stall_reported: dict[str, int] = {}
         self._housekeeping_grant: sched.ThreadGrant | None = None
         self._go = threading.Event()  # released by spin() when setup and start-up logging are done
+        self._helpers_done: dict[int, str] = {}
 
     # -- nodes and tasks -------------------------------------------------------------------------
     def add_node(self, node: Node) -> bool:
@@ -874,6 +875,7 @@ class RtExecutor:
         try:
             self._refresh()
             self._setup_process()
+            self._apply_helper_threads()
             self._start_threads()
             hk.start()
             for line in format_report(self.report()).splitlines():
@@ -943,6 +945,7 @@ class RtExecutor:
                 )
         if now - self._last_check_ns > 1_000_000_000:
             self._last_check_ns = now
+            self._apply_helper_threads()
             for th in self._threads.values():
                 if th.grant is None or not th.tid or not th.thread.is_alive():
                     continue
@@ -958,6 +961,20 @@ class RtExecutor:
                         f'lost:{th.name}:{have}',
                         f'rt thread {th.name}: scheduling policy changed from {want} to {have} at runtime',
                     )
+
+    def _apply_helper_threads(self) -> None:
+        """Schedule matching helper threads (e.g. Fast DDS ``dds.*``) as ``rt.helper_threads`` says."""
+        cfg = self.config.helper_threads
+        prefixes = tuple(self.config.helper_thread_prefixes)
+        if not prefixes or (cfg.policy == 'other' and not cfg.cpus):
+            return
+        for tid, name in sched.process_threads().items():
+            if tid in self._helpers_done or not name.startswith(prefixes):
+                continue
+            ok, msg = sched.apply_to_thread(tid, cfg.policy, cfg.priority, cfg.real_cpus)
+            self._helpers_done[tid] = f'{name}: {msg}'
+            if not ok:
+                self._warn_once(f'helper:{msg}', f'helper thread {name}: {msg}')
 
     def _start_threads_lazy(self) -> None:
         for th in self._threads.values():
@@ -1038,6 +1055,7 @@ class RtExecutor:
             'gc': self.gc_policy.report(),
             'threads': threads,
             'housekeeping': self._housekeeping_grant.as_dict() if self._housekeeping_grant else None,
+            'helper_threads': dict(sorted(self._helpers_done.items())),
             'tasks': {t.name: t.stats() for t in self.tasks()},
             'stalls': self.stalls,
             'privilege_losses': self.privilege_losses,

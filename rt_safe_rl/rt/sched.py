@@ -324,3 +324,38 @@ def apply_thread_settings(
     if require and grant.warnings:
         raise RtSafeRlError('rt.require_rt is set but: ' + '; '.join(grant.warnings))
     return grant
+
+
+def process_threads() -> dict[int, str]:
+    """Kernel thread id -> name (``comm``) of every thread of this process."""
+    out: dict[int, str] = {}
+    try:
+        for tid in os.listdir('/proc/self/task'):
+            try:
+                out[int(tid)] = Path(f'/proc/self/task/{tid}/comm').read_text().strip()
+            except (OSError, ValueError):
+                continue
+    except OSError:
+        pass
+    return out
+
+
+def apply_to_thread(tid: int, policy: str, priority: int, cpus: tuple[int, ...]) -> tuple[bool, str]:
+    """Set another thread's CPU set and scheduler (e.g. a Fast DDS receive thread); reports, never raises."""
+    msgs = []
+    ok = True
+    if cpus:
+        try:
+            os.sched_setaffinity(tid, set(cpus))
+        except OSError as err:
+            ok = False
+            msgs.append(f'affinity {sorted(cpus)} refused: {err.strerror} (needs CAP_SYS_NICE)')
+    try:
+        os.sched_setscheduler(tid, POLICY_IDS[policy], os.sched_param(priority if policy != 'other' else 0))
+    except OSError as err:
+        ok = False
+        msgs.append(
+            f'SCHED_{policy.upper()} {priority} refused: {err.strerror} '
+            f'(needs CAP_SYS_NICE or {_rtprio_limit()})'
+        )
+    return ok, '; '.join(msgs) or f'SCHED_{policy.upper()} {priority}'
