@@ -337,3 +337,20 @@ def test_workspace_point_outside_may_return_but_not_leave_further(arm7: RobotMod
         lp.step(up)
     arm7.fk_points(lp.q, p)
     assert p[i, 2] > z0 + 0.02  # moved back toward / into the box
+
+
+def test_pfl_per_body_region(arm7: RobotModel) -> None:
+    """Two people points, head and hand regions: the allowed contact speed differs per point."""
+    from rt_safe_rl.core.safety import kernel as kn
+    from rt_safe_rl.core.safety.filter import build_params
+    from rt_safe_rl.core.safety.formulas import pfl_v_max
+
+    pfl = PflConfig(enabled=True, body_region='hands', point_regions=['skull', 'hands'],
+                    max_force_by_region_n={'skull': 130.0})
+    _, sp, _ = build_params(arm7, SafetyConfig(pfl=pfl))
+    m_r = arm7.moving_mass_kg / 2 + arm7.payload_kg
+    assert sp[kn.SP_PFL_BASE] == pytest.approx(pfl_v_max(130.0, 150e3, 4.4, m_r))
+    assert sp[kn.SP_PFL_BASE + 1] == pytest.approx(pfl_v_max(280.0, 75e3, 0.6, m_r))
+    assert sp[kn.SP_PFL_BASE + 1] > sp[kn.SP_PFL_BASE]
+    with pytest.raises(ConfigError, match='unknown body region'):
+        PflConfig(point_regions=['tail'])

@@ -105,7 +105,11 @@ def _param_type(tp: Any) -> int:
 
 
 def flatten_config(obj: Any, prefix: str = 'safety') -> list[tuple[str, Any, int]]:
-    """(parameter name, value, ParameterType) for every leaf of a config dataclass."""
+    """(parameter name, value, ParameterType) for every leaf of a config dataclass.
+
+    Mapping-valued fields (e.g. ``pfl.max_force_by_region_n``) have no ROS parameter type: they
+    are set in the config file only.
+    """
     out: list[tuple[str, Any, int]] = []
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
@@ -113,18 +117,22 @@ def flatten_config(obj: Any, prefix: str = 'safety') -> list[tuple[str, Any, int
         name = f'{prefix}.{f.name}'
         if dataclasses.is_dataclass(value):
             out.extend(flatten_config(value, name))
+        elif isinstance(value, dict):
+            continue
         else:
             out.append((name, list(value) if isinstance(value, list) else value, _param_type(hints[f.name])))
     return out
 
 
-def config_from_values(values: dict[str, Any], prefix: str = 'safety') -> SafetyConfig:
-    """SafetyConfig from flat parameter values (``safety.ssm.reaction_time_s`` -> nested).
+def config_from_values(values: dict[str, Any], base: SafetyConfig | None = None,
+                       prefix: str = 'safety') -> SafetyConfig:
+    """SafetyConfig from flat parameter values (``safety.ssm.reaction_time_s`` -> nested) on top of
+    `base` (fields without a parameter keep base's value).
 
     Raises:
         ConfigError: an invalid value (names the parameter).
     """
-    nested: dict[str, Any] = {}
+    nested: dict[str, Any] = dataclasses.asdict(base) if base is not None else {}
     for name, value in values.items():
         parts = name.split('.')[1:] if name.startswith(prefix + '.') else name.split('.')
         d = nested
@@ -199,7 +207,7 @@ class SafetyFilterNode(SimNodeBase):
             elif p.name in values:
                 values[p.name] = p.value
         try:
-            new_cfg = config_from_values(values)
+            new_cfg = config_from_values(values, self._cfg)
             if self.filter is not None:
                 self.filter.update_config(new_cfg)  # validated against the robot; next cycle
         except ConfigError as err:

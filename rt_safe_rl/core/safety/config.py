@@ -93,21 +93,33 @@ class PflConfig:
     (mu = reduced mass of the body region and the robot's effective mass M/2 + payload): the
     allowed speed toward the human becomes ``max(v_ssm(d), v_pfl)`` and SSM no longer stops.
 
+    Per body region: ``point_regions[c]`` is the region of human point c (e.g. the order of a
+    tracker's PoseArray: head, chest, hands...); points without an entry use ``body_region``.
+
     Attributes:
         enabled: PFL on/off.
-        body_region: key of the ISO/TS 15066 body model (``BODY_MODEL``).
-        max_force_n: permissible force for that region (from the licensed table; default: hands,
-            transient contact = 2 x 140 N).
+        body_region: default key of the ISO/TS 15066 body model (``BODY_MODEL``).
+        max_force_n: permissible force [N] for regions without an entry in
+            ``max_force_by_region_n`` (from the licensed table; default: hands, transient = 2 x 140 N).
+        point_regions: body region of each human point, by index.
+        max_force_by_region_n: permissible force [N] per region.
     """
 
     enabled: bool = False
     body_region: str = 'hands'
     max_force_n: float = 280.0
+    point_regions: list[str] = field(default_factory=list)
+    max_force_by_region_n: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.body_region not in BODY_MODEL:
-            raise ConfigError(f'pfl.body_region: unknown {self.body_region!r}; one of {sorted(BODY_MODEL)}')
+        for where, region in [('body_region', self.body_region),
+                              *((f'point_regions[{i}]', r) for i, r in enumerate(self.point_regions)),
+                              *((f'max_force_by_region_n.{r}', r) for r in self.max_force_by_region_n)]:
+            if region not in BODY_MODEL:
+                raise ConfigError(f'pfl.{where}: unknown body region {region!r}; one of {sorted(BODY_MODEL)}')
         _finite('pfl.max_force_n', self.max_force_n, positive=True)
+        for r, f in self.max_force_by_region_n.items():
+            _finite(f'pfl.max_force_by_region_n.{r}', f, positive=True)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from rt_safe_rl.core.safety import kernel as kn
 from rt_safe_rl.core.safety.config import BODY_MODEL, SafetyConfig
 from rt_safe_rl.core.safety.formulas import pfl_v_max
 
-MAX_HUMAN_POINTS = 32
+MAX_HUMAN_POINTS = kn.PFL_SLOTS
 RESET_MAX_SPEED_RAD_S = 0.05
 """A latched stop can only be reset once every measured joint speed is below this [rad/s]."""
 
@@ -236,9 +236,19 @@ def build_params(model: RobotModel, cfg: SafetyConfig) -> tuple[np.ndarray, np.n
     sp[kn.SP_SSM_VH_NEAR] = s.human_speed_near_m_s
     sp[kn.SP_SSM_NEAR_D] = s.near_distance_m
     sp[kn.SP_PFL_ON] = 1.0 if cfg.pfl.enabled else 0.0
-    k_n_m, m_h = BODY_MODEL[cfg.pfl.body_region]
-    m_r = model.moving_mass_kg / 2.0 + model.payload_kg
-    sp[kn.SP_PFL_V] = pfl_v_max(cfg.pfl.max_force_n, k_n_m, m_h, max(m_r, 1e-6))
+    m_r = max(model.moving_mass_kg / 2.0 + model.payload_kg, 1e-6)
+
+    def v_pfl(region: str) -> float:
+        k_n_m, m_h = BODY_MODEL[region]
+        force = cfg.pfl.max_force_by_region_n.get(region, cfg.pfl.max_force_n)
+        return float(pfl_v_max(force, k_n_m, m_h, m_r))
+
+    sp[kn.SP_PFL_V] = v_pfl(cfg.pfl.body_region)
+    sp[kn.SP_PFL_BASE:kn.SP_PFL_BASE + kn.PFL_SLOTS] = sp[kn.SP_PFL_V]
+    if len(cfg.pfl.point_regions) > kn.PFL_SLOTS:
+        raise ConfigError(f'safety.pfl.point_regions: at most {kn.PFL_SLOTS} entries')
+    for c, region in enumerate(cfg.pfl.point_regions):
+        sp[kn.SP_PFL_BASE + c] = v_pfl(region)
     w = cfg.workspace
     sp[kn.SP_WS_ON] = 1.0 if w.enabled else 0.0
     sp[kn.SP_WS_A] = w.brake_decel_m_s2

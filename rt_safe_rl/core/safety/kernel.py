@@ -55,7 +55,11 @@ N_LIM_ROWS = 8
  SP_PFL_ON, SP_PFL_V, SP_WS_ON, SP_WS_A, SP_WS_MIN_X, SP_WS_MIN_Y, SP_WS_MIN_Z, SP_WS_MAX_X,
  SP_WS_MAX_Y, SP_WS_MAX_Z, SP_BLEND_MODE, SP_ALPHA_FIXED, SP_BLEND_DMIN, SP_BLEND_DMAX, SP_JERK_ON,
  SP_EFFORT_ON, SP_POS_TOL, SP_VEL_TOL, SP_QP_TOL, SP_QP_MAXIT) = range(28)
-N_SP = 28
+PFL_SLOTS = 32
+"""sp[SP_PFL_BASE + c]: PFL contact speed for human point c (its body region); later points use
+sp[SP_PFL_V]."""
+SP_PFL_BASE = 28
+N_SP = SP_PFL_BASE + PFL_SLOTS
 
 # slots of the report array `rep`
 (R_FAULT, R_MASK, R_INTERVENTION, R_HUMAN_DIST, R_SSM_SCALE, R_ALPHA, R_STOPPING, R_POS_MARGIN,
@@ -194,8 +198,9 @@ def filter_kernel(
                     ssm_margin = d - d0
                 vmax = ssm_v_max(d, v_h, sp[SP_SSM_A], sp[SP_SSM_TR], sp[SP_SSM_CTOT])
                 if pfl_on:
-                    if sp[SP_PFL_V] > vmax:
-                        vmax = sp[SP_PFL_V]
+                    v_pfl = sp[SP_PFL_BASE + c] if c < PFL_SLOTS else sp[SP_PFL_V]
+                    if v_pfl > vmax:
+                        vmax = v_pfl
                 elif vmax <= 0.0 or dist < 1e-9:
                     ssm_stop = True
                 if dist < 1e-9:

@@ -185,7 +185,11 @@ class NumpySafetyFilter:
             vmax = np.maximum(np.sqrt(np.maximum(arg, 0.0)) - (a * tr + v_h), 0.0)
             vmax = np.where(arg <= 0, 0.0, vmax)
             if sp[kn.SP_PFL_ON]:
-                vmax = np.maximum(vmax, sp[kn.SP_PFL_V])
+                n_h = human.shape[0]
+                slots = np.arange(n_h)
+                per_point = sp[kn.SP_PFL_BASE + np.minimum(slots, kn.PFL_SLOTS - 1)]
+                v_pfl = np.where(slots < kn.PFL_SLOTS, per_point, sp[kn.SP_PFL_V])
+                vmax = np.maximum(vmax, v_pfl[None, :])
             elif np.any(vmax <= 0.0):
                 ssm_stop = True
             unit = diff / dist[:, :, None]
