@@ -349,3 +349,25 @@ def test_composed_on_rt_executor_with_periodic_task(rclpy_context: Any) -> None:
         ex.destroy()
         for n in (node, loop_node, listener):
             n.destroy_node()
+
+
+def test_reconfigure_cycle_and_disabled_monitor(harness_factory: Callable[..., Harness]) -> None:
+    h = harness_factory(MetricsRegistry())
+    ok = TransitionCallbackReturn.SUCCESS
+    assert h.node.trigger_configure() == ok and h.node.trigger_activate() == ok
+    first = h.node.exporter
+    assert first is not None and first.running
+    assert h.node.trigger_deactivate() == ok and h.node.trigger_cleanup() == ok
+    assert h.node.core is None and not first.running
+    assert h.node.trigger_configure() == ok and h.node.trigger_activate() == ok
+    assert h.node.exporter is not None and h.node.exporter is not first and h.node.exporter.running
+    h.scrape()
+    h.wait_for(lambda: len(h.msgs) > 0, 5.0, 'diagnostics from the reconfigured node')
+    assert h.node.trigger_deactivate() == ok  # silence it, then check a disabled monitor stays silent
+    off = harness_factory(MetricsRegistry(), **{'monitor.enabled': False})
+    assert off.node.trigger_configure() == ok and off.node.trigger_activate() == ok
+    assert off.node.exporter is not None and not off.node.exporter.running
+    time.sleep(0.3)
+    off.msgs.clear()
+    time.sleep(0.6)  # six diagnostics periods
+    assert off.msgs == []

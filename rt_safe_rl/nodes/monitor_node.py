@@ -233,6 +233,10 @@ class MonitorNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the Prometheus endpoint (failure -> logged, disabled, node stays up) and the timer."""
         assert self._cfg is not None and self._exporter is not None
+        if not self._cfg.enabled:
+            self.get_logger().info('monitor.enabled is false: active but inert (no drain, no '
+                                   '/diagnostics, no Prometheus)')
+            return super().on_activate(state)
         if self._cfg.metrics.enabled:
             try:
                 port = self._exporter.start()
