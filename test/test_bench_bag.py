@@ -44,6 +44,7 @@ def test_roundtrip_synthesized_bag(tmp_path: Path) -> None:
     np.testing.assert_array_equal(s.q[5], expect[::-1])
     np.testing.assert_array_equal(s.dq[5], np.cos(expect)[::-1])
     assert s.recv_ns[1] - s.recv_ns[0] == 1_000_000
+    assert s.frame_seq[5] == 5  # header.frame_id carries the state seq
     h = bag.load_side_stream(info, bag.auto_side_topic(info, '', 'human/position', bag.POINT_STAMPED))
     assert h.n == 30 and h.values.shape == (30, 3) and h.values[1, 0] == pytest.approx(1.01)
     assert bag.auto_side_topic(info, '-', 'human/position', bag.POINT_STAMPED) == ''

@@ -55,6 +55,11 @@ def test_real_pipeline_deterministic(pipeline) -> None:  # type: ignore[no-untyp
     model = RobotModel.from_config(app.robot, app.base_dir)
     assert np.all(r.commands >= model.q_min - 1e-9) and np.all(r.commands <= model.q_max + 1e-9)
     assert r.command_sha256() == fields['determinism']['command_sha256']
+    # the replay reproduces the recorded closed loop closely (same policy, filter and inputs;
+    # the live run had real timing, so not bit-exactly)
+    fid = fields['fidelity']
+    assert fid['compared'] > 0.9 * inputs.states.n
+    assert fid['max_abs_diff_rad']['p50'] < 0.05
 
 
 def test_cli_walker_bag(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

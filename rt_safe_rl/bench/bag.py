@@ -335,6 +335,7 @@ class StateStream:
         header_ns: header stamp of each message (ns; may be simulation time).
         q, dq: positions (rad) and velocities (rad/s), shape (n, n_joints).
         mapped: a joint map was applied.
+        frame_seq: ``header.frame_id`` as an integer (the project's state seq), -1 if not one.
     """
 
     topic: str
@@ -345,6 +346,7 @@ class StateStream:
     q: FloatArray
     dq: FloatArray
     mapped: bool = False
+    frame_seq: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def n(self) -> int:
@@ -368,11 +370,14 @@ class SideStream:
         topic: source topic ('' = none; then ``n == 0``).
         recv_ns: receive times (ns, bag clock).
         values: shape (n, k): xyz (m) for points, data for Float64MultiArray.
+        offsets: ``layout.data_offset`` of Float64MultiArray messages (the project's state seq on
+            commands), -1 for points.
     """
 
     topic: str = ''
     recv_ns: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     values: FloatArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float64))
+    offsets: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def n(self) -> int:
@@ -438,6 +443,7 @@ def load_joint_states(
     dq = np.zeros((cap, nj), dtype=np.float64)
     recv = np.zeros(cap, dtype=np.int64)
     hdr = np.zeros(cap, dtype=np.int64)
+    fseq = np.full(cap, -1, dtype=np.int64)
     fill = np.array([float((fill_q_rad or {}).get(r, 0.0)) for r in robot_joint_names])
     jmap = dict(joint_map or {})
     cache: dict[tuple[str, ...], tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]] = {}
@@ -469,11 +475,13 @@ def load_joint_states(
             dq[i, present] = vel[idx[present]]
         recv[i] = t_ns
         hdr[i] = _stamp_ns(msg.header)
+        fid = msg.header.frame_id
+        fseq[i] = int(fid) if fid.isdigit() else -1
         i += 1
     if i == 0:
         raise BagError(f'{info.path}: no message could be read from {t.name}')
     return StateStream(t.name, list(robot_joint_names), first_names, recv[:i], hdr[:i], q[:i], dq[:i],
-                       mapped=bool(jmap))
+                       mapped=bool(jmap), frame_seq=fseq[:i])
 
 
 def load_side_stream(info: BagInfo, topic: str) -> SideStream:
@@ -492,9 +500,11 @@ def load_side_stream(info: BagInfo, topic: str) -> SideStream:
     if msgtype not in (POINT_STAMPED, FLOAT64_ARRAY):
         raise BagError(f'{info.path}: topic {t.name!r} has type {t.msgtype}; expected '
                        f'{POINT_STAMPED} or {FLOAT64_ARRAY}')
+    msg_is_array = msgtype == FLOAT64_ARRAY
     store = typestore()
     recv: list[int] = []
     rows: list[FloatArray] = []
+    offs: list[int] = []
     for _topic, t_ns, raw in iter_raw(info, [t.name]):
         msg = store.deserialize_cdr(raw, msgtype)
         if msgtype == POINT_STAMPED:
@@ -506,9 +516,10 @@ def load_side_stream(info: BagInfo, topic: str) -> SideStream:
                            f'earlier ones {rows[0].size}')
         recv.append(t_ns)
         rows.append(row)
+        offs.append(int(msg.layout.data_offset) if msg_is_array else -1)
     if not rows:
         return SideStream(t.name)
-    return SideStream(t.name, np.array(recv, dtype=np.int64), np.vstack(rows))
+    return SideStream(t.name, np.array(recv, dtype=np.int64), np.vstack(rows), np.array(offs, dtype=np.int64))
 
 
 # --------------------------------------------------------------------------------------------

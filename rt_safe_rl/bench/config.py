@@ -43,6 +43,9 @@ class BenchmarkConfig:
             (a topic ending in ``topics.human_position`` if the bag has one), '-' = none.
         operator_topic: Float64MultiArray operator targets; '' = auto, '-' = none.
         policy_command_topic: Float64MultiArray task command for the policy; '' = auto, '-' = none.
+        command_topic: the recorded safe commands (Float64MultiArray, seq in
+            ``layout.data_offset``), compared with the replayed ones (fidelity); '' = auto (a topic
+            ending in ``topics.robot_command``), '-' = none.
         joint_map: bag joint name -> policy joint name, for bags whose names differ from the
             robot's; unmapped robot joints are then held at ``fill_q_rad``/0 velocity.
         fill_q_rad: position used for robot joints absent from a mapped bag ({} = mid-range/0).
@@ -74,6 +77,7 @@ class BenchmarkConfig:
     human_topic: str = ''
     operator_topic: str = ''
     policy_command_topic: str = ''
+    command_topic: str = ''
     joint_map: dict[str, str] = field(default_factory=dict)
     fill_q_rad: dict[str, float] = field(default_factory=dict)
     pipeline: str = 'inprocess'

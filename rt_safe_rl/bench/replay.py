@@ -116,6 +116,7 @@ class Inputs:
     human: bagmod.SideStream = field(default_factory=bagmod.SideStream)
     operator: bagmod.SideStream = field(default_factory=bagmod.SideStream)
     policy_command: bagmod.SideStream = field(default_factory=bagmod.SideStream)
+    recorded_commands: bagmod.SideStream = field(default_factory=bagmod.SideStream)
 
 
 class ReplayInterruptedError(Exception):
@@ -305,6 +306,31 @@ def analyse(
     return fields, samples, t_s
 
 
+def fidelity(run: RunResult, inputs: Inputs) -> dict[str, Any]:
+    """How close the replayed safe commands are to the recorded ones (matched by state seq).
+
+    The recorded loop ran with live timing (skipped cycles, operator and human updates landing
+    between states), so small differences are expected; a large one means the replay does not
+    reproduce what ran. Empty dict when the bag has no recorded commands or no seq.
+    """
+    rec = inputs.recorded_commands
+    seqs = inputs.states.frame_seq
+    if rec.n == 0 or seqs.size == 0 or rec.values.shape[1] != run.commands.shape[1]:
+        return {}
+    row_of = {int(s): i for i, s in enumerate(rec.offsets)}
+    diffs = []
+    for i in range(min(run.count, seqs.size)):
+        j = row_of.get(int(seqs[i]), -1)
+        if j >= 0:
+            diffs.append(float(np.max(np.abs(run.commands[i] - rec.values[j]))))
+    if not diffs:
+        return {}
+    return {'topic': rec.topic, 'compared': len(diffs),
+            'max_abs_diff_rad': {k: v for k, v in stats.summarize(diffs).items() if k != 'count'},
+            'method': 'per state: max over joints of |replayed - recorded| safe command (rad), '
+                      'matched by seq (frame_id / layout.data_offset)'}
+
+
 def determinism(runs: Sequence[RunResult]) -> dict[str, Any]:
     """Command-stream hashes of the complete runs and whether they are all identical."""
     hashes = [r.command_sha256() for r in runs if r.complete]
@@ -442,8 +468,10 @@ def load_inputs(info: bagmod.BagInfo, cfg: BenchmarkConfig, joint_names: Sequenc
                                   getattr(topics, 'operator_command', 'operator/command'), f64)
     pcmd = bagmod.auto_side_topic(info, cfg.policy_command_topic,
                                   getattr(topics, 'policy_command', 'policy/command'), f64)
+    cmd_name = getattr(topics, 'robot_command', 'forward_position_controller/commands')
+    cmd = bagmod.auto_side_topic(info, cfg.command_topic, cmd_name, f64)
     return Inputs(states, bagmod.load_side_stream(info, human), bagmod.load_side_stream(info, oper),
-                  bagmod.load_side_stream(info, pcmd))
+                  bagmod.load_side_stream(info, pcmd), bagmod.load_side_stream(info, cmd))
 
 
 @contextmanager
@@ -603,6 +631,9 @@ def run_benchmark(
                     'caller thread, SCHED_OTHER' + (' (max rate: no FIFO)' if mode == 'max' else '')}
     fields['stress'] = stress.summary()
     fields['determinism'] = determinism(runs + extra_det)
+    fid = fidelity((runs + extra_det)[0], inputs) if runs else {}
+    if fid:
+        fields['fidelity'] = fid
     fields['pipeline'] = {'description': pipeline.description, 'joint_names': list(pipeline.joint_names),
                           'kind': cfg.pipeline}
     if hasattr(pipeline, 'lost'):

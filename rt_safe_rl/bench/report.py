@@ -21,6 +21,7 @@ JSON schema (``REPORT_SCHEMA`` names the version; more keys may be added, none r
       "process": {"cpu_percent": float, "rss_mb": float, "rss_peak_mb": float},
       "histogram": {"e2e_us": {"edges": [...], "counts": [...]}},
       "determinism": {"identical": bool, "command_sha256": str, "runs": [sha, ...]},
+      "fidelity": {"topic", "compared", "max_abs_diff_rad": {...}} (bag with recorded commands),
       "stress": {"workers": int, "duty": float},
       "naive": {"messages": int, "stages": {...}, "misses": int, "lost": int, ...} (with --naive),
       "ratios": {"e2e_p99_naive_over_ours": float, "e2e_p50_naive_over_ours": float, ...},
@@ -286,6 +287,12 @@ def render_markdown(report: Mapping[str, Any], plots: Sequence[str] = ()) -> str
               f"identical command streams across {len(det.get('runs', []))} runs: "
               f"**{det.get('identical')}**; "
               f"command SHA-256 `{det.get('command_sha256', '')}`", '']
+    fid = report.get('fidelity')
+    if fid:
+        d = fid.get('max_abs_diff_rad', {})
+        lines += [f"Replay fidelity: replayed vs recorded safe commands on `{fid.get('topic')}` "
+                  f"({fid.get('compared')} states): max |diff| p50 {_fmt(d.get('p50'), 4)}, "
+                  f"p99 {_fmt(d.get('p99'), 4)}, max {_fmt(d.get('max'), 4)} rad.", '']
     naive = report.get('naive')
     if naive:
         lines += ['## Naive pipeline (plain rclpy nodes over DDS, default executor, eager torch)', '',
