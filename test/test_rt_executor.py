@@ -328,3 +328,21 @@ def test_dds_helper_threads_get_the_configured_policy(rclpy_context: Any) -> Non
     assert os.sched_getscheduler(tid) == os.SCHED_FIFO
     assert os.sched_getparam(tid).sched_priority == 60
     node.destroy_node()
+
+
+def test_spin_applies_and_restores_process_settings(rclpy_context: Any) -> None:
+    import gc
+    import sys
+
+    assert gc.isenabled()
+    before = sys.getswitchinterval()
+    seen: list[tuple[bool, float]] = []
+    ex = RtExecutor(quick_cfg(gil_switch_interval_s=0.0002), context=rclpy_context)
+    ex.add_task(PeriodicTask('probe', 'control', 5_000_000,
+                             lambda d: seen.append((gc.isenabled(), sys.getswitchinterval())), enabled=True))
+    for _ in range(2):  # a second spin applies them again
+        seen.clear()
+        ex.spin(0.1)
+        assert seen and all(not g and abs(sw - 0.0002) < 1e-9 for g, sw in seen)  # GC off, short interval
+        assert gc.isenabled() and sys.getswitchinterval() == before  # restored after spin
+    ex.destroy()

@@ -814,17 +814,18 @@ class RtExecutor:
 
     # -- process setup ---------------------------------------------------------------------------
     def _setup_process(self) -> None:
+        cfg = self.config
+        self.gc_policy.apply()  # every spin: collect + freeze what configure created (restored after)
+        self._old_switch_interval = sys.getswitchinterval()
+        if cfg.gil_switch_interval_s > 0:
+            sys.setswitchinterval(cfg.gil_switch_interval_s)
+        self._os['gil_switch_interval_s'] = sys.getswitchinterval()
         if self._setup_done:
             return
-        cfg = self.config
-        self.gc_policy.apply()
         ok, msg = sched.configure_malloc_for_rt(cfg.prefault_heap_bytes)
         self._os['heap'] = msg
         if not ok:
             self._warn_once('heap', msg)
-        if cfg.gil_switch_interval_s > 0:
-            sys.setswitchinterval(cfg.gil_switch_interval_s)
-        self._os['gil_switch_interval_s'] = sys.getswitchinterval()
         if cfg.mlock:
             ok, msg = sched.lock_memory()
             self._os['mlock'] = {'requested': True, 'granted': ok, 'message': msg}
@@ -902,6 +903,7 @@ class RtExecutor:
             self._stop_threads()
             self._housekeeping()
             sys.setswitchinterval(self._old_switch_interval)
+            self.gc_policy.restore()  # automatic GC back on while nothing runs in RT threads
 
     def _nonrt_should_return(self) -> bool:
         return self._stop
@@ -1072,7 +1074,7 @@ def format_report(rep: dict[str, Any]) -> str:
     ml = proc.get('mlock') or {}
     sw = proc.get('gil_switch_interval_s')
     mlock = 'granted' if ml.get('granted') else 'NOT granted'
-    auto = 'on' if gcr.get('automatic_gc') else 'off'
+    auto = 'on' if gcr.get('automatic_gc_while_running') else 'off'
     lines = [
         f'kernel {k.get("release")} ({"PREEMPT_RT" if k.get("preempt_rt") else "not PREEMPT_RT"}), '
         f'RT throttling {k.get("rt_throttling")}',

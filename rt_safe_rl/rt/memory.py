@@ -218,7 +218,7 @@ class GcPolicy:
         """Plain dict for the executor report."""
         return {
             'freeze': self.freeze,
-            'automatic_gc': gc.isenabled(),
+            'automatic_gc_while_running': not self.freeze,
             'frozen_objects': self.frozen_objects,
             'non_rt_collections': self.collections,
             'max_collect_us': round(self.max_collect_us, 1),
