@@ -498,12 +498,14 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int, 
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    # no auto-refresh thread (it would take the GIL 10x/s during the measurement): the bar is
+    # redrawn by the replay loop itself every DRAIN_EVERY messages, outside the timed section
     with Progress(TextColumn('{task.description}'), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as prog:
+                  transient=True, auto_refresh=False) as prog:
         task = prog.add_task(label, total=total)
 
         def update(done: int, _total: int) -> None:
-            prog.update(task, completed=done)
+            prog.update(task, completed=done, refresh=True)
 
         yield update
 
