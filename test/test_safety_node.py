@@ -346,3 +346,22 @@ def test_callbacks_map_joint_names_human_poses_operator_and_trajectory(rclpy_con
         assert node.filter.stop_latched and node.status()['fault'] == 'NONFINITE_INPUT', node.status()
     finally:
         node.destroy_node()
+
+
+def test_startup_parameter_overrides_apply_and_bad_ones_are_rejected(rclpy_context: Any) -> None:
+    from rt_safe_rl.config import load_config
+    from rt_safe_rl.core.errors import ConfigError
+    from rt_safe_rl.nodes.safety_node import SafetyFilterNode
+
+    app = load_config(None)
+    node = SafetyFilterNode(config=app, namespace='sn6', context=rclpy_context,
+                            cli_args=['--ros-args', '-p', 'safety.velocity_scale:=0.5',
+                                      '-p', 'safety.v_max_rad_s:=[1.0,1.0,1.0,1.0,1.0,1.0,1.0]'])
+    try:
+        cfg = node.current_config()
+        assert cfg.velocity_scale == 0.5 and cfg.v_max_rad_s == [1.0] * 7
+    finally:
+        node.destroy_node()
+    with pytest.raises(ConfigError, match='velocity_scale'):
+        SafetyFilterNode(config=app, namespace='sn7', context=rclpy_context,
+                         cli_args=['--ros-args', '-p', 'safety.velocity_scale:=2.0'])

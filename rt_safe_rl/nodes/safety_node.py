@@ -172,6 +172,9 @@ class SafetyFilterNode(SimNodeBase):
                 self.declare_parameter(name, value, desc)
         if empty:
             self.set_parameters(empty)
+        # parameter overrides (launch files, --ros-args -p safety.x:=v) take part in the config
+        values = {name: self.get_parameter(name).value for name, _, _ in flatten_config(self._cfg)}
+        self._cfg = config_from_values(values, self._cfg)
         self.declare_parameter('safety.reset', False, ParameterDescriptor(
             type=ParameterType.PARAMETER_BOOL,
             description='set true to clear a latched stop (refused while still braking)'))
