@@ -178,7 +178,7 @@ def test_diagnostics_metrics_latency_alert_recovery_and_stale(
         fams = h.scrape()
         count = next(s.value for s in fams['rt_execution_time_seconds'].samples
                      if s.name.endswith('_count') and s.labels['stage'] == 'e2e')
-        assert count > 50
+        assert 0 < count <= loop.rec.count  # what was drained so far, never more than the loop recorded
         assert _sample(fams, 'rt_operations', stage='e2e') == count
         assert 0.0 < _sample(fams, 'rt_system_memory_percent') <= 100.0
         assert _sample(fams, 'rt_alert_active', alert='e2e.p99_budget') == 0.0
