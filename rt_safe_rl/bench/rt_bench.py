@@ -80,6 +80,31 @@ def loop_stats(deadline_ns: npt.ArrayLike, start_ns: npt.ArrayLike, period_ns: i
     }
 
 
+def foreign_rt_threads() -> list[str]:
+    """RT (FIFO/RR) threads of *other* user processes: they compete with the benchmark's threads.
+
+    Kernel threads (no command line) are left out. Returns 'pid/tid name FIFO prio cpu N' lines.
+    """
+    out: list[str] = []
+    me = os.getpid()
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            if not Path(f'/proc/{pid}/cmdline').read_bytes():
+                continue  # kernel thread
+            for tid in os.listdir(f'/proc/{pid}/task'):
+                stat = Path(f'/proc/{pid}/task/{tid}/stat').read_text()
+                name = stat[stat.index('(') + 1 : stat.rindex(')')]
+                fields = stat[stat.rindex(')') + 2 :].split()
+                cpu, rtprio, policy = int(fields[36]), int(fields[37]), int(fields[38])
+                if policy in (1, 2):
+                    out.append(f'{pid}/{tid} {name} {"FIFO" if policy == 1 else "RR"} {rtprio} cpu {cpu}')
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 def _machine() -> dict[str, Any]:
     from rt_safe_rl.rt import sched
 
@@ -623,6 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         'floor_c': 'floor_c',
         'handoff': 'handoff',
     }
+    res['machine']['foreign_rt_threads_before'] = foreign_rt_threads()
     stress.start()
     try:
         time.sleep(0.5 if a.stress else 0.0)
@@ -631,6 +657,13 @@ def main(argv: list[str] | None = None) -> int:
             res[key[ph]] = _child(ph, a)
     finally:
         stress.stop()
+    res['machine']['foreign_rt_threads_after'] = foreign_rt_threads()
+    if res['machine']['foreign_rt_threads_before'] or res['machine']['foreign_rt_threads_after']:
+        print(
+            '[bench rt] warning: other processes run RT threads on this machine '
+            '(machine.foreign_rt_threads_*); they compete with the measured threads',
+            file=sys.stderr,
+        )
     ex = res.get('executor', {})
     thr = ex.get('report', {}).get('threads', {}).get('control', {}) if isinstance(ex, dict) else {}
     granted = thr.get('granted') or {}
