@@ -155,6 +155,36 @@ class ControlLikeLoop:
                 deadline += ((t2 - deadline) // period + 1) * period
 
 
+class RobotE2E:
+    """Pipeline mode: the sim robot's own e2e measurement (state publish -> command receipt, by seq).
+
+    Drains ``SimRobotNode.e2e_ring`` (we are its only reader in this process) into a preallocated
+    array at each :meth:`mark` (non-RT, main thread).
+    """
+
+    def __init__(self, robot: Any, capacity: int, reg: MetricsRegistry) -> None:
+        self.registry = reg  # the process-wide registry the composed nodes write to
+        self._ring = robot.e2e_ring
+        self._buf = np.zeros((4096, 2), dtype=np.float64)
+        self.e2e_ns = np.zeros(capacity, dtype=np.int64)
+        self.n = 0
+        self.rt_granted = ''
+
+    def mark(self) -> int:
+        """Drain pending samples; index of the next one."""
+        while True:
+            k = self._ring.drain(self._buf)
+            m = min(k, self.e2e_ns.shape[0] - self.n)
+            self.e2e_ns[self.n:self.n + m] = self._buf[:m, 1].astype(np.int64)
+            self.n += m
+            if k < self._buf.shape[0]:
+                return self.n
+
+    def between(self, i0: int, i1: int) -> npt.NDArray[np.int64]:
+        """e2e samples (ns) between two marks (a copy)."""
+        return self.e2e_ns[i0:i1].copy()
+
+
 def _pct(a: npt.NDArray[np.int64], q: float) -> float:
     if a.size == 0:
         return math.nan
@@ -217,12 +247,46 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
     params = [Parameter('monitor.metrics.port', value=port)]
     params += [Parameter(f'monitor.{k}', value=v) for k, v in monitor_overrides.items()]
     reg = MetricsRegistry()
-    node = MonitorNode(context=ctx, parameter_overrides=params, node_name='monitor_bench', registry=reg)
     cap = int(rate_hz * (warmup_s + 2 * pairs * duration_s + 30))
-    loop = ControlLikeLoop(rate_hz, rt and executor == 'thread', cap, reg)
+    loop: Any = ControlLikeLoop(rate_hz, rt and executor == 'thread', cap, reg)
     extra_nodes: list[Any] = []
     rt_report: dict[str, Any] = {}
     stop = threading.Event()
+    comp: Any = None
+    if executor == 'pipeline':
+        # The real closed loop composed by bringup (sim robot, human, operator, safety, policy,
+        # monitor) on the RtExecutor; e2e from the robot's own seq-matched measurement.
+        from rt_safe_rl.bringup import compose, select_nodes
+        from rt_safe_rl.config import deep_merge, load_config
+
+        nested: dict[str, Any] = {}
+        for k, v in monitor_overrides.items():
+            cur = nested
+            *head, last = k.split('.')
+            for h in head:
+                cur = cur.setdefault(h, {})
+            cur[last] = v
+        app = load_config(None, {'monitor': deep_merge(nested, {'metrics': {'port': port}})})
+        comp = compose(app, select_nodes(with_sim=True, with_monitor=True), context=ctx)
+        errors = comp.start()
+        if errors:
+            comp.destroy()
+            rclpy.shutdown(context=ctx)
+            raise RtSafeRlError(f'monitor bench: pipeline nodes not active: {errors}')
+        node = comp.nodes['monitor']
+        node.trigger_deactivate()  # segments switch it on and off
+        from rt_safe_rl.rt.metrics import registry as _process_registry
+
+        loop = RobotE2E(comp.nodes['sim_robot'], cap, _process_registry())
+        rate_hz = app.control.rate_hz
+        ex: Any = comp.executor
+        spinner = threading.Thread(target=ex.spin, name='rt_spin', daemon=True)
+        miss_counter = _process_registry().counter('deadline_misses')
+
+        def misses() -> int:
+            return int(miss_counter.value)
+    else:
+        node = MonitorNode(context=ctx, parameter_overrides=params, node_name='monitor_bench', registry=reg)
     if executor == 'rt':
         # Production layout: the loop is a PeriodicTask in the 'control' RT group of the RtExecutor
         # (rt section of the shipped config), the monitor runs in its non-RT group.
@@ -235,6 +299,7 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
             over = {'rt': {'groups': {n: {'spin_us': spin_us} for n, g in shipped.items()
                                       if n == 'control' or g.thread == 'control'}}}
         rt_cfg = load_config(None, over).rt
+
         def cycle(deadline_ns: int) -> None:
             loop.step(deadline_ns)
 
@@ -242,14 +307,14 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
         loop_node = rclpy.create_node('monitor_bench_loop', context=ctx)
         loop_node.rt_tasks = lambda: [task]  # type: ignore[attr-defined]
         extra_nodes.append(loop_node)
-        ex: Any = RtExecutor(rt_cfg, context=ctx)
+        ex = RtExecutor(rt_cfg, context=ctx)
         ex.add_node(loop_node)
         ex.add_node(node)
         spinner = threading.Thread(target=ex.spin, name='rt_spin', daemon=True)
 
         def misses() -> int:
             return int(task.misses)
-    else:
+    elif executor == 'thread':
         ex = SingleThreadedExecutor(context=ctx)
         ex.add_node(node)
 
@@ -262,7 +327,7 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
         def misses() -> int:
             return loop.misses
 
-    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+    if comp is None and node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
         raise RtSafeRlError(f'monitor bench: MonitorNode configure failed: {node.last_error}')
     scraper = subprocess.Popen([sys.executable, '-c', _SCRAPER, str(port), '1.0'],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -303,16 +368,21 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
         stop.set()
         ex.shutdown()
         spinner.join(timeout=5)
-        if executor == 'rt':
+        if executor in ('rt', 'pipeline'):
             rt_report = ex.report()
-            ex.destroy()
-        node.destroy_node()
+        if comp is not None:
+            comp.destroy()
+        else:
+            if executor == 'rt':
+                ex.destroy()
+            node.destroy_node()
         for n in extra_nodes:
             n.destroy_node()
         rclpy.shutdown(context=ctx)
-    if executor == 'rt':
-        granted = rt_report.get('threads', {}).get('control', {}).get('granted')
-        loop.rt_granted = f'RtExecutor control group: {granted}'
+    if executor in ('rt', 'pipeline'):
+        th = rt_report.get('threads', {})
+        granted = {n: th[n].get('granted') for n in ('control', 'sim') if n in th}
+        loop.rt_granted = f'RtExecutor: {granted}'
 
     allv = {m: np.concatenate(v) if v else np.zeros(0, np.int64) for m, v in samples.items()}
     off, on = _summary_us(allv['off']), _summary_us(allv['on'])
@@ -376,9 +446,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--pairs', type=int, default=10, help='off/on segment pairs (default 10)')
     ap.add_argument('--rate-hz', type=float, default=1000.0, help='loop rate (default 1000)')
     ap.add_argument('--warmup-s', type=float, default=2.0)
-    ap.add_argument('--executor', choices=('rt', 'thread'), default='rt',
+    ap.add_argument('--executor', choices=('rt', 'thread', 'pipeline'), default='rt',
                     help='rt: the loop is a PeriodicTask of the RtExecutor (shipped rt config), the '
-                         'monitor in its non-RT group (default); thread: plain thread + rclpy executor')
+                         'monitor in its non-RT group (default); thread: plain thread + rclpy executor; '
+                         'pipeline: the real composed closed loop (bringup), e2e measured by the sim robot')
     ap.add_argument('--rt', action='store_true',
                     help='thread mode: SCHED_FIFO 80 + pin the loop (needs root)')
     ap.add_argument('--gil-switch-interval-s', type=float, default=None,
