@@ -13,7 +13,8 @@ to every composed node (``-r __ns:=/arm`` or ``--namespace``).
 
 Fail-closed start: a node whose configure/activate fails is reported (one line) and left
 inactive while the others keep running -- e.g. with a missing policy file the safety node keeps
-commanding a stop. :func:`compose` / :class:`Composition` are the library API (the demo and the
+commanding a stop; the exit code is then 1 (2 for a bad config / command line, 0 otherwise).
+:func:`compose` / :class:`Composition` are the library API (the demo and the
 tests use them; a user can add the same node classes to their own executor instead).
 Not RT code (start-up / shutdown only).
 """
