@@ -143,11 +143,13 @@ def test_hold_filter_latch_reset_over_dds(rclpy_context: Any) -> None:
         st = rig.node.status()
         assert st['latched'] and st['fault'] == 'ACTION_TIMEOUT', st
         assert f.is_stopped
+        held = f.command_state[0].copy()
+        time.sleep(0.3)  # commands published before the stop completed may still be in flight
         n = len(rig.cmds)
         for _ in range(10):
             rig.tick(target)  # actions again: still latched, still holding
-        held = rig.cmds[-1][1]
-        assert len(rig.cmds) > n and all(np.array_equal(c, held) for _, c in rig.cmds[n:])
+        assert _wait(lambda: len(rig.cmds) > n, 3.0)
+        assert all(np.array_equal(c, held) for _, c in rig.cmds[n:])
         # reset over the service
         cli: Any = rig.peer.create_client(Trigger, 'safety_node/reset')
         assert cli.wait_for_service(timeout_sec=5.0)
