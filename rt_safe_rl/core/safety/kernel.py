@@ -201,9 +201,10 @@ def filter_kernel(
                     v_pfl = sp[SP_PFL_BASE + c] if c < PFL_SLOTS else sp[SP_PFL_V]
                     if v_pfl > vmax:
                         vmax = v_pfl
-                elif vmax <= 0.0 or dist < 1e-9:
+                elif vmax <= 0.0:
                     ssm_stop = True
                 if dist < 1e-9:
+                    ssm_stop = True  # no direction to limit the speed along: stop (even with PFL)
                     continue
                 inv = 1.0 / dist
                 for j in range(n):
