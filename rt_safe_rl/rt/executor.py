@@ -41,6 +41,7 @@ from typing import Any
 
 from rclpy.callback_groups import CallbackGroup, MutuallyExclusiveCallbackGroup
 from rclpy.context import Context
+from rclpy.event_handler import EventHandler
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import ExternalShutdownException, ShutdownException, SingleThreadedExecutor
 from rclpy.guard_condition import GuardCondition
@@ -596,7 +597,12 @@ class _GroupThread:
 # the non-RT executor and the RtExecutor
 # ------------------------------------------------------------------------------------------------
 class _NonRtExecutor(SingleThreadedExecutor):
-    """rclpy SingleThreadedExecutor that leaves subscriptions/timers of RT groups alone."""
+    """rclpy SingleThreadedExecutor that leaves subscriptions/timers of RT groups alone.
+
+    QoS event handlers of RT-group entities are left out too: they would wake this thread (and
+    make it rebuild its wait set, holding the GIL for ~1 ms each time) on every event, which the
+    RT threads feel. Their callbacks (e.g. incompatible-QoS warnings) are therefore not run.
+    """
 
     def __init__(self, owner: RtExecutor, context: Context | None) -> None:
         super().__init__(context=context)
@@ -607,7 +613,7 @@ class _NonRtExecutor(SingleThreadedExecutor):
         if (
             isinstance(cg, RtCallbackGroup)
             and cg.rt_group != NON_RT
-            and isinstance(entity, (Subscription, Timer))
+            and isinstance(entity, (Subscription, Timer, EventHandler))
         ):
             return False
         return bool(super().can_execute(entity))
