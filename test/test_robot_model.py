@@ -127,3 +127,30 @@ def test_chain_urdf_any_size(tmp_path: Path) -> None:
     q[1] = math.pi / 2  # second joint (y axis) bends the rest of the chain along +x
     m.fk_points(q, p)
     np.testing.assert_allclose(p[0], [2.7, 0, 0.1], atol=1e-12)
+
+
+def test_continuous_and_prismatic_joints() -> None:
+    """Continuous joints get infinite position limits (the filter then limits velocity only);
+    prismatic joints keep theirs. Checked through the safety filter."""
+    from rt_safe_rl.core.safety import SafetyFilter
+    from rt_safe_rl.core.safety.testing import plain_config
+
+    urdf = '''<robot name="c"><link name="base_link"/><link name="l1"/><link name="l2"/>
+<joint name="j1" type="continuous"><parent link="base_link"/><child link="l1"/><axis xyz="0 0 1"/>
+<limit velocity="2" effort="10"/></joint>
+<joint name="j2" type="prismatic"><parent link="l1"/><child link="l2"/><origin xyz="0.5 0 0"/>
+<axis xyz="1 0 0"/><limit lower="0" upper="0.3" velocity="0.5" effort="100"/></joint></robot>'''
+    cfg = RobotConfig(urdf='', a_max_rad_s2=[5.0], j_max_rad_s3=[1000.0], kp=[0.0], kd=[0.0],
+                      monitored_points=[MonitoredPoint('tip', 'l2')])
+    m = RobotModel.from_urdf_string(urdf, cfg)
+    assert m.q_min[0] == -np.inf and m.q_max[0] == np.inf and m.q_max[1] == 0.3
+    p = np.zeros((1, 3))
+    m.fk_points(np.array([math.pi / 2, 0.2]), p)
+    np.testing.assert_allclose(p[0], [0.0, 0.7, 0.0], atol=1e-12)
+    f = SafetyFilter(m, plain_config(jerk=True))
+    f.set_command_state(np.array([0.0, 0.1]))
+    out = np.zeros(2)
+    for k in range(3000):
+        rep = f.step(k, f.command_state[0].copy(), np.zeros(2), np.array([100.0, 5.0]), True, None, k, None, out)
+        assert rep.fault_code == 0 and np.all(np.isfinite(out))
+    assert out[1] == pytest.approx(0.3) and f.command_state[1, 0] == pytest.approx(2.0)
