@@ -151,6 +151,7 @@ def test_continuous_and_prismatic_joints() -> None:
     f.set_command_state(np.array([0.0, 0.1]))
     out = np.zeros(2)
     for k in range(3000):
-        rep = f.step(k, f.command_state[0].copy(), np.zeros(2), np.array([100.0, 5.0]), True, None, k, None, out)
+        q = f.command_state[0].copy()
+        rep = f.step(k, q, np.zeros(2), np.array([100.0, 5.0]), True, None, k, None, out)
         assert rep.fault_code == 0 and np.all(np.isfinite(out))
     assert out[1] == pytest.approx(0.3) and f.command_state[1, 0] == pytest.approx(2.0)
