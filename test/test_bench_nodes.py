@@ -46,8 +46,12 @@ def test_real_pipeline_deterministic(pipeline) -> None:  # type: ignore[no-untyp
     fields, _, _ = run_benchmark(pipeline, inputs, cfg, deadline_ns=1_000_000)
     assert fields['complete'] and fields['determinism']['identical'], fields['determinism']
     assert fields['messages'] == 2 * inputs.states.n - 50
-    for stage in ('e2e_us', 'inference_us', 'safety_us'):
+    for stage in ('e2e_us', 'inference_us', 'safety_us', 'node_policy_step_us', 'node_safety_step_us'):
         assert fields['stages'][stage]['p50'] > 0
+    # the policy runs at 50 Hz of recorded time: about one policy step per 20 states
+    steps = fields['stages']['node_policy_step_us']['count']
+    assert 0.03 * fields['messages'] < steps < 0.08 * fields['messages']
+    assert fields['stages']['node_safety_step_us']['count'] == fields['messages'] + 50  # + warm-up
     pipeline.reset()
     r = ReplayEngine(pipeline, inputs, 'max').run()
     assert r.complete and np.isfinite(r.commands).all()

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -510,6 +510,54 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int, 
         yield update
 
 
+class _NodeStages:
+    """The nodes' own stage timings from the metrics registry (the benchmark is the rings' one
+    reader when no monitor is composed): 'inference' (model time of each policy step, i.e. at the
+    policy rate) and 'safety' (process_action). Drained every DRAIN_EVERY messages, outside the
+    timed section. Empty for pipelines that do not record into this process's registry.
+    """
+
+    NAMES: ClassVar[dict[str, str]] = {'inference': 'node_policy_step_us', 'safety': 'node_safety_step_us'}
+
+    def __init__(self) -> None:
+        self._buf = np.zeros((4096, 2), dtype=np.float64)
+        self._parts: dict[str, list[FloatArray]] = {k: [] for k in self.NAMES}
+
+    def drain(self) -> None:
+        """Move pending samples out of the registry rings."""
+        from rt_safe_rl.rt.metrics import registry
+
+        reg = registry()
+        for name in self.NAMES:
+            while True:
+                n = reg.drain_stage(name, self._buf)
+                if n:
+                    self._parts[name].append(self._buf[:n, 1].copy())
+                if n < self._buf.shape[0]:
+                    break
+
+    def clear(self) -> None:
+        """Forget what was drained so far."""
+        for v in self._parts.values():
+            v.clear()
+
+    def chain(self, prog: Callable[[int, int], None] | None) -> Callable[[int, int], None]:
+        """A progress callback that drains first, then calls ``prog``."""
+        def cb(done: int, total: int) -> None:
+            self.drain()
+            if prog is not None:
+                prog(done, total)
+        return cb
+
+    def summaries(self) -> dict[str, dict[str, float]]:
+        """Stage summaries (us) of the non-empty stages."""
+        out = {}
+        for name, key in self.NAMES.items():
+            if self._parts[name]:
+                out[key] = stats.summarize(np.concatenate(self._parts[name]) / 1e3)
+        return out
+
+
 @contextmanager
 def _gc_quiet(enabled: bool) -> Iterator[None]:
     """Collect, freeze and disable the GC inside the block (as the RtExecutor does)."""
@@ -589,6 +637,9 @@ def run_benchmark(
     stop_event = stop_event if stop_event is not None else threading.Event()
     use_rt_thread = cfg.rt_settings and rt_group is not None and parse_rate(cfg.rate)[0] != 'max'
     grants: list[dict[str, Any]] = []
+    node_stages = _NodeStages()
+    node_stages.drain()  # discard samples from before the measurement (warm-up, earlier runs)
+    node_stages.clear()
     mode, hz = parse_rate(cfg.rate)
     runs: list[RunResult] = []
     complete = True
@@ -601,7 +652,7 @@ def run_benchmark(
             meter.start()
             for k in range(cfg.repeat):
                 with _progress(cfg.progress, inputs.states.n, f'replay {k + 1}/{cfg.repeat}') as prog:
-                    engine = ReplayEngine(pipeline, inputs, mode, hz, prog, stop_event)
+                    engine = ReplayEngine(pipeline, inputs, mode, hz, node_stages.chain(prog), stop_event)
                     pipeline.reset()
                     r = _run_rt_thread(engine, rt_group, grants) if use_rt_thread else engine.run()
                 runs.append(r)
@@ -629,6 +680,7 @@ def run_benchmark(
                       'recorded_hz': inputs.states.rate_hz()}
     fields['deadline_us'] = deadline_ns / 1e3
     fields['process'] = meter.result
+    fields['stages'].update(node_stages.summaries())
     fields['rt'] = {'gc_disabled': cfg.rt_settings, 'replay_thread': grants[0] if grants else
                     'caller thread, SCHED_OTHER' + (' (max rate: no FIFO)' if mode == 'max' else '')}
     fields['stress'] = stress.summary()

@@ -62,6 +62,8 @@ STAGE_LABELS: dict[str, str] = {
     'safety_us': 'Safety filter step (us)',
     'replay_to_input_us': 'Replay release -> policy input (us)',
     'period_jitter_us': 'Output period jitter |dt - T| (us)',
+    'node_policy_step_us': "Model time per policy step, the policy node's own measurement (us)",
+    'node_safety_step_us': "process_action, the safety node's own measurement (us)",
 }
 
 
