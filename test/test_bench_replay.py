@@ -264,3 +264,33 @@ def test_joint_map_parsing() -> None:
     assert replay._parse_joint_map('a=joint1, b = joint2') == {'a': 'joint1', 'b': 'joint2'}
     with pytest.raises(ConfigError):
         replay._parse_joint_map('a=')
+
+
+class NullPipeline(FakePipeline):
+    """Does nothing per message: what remains is the measurement loop itself."""
+
+    def policy_step(self, stamp_ns: int, seq: int, q: np.ndarray, dq: np.ndarray) -> None:
+        self._seq = seq
+
+    def safety_step(self, seq: int) -> bool:
+        return False
+
+
+def test_measurement_loop_keeps_no_per_message_memory(arm_bag: Path) -> None:
+    """Peak traced memory grows only by the preallocated result arrays (records + commands)."""
+    import tracemalloc
+
+    def peak(n: int) -> int:
+        engine = replay.ReplayEngine(NullPipeline(), _inputs(arm_bag, n), 'max')
+        tracemalloc.start()
+        try:
+            r = engine.run()
+            _, top = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert r.count == n
+        return top
+
+    prealloc_per_msg = 8 * (replay.RECORD_WIDTH + 7)  # float64 record row + float64 command row
+    growth = peak(3000) - peak(1000) - 2000 * prealloc_per_msg
+    assert growth < 16_384, growth  # nothing kept per message beyond the preallocated arrays
