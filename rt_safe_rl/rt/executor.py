@@ -23,8 +23,10 @@ Model (see DEVELOPERS.md, "RT APIs"):
   picked up without re-adding the node.
 
 RT threads never log, never collect garbage (see :class:`~rt_safe_rl.rt.memory.GcPolicy`) and never
-block on anything but their own wait; errors and stalls are recorded and reported by the non-RT
-thread (log + :meth:`RtExecutor.report`).
+block on anything but their own wait and the GIL; errors and stalls are recorded and reported by
+the non-RT housekeeping thread (log + :meth:`RtExecutor.report`). QoS event callbacks of RT-group
+subscriptions/timers are not dispatched (see :class:`_NonRtExecutor`); services and clients in an
+RT group run in the non_rt thread (warned once).
 """
 
 from __future__ import annotations
