@@ -116,3 +116,33 @@ def test_adversarial_proposer_never_breaks_limits(kind: str) -> None:
     assert ssm_checked > 1000
     if kind == 'noise':
         assert resets >= nan_injected >= 5  # every NaN latched a stop that was reset afterwards
+
+
+@pytest.mark.parametrize('kind', ['bang_bang', 'random_jumps'])
+def test_jerk_respected_at_the_position_limits(kind: str) -> None:
+    """Without people / workspace rows, the jerk-consistent braking bound lets the command reach
+    the position limits from full speed without ever relaxing the jerk limit: the finite-difference
+    jerk of the command stream stays <= j_max."""
+    from dataclasses import replace
+
+    app = load_config(None)
+    model = RobotModel.from_config(app.robot)
+    cfg = replace(app.safety, enforce_effort=False, ssm=replace(app.safety.ssm, enabled=False),
+                  workspace=replace(app.safety.workspace, enabled=False))
+    f = SafetyFilter(model, cfg)
+    proposer = _bang_bang(model) if kind == 'bang_bang' else _random_jumps(model)
+    rng = np.random.default_rng(7)
+    q = model.home()
+    out = np.zeros(7)
+    cmds = []
+    near_limit = 0
+    for k in range(6000):
+        rep = f.step(k * MS, q, np.zeros(7), proposer(k, q, rng), True, None, k * MS, None, out)
+        assert not rep.active_mask & ACTIVE_BITS['jerk_relaxed'], k
+        near_limit += rep.position_margin_rad < 0.01
+        cmds.append(out.copy())
+        q = out.copy()
+    c = np.array(cmds)
+    jerk = np.diff(c, n=3, axis=0) / DT**3
+    assert np.all(np.abs(jerk) <= model.j_max * (1 + 1e-6) + 1e-3)
+    assert near_limit > 100  # the scenario really drove joints to their limits

@@ -256,3 +256,24 @@ def test_h1_stale_input_ramp_stop() -> None:
     f.step(t0 + 60_000_000, np.zeros(1), np.zeros(1), np.array([1.0]), True, None, 0, None, out,
            state_stamp_ns=t0 + 60_000_000)
     assert out[0] == pytest.approx(0.01225, abs=1e-12) and f.stop_latched
+
+
+@pytest.mark.parametrize(('v', 'a'), [(2.0, 0.0), (2.0, 10.0), (2.0, -10.0), (0.5, 5.0), (0.01, 3.0),
+                                      (0.005, -2.0)])
+def test_jerk_limited_stop_distance_bounds_a_fine_simulation(v: float, a: float) -> None:
+    """The closed-form stop distance used by the jerk-consistent bound is >= the distance of the
+    jerk-limited braking plan simulated finely (and tight at speed)."""
+    from rt_safe_rl.core.safety.formulas import jerk_limited_stop_distance
+
+    a_max, j_max, h = 10.0, 5000.0, 1e-7
+    x, vel, acc = 0.0, v, a
+    while vel > 0.0:
+        # decelerate at full jerk, but release in time to end at v = 0 with a = 0
+        release = vel <= acc * acc / (2 * j_max) and acc < 0
+        acc = min(acc + j_max * h, 0.0) if release else max(acc - j_max * h, -a_max)
+        vel += acc * h
+        x += max(vel, 0.0) * h
+    s = jerk_limited_stop_distance(v, a, a_max, j_max)
+    assert s >= x - 1e-6
+    if v >= 0.5:
+        assert s <= x * 1.01 + 1e-6

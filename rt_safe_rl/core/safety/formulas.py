@@ -191,3 +191,54 @@ def position_dependent_velocity_limits(q: float, q_min: float, q_max: float, v_m
     up = min(v_max, max(0.0, -offset + math.sqrt(max(0.0, 2.0 * decel * (q_max - q))))) - tol
     lo = max(-v_max, min(0.0, offset - math.sqrt(max(0.0, 2.0 * decel * (q - q_min))))) + tol
     return lo, up
+
+
+@nb.njit(cache=True, nogil=True)
+def jerk_limited_stop_distance(v: float, a: float, a_max: float, j_max: float) -> float:
+    """Distance [rad] to stop from velocity `v` >= 0 and acceleration `a` with jerk <= j_max and
+    deceleration <= a_max (continuous time; 0 for v <= 0).
+
+    Plan: ramp the acceleration down to -a_max at j_max, hold, ramp back to 0 as v reaches 0.
+    At low speed (the ramp alone stops the joint) a conservative bound is used.
+    """
+    if v <= 0.0:
+        return 0.0
+    if a > a_max:
+        a = a_max
+    if a < -a_max:
+        a = -a_max
+    t1 = (a + a_max) / j_max
+    v1 = v + (a * a - a_max * a_max) / (2.0 * j_max)
+    v3 = a_max * a_max / (2.0 * j_max)
+    if v1 >= v3:
+        d1 = v * t1 + 0.5 * a * t1 * t1 - j_max * t1 * t1 * t1 / 6.0
+        return d1 + (v1 * v1 - v3 * v3) / (2.0 * a_max) + a_max * a_max * a_max / (6.0 * j_max * j_max)
+    ap = a if a > 0.0 else 0.0
+    vp = v + ap * ap / (2.0 * j_max)
+    return vp * math.sqrt(vp / j_max) + vp * ap / j_max
+
+
+@nb.njit(cache=True, nogil=True)
+def jerk_viability_upper_vel(dist_m: float, v: float, a_max: float, j_max: float, dt_s: float,
+                             v_lo: float, v_hi: float) -> float:
+    """Largest next velocity v' in [v_lo, v_hi] with ``v' dt + S(v', (v' - v)/dt) <= dist``
+    (S = :func:`jerk_limited_stop_distance`): a jerk-consistent braking bound, used to shape the
+    command before the (jerk-free) viability bound forces a jerk violation. Returns v_lo when even
+    v_lo does not satisfy it, v_hi when v_hi does. Bisection, RT-safe.
+    """
+    def g(x: float) -> float:
+        return x * dt_s + jerk_limited_stop_distance(x, (x - v) / dt_s, a_max, j_max) - dist_m
+
+    if g(v_hi) <= 0.0:
+        return v_hi
+    if g(v_lo) > 0.0:
+        return v_lo
+    lo = v_lo
+    hi = v_hi
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if g(mid) <= 0.0:
+            lo = mid
+        else:
+            hi = mid
+    return lo

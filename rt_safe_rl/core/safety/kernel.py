@@ -13,7 +13,10 @@ q' = q + v' dt) of the (blended) target onto
   reported): effort through the PD model ``|kp (q' - q_meas) - kd dq_meas| <= effort_max``
   (higher priority; dropped for the cycle when incompatible, and not applied while braking),
   then jerk ``|a' - a| <= j_max dt`` with libfranka's shaping ``a' <= (j/a)(v_up - v)`` near the
-  velocity limits (when incompatible, the hard-feasible value nearest to it is taken);
+  velocity limits and a jerk-consistent braking bound near the position limits
+  (``v' dt + S_jerk(v', a') <= q_max - q``, S_jerk = jerk-limited stopping distance, so the hard
+  viability bound is approached without a jerk violation); when incompatible, the hard-feasible
+  value nearest to it is taken;
 * coupled half-spaces ``G v' <= h``: speed and separation monitoring (speed of each monitored
   point toward each human point <= ISO/TS 15066 v_max(d), or the PFL contact speed) and the
   Cartesian workspace box (braking-consistent distance to each face), both linear in v' through
@@ -40,6 +43,7 @@ from rt_safe_rl.core.robot_model import fk_frames_kernel, jacobian_kernel, point
 from rt_safe_rl.core.safety.formulas import (
     accel_shaping_bounds,
     blend_alpha_from_distance,
+    jerk_viability_upper_vel,
     ssm_scale,
     ssm_v_max,
     viability_upper_vel,
@@ -286,6 +290,11 @@ def filter_kernel(
             a_lo_s, a_up_s = accel_shaping_bounds(vc, max(-v_m, v_lo_via), min(v_m, v_up_via), a_m, j_m)
             sl = vc + max(ac - j_m * dt, a_lo_s) * dt
             su = vc + min(ac + j_m * dt, a_up_s) * dt
+            # near a position limit: also keep a jerk-limited stop possible (shaping, soft tier)
+            if su > 0.0 and su > sl:
+                su = jerk_viability_upper_vel(lim[L_QMAX, j] - qc, vc, a_m, j_m, dt, max(sl, 0.0), su)
+            if sl < 0.0 and sl < su:
+                sl = -jerk_viability_upper_vel(qc - lim[L_QMIN, j], -vc, a_m, j_m, dt, max(-su, 0.0), -sl)
             if max(lo_j, sl) <= min(hi_j, su):
                 lo_j = max(lo_j, sl)
                 hi_j = min(hi_j, su)

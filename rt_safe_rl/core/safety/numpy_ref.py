@@ -40,6 +40,49 @@ def _viab(dist: np.ndarray, a: np.ndarray | float, dt: float) -> np.ndarray:
     return np.where(dist < 0.0, dist / dt, v)
 
 
+def _stop_dist(v: np.ndarray, a: np.ndarray, a_max: np.ndarray, j_max: np.ndarray) -> np.ndarray:
+    a = np.clip(a, -a_max, a_max)
+    t1 = (a + a_max) / j_max
+    v1 = v + (a * a - a_max * a_max) / (2 * j_max)
+    v3 = a_max * a_max / (2 * j_max)
+    full = (v * t1 + 0.5 * a * t1 * t1 - j_max * t1**3 / 6 + (v1 * v1 - v3 * v3) / (2 * a_max)
+            + a_max**3 / (6 * j_max * j_max))
+    ap = np.maximum(a, 0.0)
+    vp = v + ap * ap / (2 * j_max)
+    with np.errstate(invalid='ignore'):
+        low = vp * np.sqrt(np.maximum(vp, 0.0) / j_max) + vp * ap / j_max
+    return np.where(v <= 0.0, 0.0, np.where(v1 >= v3, full, low))
+
+
+def _jerk_viab(dist: np.ndarray, v: np.ndarray, a_max: np.ndarray, j_max: np.ndarray, dt: float,
+               v_lo: np.ndarray, v_hi: np.ndarray) -> np.ndarray:
+    """Vectorised bisection of the jerk-consistent braking bound (see formulas)."""
+    def g(x: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid='ignore'):
+            return x * dt + _stop_dist(x, (x - v) / dt, a_max, j_max) - dist
+
+    out = v_hi.copy()
+    need = np.flatnonzero(g(v_hi) > 0.0)  # usually none: only joints near a position limit
+    if need.size == 0:
+        return out
+    dist, v, a_max, j_max = dist[need], v[need], a_max[need], j_max[need]
+    lo, hi = v_lo[need].copy(), v_hi[need].copy()
+
+    def g_sub(x: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid='ignore'):
+            return x * dt + _stop_dist(x, (x - v) / dt, a_max, j_max) - dist
+
+    bad_lo = g_sub(lo) > 0.0
+    lo0 = lo.copy()
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        good = g_sub(mid) <= 0.0
+        lo = np.where(good, mid, lo)
+        hi = np.where(good, hi, mid)
+    out[need] = np.where(bad_lo, lo0, lo)
+    return out
+
+
 def project_numpy(x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray, h: np.ndarray,
                   tol: float, max_iter: int) -> tuple[np.ndarray, bool]:
     """Goldfarb-Idnani projection onto box + half-spaces, numpy version. Returns (x, ok)."""
@@ -218,6 +261,10 @@ class NumpySafetyFilter:
             a_up_s = np.minimum(k * (np.minimum(v_m, up_via) - vc), a_m)
             sl = vc + np.maximum(ac - j_m * dt, a_lo_s) * dt
             su = vc + np.minimum(ac + j_m * dt, a_up_s) * dt
+            up_mask = (su > 0.0) & (su > sl)
+            su = np.where(up_mask, _jerk_viab(q_max - qc, vc, a_m, j_m, dt, np.maximum(sl, 0.0), su), su)
+            dn_mask = (sl < 0.0) & (sl < su)
+            sl = np.where(dn_mask, -_jerk_viab(qc - q_min, -vc, a_m, j_m, dt, np.maximum(-su, 0.0), -sl), sl)
             jerk_ok = np.maximum(lo, sl) <= np.minimum(hi, su)
             new_lo = np.where(jerk_ok, np.maximum(lo, sl), np.where(su < lo, lo, hi))
             new_hi = np.where(jerk_ok, np.minimum(hi, su), np.where(su < lo, lo, hi))
