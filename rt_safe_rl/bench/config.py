@@ -53,9 +53,10 @@ class BenchmarkConfig:
             direct calls) or ``external`` (a running pipeline reached over DDS topics, lockstep).
         rate: ``'recorded'`` (bag timing), ``'max'`` (as fast as the pipeline goes) or Hz.
         rt_settings: measure our pipeline as it runs in production: GC collected, frozen and
-            disabled during the replays, and paced replays (recorded/Hz) in a thread with the
-            ``rt.groups.control`` scheduling (SCHED_FIFO, CPU pinning) when the OS grants it.
-            Max-rate replays stay SCHED_OTHER: a 100 % busy FIFO thread would hit RT throttling.
+            disabled during the replays, which run in a thread with the ``rt.groups.control``
+            scheduling (SCHED_FIFO, CPU pinning) when the OS grants it. Under FIFO a max-rate
+            replay pauses 8 ms every 100 ms between messages (RT throttling would otherwise
+            stall a 100 % busy FIFO thread for 50 ms each second).
         repeat: replays of the bag (>= 2 also checks determinism across them).
         warmup_messages: messages replayed (and discarded) before measuring, per repeat.
         max_messages: replay at most this many state messages per repeat (0 = all).

@@ -55,6 +55,12 @@ FloatArray = npt.NDArray[np.float64]
 COL_SEQ, COL_RELEASE, COL_IN, COL_POLICY, COL_OUT, COL_INTERVENED = range(6)
 RECORD_WIDTH = 6
 DRAIN_EVERY = 1024
+# A SCHED_FIFO thread that is busy > 95 % of a second is throttled by the kernel for the rest of
+# it (50 ms stalls, sched_rt_runtime_us). At max rate under FIFO the loop therefore sleeps
+# FIFO_PAUSE_NS every FIFO_PAUSE_PERIOD_NS, between messages (outside every timed section; the
+# pauses count in the throughput's wall time).
+FIFO_PAUSE_PERIOD_NS = 100_000_000
+FIFO_PAUSE_NS = 8_000_000
 
 
 class ReplayPipeline(Protocol):
@@ -139,6 +145,7 @@ class ReplayEngine:
                  stop_event: threading.Event | None = None) -> None:
         self.pipeline = pipeline
         self.stop_event = stop_event if stop_event is not None else threading.Event()
+        self.fifo_pause_ns = 0  # set by the caller when a max-rate pass runs under SCHED_FIFO
         self.inputs = inputs
         self.rate_mode = rate_mode
         self.rate_hz = rate_hz
@@ -195,6 +202,8 @@ class ReplayEngine:
         sleep = time.sleep
         stopping = self.stop_event.is_set
         drained = 0
+        pause_ns = self.fifo_pause_ns if not paced else 0
+        last_pause = mono()
         complete = True
         i = 0
         t0 = mono()
@@ -232,6 +241,11 @@ class ReplayEngine:
                 row[COL_OUT] = t_out - t0
                 row[COL_INTERVENED] = 1.0 if intervened else 0.0
                 ring.try_push(row)
+                if pause_ns and (i & 63) == 63:
+                    now = mono()
+                    if now - last_pause >= FIFO_PAUSE_PERIOD_NS:
+                        sleep(pause_ns * 1e-9)
+                        last_pause = mono()
                 if (i + 1) % DRAIN_EVERY == 0:
                     drained += ring.drain(records[drained:])
                     if self.on_progress is not None:
@@ -597,6 +611,10 @@ def _run_rt_thread(engine: ReplayEngine, group: Any, grants: list[dict[str, Any]
             cpus = tuple(getattr(group, 'real_cpus', None) or group.cpus)
             g = apply_thread_settings('bench_replay', group.policy, group.priority, cpus)
             out['grant'] = {'requested': g.requested, 'granted': g.granted, 'warnings': list(g.warnings)}
+            if engine.rate_mode == 'max' and str(g.granted.get('policy')) in ('fifo', 'rr'):
+                engine.fifo_pause_ns = FIFO_PAUSE_NS
+                out['grant']['max_rate_pause'] = (f'{FIFO_PAUSE_NS / 1e6:g} ms every '
+                                                  f'{FIFO_PAUSE_PERIOD_NS / 1e6:g} ms (RT throttling)')
         except Exception as err:  # broad on purpose: RT setup is best effort, say why
             out['grant'] = {'error': f'{type(err).__name__}: {err}'}
         try:
@@ -635,7 +653,7 @@ def run_benchmark(
     GroupConfig used for paced replays when ``cfg.rt_settings`` (see BenchmarkConfig).
     """
     stop_event = stop_event if stop_event is not None else threading.Event()
-    use_rt_thread = cfg.rt_settings and rt_group is not None and parse_rate(cfg.rate)[0] != 'max'
+    use_rt_thread = cfg.rt_settings and rt_group is not None
     grants: list[dict[str, Any]] = []
     node_stages = _NodeStages()
     node_stages.drain()  # discard samples from before the measurement (warm-up, earlier runs)
@@ -681,8 +699,8 @@ def run_benchmark(
     fields['deadline_us'] = deadline_ns / 1e3
     fields['process'] = meter.result
     fields['stages'].update(node_stages.summaries())
-    fields['rt'] = {'gc_disabled': cfg.rt_settings, 'replay_thread': grants[0] if grants else
-                    'caller thread, SCHED_OTHER' + (' (max rate: no FIFO)' if mode == 'max' else '')}
+    fields['rt'] = {'gc_disabled': cfg.rt_settings,
+                    'replay_thread': grants[0] if grants else 'caller thread (rt_settings off / no rt group)'}
     fields['stress'] = stress.summary()
     fields['determinism'] = determinism(runs + extra_det)
     fid = fidelity((runs + extra_det)[0], inputs) if runs else {}
