@@ -55,7 +55,7 @@ class BenchmarkConfig:
         rt_settings: measure our pipeline as it runs in production: GC collected, frozen and
             disabled during the replays, which run in a thread with the ``rt.groups.control``
             scheduling (SCHED_FIFO, CPU pinning) when the OS grants it. Under FIFO a max-rate
-            replay pauses 8 ms every 100 ms between messages (RT throttling would otherwise
+            replay pauses 15 ms every 100 ms between messages (RT throttling would otherwise
             stall a 100 % busy FIFO thread for 50 ms each second).
         repeat: replays of the bag (>= 2 also checks determinism across them).
         warmup_messages: messages replayed (and discarded) before measuring, per repeat.
