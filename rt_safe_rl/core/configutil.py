@@ -74,7 +74,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f'{where}: expected {len(args)} items, got {len(value)}')
-            return tuple(_convert(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(args, value)))
+            return tuple(_convert(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(value, args)))
         item_t = args[0] if args else Any
         items = [_convert(v, item_t, f'{where}[{i}]') for i, v in enumerate(value)]
         return tuple(items) if (origin is tuple or tp is tuple) else items
