@@ -186,6 +186,15 @@ class NodePipeline:
         """Latest safe command and the state seq it was computed from."""
         return self._command_reader(out)
 
+    def safety_status(self) -> dict[str, Any]:
+        """Fault and margins of the safety filter after the last step (non-RT), when available."""
+        fn = getattr(self.safety, 'status', None)
+        if not callable(fn):
+            return {}
+        st = fn()
+        keys = ('fault', 'fault_code', 'latched', 'active', 'stopping', 'deadline_misses', 'cycles')
+        return {k: st[k] for k in keys if k in st}
+
     def close(self) -> None:
         """Deactivate, clean up and destroy the nodes; shut the context down. Idempotent."""
         import rclpy

@@ -660,6 +660,10 @@ def run_benchmark(
     node_stages = _NodeStages()
     node_stages.drain()  # discard samples from before the measurement (warm-up, earlier runs)
     node_stages.clear()
+    from rt_safe_rl.rt.metrics import registry
+
+    faults = registry().counter('faults')
+    faults0 = faults.value
     mode, hz = parse_rate(cfg.rate)
     runs: list[RunResult] = []
     complete = True
@@ -701,6 +705,11 @@ def run_benchmark(
     fields['deadline_us'] = deadline_ns / 1e3
     fields['process'] = meter.result
     fields['stages'].update(node_stages.summaries())
+    # latched safety stops (fail-closed faults) during the measured replays, from the registry
+    fields['safety_faults'] = int(faults.value - faults0)
+    status = getattr(pipeline, 'safety_status', None)
+    if callable(status):
+        fields['safety_status_at_end'] = status()
     fields['rt'] = {'gc_disabled': cfg.rt_settings,
                     'replay_thread': grants[0] if grants else 'caller thread (rt_settings off / no rt group)'}
     fields['stress'] = stress.summary()

@@ -273,7 +273,7 @@ def render_markdown(report: Mapping[str, Any], plots: Sequence[str] = ()) -> str
         f"**{report.get('messages', 0)} messages, {_fmt(report.get('throughput_msgs_per_s'), 0)} msgs/s, "
         f"{report.get('misses', 0)} deadline misses (> {_fmt(report.get('deadline_us'))} us, rate "
         f"{_fmt(100.0 * float(report.get('miss_rate') or 0.0), 3)} %), {report.get('interventions', 0)} "
-        f"safety interventions.**",
+        f"safety interventions, {report.get('safety_faults', 'n/a')} latched safety faults.**",
         '',
         '## Latency (microseconds)',
         '',
