@@ -83,6 +83,8 @@ def test_cli_walker_bag(shared_data: Path, tmp_path: Path, capsys: pytest.Captur
     rep = json.loads((tmp_path / 'w' / 'report.json').read_text())
     assert 25 < rep['rate']['hz'] < 35 and rep['joint_map'] == {'wheel_left_joint': 'joint1',
                                                                 'wheel_right_joint': 'joint2'}
+    # wheel angles (up to ~199 rad) are far outside joint1's limits: the filter fails closed
+    assert rep['safety_faults'] >= 1 and rep['safety_status_at_end']['latched'] is True
 
 
 def test_naive_pipeline_runs(pipeline) -> None:  # type: ignore[no-untyped-def]
