@@ -17,6 +17,7 @@ Per joint, per step of ``dt_s`` (semi-implicit Euler)::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +202,8 @@ class CommandAudit:
         self.nonfinite = 0
         self.max_velocity_ratio = 0.0  # max over commands of |v| / v_max
         self.max_acceleration_ratio = 0.0
+        #: first violations as (kind, seq, previous seq, joint, ratio); appended only on a violation
+        self.violation_log: list[tuple[str, int, int, int, float]] = []
 
     def reset_stream(self) -> None:
         """Forget the previous command (e.g. after a reset of the robot)."""
@@ -219,6 +222,7 @@ class CommandAudit:
         slack = 1.0 + self.tolerance
         if np.any(q_cmd < self._q_lo) or np.any(q_cmd > self._q_hi):
             self.position_violations += 1
+            self._log('position', seq, math.nan)
             ok = False
         steps = seq - self._prev_seq
         if self._prev_seq >= 0 and steps > 0:
@@ -232,6 +236,7 @@ class CommandAudit:
                 self.max_velocity_ratio = ratio
             if ratio > slack:
                 self.velocity_violations += 1
+                self._log('velocity', seq, ratio)
                 ok = False
             if self._has_prev_v and steps == 1:
                 np.subtract(self._v, self._prev_v, out=self._tmp)
@@ -242,6 +247,7 @@ class CommandAudit:
                     self.max_acceleration_ratio = aratio
                 if aratio > slack:
                     self.acceleration_violations += 1
+                    self._log('acceleration', seq, aratio)
                     ok = False
             np.copyto(self._prev_v, self._v)
             self._has_prev_v = True
@@ -252,13 +258,17 @@ class CommandAudit:
         self._prev_seq = seq
         return ok
 
+    def _log(self, kind: str, seq: int, ratio: float) -> None:
+        if len(self.violation_log) < 20:
+            self.violation_log.append((kind, seq, self._prev_seq, int(np.argmax(self._tmp)), round(ratio, 4)))
+
     @property
     def violations(self) -> int:
         """Total number of commands that broke a limit (position, velocity, acceleration, NaN)."""
         return (self.position_violations + self.velocity_violations
                 + self.acceleration_violations + self.nonfinite)
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, Any]:
         """Counts and worst ratios as a plain dict (non-RT)."""
         return {
             'commands': self.commands,
@@ -268,4 +278,5 @@ class CommandAudit:
             'nonfinite': self.nonfinite,
             'max_velocity_ratio': round(self.max_velocity_ratio, 6),
             'max_acceleration_ratio': round(self.max_acceleration_ratio, 6),
+            'first_violations': [list(v) for v in self.violation_log],
         }
