@@ -13,7 +13,8 @@
 
 Parameters (read-only unless noted; defaults from the ``benchmark:`` section): ``config_file``,
 ``bag``, ``rate``, ``repeat``, ``stress``, ``naive``, ``out_dir``, ``state_topic``, ``joint_map``
-(``BAG=ROBOT,...``), ``baseline``, ``autostart``, ``exit_when_done``.
+(``BAG=ROBOT,...``), ``pipeline`` (inprocess | external), ``baseline``, ``autostart``,
+``exit_when_done``.
 Thin ROS glue; the measurement lives in :mod:`rt_safe_rl.bench.replay`. Not an RT node: its
 worker thread *is* the measured loop (it drives the pipeline itself).
 """
@@ -74,6 +75,8 @@ class BenchmarkNode(LifecycleNode):
         self.declare_parameter('naive', b.naive, rw('also run the naive pipeline'))
         self.declare_parameter('out_dir', b.out_dir, ParameterDescriptor(description='report directory'))
         self.declare_parameter('state_topic', b.state_topic, ro('JointState topic of the bag; empty = auto'))
+        self.declare_parameter('pipeline', b.pipeline, ro("'inprocess' (compose policy + safety here) or "
+                                                          "'external' (a running pipeline over DDS)"))
         self.declare_parameter('joint_map', '', ro('BAG_JOINT=ROBOT_JOINT,... for another robot'))
         self.declare_parameter('baseline', '', ParameterDescriptor(description='report.json to compare with'))
         self.declare_parameter('autostart', bool(self._app.control.autostart),
@@ -89,6 +92,7 @@ class BenchmarkNode(LifecycleNode):
             'rate': str(p('rate').value), 'repeat': int(p('repeat').value),
             'stress_workers': int(p('stress').value), 'naive': bool(p('naive').value),
             'out_dir': str(p('out_dir').value), 'state_topic': str(p('state_topic').value), 'progress': False,
+            'pipeline': str(p('pipeline').value),
         }
         jm = str(p('joint_map').value)
         if jm:
