@@ -86,6 +86,22 @@ def test_truncated_bag_is_a_clear_error(tmp_path: Path, frac: float) -> None:
         bag.load_joint_states(info, '/joint_states', ARM)
 
 
+@pytest.mark.parametrize('frac', [0.3, 0.5, 0.8])
+def test_corrupt_middle_is_a_clear_error(tmp_path: Path, frac: float) -> None:
+    """Zeroed bytes inside the data: BagError (a decode failure or messages missing), never silence."""
+    src = write_arm_bag(tmp_path / 'full', n=2000)
+    dst = tmp_path / 'bad'
+    shutil.copytree(src, dst)
+    f = next(dst.glob('*.mcap'))
+    data = bytearray(f.read_bytes())
+    i = int(len(data) * frac)
+    data[i:i + 2000] = bytes(2000)
+    f.write_bytes(bytes(data))
+    with pytest.raises(BagError, match=r'corrupt|truncated'):
+        info = bag.inspect_bag(dst)
+        bag.load_joint_states(info, '/joint_states', ARM)
+
+
 def test_missing_and_not_a_bag(tmp_path: Path) -> None:
     """Missing path, empty dir, wrong suffix and a garbage .db3 are clear errors."""
     with pytest.raises(BagError, match='bag not found'):

@@ -480,6 +480,9 @@ def load_joint_states(
         i += 1
     if i == 0:
         raise BagError(f'{info.path}: no message could be read from {t.name}')
+    if i < cap:
+        raise BagError(f'{info.path}: only {i} of the {cap} messages of {t.name} listed in the bag could be '
+                       f'read (corrupt or truncated storage?)')
     return StateStream(t.name, list(robot_joint_names), first_names, recv[:i], hdr[:i], q[:i], dq[:i],
                        mapped=bool(jmap), frame_seq=fseq[:i])
 
