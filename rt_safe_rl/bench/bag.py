@@ -509,7 +509,11 @@ def load_side_stream(info: BagInfo, topic: str) -> SideStream:
     rows: list[FloatArray] = []
     offs: list[int] = []
     for _topic, t_ns, raw in iter_raw(info, [t.name]):
-        msg = store.deserialize_cdr(raw, msgtype)
+        try:
+            msg = store.deserialize_cdr(raw, msgtype)
+        except Exception as err:  # broad on purpose: corrupt payload -> one clear line
+            raise BagError(f'{info.path}: message {len(rows)} on {t.name} does not decode as {msgtype}: '
+                           f'{type(err).__name__}: {err}') from None
         if msgtype == POINT_STAMPED:
             row = np.array([msg.point.x, msg.point.y, msg.point.z], dtype=np.float64)
         else:
@@ -520,6 +524,9 @@ def load_side_stream(info: BagInfo, topic: str) -> SideStream:
         recv.append(t_ns)
         rows.append(row)
         offs.append(int(msg.layout.data_offset) if msg_is_array else -1)
+    if len(rows) < t.count:
+        raise BagError(f'{info.path}: only {len(rows)} of the {t.count} messages of {t.name} listed in the '
+                       f'bag could be read (corrupt or truncated storage?)')
     if not rows:
         return SideStream(t.name)
     return SideStream(t.name, np.array(recv, dtype=np.int64), np.vstack(rows), np.array(offs, dtype=np.int64))
