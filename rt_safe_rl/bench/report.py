@@ -7,7 +7,7 @@ JSON schema (``REPORT_SCHEMA`` names the version; more keys may be added, none r
       "schema": "rt_safe_rl.bench.replay/1",
       "metadata": {git_sha, git_dirty, host, cpu, cpu_count, kernel, rt: {...}, versions: {...},
                    config: {...}, bag: {path, storage, sha256, topics, ...}, model: {path, sha256},
-                   command_line, started_utc, duration_s},
+                   command_line, started_utc},
       "complete": bool,             # false when interrupted; partial results kept
       "messages": int,              # measured state messages (all repeats, warm-up excluded)
       "throughput_msgs_per_s": float,
