@@ -234,6 +234,7 @@ def run_demo(config: AppConfig, *, duration_s: float, live: bool = False, namesp
         col.drain()
         robot = comp.nodes['sim_robot']
         robot_stats = robot.stats()
+        safety_state = _safety_state(comp.nodes.get('safety'))
         errors = dict(comp.errors)
         if spin_error:
             errors['executor'] = repr(spin_error[0])
@@ -265,6 +266,7 @@ def run_demo(config: AppConfig, *, duration_s: float, live: bool = False, namesp
             'position_violations', 'velocity_violations', 'acceleration_violations', 'nonfinite'))),
         'command_audit': audit,
         'robot_holds': robot_stats['holds'],
+        'safety': safety_state,
         'nodes_active': [k for k in keys if k not in errors],
         'node_errors': errors,
         'rt': {k: rt_report[k] for k in ('os', 'warnings') if k in rt_report},
@@ -272,6 +274,17 @@ def run_demo(config: AppConfig, *, duration_s: float, live: bool = False, namesp
     }
     return DemoResult(summary=summary, robot_trace=robot_trace, human_trace=human_trace, e2e_ns=e2e,
                       errors=errors, interrupted=interrupted)
+
+
+def _safety_state(node: Any) -> dict[str, Any]:
+    """Latched stop and last fault of the safety filter at the end of the run ({} if absent)."""
+    f = getattr(node, 'filter', None)
+    if f is None:
+        return {}
+    try:
+        return {'stop_latched': bool(f.stop_latched), 'fault': str(f.report.fault)}
+    except Exception:
+        return {}
 
 
 def _jsonable(x: Any) -> Any:
