@@ -142,10 +142,10 @@ class GroupConfig:
 def _default_groups() -> dict[str, GroupConfig]:
     return {
         NON_RT: GroupConfig(policy='other', priority=0, cpus=[]),
-        'control': GroupConfig(policy='fifo', priority=80, cpus=[-1], spin_us=30),
-        'safety': GroupConfig(policy='fifo', priority=80, cpus=[-1], spin_us=30, thread='control'),
+        'control': GroupConfig(policy='fifo', priority=80, cpus=[-1]),
+        'safety': GroupConfig(policy='fifo', priority=80, cpus=[-1], thread='control'),
         'safety_monitor': GroupConfig(policy='fifo', priority=85, cpus=[-1]),
-        'sim': GroupConfig(policy='fifo', priority=70, cpus=[-1], spin_us=30),
+        'sim': GroupConfig(policy='fifo', priority=70, cpus=[-1]),
         'observers': GroupConfig(policy='fifo', priority=10, cpus=[0]),
     }
 
