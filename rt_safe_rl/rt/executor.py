@@ -470,6 +470,8 @@ class _GroupThread:
                 self.error_log.append(f'periodic task {p.name}: {traceback.format_exc()}')
         end = mono()
         self.busy_since_ns = 0
+        if self._pending:  # fn wrote a channel consumed in this thread: hand off before bookkeeping
+            self._run_pending_triggered()
         p.runs += 1
         dur = end - start
         if dur > p.max_duration_ns:
@@ -490,6 +492,12 @@ class _GroupThread:
         else:
             p._catch_up_left = self.max_catch_up
         p.next_deadline_ns = nxt
+
+    def _run_pending_triggered(self) -> None:
+        self._pending = False
+        for t in self.triggered:
+            if t._enabled and t.channel.seq - t.last_seq >= t.decimation:
+                self._run_triggered(t)
 
     def _run_triggered(self, t: TriggeredTask) -> None:
         mono = time.monotonic_ns
@@ -575,6 +583,8 @@ class _GroupThread:
                 self.error_log.append(f'subscription {sub.topic_name}: {traceback.format_exc()}')
         self.busy_since_ns = 0
         self.ros_dispatches += 1
+        if self._pending:  # e.g. policy wrote policy/action: safety runs right now, same thread
+            self._run_pending_triggered()
 
     def _call_timer(self, tmr: Timer) -> None:
         try:
