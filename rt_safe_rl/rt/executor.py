@@ -680,6 +680,7 @@ class RtExecutor:
         self._housekeeping_grant: sched.ThreadGrant | None = None
         self._go = threading.Event()  # released by spin() when setup and start-up logging are done
         self._helpers_done: dict[int, str] = {}
+        self._threads_seen: set[int] = set()
 
     # -- nodes and tasks -------------------------------------------------------------------------
     def add_node(self, node: Node) -> bool:
@@ -988,8 +989,16 @@ class RtExecutor:
         prefixes = tuple(self.config.helper_thread_prefixes)
         if not prefixes or (cfg.policy == 'other' and not cfg.cpus):
             return
-        for tid, name in sched.process_threads().items():
-            if tid in self._helpers_done or not name.startswith(prefixes):
+        try:
+            tids = [int(t) for t in os.listdir('/proc/self/task')]
+        except OSError:
+            return
+        for tid in tids:
+            if tid in self._helpers_done or tid in self._threads_seen:
+                continue
+            self._threads_seen.add(tid)  # each thread's name is read once (the scan runs every second)
+            name = sched.thread_name(tid)
+            if not name.startswith(prefixes):
                 continue
             ok, msg = sched.apply_to_thread(tid, cfg.policy, cfg.priority, cfg.real_cpus)
             self._helpers_done[tid] = f'{name}: {msg}'

@@ -340,6 +340,14 @@ def process_threads() -> dict[int, str]:
     return out
 
 
+def thread_name(tid: int) -> str:
+    """Name (``comm``) of thread `tid` of this process; '' if it is gone."""
+    try:
+        return Path(f'/proc/self/task/{tid}/comm').read_text().strip()
+    except OSError:
+        return ''
+
+
 def apply_to_thread(tid: int, policy: str, priority: int, cpus: tuple[int, ...]) -> tuple[bool, str]:
     """Set another thread's CPU set and scheduler (e.g. a Fast DDS receive thread); reports, never raises."""
     msgs = []
