@@ -346,3 +346,17 @@ def test_spin_applies_and_restores_process_settings(rclpy_context: Any) -> None:
         assert seen and all(not g and abs(sw - 0.0002) < 1e-9 for g, sw in seen)  # GC off, short interval
         assert gc.isenabled() and sys.getswitchinterval() == before  # restored after spin
     ex.destroy()
+
+
+def test_format_report_is_readable(rclpy_context: Any) -> None:
+    from rt_safe_rl.rt.executor import format_report
+
+    ex = RtExecutor(quick_cfg(), context=rclpy_context)
+    ex.add_task(PeriodicTask('fmt', 'control', 1_000_000, lambda d: None, enabled=True))
+    ex.spin(0.1)
+    text = format_report(ex.report())
+    ex.destroy()
+    lines = text.splitlines()
+    assert lines[0].startswith('kernel ')
+    assert any(line.startswith("thread control ['control', 'safety']: SCHED_") for line in lines)
+    assert any(line.startswith('task fmt: ') and ' misses' in line for line in lines)
