@@ -263,7 +263,7 @@ def test_intra_process_channel_and_direct_calls(rclpy_context: Any) -> None:
         s, _ = cmd_ch.try_read(buf)
         assert s > 0 and buf[0] == 199 and np.array_equal(buf[1:], q)
         # invalid action -> latched stop
-        row[1] = 0.0
+        row[0], row[1] = 200, 0.0
         node.process_state(time.monotonic_ns(), 200, q, np.zeros(7))
         node.process_action(ch.try_write(row, time.monotonic_ns()))
         assert node.filter.stop_latched and node.status()['fault'] == 'POLICY_INVALID'
@@ -342,8 +342,10 @@ def test_callbacks_map_joint_names_human_poses_operator_and_trajectory(rclpy_con
         bad = JointState()
         bad.name = ['a', 'b']
         bad.position = [0.0, 0.0]
-        node._on_joint_state(bad)
+        node._on_joint_state(bad)  # no seq in frame_id: the node counts states (42)
         assert np.all(np.isnan(node._q)) and 'do not contain' in node.last_error
+        assert node._state_seq == 42
+        act.layout.data_offset = 42
         node._on_action(act)
         assert node.filter.stop_latched and node.status()['fault'] == 'NONFINITE_INPUT', node.status()
     finally:
@@ -367,3 +369,164 @@ def test_startup_parameter_overrides_apply_and_bad_ones_are_rejected(rclpy_conte
     with pytest.raises(ConfigError, match='velocity_scale'):
         SafetyFilterNode(config=app, namespace='sn7', context=rclpy_context,
                          cli_args=['--ros-args', '-p', 'safety.velocity_scale:=2.0'])
+
+
+class _Clock:
+    """Fake monotonic clock for the node (ns); advanced by the test."""
+
+    def __init__(self) -> None:
+        self.t_ns = 10_000_000_000
+
+    def __call__(self) -> int:
+        return self.t_ns
+
+
+class _Recorder:
+    """Stands in for the command publisher: keeps (data_offset, command) in publish order."""
+
+    def __init__(self) -> None:
+        self.cmds: list[tuple[int, np.ndarray]] = []
+
+    def publish(self, msg: Any) -> None:
+        self.cmds.append((int(msg.layout.data_offset), np.array(msg.data)))
+
+
+def _direct_node(ctx: Any, ns: str, monkeypatch: Any) -> tuple[Any, Any, _Clock, _Recorder]:
+    """Configured + active intra-process node driven by direct calls, on a fake clock, with the
+    published commands recorded (no executor: the test plays both threads)."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from rt_safe_rl.config import load_config
+    from rt_safe_rl.nodes import safety_node as sn
+    from rt_safe_rl.rt.channel import get_channel
+
+    clock = _Clock()
+    monkeypatch.setattr(sn, '_mono', clock)
+    app = load_config(None, RELAXED)
+    node = sn.SafetyFilterNode(config=app, namespace=ns, intra_process=True, context=ctx)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rec = _Recorder()
+    node._cmd_pub = rec
+    ch = get_channel(node.resolve_topic_name('policy/action'), 7 + sn.ACTION_HEADER)
+    return node, ch, clock, rec
+
+
+def _audit(node: Any, cmds: list[tuple[int, np.ndarray]]) -> Any:
+    """The sim robot's audit (1 kHz robot period) over the recorded command stream."""
+    from rt_safe_rl.sim.arm import ArmLimits, CommandAudit
+
+    app = node.app
+    audit = CommandAudit(ArmLimits.from_model(node.model, app.sim.robot), app.control.period_ns * 1e-9)
+    for seq, c in cmds:
+        audit.check(seq, c)
+    return audit
+
+
+def _drive(node: Any, ch: Any, clock: _Clock, seqs: range, target: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """One robot period per seq: state, then the policy's action for it; the robot follows."""
+    from rt_safe_rl.nodes.safety_node import ACTION_HEADER
+
+    row = np.zeros(7 + ACTION_HEADER)
+    out = np.zeros(7)
+    for seq in seqs:
+        clock.t_ns += 1_000_000
+        node.process_state(clock.t_ns, seq, q, np.zeros(7))
+        row[0], row[1] = seq, 1.0
+        row[ACTION_HEADER:] = target
+        node.process_action(ch.try_write(row, clock.t_ns))
+        if node.read_command(out) >= 0:
+            q = out.copy()
+    return q
+
+
+def test_monitor_braking_while_the_chain_stalls_keeps_one_step_per_robot_period(
+        rclpy_context: Any, monkeypatch: Any) -> None:
+    """The control thread stalls mid-motion (no states, no actions reach the node) while the robot
+    keeps running: the monitor brakes at the robot's rate; when the queued states and actions come
+    back, the command stream seen by the robot still has one filter step per robot period (the
+    robot's own audit finds no velocity / acceleration violation, seqs strictly increase)."""
+    node, ch, clock, rec = _direct_node(rclpy_context, 'sn8', monkeypatch)
+    try:
+        node.set_human(clock.t_ns, np.array([2.0, 0.0, 0.5]))
+        home = node.model.home()
+        q = _drive(node, ch, clock, range(1, 301), home + 1.0, home)
+        assert float(np.abs(node.filter.command_state[1]).max()) > 0.2  # moving
+        for _ in range(400):  # 200 ms stall at the monitor's 2 kHz
+            clock.t_ns += 500_000
+            node.set_human(clock.t_ns, np.array([2.0, 0.0, 0.5]))
+            node._monitor(clock.t_ns)
+        assert node.monitor_publishes > 0 and node.filter.stop_latched
+        _drive(node, ch, clock, range(301, 600), home + 1.0, q)  # the backlog, then live again
+        seqs = [s for s, _ in rec.cmds]
+        assert all(b > a for a, b in itertools.pairwise(seqs)), 'two commands for one robot period'
+        audit = _audit(node, rec.cmds)
+        assert audit.violations == 0, audit.summary()
+        assert node.skipped_actions > 0  # the backlog's periods were covered by the monitor
+    finally:
+        node.destroy_node()
+
+
+def test_monitor_racing_the_first_action_neither_steps_twice_nor_goes_back_in_time(
+        rclpy_context: Any, monkeypatch: Any) -> None:
+    """The monitor (holding before the first action) runs between process_action's start and its
+    filter step: the step must not see time going backwards (no CLOCK_JUMP latch), the period the
+    monitor covered is not stepped again, and the robot starts moving on the next action."""
+    node, ch, clock, rec = _direct_node(rclpy_context, 'sn9', monkeypatch)
+    try:
+        from rt_safe_rl.nodes.safety_node import ACTION_HEADER
+
+        node.set_human(clock.t_ns, np.array([2.0, 0.0, 0.5]))
+        home = node.model.home()
+        fired: list[bool] = []
+
+        class PreemptingClock(_Clock):
+            """The first reading in process_action returns, then the monitor runs 0.3 ms later
+            before process_action continues (what a higher-priority thread does)."""
+
+            def __call__(self) -> int:
+                t = self.t_ns
+                if armed and not fired:
+                    fired.append(True)
+                    self.t_ns += 300_000
+                    node._monitor(self.t_ns)
+                return t
+
+        pclock = PreemptingClock()
+        pclock.t_ns = clock.t_ns
+        monkeypatch.setattr('rt_safe_rl.nodes.safety_node._mono', pclock)
+        armed = False
+        pclock.t_ns += 1_000_000
+        node.process_state(pclock.t_ns, 1, home, np.zeros(7))
+        row = np.zeros(7 + ACTION_HEADER)
+        row[0], row[1] = 1, 1.0
+        row[ACTION_HEADER:] = home + 0.5
+        ch_seq = ch.try_write(row, pclock.t_ns)
+        armed = True
+        node.process_action(ch_seq)
+        armed = False
+        _drive(node, ch, pclock, range(2, 200), home + 0.5, home)
+        assert fired and node.monitor_publishes >= 1
+        st = node.status()
+        assert not st['latched'] and st['fault'] == 'OK', st
+        seqs = [s for s, _ in rec.cmds]
+        assert all(b > a for a, b in itertools.pairwise(seqs))
+        assert _audit(node, rec.cmds).violations == 0
+        assert np.linalg.norm(rec.cmds[-1][1] - home) > 0.01
+    finally:
+        node.destroy_node()
+
+
+def test_configure_rejects_a_safety_rate_other_than_the_robot_rate(rclpy_context: Any) -> None:
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from rt_safe_rl.config import load_config
+    from rt_safe_rl.nodes.safety_node import SafetyFilterNode
+
+    app = load_config(None, {'safety': {'rate_hz': 500.0}})
+    node = SafetyFilterNode(config=app, namespace='sn10', context=rclpy_context)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert 'control.rate_hz' in node.last_error
+    finally:
+        node.destroy_node()

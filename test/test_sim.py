@@ -208,3 +208,32 @@ def test_human_distance_is_measured_to_the_robot_spheres() -> None:
     far = np.array([5.0, 0.0, 0.5])
     expected = float(np.min(np.linalg.norm(pts - far, axis=1) - dist.model.point_radius_m))
     assert dist(q, far) == pytest.approx(expected)
+
+
+def test_audit_flags_two_commands_for_one_period_and_skips_acceleration_across_gaps() -> None:
+    lim = panda_like()
+    q = 0.5 * (lim.q_min + lim.q_max)
+    step = 0.9 * lim.v_max * DT
+    a = CommandAudit(lim, DT)
+    for seq in range(3):  # steady 0.9 v_max
+        assert a.check(seq, q + seq * step)
+    assert a.check(2, q + 3 * step)  # a second command for seq 2 (the filter stepped twice) ...
+    assert not a.check(3, q + 4 * step)  # ... shows as 2 periods of motion in one
+    assert a.duplicates == 1 and a.velocity_violations == 1
+    # a robot period without a command (seq 4 missing) is a gap, not an acceleration violation
+    b = CommandAudit(lim, DT)
+    for seq, k in ((0, 0), (1, 1), (2, 2), (4, 3), (5, 4), (6, 5)):
+        assert b.check(seq, q + k * step), b.summary()
+    assert b.seq_gaps == 1 and b.violations == 0
+
+
+def test_audit_period_is_the_robots() -> None:
+    """At a 500 Hz robot the same step is half the velocity of a 1 kHz one."""
+    lim = panda_like()
+    q = 0.5 * (lim.q_min + lim.q_max)
+    fast, slow = CommandAudit(lim, DT), CommandAudit(lim, 2 * DT)
+    for au in (fast, slow):
+        au.check(0, q)
+        au.check(1, q + 1.5 * lim.v_max * DT)
+    assert fast.velocity_violations == 1 and slow.velocity_violations == 0
+    assert slow.max_velocity_ratio == pytest.approx(0.75)

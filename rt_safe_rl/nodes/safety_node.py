@@ -25,6 +25,10 @@ A safety monitor (:class:`~rt_safe_rl.rt.executor.PeriodicTask` at ``safety.moni
 2 kHz in group ``safety_monitor``, its own thread) checks the measured state against the limits
 and the age of the state and of the actions; it latches a stop on a violation and, while the chain
 is silent, steps the filter itself and publishes the braking / hold command at the control rate.
+Both threads step and publish under one lock, read the step time under it, and claim the robot
+period (state seq) they command: the filter advances exactly once per published command, seqs
+strictly increase, so two consecutive commands never differ by more than one robot period of
+motion within the limits (an action for a period the monitor already commanded is dropped).
 A command later than ``safety.deadline_s`` after its state latches a deadline-miss stop. A latched
 stop is cleared with the ``~/reset`` service (``std_srvs/Trigger``) or ``ros2 param set
 <node> safety.reset true`` (refused while the robot is still braking).
@@ -188,6 +192,7 @@ class SafetyFilterNode(SimNodeBase):
         self.monitor_publishes = 0
         self.monitor_stops = 0
         self.deadline_misses = 0
+        self.skipped_actions = 0
         self._active = False
         self._lock = threading.Lock()
         self._tasks: list[Any] = []
@@ -229,6 +234,10 @@ class SafetyFilterNode(SimNodeBase):
 
         app = self.app
         try:
+            if abs(self._cfg.rate_hz - app.control.rate_hz) > 1e-9 * app.control.rate_hz:
+                raise ConfigError(
+                    f'safety.rate_hz ({self._cfg.rate_hz:g}) must equal control.rate_hz '
+                    f'({app.control.rate_hz:g}): each command advances the filter by one robot period')
             self.model = RobotModel.from_config(app.robot, app.base_dir)
             self.filter = SafetyFilter(self.model, self._cfg, MAX_HUMAN_POINTS)
             self._warm_up()
@@ -254,6 +263,8 @@ class SafetyFilterNode(SimNodeBase):
         self._action_rx_ns = 0
         self._last_pub_ns = 0
         self._last_pub_seq = -1
+        self._last_label = -1
+        self._seq_restart = False
         self._was_latched = False
         self._name_index: np.ndarray | None = None
         self._names_seen: list[str] = []
@@ -343,6 +354,7 @@ class SafetyFilterNode(SimNodeBase):
             self.filter.reset()
         self._action_rx_ns = 0
         self._last_pub_ns = 0
+        self._last_label = -1
         self._active = True
         for t in self._tasks:
             t.enabled = True
@@ -410,6 +422,8 @@ class SafetyFilterNode(SimNodeBase):
                 self.filter = SafetyFilter(self.model, self._cfg, MAX_HUMAN_POINTS)
                 self._action_rx_ns = 0
                 self._last_pub_ns = 0
+                self._last_label = -1
+                self._seq_restart = False
                 self._was_latched = False
 
     def status(self) -> dict[str, Any]:
@@ -417,7 +431,8 @@ class SafetyFilterNode(SimNodeBase):
         f = self.filter
         d: dict[str, Any] = f.report.as_dict() if f is not None else {'fault': 'NOT_CONFIGURED'}
         d.update(cycles=self.cycles, monitor_publishes=self.monitor_publishes,
-                 deadline_misses=self.deadline_misses, last_command_seq=self._last_pub_seq
+                 deadline_misses=self.deadline_misses, skipped_actions=self.skipped_actions,
+                 last_command_seq=self._last_pub_seq
                  if f is not None else -1)
         if f is not None and self._tasks:
             d['monitor'] = self._monitor_task.stats()
@@ -444,9 +459,11 @@ class SafetyFilterNode(SimNodeBase):
     # ------------------------------------------------------------------ inputs (group 'safety')
     def _on_joint_state(self, msg: JointState) -> None:
         try:
-            seq = int(msg.header.frame_id) if msg.header.frame_id else 0
+            seq = int(msg.header.frame_id) if msg.header.frame_id else -1
         except ValueError:
-            seq = 0
+            seq = -1
+        if seq < 0:
+            seq = self._state_seq + 1  # a robot without seq numbers: count the states received
         n = self._q.shape[0]
         names = msg.name
         if names and names != self._names_seen:  # first message / new layout (allocates then only)
@@ -492,13 +509,19 @@ class SafetyFilterNode(SimNodeBase):
                                f'{self._joint_names()}')
 
     def process_state(self, stamp_ns: int, seq: int, q: np.ndarray, dq: np.ndarray) -> None:
-        """Store the latest measured state (rad, rad/s, robot order) and its receipt time [ns]."""
+        """Store the latest measured state (rad, rad/s, robot order), its robot sequence number
+        and its receipt time [ns]. A seq lower than the previous one means the robot restarted its
+        numbering: the one-step-per-seq bookkeeping starts over."""
         if q is not self._q:
             np.copyto(self._q, q)
         if dq is not self._dq:
             np.copyto(self._dq, dq)
-        self._state_seq = seq
+        if seq < self._state_seq:
+            self._seq_restart = True
+        # receipt time first, seq second: the monitor reads seq first, so it never pairs a new
+        # seq with the previous state's receipt time (which would predict a seq too far ahead)
         self._state_rx_ns = stamp_ns
+        self._state_seq = seq
 
     def _on_human_point(self, msg: PointStamped) -> None:
         p = msg.point
@@ -557,6 +580,9 @@ class SafetyFilterNode(SimNodeBase):
         """Filter the latest proposed action and publish the safe command (RT path, group 'safety').
 
         `seq` is the channel sequence (intra_process) or -1 (DDS: the row was just filled).
+        The command is labelled with the robot state seq of the action (``layout.data_offset``);
+        an action for a seq that already has its command (the safety monitor covered that period
+        while the chain was late) is dropped: the filter advances at most once per robot period.
         """
         f = self.filter
         if not self._active or f is None or self._state_rx_ns == 0:
@@ -571,10 +597,18 @@ class SafetyFilterNode(SimNodeBase):
         state_seq = int(row[0])
         self._action_rx_ns = t0
         with self._lock:
-            if t0 - self._state_rx_ns > int(self._cfg.deadline_s * 1e9):
-                self.deadline_misses += 1
-                f.trigger_stop(FaultCode.DEADLINE_MISS)
-            self._step_and_publish(f, t0, row[ACTION_HEADER:], valid, state_seq)
+            # no seq on the action (robot without sequence numbers): the latest state's own count
+            label = state_seq if state_seq > 0 else self._state_seq
+            stepped = self._claim_label(label)
+            if stepped:
+                t_ns = _mono()  # taken under the lock: step times never go backwards across threads
+                if t_ns - self._state_rx_ns > int(self._cfg.deadline_s * 1e9):
+                    self.deadline_misses += 1
+                    f.trigger_stop(FaultCode.DEADLINE_MISS)
+                self._step_and_publish(f, t_ns, row[ACTION_HEADER:], valid, label)
+        if not stepped:
+            self.skipped_actions += 1
+            return
         self.cycles += 1
         t1 = _mono()
         self._stage.record_ns(t1, t1 - t0)
@@ -585,9 +619,22 @@ class SafetyFilterNode(SimNodeBase):
         if d < 1e300:
             self._gauge_d.set(d)
 
+    def _claim_label(self, label: int) -> bool:
+        """True (and `label` recorded) when no command was published yet for robot period `label`
+        and none for a later one (caller holds the lock). RT-safe."""
+        if self._seq_restart:
+            self._seq_restart = False
+            self._last_label = -1
+        if label <= self._last_label:
+            return False
+        self._last_label = label
+        return True
+
     def _step_and_publish(self, f: SafetyFilter, t_ns: int, proposal: np.ndarray | None, valid: bool,
                           state_seq: int) -> None:
-        """filter.step + publish (caller holds the lock)."""
+        """filter.step + publish (caller holds the lock and has claimed `state_seq`): one filter
+        step per published command, published in step order, so consecutive commands differ by at
+        most one robot period of motion within the limits."""
         n_h = self._n_human
         human = self._human_views[n_h] if n_h else None
         op = self._op if (self._op_stamp_ns and t_ns - self._op_stamp_ns <= int(
@@ -624,7 +671,13 @@ class SafetyFilterNode(SimNodeBase):
 
     def _monitor(self, deadline_ns: int) -> None:
         """Safety monitor (>= 2 kHz, own thread): limits and staleness of the actual state and of
-        the actions; publishes the stop / hold command itself while the chain is silent."""
+        the actions; while the chain is silent (no action yet / none for ``action_timeout_s``) or
+        the state is stale it steps the filter itself (stop / hold) and publishes, once per robot
+        period: once per new state seq, and while the command still moves, once per period
+        elapsed since the last state's receipt (braking continues at the robot's rate when states
+        stop arriving); a period that already has its command gets no second filter step (see
+        :meth:`_claim_label`); once the command is at rest the hold is repeated at the control
+        rate (identical command and seq)."""
         f = self.filter
         if not self._active or f is None or self._state_rx_ns == 0:
             return
@@ -635,17 +688,34 @@ class SafetyFilterNode(SimNodeBase):
             if not f.stop_latched:
                 self.monitor_stops += 1
             f.trigger_stop(FaultCode.STATE_OUT_OF_LIMITS)
-        if now - self._state_rx_ns > int(cfg.state_timeout_s * 1e9):
+        stale = now - self._state_rx_ns > int(cfg.state_timeout_s * 1e9)
+        if stale:
             f.trigger_stop(FaultCode.STALE_STATE)
         act = self._action_rx_ns
         timeout_ns = int(cfg.action_timeout_s * 1e9)
         if act and now - act > timeout_ns and f.had_valid_action:
             f.trigger_stop(FaultCode.ACTION_TIMEOUT)
         silent = act == 0 or now - act > timeout_ns
-        if silent and now - self._last_pub_ns >= self._period_ns and self._lock.acquire(blocking=False):
+        if (silent or stale) and self._lock.acquire(blocking=False):
             try:
-                self._step_and_publish(f, now, None, False, self._state_seq)
-                self.monitor_publishes += 1
+                seq = self._state_seq  # seq before receipt time (process_state writes them reversed)
+                rx_ns = self._state_rx_ns
+                t_ns = _mono()
+                label = seq
+                if not f.is_stopped:
+                    # the command still moves and no new state came for a period or more: keep
+                    # braking at the robot's rate (the robot keeps executing); only while braking,
+                    # so labels run ahead of the robot's own seq by at most one stopping time
+                    label += max(0, (t_ns - rx_ns) // self._period_ns)
+                if self._claim_label(label):
+                    self._step_and_publish(f, t_ns, None, False, label)
+                    self.monitor_publishes += 1
+                elif f.is_stopped and self._last_pub_seq >= 0 and t_ns - self._last_pub_ns >= self._period_ns:
+                    # holding at rest: repeat the last command (same values, same seq) at the
+                    # control rate, without a filter step
+                    self._cmd_pub.publish(self._cmd_msg)
+                    self._last_pub_ns = t_ns
+                    self.monitor_publishes += 1
             finally:
                 self._lock.release()
 

@@ -176,9 +176,16 @@ class CommandAudit:
     """Checks every received position command against the arm's limits (the e2e test's oracle).
 
     A command violates the limits when its position is outside ``[q_min, q_max]``, or when the
-    finite-difference velocity / acceleration of the command stream (using the state sequence
-    numbers the commands carry, so a skipped cycle counts as ``k * dt``) exceeds ``v_max`` /
-    ``a_max``. ``tolerance`` is a relative slack (numerical rounding). RT-safe ``check``.
+    finite-difference velocity / acceleration of the command stream exceeds ``v_max`` / ``a_max``.
+    ``dt_s`` must be the robot's real period (the sim robot passes ``control.period_ns``). The
+    differences use the state sequence numbers the commands carry: a skipped seq counts as
+    ``k * dt`` for the velocity (counted in ``seq_gaps``: a robot period without a command is a
+    timing miss of the chain, not a limit violation), the acceleration is the second difference
+    over three consecutive seqs only. A command with the same or an older seq than the previous
+    one (``duplicates``: two commands for one robot period, or out of order) gets its position
+    checked, and the next command is compared with the FIRST command of the previous seq, so a
+    filter that advanced twice for one robot period shows up as a velocity / acceleration
+    violation. ``tolerance`` is a relative slack (numerical rounding). RT-safe ``check``.
     """
 
     def __init__(self, limits: ArmLimits, dt_s: float, tolerance: float = 1e-6) -> None:
@@ -196,6 +203,8 @@ class CommandAudit:
         self._prev_seq = -1
         self._has_prev_v = False
         self.commands = 0
+        self.seq_gaps = 0
+        self.duplicates = 0
         self.position_violations = 0
         self.velocity_violations = 0
         self.acceleration_violations = 0
@@ -225,7 +234,12 @@ class CommandAudit:
             self._log('position', seq, math.nan)
             ok = False
         steps = seq - self._prev_seq
-        if self._prev_seq >= 0 and steps > 0:
+        if self._prev_seq >= 0 and steps <= 0:
+            self.duplicates += 1  # position checked above; no derivative, the first one stays
+            return ok
+        if self._prev_seq >= 0:
+            if steps > 1:
+                self.seq_gaps += 1
             dt = steps * self.dt_s
             np.subtract(q_cmd, self._prev, out=self._v)
             self._v /= dt
@@ -238,7 +252,7 @@ class CommandAudit:
                 self.velocity_violations += 1
                 self._log('velocity', seq, ratio)
                 ok = False
-            if self._has_prev_v and steps == 1:
+            if self._has_prev_v and steps == 1:  # _has_prev_v: the previous difference was one seq
                 np.subtract(self._v, self._prev_v, out=self._tmp)
                 np.abs(self._tmp, out=self._tmp)
                 self._tmp /= dt * lim.a_max
@@ -250,10 +264,7 @@ class CommandAudit:
                     self._log('acceleration', seq, aratio)
                     ok = False
             np.copyto(self._prev_v, self._v)
-            self._has_prev_v = True
-        elif steps <= 0 and self._prev_seq >= 0:
-            # duplicate / reordered command: position checked above, no derivative
-            return ok
+            self._has_prev_v = steps == 1
         np.copyto(self._prev, q_cmd)
         self._prev_seq = seq
         return ok
@@ -276,6 +287,8 @@ class CommandAudit:
             'velocity_violations': self.velocity_violations,
             'acceleration_violations': self.acceleration_violations,
             'nonfinite': self.nonfinite,
+            'seq_gaps': self.seq_gaps,
+            'duplicates': self.duplicates,
             'max_velocity_ratio': round(self.max_velocity_ratio, 6),
             'max_acceleration_ratio': round(self.max_acceleration_ratio, 6),
             'first_violations': [list(v) for v in self.violation_log],
