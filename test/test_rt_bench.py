@@ -29,10 +29,24 @@ def test_loop_stats_known_answer() -> None:
     assert res['period_dev_us']['max'] == pytest.approx(((3e6 + 1.5e6) - (2e6 + 10e3) - period) / 1e3)
 
 
+def test_pooled_rounds_never_take_an_interval_across_rounds() -> None:
+    from rt_safe_rl.bench.rt_bench import loop_stats_segments
+
+    period = 1_000_000
+    a = np.arange(5) * period * 1.0
+    b = a + 10e9  # second round 10 s later: no 10 s "interval" may appear
+    res = loop_stats_segments([(a, a + 5e3), (b, b + 5e3)], period)
+    assert res['cycles'] == 10
+    assert res['period_dev_us']['max'] == 0.0
+    assert res['lateness_us']['p50'] == 5.0
+    assert res['skipped_periods'] == 0
+
+
 @pytest.mark.parametrize('args, msg', [
     (['--rate-hz', '0'], '--rate-hz'),
     (['--duration', '-1'], '--duration'),
     (['--stress', '99'], '--stress'),
+    (['--rounds', '0'], '--rounds'),
     (['--phases', 'floor,bogus'], 'bogus'),
     (['--config', '/nonexistent.yaml'], 'not found'),
 ])
@@ -49,7 +63,8 @@ def test_short_run_json_contract(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
     out = tmp_path / 'rt.json'
     phases = 'executor,rclpy,handoff'
-    rc = main(['--duration', '0.3', '--warmup', '0.1', '--phases', phases, '--json', str(out)])
+    args = ['--duration', '0.3', '--warmup', '0.1', '--rounds', '1', '--phases', phases]
+    rc = main([*args, '--json', str(out)])
     res: dict[str, Any] = json.loads(out.read_text())
     assert rc == 0, {k: v.get('error') for k, v in res.items() if isinstance(v, dict) and 'error' in v}
     assert json.loads(capsys.readouterr().out) == res

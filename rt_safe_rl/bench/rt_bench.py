@@ -5,8 +5,10 @@
 
 Each phase runs in its own fresh Python process (so one phase's mlockall / GC freeze / thread
 priorities never leak into another), one after the other, while ``--stress N`` CPU burners (bounded
-processes that stop by themselves) load the machine. Phases (``--duration`` seconds each, after
-``--warmup`` seconds that are run but not measured):
+processes that stop by themselves) load the machine. The sequence of phases is repeated
+``--rounds`` times (default 2), each phase measuring ``--duration / rounds`` seconds after
+``--warmup`` unmeasured seconds, and the raw samples of the rounds are pooled: on a shared machine
+whose load drifts, interleaving compares the phases under the same conditions. Phases:
 
 * ``floor``: the machine's own floor: a bare Python SCHED_FIFO absolute-deadline sleep loop
   (``clock_nanosleep(TIMER_ABSTIME)``), pinned and mlocked like the control thread, no ROS.
@@ -59,16 +61,34 @@ def _pct(
     return {k: round(float(p[k]), 1) for k in keys}
 
 
+_SAMPLES: dict[str, npt.NDArray[Any]] = {}  # raw samples of the phase run by this process (--samples)
+
+
 def loop_stats(deadline_ns: npt.ArrayLike, start_ns: npt.ArrayLike, period_ns: int) -> dict[str, Any]:
     """Jitter/lateness/miss summary (us) of one loop from per-cycle deadline and start times."""
     dl = np.asarray(deadline_ns, dtype=np.float64)
     st = np.asarray(start_ns, dtype=np.float64)
-    late = (st - dl) / 1e3
-    dev = np.abs(np.diff(st) - period_ns) / 1e3
+    _SAMPLES['dl'] = dl
+    _SAMPLES['st'] = st
+    return loop_stats_segments([(dl, st)], period_ns)
+
+
+def loop_stats_segments(
+    segments: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]], period_ns: int
+) -> dict[str, Any]:
+    """:func:`loop_stats` pooled over separate runs (intervals are never taken across runs)."""
+    lates, devs = [], []
+    skipped = 0
+    for dl, st in segments:
+        lates.append((st - dl) / 1e3)
+        devs.append(np.abs(np.diff(st) - period_ns) / 1e3)
+        # periods that never ran (skipped by the loop's policy): grid slots between consecutive deadlines
+        if dl.size > 1:
+            skipped += int(np.sum(np.maximum(np.rint(np.diff(dl) / period_ns) - 1, 0)))
+    late = np.concatenate(lates) if lates else np.zeros(0)
+    dev = np.concatenate(devs) if devs else np.zeros(0)
     misses = int(np.count_nonzero(late > period_ns / 1e3))
-    cycles = int(st.size)
-    # periods that never ran (skipped by the loop's policy): grid slots between consecutive deadlines
-    skipped = int(np.sum(np.maximum(np.rint(np.diff(dl) / period_ns) - 1, 0))) if dl.size > 1 else 0
+    cycles = int(late.size)
     return {
         'period_dev_us': _pct(dev),
         'lateness_us': _pct(late),
@@ -496,6 +516,9 @@ def phase_handoff(a: argparse.Namespace) -> dict[str, Any]:
         ex.destroy()
         node.destroy_node()
 
+        for key in lat:
+            _SAMPLES[key] = lat[key][: cnt[key]]
+
         def summ(key: str) -> dict[str, Any]:
             x = lat[key][: cnt[key]] / 1e3
             d: dict[str, Any] = _pct(x, ('p50', 'p99', 'p999', 'max'))
@@ -533,8 +556,9 @@ def _run_phase(name: str, a: argparse.Namespace) -> dict[str, Any]:
     raise ConfigError(f'unknown phase {name!r}')
 
 
-def _child(name: str, a: argparse.Namespace) -> dict[str, Any]:
-    """Run one phase in a fresh interpreter; returns its JSON (or an error record)."""
+def _child(name: str, a: argparse.Namespace, duration_s: float, samples: Path) -> dict[str, Any]:
+    """Run one phase in a fresh interpreter; returns its JSON (or an error record); raw samples
+    go to `samples` (.npz)."""
     cmd = [
         sys.executable,
         '-m',
@@ -544,9 +568,11 @@ def _child(name: str, a: argparse.Namespace) -> dict[str, Any]:
         '--rate-hz',
         str(a.rate_hz),
         '--duration',
-        str(a.duration),
+        str(duration_s),
         '--warmup',
         str(a.warmup),
+        '--samples',
+        str(samples),
     ]
     if a.config:
         cmd += ['--config', a.config]
@@ -554,7 +580,7 @@ def _child(name: str, a: argparse.Namespace) -> dict[str, Any]:
         cmd += ['--spin-us', str(a.spin_us)]
     env = dict(os.environ)
     env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    timeout = a.duration + a.warmup + 60
+    timeout = duration_s + a.warmup + 60
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -606,8 +632,61 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--config', default='', help='config file (default: the shipped config/default.yaml)')
     p.add_argument('--spin-us', type=int, default=None, help='override spin_us of the RT groups')
     p.add_argument('--phases', default=','.join(DEFAULT_PHASES), help=f'comma list of {",".join(PHASES)}')
+    p.add_argument(
+        '--rounds',
+        type=int,
+        default=2,
+        help='run the phases this many times, interleaved, --duration/rounds each, and pool the samples '
+        '(a shared machine drifts: interleaving compares the phases under the same conditions)',
+    )
     p.add_argument('--phase', default='', help=argparse.SUPPRESS)  # internal: run one phase, print JSON
+    p.add_argument('--samples', default='', help=argparse.SUPPRESS)  # internal: raw samples (.npz)
     return p
+
+
+_LOOP_KEYS = (
+    'period_dev_us',
+    'lateness_us',
+    'misses',
+    'cycles',
+    'skipped_periods',
+    'misses_per_1e4',
+    'over_1ms_late',
+)
+
+
+def _pool(name: str, results: list[dict[str, Any]], files: list[Path], period_ns: int) -> dict[str, Any]:
+    """Merge the per-round results of one phase: statistics from the pooled raw samples, the rest
+    (grants, reports) from the last round, plus a short per-round summary."""
+    ok = [(r, f) for r, f in zip(results, files, strict=True) if 'error' not in r and 'skipped' not in r]
+    if not ok:
+        return results[-1]
+    merged = dict(ok[-1][0])
+    data = [dict(np.load(f)) for _, f in ok]
+    if name == 'handoff':
+        for key, out in (
+            ('ch_same', 'channel_us'),
+            ('dds_same', 'dds_us'),
+            ('ch_x', 'channel_xthread_us'),
+            ('dds_x', 'dds_xthread_us'),
+        ):
+            x = np.concatenate([d[key] for d in data]) / 1e3
+            merged[out] = {**_pct(x), 'count': int(x.size)}
+        merged['per_round'] = [
+            {'channel_p50': r['channel_us']['p50'], 'dds_p50': r['dds_us']['p50']} for r, _ in ok
+        ]
+        return merged
+    merged.update(loop_stats_segments([(d['dl'], d['st']) for d in data], period_ns))
+    merged['per_round'] = [
+        {
+            'period_dev_p99': r['period_dev_us']['p99'],
+            'lateness_p99': r['lateness_us']['p99'],
+            'misses': r['misses'],
+            'cycles': r['cycles'],
+        }
+        for r, _ in ok
+    ]
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -624,8 +703,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.config and not Path(a.config).is_file():
         raise ConfigError(f'--config: file not found: {a.config}')
     _rt_cfg(a.config or None, a.spin_us)  # validate the config before starting anything
+    if not 1 <= a.rounds <= 20:
+        raise ConfigError(f'--rounds must be in [1, 20], got {a.rounds}')
     if a.phase:
-        print(json.dumps(_run_phase(a.phase, a)), flush=True)
+        out = _run_phase(a.phase, a)
+        if a.samples:
+            np.savez(a.samples, **_SAMPLES)  # type: ignore[arg-type]
+        print(json.dumps(out), flush=True)
         return 0
     phases = [x.strip() for x in a.phases.split(',') if x.strip()]
     unknown = [x for x in phases if x not in PHASES]
@@ -633,12 +717,13 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f'--phases: unknown {unknown}; allowed: {",".join(PHASES)}')
     from rt_safe_rl.bench.stress import StressWorkers
 
-    total_s = len(phases) * (a.duration + a.warmup + 5) + 10
+    total_s = len(phases) * (a.duration + a.rounds * (a.warmup + 5)) + 10
     stress = StressWorkers(a.stress, duty=1.0, max_s=total_s)
     res: dict[str, Any] = {
         'rate_hz': a.rate_hz,
         'duration_s': a.duration,
         'warmup_s': a.warmup,
+        'rounds': a.rounds,
         'stress': a.stress,
         'machine': _machine(),
     }
@@ -651,12 +736,26 @@ def main(argv: list[str] | None = None) -> int:
         'handoff': 'handoff',
     }
     res['machine']['foreign_rt_threads_before'] = foreign_rt_threads()
+    per_round = a.duration / a.rounds
+    period_ns = round(1e9 / a.rate_hz)
+    runs: dict[str, list[dict[str, Any]]] = {ph: [] for ph in phases}
+    files: dict[str, list[Path]] = {ph: [] for ph in phases}
     stress.start()
     try:
-        time.sleep(0.5 if a.stress else 0.0)
-        for ph in phases:
-            print(f'[bench rt] phase {ph} ({a.warmup:g}+{a.duration:g} s)...', file=sys.stderr, flush=True)
-            res[key[ph]] = _child(ph, a)
+        with tempfile.TemporaryDirectory(prefix='rt_bench_') as tmp:
+            time.sleep(0.5 if a.stress else 0.0)
+            for rnd in range(a.rounds):
+                for ph in phases:
+                    print(
+                        f'[bench rt] round {rnd + 1}/{a.rounds} phase {ph} ({a.warmup:g}+{per_round:g} s)...',
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    f = Path(tmp) / f'{ph}_{rnd}.npz'
+                    runs[ph].append(_child(ph, a, per_round, f))
+                    files[ph].append(f)
+            for ph in phases:
+                res[key[ph]] = _pool(ph, runs[ph], files[ph], period_ns)
     finally:
         stress.stop()
     res['machine']['foreign_rt_threads_after'] = foreign_rt_threads()
