@@ -23,7 +23,6 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 STOPPED_RATIO = 0.02  # max |dq| / v_max that counts as stopped
-SETTLE_MARGIN_S = 0.4  # on top of reaction + braking time (human data period, DDS latency, load)
 
 # A short, busy scenario: goals every second, the person walks in after 0.5 s, stays 1.8 s.
 SCENARIO: dict[str, Any] = {
@@ -50,6 +49,33 @@ def _run(overrides: dict[str, Any], duration_s: float, rclpy_context: Any) -> An
     return cfg, run_demo(cfg, duration_s=duration_s, context=rclpy_context)
 
 
+def stop_settle_s(cfg: Any, v_peak: np.ndarray, dt_s: float = 1e-3) -> float:
+    """Time [s] for the simulated arm moving at `v_peak` (rad/s per joint, in steady tracking) to
+    come to rest (max |dq| / v_max <= STOPPED_RATIO) after the safety filter starts a stop: the
+    command brakes synchronised at the joint acceleration limits (all joints reach zero after
+    max_j |v_j| / a_max_j) and the arm's PD (no velocity feed-forward: it lags the command by
+    kd v / kp, 0.2 s x v on the wrist) converges to the held command. Model-based, no margin."""
+    from rt_safe_rl.core.robot_model import RobotModel
+    from rt_safe_rl.core.safety.kernel import sync_brake_velocity
+    from rt_safe_rl.sim.arm import ArmLimits, ArmSim
+
+    model = RobotModel.from_config(cfg.robot, cfg.base_dir)
+    lim = ArmLimits.from_model(model, cfg.sim.robot)
+    arm = ArmSim(lim, dt_s, model.home())
+    v = np.clip(v_peak, -lim.v_max, lim.v_max)
+    arm.dq[:] = v
+    cmd = arm.q + lim.kd * v / lim.kp  # steady tracking lag
+    vc = v.copy()
+    for k in range(int(5.0 / dt_s)):
+        sync_brake_velocity(vc.copy(), model.a_max, dt_s, vc)
+        cmd += vc * dt_s
+        arm.set_command(cmd)
+        arm.step()
+        if not np.any(vc) and float(np.max(np.abs(arm.dq) / lim.v_max)) <= STOPPED_RATIO:
+            return (k + 1) * dt_s
+    return 5.0
+
+
 def test_closed_loop_commands_flow_within_limits_and_robot_stops_for_the_human(rclpy_context: Any) -> None:
     from rt_safe_rl.demo import HumanDistance, protective_stop_distance_m
 
@@ -73,22 +99,17 @@ def test_closed_loop_commands_flow_within_limits_and_robot_stops_for_the_human(r
     d = np.array([dist(trace[i, 3:], h[1:]) for i, h in zip(idx, human, strict=True)])
     inside = d <= stop_m
     assert inside.any(), f'the person never came within {stop_m:.2f} m (min {d.min():.2f} m): scenario broken'
-    # For every stretch inside the stop distance: once a controlled stop can be complete (ISO/TS
-    # 15066 braking model: reaction time T_r + v / a, with v the robot's largest Cartesian point
-    # speed in this run and a = safety.ssm.brake_decel_m_s2), the robot is (and stays) stopped
-    # until the person leaves. Motion allowed by SSM before that (away from the person) is not
-    # judged here: the safety filter's own tests cover SSM speed bounds.
+    # For every stretch inside the stop distance: once a controlled stop can be complete, the
+    # robot is (and stays) stopped until the person leaves. "Can be complete" = the human data
+    # period (the person is sampled at sim.human.rate_hz) + the reaction time T_r (detection,
+    # transport, processing: the filter itself reacts in the next cycle) + the stop of the
+    # simulated arm from this run's peak joint speeds (synchronised braking at the joint limits,
+    # then the arm's PD converging on the held command: stop_settle_s). Motion allowed by SSM
+    # before that is not judged here: the safety filter's own tests cover the SSM speed bounds.
     ssm = cfg.safety.ssm
-    pts0 = np.zeros((dist.model.n_points, 3))
-    pts1 = np.zeros((dist.model.n_points, 3))
-    v_cart = 0.0
-    for i in range(10, trace.shape[0], 10):
-        dist.model.fk_points(np.ascontiguousarray(trace[i - 10, 3:]), pts0)
-        p0 = pts0.copy()
-        dist.model.fk_points(np.ascontiguousarray(trace[i, 3:]), pts1)
-        dt_s = max((trace[i, 0] - trace[i - 10, 0]) * 1e-9, 1e-4)
-        v_cart = max(v_cart, float(np.linalg.norm(pts1 - p0, axis=1).max() / dt_s))
-    settle_s = ssm.reaction_time_s + v_cart / ssm.brake_decel_m_s2 + SETTLE_MARGIN_S
+    dq_peak = np.abs(np.diff(trace[::10, 3:], axis=0)
+                     / np.maximum(np.diff(trace[::10, 0]) * 1e-9, 1e-4)[:, None]).max(axis=0)
+    settle_s = 1.0 / cfg.sim.human.rate_hz + ssm.reaction_time_s + stop_settle_s(cfg, dq_peak)
     checked_s = 0.0
     k = 0
     while k < len(inside):

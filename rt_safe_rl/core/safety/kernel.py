@@ -23,8 +23,10 @@ q' = q + v' dt) of the (blended) target onto
   the point Jacobians at the current command configuration.
 
 The projection is exact (:mod:`.qp`); a proposal that already satisfies every constraint is
-returned bit-identical. Braking (controlled stop, SSM stop, faults) targets v' = 0 inside the
-per-joint bounds: decelerate within the limits, then hold.
+returned bit-identical. Braking (controlled stop, SSM stop, faults, and an empty coupled set)
+is synchronised (:func:`sync_brake_velocity`): every joint decelerates in proportion to its
+velocity, within its limits, so all stop together after the slowest joint's ``|v| / a_max`` and
+the points keep their path (no toward-the-person swing while stopping); then hold.
 
 Faults detected here (per state, so the batch API sees them too): non-finite inputs, measured
 state outside the limits (+ tolerance), a non-viable command state. Time-based faults (stale
@@ -92,6 +94,9 @@ K_NONFINITE = 1
 K_STATE_LIMITS = 7
 K_NOT_VIABLE = 10
 
+FALLBACK_BISECTIONS = 10
+"""Bisection steps on the uniform slack of the coupled rows when the projection is empty."""
+
 # indices of the per-state work arrays tuple (see `alloc_work`)
 W_FRAMES, W_PTS, W_JAC, W_LO, W_HI, W_VDES, W_TARGET, W_G, W_H, W_ROWKIND = range(10)
 
@@ -118,6 +123,25 @@ def _finite_all(a: np.ndarray) -> bool:
         if not math.isfinite(v):
             return False
     return True
+
+
+@nb.njit(cache=True, nogil=True)
+def sync_brake_velocity(v: np.ndarray, a_max: np.ndarray, dt: float, out: np.ndarray) -> None:
+    """Next command velocity of a path-consistent (synchronised) stop: every joint decelerates in
+    proportion to its velocity so that all reach zero together after ``T = max_j |v_j| / a_max_j``
+    (the stopping time of the slowest joint at its acceleration limit; no joint exceeds its own
+    limit). The joint-space direction of motion is kept, so the Cartesian velocity of every point
+    shrinks along its path instead of bending toward a person the way independent per-joint
+    braking can. RT-safe."""
+    n = v.shape[0]
+    t_stop = 0.0
+    for j in range(n):
+        t = abs(v[j]) / a_max[j]
+        if t > t_stop:
+            t_stop = t
+    s = 1.0 - dt / t_stop if t_stop > dt else 0.0
+    for j in range(n):
+        out[j] = v[j] * s
 
 
 @nb.njit(cache=True, nogil=True)
@@ -307,8 +331,8 @@ def filter_kernel(
         lo[j] = lo_j
         hi[j] = hi_j
     if braking:
-        for j in range(n):
-            vdes[j] = 0.0
+        # controlled stop: synchronised braking (the per-joint box then adds jerk / viability)
+        sync_brake_velocity(cs[1], lim[L_AMAX], dt, vdes)
     # ---- workspace rows ----
     if sp[SP_WS_ON] != 0.0 and not braking:
         a_ws = sp[SP_WS_A]
@@ -380,11 +404,50 @@ def filter_kernel(
                 qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
             qp_iters += it2
         if qp_status != QP_OK:
-            # still empty (e.g. a person closer than the robot can brake for): brake as hard as
-            # the per-joint limits allow (reported)
+            # still empty: the bound dropped faster than the joint limits let the command follow
+            # (human data arrives in steps at the sensor rate; the ISO 13855 speed switches at
+            # near_distance_m). Least violation (reported): relax every coupled row by the same
+            # smallest slack that makes the set non-empty (bisection), then project onto it; the
+            # toward-speed in excess then falls as fast as the joint limits allow.
             mask |= A_QP_FALLBACK
+            sync_brake_velocity(cs[1], lim[L_AMAX], dt, qx)
+            s_hi = 0.0
             for j in range(n):
-                qx[j] = min(max(0.0, lo[j]), hi[j])
+                qx[j] = min(max(qx[j], lo[j]), hi[j])
+            for k in range(k_rows):
+                gx = 0.0
+                for j in range(n):
+                    gx += g_mat[k, j] * qx[j]
+                if gx - hvec[k] > s_hi:
+                    s_hi = gx - hvec[k]
+            if s_hi > 0.0:
+                s_lo = 0.0
+                s_cur = 0.0
+                for _ in range(FALLBACK_BISECTIONS):
+                    s_mid = 0.5 * (s_lo + s_hi)
+                    for k in range(k_rows):
+                        hvec[k] += s_mid - s_cur
+                    s_cur = s_mid
+                    st, it3 = project_box_halfspaces(
+                        vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
+                        qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+                    qp_iters += it3
+                    if st == QP_OK:
+                        s_hi = s_mid
+                    else:
+                        s_lo = s_mid
+                for k in range(k_rows):
+                    hvec[k] += s_hi - s_cur
+                st, it3 = project_box_halfspaces(
+                    vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
+                    qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+                qp_iters += it3
+                if st != QP_OK:  # numerically at the edge: the braking point satisfies s_hi
+                    sync_brake_velocity(cs[1], lim[L_AMAX], dt, qx)
+                    for j in range(n):
+                        qx[j] = min(max(qx[j], lo[j]), hi[j])
+                for k in range(k_rows):
+                    hvec[k] -= s_hi  # the unrelaxed rows again (report, qp_problem)
     # ---- binding coupled constraints (report): tight at the result and violated by the proposal
     for k in range(k_rows):
         gx = 0.0

@@ -33,6 +33,12 @@ def _motion(jt: int, axis: np.ndarray, x: float) -> np.ndarray:
     return m
 
 
+def _sync_brake(v: np.ndarray, a_max: np.ndarray, dt: float) -> np.ndarray:
+    """Synchronised stop velocity (mirror of kernel.sync_brake_velocity)."""
+    t_stop = float(np.max(np.abs(v) / a_max)) if v.size else 0.0
+    return v * (1.0 - dt / t_stop) if t_stop > dt else np.zeros_like(v)
+
+
 def _viab(dist: np.ndarray, a: np.ndarray | float, dt: float) -> np.ndarray:
     ad = a * dt
     with np.errstate(invalid='ignore'):
@@ -239,7 +245,7 @@ class NumpySafetyFilter:
             rows.append(np.einsum('mhk,mkn->mhn', unit, jac).reshape(-1, qc.shape[0]))
             hs.append(vmax.reshape(-1))
         braking = ssm_stop
-        vdes = np.zeros_like(qc) if braking else (q_pol - qc) / dt
+        vdes = _sync_brake(vc, a_m, dt) if braking else (q_pol - qc) / dt
         up_via = _viab(q_max - qc, a_m, dt)
         lo_via = -_viab(qc - q_min, a_m, dt)
         lo = np.maximum.reduce([-v_m, vc - a_m * dt, lo_via])
@@ -299,7 +305,19 @@ class NumpySafetyFilter:
                 lo, hi = lo_hard, hi_hard
                 x, qp_ok = project_numpy(vdes, lo, hi, g, h, sp[kn.SP_QP_TOL], int(sp[kn.SP_QP_MAXIT]))
             if not qp_ok:
-                x = np.clip(0.0, lo, hi)
+                x = np.clip(_sync_brake(vc, a_m, dt), lo, hi)
+                s_hi = float(np.max(g @ x - h)) if h.size else 0.0
+                if s_hi > 0.0:
+                    s_lo = 0.0
+                    for _ in range(kn.FALLBACK_BISECTIONS):
+                        s_mid = 0.5 * (s_lo + s_hi)
+                        _, ok = project_numpy(vdes, lo, hi, g, h + s_mid, sp[kn.SP_QP_TOL],
+                                              int(sp[kn.SP_QP_MAXIT]))
+                        s_lo, s_hi = (s_lo, s_mid) if ok else (s_mid, s_hi)
+                    x2, ok = project_numpy(vdes, lo, hi, g, h + s_hi, sp[kn.SP_QP_TOL],
+                                           int(sp[kn.SP_QP_MAXIT]))
+                    if ok:
+                        x = x2
             out = qc + x * dt
         cs[2] = (x - vc) / dt
         cs[1] = x
