@@ -45,8 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0 if args else 2
     if args[0] == 'bench':
-        if len(args) < 2 or args[1] not in BENCHES:
+        if len(args) >= 2 and args[1] in ('-h', '--help'):
+            print(_usage())
+            return 0
+        if len(args) < 2:
             print(_usage(), file=sys.stderr)
+            return 2
+        if args[1] not in BENCHES:
+            print(f'rt-safe-rl: unknown benchmark {args[1]!r}\n{_usage()}', file=sys.stderr)
             return 2
         module_name, rest = BENCHES[args[1]], args[2:]
     elif args[0] in COMMANDS:
