@@ -272,13 +272,21 @@ def load_config(
 
     Raises:
         ConfigError: missing/unreadable file, invalid YAML, unknown key or wrong type; the
-            message names the file and the key.
+            message names the file and the key (``override <key path>: ...`` when the file is
+            valid and an override is not).
     """
     p = Path(path) if path is not None else config_path('default.yaml')
     data = load_yaml(p)
-    if overrides:
-        data = deep_merge(data, overrides)
-    return build_config(data, p.resolve())
+    src = p.resolve()
+    if not overrides:
+        return build_config(data, src)
+    build_config(data, src)  # the file alone first, so that its own errors name the file
+    try:
+        return build_config(deep_merge(data, overrides), src)
+    except ConfigError as err:  # the file is valid: the override is the culprit
+        msg = str(err)
+        msg = msg[len(f'{src}: '):] if msg.startswith(f'{src}: ') else msg
+        raise ConfigError(f'override {msg}') from None
 
 
 def default_config() -> AppConfig:

@@ -78,7 +78,11 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
         load_config(tmp_path / 'nope.yaml')
     bad = tmp_path / 'bad.yaml'
     bad.write_text('control: [1, 2\n')
-    with pytest.raises(ConfigError, match='not valid YAML'):
+    with pytest.raises(ConfigError, match='not valid YAML') as exc:
+        load_config(bad)
+    assert '\n' not in str(exc.value) and 'line 2' in str(exc.value)  # one line for the CLI, with the place
+    bad.write_bytes(b'\xff\xfe\x00')
+    with pytest.raises(ConfigError, match='cannot read'):
         load_config(bad)
     bad.write_text('- 1\n- 2\n')
     with pytest.raises(ConfigError, match='top level must be a mapping'):
@@ -97,8 +101,10 @@ def test_overrides_merge_before_validation() -> None:
     assert cfg.demo.duration_s == 2.5
     assert cfg.sim.human.speed_m_s == 1.2
     assert cfg.sim.human.far_m == load_config().sim.human.far_m  # siblings kept
-    with pytest.raises(ConfigError, match=r'demo: unknown key.*durration_s'):
-        load_config(None, {'demo': {'durration_s': 1.0}})
+    with pytest.raises(ConfigError, match=r'^override demo: unknown key.*durration_s'):
+        load_config(None, {'demo': {'durration_s': 1.0}})  # blamed on the override, not the valid file
+    with pytest.raises(ConfigError, match=r'^override demo\.duration_s: expected a number'):
+        load_config(None, {'demo': {'duration_s': 'abc'}})
 
 
 def test_parse_override_and_deep_merge() -> None:

@@ -29,12 +29,25 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f'{p}: not valid YAML: {err}') from None
+        raise ConfigError(f'{p}: not valid YAML: {_yaml_error_line(err)}') from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f'{p}: cannot read: {err}') from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f'{p}: top level must be a mapping, got {type(data).__name__}')
     return data
+
+
+def _yaml_error_line(err: yaml.YAMLError) -> str:
+    """One line for a YAML error: the problem and its 1-based line:column (PyYAML's own text spans lines)."""
+    problem = getattr(err, 'problem', None)
+    mark = getattr(err, 'problem_mark', None)
+    if problem and mark is not None:
+        context = getattr(err, 'context', None)
+        where = f'line {mark.line + 1}, column {mark.column + 1}'
+        return f'{where}: {context + ": " if context else ""}{problem}'
+    return ' '.join(str(err).split())
 
 
 def _type_name(tp: Any) -> str:
@@ -74,7 +87,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f'{where}: expected {len(args)} items, got {len(value)}')
-            return tuple(_convert(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(value, args)))
+            pairs = zip(value, args, strict=True)  # lengths checked above
+            return tuple(_convert(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(pairs))
         item_t = args[0] if args else Any
         items = [_convert(v, item_t, f'{where}[{i}]') for i, v in enumerate(value)]
         return tuple(items) if (origin is tuple or tp is tuple) else items
