@@ -244,8 +244,8 @@ def load_torch_module(path: Path, fmt: str, model_cfg: ModelConfig) -> Any:
     if fmt == 'state_dict':
         if model_cfg.architecture is None:
             raise PolicyLoadError(
-                f'{path}: a plain checkpoint needs model.architecture in the policy config '
-                '(code is never unpickled)'
+                f'{path}: not TorchScript or ONNX; as a plain checkpoint it needs model.architecture '
+                'in the policy config (code is never unpickled)'
             )
         with _torch_errors(path, 'a weights_only checkpoint'):
             obj = torch.load(io.BytesIO(path.read_bytes()), map_location='cpu', weights_only=True)
