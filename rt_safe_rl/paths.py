@@ -17,7 +17,7 @@ def share_dir() -> Path:
         share = Path(get_package_share_directory(PACKAGE))
         if (share / 'config').is_dir():
             return share
-    except Exception:  # noqa: BLE001 - ament index absent or package not registered: source tree
+    except Exception:  # ament index absent or package not registered: source tree
         pass
     return _SRC_ROOT
 

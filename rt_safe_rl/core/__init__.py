@@ -1,1 +1,4 @@
-"""Pure computation (numpy/numba/torch): policy runtimes, constraint math, metrics. Never imports rclpy or messages."""
+"""Pure computation (numpy/numba/torch): policy runtimes, constraint math, metrics.
+
+Never imports rclpy or messages.
+"""
