@@ -74,7 +74,7 @@ def loop_stats(deadline_ns: npt.ArrayLike, start_ns: npt.ArrayLike, period_ns: i
 
 
 def loop_stats_segments(
-    segments: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]], period_ns: int
+    segments: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]], period_ns: int
 ) -> dict[str, Any]:
     """:func:`loop_stats` pooled over separate runs (intervals are never taken across runs)."""
     lates, devs = [], []
