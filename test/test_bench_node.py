@@ -72,8 +72,12 @@ def test_node_deactivate_stops_with_partial_report(tmp_path: Path, rclpy_context
     node = _node(rclpy_context, str(bag), tmp_path / 'out', rate='300', repeat=1)  # 10 s at 300 Hz
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        pipe = node._pipeline  # the FakePipeline: counts the messages of the current pass
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        time.sleep(1.0)
+        end = time.monotonic() + 30.0  # the replay has started (not a fixed sleep: loaded CI)
+        while pipe._count < 10 and not node.done.is_set() and time.monotonic() < end:
+            time.sleep(0.01)
+        assert pipe._count >= 10 and not node.done.is_set(), 'the replay did not start within 30 s'
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert node.done.is_set()
         rep = json.loads((tmp_path / 'out' / 'report.json').read_text())
