@@ -431,6 +431,8 @@ def _drive(node: Any, ch: Any, clock: _Clock, seqs: range, target: np.ndarray, q
     out = np.zeros(7)
     for seq in seqs:
         clock.t_ns += 1_000_000
+        if node._n_human:  # the person stays where they are: fresh samples
+            node.set_human(clock.t_ns, node._human[:node._n_human].copy())
         node.process_state(clock.t_ns, seq, q, np.zeros(7))
         row[0], row[1] = seq, 1.0
         row[ACTION_HEADER:] = target
@@ -530,3 +532,51 @@ def test_configure_rejects_a_safety_rate_other_than_the_robot_rate(rclpy_context
         assert 'control.rate_hz' in node.last_error
     finally:
         node.destroy_node()
+
+
+def test_intervention_counter_counts_safety_changes_and_stops_not_joint_rate_limits(
+        rclpy_context: Any, monkeypatch: Any) -> None:
+    """A position target far beyond one step is rate-limited every cycle by the joint limits:
+    not an intervention (intervention_rad is large all the same). A person close enough for SSM
+    to slow the robot, and a stop, are; the threshold is a validated, live parameter."""
+    from rcl_interfaces.msg import SetParametersResult
+
+    from rt_safe_rl.rt.metrics import registry
+
+    node, ch, clock, _rec = _direct_node(rclpy_context, 'sn11', monkeypatch)
+    counter = registry().counter('safety_interventions')
+    try:
+        home = node.model.home()
+        far_human = np.array([2.5, 0.0, 0.5])
+        node.set_human(clock.t_ns, far_human)
+        q = _drive(node, ch, clock, range(1, 21), home, home)  # first valid action: hold -> run
+        c0 = counter.value
+        goal = home + np.array([0.6, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+        q = _drive(node, ch, clock, range(21, 221), goal, q)
+        rep = node.filter.report
+        assert rep.intervention_rad > 0.1 and not rep.stopping  # far target, joint limits bind
+        assert counter.value - c0 == 0, counter.value - c0
+        # the person steps in front of the moving tool: SSM slows (then stops) the robot
+        p = np.zeros((node.model.n_points, 3))
+        node.model.fk_points(q, p)
+        tcp = p[node.model.point_names.index('tcp')]
+        c1 = counter.value
+        seen = 0.0
+        for k in range(221, 321):
+            node.set_human(clock.t_ns, tcp + np.array([0.0, 0.55, 0.0]))
+            q = _drive(node, ch, clock, range(k, k + 1), goal, q)
+            seen = max(seen, node.filter.report.safety_intervention_rad)
+        assert seen > 1e-6 and counter.value - c1 > 10, (seen, counter.value - c1)
+        # validated and live-tunable
+        bad = node._on_set_parameters([_param('safety.intervention_threshold_rad', -1.0)])
+        assert isinstance(bad, SetParametersResult) and not bad.successful
+        node.set_parameters([_param('safety.intervention_threshold_rad', 0.5)])
+        assert node.current_config().intervention_threshold_rad == 0.5
+    finally:
+        node.destroy_node()
+
+
+def _param(name: str, value: float) -> Any:
+    from rclpy.parameter import Parameter
+
+    return Parameter(name, Parameter.Type.DOUBLE, value)

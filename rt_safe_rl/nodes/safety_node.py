@@ -18,7 +18,10 @@ Outputs: the safe command on ``forward_position_controller/commands`` (``Float64
 (``[state_seq, q...]``, in-process observers), ``safety/status`` (``diagnostic_msgs/DiagnosticStatus``
 at ``safety.status_rate_hz``: level OK / WARN (limiting, holding) / ERROR (latched fault), message =
 fault + active constraints, values = the full report), metrics (stage ``safety``; counters
-``safety_interventions``, ``faults``; gauge ``human_distance_m``).
+``safety_interventions`` (cycles where a stop / hold / fault is active, or where the filter changed
+the command by more than ``safety.intervention_threshold_rad`` beyond what the robot's own joint
+limits make of the blended proposal: report ``safety_intervention_rad``), ``faults``; gauge
+``human_distance_m``).
 
 Fail-closed: from activation the robot is commanded to hold until valid policy actions arrive.
 A safety monitor (:class:`~rt_safe_rl.rt.executor.PeriodicTask` at ``safety.monitor_rate_hz`` >=
@@ -613,7 +616,8 @@ class SafetyFilterNode(SimNodeBase):
         t1 = _mono()
         self._stage.record_ns(t1, t1 - t0)
         rep = f.report._rep
-        if rep[kn.R_INTERVENTION] > 1e-12:
+        if (rep[kn.R_SAFETY_INTERVENTION] > self._cfg.intervention_threshold_rad
+                or rep[kn.R_STOPPING] != 0.0 or f.report._latched):
             self._interventions.inc()
         d = rep[kn.R_HUMAN_DIST]
         if d < 1e300:

@@ -208,6 +208,13 @@ class SafetyConfig:
         publish_trajectory: also publish the command as ``trajectory_msgs/JointTrajectory`` on
             ``safety/joint_trajectory`` (node).
         qp_max_iter, qp_tol: projection solver limits (tol on constraint residuals).
+        intervention_threshold_rad: a cycle counts as a safety intervention (counter
+            ``safety_interventions``, node) while a stop / hold / fault is active, or when the
+            human / workspace constraints changed this cycle's command by more than this
+            (report ``safety_intervention_rad``: Euclidean norm over the joints of one step, rad;
+            1e-6 = a joint velocity change of 1 mrad/s). Not ``intervention_rad`` (distance of the
+            command from the blended target): a position target farther than one step at the
+            joint limits always differs from the command, so it counts every cycle.
     """
 
     rate_hz: float = 1000.0
@@ -232,6 +239,7 @@ class SafetyConfig:
     publish_trajectory: bool = False
     qp_max_iter: int = 100
     qp_tol: float = 1e-11
+    intervention_threshold_rad: float = 1e-6
     ssm: SsmConfig = field(default_factory=SsmConfig)
     pfl: PflConfig = field(default_factory=PflConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
@@ -258,7 +266,7 @@ class SafetyConfig:
         for name in ('state_timeout_s', 'action_timeout_s', 'max_step_gap_s', 'monitor_rate_hz', 'qp_tol',
                      'deadline_s', 'operator_timeout_s', 'status_rate_hz'):
             _finite(name, getattr(self, name), positive=True)
-        for name in ('position_tolerance_rad', 'velocity_tolerance_rad_s'):
+        for name in ('position_tolerance_rad', 'velocity_tolerance_rad_s', 'intervention_threshold_rad'):
             _finite(name, getattr(self, name), nonneg=True)
         if self.qp_max_iter < 1:
             raise ConfigError(f'qp_max_iter must be >= 1, got {self.qp_max_iter}')

@@ -96,7 +96,8 @@ class SafetyReport:
     """Per-cycle report, preallocated and reused (values live in one float64 array).
 
     Attributes (properties): fault_code (int, :class:`FaultCode`), fault (name), active_mask
-    (bits of ``ACTIVE_BITS``), intervention_rad (||safe - proposed||_2), human_distance_m
+    (bits of ``ACTIVE_BITS``), intervention_rad (||safe - proposed||_2), safety_intervention_rad
+    (the part of this cycle's change made by the human / workspace constraints), human_distance_m
     (min separation, inf when no human), ssm_scale (allowed / proposed speed toward the human,
     <= 1), alpha (operator weight), stopping, latched, command_valid, margins (position rad,
     velocity rad/s, SSM m), qp_iterations, constraint_rows. Reading a property allocates a Python
@@ -129,6 +130,15 @@ class SafetyReport:
     def intervention_rad(self) -> float:
         """Euclidean distance between the safe command and the (blended) proposal [rad]."""
         return float(self._rep[kn.R_INTERVENTION])
+
+    @property
+    def safety_intervention_rad(self) -> float:
+        """Change of this cycle's command [rad] made by the coupled constraints (SSM / PFL,
+        workspace, the empty-set fallback) beyond what the per-joint limits alone (velocity,
+        acceleration, jerk, position braking, effort) make of the proposal: ||safe - per-joint
+        limited proposal||_2 of one step (dt x velocity change). 0 while braking (a stop is an
+        intervention by itself)."""
+        return float(self._rep[kn.R_SAFETY_INTERVENTION])
 
     @property
     def human_distance_m(self) -> float:
@@ -195,7 +205,9 @@ class SafetyReport:
         return {
             'fault_code': self.fault_code, 'fault': self.fault, 'latched': self.latched,
             'active': self.active_names(), 'active_mask': self.active_mask,
-            'intervention_rad': self.intervention_rad, 'human_distance_m': self.human_distance_m,
+            'intervention_rad': self.intervention_rad,
+            'safety_intervention_rad': self.safety_intervention_rad,
+            'human_distance_m': self.human_distance_m,
             'ssm_scale': self.ssm_scale, 'alpha': self.alpha, 'stopping': self.stopping,
             'position_margin_rad': self.position_margin_rad,
             'velocity_margin_rad_s': self.velocity_margin_rad_s, 'ssm_margin_m': self.ssm_margin_m,

@@ -69,8 +69,8 @@ N_SP = SP_PFL_BASE + PFL_SLOTS
 
 # slots of the report array `rep`
 (R_FAULT, R_MASK, R_INTERVENTION, R_HUMAN_DIST, R_SSM_SCALE, R_ALPHA, R_STOPPING, R_POS_MARGIN,
- R_VEL_MARGIN, R_SSM_MARGIN, R_QP_ITERS, R_QP_STATUS, R_N_ROWS) = range(13)
-N_REP = 13
+ R_VEL_MARGIN, R_SSM_MARGIN, R_QP_ITERS, R_QP_STATUS, R_N_ROWS, R_SAFETY_INTERVENTION) = range(14)
+N_REP = 14
 
 # active-constraint bits (report.active_mask)
 A_POSITION = 1
@@ -504,8 +504,15 @@ def filter_kernel(
             vel_margin = vm
     # ---- output and command-state update ----
     inter2 = 0.0
+    safety2 = 0.0
     for j in range(n):
         x = qx[j]
+        if not braking:
+            # change made by the coupled rows (SSM / PFL, workspace, empty-set fallback) beyond
+            # what the per-joint limits alone (velocity, acceleration, position braking, effort,
+            # jerk) make of the target this cycle
+            e = (x - min(max(vdes[j], lo[j]), hi[j])) * dt
+            safety2 += e * e
         q_new = target[j] if identity else cs[0, j] + x * dt
         out[j] = q_new
         if fault == K_OK and not braking:
@@ -535,6 +542,7 @@ def filter_kernel(
     rep[R_QP_ITERS] = qp_iters
     rep[R_QP_STATUS] = qp_status
     rep[R_N_ROWS] = k_rows
+    rep[R_SAFETY_INTERVENTION] = math.sqrt(safety2)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
