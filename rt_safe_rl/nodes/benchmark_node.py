@@ -213,8 +213,13 @@ class BenchmarkNode(LifecycleNode):
 
 def main(argv: list[str] | None = None) -> int:
     """``benchmark_node`` executable: configure + activate (autostart), exit when the report is done."""
+    from rt_safe_rl.nodes._args import check_node_args
     from rt_safe_rl.rt.executor import RtExecutor
 
+    early = check_node_args('benchmark_node', argv, 'Replay benchmark as a lifecycle node: -p bag:=DIR '
+                         'replays a rosbag2 recording through the pipeline and writes the report.')
+    if early is not None:
+        return early
     rclpy.init(args=sys.argv if argv is None else ['benchmark_node', *argv])
     node: BenchmarkNode | None = None
     executor: Any = None

@@ -430,6 +430,12 @@ def _make_executor(app: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """`monitor_node` executable: init, build, configure+activate (autostart), spin until Ctrl-C."""
+    from rt_safe_rl.nodes._args import check_node_args
+
+    early = check_node_args('monitor_node', None if argv is None else argv[1:],
+                         'Health monitor: /diagnostics and Prometheus /metrics for the RT pipeline.')
+    if early is not None:
+        return early
     rclpy.init(args=argv)
     node: MonitorNode | None = None
     try:

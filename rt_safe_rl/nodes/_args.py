@@ -1,0 +1,47 @@
+"""Command-line check shared by the node executables (``policy_node``, ``monitor_node``, ...).
+
+A node executable takes ROS arguments only (``--ros-args -p config_file:=my.yaml -p key:=value``).
+Without this check ``policy_node --help`` would start the node and ``policy_node --config x.yaml``
+would silently run on the shipped default. Not RT code: runs once, before ``rclpy.init``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rclpy.utilities import remove_ros_args
+
+
+def node_usage(prog: str, summary: str) -> str:
+    """Usage text of a node executable ``prog`` (``summary``: one line on what it does)."""
+    return (
+        f'usage: {prog} [--ros-args -p config_file:=FILE -p KEY:=VALUE -r FROM:=TO ...]\n'
+        f'{summary}\n'
+        'ROS arguments only: config_file is a YAML in the layout of config/default.yaml (empty = the\n'
+        'shipped default); any parameter of the node can be set with -p. `rt-safe-rl demo` and\n'
+        '`bringup` compose all the nodes in one process.'
+    )
+
+
+def check_node_args(prog: str, argv: list[str] | None, summary: str) -> int | None:
+    """Handle ``-h/--help`` and reject non-ROS arguments of a node executable.
+
+    Args:
+        prog: executable name (for messages).
+        argv: arguments without the program name (None = ``sys.argv[1:]``).
+        summary: one line describing the executable (printed with --help).
+
+    Returns:
+        None when the arguments are fine (start the node); otherwise the exit code: 0 after
+        printing the usage for --help, 2 after a one-line error for unknown arguments.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    extra = remove_ros_args([prog, *args])[1:]
+    if any(a in ('-h', '--help') for a in extra):
+        print(node_usage(prog, summary))
+        return 0
+    if extra:
+        print(f'{prog}: error: unrecognized arguments {extra}; a node takes ROS arguments, e.g. '
+              f'{prog} --ros-args -p config_file:=my.yaml', file=sys.stderr)
+        return 2
+    return None
