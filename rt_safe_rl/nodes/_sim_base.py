@@ -49,8 +49,13 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
     configure + activate when ``autostart``, spin until Ctrl-C / shutdown. Expected errors print
     one line and return 2 (no traceback).
     """
+    from rt_safe_rl.nodes._args import check_node_args
     from rt_safe_rl.rt.executor import RtExecutor
 
+    early = check_node_args(prog, argv, f'{prog}: rt_safe_rl lifecycle node (configures and activates itself '
+                                        'when the autostart parameter is true).')
+    if early is not None:
+        return early
     rclpy.init(args=sys.argv if argv is None else [prog, *argv])
     node: SimNodeBase | None = None
     executor: Any = None
