@@ -68,7 +68,7 @@ def test_package_data_ships_the_model_and_description() -> None:
 def test_colcon_build_produces_a_complete_install_space(tmp_path: Path) -> None:
     colcon = shutil.which('colcon', path=str(Path(sys.executable).parent)) or shutil.which('colcon')
     if colcon is None:
-        pytest.skip('colcon not installed (colcon-common-extensions is in requirements-dev.txt)')
+        pytest.skip(reason='colcon not installed (colcon-common-extensions is in requirements-dev.txt)')
     res = subprocess.run(
         [colcon, '--log-base', str(tmp_path / 'log'), 'build', '--paths', str(REPO),
          '--build-base', str(tmp_path / 'build'), '--install-base', str(tmp_path / 'install'),

@@ -155,7 +155,7 @@ def test_dds_topic_command_input_and_reset_service(rclpy_context: Any) -> None:
             pex.spin_once(timeout_sec=0.005)
         assert _wait(lambda: (pex.spin_once(timeout_sec=0.01), len(actions) >= 5)[1], 5.0)
         seq, label, data = actions[-1]
-        assert 1 <= seq <= 29 and label == 'valid' and len(data) == 7 and np.all(np.isfinite(data))
+        assert 0 < seq <= 29 and label == 'valid' and len(data) == 7 and np.all(np.isfinite(data))
         assert _wait(client.service_is_ready, 5.0)
         fut = client.call_async(Trigger.Request())
         pex.spin_until_future_complete(fut, timeout_sec=5.0)

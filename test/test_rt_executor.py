@@ -306,7 +306,7 @@ def test_loss_of_rt_policy_at_runtime_is_counted(rclpy_context: Any) -> None:
     rep = ex.report()
     ex.destroy()
     if not demoted:
-        pytest.skip('SCHED_FIFO not granted here (no CAP_SYS_NICE / rtprio limit): nothing to lose')
+        pytest.skip(reason='SCHED_FIFO not granted here (no CAP_SYS_NICE / rtprio limit): nothing to lose')
     assert rep['privilege_losses'] == 1
     assert any('changed from fifo to other' in w for w in rep['warnings'])
 
@@ -323,7 +323,7 @@ def test_dds_helper_threads_get_the_configured_policy(rclpy_context: Any) -> Non
     assert helpers, 'no dds.* threads found (rmw_fastrtps names its threads dds.*)'
     tid = next(iter(helpers))
     if 'refused' in helpers[tid]:
-        pytest.skip(f'no privilege to schedule helper threads here: {helpers[tid]}')
+        pytest.skip(reason=f'no privilege to schedule helper threads here: {helpers[tid]}')
     assert all('SCHED_FIFO 60' in v for v in helpers.values())
     assert os.sched_getscheduler(tid) == os.SCHED_FIFO
     assert os.sched_getparam(tid).sched_priority == 60

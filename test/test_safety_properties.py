@@ -170,7 +170,7 @@ def test_differential_projection_vs_daqp(fast_arm: bool) -> None:
     """
     qpsolvers = pytest.importorskip('qpsolvers', reason='qpsolvers (test extra) not installed')
     if 'daqp' not in qpsolvers.available_solvers:
-        pytest.skip('daqp (test extra) not installed')
+        pytest.skip(reason='daqp (test extra) not installed')
     model = RobotModel.from_config(RobotConfig(a_max_rad_s2=[1e4], j_max_rad_s3=[1e7])) if fast_arm else _ARM7
     rng = np.random.default_rng(11)
     cfg = _cfg(enforce_effort=False, enforce_jerk=not fast_arm)
@@ -211,7 +211,7 @@ def test_qp_random_problems_vs_daqp() -> None:
     """The standalone projection on random boxes + half-spaces (incl. parallel rows) vs daqp."""
     qpsolvers = pytest.importorskip('qpsolvers', reason='qpsolvers (test extra) not installed')
     if 'daqp' not in qpsolvers.available_solvers:
-        pytest.skip('daqp (test extra) not installed')
+        pytest.skip(reason='daqp (test extra) not installed')
     rng = np.random.default_rng(0)
     infeasible = 0
     for _ in range(2000):
