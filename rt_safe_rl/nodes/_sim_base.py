@@ -13,7 +13,7 @@ from typing import Any
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from rt_safe_rl.config import AppConfig, load_config
 from rt_safe_rl.core.errors import RtSafeRlError
@@ -42,6 +42,55 @@ class SimNodeBase(LifecycleNode):
     def rt_tasks(self) -> list[Any]:
         """RT tasks of this node (created at configure); empty by default."""
         return []
+
+
+class PeriodicSimNode(SimNodeBase):
+    """A simulator node driven by one PeriodicTask ``self._task`` that the subclass creates in
+    ``on_configure``: enabled on activate (``self._t0_ns`` is reset so the scenario's time starts at
+    the first tick), disabled on deactivate, released with the node's ROS entities on cleanup and
+    shutdown (subclasses release theirs in :meth:`_release_entities`)."""
+
+    def __init__(self, node_name: str, **kwargs: Any) -> None:
+        self._task: Any = None
+        self._t0_ns = 0
+        super().__init__(node_name, **kwargs)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start the periodic task."""
+        ret = super().on_activate(state)
+        self._t0_ns = 0
+        if self._task is not None:
+            self._task.enabled = True
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the periodic task."""
+        if self._task is not None:
+            self._task.enabled = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the task and the node's publishers/subscriptions."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Same as cleanup."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        if self._task is not None:
+            self._task.enabled = False
+            self._task = None
+        self._release_entities()
+
+    def _release_entities(self) -> None:
+        """Destroy the subclass's publishers/subscriptions (override)."""
+
+    def rt_tasks(self) -> list[Any]:
+        """The periodic task (after configure)."""
+        return [self._task] if self._task is not None else []
 
 
 def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | None = None) -> int:

@@ -19,12 +19,12 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from rt_safe_rl.config import AppConfig
-from rt_safe_rl.nodes._sim_base import SimNodeBase, run_node
+from rt_safe_rl.nodes._sim_base import PeriodicSimNode, run_node
 from rt_safe_rl.rt.ring import SpscRing
 from rt_safe_rl.sim.human import HumanWalker
 
 
-class SimHumanNode(SimNodeBase):
+class SimHumanNode(PeriodicSimNode):
     """Simulated human (see the module docstring).
 
     ``trace`` holds ``(t_ns, x, y, z)`` of every published position (one reader: a test / demo).
@@ -43,9 +43,7 @@ class SimHumanNode(SimNodeBase):
         self.published = 0
         self._pos = np.zeros(3)
         self._row = np.zeros(4)
-        self._task: Any = None
         self._pub: Any = None
-        self._t0_ns = 0
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for p in params:
@@ -70,42 +68,10 @@ class SimHumanNode(SimNodeBase):
                                f'walk cycle {self.walker.cycle_s:.1f} s, {cfg.far_m} <-> {cfg.near_m} m')
         return TransitionCallbackReturn.SUCCESS
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Start walking (time 0 of the path is the first tick after activation, so a slow start of
-        other composed nodes does not eat into the scenario)."""
-        ret = super().on_activate(state)
-        self._t0_ns = 0
-        if self._task is not None:
-            self._task.enabled = True
-        return ret
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop publishing."""
-        if self._task is not None:
-            self._task.enabled = False
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release the publisher and task."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Same as cleanup."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def _release(self) -> None:
-        if self._task is not None:
-            self._task.enabled = False
-            self._task = None
+    def _release_entities(self) -> None:
         if self._pub is not None:
             self.destroy_publisher(self._pub)
             self._pub = None
-
-    def rt_tasks(self) -> list[Any]:
-        """The publishing task (after configure)."""
-        return [self._task] if self._task is not None else []
 
     def elapsed_s(self, now_ns: int | None = None) -> float:
         """Seconds since activation (the walker's time)."""

@@ -20,11 +20,11 @@ from std_msgs.msg import Float64MultiArray
 
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
-from rt_safe_rl.nodes._sim_base import SimNodeBase, run_node
+from rt_safe_rl.nodes._sim_base import PeriodicSimNode, run_node
 from rt_safe_rl.sim.operator import GoalGenerator, OperatorCommand
 
 
-class SimOperatorNode(SimNodeBase):
+class SimOperatorNode(PeriodicSimNode):
     """Goal generator + simulated operator (see the module docstring).
 
     ``goals_sent`` counts goal changes; ``goal`` is the current goal (rad).
@@ -37,10 +37,8 @@ class SimOperatorNode(SimNodeBase):
         self.goals_sent = 0
         self.published = 0
         self.goal = np.zeros(0)
-        self._task: Any = None
         self._goal_pub: Any = None
         self._op_pub: Any = None
-        self._t0_ns = 0
         self._next_goal_ns = 0
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -81,42 +79,11 @@ class SimOperatorNode(SimNodeBase):
                                + (f', operator command on {self._op_pub.topic_name}' if self._op_pub else ''))
         return TransitionCallbackReturn.SUCCESS
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Start publishing (first goal one goal period after the first tick; home until then)."""
-        ret = super().on_activate(state)
-        self._t0_ns = 0
-        if self._task is not None:
-            self._task.enabled = True
-        return ret
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop publishing."""
-        if self._task is not None:
-            self._task.enabled = False
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release publishers and task."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Same as cleanup."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def _release(self) -> None:
-        if self._task is not None:
-            self._task.enabled = False
-            self._task = None
+    def _release_entities(self) -> None:
         for pub in (self._goal_pub, self._op_pub):
             if pub is not None:
                 self.destroy_publisher(pub)
         self._goal_pub = self._op_pub = None
-
-    def rt_tasks(self) -> list[Any]:
-        """The publishing task (after configure)."""
-        return [self._task] if self._task is not None else []
 
     def _tick(self, deadline_ns: int) -> None:
         now = time.monotonic_ns()

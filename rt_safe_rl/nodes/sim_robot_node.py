@@ -33,7 +33,7 @@ from std_msgs.msg import Float64MultiArray
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.core.stats import LogHistogram
-from rt_safe_rl.nodes._sim_base import SimNodeBase, run_node
+from rt_safe_rl.nodes._sim_base import PeriodicSimNode, run_node
 from rt_safe_rl.rt.metrics import registry
 from rt_safe_rl.rt.ring import SpscRing
 from rt_safe_rl.sim.arm import ArmLimits, ArmSim, CommandAudit
@@ -42,7 +42,7 @@ _PUB_RING = 1 << 12  # publish times kept for latency matching (4 s at 1 kHz)
 _TRACE_CAPACITY = 1 << 15  # per-tick trace for tests / the demo (32 s at 1 kHz between drains)
 
 
-class SimRobotNode(SimNodeBase):
+class SimRobotNode(PeriodicSimNode):
     """Simulated 7-DoF arm (see the module docstring).
 
     Attributes after configure (read by the demo / tests in the same process, non-RT readers):
@@ -63,7 +63,6 @@ class SimRobotNode(SimNodeBase):
         self.e2e_hist = LogHistogram()
         self.e2e_ring = SpscRing(1 << 14, 2)
         self.trace: SpscRing | None = None
-        self._task: Any = None
         self._pub: Any = None
         self._sub: Any = None
         self._reset_counters()
@@ -133,33 +132,7 @@ class SimRobotNode(SimNodeBase):
             f'state on {self._pub.topic_name}, commands on {self._sub.topic_name}')
         return TransitionCallbackReturn.SUCCESS
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Start publishing and integrating (enables the periodic task)."""
-        ret = super().on_activate(state)
-        if self._task is not None:
-            self._task.enabled = True
-        return ret
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop the periodic task (the arm freezes in place)."""
-        if self._task is not None:
-            self._task.enabled = False
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release the publisher, subscription and task."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Same as cleanup."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def _release(self) -> None:
-        if self._task is not None:
-            self._task.enabled = False
-            self._task = None
+    def _release_entities(self) -> None:
         if self._sub is not None:
             self.destroy_subscription(self._sub)
             self._sub = None
@@ -167,9 +140,6 @@ class SimRobotNode(SimNodeBase):
             self.destroy_publisher(self._pub)
             self._pub = None
 
-    def rt_tasks(self) -> list[Any]:
-        """The 1 kHz tick task (after configure)."""
-        return [self._task] if self._task is not None else []
 
     # ------------------------------------------------------------------ RT path
     def _tick(self, deadline_ns: int) -> None:
