@@ -28,21 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from rt_safe_rl.bench.report import cpu_model
 from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.core.policy.backends import format_table
 from rt_safe_rl.core.policy.config import BACKENDS, PolicyNodeConfig, load_pipeline_config
 from rt_safe_rl.core.policy.model import load_policy_model
 from rt_safe_rl.core.policy.pipeline import plausible_observations
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _versions() -> dict[str, str]:
@@ -147,7 +138,7 @@ def run(
             'sha256': model.info.sha256,
             'format': model.info.format,
             **_versions(),
-            'cpu': _cpu_name(),
+            'cpu': cpu_model(),
             'python': platform.python_version(),
             'threads': cfg.num_threads,
             'tolerance': cfg.tolerance,

@@ -96,7 +96,8 @@ def _git(args: list[str]) -> str:
         return ''
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what `platform` knows); for report metadata."""
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
             if line.startswith('model name'):
@@ -157,7 +158,7 @@ def collect_metadata(
         'git_sha': _git(['rev-parse', 'HEAD']),
         'git_dirty': bool(_git(['status', '--porcelain', '--untracked-files=no'])),
         'host': socket.gethostname(),
-        'cpu': _cpu_model(),
+        'cpu': cpu_model(),
         'cpu_count': os.cpu_count(),
         'kernel': platform.release(),
         'kernel_version': platform.version(),

@@ -126,16 +126,10 @@ def foreign_rt_threads() -> list[str]:
 
 
 def _machine() -> dict[str, Any]:
+    from rt_safe_rl.bench.report import cpu_model
     from rt_safe_rl.rt import sched
 
-    cpu = platform.processor() or ''
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         'host': platform.node(),
         'kernel': platform.release(),
