@@ -130,6 +130,33 @@ def test_plain_node_timer_in_rt_group_and_nonrt_default(rclpy_context: Any) -> N
     node.destroy_node()
 
 
+def test_frequent_non_rt_wakes_are_counted_and_warned(rclpy_context: Any) -> None:
+    """A busy rclpy timer in the default group wakes the non-RT thread (each wake rebuilds its wait
+    set holding the GIL): counted, and the executor says where to move it; the same timer in an rt
+    group does not wake the non-RT thread at all."""
+    busy = Node('busy_default', context=rclpy_context)
+    busy.create_timer(0.01, lambda: None)
+    ex = RtExecutor(quick_cfg(), context=rclpy_context)
+    ex.add_node(busy)
+    ex.spin(2.3)
+    rep = ex.report()
+    assert rep['non_rt_wakeups'] >= 100
+    assert any('non-RT thread wakes' in w and 'named_group' in w for w in rep['warnings']), rep['warnings']
+    ex.destroy()
+    busy.destroy_node()
+
+    quiet = Node('busy_rt', context=rclpy_context)
+    quiet.create_timer(0.01, lambda: None, callback_group=named_group(quiet, 'control'))
+    ex = RtExecutor(quick_cfg(), context=rclpy_context)
+    ex.add_node(quiet)
+    ex.spin(2.3)
+    rep = ex.report()
+    assert rep['non_rt_wakeups'] <= 3
+    assert not any('non-RT thread wakes' in w for w in rep['warnings']), rep['warnings']
+    ex.destroy()
+    quiet.destroy_node()
+
+
 def test_task_errors_are_counted_not_fatal(rclpy_context: Any) -> None:
     calls = [0]
 
