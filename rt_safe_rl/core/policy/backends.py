@@ -147,7 +147,11 @@ class OnnxBackend(Backend):
 
 
 class CudaGraphBackend(Backend):
-    """Module on the GPU, one forward captured in a CUDA graph; pinned host staging buffers."""
+    """Module on the GPU, one forward captured in a CUDA graph; pinned host staging buffers.
+
+    Recurrent state lives in the module's buffers, updated in place by the captured forward, so
+    replays carry it on and ``reset`` zeroes the same memory the graph reads. TF32 is switched off
+    (process-wide) so the backend stays within the FP32 tolerance."""
 
     name = 'cuda'
 
@@ -156,6 +160,9 @@ class CudaGraphBackend(Backend):
 
         super().__init__(obs_dim, act_dim)
         self._torch = torch
+        # FP32 means FP32: no TF32 in matmuls or cuDNN (LSTM) kernels (process-wide torch flags)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
         self._mod = module.cuda()
         self._xh = torch.zeros(1, obs_dim, dtype=torch.float32).pin_memory()
         self._yh = torch.zeros(1, act_dim, dtype=torch.float32).pin_memory()
