@@ -252,38 +252,78 @@ int main(int argc, char** argv) {
 """
 
 
+class CFloorLoop:
+    """The floor loop in C as a background process: a SCHED_FIFO absolute-deadline sleep loop at
+    `period_ns` on `cpu` (-1 = not pinned) for `seconds`. Started next to a Python loop it is a
+    witness: a stall it sees too (VM pause, another tenant, kernel work) is the machine's, not ours.
+
+    Raises:
+        RtSafeRlError: no C compiler on PATH or the compile failed (the message says which).
+    """
+
+    def __init__(self, period_ns: int, seconds: float, priority: int, cpu: int) -> None:
+        cc = shutil.which('cc') or shutil.which('gcc')
+        if cc is None:
+            raise RtSafeRlError('no C compiler (cc/gcc) on PATH')
+        self.period_ns = period_ns
+        self._tmp = tempfile.TemporaryDirectory()
+        src = Path(self._tmp.name) / 'floor.c'
+        exe = Path(self._tmp.name) / 'floor'
+        self._data = Path(self._tmp.name) / 'floor.bin'
+        src.write_text(_FLOOR_C)
+        comp = subprocess.run([cc, '-O2', '-o', str(exe), str(src)], capture_output=True, text=True,
+                              check=False)
+        if comp.returncode != 0:
+            self._tmp.cleanup()
+            raise RtSafeRlError(f'C compile failed: {comp.stderr.strip()[:200]}')
+        n = int(seconds * 1e9 / period_ns) + 10
+        self._timeout_s = seconds + 30.0
+        self._proc = subprocess.Popen(
+            [str(exe), str(period_ns), str(n), str(priority), str(cpu), str(self._data)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def samples(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], bool]:
+        """Wait for the loop to end; (deadline_ns, start_ns, got_fifo). Removes the temp files."""
+        try:
+            out, _err = self._proc.communicate(timeout=self._timeout_s)
+            raw = np.fromfile(self._data, dtype=np.int64).reshape(-1, 2)
+        finally:
+            self.stop()
+        return raw[:, 0], raw[:, 1], out.strip() == '1'
+
+    def stop(self) -> None:
+        """Kill the loop if it still runs and remove its files (idempotent)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._tmp.cleanup()
+
+    def stats(self, lo_ns: int, hi_ns: int) -> dict[str, Any]:
+        """:func:`loop_stats` of the cycles whose deadline lies in [lo_ns, hi_ns), plus ``fifo``."""
+        dl, st, fifo = self.samples()
+        keep = (dl >= lo_ns) & (dl < hi_ns)
+        res = loop_stats(dl[keep], st[keep], self.period_ns)
+        res['fifo'] = fifo
+        return res
+
+
 def phase_floor_c(a: argparse.Namespace) -> dict[str, Any]:
     """The same floor loop in C (needs a C compiler; skipped with a reason otherwise)."""
-    cc = shutil.which('cc') or shutil.which('gcc')
-    if cc is None:
-        return {'skipped': 'no C compiler (cc/gcc) on PATH'}
     rt = _rt_cfg(a.config, a.spin_us)
     g = rt.groups['control']
     period = round(1e9 / a.rate_hz)
-    n = int((a.duration + a.warmup) * a.rate_hz) + 10
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / 'floor.c'
-        exe = Path(tmp) / 'floor'
-        data = Path(tmp) / 'floor.bin'
-        src.write_text(_FLOOR_C)
-        comp = subprocess.run(
-            [cc, '-O2', '-o', str(exe), str(src)], capture_output=True, text=True, check=False
-        )
-        if comp.returncode != 0:
-            return {'skipped': f'C compile failed: {comp.stderr.strip()[:200]}'}
-        cpu = g.real_cpus[0] if g.real_cpus else -1
-        prio = g.priority if g.is_rt else 1
-        run = subprocess.run(
-            [str(exe), str(period), str(n), str(prio), str(cpu), str(data)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=a.duration + a.warmup + 30,
-        )
-        raw = np.fromfile(data, dtype=np.int64).reshape(-1, 2)
-    keep = _warm_cut(raw[:, 0].astype(np.float64), int(raw[0, 0]), a.warmup, a.duration)
-    res = loop_stats(raw[keep, 0], raw[keep, 1], period)
-    res['fifo'] = run.stdout.strip() == '1'
+    cpu = g.real_cpus[0] if g.real_cpus else -1
+    prio = g.priority if g.is_rt else 1
+    t0 = time.monotonic_ns()
+    try:
+        floor = CFloorLoop(period, a.duration + a.warmup, prio, cpu)
+    except RtSafeRlError as err:
+        return {'skipped': str(err)}
+    dl, st, fifo = floor.samples()
+    keep = _warm_cut(dl.astype(np.float64), int(dl[0]) if dl.size else t0, a.warmup, a.duration)
+    res = loop_stats(dl[keep], st[keep], period)
+    res['fifo'] = fifo
     return res
 
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
 from rt_safe_rl.core.robot_model import RobotConfig, RobotModel
 from rt_safe_rl.core.safety import ACTIVE_BITS, SafetyConfig, SafetyFilter
 from rt_safe_rl.core.safety import kernel as kn
@@ -387,6 +387,7 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.node import Node
 
+    from rt_safe_rl.bench.rt_bench import CFloorLoop
     from rt_safe_rl.config import load_config
     from rt_safe_rl.nodes.safety_node import ACTION_HEADER, SafetyFilterNode
     from rt_safe_rl.rt.channel import get_channel
@@ -399,6 +400,7 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
     ns = f'safety_bench_{os.getpid()}'
     node = SafetyFilterNode(config=app, namespace=ns, intra_process=True, context=ctx)
     driver = Node('safety_bench_driver', namespace=ns, context=ctx)
+    witness: CFloorLoop | None = None
     try:
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             raise ConfigError(f'safety node configure failed: {node.last_error}')
@@ -431,19 +433,41 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
         ctrl.enabled = True
         th = threading.Thread(target=ex.spin, daemon=True)
         th.start()
+        # witness: the same 2 kHz sleep loop in C, same CPU, just above the monitor's priority
+        # (it preempts the monitor for ~2 us a period): stalls it sees too are the machine's
+        mon_grp = app.rt.groups['safety_monitor']
+        mon_period_ns = round(1e9 / app.safety.monitor_rate_hz)
+        try:
+            witness = CFloorLoop(
+                mon_period_ns, seconds + 1.0, min(98, mon_grp.priority + 5) if mon_grp.is_rt else 1,
+                mon_grp.real_cpus[0] if mon_grp.real_cpus else -1)
+            witness_note = ''
+        except RtSafeRlError as err:
+            witness, witness_note = None, str(err)
         time.sleep(0.5)
         mon = node._monitor_task
         r0, m0, s0 = mon.runs, mon.misses, mon.skipped
         c0, cm0, cs0 = ctrl.runs, ctrl.misses, ctrl.skipped
-        t0 = time.monotonic()
+        t0_ns = time.monotonic_ns()
         time.sleep(seconds)
-        el = time.monotonic() - t0
+        t1_ns = time.monotonic_ns()
+        el = (t1_ns - t0_ns) / 1e9
         runs, misses, skipped = mon.runs - r0, mon.misses - m0, mon.skipped - s0
         c_runs, c_misses, c_skipped = ctrl.runs - c0, ctrl.misses - cm0, ctrl.skipped - cs0
         report = ex.report()
         ex.shutdown()
         th.join(5.0)
         ex.destroy()
+        floor: dict[str, Any] = {'skipped': witness_note}
+        if witness is not None:
+            fs = witness.stats(t0_ns, t1_ns)
+            f_slots = fs['cycles'] + fs['skipped_periods']
+            floor = {
+                'priority': min(98, mon_grp.priority + 5), 'fifo': fs['fifo'],
+                'missed_periods_per_1e4': 1e4 * fs['skipped_periods'] / max(1, f_slots),
+                'late_starts': fs['misses'], 'over_1ms_late': fs['over_1ms_late'],
+                'lateness_us': fs['lateness_us'],
+            }
         rate = runs / el
         # a missed period is one in which the monitor did not run: the task's own count of periods
         # skipped after a late start (exact; runs vs wall time would add +-1 run of clock noise)
@@ -461,9 +485,14 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
             'filter_cycles': node.cycles,
             'fault': node.status().get('fault'),
             'scheduling': {k: report.get(k) for k in ('granted', 'threads') if k in report},
+            'floor_c_same_cpu': floor,
+            # the machine was quiet in this window when the C loop missed nothing itself
+            'machine_quiet': bool(floor.get('missed_periods_per_1e4') == 0.0),
             'target_met': bool(rate >= 2000 * 0.99 and per_1e4 <= 1.0),
         }
     finally:
+        if witness is not None:
+            witness.stop()
         node.destroy_node()
         driver.destroy_node()
         if ctx.ok():
