@@ -204,7 +204,7 @@ class SafetyConfig:
         deadline_s: a command computed later than this after its joint state arrived -> latched
             deadline-miss stop (node).
         operator_timeout_s: an operator command older than this is ignored (policy only) (node).
-        status_rate_hz: rate of the ``safety/status`` report (node, non-RT timer).
+        status_rate_hz: rate of the ``safety/status`` report (node: a task in the ``observers`` group).
         publish_trajectory: also publish the command as ``trajectory_msgs/JointTrajectory`` on
             ``safety/joint_trajectory`` (node).
         qp_max_iter, qp_tol: projection solver limits (tol on constraint residuals).
