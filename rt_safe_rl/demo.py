@@ -269,7 +269,11 @@ def run_demo(config: AppConfig, *, duration_s: float, live: bool = False, namesp
         'safety': safety_state,
         'nodes_active': [k for k in keys if k not in errors],
         'node_errors': errors,
-        'rt': {k: rt_report[k] for k in ('os', 'warnings', 'non_rt_wakeups', 'stalls') if k in rt_report},
+        'rt': {
+            **{k: rt_report[k] for k in ('os', 'warnings', 'non_rt_wakeups', 'stalls') if k in rt_report},
+            'tasks': {name: {k: t.get(k) for k in ('runs', 'misses', 'skipped', 'max_lateness_us')}
+                      for name, t in rt_report.get('tasks', {}).items()},
+        },
         'interrupted': interrupted,
     }
     return DemoResult(summary=summary, robot_trace=robot_trace, human_trace=human_trace, e2e_ns=e2e,
