@@ -49,6 +49,18 @@ def test_bench_monitor_reports_the_node_monitor_and_a_c_witness() -> None:
         assert rep['machine_quiet'] == (floor['missed_periods_per_1e4'] == 0.0)
 
 
+@pytest.mark.parametrize('seed, cases', [(1, 40_000), (2, 60_000)])
+def test_properties_regressions(seed: int, cases: int) -> None:
+    """Batches that once broke idempotence: seed 1 (second chunk) had a least-violation fallback
+    whose output re-filtered to a point 2.8e-5 rad away (the solver reported OK with an active row
+    9e-4 off its bound, so the next pass fell back to the braking point, and back); seed 2 (third
+    chunk) had a 1e15 rad/s proposal whose solve failed numerically on a non-empty set."""
+    rep = safety_bench.bench_properties(cases, seed, None)
+    assert rep['idempotence_checked'] > cases // 2
+    assert rep['total_violations'] == 0, rep
+    assert rep['idempotence_max_dev_rad'] <= safety_bench.IDEMPOTENCE_TOL_RAD
+
+
 def test_bench_safety_bad_arguments() -> None:
     assert safety_bench.main(['--joints', '0']) == 2
 

@@ -604,7 +604,7 @@ class SafetyFilter:
             self._cs, self._q, self._dq, self._prop, self._op, has_op, self._human, n_h,
             float(human_speed_m_s), mode,
             w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11], w[12], w[13],
-            w[14], w[15], w[16], w[17], w[18], w[19], w[20], w[21], w[22], out_cmd, rep._rep)
+            w[14], w[15], w[16], w[17], w[18], w[19], w[20], w[21], w[22], w[23], out_cmd, rep._rep)
         kf = int(rep._rep[kn.R_FAULT])
         if kf:
             self._latch(kf)

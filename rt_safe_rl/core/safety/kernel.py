@@ -114,6 +114,8 @@ def alloc_work(n: int, n_frames: int, m_points: int, h_max: int) -> tuple[np.nda
         np.zeros(n), np.zeros(k_max, dtype=np.bool_),
         # hard (+ effort) per-joint bounds, used when the jerk tier makes the coupled set empty
         np.zeros(n), np.zeros(n),
+        # fallback: the braking velocity, the fixed start point of the slack bisection
+        np.zeros(n),
     )
 
 
@@ -145,6 +147,31 @@ def sync_brake_velocity(v: np.ndarray, a_max: np.ndarray, dt: float, out: np.nda
 
 
 @nb.njit(cache=True, nogil=True)
+def _project_or_retry(
+    vdes: np.ndarray, lo: np.ndarray, hi: np.ndarray, g_mat: np.ndarray, hvec: np.ndarray, k_rows: int,
+    max_iter: int, tol: float, vtmp: np.ndarray,
+    qx: np.ndarray, qbsign: np.ndarray, qub: np.ndarray, qsidx: np.ndarray, qus: np.ndarray,
+    qchol: np.ndarray, qrhs: np.ndarray, qcs: np.ndarray, qz: np.ndarray, qrb: np.ndarray,
+    qins: np.ndarray,
+) -> tuple[int, int]:
+    """Project `vdes` onto {lo <= x <= hi, G x <= h}; if the solver fails, once more from
+    ``clip(vdes, lo, hi)`` (in `vtmp`). A far proposal (say 1e15 rad/s) gives box multipliers
+    that large and the solve can fail numerically on a set that is not empty; the set's emptiness
+    must not depend on how far away the proposal is (else re-filtering the output would find a set
+    the first pass gave up on). The retry's result is the closest point to the clipped proposal.
+    RT-safe."""
+    st, it = project_box_halfspaces(vdes, lo, hi, g_mat, hvec, k_rows, max_iter, tol,
+                                    qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+    if st == QP_OK:
+        return st, it
+    for j in range(vdes.shape[0]):
+        vtmp[j] = min(max(vdes[j], lo[j]), hi[j])
+    st, it2 = project_box_halfspaces(vtmp, lo, hi, g_mat, hvec, k_rows, max_iter, tol,
+                                     qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+    return st, it + it2
+
+
+@nb.njit(cache=True, nogil=True)
 def filter_kernel(
     lim: np.ndarray, sp: np.ndarray, ws_mask: np.ndarray,
     parent: np.ndarray, origin: np.ndarray, jtype: np.ndarray, qidx: np.ndarray, mult: np.ndarray,
@@ -156,7 +183,7 @@ def filter_kernel(
     vdes: np.ndarray, target: np.ndarray, g_mat: np.ndarray, hvec: np.ndarray, rowkind: np.ndarray,
     qx: np.ndarray, qbsign: np.ndarray, qub: np.ndarray, qsidx: np.ndarray, qus: np.ndarray,
     qchol: np.ndarray, qrhs: np.ndarray, qcs: np.ndarray, qz: np.ndarray, qrb: np.ndarray,
-    qins: np.ndarray, lo_hard: np.ndarray, hi_hard: np.ndarray,
+    qins: np.ndarray, lo_hard: np.ndarray, hi_hard: np.ndarray, vref: np.ndarray,
     out: np.ndarray, rep: np.ndarray,
 ) -> None:
     """One filter cycle for one state. Reads/updates the command state `cs` (3, n) = (q, v, a).
@@ -390,8 +417,8 @@ def filter_kernel(
         for j in range(n):
             qx[j] = vdes[j]
     else:
-        qp_status, qp_iters = project_box_halfspaces(
-            vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
+        qp_status, qp_iters = _project_or_retry(
+            vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL], vref,
             qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
         if qp_status != QP_OK and jerk_on:
             # the jerk tier made the coupled set empty: relax jerk (reported), keep the hard box
@@ -399,8 +426,8 @@ def filter_kernel(
             for j in range(n):
                 lo[j] = lo_hard[j]
                 hi[j] = hi_hard[j]
-            qp_status, it2 = project_box_halfspaces(
-                vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
+            qp_status, it2 = _project_or_retry(
+                vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL], vref,
                 qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
             qp_iters += it2
         if qp_status != QP_OK:
@@ -408,12 +435,16 @@ def filter_kernel(
             # (human data arrives in steps at the sensor rate; the ISO 13855 speed switches at
             # near_distance_m). Least violation (reported): relax every coupled row by the same
             # smallest slack that makes the set non-empty (bisection), then project onto it; the
-            # toward-speed in excess then falls as fast as the joint limits allow.
+            # toward-speed in excess then falls as fast as the joint limits allow. The bisection
+            # tests non-emptiness from the braking point, not from the proposal, so the slack is a
+            # function of the state alone: re-filtering the output finds the same relaxed set and
+            # returns the output (idempotence).
             mask |= A_QP_FALLBACK
             sync_brake_velocity(cs[1], lim[L_AMAX], dt, qx)
             s_hi = 0.0
             for j in range(n):
                 qx[j] = min(max(qx[j], lo[j]), hi[j])
+                vref[j] = qx[j]
             for k in range(k_rows):
                 gx = 0.0
                 for j in range(n):
@@ -429,7 +460,7 @@ def filter_kernel(
                         hvec[k] += s_mid - s_cur
                     s_cur = s_mid
                     st, it3 = project_box_halfspaces(
-                        vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
+                        vref, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
                         qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
                     qp_iters += it3
                     if st == QP_OK:
@@ -442,6 +473,11 @@ def filter_kernel(
                     vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
                     qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
                 qp_iters += it3
+                if st != QP_OK:  # from the braking point, where the bisection found the set
+                    st, it3 = project_box_halfspaces(
+                        vref, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
+                        qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+                    qp_iters += it3
                 if st != QP_OK:  # numerically at the edge: the braking point satisfies s_hi
                     sync_brake_velocity(cs[1], lim[L_AMAX], dt, qx)
                     for j in range(n):
@@ -595,11 +631,12 @@ def batch_kernel(
         qz = np.zeros(n)
         qrb = np.zeros(n)
         qins = np.zeros(k_max, dtype=np.bool_)
+        vref = np.zeros(n)
         for b in range(start, stop):
             filter_kernel(
                 lim, sp, ws_mask, parent, origin, jtype, qidx, mult, offs, axis, pt_frame, pt_offset,
                 ancestor, pt_radius, cs[b], q_meas[b], dq_meas[b], q_pol[b], q_op[b], has_op[b],
                 human[b], n_human[b], v_h_meas[b], mode[b],
                 frames, pts, jac, lo, hi, vdes, target, g_mat, hvec, rowkind,
-                qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins, lo_hard, hi_hard,
+                qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins, lo_hard, hi_hard, vref,
                 out[b], rep[b])

@@ -17,6 +17,7 @@ from rt_safe_rl.core.robot_model import JT_PRISMATIC, JT_REVOLUTE, RobotModel
 from rt_safe_rl.core.safety import kernel as kn
 from rt_safe_rl.core.safety.config import SafetyConfig
 from rt_safe_rl.core.safety.filter import build_params
+from rt_safe_rl.core.safety.qp import ACTIVE_TOL
 
 
 def _motion(jt: int, axis: np.ndarray, x: float) -> np.ndarray:
@@ -89,6 +90,15 @@ def _jerk_viab(dist: np.ndarray, v: np.ndarray, a_max: np.ndarray, j_max: np.nda
     return out
 
 
+def _project_or_retry(vdes: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray, h: np.ndarray,
+                      sp: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Projection of vdes; on failure once more from the clipped proposal (kernel._project_or_retry)."""
+    x, ok = project_numpy(vdes, lo, hi, g, h, sp[kn.SP_QP_TOL], int(sp[kn.SP_QP_MAXIT]))
+    if not ok:
+        x, ok = project_numpy(np.clip(vdes, lo, hi), lo, hi, g, h, sp[kn.SP_QP_TOL], int(sp[kn.SP_QP_MAXIT]))
+    return x, ok
+
+
 def project_numpy(x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray, h: np.ndarray,
                   tol: float, max_iter: int) -> tuple[np.ndarray, bool]:
     """Goldfarb-Idnani projection onto box + half-spaces, numpy version. Returns (x, ok)."""
@@ -102,7 +112,7 @@ def project_numpy(x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray,
     norms = np.linalg.norm(g, axis=1)
     active: list[int] = []
     u_s: list[float] = []
-    for _ in range(max_iter):
+    for it in range(max_iter):
         viol = (g @ x - h) / np.where(norms > 0, norms, 1.0)
         if np.any((norms == 0) & (g @ x - h > 0)):
             return x, False
@@ -113,7 +123,11 @@ def project_numpy(x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray,
         under = np.where(free, lo - x, -np.inf)
         cands = (viol.max(), over.max(), under.max())
         best = max(cands)
-        if best <= tol:
+        if best <= (tol if it > 0 else max(tol, ACTIVE_TOL)):  # start point: see qp.py
+            if active:  # the active rows must still be tight (see qp.ACTIVE_TOL)
+                act = np.asarray(active)
+                if np.any(g[act] @ x - h[act] > ACTIVE_TOL * norms[act]):
+                    return x, False
             return x, True
         if cands[0] == best:
             w = g[int(np.argmax(viol))].copy()
@@ -300,22 +314,25 @@ class NumpySafetyFilter:
             x = vdes
             out = q_pol.copy()
         else:
-            x, qp_ok = project_numpy(vdes, lo, hi, g, h, sp[kn.SP_QP_TOL], int(sp[kn.SP_QP_MAXIT]))
+            x, qp_ok = _project_or_retry(vdes, lo, hi, g, h, sp)
             if not qp_ok and sp[kn.SP_JERK_ON]:
                 lo, hi = lo_hard, hi_hard
-                x, qp_ok = project_numpy(vdes, lo, hi, g, h, sp[kn.SP_QP_TOL], int(sp[kn.SP_QP_MAXIT]))
+                x, qp_ok = _project_or_retry(vdes, lo, hi, g, h, sp)
             if not qp_ok:
                 x = np.clip(_sync_brake(vc, a_m, dt), lo, hi)
                 s_hi = float(np.max(g @ x - h)) if h.size else 0.0
                 if s_hi > 0.0:
                     s_lo = 0.0
-                    for _ in range(kn.FALLBACK_BISECTIONS):
+                    for _ in range(kn.FALLBACK_BISECTIONS):  # non-empty? tested from the braking point
                         s_mid = 0.5 * (s_lo + s_hi)
-                        _, ok = project_numpy(vdes, lo, hi, g, h + s_mid, sp[kn.SP_QP_TOL],
+                        _, ok = project_numpy(x, lo, hi, g, h + s_mid, sp[kn.SP_QP_TOL],
                                               int(sp[kn.SP_QP_MAXIT]))
                         s_lo, s_hi = (s_lo, s_mid) if ok else (s_mid, s_hi)
                     x2, ok = project_numpy(vdes, lo, hi, g, h + s_hi, sp[kn.SP_QP_TOL],
                                            int(sp[kn.SP_QP_MAXIT]))
+                    if not ok:  # from the braking point, where the bisection found the set
+                        x2, ok = project_numpy(x, lo, hi, g, h + s_hi, sp[kn.SP_QP_TOL],
+                                               int(sp[kn.SP_QP_MAXIT]))
                     if ok:
                         x = x2
             out = qc + x * dt

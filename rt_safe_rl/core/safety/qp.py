@@ -29,6 +29,11 @@ import numpy as np
 QP_OK = 0
 QP_MAX_ITER = 1
 QP_INFEASIBLE = 2
+QP_INACCURATE = 3  # converged, but an active row drifted off its bound (near-degenerate active set)
+
+# an active row may be off its bound by at most this (scaled by the row norm) when QP_OK is returned;
+# rounding leaves ~1e-15, a near-degenerate active set (a relaxed set that is almost a point) 1e-4
+ACTIVE_TOL = 1e-9
 
 
 @nb.njit(cache=True, nogil=True)
@@ -116,7 +121,9 @@ def project_box_halfspaces(
     """Project `x0` onto {lo <= x <= hi, G[:k_rows] x <= h[:k_rows]}; result in `x`.
 
     Requires lo <= hi (elementwise). Returns (status, iterations): QP_OK, QP_MAX_ITER (x is in
-    the box; G x <= h may be violated by more than tol) or QP_INFEASIBLE (empty set).
+    the box; G x <= h may be violated by more than tol), QP_INFEASIBLE (empty set) or
+    QP_INACCURATE (an active row ended more than ``ACTIVE_TOL`` off its bound: numerically
+    degenerate; x is not to be trusted).
     `tol` bounds the residual of G x <= h (scaled by the row norm). RT-safe, no allocation.
     """
     n = x0.shape[0]
@@ -140,8 +147,10 @@ def project_box_halfspaces(
         return QP_OK, 0
     ns = 0
     for it in range(max_iter):
-        # most violated constraint (general rows scaled by their norm; box rows have norm 1)
-        best = tol
+        # most violated constraint (general rows scaled by their norm; box rows have norm 1). A start
+        # point within ACTIVE_TOL of the set is returned as it is: that is the accuracy an OK result
+        # guarantees, so a result projected again comes back unchanged (idempotence)
+        best = tol if it > 0 else max(tol, ACTIVE_TOL)
         p_row = -1
         p_col = -1
         p_sign = 0.0
@@ -174,6 +183,17 @@ def project_box_halfspaces(
                 p_col = j
                 p_sign = -1.0
         if p_row < 0 and p_col < 0:
+            # the active rows are assumed tight; check it (they drift when the active normals are
+            # nearly dependent, and an OK with a violated row would let the caller trust it)
+            for a in range(ns):
+                k = sidx[a]
+                s = -h[k]
+                nrm = 0.0
+                for j in range(n):
+                    s += g_mat[k, j] * x[j]
+                    nrm += g_mat[k, j] * g_mat[k, j]
+                if s > ACTIVE_TOL * math.sqrt(nrm):
+                    return QP_INACCURATE, it
             return QP_OK, it
         u_p = 0.0
         # inner loop: until p becomes active
