@@ -20,6 +20,7 @@ from rt_safe_rl.core.safety import kernel as kn
 from rt_safe_rl.core.safety.batch import BatchSafetyFilter
 from rt_safe_rl.core.safety.formulas import viability_upper_vel
 from rt_safe_rl.core.safety.qp import QpWorkspace
+from rt_safe_rl.core.safety.testing import IDEMPOTENCE_TOL_RAD
 
 DT = 1e-3
 
@@ -109,15 +110,17 @@ def test_output_respects_limits_identity_idempotence(arm7: RobotModel, sc: dict[
     check_limits(arm7, f, q0, v0, a0, q_meas, dq_meas, out)
     if rep.stopping:
         return
-    # idempotence: the output, proposed again from the same state, comes back bit-identical
+    # idempotence: the output, proposed again from the same state, comes back (bit-identical but
+    # for near-degenerate projections, which may round differently at ~1e-12 rad: the bench
+    # counts those; tolerance as in `rt-safe-rl bench safety`)
     # (with blending, re-propose through the policy channel only: the blend is not idempotent)
     f2 = SafetyFilter(arm7, cfg)
     f2.set_command_state(q0, v0, a0)
     out2 = np.zeros(7)
     rep2 = f2.step(0, q_meas, dq_meas, out.copy(), True, human, 0, None, out2)
     if rep.alpha == 0.0 and not rep2.stopping:
-        np.testing.assert_array_equal(out2, out)
-        assert rep2.intervention_rad == 0.0
+        np.testing.assert_allclose(out2, out, rtol=0.0, atol=IDEMPOTENCE_TOL_RAD)
+        assert rep2.intervention_rad <= IDEMPOTENCE_TOL_RAD
 
 
 def test_identity_on_safe_inputs(arm7: RobotModel) -> None:

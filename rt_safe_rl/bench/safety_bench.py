@@ -55,7 +55,7 @@ from rt_safe_rl.core.safety.batch import BatchSafetyFilter
 from rt_safe_rl.core.safety.config import SsmConfig, WorkspaceConfig
 from rt_safe_rl.core.safety.formulas import viability_upper_vel
 from rt_safe_rl.core.safety.numpy_ref import NumpySafetyFilter
-from rt_safe_rl.core.safety.testing import chain_model
+from rt_safe_rl.core.safety.testing import IDEMPOTENCE_TOL_RAD, chain_model
 from rt_safe_rl.core.stats import summarize_ns
 
 DT = 1e-3
@@ -218,11 +218,6 @@ def _check_batch(model: RobotModel, cfg: SafetyConfig, cs0: np.ndarray, cs1: np.
     eff_ok = (mask & ACTIVE_BITS['effort_relaxed']) != 0
     viol['effort_unreported'] = int(np.sum(eff_bad & ~eff_ok & ~stopping)) if cfg.enforce_effort else 0
     return viol
-
-
-# re-filtering the output must return it: bit-identical almost always; near-degenerate projections
-# (the least-violation fallback's relaxed set is almost a point) may round differently at ~1e-13 rad
-IDEMPOTENCE_TOL_RAD = 1e-9
 
 
 def bench_properties(cases: int, seed: int, threads: int | None) -> dict[str, Any]:

@@ -16,6 +16,11 @@ from rt_safe_rl.core.robot_model import (
 )
 from rt_safe_rl.core.safety.config import BlendConfig, SafetyConfig, SsmConfig, WorkspaceConfig
 
+# Idempotence checks (tests, `rt-safe-rl bench safety`): re-filtering an output must return it.
+# Bit-identical almost always; near-degenerate projections (the least-violation fallback's relaxed
+# set is almost a point) may round differently, ~1e-12 rad at most in 2e7 random cases.
+IDEMPOTENCE_TOL_RAD = 1e-9
+
 
 def chain_model(n_joints: int, *, q_lim: float = 2.5, v_max: float = 2.0, a_max: float = 10.0,
                 j_max: float = 5000.0, effort: float | None = None, kp: float = 0.0, kd: float = 0.0,
