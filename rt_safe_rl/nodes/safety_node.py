@@ -432,9 +432,15 @@ class SafetyFilterNode(SimNodeBase):
                 self._was_latched = False
 
     def status(self) -> dict[str, Any]:
-        """The last report plus node counters as a dict (non-RT)."""
+        """The last report plus node counters as a dict (non-RT). The report is copied under the
+        lock the filter steps run under (a ~1 us hold), so fault, latch and margins are of one step."""
         f = self.filter
-        d: dict[str, Any] = f.report.as_dict() if f is not None else {'fault': 'NOT_CONFIGURED'}
+        if f is None:
+            d: dict[str, Any] = {'fault': 'NOT_CONFIGURED'}
+        else:
+            with self._lock:
+                rep = f.report.copy()
+            d = rep.as_dict()
         d.update(cycles=self.cycles, monitor_publishes=self.monitor_publishes,
                  deadline_misses=self.deadline_misses, skipped_actions=self.skipped_actions,
                  last_command_seq=self._last_pub_seq

@@ -200,6 +200,15 @@ class SafetyReport:
         m = self.active_mask
         return [name for name, bit in ACTIVE_BITS.items() if m & bit]
 
+    def copy(self) -> SafetyReport:
+        """An independent copy (allocates). Another thread's snapshot of a report that the RT thread
+        keeps rewriting: take it under the lock the steps run under, then read it at leisure."""
+        c = SafetyReport()
+        c._rep[:] = self._rep
+        c._latched = self._latched
+        c._valid = self._valid
+        return c
+
     def as_dict(self) -> dict[str, Any]:
         """All fields as a plain dict (allocates; for status topics and logs)."""
         return {
