@@ -387,3 +387,30 @@ def test_format_report_is_readable(rclpy_context: Any) -> None:
     assert lines[0].startswith('kernel ')
     assert any(line.startswith("thread control ['control', 'safety']: SCHED_") for line in lines)
     assert any(line.startswith('task fmt: ') and ' misses' in line for line in lines)
+
+
+def test_objects_frozen_while_spinning_are_freed_afterwards() -> None:
+    """The executor freezes the GC while it spins; afterwards a finished context (nodes, wait sets,
+    the DDS participant and its threads) must be collectable again, not pinned for the rest of the
+    process (seen as DDS participants of earlier tests piling up in one pytest process)."""
+    import gc
+    import weakref
+
+    import rclpy
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    node = Node('gc_probe', context=ctx)
+    node.create_timer(0.005, lambda: None, callback_group=named_group(node, 'control'))
+    ex = RtExecutor(quick_cfg(), context=ctx)
+    ex.add_node(node)
+    ex.spin(0.2)
+    assert ex.report()['gc']['frozen_objects'] > 0  # the freeze did happen
+    ex.destroy()
+    node.destroy_node()
+    rclpy.shutdown(context=ctx)
+    refs = [weakref.ref(o) for o in (ctx, node, ex)]
+    del ctx, node, ex
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]

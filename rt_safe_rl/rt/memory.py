@@ -204,12 +204,17 @@ class GcPolicy:
         return True
 
     def restore(self) -> None:
-        """Undo :meth:`apply` (automatic GC back on; frozen objects stay in the permanent generation)."""
+        """Undo :meth:`apply`: automatic GC back on, and the frozen objects collectable again
+        (``gc.unfreeze()``): garbage in reference cycles that was frozen while spinning -- nodes,
+        wait sets, whole rclpy contexts with their DDS participants and threads -- would otherwise
+        stay alive for the rest of the process (a test run or a node restarted in-process)."""
         with self._lock:
             if not self.applied:
                 return
             if self._on_gc in gc.callbacks:
                 gc.callbacks.remove(self._on_gc)
+            if self.freeze:
+                gc.unfreeze()
             if self._was_enabled:
                 gc.enable()
             self.applied = False
