@@ -881,7 +881,8 @@ class RtExecutor:
 
     # -- spinning -----------------------------------------------------------------------------
     def spin(self, duration_s: float | None = None) -> None:
-        """Run until :meth:`shutdown`, the context shuts down, or `duration_s` elapsed.
+        """Run until :meth:`shutdown`, the context shuts down, or `duration_s` elapsed (counted
+        once the group threads run: the set-up's full GC collection and freeze come before).
 
         The calling thread becomes the non-RT group (parameters, services, lifecycle, diagnostics,
         garbage collection, stall/privilege checks). KeyboardInterrupt propagates after the group
@@ -892,7 +893,7 @@ class RtExecutor:
         """
         self._stop = False
         self._spinning = True
-        end_ns = time.monotonic_ns() + int(duration_s * 1e9) if duration_s is not None else _FAR_NS
+        end_ns = _FAR_NS
         hk = threading.Thread(target=self._housekeeping_loop, name='rt_housekeeping', daemon=True)
         self._go.clear()
         try:
@@ -905,6 +906,8 @@ class RtExecutor:
                 if not line.startswith(('task ', 'WARNING')):  # warnings were logged already
                     _log.info(line)
             self._go.set()
+            if duration_s is not None:  # counted from here: set-up (GC collect + freeze) excluded
+                end_ns = time.monotonic_ns() + int(duration_s * 1e9)
             while not self._stop and self.context.ok():
                 now = time.monotonic_ns()
                 if now >= end_ns:
