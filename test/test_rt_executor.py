@@ -320,9 +320,13 @@ def test_loss_of_rt_policy_at_runtime_is_counted(rclpy_context: Any) -> None:
     demoted: list[int] = []
 
     def demote() -> None:
-        time.sleep(0.2)
-        th = ex._threads['control']
-        if th.grant is not None and th.grant.granted.get('policy') == 'fifo':
+        end = time.monotonic() + 1.0  # until the control thread runs (the set-up collects first)
+        th = ex._threads.get('control')
+        while (th is None or th.grant is None) and time.monotonic() < end:
+            time.sleep(0.01)
+            th = ex._threads.get('control')
+        time.sleep(0.1)
+        if th is not None and th.grant is not None and th.grant.granted.get('policy') == 'fifo':
             os.sched_setscheduler(th.tid, os.SCHED_OTHER, os.sched_param(0))
             demoted.append(th.tid)
 
