@@ -315,13 +315,12 @@ def phase_floor_c(a: argparse.Namespace) -> dict[str, Any]:
     period = round(1e9 / a.rate_hz)
     cpu = g.real_cpus[0] if g.real_cpus else -1
     prio = g.priority if g.is_rt else 1
-    t0 = time.monotonic_ns()
     try:
         floor = CFloorLoop(period, a.duration + a.warmup, prio, cpu)
     except RtSafeRlError as err:
         return {'skipped': str(err)}
     dl, st, fifo = floor.samples()
-    keep = _warm_cut(dl.astype(np.float64), int(dl[0]) if dl.size else t0, a.warmup, a.duration)
+    keep = _warm_cut(dl.astype(np.float64), int(dl[0]) if dl.size else 0, a.warmup, a.duration)
     res = loop_stats(dl[keep], st[keep], period)
     res['fifo'] = fifo
     return res

@@ -445,10 +445,10 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
         # (it preempts the monitor for ~2 us a period): stalls it sees too are the machine's
         mon_grp = app.rt.groups['safety_monitor']
         mon_period_ns = round(1e9 / app.safety.monitor_rate_hz)
+        witness_prio = min(98, mon_grp.priority + 5) if mon_grp.is_rt else 1
         try:
-            witness = CFloorLoop(
-                mon_period_ns, seconds + 1.0, min(98, mon_grp.priority + 5) if mon_grp.is_rt else 1,
-                mon_grp.real_cpus[0] if mon_grp.real_cpus else -1)
+            witness = CFloorLoop(mon_period_ns, seconds + 1.0, witness_prio,
+                                 mon_grp.real_cpus[0] if mon_grp.real_cpus else -1)
             witness_note = ''
         except RtSafeRlError as err:
             witness, witness_note = None, str(err)
@@ -471,7 +471,7 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
             fs = witness.stats(t0_ns, t1_ns)
             f_slots = fs['cycles'] + fs['skipped_periods']
             floor = {
-                'priority': min(98, mon_grp.priority + 5), 'fifo': fs['fifo'],
+                'priority': witness_prio, 'fifo': fs['fifo'],
                 'missed_periods_per_1e4': 1e4 * fs['skipped_periods'] / max(1, f_slots),
                 'late_starts': fs['misses'], 'over_1ms_late': fs['over_1ms_late'],
                 'lateness_us': fs['lateness_us'],

@@ -43,6 +43,19 @@ class SimNodeBase(LifecycleNode):
         """RT tasks of this node (created at configure); empty by default."""
         return []
 
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release what configure created (:meth:`_release`)."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Same as cleanup."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Disable tasks, destroy I/O, drop the loaded state (override; idempotent)."""
+
 
 class PeriodicSimNode(SimNodeBase):
     """A simulator node driven by one PeriodicTask ``self._task`` that the subclass creates in
@@ -69,17 +82,8 @@ class PeriodicSimNode(SimNodeBase):
             self._task.enabled = False
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release the task and the node's publishers/subscriptions."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Same as cleanup."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
     def _release(self) -> None:
+        """Release the task and the node's publishers/subscriptions."""
         if self._task is not None:
             self._task.enabled = False
             self._task = None

@@ -240,17 +240,8 @@ class PolicyInferenceNode(SimNodeBase):
         self._active = False
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release I/O and the model."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Same as cleanup."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
     def _release(self) -> None:
+        """Release I/O and the model. (cleanup and shutdown, see SimNodeBase)."""
         self._active = False
         for s in self._subs:
             self.destroy_subscription(s)

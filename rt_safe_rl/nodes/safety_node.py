@@ -330,7 +330,7 @@ class SafetyFilterNode(SimNodeBase):
         # GIL in C for 0.4-0.5 ms (measured with perf sched), which delayed the 2 kHz monitor past
         # its period 20 times a second
         self._status_task = PeriodicTask(f'{self.get_name()}_status', named_group(self, 'observers'),
-                                         round(1e9 / self._cfg.status_rate_hz), self._status_tick)
+                                         round(1e9 / self._cfg.status_rate_hz), self._publish_status)
         self._tasks.append(self._status_task)
         reg = registry()
         self._stage = reg.stage('safety')
@@ -375,17 +375,8 @@ class SafetyFilterNode(SimNodeBase):
             t.enabled = False
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release I/O, tasks and the filter."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Same as cleanup."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
     def _release(self) -> None:
+        """Release I/O, tasks and the filter. (cleanup and shutdown, see SimNodeBase)."""
         self._active = False
         for t in self._tasks:
             t.enabled = False
@@ -449,10 +440,8 @@ class SafetyFilterNode(SimNodeBase):
             d['monitor'] = self._monitor_task.stats()
         return d
 
-    def _status_tick(self, deadline_ns: int) -> None:
-        self._publish_status()
-
-    def _publish_status(self) -> None:
+    def _publish_status(self, deadline_ns: int) -> None:
+        """The status PeriodicTask (observers group): the report as a DiagnosticStatus."""
         if not self._active or self.filter is None:
             return
         d = self.status()

@@ -114,7 +114,8 @@ def alloc_work(n: int, n_frames: int, m_points: int, h_max: int) -> tuple[np.nda
         np.zeros(n), np.zeros(k_max, dtype=np.bool_),
         # hard (+ effort) per-joint bounds, used when the jerk tier makes the coupled set empty
         np.zeros(n), np.zeros(n),
-        # fallback: the braking velocity, the fixed start point of the slack bisection
+        # the clipped proposal of a retried solve; in the fallback the clipped braking velocity,
+        # the fixed start point of the slack bisection
         np.zeros(n),
     )
 
@@ -479,9 +480,8 @@ def filter_kernel(
                         qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
                     qp_iters += it3
                 if st != QP_OK:  # numerically at the edge: the braking point satisfies s_hi
-                    sync_brake_velocity(cs[1], lim[L_AMAX], dt, qx)
                     for j in range(n):
-                        qx[j] = min(max(qx[j], lo[j]), hi[j])
+                        qx[j] = vref[j]
                 for k in range(k_rows):
                     hvec[k] -= s_hi  # the unrelaxed rows again (report, qp_problem)
     # ---- binding coupled constraints (report): tight at the result and violated by the proposal

@@ -32,7 +32,7 @@ QP_INFEASIBLE = 2
 QP_INACCURATE = 3  # converged, but an active row drifted off its bound (near-degenerate active set)
 
 # an active row may be off its bound by at most this (scaled by the row norm) when QP_OK is returned;
-# rounding leaves ~1e-15, a near-degenerate active set (a relaxed set that is almost a point) 1e-4
+# rounding leaves ~1e-15, a near-degenerate active set (a relaxed set that is almost a point) up to ~1e-3
 ACTIVE_TOL = 1e-9
 
 
