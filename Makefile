@@ -37,6 +37,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check rt_safe_rl test launch
+	$(VENV)/bin/ruff format --check rt_safe_rl test launch
 	$(VENV)/bin/mypy rt_safe_rl
 
 colcon: venv

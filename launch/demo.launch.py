@@ -46,8 +46,15 @@ def _sim_nodes(context: object) -> list[Node]:
         ('human/position', LaunchConfiguration('human_topic')),
     ]
     return [
-        Node(package=PACKAGE, executable=exe, name=exe, namespace=namespace,
-             parameters=[{'config_file': cfg}], remappings=remaps, output='screen')
+        Node(
+            package=PACKAGE,
+            executable=exe,
+            name=exe,
+            namespace=namespace,
+            parameters=[{'config_file': cfg}],
+            remappings=remaps,
+            output='screen',
+        )
         for exe in ('sim_robot', 'sim_human', 'sim_operator')
     ]
 
@@ -59,8 +66,13 @@ def generate_launch_description() -> LaunchDescription:
         PythonLaunchDescriptionSource(os.path.join(here, 'rt_safe_rl.launch.py')),
         launch_arguments={name: LaunchConfiguration(name) for name in ARGS}.items(),
     )
-    return LaunchDescription([
-        *(DeclareLaunchArgument(name, default_value=d, description=text) for name, (d, text) in ARGS.items()),
-        OpaqueFunction(function=_sim_nodes),
-        robot,
-    ])
+    return LaunchDescription(
+        [
+            *(
+                DeclareLaunchArgument(name, default_value=d, description=text)
+                for name, (d, text) in ARGS.items()
+            ),
+            OpaqueFunction(function=_sim_nodes),
+            robot,
+        ]
+    )

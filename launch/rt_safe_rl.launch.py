@@ -32,19 +32,33 @@ def _default_config() -> str:
 def declare_common_arguments() -> list[DeclareLaunchArgument]:
     """Launch arguments shared with demo.launch.py."""
     return [
-        DeclareLaunchArgument('config_file', default_value='',
-                              description="YAML config ('' = the shipped default.yaml), read by every node"),
-        DeclareLaunchArgument('policy_path', default_value='',
-                              description="policy file overriding policy.path ('' = keep the config's)"),
+        DeclareLaunchArgument(
+            'config_file',
+            default_value='',
+            description="YAML config ('' = the shipped default.yaml), read by every node",
+        ),
+        DeclareLaunchArgument(
+            'policy_path',
+            default_value='',
+            description="policy file overriding policy.path ('' = keep the config's)",
+        ),
         DeclareLaunchArgument('namespace', default_value='', description='namespace of all nodes'),
-        DeclareLaunchArgument('robot_command_topic', default_value='forward_position_controller/commands',
-                              description="the robot's position command topic (Float64MultiArray)"),
-        DeclareLaunchArgument('joint_states_topic', default_value='joint_states',
-                              description="the robot's JointState topic"),
-        DeclareLaunchArgument('human_topic', default_value='human/position',
-                              description='tracked human position (PointStamped)'),
-        DeclareLaunchArgument('use_monitor', default_value='true',
-                              description='also start the monitor node (/diagnostics, Prometheus)'),
+        DeclareLaunchArgument(
+            'robot_command_topic',
+            default_value='forward_position_controller/commands',
+            description="the robot's position command topic (Float64MultiArray)",
+        ),
+        DeclareLaunchArgument(
+            'joint_states_topic', default_value='joint_states', description="the robot's JointState topic"
+        ),
+        DeclareLaunchArgument(
+            'human_topic', default_value='human/position', description='tracked human position (PointStamped)'
+        ),
+        DeclareLaunchArgument(
+            'use_monitor',
+            default_value='true',
+            description='also start the monitor node (/diagnostics, Prometheus)',
+        ),
     ]
 
 
@@ -61,13 +75,34 @@ def _robot_nodes(context: object) -> list[Node]:
     if policy_path:
         policy_params['policy.path'] = policy_path
     return [
-        Node(package=PACKAGE, executable='safety_node', name='safety_node', namespace=namespace,
-             parameters=[{'config_file': cfg}], remappings=remaps, output='screen'),
-        Node(package=PACKAGE, executable='policy_node', name='policy_node', namespace=namespace,
-             parameters=[policy_params], remappings=remaps, output='screen'),
-        Node(package=PACKAGE, executable='monitor_node', name='monitor', namespace=namespace,
-             parameters=[{'config_file': cfg}], remappings=remaps, output='screen',
-             condition=IfCondition(LaunchConfiguration('use_monitor'))),
+        Node(
+            package=PACKAGE,
+            executable='safety_node',
+            name='safety_node',
+            namespace=namespace,
+            parameters=[{'config_file': cfg}],
+            remappings=remaps,
+            output='screen',
+        ),
+        Node(
+            package=PACKAGE,
+            executable='policy_node',
+            name='policy_node',
+            namespace=namespace,
+            parameters=[policy_params],
+            remappings=remaps,
+            output='screen',
+        ),
+        Node(
+            package=PACKAGE,
+            executable='monitor_node',
+            name='monitor',
+            namespace=namespace,
+            parameters=[{'config_file': cfg}],
+            remappings=remaps,
+            output='screen',
+            condition=IfCondition(LaunchConfiguration('use_monitor')),
+        ),
     ]
 
 

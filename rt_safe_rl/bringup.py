@@ -50,8 +50,9 @@ def node_class(key: str) -> type:
     return cls
 
 
-def select_nodes(*, with_sim: bool, with_operator: bool = True, with_monitor: bool = True,
-                 with_policy: bool = True) -> list[str]:
+def select_nodes(
+    *, with_sim: bool, with_operator: bool = True, with_monitor: bool = True, with_policy: bool = True
+) -> list[str]:
     """Node keys to compose, in start order."""
     keys = []
     for k in START_ORDER:
@@ -130,8 +131,15 @@ def _failure_reason(node: Any, step: str) -> str:
     return f'{step} failed' + (f': {why}' if why else ' (see the node log)')
 
 
-def compose(config: AppConfig, keys: list[str], *, context: Any = None, namespace: str = '',
-            cli_args: list[str] | None = None, intra_process: bool | None = None) -> Composition:
+def compose(
+    config: AppConfig,
+    keys: list[str],
+    *,
+    context: Any = None,
+    namespace: str = '',
+    cli_args: list[str] | None = None,
+    intra_process: bool | None = None,
+) -> Composition:
     """Build the nodes `keys` (see :data:`NODE_CLASSES`) in one executor.
 
     Args:
@@ -171,8 +179,14 @@ def build_arg_parser(prog: str, description: str | None = None) -> argparse.Argu
     """Options shared by ``bringup`` and ``demo``."""
     ap = argparse.ArgumentParser(prog=prog, description=description or __doc__.split('\n\n')[0])
     ap.add_argument('--config', default=None, help='YAML config (default: the shipped config/default.yaml)')
-    ap.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
-                    help='override a config value, e.g. --set safety.ssm.reaction_time_s=0.2 (repeatable)')
+    ap.add_argument(
+        '--set',
+        dest='overrides',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='override a config value, e.g. --set safety.ssm.reaction_time_s=0.2 (repeatable)',
+    )
     ap.add_argument('--namespace', default='', help='namespace of every composed node')
     return ap
 
@@ -202,20 +216,27 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_arg_parser('bringup')
     ap.add_argument('--sim', action='store_true', help='also compose the simulated robot, human and operator')
     ap.add_argument('--no-monitor', action='store_true', help='do not compose the monitor node')
-    ap.add_argument('--no-policy', action='store_true',
-                    help='do not compose the policy node (safety commands a stop / operator only)')
+    ap.add_argument(
+        '--no-policy',
+        action='store_true',
+        help='do not compose the policy node (safety commands a stop / operator only)',
+    )
     ap.add_argument('--duration', type=float, default=0.0, help='run this many seconds (0 = until Ctrl-C)')
     args = ap.parse_args(own)
     comp: Composition | None = None
     try:
         cfg = config_from_args(args)
         rclpy.init(args=['bringup', *ros_args], signal_handler_options=SignalHandlerOptions.NO)
-        keys = select_nodes(with_sim=args.sim, with_monitor=not args.no_monitor,
-                            with_policy=not args.no_policy)
+        keys = select_nodes(
+            with_sim=args.sim, with_monitor=not args.no_monitor, with_policy=not args.no_policy
+        )
         comp = compose(cfg, keys, namespace=args.namespace)
         comp.start(log=lambda m: print(f'bringup: {m}', file=sys.stderr))
-        print(f'bringup: running {", ".join(comp.active) or "no active node"} from {cfg.source}'
-              f' (Ctrl-C to stop)', file=sys.stderr)
+        print(
+            f'bringup: running {", ".join(comp.active) or "no active node"} from {cfg.source}'
+            f' (Ctrl-C to stop)',
+            file=sys.stderr,
+        )
         comp.executor.spin(args.duration if args.duration > 0 else None)
     except KeyboardInterrupt:
         pass

@@ -285,7 +285,7 @@ def load_config(
         return build_config(deep_merge(data, overrides), src)
     except ConfigError as err:  # the file is valid: the override is the culprit
         msg = str(err)
-        msg = msg[len(f'{src}: '):] if msg.startswith(f'{src}: ') else msg
+        msg = msg[len(f'{src}: ') :] if msg.startswith(f'{src}: ') else msg
         raise ConfigError(f'override {msg}') from None
 
 

@@ -145,18 +145,29 @@ def _pct_us(x_ns: F64, q: float) -> float:
     return float(np.percentile(x_ns, q) / 1e3) if x_ns.size else math.nan
 
 
-def _status_text(col: _Collector, dist_m: float, misses: int, interventions: int, elapsed_s: float,
-                 stop_m: float) -> str:
+def _status_text(
+    col: _Collector, dist_m: float, misses: int, interventions: int, elapsed_s: float, stop_m: float
+) -> str:
     w = col.window_e2e_ns
     flag = ' STOP' if dist_m <= stop_m else ''
-    return (f't {elapsed_s:4.1f}s | loop {col.rate_hz:4.0f} Hz | e2e p50 {_pct_us(w, 50):4.0f} '
-            f'p99 {_pct_us(w, 99):5.0f} us | miss {misses:3d} | interv {interventions:5d} | '
-            f'human {dist_m:4.2f} m{flag}')
+    return (
+        f't {elapsed_s:4.1f}s | loop {col.rate_hz:4.0f} Hz | e2e p50 {_pct_us(w, 50):4.0f} '
+        f'p99 {_pct_us(w, 99):5.0f} us | miss {misses:3d} | interv {interventions:5d} | '
+        f'human {dist_m:4.2f} m{flag}'
+    )
 
 
-def run_demo(config: AppConfig, *, duration_s: float, live: bool = False, namespace: str = '',
-             context: Any = None, cli_args: list[str] | None = None,
-             stop_event: threading.Event | None = None, log: Any = None) -> DemoResult:
+def run_demo(
+    config: AppConfig,
+    *,
+    duration_s: float,
+    live: bool = False,
+    namespace: str = '',
+    context: Any = None,
+    cli_args: list[str] | None = None,
+    stop_event: threading.Event | None = None,
+    log: Any = None,
+) -> DemoResult:
     """Compose sim + safety + policy (+ monitor), run `duration_s` (0 = until Ctrl-C / `stop_event`),
     return the measurements. rclpy must be initialised for `context` (default: the global one).
 
@@ -164,8 +175,9 @@ def run_demo(config: AppConfig, *, duration_s: float, live: bool = False, namesp
         RtSafeRlError: the config or a node constructor is invalid.
     """
     cfg = config
-    keys = select_nodes(with_sim=True, with_operator=cfg.demo.with_operator,
-                        with_monitor=cfg.demo.with_monitor)
+    keys = select_nodes(
+        with_sim=True, with_operator=cfg.demo.with_operator, with_monitor=cfg.demo.with_monitor
+    )
     dist = HumanDistance(cfg)
     stop_m = protective_stop_distance_m(cfg.safety.ssm)
     reg = registry()
@@ -215,8 +227,9 @@ def run_demo(config: AppConfig, *, duration_s: float, live: bool = False, namesp
             if robot_q is not None and comp.nodes['sim_human'].published:
                 dist_m = dist(robot_q, human)
                 min_dist = min(min_dist, dist_m)
-            text = _status_text(col, dist_m, c_miss.value - miss0, c_int.value - int0,
-                                time.monotonic() - t_start, stop_m)
+            text = _status_text(
+                col, dist_m, c_miss.value - miss0, c_int.value - int0, time.monotonic() - t_start, stop_m
+            )
             if live_ctx is not None:
                 live_ctx.update(text)
             elif log is not None and time.monotonic() - last_plain >= 1.0:
@@ -252,18 +265,31 @@ def run_demo(config: AppConfig, *, duration_s: float, live: bool = False, namesp
         'duration_s': round(run_s, 3),
         'loop_rate_hz': _loop_rate_hz(robot_trace),
         'e2e_latency_us': {
-            'p50': round(_pct_us(lat, 50), 1), 'p99': round(_pct_us(lat, 99), 1),
-            'max': round(float(lat.max()) / 1e3, 1) if lat.size else math.nan, 'count': int(lat.size),
+            'p50': round(_pct_us(lat, 50), 1),
+            'p99': round(_pct_us(lat, 99), 1),
+            'max': round(float(lat.max()) / 1e3, 1) if lat.size else math.nan,
+            'count': int(lat.size),
         },
         'deadline_misses': int(c_miss.value - miss0),
         'safety_interventions': int(c_int.value - int0),
-        'human_distance_m': {'min': round(min_dist, 3) if math.isfinite(min_dist) else math.nan,
-                             'last': round(dist_m, 3) if math.isfinite(dist_m) else math.nan,
-                             'stop_distance': round(stop_m, 3)},
+        'human_distance_m': {
+            'min': round(min_dist, 3) if math.isfinite(min_dist) else math.nan,
+            'last': round(dist_m, 3) if math.isfinite(dist_m) else math.nan,
+            'stop_distance': round(stop_m, 3),
+        },
         'robot_ticks': robot_stats['ticks'],
         'commands_received': robot_stats['commands_rx'],
-        'command_limit_violations': int(sum(audit.get(k, 0) for k in (
-            'position_violations', 'velocity_violations', 'acceleration_violations', 'nonfinite'))),
+        'command_limit_violations': int(
+            sum(
+                audit.get(k, 0)
+                for k in (
+                    'position_violations',
+                    'velocity_violations',
+                    'acceleration_violations',
+                    'nonfinite',
+                )
+            )
+        ),
         'command_audit': audit,
         'robot_holds': robot_stats['holds'],
         'safety': safety_state,
@@ -271,13 +297,21 @@ def run_demo(config: AppConfig, *, duration_s: float, live: bool = False, namesp
         'node_errors': errors,
         'rt': {
             **{k: rt_report[k] for k in ('os', 'warnings', 'non_rt_wakeups', 'stalls') if k in rt_report},
-            'tasks': {name: {k: t.get(k) for k in ('runs', 'misses', 'skipped', 'max_lateness_us')}
-                      for name, t in rt_report.get('tasks', {}).items()},
+            'tasks': {
+                name: {k: t.get(k) for k in ('runs', 'misses', 'skipped', 'max_lateness_us')}
+                for name, t in rt_report.get('tasks', {}).items()
+            },
         },
         'interrupted': interrupted,
     }
-    return DemoResult(summary=summary, robot_trace=robot_trace, human_trace=human_trace, e2e_ns=e2e,
-                      errors=errors, interrupted=interrupted)
+    return DemoResult(
+        summary=summary,
+        robot_trace=robot_trace,
+        human_trace=human_trace,
+        e2e_ns=e2e,
+        errors=errors,
+        interrupted=interrupted,
+    )
 
 
 def _safety_state(node: Any) -> dict[str, Any]:
@@ -311,8 +345,12 @@ def main(argv: list[str] | None = None) -> int:
 
     own, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
     ap = build_arg_parser('rt-safe-rl demo', (__doc__ or '').split('\n\n')[0])
-    ap.add_argument('--duration', type=float, default=None,
-                    help='seconds to run (default demo.duration_s = 10; 0 = until Ctrl-C)')
+    ap.add_argument(
+        '--duration',
+        type=float,
+        default=None,
+        help='seconds to run (default demo.duration_s = 10; 0 = until Ctrl-C)',
+    )
     ap.add_argument('--summary', default=None, help='summary JSON path (default demo.summary_path)')
     ap.add_argument('--no-live', action='store_true', help='plain status lines instead of the live line')
     args = ap.parse_args(own)
@@ -329,15 +367,18 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f'demo: {msg}', file=sys.stderr, flush=True)
 
-    log(f'config {cfg.source}; running {cfg.demo.duration_s:g} s'
-        + (' (Ctrl-C to stop)' if cfg.demo.duration_s else ' until Ctrl-C'))
+    log(
+        f'config {cfg.source}; running {cfg.demo.duration_s:g} s'
+        + (' (Ctrl-C to stop)' if cfg.demo.duration_s else ' until Ctrl-C')
+    )
     if live and '--log-level' not in ros_args:  # keep the live line readable: node logs at WARN and above
         ros_args = [*(ros_args or ['--ros-args']), '--log-level', 'warn']
     ctx = Context()
     rclpy.init(args=['rt-safe-rl', *ros_args], context=ctx, signal_handler_options=SignalHandlerOptions.NO)
     try:
-        result = run_demo(cfg, duration_s=cfg.demo.duration_s, live=live, namespace=args.namespace,
-                          context=ctx, log=log)
+        result = run_demo(
+            cfg, duration_s=cfg.demo.duration_s, live=live, namespace=args.namespace, context=ctx, log=log
+        )
     finally:
         if ctx.ok():
             rclpy.shutdown(context=ctx)

@@ -37,7 +37,7 @@ def resolve(path: str | Path, base: Path | None = None) -> Path:
     s = str(path)
     prefix = f'package://{PACKAGE}/'
     if s.startswith(prefix):
-        rel = s[len(prefix):]
+        rel = s[len(prefix) :]
         inside = package_file(rel)
         return inside if inside.exists() else share_dir() / rel
     p = Path(s).expanduser()

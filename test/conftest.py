@@ -24,8 +24,9 @@ SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
 def shared_data() -> Path:
     """../shared/data, or skip when this checkout has no shared data beside it."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(reason=f'shared third-party data not present at {SHARED_DATA} '
-                           '(fresh clone without ../shared)')
+        pytest.skip(
+            reason=f'shared third-party data not present at {SHARED_DATA} (fresh clone without ../shared)'
+        )
     return SHARED_DATA
 
 

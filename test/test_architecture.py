@@ -14,8 +14,14 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / 'rt_safe_rl'
 PURE_DIRS = [PKG / 'core', PKG / 'sim']
 PURE_FILES = [PKG / 'config.py', PKG / 'paths.py']
-FORBIDDEN_ROOTS = ('rclpy', 'launch', 'launch_ros', 'rosidl_runtime_py', 'rt_safe_rl.nodes',
-                   'rt_safe_rl.rt.executor')
+FORBIDDEN_ROOTS = (
+    'rclpy',
+    'launch',
+    'launch_ros',
+    'rosidl_runtime_py',
+    'rt_safe_rl.nodes',
+    'rt_safe_rl.rt.executor',
+)
 
 
 def _forbidden(module: str) -> bool:
@@ -40,8 +46,12 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             out += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.append((node.lineno, node.module))
-        elif isinstance(node, ast.Call) and getattr(node.func, 'attr', getattr(node.func, 'id', '')) in (
-                'import_module', '__import__') and node.args and isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, 'attr', getattr(node.func, 'id', '')) in ('import_module', '__import__')
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             out.append((node.lineno, str(node.args[0].value)))
     return out
 

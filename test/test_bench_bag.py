@@ -60,8 +60,13 @@ def test_name_mismatch_and_joint_map(tmp_path: Path) -> None:
     info = bag.inspect_bag(p)
     with pytest.raises(BagError, match=r"has joints \['left', 'right'\]; the policy expects"):
         bag.load_joint_states(info, '/joint_states', ARM)
-    s = bag.load_joint_states(info, '/joint_states', ARM, joint_map={'left': 'joint2', 'right': 'joint4'},
-                              fill_q_rad={'joint1': 0.5})
+    s = bag.load_joint_states(
+        info,
+        '/joint_states',
+        ARM,
+        joint_map={'left': 'joint2', 'right': 'joint4'},
+        fill_q_rad={'joint1': 0.5},
+    )
     assert s.mapped and s.q.shape == (50, 7)
     assert np.all(s.q[:, 0] == 0.5) and np.all(s.q[:, 2] == 0.0)
     np.testing.assert_array_equal(s.q[:, 1], np.sin(np.arange(50) * 1e-3))
@@ -95,7 +100,7 @@ def test_corrupt_middle_is_a_clear_error(tmp_path: Path, frac: float) -> None:
     f = next(dst.glob('*.mcap'))
     data = bytearray(f.read_bytes())
     i = int(len(data) * frac)
-    data[i:i + 2000] = bytes(2000)
+    data[i : i + 2000] = bytes(2000)
     f.write_bytes(bytes(data))
     with pytest.raises(BagError, match=r'corrupt|truncated'):
         info = bag.inspect_bag(dst)
@@ -128,8 +133,9 @@ def test_walker_bag_2_joints_29hz(shared_data: Path) -> None:
     assert st.name == '/joint_states' and st.count == 830
     with pytest.raises(BagError, match=r'wheel_left_joint.*policy expects'):
         bag.load_joint_states(info, st.name, ARM)
-    s = bag.load_joint_states(info, st.name, ARM, joint_map={'wheel_left_joint': 'joint1',
-                                                             'wheel_right_joint': 'joint2'})
+    s = bag.load_joint_states(
+        info, st.name, ARM, joint_map={'wheel_left_joint': 'joint1', 'wheel_right_joint': 'joint2'}
+    )
     assert s.n == 830 and 25.0 < s.rate_hz() < 35.0
     assert s.bag_joint_names == ['wheel_left_joint', 'wheel_right_joint']
     with pytest.raises(BagError, match=r"'/performance_metrics'.*expected sensor_msgs/msg/JointState"):
@@ -149,8 +155,9 @@ def test_split_bag_without_metadata(shared_data: Path) -> None:
 
 def test_service_events_bag(shared_data: Path) -> None:
     """Service-event channels are listed as not replayable; selecting one is a clear error."""
-    info = bag.inspect_bag(shared_data / BAGS / 'rosbag2_official'
-                           / 'rosbag2_tests__mcap_bag_with_topics_and_service_events')
+    info = bag.inspect_bag(
+        shared_data / BAGS / 'rosbag2_official' / 'rosbag2_tests__mcap_bag_with_topics_and_service_events'
+    )
     ev = info.topic('/test_service1/_service_event')
     assert ev is not None and ev.service_event
     with pytest.raises(BagError, match='service events: not replayable'):

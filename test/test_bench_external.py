@@ -32,9 +32,23 @@ def naive_child(tiny_model: Path) -> Any:
     """The naive policy+safety nodes in their own process (limits +-0.5 rad: interventions happen)."""
     from rt_safe_rl.bench.naive import NAMESPACE  # noqa: F401 - documents the namespace used below
 
-    cmd = [sys.executable, '-m', 'rt_safe_rl.bench.naive', '--model', str(tiny_model), '--decimation', '1',
-           '--q-min', '[-0.5,-0.5,-0.5,-0.5,-0.5,-0.5,-0.5]', '--q-max', '[0.5,0.5,0.5,0.5,0.5,0.5,0.5]',
-           '--default-q', '[0,0,0,0,0,0,0]', '--threads', '1']
+    cmd = [
+        sys.executable,
+        '-m',
+        'rt_safe_rl.bench.naive',
+        '--model',
+        str(tiny_model),
+        '--decimation',
+        '1',
+        '--q-min',
+        '[-0.5,-0.5,-0.5,-0.5,-0.5,-0.5,-0.5]',
+        '--q-max',
+        '[0.5,0.5,0.5,0.5,0.5,0.5,0.5]',
+        '--default-q',
+        '[0,0,0,0,0,0,0]',
+        '--threads',
+        '1',
+    ]
     proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     yield proc
     proc.terminate()
@@ -55,8 +69,9 @@ def test_external_pipeline_lockstep(naive_child: Any, tmp_path: Path) -> None:
     ext = ExternalPipeline(app, timeout_s=2.0, namespace=NAMESPACE)
     try:
         ext.wait_for_pipeline(30.0)
-        inputs = load_inputs(bag.inspect_bag(write_arm_bag(tmp_path / 'arm', n=400)),
-                             BenchmarkConfig(human_topic='-'), ARM)
+        inputs = load_inputs(
+            bag.inspect_bag(write_arm_bag(tmp_path / 'arm', n=400)), BenchmarkConfig(human_topic='-'), ARM
+        )
         cfg = BenchmarkConfig(repeat=2, progress=False, warmup_messages=100, pipeline='external')
         fields, samples, _ = run_benchmark(ext, inputs, cfg, deadline_ns=1_000_000)
     finally:

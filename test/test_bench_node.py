@@ -65,8 +65,9 @@ def test_node_replays_and_publishes(tmp_path: Path, rclpy_context: Any, fake_nod
         node.destroy_node()
 
 
-def test_node_deactivate_stops_with_partial_report(tmp_path: Path, rclpy_context: Any,
-                                                   fake_nodes: None) -> None:
+def test_node_deactivate_stops_with_partial_report(
+    tmp_path: Path, rclpy_context: Any, fake_nodes: None
+) -> None:
     """A paced replay stopped by deactivate leaves a report marked incomplete."""
     bag = write_arm_bag(tmp_path / 'arm', n=3000)
     node = _node(rclpy_context, str(bag), tmp_path / 'out', rate='300', repeat=1)  # 10 s at 300 Hz
@@ -86,12 +87,16 @@ def test_node_deactivate_stops_with_partial_report(tmp_path: Path, rclpy_context
         node.destroy_node()
 
 
-@pytest.mark.parametrize(('bag', 'message'), [
-    ('', "parameter 'bag' is empty"),
-    ('{tmp}/missing', 'bag not found'),
-])
-def test_node_configure_fails_clearly(tmp_path: Path, rclpy_context: Any, fake_nodes: None, bag: str,
-                                      message: str) -> None:
+@pytest.mark.parametrize(
+    ('bag', 'message'),
+    [
+        ('', "parameter 'bag' is empty"),
+        ('{tmp}/missing', 'bag not found'),
+    ],
+)
+def test_node_configure_fails_clearly(
+    tmp_path: Path, rclpy_context: Any, fake_nodes: None, bag: str, message: str
+) -> None:
     """Bad bag -> configure FAILURE with the reason in last_error."""
     node = _node(rclpy_context, bag.format(tmp=tmp_path), tmp_path / 'out')
     try:

@@ -74,15 +74,27 @@ def test_cli_walker_bag(shared_data: Path, tmp_path: Path, capsys: pytest.Captur
     rc = replay.main([walker, '--out', str(tmp_path / 'w0'), '--no-progress'])
     err = capsys.readouterr().err
     assert rc == 2 and "['wheel_left_joint', 'wheel_right_joint']" in err and 'Traceback' not in err
-    rc = replay.main([walker, '--out', str(tmp_path / 'w'), '--no-progress', '--repeat', '2',
-                      '--joint-map', 'wheel_left_joint=joint1,wheel_right_joint=joint2'])
+    rc = replay.main(
+        [
+            walker,
+            '--out',
+            str(tmp_path / 'w'),
+            '--no-progress',
+            '--repeat',
+            '2',
+            '--joint-map',
+            'wheel_left_joint=joint1,wheel_right_joint=joint2',
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     summary = json.loads(out)
     assert summary['messages'] > 600 and summary['determinism']['identical']
     rep = json.loads((tmp_path / 'w' / 'report.json').read_text())
-    assert 25 < rep['rate']['hz'] < 35 and rep['joint_map'] == {'wheel_left_joint': 'joint1',
-                                                                'wheel_right_joint': 'joint2'}
+    assert 25 < rep['rate']['hz'] < 35 and rep['joint_map'] == {
+        'wheel_left_joint': 'joint1',
+        'wheel_right_joint': 'joint2',
+    }
     # wheel angles (up to ~199 rad) are far outside joint1's limits: the filter fails closed
     assert rep['safety_faults'] >= 1 and rep['safety_status_at_end']['latched'] is True
 
@@ -94,8 +106,9 @@ def test_naive_pipeline_runs(pipeline) -> None:  # type: ignore[no-untyped-def]
     from rt_safe_rl.config import load_config
 
     inputs = _inputs(pipeline, n=150)
-    fields = naive_runner_for(load_config(None), pipeline)(inputs, BenchmarkConfig(naive_max_messages=150,
-                                                                                   naive_timeout_s=2.0))
+    fields = naive_runner_for(load_config(None), pipeline)(
+        inputs, BenchmarkConfig(naive_max_messages=150, naive_timeout_s=2.0)
+    )
     assert fields['complete'] and fields['messages'] + fields['lost'] == 150
     assert fields['messages'] >= 145
     assert fields['stages']['e2e_us']['p50'] > fields['stages']['inference_us']['p50']

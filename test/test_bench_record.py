@@ -20,11 +20,27 @@ def test_record_with_sim(tmp_path: Path) -> None:
     """Recording the in-process simulator for 1 s gives a ~1 kHz JointState stream + human/operator."""
     out = tmp_path / 'rec'
     proc = subprocess.run(
-        [sys.executable, '-m', 'rt_safe_rl.cli', 'record', '--with-sim', '--duration', '1.0',
-         '--settle', '0.3', '--out', str(out)],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ), check=False)
+        [
+            sys.executable,
+            '-m',
+            'rt_safe_rl.cli',
+            'record',
+            '--with-sim',
+            '--duration',
+            '1.0',
+            '--settle',
+            '0.3',
+            '--out',
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(proc.stdout[proc.stdout.index('{'):])
+    summary = json.loads(proc.stdout[proc.stdout.index('{') :])
     assert summary['bag'] == str(out) and not summary['interrupted']
     info = bag.inspect_bag(out)
     s = bag.load_joint_states(info, '/joint_states', ARM)
@@ -43,10 +59,17 @@ def test_record_with_sim(tmp_path: Path) -> None:
 def test_record_bad_input(tmp_path: Path) -> None:
     """Existing output and unknown topic keys: one line, exit 2."""
     (tmp_path / 'exists').mkdir()
-    for args, msg in ((['--out', str(tmp_path / 'exists')], 'already exists'),
-                      (['--topics', 'nope', '--out', str(tmp_path / 'x')], "unknown ['nope']")):
-        proc = subprocess.run([sys.executable, '-m', 'rt_safe_rl.cli', 'record', '--duration', '0.1', *args],
-                              capture_output=True, text=True, timeout=60, check=False)
+    for args, msg in (
+        (['--out', str(tmp_path / 'exists')], 'already exists'),
+        (['--topics', 'nope', '--out', str(tmp_path / 'x')], "unknown ['nope']"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, '-m', 'rt_safe_rl.cli', 'record', '--duration', '0.1', *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert proc.returncode == 2 and msg in proc.stderr and 'Traceback' not in proc.stderr
 
 

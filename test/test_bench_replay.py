@@ -124,38 +124,50 @@ def test_determinism_detects_reset_and_noise(arm_bag: Path) -> None:
     assert det['identical'] is True and len(det['runs']) == 2 and len(det['command_sha256']) == 64
     assert fields['messages'] == 2 * 3000 - 10 and fields['complete']
     assert fields['stages']['e2e_us']['count'] == 5990 and samples['e2e_us'].size == 5990
-    fields2, _, _ = replay.run_benchmark(FakePipeline(nondeterministic=True), inputs, cfg,
-                                         deadline_ns=1_000_000)
+    fields2, _, _ = replay.run_benchmark(
+        FakePipeline(nondeterministic=True), inputs, cfg, deadline_ns=1_000_000
+    )
     assert fields2['determinism']['identical'] is False
 
 
 def test_single_repeat_adds_a_determinism_pass(arm_bag: Path) -> None:
     """--repeat 1 still checks determinism with one extra (unmeasured) max-rate pass."""
     pipe = FakePipeline()
-    fields, _, _ = replay.run_benchmark(pipe, _inputs(arm_bag), BenchmarkConfig(repeat=1, progress=False),
-                                        deadline_ns=1_000_000)
+    fields, _, _ = replay.run_benchmark(
+        pipe, _inputs(arm_bag), BenchmarkConfig(repeat=1, progress=False), deadline_ns=1_000_000
+    )
     assert pipe.resets == 2 and fields['determinism']['checked'] and fields['repeats'] == 1
 
 
 def test_interrupted_run_keeps_partial_results(arm_bag: Path) -> None:
     """Ctrl-C mid-replay: the messages done so far are analysed and marked incomplete."""
     pipe = FakePipeline(interrupt_at=1500)
-    fields, _, _ = replay.run_benchmark(pipe, _inputs(arm_bag), BenchmarkConfig(repeat=2, progress=False,
-                                                                               warmup_messages=0),
-                                        deadline_ns=1_000_000)
+    fields, _, _ = replay.run_benchmark(
+        pipe,
+        _inputs(arm_bag),
+        BenchmarkConfig(repeat=2, progress=False, warmup_messages=0),
+        deadline_ns=1_000_000,
+    )
     assert fields['complete'] is False and fields['messages'] == 1500 and fields['repeats'] == 1
     assert fields['determinism']['identical'] is False
 
 
 def test_naive_ratio(arm_bag: Path) -> None:
     """With a naive runner the report carries its stages and the p99 ratio."""
-    def naive(inputs: replay.Inputs, cfg: BenchmarkConfig) -> dict[str, Any]:
-        return {'stages': {'e2e_us': {'p50': 500.0, 'p99': 1000.0, 'p999': 2000.0, 'max': 3000.0}},
-                'complete': True}
 
-    fields, _, _ = replay.run_benchmark(FakePipeline(), _inputs(arm_bag),
-                                        BenchmarkConfig(repeat=1, naive=True, progress=False),
-                                        deadline_ns=1_000_000, naive_runner=naive)
+    def naive(inputs: replay.Inputs, cfg: BenchmarkConfig) -> dict[str, Any]:
+        return {
+            'stages': {'e2e_us': {'p50': 500.0, 'p99': 1000.0, 'p999': 2000.0, 'max': 3000.0}},
+            'complete': True,
+        }
+
+    fields, _, _ = replay.run_benchmark(
+        FakePipeline(),
+        _inputs(arm_bag),
+        BenchmarkConfig(repeat=1, naive=True, progress=False),
+        deadline_ns=1_000_000,
+        naive_runner=naive,
+    )
     ratio = fields['ratios']['e2e_p99_naive_over_ours']
     assert ratio == pytest.approx(1000.0 / fields['stages']['e2e_us']['p99'])
 
@@ -164,10 +176,12 @@ def test_stress_workers_run_and_stop(arm_bag: Path) -> None:
     """--stress starts bounded workers and records them; none is left running."""
     from rt_safe_rl.bench.stress import StressWorkers
 
-    fields, _, _ = replay.run_benchmark(FakePipeline(), _inputs(arm_bag),
-                                        BenchmarkConfig(repeat=1, stress_workers=1, stress_duty=0.5,
-                                                        progress=False),
-                                        deadline_ns=1_000_000)
+    fields, _, _ = replay.run_benchmark(
+        FakePipeline(),
+        _inputs(arm_bag),
+        BenchmarkConfig(repeat=1, stress_workers=1, stress_duty=0.5, progress=False),
+        deadline_ns=1_000_000,
+    )
     assert fields['stress']['workers'] == 1 and fields['stress']['wall_s'] > 0
     w = StressWorkers(1, max_s=0.3)
     w.start()
@@ -198,16 +212,24 @@ def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return rc, out, err
 
 
-def test_cli_writes_reports(arm_bag: Path, tmp_path: Path, fake_nodes: None,
-                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_reports(
+    arm_bag: Path, tmp_path: Path, fake_nodes: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Exit 0, JSON summary on stdout, report files on disk with the contract keys."""
     rc, out, _ = _cli([str(arm_bag), '--out', str(tmp_path / 'r'), '--repeat', '2'], capsys)
     assert rc == 0
     summary = json.loads(out)
     assert summary['complete'] and summary['determinism']['identical']
     rep = json.loads((tmp_path / 'r' / 'report.json').read_text())
-    for key in ('metadata', 'messages', 'throughput_msgs_per_s', 'stages', 'misses', 'determinism',
-                'complete'):
+    for key in (
+        'metadata',
+        'messages',
+        'throughput_msgs_per_s',
+        'stages',
+        'misses',
+        'determinism',
+        'complete',
+    ):
         assert key in rep
     for stage in ('e2e_us', 'inference_us', 'safety_us'):
         assert set(rep['stages'][stage]) >= {'p50', 'p90', 'p99', 'p999', 'max'}
@@ -216,28 +238,50 @@ def test_cli_writes_reports(arm_bag: Path, tmp_path: Path, fake_nodes: None,
     assert (tmp_path / 'r' / 'latency_histogram.png').is_file()
 
     # regression check: passes against itself with a huge tolerance and deadline (no timing luck) ...
-    rc, _, _ = _cli([str(arm_bag), '--out', str(tmp_path / 'r2'), '--baseline', str(tmp_path / 'r'),
-                     '--tolerance', '10', '--deadline-us', '1e7'], capsys)
+    rc, _, _ = _cli(
+        [
+            str(arm_bag),
+            '--out',
+            str(tmp_path / 'r2'),
+            '--baseline',
+            str(tmp_path / 'r'),
+            '--tolerance',
+            '10',
+            '--deadline-us',
+            '1e7',
+        ],
+        capsys,
+    )
     assert rc == 0
     # ... and fails (exit 1, table on stderr) against a baseline that was 100x faster
     rep['stages']['e2e_us']['p99'] /= 100.0
     (tmp_path / 'fast.json').write_text(json.dumps(rep))
-    rc, _, err = _cli([str(arm_bag), '--out', str(tmp_path / 'r3'), '--baseline',
-                       str(tmp_path / 'fast.json')], capsys)
+    rc, _, err = _cli(
+        [str(arm_bag), '--out', str(tmp_path / 'r3'), '--baseline', str(tmp_path / 'fast.json')], capsys
+    )
     assert rc == 1 and 'REGRESSION' in err and 'stages.e2e_us.p99' in err
     assert json.loads((tmp_path / 'r3' / 'report.json').read_text())['comparison']['passed'] is False
 
 
-@pytest.mark.parametrize(('args', 'message'), [
-    (['{missing}'], 'bag not found'),
-    (['{bag}', '--rate', 'fast'], "rate must be 'recorded', 'max' or a number"),
-    (['{bag}', '--state-topic', '/human/position'], 'expected sensor_msgs/msg/JointState'),
-    (['{bag}', '--joint-map', 'nonsense'], 'expected BAG_JOINT=ROBOT_JOINT'),
-    (['{bag}', '--baseline', '{missing}'], 'baseline report not found'),
-    (['{bag}', '--policy', '{missing}'], '--policy: file not found'),
-])
-def test_cli_bad_input_exits_2(arm_bag: Path, tmp_path: Path, fake_nodes: None,
-                               capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ('args', 'message'),
+    [
+        (['{missing}'], 'bag not found'),
+        (['{bag}', '--rate', 'fast'], "rate must be 'recorded', 'max' or a number"),
+        (['{bag}', '--state-topic', '/human/position'], 'expected sensor_msgs/msg/JointState'),
+        (['{bag}', '--joint-map', 'nonsense'], 'expected BAG_JOINT=ROBOT_JOINT'),
+        (['{bag}', '--baseline', '{missing}'], 'baseline report not found'),
+        (['{bag}', '--policy', '{missing}'], '--policy: file not found'),
+    ],
+)
+def test_cli_bad_input_exits_2(
+    arm_bag: Path,
+    tmp_path: Path,
+    fake_nodes: None,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
     """Bad input: one line on stderr, exit code 2, no traceback."""
     argv = [a.format(bag=arm_bag, missing=tmp_path / 'missing') for a in args]
     rc, _, err = _cli([*argv, '--out', str(tmp_path / 'o')], capsys)
@@ -245,8 +289,9 @@ def test_cli_bad_input_exits_2(arm_bag: Path, tmp_path: Path, fake_nodes: None,
     assert message in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_list_and_interrupt(arm_bag: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_list_and_interrupt(
+    arm_bag: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--list prints the topics; an interrupted run exits 130 with a partial, marked report."""
     import rt_safe_rl.bench.pipeline as pl
 

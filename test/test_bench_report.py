@@ -17,11 +17,24 @@ from rt_safe_rl.core import stats
 def _report(e2e_p99: float = 100.0, miss_rate: float = 0.0) -> dict[str, Any]:
     return {
         'metadata': report.collect_metadata({'benchmark': {'rate': 'max'}}, {'path': 'x', 'sha256': 'ab'}),
-        'complete': True, 'messages': 1000, 'throughput_msgs_per_s': 12345.0,
-        'stages': {'e2e_us': {'count': 1000, 'p50': 50.0, 'p90': 70.0, 'p99': e2e_p99, 'p999': 150.0,
-                              'max': 300.0, 'mean': 55.0},
-                   'inference_us': {'count': 1000, 'p50': 10.0, 'p99': math.nan}},
-        'misses': int(miss_rate * 1000), 'miss_rate': miss_rate, 'deadline_us': 1000.0,
+        'complete': True,
+        'messages': 1000,
+        'throughput_msgs_per_s': 12345.0,
+        'stages': {
+            'e2e_us': {
+                'count': 1000,
+                'p50': 50.0,
+                'p90': 70.0,
+                'p99': e2e_p99,
+                'p999': 150.0,
+                'max': 300.0,
+                'mean': 55.0,
+            },
+            'inference_us': {'count': 1000, 'p50': 10.0, 'p99': math.nan},
+        },
+        'misses': int(miss_rate * 1000),
+        'miss_rate': miss_rate,
+        'deadline_us': 1000.0,
         'determinism': {'identical': True, 'command_sha256': 'f' * 64, 'runs': ['f' * 64] * 2},
     }
 
@@ -29,8 +42,18 @@ def _report(e2e_p99: float = 100.0, miss_rate: float = 0.0) -> dict[str, Any]:
 def test_metadata_has_machine_and_versions() -> None:
     """Metadata names the code, machine, RT capabilities and library versions."""
     md = report.collect_metadata(argv=['bench', 'replay'])
-    for key in ('git_sha', 'host', 'cpu', 'kernel', 'rt', 'versions', 'config', 'bag', 'model',
-                'started_utc'):
+    for key in (
+        'git_sha',
+        'host',
+        'cpu',
+        'kernel',
+        'rt',
+        'versions',
+        'config',
+        'bag',
+        'model',
+        'started_utc',
+    ):
         assert key in md
     assert md['versions']['python'] and md['versions']['numpy']
     assert 'realtime_kernel' in md['rt'] and 'euid_root' in md['rt']
@@ -63,12 +86,15 @@ def test_incomplete_is_marked(tmp_path: Path) -> None:
     assert 'INCOMPLETE' in paths['md'].read_text() and 'INCOMPLETE' in paths['html'].read_text()
 
 
-@pytest.mark.parametrize(('p99', 'miss_rate', 'passed'), [
-    (105.0, 0.0, True),       # +5 % within 10 %
-    (111.0, 0.0, False),      # +11 % e2e p99
-    (90.0, 0.0001, True),     # one miss in 10k allowed over a zero baseline
-    (90.0, 0.002, False),     # miss rate up
-])
+@pytest.mark.parametrize(
+    ('p99', 'miss_rate', 'passed'),
+    [
+        (105.0, 0.0, True),  # +5 % within 10 %
+        (111.0, 0.0, False),  # +11 % e2e p99
+        (90.0, 0.0001, True),  # one miss in 10k allowed over a zero baseline
+        (90.0, 0.002, False),  # miss rate up
+    ],
+)
 def test_compare(p99: float, miss_rate: float, passed: bool) -> None:
     """e2e p99 and miss rate gate at the tolerance; other rows are informative."""
     comp = report.compare(_report(p99, miss_rate), _report(), tolerance=0.10, baseline_path='b.json')

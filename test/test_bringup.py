@@ -23,19 +23,30 @@ def test_compose_with_namespace_and_remapped_robot_topic(rclpy_context: Any) -> 
     cfg = load_config(None, FAST)
     keys = select_nodes(with_sim=True, with_monitor=False)
     assert keys == ['sim_robot', 'sim_human', 'sim_operator', 'safety', 'policy']
-    comp = compose(cfg, keys, context=rclpy_context, namespace='arm',
-                   cli_args=['--ros-args', '-r', 'forward_position_controller/commands:=/robot_x/cmd'])
+    comp = compose(
+        cfg,
+        keys,
+        context=rclpy_context,
+        namespace='arm',
+        cli_args=['--ros-args', '-r', 'forward_position_controller/commands:=/robot_x/cmd'],
+    )
     try:
         assert comp.start() == {}
         assert comp.active == keys
         robot, safety = comp.nodes['sim_robot'], comp.nodes['safety']
         assert robot.get_namespace() == '/arm' and safety.get_namespace() == '/arm'
         assert robot._sub.topic_name == '/robot_x/cmd'  # remapped
-        pubs = {name for name, _ in safety.get_publisher_names_and_types_by_node(
-            safety.get_name(), safety.get_namespace())}
+        pubs = {
+            name
+            for name, _ in safety.get_publisher_names_and_types_by_node(
+                safety.get_name(), safety.get_namespace()
+            )
+        }
         assert '/robot_x/cmd' in pubs, pubs
-        assert any(t == '/arm/joint_states' for t, _ in robot.get_publisher_names_and_types_by_node(
-            robot.get_name(), robot.get_namespace()))
+        assert any(
+            t == '/arm/joint_states'
+            for t, _ in robot.get_publisher_names_and_types_by_node(robot.get_name(), robot.get_namespace())
+        )
         th = threading.Thread(target=comp.executor.spin, daemon=True)
         th.start()
         end = time.monotonic() + 15.0
@@ -50,13 +61,23 @@ def test_compose_with_namespace_and_remapped_robot_topic(rclpy_context: Any) -> 
 
 
 def _bringup(*args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, '-m', 'rt_safe_rl.bringup', *args], capture_output=True,
-                          text=True, timeout=timeout_s)
+    return subprocess.run(
+        [sys.executable, '-m', 'rt_safe_rl.bringup', *args], capture_output=True, text=True, timeout=timeout_s
+    )
 
 
 def test_bringup_executable_runs_and_exits_cleanly() -> None:
-    res = _bringup('--sim', '--no-monitor', '--duration', '1.5', '--set', 'policy.backend=torchscript',
-                   '--ros-args', '-r', '__ns:=/bringup_test')
+    res = _bringup(
+        '--sim',
+        '--no-monitor',
+        '--duration',
+        '1.5',
+        '--set',
+        'policy.backend=torchscript',
+        '--ros-args',
+        '-r',
+        '__ns:=/bringup_test',
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert 'running sim_robot, sim_human, sim_operator, safety, policy' in res.stderr
     assert 'Traceback' not in res.stderr

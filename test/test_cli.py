@@ -17,14 +17,18 @@ def test_help_prints_usage_and_exits_0(argv: list[str], capsys: pytest.CaptureFi
     assert all(name in out for name in (*COMMANDS, *BENCHES))
 
 
-@pytest.mark.parametrize(('argv', 'message'), [
-    ([], ''),
-    (['bench'], ''),
-    (['bogus'], "unknown command 'bogus'"),
-    (['bench', 'bogus'], "unknown benchmark 'bogus'"),
-])
-def test_missing_or_unknown_command_exits_2_with_usage(argv: list[str], message: str,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ('argv', 'message'),
+    [
+        ([], ''),
+        (['bench'], ''),
+        (['bogus'], "unknown command 'bogus'"),
+        (['bench', 'bogus'], "unknown benchmark 'bogus'"),
+    ],
+)
+def test_missing_or_unknown_command_exits_2_with_usage(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     captured = capsys.readouterr()
     text = captured.out + captured.err

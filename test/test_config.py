@@ -54,20 +54,23 @@ def test_unknown_top_level_key_names_file_and_key(tmp_path: Path) -> None:
         load_config(p)
 
 
-@pytest.mark.parametrize(('data', 'pattern'), [
-    ({'topics': {'joint_state': 'x'}}, r"cfg\.yaml: topics: unknown key.*'joint_state'"),
-    ({'control': {'rate_hz': 'fast'}}, r'cfg\.yaml: control\.rate_hz: expected a number'),
-    ({'control': {'intra_process': 1}}, r'control\.intra_process: expected true/false'),
-    ({'demo': {'duration_s': -1.0}}, r'cfg\.yaml: demo.*duration_s must be >= 0'),
-    ({'sim': {'human': {'near_m': 3.0}}}, r'sim\.human.*near_m'),
-    ({'sim': {'robot': {'inertia_kg_m2': [1.0, 'x']}}}, r'sim\.robot\.inertia_kg_m2\[1\]'),
-    ({'sim': 5}, r'cfg\.yaml: sim: expected a mapping'),
-    ({'topics': {'qos_depth': 0}}, r'qos_depth must be >= 1'),
-    ({'topics': {'joint_states': 'bad name'}}, r'invalid topic name'),
-    ({'policy': {'backend': 'tpu'}}, r'policy\.backend: expected one of'),
-    ({'safety': {'no_such_key': 1}}, r"cfg\.yaml: safety: unknown key.*'no_such_key'"),
-    ({'rt': {'groups': {'control': {'priority': 99}}}}, r'priority'),
-])
+@pytest.mark.parametrize(
+    ('data', 'pattern'),
+    [
+        ({'topics': {'joint_state': 'x'}}, r"cfg\.yaml: topics: unknown key.*'joint_state'"),
+        ({'control': {'rate_hz': 'fast'}}, r'cfg\.yaml: control\.rate_hz: expected a number'),
+        ({'control': {'intra_process': 1}}, r'control\.intra_process: expected true/false'),
+        ({'demo': {'duration_s': -1.0}}, r'cfg\.yaml: demo.*duration_s must be >= 0'),
+        ({'sim': {'human': {'near_m': 3.0}}}, r'sim\.human.*near_m'),
+        ({'sim': {'robot': {'inertia_kg_m2': [1.0, 'x']}}}, r'sim\.robot\.inertia_kg_m2\[1\]'),
+        ({'sim': 5}, r'cfg\.yaml: sim: expected a mapping'),
+        ({'topics': {'qos_depth': 0}}, r'qos_depth must be >= 1'),
+        ({'topics': {'joint_states': 'bad name'}}, r'invalid topic name'),
+        ({'policy': {'backend': 'tpu'}}, r'policy\.backend: expected one of'),
+        ({'safety': {'no_such_key': 1}}, r"cfg\.yaml: safety: unknown key.*'no_such_key'"),
+        ({'rt': {'groups': {'control': {'priority': 99}}}}, r'priority'),
+    ],
+)
 def test_bad_values_fail_with_the_key_named(tmp_path: Path, data: dict, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         load_config(_write(tmp_path, data))
@@ -110,7 +113,8 @@ def test_overrides_merge_before_validation() -> None:
 def test_parse_override_and_deep_merge() -> None:
     assert parse_override('demo.duration_s=3') == {'demo': {'duration_s': 3}}
     assert parse_override('topics.joint_states=/arm/joint_states') == {
-        'topics': {'joint_states': '/arm/joint_states'}}
+        'topics': {'joint_states': '/arm/joint_states'}
+    }
     assert parse_override('sim.robot.initial_q_rad=[0, 1]') == {'sim': {'robot': {'initial_q_rad': [0, 1]}}}
     with pytest.raises(ConfigError, match=r'KEY\.PATH=VALUE'):
         parse_override('demo.duration_s')

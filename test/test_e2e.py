@@ -28,16 +28,26 @@ STOPPED_RATIO = 0.02  # max |dq| / v_max that counts as stopped
 # A short, busy scenario: goals every second, the person walks in after 0.5 s, stays 1.8 s.
 SCENARIO: dict[str, Any] = {
     'sim': {
-        'human': {'far_m': 1.8, 'near_m': 0.15, 'speed_m_s': 1.2, 'pause_far_s': 0.5,
-                  'pause_near_s': 1.8, 'noise_m': 0.0},
+        'human': {
+            'far_m': 1.8,
+            'near_m': 0.15,
+            'speed_m_s': 1.2,
+            'pause_far_s': 0.5,
+            'pause_near_s': 1.8,
+            'noise_m': 0.0,
+        },
         'operator': {'goal_period_s': 1.0},
     },
     'policy': {'backend': 'torchscript', 'auto_samples': 20, 'warmup_iters': 10},
     # This test is about function, not timing: on a loaded shared VM the default RT deadlines
     # (5 ms command deadline, 10/20 ms state/action timeouts) latch a fail-closed stop, which the
     # safety tests cover. Relaxed here so the scenario runs to the end.
-    'safety': {'deadline_s': 0.05, 'state_timeout_s': 0.1, 'action_timeout_s': 0.2,
-               'ssm': {'human_timeout_s': 0.5}},
+    'safety': {
+        'deadline_s': 0.05,
+        'state_timeout_s': 0.1,
+        'action_timeout_s': 0.2,
+        'ssm': {'human_timeout_s': 0.5},
+    },
     'demo': {'with_monitor': False, 'live_status': False},
 }
 
@@ -108,8 +118,9 @@ def test_closed_loop_commands_flow_within_limits_and_robot_stops_for_the_human(r
     # then the arm's PD converging on the held command: stop_settle_s). Motion allowed by SSM
     # before that is not judged here: the safety filter's own tests cover the SSM speed bounds.
     ssm = cfg.safety.ssm
-    dq_peak = np.abs(np.diff(trace[::10, 3:], axis=0)
-                     / np.maximum(np.diff(trace[::10, 0]) * 1e-9, 1e-4)[:, None]).max(axis=0)
+    dq_peak = np.abs(
+        np.diff(trace[::10, 3:], axis=0) / np.maximum(np.diff(trace[::10, 0]) * 1e-9, 1e-4)[:, None]
+    ).max(axis=0)
     settle_s = 1.0 / cfg.sim.human.rate_hz + ssm.reaction_time_s + stop_settle_s(cfg, dq_peak)
     checked_s = 0.0
     k = 0
@@ -127,7 +138,8 @@ def test_closed_loop_commands_flow_within_limits_and_robot_stops_for_the_human(r
             assert worst <= STOPPED_RATIO, (
                 f'robot moving at {worst:.3f} v_max {settle_s:.2f} s after the person came within '
                 f'{stop_m:.2f} m '
-                f'({(t_in - trace[0, 0]) * 1e-9:.2f}..{(t_out - trace[0, 0]) * 1e-9:.2f} s)')
+                f'({(t_in - trace[0, 0]) * 1e-9:.2f}..{(t_out - trace[0, 0]) * 1e-9:.2f} s)'
+            )
             checked_s += (t_out - t_in) * 1e-9 - settle_s
         k = j + 1
     assert checked_s > 0.5, f'only {checked_s:.2f} s of stop checked: scenario too short'
@@ -135,8 +147,9 @@ def test_closed_loop_commands_flow_within_limits_and_robot_stops_for_the_human(r
 
 def test_missing_policy_file_keeps_the_robot_stopped(rclpy_context: Any, tmp_path: Path) -> None:
     missing = tmp_path / 'no_such_policy.pt'
-    _, res = _run({'policy': {'path': str(missing)}, 'sim': {'human': {'pause_far_s': 30.0}}},
-                    2.0, rclpy_context)
+    _, res = _run(
+        {'policy': {'path': str(missing)}, 'sim': {'human': {'pause_far_s': 30.0}}}, 2.0, rclpy_context
+    )
     s = res.summary
     assert 'policy' in s['node_errors'], s
     assert str(missing) in s['node_errors']['policy'], s['node_errors']
@@ -164,9 +177,22 @@ def test_demo_cli_runs_prints_summary_and_stops_cleanly_on_ctrl_c(tmp_path: Path
     out = tmp_path / 'sub' / 'summary.json'
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     proc = subprocess.Popen(
-        _demo_cmd('--duration', '0', '--no-live', '--summary', str(out),
-                  '--set', 'policy.backend=torchscript', '--set', 'demo.with_monitor=false'),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        _demo_cmd(
+            '--duration',
+            '0',
+            '--no-live',
+            '--summary',
+            str(out),
+            '--set',
+            'policy.backend=torchscript',
+            '--set',
+            'demo.with_monitor=false',
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stderr is not None
     try:
         deadline = time.monotonic() + 90
@@ -193,8 +219,13 @@ def test_demo_cli_runs_prints_summary_and_stops_cleanly_on_ctrl_c(tmp_path: Path
     lines = [line for line in stdout.splitlines() if line.strip()]
     assert len(lines) == 1
     summary = json.loads(lines[0])['summary']
-    for key in ('loop_rate_hz', 'e2e_latency_us', 'deadline_misses', 'safety_interventions',
-                'human_distance_m'):
+    for key in (
+        'loop_rate_hz',
+        'e2e_latency_us',
+        'deadline_misses',
+        'safety_interventions',
+        'human_distance_m',
+    ):
         assert key in summary, key
     assert summary['interrupted'] is True and summary['commands_received'] > 0
     assert summary['e2e_latency_us']['p50'] is not None and summary['e2e_latency_us']['p99'] is not None

@@ -61,8 +61,11 @@ def _load(path: Path) -> Any:
 
 @pytest.mark.parametrize('path', LAUNCH_FILES, ids=lambda p: p.name)
 def test_launch_description_builds(path: Path) -> None:
-    pytest.importorskip('launch_ros', reason='launch_ros is not installable here (no PyPI wheel); '
-                        'the launch descriptions are built where a ROS 2 install provides it')
+    pytest.importorskip(
+        'launch_ros',
+        reason='launch_ros is not installable here (no PyPI wheel); '
+        'the launch descriptions are built where a ROS 2 install provides it',
+    )
     from launch.actions import DeclareLaunchArgument
 
     from launch import LaunchContext, LaunchDescription

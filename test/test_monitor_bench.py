@@ -12,8 +12,22 @@ from rt_safe_rl.cli import main as cli_main
 
 
 def test_bench_monitor_smoke_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = cli_main(['bench', 'monitor', '--executor', 'thread', '--pairs', '1', '--duration-s', '0.4',
-                   '--warmup-s', '0.2', '--rate-hz', '500'])
+    rc = cli_main(
+        [
+            'bench',
+            'monitor',
+            '--executor',
+            'thread',
+            '--pairs',
+            '1',
+            '--duration-s',
+            '0.4',
+            '--warmup-s',
+            '0.2',
+            '--rate-hz',
+            '500',
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     report = json.loads(out)

@@ -52,18 +52,22 @@ def _status(statuses: list, name: str):  # type: ignore[no-untyped-def]
 
 # ------------------------------------------------------------------------------------------ config
 
-@pytest.mark.parametrize(('section', 'reason'), [
-    ({'thresholds': {'miss_rate_warn': 0.5, 'miss_rate_error': 0.01}}, 'miss_rate_warn'),
-    ({'thresholds': {'e2e_budget_s': -1.0}}, 'e2e_budget_s'),
-    ({'thresholds': {'rate_warn_fraction': 0.5, 'rate_error_fraction': 0.9}}, 'rate_error_fraction'),
-    ({'thresholds': {'p99_error_factor': 0.5}}, 'p99_error_factor'),
-    ({'thresholds': {'cpu_warn_percent': 150.0}}, 'cpu_warn_percent'),
-    ({'alerts': {'raise_after': 0}}, 'raise_after'),
-    ({'drain_period_s': 2.0, 'diagnostics_period_s': 1.0}, 'drain_period_s'),
-    ({'metrics': {'port': 70000}}, 'metrics.port'),
-    ({'trend': {'recent_window_s': 900.0}}, 'recent_window_s'),
-    ({'thresholds': {'no_such_key': 1}}, 'no_such_key'),
-])
+
+@pytest.mark.parametrize(
+    ('section', 'reason'),
+    [
+        ({'thresholds': {'miss_rate_warn': 0.5, 'miss_rate_error': 0.01}}, 'miss_rate_warn'),
+        ({'thresholds': {'e2e_budget_s': -1.0}}, 'e2e_budget_s'),
+        ({'thresholds': {'rate_warn_fraction': 0.5, 'rate_error_fraction': 0.9}}, 'rate_error_fraction'),
+        ({'thresholds': {'p99_error_factor': 0.5}}, 'p99_error_factor'),
+        ({'thresholds': {'cpu_warn_percent': 150.0}}, 'cpu_warn_percent'),
+        ({'alerts': {'raise_after': 0}}, 'raise_after'),
+        ({'drain_period_s': 2.0, 'diagnostics_period_s': 1.0}, 'drain_period_s'),
+        ({'metrics': {'port': 70000}}, 'metrics.port'),
+        ({'trend': {'recent_window_s': 900.0}}, 'recent_window_s'),
+        ({'thresholds': {'no_such_key': 1}}, 'no_such_key'),
+    ],
+)
 def test_invalid_config_rejected_with_reason(section: dict, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
         from_mapping(MonitorConfig, section, 'test: monitor')
@@ -85,6 +89,7 @@ def test_default_config_valid_and_env_overrides() -> None:
 
 
 # ------------------------------------------------------------------------------------------ windows
+
 
 def test_stage_window_percentiles_histogram_and_ring() -> None:
     rng = np.random.default_rng(1)
@@ -125,6 +130,7 @@ def test_stage_window_percentiles_histogram_and_ring() -> None:
 
 # ------------------------------------------------------------------------------------------ alerts
 
+
 def test_alert_hysteresis_prevents_flapping_and_clears() -> None:
     am = AlertManager(AlertConfig(raise_after=2, clear_after=3, min_log_interval_s=0.0))
     t = T0
@@ -162,10 +168,16 @@ def test_alert_logging_is_rate_limited() -> None:
 
 # ------------------------------------------------------------------------------------------ core
 
+
 def _core(**overrides: object) -> MonitorCore:
-    data: dict = {'window_s': 1.0, 'diagnostics_period_s': 0.1, 'drain_period_s': 0.1, 'stale_timeout_s': 0.5,
-                  'alerts': {'raise_after': 2, 'clear_after': 2, 'min_log_interval_s': 0.0},
-                  'thresholds': {'expected_rate_hz': 1000.0}}
+    data: dict = {
+        'window_s': 1.0,
+        'diagnostics_period_s': 0.1,
+        'drain_period_s': 0.1,
+        'stale_timeout_s': 0.5,
+        'alerts': {'raise_after': 2, 'clear_after': 2, 'min_log_interval_s': 0.0},
+        'thresholds': {'expected_rate_hz': 1000.0},
+    }
     for k, v in overrides.items():
         if isinstance(v, dict):
             data.setdefault(k, {}).update(v)
@@ -174,8 +186,14 @@ def _core(**overrides: object) -> MonitorCore:
     return MonitorCore(from_mapping(MonitorConfig, data, 'test'))
 
 
-def _run(core: MonitorCore, t_ns: int, seconds: float, dur_ns: float, period_ns: int = 1_000_000,
-         counters: dict | None = None) -> tuple[int, list]:
+def _run(
+    core: MonitorCore,
+    t_ns: int,
+    seconds: float,
+    dur_ns: float,
+    period_ns: int = 1_000_000,
+    counters: dict | None = None,
+) -> tuple[int, list]:
     """Feed `seconds` of 'e2e' samples in 0.1 s steps, evaluating after each; returns (t, statuses)."""
     statuses: list = []
     steps = round(seconds / 0.1)
@@ -233,11 +251,18 @@ def test_rate_drop_and_miss_rate_and_error_rate() -> None:
 
 
 def test_drift_and_anomaly_against_rolling_baseline() -> None:
-    cfg = from_mapping(MonitorConfig, {
-        'diagnostics_period_s': 1.0, 'drain_period_s': 1.0, 'window_s': 1.0,
-        'alerts': {'raise_after': 2, 'clear_after': 2, 'min_log_interval_s': 0.0},
-        'trend': {'baseline_window_s': 300.0, 'recent_window_s': 60.0, 'min_history_s': 120.0},
-        'thresholds': {'e2e_budget_s': 0.0, 'expected_rate_hz': 1000.0}}, 'test')
+    cfg = from_mapping(
+        MonitorConfig,
+        {
+            'diagnostics_period_s': 1.0,
+            'drain_period_s': 1.0,
+            'window_s': 1.0,
+            'alerts': {'raise_after': 2, 'clear_after': 2, 'min_log_interval_s': 0.0},
+            'trend': {'baseline_window_s': 300.0, 'recent_window_s': 60.0, 'min_history_s': 120.0},
+            'thresholds': {'e2e_budget_s': 0.0, 'expected_rate_hz': 1000.0},
+        },
+        'test',
+    )
     rng = np.random.default_rng(3)
     core = MonitorCore(cfg)
     t = T0
@@ -292,9 +317,17 @@ def test_regression_baseline_formats_and_detection(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match='not found'):
         load_benchmark_baseline(tmp_path / 'missing.json')
 
-    cfg = from_mapping(MonitorConfig, {'window_s': 1.0, 'diagnostics_period_s': 0.1, 'drain_period_s': 0.1,
-                                       'alerts': {'raise_after': 2, 'min_log_interval_s': 0.0},
-                                       'regression': {'min_samples': 50, 'tolerance_fraction': 0.25}}, 't')
+    cfg = from_mapping(
+        MonitorConfig,
+        {
+            'window_s': 1.0,
+            'diagnostics_period_s': 0.1,
+            'drain_period_s': 0.1,
+            'alerts': {'raise_after': 2, 'min_log_interval_s': 0.0},
+            'regression': {'min_samples': 50, 'tolerance_fraction': 0.25},
+        },
+        't',
+    )
     core = MonitorCore(cfg, baseline=base)
     t, st = _run(core, T0, 0.5, 110e3)  # within tolerance
     assert not core.alerts.alerts['e2e.regression'].active
@@ -317,10 +350,20 @@ def test_system_sampler_reads_process_and_threads() -> None:
 
 # ------------------------------------------------------------------------------------------ exporter
 
+
 def test_exporter_serves_snapshot_over_http_and_reports_port_in_use() -> None:
     core = _core()
-    core.ingest_counters({'faults': 2, 'safety_interventions': 7, 'deadline_misses': 1, 'policy_steps': 3,
-                          'policy_errors': 4, 'command_limit_violations': 5}, {'human_distance_m': 0.75})
+    core.ingest_counters(
+        {
+            'faults': 2,
+            'safety_interventions': 7,
+            'deadline_misses': 1,
+            'policy_steps': 3,
+            'policy_errors': 4,
+            'command_limit_violations': 5,
+        },
+        {'human_distance_m': 0.75},
+    )
     dur = np.array([50e3, 150e3, 150e3, 2e6])
     core.ingest_stage('e2e', _samples(T0, 4, 1_000_000, dur))
     core.evaluate(T0 + 5_000_000)
@@ -330,8 +373,11 @@ def test_exporter_serves_snapshot_over_http_and_reports_port_in_use() -> None:
         ex.publish(MetricsSnapshot.from_core(core, dropped={'e2e': 0}, monitor_cpu_s=0.5))
         body = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=5).read().decode()
         fams = {f.name: f for f in text_string_to_metric_families(body)}
-        hist = {(s.name, s.labels.get('le')): s.value for s in fams['rt_execution_time_seconds'].samples
-                if s.labels.get('stage') == 'e2e'}
+        hist = {
+            (s.name, s.labels.get('le')): s.value
+            for s in fams['rt_execution_time_seconds'].samples
+            if s.labels.get('stage') == 'e2e'
+        }
         assert hist[('rt_execution_time_seconds_count', None)] == 4
         assert hist[('rt_execution_time_seconds_bucket', '0.0001')] == 1
         assert hist[('rt_execution_time_seconds_bucket', '0.00015')] == 3
@@ -339,8 +385,11 @@ def test_exporter_serves_snapshot_over_http_and_reports_port_in_use() -> None:
         assert hist[('rt_execution_time_seconds_sum', None)] == pytest.approx(2.35e-3)
 
         def value(fam: str, **labels: str) -> float:
-            return next(s.value for s in fams[fam].samples if s.name.endswith(('_total', fam))
-                        and all(s.labels.get(k) == v for k, v in labels.items()))
+            return next(
+                s.value
+                for s in fams[fam].samples
+                if s.name.endswith(('_total', fam)) and all(s.labels.get(k) == v for k, v in labels.items())
+            )
 
         assert value('rt_operations', stage='e2e') == 4
         assert value('rt_safety_violations') == 5 and value('rt_safety_interventions') == 7

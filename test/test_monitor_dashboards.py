@@ -38,8 +38,10 @@ def scraped_names() -> set[str]:
     for s in STAGES:
         t = t0 + np.arange(1, 101, dtype=np.float64) * 1e6
         core.ingest_stage(s, np.stack([t, np.full(100, 5e4)], axis=1))
-    core.ingest_counters({'faults': 1, 'safety_interventions': 2, 'deadline_misses': 3, 'policy_steps': 4},
-                         {'human_distance_m': 1.0})
+    core.ingest_counters(
+        {'faults': 1, 'safety_interventions': 2, 'deadline_misses': 3, 'policy_steps': 4},
+        {'human_distance_m': 1.0},
+    )
     sampler = SystemSampler()
     sampler.sample(1.0)
     end = time.thread_time() + 0.05  # busy enough for a per-thread CPU reading (10 ms ticks)
@@ -55,8 +57,9 @@ def scraped_names() -> set[str]:
 def test_four_dashboards_shipped_and_in_sync_with_generator() -> None:
     assert {f.name for f in FILES} == set(generate.DASHBOARDS)
     for f in FILES:
-        assert f.read_text() == generate.render(f.name), \
+        assert f.read_text() == generate.render(f.name), (
             f'{f.name} is stale: run python -m rt_safe_rl.dashboards.generate'
+        )
 
 
 @pytest.mark.parametrize('path', FILES, ids=[f.name for f in FILES])
@@ -93,7 +96,15 @@ def test_every_panel_query_names_an_exported_metric(path: Path, scraped_names: s
 
 def test_issue_metrics_are_on_the_dashboards() -> None:
     used = {n for f in FILES for e in _exprs(json.loads(f.read_text())) for n in METRIC_RE.findall(e)}
-    for required in ('rt_execution_time_seconds_bucket', 'rt_operations_total', 'rt_errors_total',
-                     'rt_safety_violations_total', 'rt_system_cpu_percent', 'rt_system_memory_percent',
-                     'rt_deadline_misses_total', 'rt_jitter_seconds', 'rt_safety_interventions_total'):
+    for required in (
+        'rt_execution_time_seconds_bucket',
+        'rt_operations_total',
+        'rt_errors_total',
+        'rt_safety_violations_total',
+        'rt_system_cpu_percent',
+        'rt_system_memory_percent',
+        'rt_deadline_misses_total',
+        'rt_jitter_seconds',
+        'rt_safety_interventions_total',
+    ):
         assert required in used, required

@@ -85,8 +85,9 @@ class Harness:
 
     def __init__(self, ctx: Any, reg: MetricsRegistry, overrides: dict[str, Any]) -> None:
         params = [Parameter(k, value=v) for k, v in overrides.items()]
-        self.node = MonitorNode(registry=reg, context=ctx, parameter_overrides=params,
-                                node_name='test_monitor')
+        self.node = MonitorNode(
+            registry=reg, context=ctx, parameter_overrides=params, node_name='test_monitor'
+        )
         self.listener = rclpy.create_node('diag_listener', context=ctx)
         self.msgs: list[DiagnosticArray] = []
         self.listener.create_subscription(DiagnosticArray, '/diagnostics', self.msgs.append, 10)
@@ -115,8 +116,10 @@ class Harness:
             if pred():
                 return
             time.sleep(0.02)
-        last = {t: (self.latest(t).level, self.latest(t).message) if self.latest(t) else None
-                for t in ('control loop', 'monitor')}
+        last = {
+            t: (self.latest(t).level, self.latest(t).message) if self.latest(t) else None
+            for t in ('control loop', 'monitor')
+        }
         raise AssertionError(f'timed out after {timeout_s} s waiting for {what}; last statuses {last}')
 
     def scrape(self) -> dict[str, Any]:
@@ -152,12 +155,16 @@ def _level(st: Any) -> int:
 
 
 def _sample(fams: dict[str, Any], fam: str, **labels: str) -> float:
-    return next(s.value for s in fams[fam].samples
-                if all(s.labels.get(k) == v for k, v in labels.items()) and not s.name.endswith('_created'))
+    return next(
+        s.value
+        for s in fams[fam].samples
+        if all(s.labels.get(k) == v for k, v in labels.items()) and not s.name.endswith('_created')
+    )
 
 
 def test_diagnostics_metrics_latency_alert_recovery_and_stale(
-        harness_factory: Callable[..., Harness]) -> None:
+    harness_factory: Callable[..., Harness],
+) -> None:
     reg = MetricsRegistry()
     loop = LatencyLoop(reg)
     h = harness_factory(reg)
@@ -165,30 +172,51 @@ def test_diagnostics_metrics_latency_alert_recovery_and_stale(
         assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         # 1. A real DiagnosticArray over DDS, one status per component, loop OK.
-        h.wait_for(lambda: h.latest('control loop') is not None
-                   and _level(h.latest('control loop')) == 0, 10.0, 'control loop OK over DDS')
+        h.wait_for(
+            lambda: h.latest('control loop') is not None and _level(h.latest('control loop')) == 0,
+            10.0,
+            'control loop OK over DDS',
+        )
         names = {st.name for st in h.msgs[-1].status}
-        assert names == {f'test_monitor: {t}' for t in
-                         ('control loop', 'policy', 'safety filter', 'system', 'monitor')}
+        assert names == {
+            f'test_monitor: {t}' for t in ('control loop', 'policy', 'safety filter', 'system', 'monitor')
+        }
         keys = {kv.key for kv in h.latest('control loop').values}
-        assert {'e2e p50 (us)', 'e2e p99 (us)', 'e2e max (us)', 'rate (Hz)',
-                'deadline_misses (total)'} <= keys
+        assert {
+            'e2e p50 (us)',
+            'e2e p99 (us)',
+            'e2e max (us)',
+            'rate (Hz)',
+            'deadline_misses (total)',
+        } <= keys
         assert _level(h.latest('policy')) == Level.STALE  # no policy in this process: STALE, not silence
         # 2. /metrics over HTTP: histogram count == operations == samples the loop recorded so far.
         fams = h.scrape()
-        count = next(s.value for s in fams['rt_execution_time_seconds'].samples
-                     if s.name.endswith('_count') and s.labels['stage'] == 'e2e')
+        count = next(
+            s.value
+            for s in fams['rt_execution_time_seconds'].samples
+            if s.name.endswith('_count') and s.labels['stage'] == 'e2e'
+        )
         assert 0 < count <= loop.rec.count  # what was drained so far, never more than the loop recorded
         assert _sample(fams, 'rt_operations', stage='e2e') == count
         assert 0.0 < _sample(fams, 'rt_system_memory_percent') <= 100.0
         # no latency alert while the loop is nominal (waited for: a preempted sample on a loaded
         # machine may raise it briefly, and this scrape is later than the OK status seen above)
-        h.wait_for(lambda: _sample(h.scrape(), 'rt_alert_active', alert='e2e.p99_budget') == 0.0, 10.0,
-                   'no latency alert while nominal')
+        h.wait_for(
+            lambda: _sample(h.scrape(), 'rt_alert_active', alert='e2e.p99_budget') == 0.0,
+            10.0,
+            'no latency alert while nominal',
+        )
         # 3. Inject latency into the running loop: 3 ms > 1 ms budget -> ERROR (> 2 x budget).
         loop.delay_s = 0.003
-        h.wait_for(lambda: _level(h.latest('control loop')) == Level.ERROR
-                   and 'e2e p99' in h.latest('control loop').message, 10.0, 'latency alert')
+        h.wait_for(
+            lambda: (
+                _level(h.latest('control loop')) == Level.ERROR
+                and 'e2e p99' in h.latest('control loop').message
+            ),
+            10.0,
+            'latency alert',
+        )
         fams = h.scrape()
         assert _sample(fams, 'rt_alert_active', alert='e2e.p99_budget') == 1.0
         assert _sample(fams, 'rt_alerts_raised', alert='e2e.p99_budget') >= 1.0
@@ -196,8 +224,11 @@ def test_diagnostics_metrics_latency_alert_recovery_and_stale(
         # 4. Recovery: the alert clears (after the window and the hysteresis), level back to OK.
         loop.delay_s = 0.0
         h.wait_for(lambda: _level(h.latest('control loop')) == Level.OK, 10.0, 'alert cleared')
-        h.wait_for(lambda: _sample(h.scrape(), 'rt_alert_active', alert='e2e.p99_budget') == 0.0, 5.0,
-                   'alert metric cleared')
+        h.wait_for(
+            lambda: _sample(h.scrape(), 'rt_alert_active', alert='e2e.p99_budget') == 0.0,
+            5.0,
+            'alert metric cleared',
+        )
         # 5. The loop stops publishing: STALE, and the diagnostics keep coming.
         loop.running = False
         h.wait_for(lambda: _level(h.latest('control loop')) == Level.STALE, 10.0, 'STALE')
@@ -228,8 +259,9 @@ def test_port_in_use_keeps_node_up_with_prometheus_disabled(harness_factory: Cal
         assert 'Prometheus disabled' in dict((kv.key, kv.value) for kv in st.values)['prometheus']
 
 
-def test_env_overrides_port_and_disable(harness_factory: Callable[..., Harness],
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_overrides_port_and_disable(
+    harness_factory: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
     with socket.socket() as probe:
         probe.bind(('127.0.0.1', 0))
         free = probe.getsockname()[1]
@@ -264,10 +296,12 @@ def test_threshold_parameters_validated_at_runtime(harness_factory: Callable[...
     assert not res[0].successful
 
 
-def test_configure_fails_cleanly_on_bad_regression_baseline(harness_factory: Callable[..., Harness],
-                                                            tmp_path: Any) -> None:
-    h = harness_factory(MetricsRegistry(),
-                        **{'monitor.regression.baseline_report': str(tmp_path / 'missing.json')})
+def test_configure_fails_cleanly_on_bad_regression_baseline(
+    harness_factory: Callable[..., Harness], tmp_path: Any
+) -> None:
+    h = harness_factory(
+        MetricsRegistry(), **{'monitor.regression.baseline_report': str(tmp_path / 'missing.json')}
+    )
     assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
     good = tmp_path / 'report.json'
     good.write_text('{"stages": {"e2e_us": {"p50": 100.0, "p99": 300.0}}}')
@@ -276,8 +310,9 @@ def test_configure_fails_cleanly_on_bad_regression_baseline(harness_factory: Cal
     assert h2.node.core is not None and h2.node.core.baseline['e2e']['p99'] == pytest.approx(300e-6)
 
 
-def test_main_bad_config_file_exits_2_with_one_line(capsys: pytest.CaptureFixture[str],
-                                                    tmp_path: Any) -> None:
+def test_main_bad_config_file_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
     bad = tmp_path / 'bad.yaml'
     bad.write_text('monitor:\n  thresholds:\n    miss_rate_warn: 0.5\n')
     rc = main(['monitor_node', '--ros-args', '-p', f'config_file:={bad}'])
@@ -308,8 +343,9 @@ def test_composed_on_rt_executor_with_periodic_task(rclpy_context: Any) -> None:
     loop_node = rclpy.create_node('latency_loop', context=rclpy_context)
     loop_node.rt_tasks = lambda: [task]  # type: ignore[attr-defined]
     params = [Parameter(k, value=v) for k, v in {**FAST, 'monitor.callback_group': 'observers'}.items()]
-    node = MonitorNode(config=app, registry=reg, context=rclpy_context, parameter_overrides=params,
-                       node_name='rt_monitor')
+    node = MonitorNode(
+        config=app, registry=reg, context=rclpy_context, parameter_overrides=params, node_name='rt_monitor'
+    )
     listener = rclpy.create_node('rt_diag_listener', context=rclpy_context)
     msgs: list[DiagnosticArray] = []
     listener.create_subscription(DiagnosticArray, '/diagnostics', msgs.append, 10)
@@ -342,8 +378,10 @@ def test_composed_on_rt_executor_with_periodic_task(rclpy_context: Any) -> None:
         mon = next(st for st in msgs[-1].status if st.name == 'rt_monitor: monitor')
         assert dict((kv.key, kv.value) for kv in mon.values)['callback group'] == 'observers'
         delay_s[0] = 0.003  # 3 ms > 1 ms budget (> 2 x budget: ERROR)
-        wait(lambda: _level(loop_status()) == Level.ERROR and 'e2e p99' in loop_status().message,
-             'latency alert from the RT task')
+        wait(
+            lambda: _level(loop_status()) == Level.ERROR and 'e2e p99' in loop_status().message,
+            'latency alert from the RT task',
+        )
         delay_s[0] = 0.0
         wait(lambda: _level(loop_status()) == Level.OK, 'recovery')
     finally:

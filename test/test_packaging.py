@@ -36,8 +36,16 @@ def test_package_xml_declares_run_and_test_dependencies() -> None:
     assert root.get('format') == '3'
     assert root.findtext('name') == PKG
     deps = {e.text for e in root if e.tag in ('exec_depend', 'depend', 'test_depend')}
-    for need in ('rclpy', 'std_msgs', 'sensor_msgs', 'geometry_msgs', 'trajectory_msgs',
-                 'diagnostic_msgs', 'lifecycle_msgs', 'launch_ros'):
+    for need in (
+        'rclpy',
+        'std_msgs',
+        'sensor_msgs',
+        'geometry_msgs',
+        'trajectory_msgs',
+        'diagnostic_msgs',
+        'lifecycle_msgs',
+        'launch_ros',
+    ):
         assert need in deps, need
     for need in ('numpy', 'torch', 'numba', 'psutil', 'pytest'):
         assert any(need in (d or '') for d in deps), need
@@ -46,8 +54,16 @@ def test_package_xml_declares_run_and_test_dependencies() -> None:
 
 def test_every_console_script_has_a_main() -> None:
     scripts = _console_scripts()
-    for name in ('rt-safe-rl', 'bringup', 'policy_node', 'safety_node', 'sim_robot', 'sim_human',
-                 'sim_operator', 'monitor_node'):
+    for name in (
+        'rt-safe-rl',
+        'bringup',
+        'policy_node',
+        'safety_node',
+        'sim_robot',
+        'sim_human',
+        'sim_operator',
+        'monitor_node',
+    ):
         assert name in scripts, name
     for name, target in scripts.items():
         module, func = target.split(':')
@@ -70,10 +86,24 @@ def test_colcon_build_produces_a_complete_install_space(tmp_path: Path) -> None:
     if colcon is None:
         pytest.skip(reason='colcon not installed (colcon-common-extensions is in requirements-dev.txt)')
     res = subprocess.run(
-        [colcon, '--log-base', str(tmp_path / 'log'), 'build', '--paths', str(REPO),
-         '--build-base', str(tmp_path / 'build'), '--install-base', str(tmp_path / 'install'),
-         '--merge-install'],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        [
+            colcon,
+            '--log-base',
+            str(tmp_path / 'log'),
+            'build',
+            '--paths',
+            str(REPO),
+            '--build-base',
+            str(tmp_path / 'build'),
+            '--install-base',
+            str(tmp_path / 'install'),
+            '--merge-install',
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     inst = tmp_path / 'install'
     share = inst / 'share' / PKG
@@ -96,14 +126,29 @@ def test_colcon_build_produces_a_complete_install_space(tmp_path: Path) -> None:
     # the installed package finds its files in the install space (ament index), and runs
     env = dict(os.environ, AMENT_PREFIX_PATH=str(inst), PYTHONPATH=str(site))
     probe = subprocess.run(
-        [sys.executable, '-c', 'import rt_safe_rl, rt_safe_rl.paths as p; '
-         'from rt_safe_rl.config import load_config; c = load_config(); '
-         'print(rt_safe_rl.__file__); print(p.share_dir()); print(c.source)'],
-        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        [
+            sys.executable,
+            '-c',
+            'import rt_safe_rl, rt_safe_rl.paths as p; '
+            'from rt_safe_rl.config import load_config; c = load_config(); '
+            'print(rt_safe_rl.__file__); print(p.share_dir()); print(c.source)',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert probe.returncode == 0, probe.stderr[-2000:]
     file_, share_dir, source = probe.stdout.split()
     assert file_.startswith(str(site)) and share_dir == str(share)
     assert source == str(share / 'config/default.yaml')
-    cli = subprocess.run([sys.executable, str(inst / 'lib' / PKG / 'rt-safe-rl'), '--help'],
-                         env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    cli = subprocess.run(
+        [sys.executable, str(inst / 'lib' / PKG / 'rt-safe-rl'), '--help'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert cli.returncode == 0 and 'demo' in cli.stdout, cli.stderr[-2000:]

@@ -47,8 +47,10 @@ class _Lstm(nn.Module):
 
 def _pair(path: Path) -> tuple[object, object]:
     info = inspect_policy(path, ModelConfig())
-    return (build_backend('eager', path, info, ModelConfig()),
-            build_backend('cuda', path, info, ModelConfig()))
+    return (
+        build_backend('eager', path, info, ModelConfig()),
+        build_backend('cuda', path, info, ModelConfig()),
+    )
 
 
 def test_cuda_graph_matches_eager_on_the_default_policy() -> None:
@@ -68,7 +70,7 @@ def test_cuda_graph_recurrent_rollout_reset_and_replay(tmp_path: Path) -> None:
     got = rollout(cuda, obs)  # type: ignore[arg-type]
     assert float(np.abs(ref - got).max()) <= 1e-4
     # ... which needs the state carried across replays: from reset at every step it differs
-    stateless = np.stack([rollout(eager, obs[i:i + 1])[0] for i in range(50)])  # type: ignore[arg-type]
+    stateless = np.stack([rollout(eager, obs[i : i + 1])[0] for i in range(50)])  # type: ignore[arg-type]
     assert float(np.abs(stateless - ref[:50]).max()) > 1e-3
     # rollout() resets after itself: a second rollout from reset is the same sequence again
     again = rollout(cuda, obs)  # type: ignore[arg-type]

@@ -89,14 +89,20 @@ def test_fk_does_not_allocate(arm7: RobotModel) -> None:
 
 def test_overrides_from_yaml_mapping(tmp_path: Path) -> None:
     """robot.overrides and single-value lists apply; unknown joints and bad limits are rejected."""
-    cfg = from_mapping(RobotConfig, {
-        'a_max_rad_s2': [5.0], 'overrides': {'joint2': {'v_max_rad_s': 1.0, 'q_max_rad': 1.0}},
-    }, 'test: robot')
+    cfg = from_mapping(
+        RobotConfig,
+        {
+            'a_max_rad_s2': [5.0],
+            'overrides': {'joint2': {'v_max_rad_s': 1.0, 'q_max_rad': 1.0}},
+        },
+        'test: robot',
+    )
     m = RobotModel.from_config(cfg)
     assert m.v_max[1] == 1.0 and m.q_max[1] == 1.0 and np.all(m.a_max == 5.0)
     with pytest.raises(ConfigError, match='unknown joint'):
-        RobotModel.from_config(RobotConfig(overrides=from_mapping(RobotConfig, {
-            'overrides': {'nope': {'kp': 1.0}}}).overrides))
+        RobotModel.from_config(
+            RobotConfig(overrides=from_mapping(RobotConfig, {'overrides': {'nope': {'kp': 1.0}}}).overrides)
+        )
     with pytest.raises(ConfigError, match='must be <'):
         RobotModel.from_config(from_mapping(RobotConfig, {'overrides': {'joint1': {'q_min_rad': 3.0}}}))
     with pytest.raises(ConfigError, match='expected 1 or 7'):
@@ -108,16 +114,22 @@ def test_overrides_from_yaml_mapping(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match='cannot parse'):
         RobotModel.from_urdf(bad)
     with pytest.raises(ConfigError, match='link'):
-        RobotModel.from_config(from_mapping(RobotConfig, {
-            'monitored_points': [{'name': 'a', 'link': 'nolink'}]}))
+        RobotModel.from_config(
+            from_mapping(RobotConfig, {'monitored_points': [{'name': 'a', 'link': 'nolink'}]})
+        )
 
 
 def test_chain_urdf_any_size(tmp_path: Path) -> None:
     """A generated 29-joint chain parses; its straight-up tip is at 28 link lengths."""
     path = tmp_path / 'chain.urdf'
     path.write_text(chain_urdf(29))
-    cfg = RobotConfig(a_max_rad_s2=[10.0], j_max_rad_s3=[5000.0], kp=[100.0], kd=[5.0],
-                      monitored_points=[MonitoredPoint('tip', 'link29')])
+    cfg = RobotConfig(
+        a_max_rad_s2=[10.0],
+        j_max_rad_s3=[5000.0],
+        kp=[100.0],
+        kd=[5.0],
+        monitored_points=[MonitoredPoint('tip', 'link29')],
+    )
     m = RobotModel.from_urdf(path, cfg)
     assert m.n_joints == 29
     p = np.zeros((1, 3))
@@ -135,13 +147,19 @@ def test_continuous_and_prismatic_joints() -> None:
     from rt_safe_rl.core.safety import SafetyFilter
     from rt_safe_rl.core.safety.testing import plain_config
 
-    urdf = '''<robot name="c"><link name="base_link"/><link name="l1"/><link name="l2"/>
+    urdf = """<robot name="c"><link name="base_link"/><link name="l1"/><link name="l2"/>
 <joint name="j1" type="continuous"><parent link="base_link"/><child link="l1"/><axis xyz="0 0 1"/>
 <limit velocity="2" effort="10"/></joint>
 <joint name="j2" type="prismatic"><parent link="l1"/><child link="l2"/><origin xyz="0.5 0 0"/>
-<axis xyz="1 0 0"/><limit lower="0" upper="0.3" velocity="0.5" effort="100"/></joint></robot>'''
-    cfg = RobotConfig(urdf='', a_max_rad_s2=[5.0], j_max_rad_s3=[1000.0], kp=[0.0], kd=[0.0],
-                      monitored_points=[MonitoredPoint('tip', 'l2')])
+<axis xyz="1 0 0"/><limit lower="0" upper="0.3" velocity="0.5" effort="100"/></joint></robot>"""
+    cfg = RobotConfig(
+        urdf='',
+        a_max_rad_s2=[5.0],
+        j_max_rad_s3=[1000.0],
+        kp=[0.0],
+        kd=[0.0],
+        monitored_points=[MonitoredPoint('tip', 'l2')],
+    )
     m = RobotModel.from_urdf_string(urdf, cfg)
     assert m.q_min[0] == -np.inf and m.q_max[0] == np.inf and m.q_max[1] == 0.3
     p = np.zeros((1, 3))

@@ -73,15 +73,20 @@ def _run_loop(context: Any, use_tracemalloc: bool) -> dict[str, Any]:
     from rt_safe_rl.rt.executor import PeriodicTask, RtExecutor, TriggeredTask
 
     # SCHED_OTHER + no mlock: the property under test is allocation, not timing.
-    cfg = from_mapping(RtConfig, {
-        'groups': {
-            'non_rt': {'policy': 'other', 'priority': 0},
-            'control': {'policy': 'other', 'priority': 0},
-            'safety': {'policy': 'other', 'priority': 0, 'thread': 'control'},
-            'safety_monitor': {'policy': 'other', 'priority': 0},
+    cfg = from_mapping(
+        RtConfig,
+        {
+            'groups': {
+                'non_rt': {'policy': 'other', 'priority': 0},
+                'control': {'policy': 'other', 'priority': 0},
+                'safety': {'policy': 'other', 'priority': 0, 'thread': 'control'},
+                'safety_monitor': {'policy': 'other', 'priority': 0},
+            },
+            'mlock': False,
+            'prefault_heap_bytes': 0,
         },
-        'mlock': False, 'prefault_heap_bytes': 0,
-    }, 'test')
+        'test',
+    )
     ex = RtExecutor(cfg, context=context)
     ch = Channel('/alloc/action', 7)
     vals = np.zeros(7)
@@ -153,7 +158,8 @@ def test_executor_loop_rt_threads_allocate_nothing(rclpy_context: Any) -> None:
     # 0 blocks per cycle (< 0.001): live ints that replace each other (counters, deadlines) move
     # between lines by a few blocks; a leak of one block per 100 cycles would show as >= 100
     assert abs(rt_blocks) <= 10, f'RT threads kept {rt_blocks} blocks over {CYCLES} cycles: ' + str(
-        ['\n'.join(d.traceback.format()[-8:]) + f' {d.count_diff}' for d in diff[:4]])
+        ['\n'.join(d.traceback.format()[-8:]) + f' {d.count_diff}' for d in diff[:4]]
+    )
 
 
 def test_executor_loop_heap_blocks_do_not_grow(rclpy_context: Any) -> None:

@@ -42,14 +42,17 @@ def test_pooled_rounds_never_take_an_interval_across_rounds() -> None:
     assert res['skipped_periods'] == 0
 
 
-@pytest.mark.parametrize('args, msg', [
-    (['--rate-hz', '0'], '--rate-hz'),
-    (['--duration', '-1'], '--duration'),
-    (['--stress', '99'], '--stress'),
-    (['--rounds', '0'], '--rounds'),
-    (['--phases', 'floor,bogus'], 'bogus'),
-    (['--config', '/nonexistent.yaml'], 'not found'),
-])
+@pytest.mark.parametrize(
+    'args, msg',
+    [
+        (['--rate-hz', '0'], '--rate-hz'),
+        (['--duration', '-1'], '--duration'),
+        (['--stress', '99'], '--stress'),
+        (['--rounds', '0'], '--rounds'),
+        (['--phases', 'floor,bogus'], 'bogus'),
+        (['--config', '/nonexistent.yaml'], 'not found'),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(args: list[str], msg: str, capsys: pytest.CaptureFixture[str]) -> None:
     from rt_safe_rl.cli import main
 

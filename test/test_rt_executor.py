@@ -42,8 +42,9 @@ class ChainNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.pub = self.create_publisher(Float64MultiArray, 'chain_topic', 10)
-        self.create_subscription(Float64MultiArray, 'chain_topic', self._on_msg, 10,
-                                 callback_group=named_group(self, 'control'))
+        self.create_subscription(
+            Float64MultiArray, 'chain_topic', self._on_msg, 10, callback_group=named_group(self, 'control')
+        )
         self.vals = np.zeros(2)
         self.msg = Float64MultiArray()
         self.msg.data = [0.0, 0.0]
@@ -235,8 +236,9 @@ def test_channel_mirror_publishes_decimated_off_the_producer_thread(rclpy_contex
     ch = Channel('/test/mirror', 3)
     vals = np.zeros(3)
     got: list[tuple[float, int]] = []
-    listener.create_subscription(Float64MultiArray, 'mirror_topic',
-                                 lambda m: got.append((m.data[0], m.layout.data_offset)), 50)
+    listener.create_subscription(
+        Float64MultiArray, 'mirror_topic', lambda m: got.append((m.data[0], m.layout.data_offset)), 50
+    )
 
     def tick(deadline_ns: int) -> None:
         vals[0] += 1.0
@@ -266,10 +268,18 @@ def test_channel_mirror_publishes_decimated_off_the_producer_thread(rclpy_contex
 
 
 def test_catch_up_policy_runs_missed_periods_back_to_back(rclpy_context: Any) -> None:
-    cfg = from_mapping(RtConfig, {'groups': {
-        'non_rt': {'policy': 'other', 'priority': 0},
-        'control': {'policy': 'other', 'priority': 0, 'miss_policy': 'catch_up', 'max_catch_up': 2},
-    }, 'mlock': False, 'prefault_heap_bytes': 0}, 'test')
+    cfg = from_mapping(
+        RtConfig,
+        {
+            'groups': {
+                'non_rt': {'policy': 'other', 'priority': 0},
+                'control': {'policy': 'other', 'priority': 0, 'miss_policy': 'catch_up', 'max_catch_up': 2},
+            },
+            'mlock': False,
+            'prefault_heap_bytes': 0,
+        },
+        'test',
+    )
     starts: list[tuple[int, int]] = []
 
     def fn(deadline_ns: int) -> None:
@@ -369,8 +379,15 @@ def test_spin_applies_and_restores_process_settings(rclpy_context: Any) -> None:
     before = sys.getswitchinterval()
     seen: list[tuple[bool, float]] = []
     ex = RtExecutor(quick_cfg(gil_switch_interval_s=0.0002), context=rclpy_context)
-    ex.add_task(PeriodicTask('probe', 'control', 5_000_000,
-                             lambda d: seen.append((gc.isenabled(), sys.getswitchinterval())), enabled=True))
+    ex.add_task(
+        PeriodicTask(
+            'probe',
+            'control',
+            5_000_000,
+            lambda d: seen.append((gc.isenabled(), sys.getswitchinterval())),
+            enabled=True,
+        )
+    )
     for _ in range(2):  # a second spin applies them again
         seen.clear()
         ex.spin(0.1)

@@ -19,8 +19,28 @@ from rt_safe_rl.core.safety.numpy_ref import NumpySafetyFilter
 
 def test_bench_safety_small_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / 'safety.json'
-    rc = cli_main(['bench', 'safety', '--joints', '9', '--points', '3', '--cycles', '300', '--batch', '200',
-                   '--cases', '2000', '--closed-loop-steps', '300', '--monitor-s', '0', '--json', str(out)])
+    rc = cli_main(
+        [
+            'bench',
+            'safety',
+            '--joints',
+            '9',
+            '--points',
+            '3',
+            '--cycles',
+            '300',
+            '--batch',
+            '200',
+            '--cases',
+            '2000',
+            '--closed-loop-steps',
+            '300',
+            '--monitor-s',
+            '0',
+            '--json',
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads(out.read_text())

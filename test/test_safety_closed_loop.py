@@ -26,6 +26,7 @@ Proposer = Callable[[int, np.ndarray, np.random.Generator], np.ndarray]
 def _bang_bang(model: RobotModel) -> Proposer:
     def p(k: int, q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return model.q_max + 1.0 if (k // 150) % 2 else model.q_min - 1.0
+
     return p
 
 
@@ -36,12 +37,14 @@ def _random_jumps(model: RobotModel) -> Proposer:
         if k % 97 == 0:
             state['target'] = rng.uniform(model.q_min - 2.0, model.q_max + 2.0)
         return state['target'] + rng.normal(0, 0.05, model.n_joints)
+
     return p
 
 
 def _noise(model: RobotModel) -> Proposer:
     def p(k: int, q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return q + rng.normal(0, 1.0, model.n_joints) * rng.choice([1e-3, 0.1, 10.0, 1e6])
+
     return p
 
 
@@ -57,6 +60,7 @@ def _toward_human(model: RobotModel, human: HumanWalker) -> Proposer:
         human.position(k * DT, h, noisy=False)
         dx = h - pts[i_tcp]
         return q + np.linalg.pinv(jac[i_tcp]) @ dx * 0.5
+
     return p
 
 
@@ -70,7 +74,9 @@ def test_adversarial_proposer_never_breaks_limits(kind: str) -> None:
     human = HumanWalker(app.sim.human)
     f = SafetyFilter(model, app.safety)
     proposer: Proposer = {
-        'bang_bang': _bang_bang(model), 'random_jumps': _random_jumps(model), 'noise': _noise(model),
+        'bang_bang': _bang_bang(model),
+        'random_jumps': _random_jumps(model),
+        'noise': _noise(model),
         'toward_human': _toward_human(model, human),
     }[kind]
     rng = np.random.default_rng(['bang_bang', 'random_jumps', 'noise', 'toward_human'].index(kind))
@@ -127,8 +133,12 @@ def test_jerk_respected_at_the_position_limits(kind: str) -> None:
 
     app = load_config(None)
     model = RobotModel.from_config(app.robot)
-    cfg = replace(app.safety, enforce_effort=False, ssm=replace(app.safety.ssm, enabled=False),
-                  workspace=replace(app.safety.workspace, enabled=False))
+    cfg = replace(
+        app.safety,
+        enforce_effort=False,
+        ssm=replace(app.safety.ssm, enabled=False),
+        workspace=replace(app.safety.workspace, enabled=False),
+    )
     f = SafetyFilter(model, cfg)
     proposer = _bang_bang(model) if kind == 'bang_bang' else _random_jumps(model)
     rng = np.random.default_rng(7)
@@ -163,8 +173,11 @@ def test_ssm_stop_inside_the_protective_distance_is_path_consistent_and_timely()
     s = app.safety.ssm
     d0 = protective_stop_distance_m(s)
     f = SafetyFilter(model, app.safety)
-    human = HumanWalker(SimHumanConfig(far_m=1.6, near_m=0.2, speed_m_s=1.2, pause_far_s=0.3,
-                                       pause_near_s=0.6, noise_m=0.0, seed=3))
+    human = HumanWalker(
+        SimHumanConfig(
+            far_m=1.6, near_m=0.2, speed_m_s=1.2, pause_far_s=0.3, pause_near_s=0.6, noise_m=0.0, seed=3
+        )
+    )
     limits = ArmLimits.from_model(model, app.sim.robot)
     audit = CommandAudit(limits, DT, tolerance=1e-9)
     q = model.home()
@@ -194,8 +207,11 @@ def test_ssm_stop_inside_the_protective_distance_is_path_consistent_and_timely()
             if stop_k < 0:
                 stop_k = k
                 stops += 1
-                t_rest = (float(np.max(np.abs(dq) / model.a_max))
-                          + float(np.max(model.a_max / model.j_max)) + 3 * DT)
+                t_rest = (
+                    float(np.max(np.abs(dq) / model.a_max))
+                    + float(np.max(model.a_max / model.j_max))
+                    + 3 * DT
+                )
             elif k - stop_k > 3:  # after the jerk-limited onset of the deceleration
                 # 2 mm/s: at the end of a full-deceleration stop the jerk limit lets the velocity
                 # pass zero by <= (a_max - j_max dt) dt for a cycle or two (micrometres of travel)

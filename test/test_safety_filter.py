@@ -35,11 +35,11 @@ class Loop:
         self.t = 1_000 * MS
         self.human: np.ndarray | None = np.array([[2.0, 2.0, 0.5]])
 
-    def step(self, prop: np.ndarray | None, valid: bool = True, op: np.ndarray | None = None,
-             **kw: object) -> SafetyReport:
+    def step(
+        self, prop: np.ndarray | None, valid: bool = True, op: np.ndarray | None = None, **kw: object
+    ) -> SafetyReport:
         self.t += MS
-        rep = self.f.step(self.t, self.q, self.dq, prop, valid, self.human, self.t, op, self.out,
-                          **kw)  # type: ignore[arg-type]
+        rep = self.f.step(self.t, self.q, self.dq, prop, valid, self.human, self.t, op, self.out, **kw)  # type: ignore[arg-type]
         if rep.command_valid:
             self.dq = (self.out - self.q) / DT
             self.q = self.out.copy()
@@ -87,18 +87,34 @@ def test_awaiting_human_holds_when_ssm_requires_one(arm7: RobotModel) -> None:
     assert f.stop_latched
 
 
-@pytest.mark.parametrize('fault', ['policy_invalid', 'nan', 'clock_back', 'clock_gap', 'stale_state',
-                                   'stale_human', 'bad_size', 'deadline', 'state_out_of_limits'])
+@pytest.mark.parametrize(
+    'fault',
+    [
+        'policy_invalid',
+        'nan',
+        'clock_back',
+        'clock_gap',
+        'stale_state',
+        'stale_human',
+        'bad_size',
+        'deadline',
+        'state_out_of_limits',
+    ],
+)
 def test_each_fault_gives_latched_controlled_stop_then_reset(arm7: RobotModel, fault: str) -> None:
     lp = _moving(arm7)
     f = lp.f
     target = arm7.home() + 0.5
     v_before = f.command_state[1].copy()
     expected = {
-        'policy_invalid': FaultCode.POLICY_INVALID, 'nan': FaultCode.NONFINITE_INPUT,
-        'clock_back': FaultCode.CLOCK_JUMP, 'clock_gap': FaultCode.CLOCK_JUMP,
-        'stale_state': FaultCode.STALE_STATE, 'stale_human': FaultCode.HUMAN_STALE,
-        'bad_size': FaultCode.BAD_SIZE, 'deadline': FaultCode.DEADLINE_MISS,
+        'policy_invalid': FaultCode.POLICY_INVALID,
+        'nan': FaultCode.NONFINITE_INPUT,
+        'clock_back': FaultCode.CLOCK_JUMP,
+        'clock_gap': FaultCode.CLOCK_JUMP,
+        'stale_state': FaultCode.STALE_STATE,
+        'stale_human': FaultCode.HUMAN_STALE,
+        'bad_size': FaultCode.BAD_SIZE,
+        'deadline': FaultCode.DEADLINE_MISS,
         'state_out_of_limits': FaultCode.STATE_OUT_OF_LIMITS,
     }[fault]
     out = lp.out
@@ -262,8 +278,11 @@ def test_live_update_validated_and_atomic(arm7: RobotModel) -> None:
 
 def test_workspace_box_keeps_tool_inside(arm7: RobotModel) -> None:
     """Driving the tool down toward the table (z min 0.3 m here): it stops above it."""
-    cfg = SafetyConfig(enforce_effort=False, ssm=SsmConfig(enabled=False),
-                       workspace=WorkspaceConfig(min_m=[-1.0, -1.0, 0.3], max_m=[1.0, 1.0, 1.4]))
+    cfg = SafetyConfig(
+        enforce_effort=False,
+        ssm=SsmConfig(enabled=False),
+        workspace=WorkspaceConfig(min_m=[-1.0, -1.0, 0.3], max_m=[1.0, 1.0, 1.4]),
+    )
     f = SafetyFilter(arm7, cfg)
     lp = Loop(f, arm7.home())
     target = arm7.home() + np.array([0.0, 1.2, 0.0, 0.6, 0.0, 0.0, 0.0])  # folds forward and down
@@ -316,9 +335,11 @@ def test_steady_state_step_does_not_grow_the_heap(arm7: RobotModel) -> None:
 
 def test_workspace_point_outside_may_return_but_not_leave_further(arm7: RobotModel) -> None:
     """Box tightened below the tool: it cannot go further down, and can come back up."""
-    cfg = SafetyConfig(enforce_effort=False, ssm=SsmConfig(enabled=False),
-                       workspace=WorkspaceConfig(min_m=[-1.0, -1.0, 0.6], max_m=[1.0, 1.0, 1.4],
-                                                 points=['tcp']))
+    cfg = SafetyConfig(
+        enforce_effort=False,
+        ssm=SsmConfig(enabled=False),
+        workspace=WorkspaceConfig(min_m=[-1.0, -1.0, 0.6], max_m=[1.0, 1.0, 1.4], points=['tcp']),
+    )
     f = SafetyFilter(arm7, cfg)
     lp = Loop(f, arm7.home())
     p = np.zeros((arm7.n_points, 3))
@@ -345,8 +366,12 @@ def test_pfl_per_body_region(arm7: RobotModel) -> None:
     from rt_safe_rl.core.safety.filter import build_params
     from rt_safe_rl.core.safety.formulas import pfl_v_max
 
-    pfl = PflConfig(enabled=True, body_region='hands', point_regions=['skull', 'hands'],
-                    max_force_by_region_n={'skull': 130.0})
+    pfl = PflConfig(
+        enabled=True,
+        body_region='hands',
+        point_regions=['skull', 'hands'],
+        max_force_by_region_n={'skull': 130.0},
+    )
     _, sp, _ = build_params(arm7, SafetyConfig(pfl=pfl))
     m_r = arm7.moving_mass_kg / 2 + arm7.payload_kg
     assert sp[kn.SP_PFL_BASE] == pytest.approx(pfl_v_max(130.0, 150e3, 4.4, m_r))

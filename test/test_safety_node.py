@@ -15,12 +15,14 @@ import pytest
 
 pytestmark = pytest.mark.ros
 
-RELAXED = {'safety': {'state_timeout_s': 0.5, 'action_timeout_s': 0.15, 'deadline_s': 0.5,
-                      'max_step_gap_s': 1.0}}
+RELAXED = {
+    'safety': {'state_timeout_s': 0.5, 'action_timeout_s': 0.15, 'deadline_s': 0.5, 'max_step_gap_s': 1.0}
+}
 # Over real DDS on a loaded 2-core machine an action can arrive > 150 ms late and re-latch
 # ACTION_TIMEOUT mid-test; the timing faults themselves are tested with a fake clock below.
-DDS_RELAXED = {'safety': {'state_timeout_s': 1.0, 'action_timeout_s': 1.0, 'deadline_s': 1.0,
-                          'max_step_gap_s': 1.0}}
+DDS_RELAXED = {
+    'safety': {'state_timeout_s': 1.0, 'action_timeout_s': 1.0, 'deadline_s': 1.0, 'max_step_gap_s': 1.0}
+}
 
 
 def _wait(pred: Any, timeout_s: float) -> bool:
@@ -55,9 +57,12 @@ class Rig:
         self.peer = Node('peer', namespace=ns, context=ctx)
         self.cmds: list[tuple[int, np.ndarray]] = []
         self.status: list[Any] = []
-        self.peer.create_subscription(Float64MultiArray, 'forward_position_controller/commands',
-                                      lambda m: self.cmds.append((m.layout.data_offset, np.array(m.data))),
-                                      50)
+        self.peer.create_subscription(
+            Float64MultiArray,
+            'forward_position_controller/commands',
+            lambda m: self.cmds.append((m.layout.data_offset, np.array(m.data))),
+            50,
+        )
         from diagnostic_msgs.msg import DiagnosticStatus
 
         self.peer.create_subscription(DiagnosticStatus, 'safety/status', self.status.append, 10)
@@ -362,17 +367,30 @@ def test_startup_parameter_overrides_apply_and_bad_ones_are_rejected(rclpy_conte
     from rt_safe_rl.nodes.safety_node import SafetyFilterNode
 
     app = load_config(None)
-    node = SafetyFilterNode(config=app, namespace='sn6', context=rclpy_context,
-                            cli_args=['--ros-args', '-p', 'safety.velocity_scale:=0.5',
-                                      '-p', 'safety.v_max_rad_s:=[1.0,1.0,1.0,1.0,1.0,1.0,1.0]'])
+    node = SafetyFilterNode(
+        config=app,
+        namespace='sn6',
+        context=rclpy_context,
+        cli_args=[
+            '--ros-args',
+            '-p',
+            'safety.velocity_scale:=0.5',
+            '-p',
+            'safety.v_max_rad_s:=[1.0,1.0,1.0,1.0,1.0,1.0,1.0]',
+        ],
+    )
     try:
         cfg = node.current_config()
         assert cfg.velocity_scale == 0.5 and cfg.v_max_rad_s == [1.0] * 7
     finally:
         node.destroy_node()
     with pytest.raises(ConfigError, match='velocity_scale'):
-        SafetyFilterNode(config=app, namespace='sn7', context=rclpy_context,
-                         cli_args=['--ros-args', '-p', 'safety.velocity_scale:=2.0'])
+        SafetyFilterNode(
+            config=app,
+            namespace='sn7',
+            context=rclpy_context,
+            cli_args=['--ros-args', '-p', 'safety.velocity_scale:=2.0'],
+        )
 
 
 class _Clock:
@@ -436,7 +454,7 @@ def _drive(node: Any, ch: Any, clock: _Clock, seqs: range, target: np.ndarray, q
     for seq in seqs:
         clock.t_ns += 1_000_000
         if node._n_human:  # the person stays where they are: fresh samples
-            node.set_human(clock.t_ns, node._human[:node._n_human].copy())
+            node.set_human(clock.t_ns, node._human[: node._n_human].copy())
         node.process_state(clock.t_ns, seq, q, np.zeros(7))
         row[0], row[1] = seq, 1.0
         row[ACTION_HEADER:] = target
@@ -447,7 +465,8 @@ def _drive(node: Any, ch: Any, clock: _Clock, seqs: range, target: np.ndarray, q
 
 
 def test_monitor_braking_while_the_chain_stalls_keeps_one_step_per_robot_period(
-        rclpy_context: Any, monkeypatch: Any) -> None:
+    rclpy_context: Any, monkeypatch: Any
+) -> None:
     """The control thread stalls mid-motion (no states, no actions reach the node) while the robot
     keeps running: the monitor brakes at the robot's rate; when the queued states and actions come
     back, the command stream seen by the robot still has one filter step per robot period (the
@@ -474,7 +493,8 @@ def test_monitor_braking_while_the_chain_stalls_keeps_one_step_per_robot_period(
 
 
 def test_monitor_racing_the_first_action_neither_steps_twice_nor_goes_back_in_time(
-        rclpy_context: Any, monkeypatch: Any) -> None:
+    rclpy_context: Any, monkeypatch: Any
+) -> None:
     """The monitor (holding before the first action) runs between process_action's start and its
     filter step: the step must not see time going backwards (no CLOCK_JUMP latch), the period the
     monitor covered is not stepped again, and the robot starts moving on the next action."""
@@ -539,7 +559,8 @@ def test_configure_rejects_a_safety_rate_other_than_the_robot_rate(rclpy_context
 
 
 def test_intervention_counter_counts_safety_changes_and_stops_not_joint_rate_limits(
-        rclpy_context: Any, monkeypatch: Any) -> None:
+    rclpy_context: Any, monkeypatch: Any
+) -> None:
     """A position target far beyond one step is rate-limited every cycle by the joint limits:
     not an intervention (intervention_rad is large all the same). A person close enough for SSM
     to slow the robot, and a stop, are; the threshold is a validated, live parameter."""

@@ -33,13 +33,15 @@ def arm7() -> RobotModel:
 def _cfg(**kw: object) -> SafetyConfig:
     from dataclasses import replace
 
-    base = SafetyConfig(max_step_gap_s=1e6, state_timeout_s=1e6, position_tolerance_rad=1e6,
-                        velocity_tolerance_rad_s=1e6)
+    base = SafetyConfig(
+        max_step_gap_s=1e6, state_timeout_s=1e6, position_tolerance_rad=1e6, velocity_tolerance_rad_s=1e6
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
-def random_viable_state(model: RobotModel,
-                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def random_viable_state(
+    model: RobotModel, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A command state (q, v, a) inside the filter's invariant set."""
     q = rng.uniform(model.q_min, model.q_max)
     joints = range(model.n_joints)
@@ -53,8 +55,17 @@ def random_viable_state(model: RobotModel,
     return q, v, a
 
 
-def check_limits(model: RobotModel, f: SafetyFilter, q0: np.ndarray, v0: np.ndarray, a0: np.ndarray,
-                 q_meas: np.ndarray, dq_meas: np.ndarray, out: np.ndarray, check_effort: bool = True) -> None:
+def check_limits(
+    model: RobotModel,
+    f: SafetyFilter,
+    q0: np.ndarray,
+    v0: np.ndarray,
+    a0: np.ndarray,
+    q_meas: np.ndarray,
+    dq_meas: np.ndarray,
+    out: np.ndarray,
+    check_effort: bool = True,
+) -> None:
     """Assert that the step from (q0, v0, a0) to `out` respects every limit the report does not waive."""
     rep = f.report
     mask = rep.active_mask
@@ -141,16 +152,24 @@ def test_identity_on_safe_inputs(arm7: RobotModel) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), where=st.sampled_from(['q', 'dq', 'prop', 'op', 'human']),
-       bad=st.sampled_from([np.nan, np.inf, -np.inf]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    where=st.sampled_from(['q', 'dq', 'prop', 'op', 'human']),
+    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+)
 def test_nonfinite_inputs_give_a_finite_controlled_stop(seed: int, where: str, bad: float) -> None:
     """NaN/inf anywhere -> latched NONFINITE_INPUT stop, finite output within the limits."""
     model = _ARM7
     rng = np.random.default_rng(seed)
     f = SafetyFilter(model, _cfg())
     q0, v0, a0 = random_viable_state(model, rng)
-    arrays = {'q': q0.copy(), 'dq': v0.copy(), 'prop': q0 + 0.001, 'op': q0.copy(),
-              'human': np.array([[1.0, 0.0, 0.5]])}
+    arrays = {
+        'q': q0.copy(),
+        'dq': v0.copy(),
+        'prop': q0 + 0.001,
+        'op': q0.copy(),
+        'human': np.array([[1.0, 0.0, 0.5]]),
+    }
     arr = arrays[where]
     arr.flat[int(rng.integers(0, arr.size))] = bad
     f.set_command_state(q0, v0, a0)
@@ -263,7 +282,7 @@ def test_batch_is_bit_identical_to_per_cycle(arm7: RobotModel) -> None:
         f._latched = False  # independent states: no latch / human history carried between them
         f._human_seen = False
         f.set_command_state(cs0[i, 0], cs0[i, 1], cs0[i, 2])
-        hp = human[i, :n_h[i]] if n_h[i] else None
+        hp = human[i, : n_h[i]] if n_h[i] else None
         r = f.step(0, q[i], dq[i], prop[i], True, hp, 0, op[i], o)
         np.testing.assert_array_equal(o, out[i])
         np.testing.assert_array_equal(f.command_state, cs[i])

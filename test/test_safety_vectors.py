@@ -33,10 +33,18 @@ from rt_safe_rl.core.safety.testing import chain_model, plain_config
 DT = 1e-3
 
 
-def _one_joint(q_lim: float = 1e3, v: float = 2.0, a: float = 10.0, j: float = 5000.0,
-               rate_hz: float = 1000.0, jerk: bool = True, n: int = 1) -> SafetyFilter:
-    return SafetyFilter(chain_model(n, q_lim=q_lim, v_max=v, a_max=a, j_max=j),
-                        plain_config(rate_hz, jerk=jerk))
+def _one_joint(
+    q_lim: float = 1e3,
+    v: float = 2.0,
+    a: float = 10.0,
+    j: float = 5000.0,
+    rate_hz: float = 1000.0,
+    jerk: bool = True,
+    n: int = 1,
+) -> SafetyFilter:
+    return SafetyFilter(
+        chain_model(n, q_lim=q_lim, v_max=v, a_max=a, j_max=j), plain_config(rate_hz, jerk=jerk)
+    )
 
 
 def _step(f: SafetyFilter, target: np.ndarray | list[float], t_ns: int = 0) -> np.ndarray:
@@ -55,9 +63,11 @@ def test_a1_derivative_form() -> None:
 def test_a2_a3_limit_rate_through_the_filter(sign: float) -> None:
     """A2 (jerk-limited start: 0.005) and A3 (shaped approach to the velocity limit: 1.9995)."""
     assert limit_rate_velocity(2, -2, 10, 5000, sign * 0.1, 0, 0, DT) == pytest.approx(
-        sign * 0.005, abs=1e-12)
+        sign * 0.005, abs=1e-12
+    )
     assert limit_rate_velocity(2, -2, 10, 5000, sign * 2.5, sign * 1.999, sign * 5, DT) == pytest.approx(
-        sign * 1.9995, abs=1e-12)
+        sign * 1.9995, abs=1e-12
+    )
     f = _one_joint()
     f.set_command_state(np.zeros(1))
     out = _step(f, [sign * 0.1 * DT])
@@ -77,14 +87,21 @@ FR3_DECEL = [6.0, 2.585, 3.50, 4.00, 17.0, 5.5, 17.0]
 
 def test_a4_a5_position_dependent_velocity_limits() -> None:
     q = [0, -math.pi / 4, 0, -3 * math.pi / 4, 0, math.pi / 2, math.pi / 4]
-    lims = [position_dependent_velocity_limits(q[i], FR3_Q_LO[i], FR3_Q_UP[i], FR3_V[i], FR3_OFFSET[i],
-                                               FR3_DECEL[i], 1e-3) for i in range(7)]
-    np.testing.assert_allclose([u for _, u in lims], [2.619, 2.619, 2.619, 2.619, 5.259, 4.179, 5.259],
-                               atol=1e-5)
-    np.testing.assert_allclose([lo for lo, _ in lims],
-                               [-2.619, -2.08003, -2.619, -2.05171, -5.259, -3.014804, -5.259], atol=1e-5)
-    _, up = position_dependent_velocity_limits(2.7, FR3_Q_LO[0], FR3_Q_UP[0], FR3_V[0], FR3_OFFSET[0],
-                                               FR3_DECEL[0], 1e-3)
+    lims = [
+        position_dependent_velocity_limits(
+            q[i], FR3_Q_LO[i], FR3_Q_UP[i], FR3_V[i], FR3_OFFSET[i], FR3_DECEL[i], 1e-3
+        )
+        for i in range(7)
+    ]
+    np.testing.assert_allclose(
+        [u for _, u in lims], [2.619, 2.619, 2.619, 2.619, 5.259, 4.179, 5.259], atol=1e-5
+    )
+    np.testing.assert_allclose(
+        [lo for lo, _ in lims], [-2.619, -2.08003, -2.619, -2.05171, -5.259, -3.014804, -5.259], atol=1e-5
+    )
+    _, up = position_dependent_velocity_limits(
+        2.7, FR3_Q_LO[0], FR3_Q_UP[0], FR3_V[0], FR3_OFFSET[0], FR3_DECEL[0], 1e-3
+    )
     assert up == pytest.approx(0.474371, abs=1e-6)
 
 
@@ -246,20 +263,41 @@ def test_h1_stale_input_ramp_stop() -> None:
     t0 = 10_000_000_000
     while f.command_state[1, 0] != 0.0 and cycles < 1000:
         t = t0 + cycles * 1_000_000
-        f.step(t, np.zeros(1), np.zeros(1), np.array([1.0]), True, None, t, None, out,
-               state_stamp_ns=t0 - 10_000_000)
+        f.step(
+            t,
+            np.zeros(1),
+            np.zeros(1),
+            np.array([1.0]),
+            True,
+            None,
+            t,
+            None,
+            out,
+            state_stamp_ns=t0 - 10_000_000,
+        )
         assert f.report.fault_code == FaultCode.STALE_STATE
         cycles += 1
     assert cycles == 50
     assert out[0] == pytest.approx(0.01225, abs=1e-12)
     # held afterwards, latched until reset
-    f.step(t0 + 60_000_000, np.zeros(1), np.zeros(1), np.array([1.0]), True, None, 0, None, out,
-           state_stamp_ns=t0 + 60_000_000)
+    f.step(
+        t0 + 60_000_000,
+        np.zeros(1),
+        np.zeros(1),
+        np.array([1.0]),
+        True,
+        None,
+        0,
+        None,
+        out,
+        state_stamp_ns=t0 + 60_000_000,
+    )
     assert out[0] == pytest.approx(0.01225, abs=1e-12) and f.stop_latched
 
 
-@pytest.mark.parametrize(('v', 'a'), [(2.0, 0.0), (2.0, 10.0), (2.0, -10.0), (0.5, 5.0), (0.01, 3.0),
-                                      (0.005, -2.0)])
+@pytest.mark.parametrize(
+    ('v', 'a'), [(2.0, 0.0), (2.0, 10.0), (2.0, -10.0), (0.5, 5.0), (0.01, 3.0), (0.005, -2.0)]
+)
 def test_jerk_limited_stop_distance_bounds_a_fine_simulation(v: float, a: float) -> None:
     """The closed-form stop distance used by the jerk-consistent bound is >= the distance of the
     jerk-limited braking plan simulated finely (and tight at speed)."""

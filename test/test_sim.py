@@ -57,8 +57,12 @@ def test_arm_never_exceeds_its_limits_under_wild_commands() -> None:
         assert np.all(np.abs(arm.dq) <= lim.v_max + 1e-12)
         acc = (arm.dq - prev_dq) / DT
         # velocity clamps and end stops only ever reduce |dq|; otherwise |ddq| <= a_max
-        assert np.all((np.abs(acc) <= lim.a_max + 1e-6) | (np.abs(arm.dq) <= np.abs(prev_dq) + 1e-12)
-                      | (arm.q == lim.q_min) | (arm.q == lim.q_max))
+        assert np.all(
+            (np.abs(acc) <= lim.a_max + 1e-6)
+            | (np.abs(arm.dq) <= np.abs(prev_dq) + 1e-12)
+            | (arm.q == lim.q_min)
+            | (arm.q == lim.q_max)
+        )
         assert np.all(np.abs(arm.effort) <= lim.inertia * lim.a_max + 1e-6)
         np.copyto(prev_dq, arm.dq)
 
@@ -135,8 +139,9 @@ def test_audit_uses_sequence_gaps_for_the_velocity() -> None:
 
 
 def test_walker_goes_in_and_out_reproducibly() -> None:
-    cfg = SimHumanConfig(seed=5, far_m=2.0, near_m=0.2, speed_m_s=1.0, pause_far_s=0.5, pause_near_s=0.5,
-                         noise_m=0.0)
+    cfg = SimHumanConfig(
+        seed=5, far_m=2.0, near_m=0.2, speed_m_s=1.0, pause_far_s=0.5, pause_near_s=0.5, noise_m=0.0
+    )
     w1, w2 = HumanWalker(cfg), HumanWalker(cfg)
     out1, out2 = np.zeros(3), np.zeros(3)
     radii = []
@@ -158,8 +163,10 @@ def test_walker_noise_is_bounded_and_seeded() -> None:
     cfg = SimHumanConfig(noise_m=0.01)
     w = HumanWalker(cfg)
     clean, noisy = np.zeros(3), np.zeros(3)
-    errs = [np.linalg.norm(w.position(t, noisy) - w.position(t, clean, noisy=False))
-            for t in np.linspace(0.0, 5.0, 500)]
+    errs = [
+        np.linalg.norm(w.position(t, noisy) - w.position(t, clean, noisy=False))
+        for t in np.linspace(0.0, 5.0, 500)
+    ]
     assert 0.0 < float(np.mean(errs)) < 0.05
 
 

@@ -64,8 +64,9 @@ def test_sim_robot_state_commands_latency_audit_and_hold(rclpy_context: Any, app
             out.layout.data_offset = seq
             pub.publish(out)
 
-    ctrl.create_subscription(JointState, 'joint_states', on_state,
-                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    ctrl.create_subscription(
+        JointState, 'joint_states', on_state, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    )
     ex = RtExecutor(app_cfg.rt, context=rclpy_context)
     ex.add_node(robot)
     ex.add_node(ctrl)
@@ -134,8 +135,9 @@ def test_sim_human_and_operator_publish(rclpy_context: Any) -> None:
     from rt_safe_rl.nodes.sim_operator_node import SimOperatorNode
     from rt_safe_rl.rt.executor import RtExecutor
 
-    cfg = load_config(None, {'sim': {'human': {'noise_m': 0.0, 'start_phase_s': 2.0},
-                                     'operator': {'goal_period_s': 0.3}}})
+    cfg = load_config(
+        None, {'sim': {'human': {'noise_m': 0.0, 'start_phase_s': 2.0}, 'operator': {'goal_period_s': 0.3}}}
+    )
     human = SimHumanNode(config=cfg, namespace='t3', context=rclpy_context)
     op = SimOperatorNode(config=cfg, namespace='t3', context=rclpy_context)
     for n in (human, op):
@@ -144,10 +146,12 @@ def test_sim_human_and_operator_publish(rclpy_context: Any) -> None:
     sink = Node('sink', namespace='t3', context=rclpy_context)
     got: dict[str, list[Any]] = {'human': [], 'goal': [], 'op': []}
     sink.create_subscription(PointStamped, 'human/position', lambda m: got['human'].append(m), 10)
-    sink.create_subscription(Float64MultiArray, 'policy/command',
-                             lambda m: got['goal'].append(list(m.data)), 10)
-    sink.create_subscription(Float64MultiArray, 'operator/command',
-                             lambda m: got['op'].append(list(m.data)), 10)
+    sink.create_subscription(
+        Float64MultiArray, 'policy/command', lambda m: got['goal'].append(list(m.data)), 10
+    )
+    sink.create_subscription(
+        Float64MultiArray, 'operator/command', lambda m: got['op'].append(list(m.data)), 10
+    )
     ex = RtExecutor(cfg.rt, context=rclpy_context)
     for n in (human, op, sink):
         ex.add_node(n)
@@ -177,5 +181,4 @@ def test_bad_config_file_fails_at_construction(rclpy_context: Any, tmp_path: Any
     bad = tmp_path / 'bad.yaml'
     bad.write_text('sim:\n  robot:\n    comand_timeout_s: 1.0\n')
     with pytest.raises(ConfigError, match=r'bad\.yaml.*comand_timeout_s'):
-        SimRobotNode(context=rclpy_context,
-                     parameter_overrides=[Parameter('config_file', value=str(bad))])
+        SimRobotNode(context=rclpy_context, parameter_overrides=[Parameter('config_file', value=str(bad))])

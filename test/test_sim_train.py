@@ -87,5 +87,5 @@ def test_shipped_model_reaches_goals_through_the_policy_runtime() -> None:
         assert rt.control_step(k * 1_000_000, arm.q, arm.dq, {'command': goal}, target)
         arm.set_command(target)
         arm.step()
-    assert np.max(np.abs(arm.q - goal)) < 0.05, (arm.q - goal)
+    assert np.max(np.abs(arm.q - goal)) < 0.05, arm.q - goal
     assert np.max(np.abs(arm.dq)) < 0.1  # settled (a learned policy keeps a small wobble)

@@ -143,8 +143,12 @@ class BagInfo:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (for report metadata)."""
         return {
-            'path': str(self.path), 'storage': self.storage, 'files': [p.name for p in self.files],
-            'duration_s': self.duration_s, 'message_count': self.message_count, 'sha256': self.sha256,
+            'path': str(self.path),
+            'storage': self.storage,
+            'files': [p.name for p in self.files],
+            'duration_s': self.duration_s,
+            'message_count': self.message_count,
+            'sha256': self.sha256,
             'topics': [{'name': t.name, 'type': t.msgtype, 'count': t.count} for t in self.topics],
         }
 
@@ -167,8 +171,10 @@ def _resolve_path(path: str | Path) -> tuple[Path, list[Path]]:
     """Validate the bag path; return (path to open, storage files) or raise BagError."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise BagError(f'bag not found: {p} (expected a rosbag2 directory with metadata.yaml, '
-                       f'or a single .mcap/.db3 file)')
+        raise BagError(
+            f'bag not found: {p} (expected a rosbag2 directory with metadata.yaml, '
+            f'or a single .mcap/.db3 file)'
+        )
     if p.is_file():
         if p.suffix not in STORAGE_SUFFIXES:
             raise BagError(f'{p}: not a rosbag2 storage file (expected .mcap or .db3, got {p.suffix!r})')
@@ -209,8 +215,9 @@ def _open_reader(path: Path) -> Any:
     except BagError:
         raise
     except Exception as err:
-        raise BagError(f'{path}: cannot open bag: {type(err).__name__}: {err} '
-                       f'(corrupt, truncated or not a rosbag2 bag?)') from None
+        raise BagError(
+            f'{path}: cannot open bag: {type(err).__name__}: {err} (corrupt, truncated or not a rosbag2 bag?)'
+        ) from None
     return reader
 
 
@@ -225,8 +232,13 @@ def inspect_bag(path: str | Path) -> BagInfo:
     store = typestore()
     try:
         topics = tuple(
-            TopicInfo(c.topic, _normalize_type(c.msgtype), int(c.msgcount), _decodable(c, store),
-                      _is_service_event(c.topic, c.msgtype))
+            TopicInfo(
+                c.topic,
+                _normalize_type(c.msgtype),
+                int(c.msgcount),
+                _decodable(c, store),
+                _is_service_event(c.topic, c.msgtype),
+            )
             for c in reader.connections
         )
         storage = STORAGE_SUFFIXES.get(files[0].suffix, 'unknown') if files else 'unknown'
@@ -237,11 +249,15 @@ def inspect_bag(path: str | Path) -> BagInfo:
             # from the storage's yield nothing. Detect that once, cheaply.
             direct = next(iter(_safe_iter(reader.messages(), open_path)), None) is None
         info = BagInfo(
-            path=open_path, storage=storage, files=tuple(files),
+            path=open_path,
+            storage=storage,
+            files=tuple(files),
             start_ns=int(reader.start_time) if reader.message_count else 0,
             end_ns=int(reader.end_time) if reader.message_count else 0,
-            message_count=int(reader.message_count), topics=topics,
-            sha256=sha256_files(meta_files + list(files)), read_files_directly=direct,
+            message_count=int(reader.message_count),
+            topics=topics,
+            sha256=sha256_files(meta_files + list(files)),
+            read_files_directly=direct,
         )
     finally:
         reader.close()
@@ -254,8 +270,9 @@ def _safe_iter(it: Iterator[Any], path: Path) -> Iterator[Any]:
     except BagError:
         raise
     except Exception as err:
-        raise BagError(f'{path}: cannot read messages: {type(err).__name__}: {err} '
-                       f'(corrupt or truncated bag?)') from None
+        raise BagError(
+            f'{path}: cannot read messages: {type(err).__name__}: {err} (corrupt or truncated bag?)'
+        ) from None
 
 
 def iter_raw(info: BagInfo, topics: Sequence[str]) -> Iterator[tuple[str, int, bytes]]:
@@ -279,11 +296,14 @@ def _require_topic(info: BagInfo, name: str, expected_type: str, role: str) -> T
     if t is None:
         raise BagError(f'{info.path}: no topic {name!r} for the {role}; the bag has: {info.short_listing()}')
     if t.service_event:
-        raise BagError(f'{info.path}: topic {t.name!r} is a service-event channel ({t.msgtype}), '
-                       f'not a {expected_type} stream')
+        raise BagError(
+            f'{info.path}: topic {t.name!r} is a service-event channel ({t.msgtype}), '
+            f'not a {expected_type} stream'
+        )
     if _normalize_type(t.msgtype) != expected_type:
-        raise BagError(f'{info.path}: topic {t.name!r} for the {role} has type {t.msgtype}; '
-                       f'expected {expected_type}')
+        raise BagError(
+            f'{info.path}: topic {t.name!r} for the {role} has type {t.msgtype}; expected {expected_type}'
+        )
     if t.count == 0:
         raise BagError(f'{info.path}: topic {t.name!r} for the {role} has no messages')
     return t
@@ -300,15 +320,18 @@ def select_state_topic(info: BagInfo, requested: str = '', preferred: str = 'joi
         return _require_topic(info, requested, JOINT_STATE, 'robot state')
     candidates = [t for t in info.of_type(JOINT_STATE) if t.count > 0]
     if not candidates:
-        raise BagError(f'{info.path}: no {JOINT_STATE} topic with messages; the bag has: '
-                       f'{info.short_listing()}')
+        raise BagError(
+            f'{info.path}: no {JOINT_STATE} topic with messages; the bag has: {info.short_listing()}'
+        )
     if len(candidates) == 1:
         return candidates[0]
     named = [t for t in candidates if t.name.lstrip('/').endswith(preferred.lstrip('/'))]
     if len(named) == 1:
         return named[0]
-    raise BagError(f'{info.path}: several JointState topics ({", ".join(t.name for t in candidates)}); '
-                   f'choose one with --state-topic')
+    raise BagError(
+        f'{info.path}: several JointState topics ({", ".join(t.name for t in candidates)}); '
+        f'choose one with --state-topic'
+    )
 
 
 def auto_side_topic(info: BagInfo, requested: str, suffix: str, msgtype: str) -> str:
@@ -385,19 +408,27 @@ class SideStream:
         return int(self.recv_ns.size)
 
 
-def _joint_index(bag_names: Sequence[str], robot_names: Sequence[str], joint_map: Mapping[str, str],
-                 info: BagInfo, topic: str) -> list[int]:
+def _joint_index(
+    bag_names: Sequence[str],
+    robot_names: Sequence[str],
+    joint_map: Mapping[str, str],
+    info: BagInfo,
+    topic: str,
+) -> list[int]:
     """For each robot joint, its column in the bag message (-1 = not present, filled)."""
     if joint_map:
         unknown_targets = sorted(set(joint_map.values()) - set(robot_names))
         if unknown_targets:
-            raise BagError(f'joint map targets {unknown_targets} are not robot joints; '
-                           f'robot joints: {list(robot_names)}')
+            raise BagError(
+                f'joint map targets {unknown_targets} are not robot joints; robot joints: {list(robot_names)}'
+            )
         reverse = {dst: src for src, dst in joint_map.items()}
         missing_src = sorted(src for src in joint_map if src not in bag_names)
         if missing_src:
-            raise BagError(f'{info.path}: joint map sources {missing_src} are not in {topic}; '
-                           f'the bag has joints {list(bag_names)}')
+            raise BagError(
+                f'{info.path}: joint map sources {missing_src} are not in {topic}; '
+                f'the bag has joints {list(bag_names)}'
+            )
         pos = {n: i for i, n in enumerate(bag_names)}
         return [pos[reverse[r]] if r in reverse else -1 for r in robot_names]
     pos = {n: i for i, n in enumerate(bag_names)}
@@ -416,8 +447,11 @@ def _stamp_ns(header: Any) -> int:
 
 
 def load_joint_states(
-    info: BagInfo, topic: str, robot_joint_names: Sequence[str],
-    joint_map: Mapping[str, str] | None = None, fill_q_rad: Mapping[str, float] | None = None,
+    info: BagInfo,
+    topic: str,
+    robot_joint_names: Sequence[str],
+    joint_map: Mapping[str, str] | None = None,
+    fill_q_rad: Mapping[str, float] | None = None,
     max_messages: int = 0,
 ) -> StateStream:
     """Decode the JointState topic into a :class:`StateStream` in the robot's joint order.
@@ -455,8 +489,10 @@ def load_joint_states(
         try:
             msg = store.deserialize_cdr(raw, JOINT_STATE)
         except Exception as err:
-            raise BagError(f'{info.path}: message {i} on {t.name} does not decode as {JOINT_STATE}: '
-                           f'{type(err).__name__}: {err}') from None
+            raise BagError(
+                f'{info.path}: message {i} on {t.name} does not decode as {JOINT_STATE}: '
+                f'{type(err).__name__}: {err}'
+            ) from None
         names = tuple(msg.name)
         if not first_names:
             first_names = list(names)
@@ -467,8 +503,9 @@ def load_joint_states(
         pos = np.asarray(msg.position, dtype=np.float64)
         vel = np.asarray(msg.velocity, dtype=np.float64)
         if pos.size != len(names):
-            raise BagError(f'{info.path}: message {i} on {t.name} has {len(names)} names but '
-                           f'{pos.size} positions')
+            raise BagError(
+                f'{info.path}: message {i} on {t.name} has {len(names)} names but {pos.size} positions'
+            )
         q[i] = fill
         q[i, present] = pos[idx[present]]
         if vel.size == len(names):
@@ -481,10 +518,21 @@ def load_joint_states(
     if i == 0:
         raise BagError(f'{info.path}: no message could be read from {t.name}')
     if i < cap:
-        raise BagError(f'{info.path}: only {i} of the {cap} messages of {t.name} listed in the bag could be '
-                       f'read (corrupt or truncated storage?)')
-    return StateStream(t.name, list(robot_joint_names), first_names, recv[:i], hdr[:i], q[:i], dq[:i],
-                       mapped=bool(jmap), frame_seq=fseq[:i])
+        raise BagError(
+            f'{info.path}: only {i} of the {cap} messages of {t.name} listed in the bag could be '
+            f'read (corrupt or truncated storage?)'
+        )
+    return StateStream(
+        t.name,
+        list(robot_joint_names),
+        first_names,
+        recv[:i],
+        hdr[:i],
+        q[:i],
+        dq[:i],
+        mapped=bool(jmap),
+        frame_seq=fseq[:i],
+    )
 
 
 def load_side_stream(info: BagInfo, topic: str) -> SideStream:
@@ -501,8 +549,9 @@ def load_side_stream(info: BagInfo, topic: str) -> SideStream:
         raise BagError(f'{info.path}: no topic {topic!r}; the bag has: {info.short_listing()}')
     msgtype = _normalize_type(t.msgtype)
     if msgtype not in (POINT_STAMPED, FLOAT64_ARRAY):
-        raise BagError(f'{info.path}: topic {t.name!r} has type {t.msgtype}; expected '
-                       f'{POINT_STAMPED} or {FLOAT64_ARRAY}')
+        raise BagError(
+            f'{info.path}: topic {t.name!r} has type {t.msgtype}; expected {POINT_STAMPED} or {FLOAT64_ARRAY}'
+        )
     msg_is_array = msgtype == FLOAT64_ARRAY
     store = typestore()
     recv: list[int] = []
@@ -512,21 +561,27 @@ def load_side_stream(info: BagInfo, topic: str) -> SideStream:
         try:
             msg = store.deserialize_cdr(raw, msgtype)
         except Exception as err:  # broad on purpose: corrupt payload -> one clear line
-            raise BagError(f'{info.path}: message {len(rows)} on {t.name} does not decode as {msgtype}: '
-                           f'{type(err).__name__}: {err}') from None
+            raise BagError(
+                f'{info.path}: message {len(rows)} on {t.name} does not decode as {msgtype}: '
+                f'{type(err).__name__}: {err}'
+            ) from None
         if msgtype == POINT_STAMPED:
             row = np.array([msg.point.x, msg.point.y, msg.point.z], dtype=np.float64)
         else:
             row = np.asarray(msg.data, dtype=np.float64).copy()
         if rows and row.size != rows[0].size:
-            raise BagError(f'{info.path}: {t.name} message {len(rows)} has {row.size} values, '
-                           f'earlier ones {rows[0].size}')
+            raise BagError(
+                f'{info.path}: {t.name} message {len(rows)} has {row.size} values, '
+                f'earlier ones {rows[0].size}'
+            )
         recv.append(t_ns)
         rows.append(row)
         offs.append(int(msg.layout.data_offset) if msg_is_array else -1)
     if len(rows) < t.count:
-        raise BagError(f'{info.path}: only {len(rows)} of the {t.count} messages of {t.name} listed in the '
-                       f'bag could be read (corrupt or truncated storage?)')
+        raise BagError(
+            f'{info.path}: only {len(rows)} of the {t.count} messages of {t.name} listed in the '
+            f'bag could be read (corrupt or truncated storage?)'
+        )
     if not rows:
         return SideStream(t.name)
     return SideStream(t.name, np.array(recv, dtype=np.int64), np.vstack(rows), np.array(offs, dtype=np.int64))
@@ -567,18 +622,30 @@ class BagWriter:
 
     def _header(self, stamp_ns: int, frame_id: str) -> Any:
         t = self._store.types
-        stamp = t['builtin_interfaces/msg/Time'](sec=int(stamp_ns // 1_000_000_000),
-                                                  nanosec=int(stamp_ns % 1_000_000_000))
+        stamp = t['builtin_interfaces/msg/Time'](
+            sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000)
+        )
         return t['std_msgs/msg/Header'](stamp=stamp, frame_id=frame_id)
 
-    def write_joint_state(self, topic: str, t_ns: int, stamp_ns: int, names: Sequence[str],
-                          q: npt.ArrayLike, dq: npt.ArrayLike, frame_id: str = '') -> None:
+    def write_joint_state(
+        self,
+        topic: str,
+        t_ns: int,
+        stamp_ns: int,
+        names: Sequence[str],
+        q: npt.ArrayLike,
+        dq: npt.ArrayLike,
+        frame_id: str = '',
+    ) -> None:
         """Write one JointState (positions rad, velocities rad/s) at receive time ``t_ns``."""
         t = self._store.types
-        msg = t[JOINT_STATE](header=self._header(stamp_ns, frame_id), name=list(names),
-                             position=np.asarray(q, dtype=np.float64),
-                             velocity=np.asarray(dq, dtype=np.float64),
-                             effort=np.zeros(0, dtype=np.float64))
+        msg = t[JOINT_STATE](
+            header=self._header(stamp_ns, frame_id),
+            name=list(names),
+            position=np.asarray(q, dtype=np.float64),
+            velocity=np.asarray(dq, dtype=np.float64),
+            effort=np.zeros(0, dtype=np.float64),
+        )
         self._write(topic, t_ns, msg)
 
     def write_array(self, topic: str, t_ns: int, data: npt.ArrayLike, data_offset: int = 0) -> None:
@@ -588,8 +655,9 @@ class BagWriter:
         msg = t[FLOAT64_ARRAY](layout=layout, data=np.asarray(data, dtype=np.float64))
         self._write(topic, t_ns, msg)
 
-    def write_point(self, topic: str, t_ns: int, stamp_ns: int, xyz: Sequence[float],
-                    frame_id: str = 'world') -> None:
+    def write_point(
+        self, topic: str, t_ns: int, stamp_ns: int, xyz: Sequence[float], frame_id: str = 'world'
+    ) -> None:
         """Write one PointStamped (m) at receive time ``t_ns``."""
         t = self._store.types
         pt = t['geometry_msgs/msg/Point'](x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))

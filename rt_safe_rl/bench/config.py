@@ -106,8 +106,13 @@ class BenchmarkConfig:
             raise ValueError(f"pipeline must be 'inprocess' or 'external', got {self.pipeline!r}")
         if self.repeat < 1:
             raise ValueError(f'repeat must be >= 1, got {self.repeat}')
-        for name in ('warmup_messages', 'max_messages', 'naive_max_messages', 'stress_workers',
-                     'naive_torch_threads'):
+        for name in (
+            'warmup_messages',
+            'max_messages',
+            'naive_max_messages',
+            'stress_workers',
+            'naive_torch_threads',
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if self.stress_workers > 64:

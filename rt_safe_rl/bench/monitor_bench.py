@@ -52,7 +52,7 @@ TARGET_P50_CHANGE_PCT = 5.0
 TARGET_MONITOR_CPU_PCT = 2.0
 SETTLE_S = 0.5  # wait after switching the monitor on/off before measuring a segment
 
-_SCRAPER = r'''
+_SCRAPER = r"""
 import sys, time, urllib.request
 port, period = int(sys.argv[1]), float(sys.argv[2])
 while True:
@@ -61,7 +61,7 @@ while True:
     except Exception:
         pass
     time.sleep(period)
-'''
+"""
 
 
 class ControlLikeLoop:
@@ -182,7 +182,7 @@ class RobotE2E:
         while True:
             k = self._ring.drain(self._buf)
             m = min(k, self.e2e_ns.shape[0] - self.n)
-            self.e2e_ns[self.n:self.n + m] = self._buf[:m, 1].astype(np.int64)
+            self.e2e_ns[self.n : self.n + m] = self._buf[:m, 1].astype(np.int64)
             self.n += m
             if k < self._buf.shape[0]:
                 return self.n
@@ -199,8 +199,13 @@ def _pct(a: npt.NDArray[np.int64], q: float) -> float:
 
 
 def _summary_us(a: npt.NDArray[np.int64]) -> dict[str, float]:
-    return {'n': int(a.size), 'p50_us': _pct(a, 50), 'p99_us': _pct(a, 99), 'p999_us': _pct(a, 99.9),
-            'max_us': float(a.max()) / 1e3 if a.size else math.nan}
+    return {
+        'n': int(a.size),
+        'p50_us': _pct(a, 50),
+        'p99_us': _pct(a, 99),
+        'p999_us': _pct(a, 99.9),
+        'max_us': float(a.max()) / 1e3 if a.size else math.nan,
+    }
 
 
 def _free_port() -> int:
@@ -221,9 +226,17 @@ def _default_switch_interval_s() -> float:
         return 0.0005
 
 
-def run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: float,
-        monitor_overrides: dict[str, Any], switch_interval_s: float = 0.0005,
-        executor: str = 'rt', spin_us: int = 0) -> dict[str, Any]:
+def run(
+    duration_s: float,
+    pairs: int,
+    rate_hz: float,
+    rt: bool,
+    warmup_s: float,
+    monitor_overrides: dict[str, Any],
+    switch_interval_s: float = 0.0005,
+    executor: str = 'rt',
+    spin_us: int = 0,
+) -> dict[str, Any]:
     """Run the on/off comparison; returns the report dict.
 
     ``switch_interval_s`` is applied with ``sys.setswitchinterval`` for the run (as the RtExecutor
@@ -232,15 +245,24 @@ def run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: float
     old_switch = sys.getswitchinterval()
     sys.setswitchinterval(switch_interval_s)
     try:
-        return _run(duration_s, pairs, rate_hz, rt, warmup_s, monitor_overrides, switch_interval_s,
-                    executor, spin_us)
+        return _run(
+            duration_s, pairs, rate_hz, rt, warmup_s, monitor_overrides, switch_interval_s, executor, spin_us
+        )
     finally:
         sys.setswitchinterval(old_switch)
 
 
-def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: float,
-         monitor_overrides: dict[str, Any], switch_interval_s: float, executor: str,
-         spin_us: int) -> dict[str, Any]:
+def _run(
+    duration_s: float,
+    pairs: int,
+    rate_hz: float,
+    rt: bool,
+    warmup_s: float,
+    monitor_overrides: dict[str, Any],
+    switch_interval_s: float,
+    executor: str,
+    spin_us: int,
+) -> dict[str, Any]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
@@ -303,8 +325,15 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
         over: dict[str, Any] = {}
         if spin_us >= 0:  # the control group and the groups sharing its thread must agree
             shipped = load_config(None).rt.groups
-            over = {'rt': {'groups': {n: {'spin_us': spin_us} for n, g in shipped.items()
-                                      if n == 'control' or g.thread == 'control'}}}
+            over = {
+                'rt': {
+                    'groups': {
+                        n: {'spin_us': spin_us}
+                        for n, g in shipped.items()
+                        if n == 'control' or g.thread == 'control'
+                    }
+                }
+            }
         rt_cfg = load_config(None, over).rt
 
         def cycle(deadline_ns: int) -> None:
@@ -336,8 +365,11 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
 
     if comp is None and node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
         raise RtSafeRlError(f'monitor bench: MonitorNode configure failed: {node.last_error}')
-    scraper = subprocess.Popen([sys.executable, '-c', _SCRAPER, str(port), '1.0'],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scraper = subprocess.Popen(
+        [sys.executable, '-c', _SCRAPER, str(port), '1.0'],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     segments: list[dict[str, Any]] = []
     samples: dict[str, list[npt.NDArray[np.int64]]] = {'off': [], 'on': []}
     try:
@@ -358,10 +390,15 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
                 time.sleep(duration_s)
                 e2e = loop.between(i0, loop.mark())
                 wall = time.monotonic() - w0
-                seg = {'pair': i, 'mode': mode, 'wall_s': round(wall, 3), **_summary_us(e2e),
-                       'misses': misses() - miss0,
-                       'process_cpu_percent': 100.0 * (time.process_time() - proc0) / wall,
-                       'monitor_callbacks_cpu_percent': 100.0 * (node.cpu_time_s - cpu0) / wall}
+                seg = {
+                    'pair': i,
+                    'mode': mode,
+                    'wall_s': round(wall, 3),
+                    **_summary_us(e2e),
+                    'misses': misses() - miss0,
+                    'process_cpu_percent': 100.0 * (time.process_time() - proc0) / wall,
+                    'monitor_callbacks_cpu_percent': 100.0 * (node.cpu_time_s - cpu0) / wall,
+                }
                 if mode == 'on':
                     node.trigger_deactivate()
                     node.drain()  # nothing left for the off segment to inherit
@@ -404,19 +441,28 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
     on_segs = [s for s in segments if s['mode'] == 'on']
     off_segs = [s for s in segments if s['mode'] == 'off']
     mon_cpu = float(np.mean([s['monitor_callbacks_cpu_percent'] for s in on_segs]))
-    proc_delta = float(np.mean([s['process_cpu_percent'] for s in on_segs])
-                       - np.mean([s['process_cpu_percent'] for s in off_segs]))
+    proc_delta = float(
+        np.mean([s['process_cpu_percent'] for s in on_segs])
+        - np.mean([s['process_cpu_percent'] for s in off_segs])
+    )
     reg = loop.registry
     return {
         'bench': 'monitor',
-        'machine': {'cpus': os.cpu_count(), 'loop_rt': loop.rt_granted or 'off',
-                    'host': os.uname().nodename},
-        'config': {'executor': executor, 'duration_s': duration_s, 'pairs': pairs, 'rate_hz': rate_hz,
-                   'warmup_s': warmup_s,
-                   'monitor_overrides': monitor_overrides, 'scrape_period_s': 1.0,
-                   'gil_switch_interval_s': switch_interval_s, 'control_spin_us': spin_us,
-                   'settle_s': SETTLE_S},
-        'off': off, 'on': on,
+        'machine': {'cpus': os.cpu_count(), 'loop_rt': loop.rt_granted or 'off', 'host': os.uname().nodename},
+        'config': {
+            'executor': executor,
+            'duration_s': duration_s,
+            'pairs': pairs,
+            'rate_hz': rate_hz,
+            'warmup_s': warmup_s,
+            'monitor_overrides': monitor_overrides,
+            'scrape_period_s': 1.0,
+            'gil_switch_interval_s': switch_interval_s,
+            'control_spin_us': spin_us,
+            'settle_s': SETTLE_S,
+        },
+        'off': off,
+        'on': on,
         'e2e_p50_change_pct': round(change, 2),
         'e2e_p50_change_pct_per_pair': per_pair,
         'e2e_p50_change_pct_median_pair': round(float(np.median(per_pair)), 2),
@@ -425,12 +471,18 @@ def _run(duration_s: float, pairs: int, rate_hz: float, rt: bool, warmup_s: floa
         'e2e_p50_change_pct_ci95': ci,
         'e2e_p50_resolved': bool(ci[1] - ci[0] <= 2 * TARGET_P50_CHANGE_PCT),
         'e2e_p99_change_pct': round(100.0 * (on['p99_us'] - off['p99_us']) / off['p99_us'], 2),
-        'monitor_cpu_percent_of_core': {'callbacks': round(mon_cpu, 3),
-                                        'process_delta_on_minus_off': round(proc_delta, 3)},
-        'targets': {'e2e_p50_change_pct_max': TARGET_P50_CHANGE_PCT,
-                    'monitor_cpu_percent_max': TARGET_MONITOR_CPU_PCT},
-        'meets_targets': {'e2e_p50': bool(change <= TARGET_P50_CHANGE_PCT),
-                          'monitor_cpu': bool(mon_cpu <= TARGET_MONITOR_CPU_PCT)},
+        'monitor_cpu_percent_of_core': {
+            'callbacks': round(mon_cpu, 3),
+            'process_delta_on_minus_off': round(proc_delta, 3),
+        },
+        'targets': {
+            'e2e_p50_change_pct_max': TARGET_P50_CHANGE_PCT,
+            'monitor_cpu_percent_max': TARGET_MONITOR_CPU_PCT,
+        },
+        'meets_targets': {
+            'e2e_p50': bool(change <= TARGET_P50_CHANGE_PCT),
+            'monitor_cpu': bool(mon_cpu <= TARGET_MONITOR_CPU_PCT),
+        },
         'stages': {'e2e': {'p50_us': off['p50_us'], 'p99_us': off['p99_us']}},
         'ring_dropped': {n: s.ring.dropped for n, s in reg.stages.items()},
         'segments': segments,
@@ -451,30 +503,61 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog='rt-safe-rl bench monitor', description=__doc__.split('\n\n')[0])
     ap.add_argument('--duration-s', type=float, default=2.0, help='seconds per segment (default 2)')
     ap.add_argument('--pairs', type=int, default=10, help='off/on segment pairs (default 10)')
-    ap.add_argument('--rate-hz', type=float, default=1000.0,
-                    help='synthetic loop rate (default 1000; pipeline uses control.rate_hz)')
+    ap.add_argument(
+        '--rate-hz',
+        type=float,
+        default=1000.0,
+        help='synthetic loop rate (default 1000; pipeline uses control.rate_hz)',
+    )
     ap.add_argument('--warmup-s', type=float, default=2.0)
-    ap.add_argument('--executor', choices=('pipeline', 'rt', 'thread'), default='pipeline',
-                    help='pipeline (default): the real closed loop composed by bringup, e2e = the sim '
-                         "robot's state -> command latency; rt: a synthetic 1 kHz PeriodicTask on the "
-                         'RtExecutor (e2e = cycle end - deadline); thread: plain thread + rclpy executor')
-    ap.add_argument('--rt', action='store_true',
-                    help='thread mode: SCHED_FIFO 80 + pin the loop (needs root)')
-    ap.add_argument('--gil-switch-interval-s', type=float, default=None,
-                    help="sys.setswitchinterval for the run (default: the config's rt.gil_switch_interval_s)")
-    ap.add_argument('--spin-us', type=int, default=0,
-                    help="rt mode: spin_us of the loop's control group (default 0: the busy-wait makes "
-                         'e2e bimodal on this VM whatever the monitor does; -1 = keep the shipped value)')
-    ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                    help='monitor parameter override, e.g. --set drain_period_s=0.25 (repeatable)')
+    ap.add_argument(
+        '--executor',
+        choices=('pipeline', 'rt', 'thread'),
+        default='pipeline',
+        help='pipeline (default): the real closed loop composed by bringup, e2e = the sim '
+        "robot's state -> command latency; rt: a synthetic 1 kHz PeriodicTask on the "
+        'RtExecutor (e2e = cycle end - deadline); thread: plain thread + rclpy executor',
+    )
+    ap.add_argument(
+        '--rt', action='store_true', help='thread mode: SCHED_FIFO 80 + pin the loop (needs root)'
+    )
+    ap.add_argument(
+        '--gil-switch-interval-s',
+        type=float,
+        default=None,
+        help="sys.setswitchinterval for the run (default: the config's rt.gil_switch_interval_s)",
+    )
+    ap.add_argument(
+        '--spin-us',
+        type=int,
+        default=0,
+        help="rt mode: spin_us of the loop's control group (default 0: the busy-wait makes "
+        'e2e bimodal on this VM whatever the monitor does; -1 = keep the shipped value)',
+    )
+    ap.add_argument(
+        '--set',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='monitor parameter override, e.g. --set drain_period_s=0.25 (repeatable)',
+    )
     ap.add_argument('--out', default='', help='also write the JSON report here')
     args = ap.parse_args(argv)
     if args.duration_s <= 0 or args.pairs < 1 or args.rate_hz <= 0 or args.warmup_s < 0:
         raise RtSafeRlError('need --duration-s > 0, --pairs >= 1, --rate-hz > 0, --warmup-s >= 0')
     overrides = dict(_parse_override(s) for s in args.set)
     switch = args.gil_switch_interval_s or _default_switch_interval_s()
-    report = run(args.duration_s, args.pairs, args.rate_hz, args.rt, args.warmup_s, overrides, switch,
-                 args.executor, args.spin_us)
+    report = run(
+        args.duration_s,
+        args.pairs,
+        args.rate_hz,
+        args.rt,
+        args.warmup_s,
+        overrides,
+        switch,
+        args.executor,
+        args.spin_us,
+    )
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -115,8 +115,12 @@ def child_main(argv: Sequence[str] | None = None) -> int:
             t0 = time.monotonic_ns()
             if self.count % args.decimation == 0:
                 q = list(msg.position)
-                obs = [a - b for a, b in zip(q, default_q, strict=False)] + [v * 0.1 for v in msg.velocity] \
-                    + [g - a for g, a in zip(goal, q, strict=False)] + self.last_action
+                obs = (
+                    [a - b for a, b in zip(q, default_q, strict=False)]
+                    + [v * 0.1 for v in msg.velocity]
+                    + [g - a for g, a in zip(goal, q, strict=False)]
+                    + self.last_action
+                )
                 obs = (obs + [0.0] * obs_dim)[:obs_dim]
                 x = torch.tensor(obs, dtype=torch.float32).unsqueeze(0)
                 with torch.no_grad():
@@ -145,7 +149,8 @@ def child_main(argv: Sequence[str] | None = None) -> int:
             out.layout.dim = [
                 *msg.layout.dim,
                 MultiArrayDimension(label='safety_ns', size=time.monotonic_ns() - t0),
-                MultiArrayDimension(label='intervened', size=int(safe != list(msg.data)))]
+                MultiArrayDimension(label='intervened', size=int(safe != list(msg.data))),
+            ]
             self.pub.publish(out)
 
     rclpy.init()
@@ -158,6 +163,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     def check_parent() -> None:  # never outlive the benchmark (killed parent -> stop)
         if os.getppid() != parent:
             raise ExternalShutdownException()
+
     nodes[1].create_timer(0.5, check_parent)
     try:
         executor.spin()
@@ -178,31 +184,56 @@ def child_main(argv: Sequence[str] | None = None) -> int:
 class NaiveRunner:
     """Starts the naive child, replays states in lockstep through it, returns report fields."""
 
-    def __init__(self, model_path: str, joint_names: Sequence[str], q_min: Sequence[float],
-                 q_max: Sequence[float], default_q: Sequence[float], decimation: int,
-                 scale: float = 1.0, torch_threads: int = 0, timeout_s: float = 1.0,
-                 goal: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        joint_names: Sequence[str],
+        q_min: Sequence[float],
+        q_max: Sequence[float],
+        default_q: Sequence[float],
+        decimation: int,
+        scale: float = 1.0,
+        torch_threads: int = 0,
+        timeout_s: float = 1.0,
+        goal: Sequence[float] | None = None,
+    ) -> None:
         if not Path(model_path).is_file():
             raise NaiveError(f'naive pipeline: policy file not found: {model_path}')
         self.model_path = model_path
         self.joint_names = list(joint_names)
         self.timeout_s = timeout_s
-        self._cmd = [sys.executable, '-m', 'rt_safe_rl.bench.naive', '--model', model_path,
-                     '--decimation', str(max(1, decimation)), '--scale', str(scale),
-                     '--q-min', json.dumps([float(x) for x in q_min]),
-                     '--q-max', json.dumps([float(x) for x in q_max]),
-                     '--default-q', json.dumps([float(x) for x in default_q]),
-                     '--threads', str(torch_threads)]
+        self._cmd = [
+            sys.executable,
+            '-m',
+            'rt_safe_rl.bench.naive',
+            '--model',
+            model_path,
+            '--decimation',
+            str(max(1, decimation)),
+            '--scale',
+            str(scale),
+            '--q-min',
+            json.dumps([float(x) for x in q_min]),
+            '--q-max',
+            json.dumps([float(x) for x in q_max]),
+            '--default-q',
+            json.dumps([float(x) for x in default_q]),
+            '--threads',
+            str(torch_threads),
+        ]
         if goal is not None:
             self._cmd += ['--goal', json.dumps([float(x) for x in goal])]
-        self.description = (f'plain rclpy: driver -> naive_policy -> naive_safety -> driver over 3 DDS '
-                            f'topics (reliable, depth 10), 2 nodes on one SingleThreadedExecutor in a '
-                            f'child process, '
-                            f'eager torch ({"default" if torch_threads <= 0 else torch_threads} threads), '
-                            f'policy every {max(1, decimation)} states, list clamp')
+        self.description = (
+            f'plain rclpy: driver -> naive_policy -> naive_safety -> driver over 3 DDS '
+            f'topics (reliable, depth 10), 2 nodes on one SingleThreadedExecutor in a '
+            f'child process, '
+            f'eager torch ({"default" if torch_threads <= 0 else torch_threads} threads), '
+            f'policy every {max(1, decimation)} states, list clamp'
+        )
 
-    def run(self, q: npt.NDArray[np.float64], dq: npt.NDArray[np.float64], max_messages: int = 0,
-            warmup: int = 50) -> dict[str, Any]:
+    def run(
+        self, q: npt.NDArray[np.float64], dq: npt.NDArray[np.float64], max_messages: int = 0, warmup: int = 50
+    ) -> dict[str, Any]:
         """Replay ``q``/``dq`` rows in lockstep; returns ``{'stages', 'messages', 'lost', ...}``."""
         import rclpy
         from rclpy.context import Context
@@ -217,8 +248,9 @@ class NaiveRunner:
         # keep Ctrl-C a KeyboardInterrupt (rclpy's handler would only shut the context down)
         rclpy.init(context=ctx, args=[], signal_handler_options=SignalHandlerOptions.NO)
         env = dict(os.environ)
-        child = subprocess.Popen(self._cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE)
+        child = subprocess.Popen(
+            self._cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         node = Node('naive_driver', namespace=NAMESPACE, context=ctx)
         executor = SingleThreadedExecutor(context=ctx)
         executor.add_node(node)
@@ -254,8 +286,10 @@ class NaiveRunner:
             while time.monotonic() < deadline:
                 if child.poll() is not None:
                     err = (child.stderr.read() if child.stderr else b'').decode(errors='replace').strip()
-                    raise NaiveError(f'naive pipeline process exited ({child.returncode}): '
-                                     f'{err.splitlines()[-1] if err else "no output"}')
+                    raise NaiveError(
+                        f'naive pipeline process exited ({child.returncode}): '
+                        f'{err.splitlines()[-1] if err else "no output"}'
+                    )
                 msg = self._state(JointState, names, q[0], dq[0], PING_SEQ)
                 pub.publish(msg)
                 end = time.monotonic() + 0.2
@@ -313,9 +347,12 @@ class NaiveRunner:
             'messages': int(measured.sum()),
             'lost': int(lost),
             'throughput_msgs_per_s': float(measured.sum()) / wall_s if t_start else math.nan,
-            'stages': {'e2e_us': stats.summarize(e2e), 'inference_us': stats.summarize(inf),
-                       'safety_us': stats.summarize(saf),
-                       'transport_us': stats.summarize(e2e - inf - saf)},
+            'stages': {
+                'e2e_us': stats.summarize(e2e),
+                'inference_us': stats.summarize(inf),
+                'safety_us': stats.summarize(saf),
+                'transport_us': stats.summarize(e2e - inf - saf),
+            },
             'interventions': int(interventions),
             '_samples': e2e[measured],
         }

@@ -73,11 +73,13 @@ class NodePipeline:
         rclpy.init(context=self._ctx, args=[], signal_handler_options=SignalHandlerOptions.NO)
         self._nodes: list[Any] = []
         try:
-            self.policy = PolicyInferenceNode(config=app, namespace=BENCH_NAMESPACE, intra_process=True,
-                                              context=self._ctx)
+            self.policy = PolicyInferenceNode(
+                config=app, namespace=BENCH_NAMESPACE, intra_process=True, context=self._ctx
+            )
             self._nodes.append(self.policy)
-            self.safety = SafetyFilterNode(config=app, namespace=BENCH_NAMESPACE, intra_process=True,
-                                           context=self._ctx)
+            self.safety = SafetyFilterNode(
+                config=app, namespace=BENCH_NAMESPACE, intra_process=True, context=self._ctx
+            )
             self._nodes.append(self.safety)
             for node in self._nodes:
                 self._transition(node, 'configure')
@@ -95,9 +97,11 @@ class NodePipeline:
         self._pcmd = self._make_side('policy_command')
         info = getattr(getattr(self.policy, 'runtime', None), 'info', {}) or {}
         backend = info.get('backend', '?') if isinstance(info, dict) else '?'
-        self.description = (f'ours: PolicyInferenceNode + SafetyFilterNode composed in one process '
-                            f'(intra_process channel), driven by direct process_state/process_action calls '
-                            f'in one thread; policy backend {backend}')
+        self.description = (
+            f'ours: PolicyInferenceNode + SafetyFilterNode composed in one process '
+            f'(intra_process channel), driven by direct process_state/process_action calls '
+            f'in one thread; policy backend {backend}'
+        )
 
     # -- construction helpers (adapt to the nodes' public API) -------------------------------
 
@@ -133,6 +137,7 @@ class NodePipeline:
                 return -1
             out[:] = buf[: out.shape[0]]
             return int(self.safety.last_state_seq) if hasattr(self.safety, 'last_state_seq') else seq - 1
+
         return read
 
     def _make_side(self, kind: str) -> Callable[[int, FloatArray], None] | None:
@@ -227,15 +232,23 @@ def naive_runner_for(app: Any, pipeline: Any) -> Callable[[Any, Any], dict[str, 
         scale = float((pol.get('action') or {}).get('scale', 1.0))
         decimation = max(1, round(app.control.rate_hz / float(getattr(app.policy, 'rate_hz', 50.0))))
         goal = inputs.policy_command.values[0] if inputs.policy_command.n else None
-        runner = NaiveRunner(pipeline.model_path, pipeline.joint_names, model.q_min.tolist(),
-                             model.q_max.tolist(), default_q,
-                             decimation, scale, cfg.naive_torch_threads, cfg.naive_timeout_s, goal)
+        runner = NaiveRunner(
+            pipeline.model_path,
+            pipeline.joint_names,
+            model.q_min.tolist(),
+            model.q_max.tolist(),
+            default_q,
+            decimation,
+            scale,
+            cfg.naive_torch_threads,
+            cfg.naive_timeout_s,
+            goal,
+        )
         fields = runner.run(inputs.states.q, inputs.states.dq, cfg.naive_max_messages)
         add_misses(fields, app.control.period_ns, fields['_samples'])
         return fields
 
     return run
-
 
 
 PROBE_SEQ = 2**32 - 1  # readiness probe of an external pipeline (layout.data_offset is uint32)
@@ -286,8 +299,12 @@ class ExternalPipeline:
         self._pub_human = self._node.create_publisher(PointStamped, t.human_position, depth)
         self._pub_oper = self._node.create_publisher(Float64MultiArray, t.operator_command, depth)
         self._pub_pcmd = self._node.create_publisher(Float64MultiArray, t.policy_command, depth)
-        self._node.create_subscription(Float64MultiArray, t.robot_command, self._on_command,
-                                       QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT))
+        self._node.create_subscription(
+            Float64MultiArray,
+            t.robot_command,
+            self._on_command,
+            QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT),
+        )
         self._state = JointState()
         self._state.name = list(self.joint_names)
         self._point = PointStamped()
@@ -297,8 +314,10 @@ class ExternalPipeline:
         self._interventions = 0
         self.lost = 0
         self._reset_service: bool | None = None  # False once the service was not found
-        self.description = (f'external pipeline over DDS: states on {self._pub_state.topic_name}, '
-                            f'commands from {t.robot_command} (lockstep, timeout {self.timeout_s:g} s)')
+        self.description = (
+            f'external pipeline over DDS: states on {self._pub_state.topic_name}, '
+            f'commands from {t.robot_command} (lockstep, timeout {self.timeout_s:g} s)'
+        )
 
     def _on_command(self, msg: Any) -> None:
         n = min(len(msg.data), self.n_command)
@@ -317,14 +336,18 @@ class ExternalPipeline:
         end = _time.monotonic() + timeout_s
         while self._pub_state.get_subscription_count() == 0:
             if _time.monotonic() > end:
-                raise PipelineError(f'no subscriber on {self._pub_state.topic_name} within {timeout_s:g} s: '
-                                    f'start the pipeline (e.g. `bringup`) with the same ROS_DOMAIN_ID')
+                raise PipelineError(
+                    f'no subscriber on {self._pub_state.topic_name} within {timeout_s:g} s: '
+                    f'start the pipeline (e.g. `bringup`) with the same ROS_DOMAIN_ID'
+                )
             self._exec.spin_once(timeout_sec=0.05)
         q = np.zeros(self.n_command) if q0 is None else q0
         while self._cmd_seq != PROBE_SEQ:
             if _time.monotonic() > end:
-                raise PipelineError(f'{self._pub_state.topic_name} has a subscriber but no command came back '
-                                    f'on {self.app.topics.robot_command} within {timeout_s:g} s')
+                raise PipelineError(
+                    f'{self._pub_state.topic_name} has a subscriber but no command came back '
+                    f'on {self.app.topics.robot_command} within {timeout_s:g} s'
+                )
             self.policy_step(0, PROBE_SEQ, q, np.zeros_like(q))
             probe_end = _time.monotonic() + 0.2
             while self._cmd_seq != PROBE_SEQ and _time.monotonic() < probe_end:

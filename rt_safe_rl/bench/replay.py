@@ -141,9 +141,15 @@ class ReplayEngine:
         stop_event: set from another thread (e.g. a lifecycle deactivate) to stop the pass.
     """
 
-    def __init__(self, pipeline: ReplayPipeline, inputs: Inputs, rate_mode: str = 'max', rate_hz: float = 0.0,
-                 on_progress: Callable[[int, int], None] | None = None,
-                 stop_event: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: ReplayPipeline,
+        inputs: Inputs,
+        rate_mode: str = 'max',
+        rate_hz: float = 0.0,
+        on_progress: Callable[[int, int], None] | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.fifo_pause_ns = 0  # set by the caller when a max-rate pass runs under SCHED_FIFO
@@ -168,8 +174,11 @@ class ReplayEngine:
     def _side_feeders(self) -> list[tuple[bagmod.SideStream, Callable[[int, FloatArray], None]]]:
         p = self.pipeline
         out: list[tuple[bagmod.SideStream, Callable[[int, FloatArray], None]]] = []
-        for stream, fn in ((self.inputs.human, p.set_human), (self.inputs.operator, p.set_operator),
-                           (self.inputs.policy_command, p.set_policy_command)):
+        for stream, fn in (
+            (self.inputs.human, p.set_human),
+            (self.inputs.operator, p.set_operator),
+            (self.inputs.policy_command, p.set_policy_command),
+        ):
             if stream.n:
                 out.append((stream, fn))
         return out
@@ -267,7 +276,11 @@ class ReplayEngine:
 
 
 def analyse(
-    runs: Sequence[RunResult], warmup: int, deadline_ns: int, rate_mode: str, bins: int,
+    runs: Sequence[RunResult],
+    warmup: int,
+    deadline_ns: int,
+    rate_mode: str,
+    bins: int,
     stage_names: tuple[str, str] = ('inference_us', 'safety_us'),
 ) -> tuple[dict[str, Any], dict[str, FloatArray], FloatArray]:
     """Statistics over all repeats (the first ``warmup`` records of the first run excluded).
@@ -341,19 +354,26 @@ def fidelity(run: RunResult, inputs: Inputs) -> dict[str, Any]:
             diffs.append(float(np.max(np.abs(run.commands[i] - rec.values[j]))))
     if not diffs:
         return {}
-    return {'topic': rec.topic, 'compared': len(diffs),
-            'max_abs_diff_rad': {k: v for k, v in stats.summarize(diffs).items() if k != 'count'},
-            'method': 'per state: max over joints of |replayed - recorded| safe command (rad), '
-                      'matched by seq (frame_id / layout.data_offset)'}
+    return {
+        'topic': rec.topic,
+        'compared': len(diffs),
+        'max_abs_diff_rad': {k: v for k, v in stats.summarize(diffs).items() if k != 'count'},
+        'method': 'per state: max over joints of |replayed - recorded| safe command (rad), '
+        'matched by seq (frame_id / layout.data_offset)',
+    }
 
 
 def determinism(runs: Sequence[RunResult]) -> dict[str, Any]:
     """Command-stream hashes of the complete runs and whether they are all identical."""
     hashes = [r.command_sha256() for r in runs if r.complete]
     identical = len(hashes) >= 2 and len(set(hashes)) == 1
-    return {'identical': identical, 'command_sha256': hashes[0] if hashes else '', 'runs': hashes,
-            'checked': len(hashes) >= 2,
-            'method': 'float64 safe-command stream of each full replay, pipeline reset before each'}
+    return {
+        'identical': identical,
+        'command_sha256': hashes[0] if hashes else '',
+        'runs': hashes,
+        'checked': len(hashes) >= 2,
+        'method': 'float64 safe-command stream of each full replay, pipeline reset before each',
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,8 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--repeat', type=int, help='replays of the bag (>= 2 checks determinism)')
     p.add_argument('--stress', type=int, metavar='N', help='CPU-burning stress workers during the replay')
     p.add_argument('--naive', action='store_true', help='also measure the naive plain-rclpy pipeline')
-    p.add_argument('--external', action='store_true',
-                   help='drive a pipeline running elsewhere over DDS topics instead of composing one here')
+    p.add_argument(
+        '--external',
+        action='store_true',
+        help='drive a pipeline running elsewhere over DDS topics instead of composing one here',
+    )
     p.add_argument('--baseline', help='earlier report.json (or its directory) to compare with')
     p.add_argument('--tolerance', type=float, help='regression tolerance (default 0.10 = 10 %%)')
     p.add_argument('--out', help='output directory (default: benchmark.out_dir)')
@@ -468,31 +491,42 @@ def _bench_config(args: argparse.Namespace, base: BenchmarkConfig) -> BenchmarkC
         raise ConfigError(f'bench replay: {err}') from None
 
 
-def load_inputs(info: bagmod.BagInfo, cfg: BenchmarkConfig, joint_names: Sequence[str],
-                topics: Any | None = None) -> Inputs:
+def load_inputs(
+    info: bagmod.BagInfo, cfg: BenchmarkConfig, joint_names: Sequence[str], topics: Any | None = None
+) -> Inputs:
     """Select and decode the state and side topics of the bag (raises BagError with a listing)."""
     js_name = getattr(topics, 'joint_states', 'joint_states')
     st = bagmod.select_state_topic(info, cfg.state_topic, js_name)
-    states = bagmod.load_joint_states(info, st.name, joint_names, cfg.joint_map, cfg.fill_q_rad,
-                                      cfg.max_messages)
+    states = bagmod.load_joint_states(
+        info, st.name, joint_names, cfg.joint_map, cfg.fill_q_rad, cfg.max_messages
+    )
     if states.n < 2:
         raise BagError(f'{info.path}: {st.name} has only {states.n} message(s); need at least 2')
-    human = bagmod.auto_side_topic(info, cfg.human_topic, getattr(topics, 'human_position', 'human/position'),
-                                   bagmod.POINT_STAMPED)
+    human = bagmod.auto_side_topic(
+        info, cfg.human_topic, getattr(topics, 'human_position', 'human/position'), bagmod.POINT_STAMPED
+    )
     f64 = bagmod.FLOAT64_ARRAY
-    oper = bagmod.auto_side_topic(info, cfg.operator_topic,
-                                  getattr(topics, 'operator_command', 'operator/command'), f64)
-    pcmd = bagmod.auto_side_topic(info, cfg.policy_command_topic,
-                                  getattr(topics, 'policy_command', 'policy/command'), f64)
+    oper = bagmod.auto_side_topic(
+        info, cfg.operator_topic, getattr(topics, 'operator_command', 'operator/command'), f64
+    )
+    pcmd = bagmod.auto_side_topic(
+        info, cfg.policy_command_topic, getattr(topics, 'policy_command', 'policy/command'), f64
+    )
     cmd_name = getattr(topics, 'robot_command', 'forward_position_controller/commands')
     cmd = bagmod.auto_side_topic(info, cfg.command_topic, cmd_name, f64)
-    return Inputs(states, bagmod.load_side_stream(info, human), bagmod.load_side_stream(info, oper),
-                  bagmod.load_side_stream(info, pcmd), bagmod.load_side_stream(info, cmd))
+    return Inputs(
+        states,
+        bagmod.load_side_stream(info, human),
+        bagmod.load_side_stream(info, oper),
+        bagmod.load_side_stream(info, pcmd),
+        bagmod.load_side_stream(info, cmd),
+    )
 
 
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
     """Turn SIGTERM into :class:`ReplayInterruptedError` inside the block (main thread only)."""
+
     def handler(signum: int, frame: Any) -> None:
         raise ReplayInterruptedError(f'signal {signum}')
 
@@ -516,8 +550,14 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int, 
 
     # no auto-refresh thread (it would take the GIL 10x/s during the measurement): the bar is
     # redrawn by the replay loop itself every DRAIN_EVERY messages, outside the timed section
-    with Progress(TextColumn('{task.description}'), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True, auto_refresh=False) as prog:
+    with Progress(
+        TextColumn('{task.description}'),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        auto_refresh=False,
+    ) as prog:
         task = prog.add_task(label, total=total)
 
         def update(done: int, _total: int) -> None:
@@ -559,10 +599,12 @@ class _NodeStages:
 
     def chain(self, prog: Callable[[int, int], None] | None) -> Callable[[int, int], None]:
         """A progress callback that drains first, then calls ``prog``."""
+
         def cb(done: int, total: int) -> None:
             self.drain()
             if prog is not None:
                 prog(done, total)
+
         return cb
 
     def summaries(self) -> dict[str, dict[str, float]]:
@@ -615,8 +657,9 @@ def _run_rt_thread(engine: ReplayEngine, group: Any, grants: list[dict[str, Any]
             out['grant'] = {'requested': g.requested, 'granted': g.granted, 'warnings': list(g.warnings)}
             if engine.rate_mode == 'max' and str(g.granted.get('policy')) in ('fifo', 'rr'):
                 engine.fifo_pause_ns = FIFO_PAUSE_NS
-                out['grant']['max_rate_pause'] = (f'{FIFO_PAUSE_NS / 1e6:g} ms every '
-                                                  f'{FIFO_PAUSE_PERIOD_NS / 1e6:g} ms (RT throttling)')
+                out['grant']['max_rate_pause'] = (
+                    f'{FIFO_PAUSE_NS / 1e6:g} ms every {FIFO_PAUSE_PERIOD_NS / 1e6:g} ms (RT throttling)'
+                )
         except Exception as err:  # broad on purpose: RT setup is best effort, say why
             out['grant'] = {'error': f'{type(err).__name__}: {err}'}
         try:
@@ -644,9 +687,14 @@ def _run_rt_thread(engine: ReplayEngine, group: Any, grants: list[dict[str, Any]
 
 
 def run_benchmark(
-    pipeline: ReplayPipeline, inputs: Inputs, cfg: BenchmarkConfig, *, deadline_ns: int,
+    pipeline: ReplayPipeline,
+    inputs: Inputs,
+    cfg: BenchmarkConfig,
+    *,
+    deadline_ns: int,
     naive_runner: Callable[[Inputs, BenchmarkConfig], dict[str, Any]] | None = None,
-    on_event: Callable[[str], None] | None = None, stop_event: threading.Event | None = None,
+    on_event: Callable[[str], None] | None = None,
+    stop_event: threading.Event | None = None,
     rt_group: Any | None = None,
 ) -> tuple[dict[str, Any], dict[str, FloatArray], FloatArray]:
     """Replay ``cfg.repeat`` times (pipeline reset before each), optionally under stress, then
@@ -695,13 +743,21 @@ def run_benchmark(
             extra = engine.run()
             extra_det.append(extra)
             complete = extra.complete
-    fields, samples, t_s = analyse(runs, min(cfg.warmup_messages, max(0, (runs[0].count if runs else 0) - 1)),
-                                   deadline_ns, mode, cfg.histogram_bins,
-                                   getattr(pipeline, 'stage_names', ('inference_us', 'safety_us')))
+    fields, samples, t_s = analyse(
+        runs,
+        min(cfg.warmup_messages, max(0, (runs[0].count if runs else 0) - 1)),
+        deadline_ns,
+        mode,
+        cfg.histogram_bins,
+        getattr(pipeline, 'stage_names', ('inference_us', 'safety_us')),
+    )
     fields['complete'] = complete
     fields['repeats'] = len(runs)
-    fields['rate'] = {'mode': mode, 'hz': hz if mode == 'fixed' else inputs.states.rate_hz(),
-                      'recorded_hz': inputs.states.rate_hz()}
+    fields['rate'] = {
+        'mode': mode,
+        'hz': hz if mode == 'fixed' else inputs.states.rate_hz(),
+        'recorded_hz': inputs.states.rate_hz(),
+    }
     fields['deadline_us'] = deadline_ns / 1e3
     fields['process'] = meter.result
     fields['stages'].update(node_stages.summaries())
@@ -710,15 +766,20 @@ def run_benchmark(
     status = getattr(pipeline, 'safety_status', None)
     if callable(status):
         fields['safety_status_at_end'] = status()
-    fields['rt'] = {'gc_disabled': cfg.rt_settings,
-                    'replay_thread': grants[0] if grants else 'caller thread (rt_settings off / no rt group)'}
+    fields['rt'] = {
+        'gc_disabled': cfg.rt_settings,
+        'replay_thread': grants[0] if grants else 'caller thread (rt_settings off / no rt group)',
+    }
     fields['stress'] = stress.summary()
     fields['determinism'] = determinism(runs + extra_det)
     fid = fidelity((runs + extra_det)[0], inputs) if runs else {}
     if fid:
         fields['fidelity'] = fid
-    fields['pipeline'] = {'description': pipeline.description, 'joint_names': list(pipeline.joint_names),
-                          'kind': cfg.pipeline}
+    fields['pipeline'] = {
+        'description': pipeline.description,
+        'joint_names': list(pipeline.joint_names),
+        'kind': cfg.pipeline,
+    }
     if hasattr(pipeline, 'lost'):
         fields['lost'] = int(pipeline.lost)
     stopped = stop_event is not None and stop_event.is_set()
@@ -727,8 +788,9 @@ def run_benchmark(
         fields['naive'] = naive
         ours, theirs = fields['stages']['e2e_us'], naive.get('stages', {}).get('e2e_us', {})
         fields['ratios'] = {
-            f'e2e_{p}_naive_over_ours': stats.ratio(float(theirs.get(p) or math.nan),
-                                                    float(ours.get(p) or math.nan))
+            f'e2e_{p}_naive_over_ours': stats.ratio(
+                float(theirs.get(p) or math.nan), float(ours.get(p) or math.nan)
+            )
             for p in ('p50', 'p99', 'p999', 'max')
         }
         if not naive.get('complete', True):
@@ -740,12 +802,17 @@ def summary_for_stdout(rep: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers printed as JSON on stdout."""
     keys = ('complete', 'messages', 'throughput_msgs_per_s', 'misses', 'miss_rate', 'interventions', 'ratios')
     out = {k: rep.get(k) for k in keys if k in rep}
-    out['stages'] = {k: {p: v.get(p) for p in ('p50', 'p90', 'p99', 'p999', 'max')}
-                     for k, v in rep.get('stages', {}).items()}
+    out['stages'] = {
+        k: {p: v.get(p) for p in ('p50', 'p90', 'p99', 'p999', 'max')}
+        for k, v in rep.get('stages', {}).items()
+    }
     out['determinism'] = {k: rep.get('determinism', {}).get(k) for k in ('identical', 'command_sha256')}
     if 'naive' in rep:
-        out['naive'] = {'stages': {'e2e_us': rep['naive'].get('stages', {}).get('e2e_us')},
-                        'messages': rep['naive'].get('messages'), 'lost': rep['naive'].get('lost')}
+        out['naive'] = {
+            'stages': {'e2e_us': rep['naive'].get('stages', {}).get('e2e_us')},
+            'messages': rep['naive'].get('messages'),
+            'lost': rep['naive'].get('lost'),
+        }
     if 'comparison' in rep:
         out['comparison_passed'] = rep['comparison'].get('passed')
     out['out_dir'] = rep.get('out_dir')
@@ -763,9 +830,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def finalize_report(
-    app: Any, info: bagmod.BagInfo, cfg: BenchmarkConfig, inputs: Inputs, model_path: str,
-    fields: dict[str, Any], samples: dict[str, FloatArray], t_s: FloatArray, argv: Sequence[str],
-    baseline: dict[str, Any] | None = None, baseline_path: str = '',
+    app: Any,
+    info: bagmod.BagInfo,
+    cfg: BenchmarkConfig,
+    inputs: Inputs,
+    model_path: str,
+    fields: dict[str, Any],
+    samples: dict[str, FloatArray],
+    t_s: FloatArray,
+    argv: Sequence[str],
+    baseline: dict[str, Any] | None = None,
+    baseline_path: str = '',
 ) -> dict[str, Any]:
     """Assemble the report (metadata + fields + baseline comparison) and write every file into
     ``cfg.out_dir``. Returns the report dict. Not RT-safe.
@@ -840,29 +915,56 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     out_dir = Path(cfg.out_dir)
     try:
         if list(pipeline.joint_names) != list(inputs.states.joint_names):
-            raise ConfigError(f'the pipeline joints {pipeline.joint_names} differ from the robot model '
-                              f'joints {inputs.states.joint_names}')
-        log(f'{inputs.states.n} states on {inputs.states.topic} ({inputs.states.rate_hz():.1f} Hz)'
+            raise ConfigError(
+                f'the pipeline joints {pipeline.joint_names} differ from the robot model '
+                f'joints {inputs.states.joint_names}'
+            )
+        log(
+            f'{inputs.states.n} states on {inputs.states.topic} ({inputs.states.rate_hz():.1f} Hz)'
             + (f', human {inputs.human.topic}' if inputs.human.n else '')
             + (f', operator {inputs.operator.topic}' if inputs.operator.n else '')
-            + (f', policy command {inputs.policy_command.topic}' if inputs.policy_command.n else ''))
+            + (f', policy command {inputs.policy_command.topic}' if inputs.policy_command.n else '')
+        )
         deadline_ns = int(cfg.deadline_us * 1e3) if cfg.deadline_us > 0 else app.control.period_ns
-        fields, samples, t_s = run_benchmark(pipeline, inputs, cfg, deadline_ns=deadline_ns,
-                                             naive_runner=pipelines.naive_runner_for(app, pipeline),
-                                             on_event=log, rt_group=app.rt.groups.get('control'))
+        fields, samples, t_s = run_benchmark(
+            pipeline,
+            inputs,
+            cfg,
+            deadline_ns=deadline_ns,
+            naive_runner=pipelines.naive_runner_for(app, pipeline),
+            on_event=log,
+            rt_group=app.rt.groups.get('control'),
+        )
     finally:
         pipeline.close()
-    rep = finalize_report(app, info, cfg, inputs, pipeline.model_path, fields, samples, t_s,
-                          ['bench', 'replay', *argv], baseline, str(args.baseline or ''))
+    rep = finalize_report(
+        app,
+        info,
+        cfg,
+        inputs,
+        pipeline.model_path,
+        fields,
+        samples,
+        t_s,
+        ['bench', 'replay', *argv],
+        baseline,
+        str(args.baseline or ''),
+    )
     rc = 0 if rep['complete'] else 130
     comp = rep.get('comparison')
     if comp is not None and not comp['passed']:
         print(reportmod.comparison_table(comp), file=sys.stderr)
-        print(f'rt-safe-rl bench replay: REGRESSION against {args.baseline} '
-              f'(tolerance {100 * cfg.regression_tolerance:.0f} %)', file=sys.stderr)
+        print(
+            f'rt-safe-rl bench replay: REGRESSION against {args.baseline} '
+            f'(tolerance {100 * cfg.regression_tolerance:.0f} %)',
+            file=sys.stderr,
+        )
         rc = 1 if rc == 0 else rc
     print(json.dumps(reportmod._plain(summary_for_stdout(rep)), indent=1))
     if not rep['complete']:
-        print(f'rt-safe-rl bench replay: interrupted; partial results in {out_dir}/report.json '
-              f'("complete": false)', file=sys.stderr)
+        print(
+            f'rt-safe-rl bench replay: interrupted; partial results in {out_dir}/report.json '
+            f'("complete": false)',
+            file=sys.stderr,
+        )
     return rc

@@ -89,8 +89,14 @@ def sha256_file(path: str | Path) -> str:
 
 def _git(args: list[str]) -> str:
     try:
-        out = subprocess.run(['git', *args], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ['git', *args],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
         return out.stdout.strip() if out.returncode == 0 else ''
     except (OSError, subprocess.SubprocessError):
         return ''
@@ -124,8 +130,9 @@ def rt_capabilities() -> dict[str, Any]:
     out['euid_root'] = hasattr(os, 'geteuid') and os.geteuid() == 0
     try:
         out['rlimit_rtprio'] = list(resource.getrlimit(resource.RLIMIT_RTPRIO))
-        out['rlimit_memlock'] = [(-1 if v == resource.RLIM_INFINITY else v)
-                                 for v in resource.getrlimit(resource.RLIMIT_MEMLOCK)]
+        out['rlimit_memlock'] = [
+            (-1 if v == resource.RLIM_INFINITY else v) for v in resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        ]
     except (AttributeError, OSError, ValueError):
         pass
     try:
@@ -145,15 +152,23 @@ def _version(module: str) -> str:
 
 
 def collect_metadata(
-    config: Mapping[str, Any] | None = None, bag: Mapping[str, Any] | None = None,
-    model_path: str | Path | None = None, argv: Sequence[str] | None = None,
+    config: Mapping[str, Any] | None = None,
+    bag: Mapping[str, Any] | None = None,
+    model_path: str | Path | None = None,
+    argv: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Metadata for a report: code version, machine, RT capabilities, versions, config, inputs."""
     versions = {'python': platform.python_version(), 'numpy': np.__version__}
-    for mod, dist in (('torch', 'torch'), ('rclpy', 'ros-rclpy'), ('rosbags', 'rosbags'), ('numba', 'numba'),
-                      ('onnxruntime', 'onnxruntime')):
-        versions[mod] = _version(dist) or (sys.modules[mod].__dict__.get('__version__', '')
-                                           if mod in sys.modules else '')
+    for mod, dist in (
+        ('torch', 'torch'),
+        ('rclpy', 'ros-rclpy'),
+        ('rosbags', 'rosbags'),
+        ('numba', 'numba'),
+        ('onnxruntime', 'onnxruntime'),
+    ):
+        versions[mod] = _version(dist) or (
+            sys.modules[mod].__dict__.get('__version__', '') if mod in sys.modules else ''
+        )
     return {
         'git_sha': _git(['rev-parse', 'HEAD']),
         'git_dirty': bool(_git(['status', '--porcelain', '--untracked-files=no'])),
@@ -227,8 +242,10 @@ def stage_rows(stages: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
     """Table rows ``[stage, count, p50, p90, p99, p99.9, max, mean]`` (us)."""
     rows = []
     for name, s in stages.items():
-        rows.append([name, _fmt(int(s['count']) if s.get('count') is not None else None)]
-                    + [_fmt(s.get(k)) for k in ('p50', 'p90', 'p99', 'p999', 'max', 'mean')])
+        rows.append(
+            [name, _fmt(int(s['count']) if s.get('count') is not None else None)]
+            + [_fmt(s.get(k)) for k in ('p50', 'p90', 'p99', 'p999', 'max', 'mean')]
+        )
     return rows
 
 
@@ -248,7 +265,7 @@ def _rate_text(report: Mapping[str, Any]) -> str:
         return 'max (as fast as the pipeline goes)'
     if mode == 'recorded':
         return 'recorded timing'
-    return f"fixed {_fmt(rate.get('hz'))} Hz"
+    return f'fixed {_fmt(rate.get("hz"))} Hz'
 
 
 def render_markdown(report: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
@@ -259,22 +276,22 @@ def render_markdown(report: Mapping[str, Any], plots: Sequence[str] = ()) -> str
     bag = md.get('bag', {})
     model = md.get('model', {})
     lines += [
-        f"- bag: `{bag.get('path', '?')}` ({bag.get('storage', '?')}, "
-        f"sha256 `{str(bag.get('sha256', ''))[:16]}`)",
-        f"- state topic: `{report.get('state_topic', '?')}` (recorded at "
-        f"{_fmt(report.get('rate', {}).get('recorded_hz'))} Hz), replay rate: {_rate_text(report)}, "
-        f"repeats: {report.get('repeats', '?')}",
-        f"- pipeline: {report.get('pipeline', {}).get('description', '?')}",
-        f"- model: `{model.get('path', '')}` sha256 `{str(model.get('sha256', ''))[:16]}`",
-        f"- machine: {md.get('host', '?')}, {md.get('cpu', '?')} x{md.get('cpu_count', '?')}, kernel "
-        f"{md.get('kernel', '?')} (RT kernel: {md.get('rt', {}).get('realtime_kernel', '?')}), git "
-        f"`{str(md.get('git_sha', ''))[:10]}`{' (dirty)' if md.get('git_dirty') else ''}",
-        f"- stress workers: {report.get('stress', {}).get('workers', 0)}",
+        f'- bag: `{bag.get("path", "?")}` ({bag.get("storage", "?")}, '
+        f'sha256 `{str(bag.get("sha256", ""))[:16]}`)',
+        f'- state topic: `{report.get("state_topic", "?")}` (recorded at '
+        f'{_fmt(report.get("rate", {}).get("recorded_hz"))} Hz), replay rate: {_rate_text(report)}, '
+        f'repeats: {report.get("repeats", "?")}',
+        f'- pipeline: {report.get("pipeline", {}).get("description", "?")}',
+        f'- model: `{model.get("path", "")}` sha256 `{str(model.get("sha256", ""))[:16]}`',
+        f'- machine: {md.get("host", "?")}, {md.get("cpu", "?")} x{md.get("cpu_count", "?")}, kernel '
+        f'{md.get("kernel", "?")} (RT kernel: {md.get("rt", {}).get("realtime_kernel", "?")}), git '
+        f'`{str(md.get("git_sha", ""))[:10]}`{" (dirty)" if md.get("git_dirty") else ""}',
+        f'- stress workers: {report.get("stress", {}).get("workers", 0)}',
         '',
-        f"**{report.get('messages', 0)} messages, {_fmt(report.get('throughput_msgs_per_s'), 0)} msgs/s, "
-        f"{report.get('misses', 0)} deadline misses (> {_fmt(report.get('deadline_us'))} us, rate "
-        f"{_fmt(100.0 * float(report.get('miss_rate') or 0.0), 3)} %), {report.get('interventions', 0)} "
-        f"safety interventions, {report.get('safety_faults', 'n/a')} latched safety faults.**",
+        f'**{report.get("messages", 0)} messages, {_fmt(report.get("throughput_msgs_per_s"), 0)} msgs/s, '
+        f'{report.get("misses", 0)} deadline misses (> {_fmt(report.get("deadline_us"))} us, rate '
+        f'{_fmt(100.0 * float(report.get("miss_rate") or 0.0), 3)} %), {report.get("interventions", 0)} '
+        f'safety interventions, {report.get("safety_faults", "n/a")} latched safety faults.**',
         '',
         '## Latency (microseconds)',
         '',
@@ -283,35 +300,55 @@ def render_markdown(report: Mapping[str, Any], plots: Sequence[str] = ()) -> str
     ]
     proc = report.get('process', {})
     if proc:
-        lines += [f"Process: CPU {_fmt(proc.get('cpu_percent'))} % of one core, "
-                  f"RSS {_fmt(proc.get('rss_mb'))} MB (peak {_fmt(proc.get('rss_peak_mb'))} MB).", '']
+        lines += [
+            f'Process: CPU {_fmt(proc.get("cpu_percent"))} % of one core, '
+            f'RSS {_fmt(proc.get("rss_mb"))} MB (peak {_fmt(proc.get("rss_peak_mb"))} MB).',
+            '',
+        ]
     det = report.get('determinism', {})
-    lines += ['## Determinism', '',
-              f"identical command streams across {len(det.get('runs', []))} runs: "
-              f"**{det.get('identical')}**; "
-              f"command SHA-256 `{det.get('command_sha256', '')}`", '']
+    lines += [
+        '## Determinism',
+        '',
+        f'identical command streams across {len(det.get("runs", []))} runs: '
+        f'**{det.get("identical")}**; '
+        f'command SHA-256 `{det.get("command_sha256", "")}`',
+        '',
+    ]
     fid = report.get('fidelity')
     if fid:
         d = fid.get('max_abs_diff_rad', {})
-        lines += [f"Replay fidelity: replayed vs recorded safe commands on `{fid.get('topic')}` "
-                  f"({fid.get('compared')} states): max |diff| p50 {_fmt(d.get('p50'), 4)}, "
-                  f"p99 {_fmt(d.get('p99'), 4)}, max {_fmt(d.get('max'), 4)} rad.", '']
+        lines += [
+            f'Replay fidelity: replayed vs recorded safe commands on `{fid.get("topic")}` '
+            f'({fid.get("compared")} states): max |diff| p50 {_fmt(d.get("p50"), 4)}, '
+            f'p99 {_fmt(d.get("p99"), 4)}, max {_fmt(d.get("max"), 4)} rad.',
+            '',
+        ]
     naive = report.get('naive')
     if naive:
-        lines += ['## Naive pipeline (plain rclpy nodes over DDS, default executor, eager torch)', '',
-                  naive.get('description', ''), '',
-                  _md_table(STAGE_HEADER, stage_rows(naive.get('stages', {}))), '',
-                  f"messages {naive.get('messages')}, lost {naive.get('lost')}, "
-                  f"misses {naive.get('misses')}", '']
+        lines += [
+            '## Naive pipeline (plain rclpy nodes over DDS, default executor, eager torch)',
+            '',
+            naive.get('description', ''),
+            '',
+            _md_table(STAGE_HEADER, stage_rows(naive.get('stages', {}))),
+            '',
+            f'messages {naive.get("messages")}, lost {naive.get("lost")}, misses {naive.get("misses")}',
+            '',
+        ]
         ratios = report.get('ratios', {})
         lines += [_md_table(['ratio', 'value'], [[k, _fmt(v, 2)] for k, v in ratios.items()]), '']
     comp = report.get('comparison')
     if comp:
-        lines += ['## Regression check against baseline', '',
-                  f"baseline `{comp.get('baseline')}`, "
-                  f"tolerance {_fmt(100 * comp.get('tolerance', 0), 0)} %: "
-                  f"**{'PASSED' if comp.get('passed') else 'FAILED'}**", '',
-                  comparison_table(comp, markdown=True), '']
+        lines += [
+            '## Regression check against baseline',
+            '',
+            f'baseline `{comp.get("baseline")}`, '
+            f'tolerance {_fmt(100 * comp.get("tolerance", 0), 0)} %: '
+            f'**{"PASSED" if comp.get("passed") else "FAILED"}**',
+            '',
+            comparison_table(comp, markdown=True),
+            '',
+        ]
     for p in plots:
         lines += [f'![{p}]({p})', '']
     return '\n'.join(lines)
@@ -353,11 +390,15 @@ def render_html(report: Mapping[str, Any], plot_png: Mapping[str, bytes]) -> str
         body.append(f'<h3>{label}</h3><img alt="{label}" src="data:image/png;base64,{b64}">')
     raw = html.escape(json.dumps(_plain(report), indent=1))
     body.append(f'<details><summary>report.json</summary><pre>{raw}</pre></details>')
-    style = ('body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}'
-             'table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #999;padding:2px 8px;'
-             'text-align:right}th{background:#eee}img{max-width:100%}pre{font-size:11px}')
-    return ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>rt_safe_rl replay benchmark</title>'
-            f'<style>{style}</style></head><body>' + '\n'.join(body) + '</body></html>\n')
+    style = (
+        'body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}'
+        'table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #999;padding:2px 8px;'
+        'text-align:right}th{background:#eee}img{max-width:100%}pre{font-size:11px}'
+    )
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>rt_safe_rl replay benchmark</title>'
+        f'<style>{style}</style></head><body>' + '\n'.join(body) + '</body></html>\n'
+    )
 
 
 def _inline(text: str) -> str:
@@ -368,8 +409,12 @@ def _inline(text: str) -> str:
     return ''.join(f'<code>{p}</code>' if i % 2 else p for i, p in enumerate(parts))
 
 
-def make_plots(samples_us: Mapping[str, npt.NDArray[np.float64]], t_s: npt.NDArray[np.float64] | None,
-               bins: int = 60, deadline_us: float = 0.0) -> dict[str, bytes]:
+def make_plots(
+    samples_us: Mapping[str, npt.NDArray[np.float64]],
+    t_s: npt.NDArray[np.float64] | None,
+    bins: int = 60,
+    deadline_us: float = 0.0,
+) -> dict[str, bytes]:
     """PNG plots: latency histogram, CDF, e2e over time. ``samples_us``: stage -> samples (us).
 
     Returns ``{file name: png bytes}``. Uses the Agg backend (no display needed).
@@ -433,9 +478,13 @@ def make_plots(samples_us: Mapping[str, npt.NDArray[np.float64]], t_s: npt.NDArr
     return out
 
 
-def write_all(report: dict[str, Any], out_dir: str | Path,
-              samples_us: Mapping[str, npt.NDArray[np.float64]] | None = None,
-              t_s: npt.NDArray[np.float64] | None = None, bins: int = 60) -> dict[str, Path]:
+def write_all(
+    report: dict[str, Any],
+    out_dir: str | Path,
+    samples_us: Mapping[str, npt.NDArray[np.float64]] | None = None,
+    t_s: npt.NDArray[np.float64] | None = None,
+    bins: int = 60,
+) -> dict[str, Path]:
     """Write report.json, report.md, report.html and the PNG plots into ``out_dir``.
 
     Plot failures never lose the JSON: it is written first, and again with the plot list.
@@ -510,8 +559,9 @@ COMPARED: tuple[tuple[str, bool], ...] = (
 )
 
 
-def compare(current: Mapping[str, Any], baseline: Mapping[str, Any], tolerance: float = 0.10,
-            baseline_path: str = '') -> dict[str, Any]:
+def compare(
+    current: Mapping[str, Any], baseline: Mapping[str, Any], tolerance: float = 0.10, baseline_path: str = ''
+) -> dict[str, Any]:
     """Compare ``current`` with ``baseline``: e2e p99 and miss rate gate, others informative.
 
     A gated metric fails when ``current > baseline * (1 + tolerance)``. The miss-rate limit is
@@ -544,13 +594,22 @@ def comparison_table(comp: Mapping[str, Any], markdown: bool = False) -> str:
     rows = []
     for r in comp.get('rows', []):
         ch = r.get('change')
-        rows.append([r['metric'], _fmt(r.get('baseline'), 3), _fmt(r.get('current'), 3),
-                     'n/a' if ch is None or not math.isfinite(ch) else f'{100 * ch:+.1f} %',
-                     'yes' if r.get('gate') else 'no', 'ok' if r.get('ok') else 'WORSE'])
+        rows.append(
+            [
+                r['metric'],
+                _fmt(r.get('baseline'), 3),
+                _fmt(r.get('current'), 3),
+                'n/a' if ch is None or not math.isfinite(ch) else f'{100 * ch:+.1f} %',
+                'yes' if r.get('gate') else 'no',
+                'ok' if r.get('ok') else 'WORSE',
+            ]
+        )
     if markdown:
         return _md_table(header, rows)
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i])
-              for i in range(len(header))]
+    widths = [
+        max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i])
+        for i in range(len(header))
+    ]
     lines = ['  '.join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ['  '.join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return '\n'.join(lines)

@@ -271,8 +271,9 @@ class CFloorLoop:
         exe = Path(self._tmp.name) / 'floor'
         self._data = Path(self._tmp.name) / 'floor.bin'
         src.write_text(_FLOOR_C)
-        comp = subprocess.run([cc, '-O2', '-o', str(exe), str(src)], capture_output=True, text=True,
-                              check=False)
+        comp = subprocess.run(
+            [cc, '-O2', '-o', str(exe), str(src)], capture_output=True, text=True, check=False
+        )
         if comp.returncode != 0:
             self._tmp.cleanup()
             raise RtSafeRlError(f'C compile failed: {comp.stderr.strip()[:200]}')
@@ -280,7 +281,9 @@ class CFloorLoop:
         self._timeout_s = seconds + 30.0
         self._proc = subprocess.Popen(
             [str(exe), str(period_ns), str(n), str(priority), str(cpu), str(self._data)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def samples(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], bool]:

@@ -66,17 +66,27 @@ def _bench_config(link_length_m: float, n_joints: int) -> SafetyConfig:
     reach = link_length_m * n_joints
     return SafetyConfig(
         ssm=SsmConfig(require_human=True),
-        workspace=WorkspaceConfig(min_m=[-reach - 0.5, -reach - 0.5, -0.5],
-                                  max_m=[reach + 0.5, reach + 0.5, reach + 0.5], points=[]),
-        max_step_gap_s=1e3, state_timeout_s=1e3,
+        workspace=WorkspaceConfig(
+            min_m=[-reach - 0.5, -reach - 0.5, -0.5], max_m=[reach + 0.5, reach + 0.5, reach + 0.5], points=[]
+        ),
+        max_step_gap_s=1e3,
+        state_timeout_s=1e3,
     )
 
 
 def bench_per_cycle(n_joints: int, n_points: int, cycles: int, seed: int) -> dict[str, Any]:
     """Full filter vs plain numpy, interleaved, same inputs; agreement and allocation."""
     link = 0.05
-    model = chain_model(n_joints, n_points=n_points, kp=200.0, kd=10.0, effort=150.0, link_length_m=link,
-                        a_max=10.0, j_max=5000.0)
+    model = chain_model(
+        n_joints,
+        n_points=n_points,
+        kp=200.0,
+        kd=10.0,
+        effort=150.0,
+        link_length_m=link,
+        a_max=10.0,
+        j_max=5000.0,
+    )
     cfg = _bench_config(link, n_joints)
     ours = SafetyFilter(model, cfg)
     ref = NumpySafetyFilter(model, cfg)
@@ -143,7 +153,7 @@ def bench_per_cycle(n_joints: int, n_points: int, cycles: int, seed: int) -> dic
     ratio = s_ref['p99'] / s_ours['p99'] if s_ours['p99'] > 0 else math.nan
     return {
         'robot': f'{n_joints}-joint chain, {n_points} monitored points, 1 person, SSM + workspace + '
-                 f'jerk + effort on',
+        f'jerk + effort on',
         'cycles': cycles,
         'filter_us': s_ours,
         'numpy_reference_us': s_ref,
@@ -167,16 +177,30 @@ def _random_batch(model: RobotModel, b: int, rng: np.random.Generator) -> dict[s
     """Random viable command states, measurements, proposals, people and operator commands."""
     n = model.n_joints
     q = rng.uniform(model.q_min, model.q_max, (b, n))
-    up = np.array([[viability_upper_vel(model.q_max[j] - q[i, j], model.a_max[j], DT) for j in range(n)]
-                   for i in range(b)]) if b <= 2000 else None
+    up = (
+        np.array(
+            [
+                [viability_upper_vel(model.q_max[j] - q[i, j], model.a_max[j], DT) for j in range(n)]
+                for i in range(b)
+            ]
+        )
+        if b <= 2000
+        else None
+    )
     if up is None:  # vectorised version of viability_upper_vel for large batches
+
         def viab(dist: np.ndarray, a: np.ndarray) -> np.ndarray:
             return np.sqrt((a * DT) ** 2 + 2 * a * np.maximum(dist, 0)) - a * DT
+
         up = viab(model.q_max - q, model.a_max)
         lo = -viab(q - model.q_min, model.a_max)
     else:
-        lo = -np.array([[viability_upper_vel(q[i, j] - model.q_min[j], model.a_max[j], DT) for j in range(n)]
-                        for i in range(b)])
+        lo = -np.array(
+            [
+                [viability_upper_vel(q[i, j] - model.q_min[j], model.a_max[j], DT) for j in range(n)]
+                for i in range(b)
+            ]
+        )
     up = np.minimum(up, model.v_max)
     lo = np.maximum(lo, -model.v_max)
     v = (lo + rng.uniform(0, 1, (b, n)) * (up - lo)) * rng.uniform(0, 1, (b, 1)) ** 2
@@ -192,8 +216,16 @@ def _random_batch(model: RobotModel, b: int, rng: np.random.Generator) -> dict[s
     return {'cs': cs, 'q': q_meas, 'dq': dq_meas, 'prop': prop, 'human': human, 'n_h': n_h, 'op': op}
 
 
-def _check_batch(model: RobotModel, cfg: SafetyConfig, cs0: np.ndarray, cs1: np.ndarray, out: np.ndarray,
-                 rep: np.ndarray, q_meas: np.ndarray, dq_meas: np.ndarray) -> dict[str, int]:
+def _check_batch(
+    model: RobotModel,
+    cfg: SafetyConfig,
+    cs0: np.ndarray,
+    cs1: np.ndarray,
+    out: np.ndarray,
+    rep: np.ndarray,
+    q_meas: np.ndarray,
+    dq_meas: np.ndarray,
+) -> dict[str, int]:
     """Count limit violations of one batch step (vectorised)."""
     v0, a0 = cs0[:, 1], cs0[:, 2]
     v = cs1[:, 1]
@@ -206,9 +238,15 @@ def _check_batch(model: RobotModel, cfg: SafetyConfig, cs0: np.ndarray, cs1: np.
         'position': int(np.sum(np.any((out > model.q_max + tol) | (out < model.q_min - tol), axis=1))),
         'velocity': int(np.sum(np.any(np.abs(v) > model.v_max * (1 + 1e-12) + tol, axis=1))),
         'acceleration': int(np.sum(np.any(np.abs(acc) > model.a_max * (1 + 1e-9) + 1e-6, axis=1))),
-        'viability': int(np.sum(np.any(
-            ((v > 0) & (v * v / (2 * model.a_max) > model.q_max - out + 1e-9))
-            | ((v < 0) & (v * v / (2 * model.a_max) > out - model.q_min + 1e-9)), axis=1))),
+        'viability': int(
+            np.sum(
+                np.any(
+                    ((v > 0) & (v * v / (2 * model.a_max) > model.q_max - out + 1e-9))
+                    | ((v < 0) & (v * v / (2 * model.a_max) > out - model.q_min + 1e-9)),
+                    axis=1,
+                )
+            )
+        ),
     }
     jerk_ok = (mask & ACTIVE_BITS['jerk_relaxed']) != 0
     jerk_bad = np.any(np.abs(acc - a0) > model.j_max * DT * (1 + 1e-9) + 1e-5, axis=1)
@@ -223,8 +261,14 @@ def _check_batch(model: RobotModel, cfg: SafetyConfig, cs0: np.ndarray, cs1: np.
 def bench_properties(cases: int, seed: int, threads: int | None) -> dict[str, Any]:
     """>= 10^5 randomized property cases through the batch path (see the module docstring)."""
     model = RobotModel.from_config(RobotConfig())
-    cfg = replace(SafetyConfig(), max_step_gap_s=1e3, state_timeout_s=1e3, position_tolerance_rad=1e3,
-                  velocity_tolerance_rad_s=1e3, ssm=SsmConfig(require_human=False))
+    cfg = replace(
+        SafetyConfig(),
+        max_step_gap_s=1e3,
+        state_timeout_s=1e3,
+        position_tolerance_rad=1e3,
+        velocity_tolerance_rad_s=1e3,
+        ssm=SsmConfig(require_human=False),
+    )
     bf = BatchSafetyFilter(model, cfg)
     rng = np.random.default_rng(seed)
     totals: dict[str, int] = {}
@@ -248,8 +292,16 @@ def bench_properties(cases: int, seed: int, threads: int | None) -> dict[str, An
             if idx.size == 0:
                 continue
             cs_sel = cs1[idx]
-            o, r = bf.run(cs_sel, d['q'][idx], d['dq'][idx], d['prop'][idx], op[idx] if use_op else None,
-                          d['human'][idx], d['n_h'][idx], n_threads=threads)
+            o, r = bf.run(
+                cs_sel,
+                d['q'][idx],
+                d['dq'][idx],
+                d['prop'][idx],
+                op[idx] if use_op else None,
+                d['human'][idx],
+                d['n_h'][idx],
+                n_threads=threads,
+            )
             cs1[idx] = cs_sel
             out[idx] = o
             rep[idx] = r
@@ -263,8 +315,16 @@ def bench_properties(cases: int, seed: int, threads: int | None) -> dict[str, An
         rows_sel = np.flatnonzero((rep[:, kn.R_STOPPING] == 0) & (rep[:, kn.R_ALPHA] == 0))
         if rows_sel.size:
             cs_again = cs0[rows_sel].copy()
-            o2, r2 = bf.run(cs_again, d['q'][rows_sel], d['dq'][rows_sel], out[rows_sel], None,
-                            d['human'][rows_sel], d['n_h'][rows_sel], n_threads=threads)
+            o2, r2 = bf.run(
+                cs_again,
+                d['q'][rows_sel],
+                d['dq'][rows_sel],
+                out[rows_sel],
+                None,
+                d['human'][rows_sel],
+                d['n_h'][rows_sel],
+                n_threads=threads,
+            )
             again_ok = r2[:, kn.R_STOPPING] == 0
             idem_checked += int(again_ok.sum())
             dev = np.max(np.abs(o2[again_ok] - out[rows_sel][again_ok]), axis=1, initial=0.0)
@@ -335,14 +395,20 @@ def bench_closed_loop(steps: int, seed: int) -> dict[str, Any]:
             audit.check(k, out)
             arm.set_command(out)
             arm.step()
-            robot_out_of_limits += int(np.any(arm.q < model.q_min - 1e-9)
-                                       or np.any(arm.q > model.q_max + 1e-9))
+            robot_out_of_limits += int(
+                np.any(arm.q < model.q_min - 1e-9) or np.any(arm.q > model.q_max + 1e-9)
+            )
             if f.stop_latched and f.is_stopped:
                 ok, _ = f.reset()
                 resets += ok
         s = audit.summary()
-        results[kind] = {'steps': steps, 'audit': s, 'robot_out_of_limits': robot_out_of_limits,
-                         'resets_after_injected_faults': resets, 'cycles_flagged': flags}
+        results[kind] = {
+            'steps': steps,
+            'audit': s,
+            'robot_out_of_limits': robot_out_of_limits,
+            'resets_after_injected_faults': resets,
+            'cycles_flagged': flags,
+        }
         total += audit.violations + robot_out_of_limits
     results['total_violations'] = total
     results['target_met'] = total == 0
@@ -358,8 +424,16 @@ def bench_batch(n_states: int, seed: int, threads: int | None) -> dict[str, Any]
     rng = np.random.default_rng(seed)
     d = _random_batch(model, n_states, rng)
     bf = BatchSafetyFilter(model, cfg)
-    bf.run(d['cs'][:64].copy(), d['q'][:64], d['dq'][:64], d['prop'][:64], None, d['human'][:64],
-           d['n_h'][:64], n_threads=threads)
+    bf.run(
+        d['cs'][:64].copy(),
+        d['q'][:64],
+        d['dq'][:64],
+        d['prop'][:64],
+        None,
+        d['human'][:64],
+        d['n_h'][:64],
+        n_threads=threads,
+    )
     best = math.inf
     for _ in range(3):
         cs = d['cs'].copy()
@@ -430,8 +504,9 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
             row[ACTION_HEADER] = q[0] + 0.2 * math.sin(seq * 1e-3)
             ch.try_write(row, now)
 
-        ctrl = PeriodicTask('bench_control', named_group(driver, 'control'), round(1e9 / app.control.rate_hz),
-                            control)
+        ctrl = PeriodicTask(
+            'bench_control', named_group(driver, 'control'), round(1e9 / app.control.rate_hz), control
+        )
         driver.rt_tasks = lambda: [ctrl]  # type: ignore[attr-defined]
         ex = RtExecutor(app.rt, context=ctx)
         ex.add_node(node)
@@ -447,8 +522,9 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
         mon_period_ns = round(1e9 / app.safety.monitor_rate_hz)
         witness_prio = min(98, mon_grp.priority + 5) if mon_grp.is_rt else 1
         try:
-            witness = CFloorLoop(mon_period_ns, seconds + 1.0, witness_prio,
-                                 mon_grp.real_cpus[0] if mon_grp.real_cpus else -1)
+            witness = CFloorLoop(
+                mon_period_ns, seconds + 1.0, witness_prio, mon_grp.real_cpus[0] if mon_grp.real_cpus else -1
+            )
             witness_note = ''
         except RtSafeRlError as err:
             witness, witness_note = None, str(err)
@@ -471,9 +547,11 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
             fs = witness.stats(t0_ns, t1_ns)
             f_slots = fs['cycles'] + fs['skipped_periods']
             floor = {
-                'priority': witness_prio, 'fifo': fs['fifo'],
+                'priority': witness_prio,
+                'fifo': fs['fifo'],
                 'missed_periods_per_1e4': 1e4 * fs['skipped_periods'] / max(1, f_slots),
-                'late_starts': fs['misses'], 'over_1ms_late': fs['over_1ms_late'],
+                'late_starts': fs['misses'],
+                'over_1ms_late': fs['over_1ms_late'],
                 'lateness_us': fs['lateness_us'],
             }
         rate = runs / el
@@ -513,27 +591,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--joints', type=int, default=29, help='joints of the benchmark chain (default 29)')
     ap.add_argument('--points', type=int, default=10, help='monitored points for SSM (default 10)')
     ap.add_argument('--cycles', type=int, default=20000, help='timed per-cycle iterations (default 20000)')
-    ap.add_argument('--batch', type=int, default=20000,
-                    help='states for the batch throughput (default 20000)')
+    ap.add_argument(
+        '--batch', type=int, default=20000, help='states for the batch throughput (default 20000)'
+    )
     ap.add_argument('--threads', type=int, default=0, help='numba threads for the batch path (0 = default)')
-    ap.add_argument('--cases', type=int, default=100_000,
-                    help='randomized property cases (default 1e5; 0 = skip)')
-    ap.add_argument('--closed-loop-steps', type=int, default=20000,
-                    help='closed-loop steps per proposer (default 20000; 0 = skip)')
-    ap.add_argument('--monitor-s', type=float, default=10.0,
-                    help='seconds of the 2 kHz safety-monitor run (default 10; 0 = skip)')
+    ap.add_argument(
+        '--cases', type=int, default=100_000, help='randomized property cases (default 1e5; 0 = skip)'
+    )
+    ap.add_argument(
+        '--closed-loop-steps',
+        type=int,
+        default=20000,
+        help='closed-loop steps per proposer (default 20000; 0 = skip)',
+    )
+    ap.add_argument(
+        '--monitor-s',
+        type=float,
+        default=10.0,
+        help='seconds of the 2 kHz safety-monitor run (default 10; 0 = skip)',
+    )
     ap.add_argument('--seed', type=int, default=1)
     ap.add_argument('--json', help='also write the JSON report to this file')
     args = ap.parse_args(argv)
     if args.joints < 1 or args.points < 1 or args.cycles < 100 or args.batch < 1 or args.cases < 0:
-        print('rt-safe-rl bench safety: error: --joints/--points >= 1, --cycles >= 100, --batch >= 1, '
-              '--cases >= 0', file=sys.stderr)
+        print(
+            'rt-safe-rl bench safety: error: --joints/--points >= 1, --cycles >= 100, --batch >= 1, '
+            '--cases >= 0',
+            file=sys.stderr,
+        )
         return 2
     threads = args.threads or None
     report: dict[str, Any] = {
         'benchmark': 'safety',
-        'machine': {'platform': platform.platform(), 'python': platform.python_version(),
-                    'cpus': os.cpu_count(), 'loadavg': list(os.getloadavg())},
+        'machine': {
+            'platform': platform.platform(),
+            'python': platform.python_version(),
+            'cpus': os.cpu_count(),
+            'loadavg': list(os.getloadavg()),
+        },
         'args': vars(args),
     }
     report['per_cycle'] = bench_per_cycle(args.joints, args.points, args.cycles, args.seed)

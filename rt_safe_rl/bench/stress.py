@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-_BURN = r'''
+_BURN = r"""
 import os, sys, time
 parent, duty, deadline = int(sys.argv[1]), float(sys.argv[2]), time.monotonic() + float(sys.argv[3])
 slice_s, x, n = 0.01, 1, 0
@@ -29,7 +29,7 @@ while time.monotonic() < deadline:
             x = (x * 1103515245 + 12345) & 0xFFFFFFFF
     if duty < 1.0:
         time.sleep(slice_s * (1.0 - duty))
-'''
+"""
 
 
 class StressWorkers:
@@ -57,9 +57,14 @@ class StressWorkers:
         """Spawn the workers (no-op for n == 0)."""
         self._t0 = time.monotonic()
         for _ in range(self.n):
-            self._procs.append(subprocess.Popen(
-                [sys.executable, '-c', _BURN, str(os.getpid()), str(self.duty), str(self.max_s)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self._procs.append(
+                subprocess.Popen(
+                    [sys.executable, '-c', _BURN, str(os.getpid()), str(self.duty), str(self.max_s)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
 
     def alive(self) -> int:
         """Number of workers still running."""
@@ -94,8 +99,13 @@ class StressWorkers:
 
     def summary(self) -> dict[str, Any]:
         """What ran: workers, duty, wall time (s) and CPU seconds the workers burned."""
-        return {'workers': self.n, 'duty': self.duty, 'wall_s': round(self._wall_s, 3),
-                'cpu_s': round(self._cpu_s, 3), 'kind': 'python busy loop, SCHED_OTHER, 10 ms slices'}
+        return {
+            'workers': self.n,
+            'duty': self.duty,
+            'wall_s': round(self._wall_s, 3),
+            'cpu_s': round(self._cpu_s, 3),
+            'kind': 'python busy loop, SCHED_OTHER, 10 ms slices',
+        }
 
     def __enter__(self) -> StressWorkers:
         self.start()

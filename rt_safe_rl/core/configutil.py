@@ -124,16 +124,14 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f'{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}'
-        )
+        raise ConfigError(f'{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}')
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         kwargs[name] = _convert(value, hints[name], f'{where}.{name}' if where else name)
     missing = [
-        n for n, f in fields.items()
-        if n not in kwargs and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
     ]
     if missing:
         raise ConfigError(f'{where}: missing required key(s) {missing}')

@@ -49,8 +49,25 @@ STAGES: tuple[str, ...] = ('e2e', 'period', 'inference', 'safety')
 
 #: Upper bounds (s) of the latency histogram buckets (``rt_execution_time_seconds``); +Inf is implicit.
 HISTOGRAM_BUCKETS_S: tuple[float, ...] = (
-    10e-6, 25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 200e-6, 300e-6, 400e-6, 500e-6, 750e-6,
-    1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 10e-3, 50e-3, 100e-3,
+    10e-6,
+    25e-6,
+    50e-6,
+    75e-6,
+    100e-6,
+    150e-6,
+    200e-6,
+    300e-6,
+    400e-6,
+    500e-6,
+    750e-6,
+    1e-3,
+    1.5e-3,
+    2e-3,
+    3e-3,
+    5e-3,
+    10e-3,
+    50e-3,
+    100e-3,
 )
 
 
@@ -97,8 +114,12 @@ class PrometheusConfig:
 
     def __post_init__(self) -> None:
         _require(0 <= self.port <= 65535, 'metrics.port', 'must be in 0..65535', self.port)
-        _require(0 <= self.thread_priority <= 98, 'metrics.thread_priority', 'must be in 0..98',
-                 self.thread_priority)
+        _require(
+            0 <= self.thread_priority <= 98,
+            'metrics.thread_priority',
+            'must be in 0..98',
+            self.thread_priority,
+        )
         _require(bool(self.address.strip()), 'metrics.address', 'must not be empty', self.address)
 
 
@@ -132,25 +153,45 @@ class ThresholdsConfig:
     def __post_init__(self) -> None:
         k = 'thresholds.'
         _fraction(self.expected_rate_hz, k + 'expected_rate_hz')
-        _require(0.0 < self.rate_error_fraction <= self.rate_warn_fraction <= 1.0, k + 'rate_error_fraction',
-                 'need 0 < rate_error_fraction <= rate_warn_fraction <= 1',
-                 (self.rate_error_fraction, self.rate_warn_fraction))
-        for name in ('e2e_budget_s', 'period_budget_s', 'inference_budget_s', 'safety_budget_s',
-                     'drift_min_s'):
+        _require(
+            0.0 < self.rate_error_fraction <= self.rate_warn_fraction <= 1.0,
+            k + 'rate_error_fraction',
+            'need 0 < rate_error_fraction <= rate_warn_fraction <= 1',
+            (self.rate_error_fraction, self.rate_warn_fraction),
+        )
+        for name in (
+            'e2e_budget_s',
+            'period_budget_s',
+            'inference_budget_s',
+            'safety_budget_s',
+            'drift_min_s',
+        ):
             _fraction(getattr(self, name), k + name)
-        _require(math.isfinite(self.p99_error_factor) and self.p99_error_factor >= 1.0,
-                 k + 'p99_error_factor', 'must be >= 1', self.p99_error_factor)
+        _require(
+            math.isfinite(self.p99_error_factor) and self.p99_error_factor >= 1.0,
+            k + 'p99_error_factor',
+            'must be >= 1',
+            self.p99_error_factor,
+        )
         for warn, err in (('miss_rate_warn', 'miss_rate_error'), ('error_rate_warn', 'error_rate_error')):
             w, e = getattr(self, warn), getattr(self, err)
-            _require(math.isfinite(w) and math.isfinite(e) and 0.0 <= w <= e <= 1.0, k + warn,
-                     f'need 0 <= {warn} <= {err} <= 1', (w, e))
+            _require(
+                math.isfinite(w) and math.isfinite(e) and 0.0 <= w <= e <= 1.0,
+                k + warn,
+                f'need 0 <= {warn} <= {err} <= 1',
+                (w, e),
+            )
         _positive(self.drift_fraction, k + 'drift_fraction')
         _positive(self.anomaly_mad_k, k + 'anomaly_mad_k')
         for name in ('cpu_warn_percent', 'memory_warn_percent', 'memory_error_percent'):
             v = getattr(self, name)
             _require(math.isfinite(v) and 0.0 < v <= 100.0, k + name, 'must be in (0, 100]', v)
-        _require(self.memory_warn_percent <= self.memory_error_percent, k + 'memory_warn_percent',
-                 'must be <= memory_error_percent', (self.memory_warn_percent, self.memory_error_percent))
+        _require(
+            self.memory_warn_percent <= self.memory_error_percent,
+            k + 'memory_warn_percent',
+            'must be <= memory_error_percent',
+            (self.memory_warn_percent, self.memory_error_percent),
+        )
 
     def budget_s(self, stage: str) -> float:
         """Latency budget of `stage` in s (0 = no budget check)."""
@@ -183,8 +224,12 @@ class TrendConfig:
         _positive(self.baseline_window_s, 'trend.baseline_window_s')
         _positive(self.recent_window_s, 'trend.recent_window_s')
         _fraction(self.min_history_s, 'trend.min_history_s')
-        _require(self.recent_window_s < self.baseline_window_s, 'trend.recent_window_s',
-                 'must be < baseline_window_s', (self.recent_window_s, self.baseline_window_s))
+        _require(
+            self.recent_window_s < self.baseline_window_s,
+            'trend.recent_window_s',
+            'must be < baseline_window_s',
+            (self.recent_window_s, self.baseline_window_s),
+        )
 
 
 @dataclass(frozen=True)
@@ -231,8 +276,12 @@ class MonitorConfig:
     def __post_init__(self) -> None:
         _positive(self.diagnostics_period_s, 'diagnostics_period_s')
         _positive(self.drain_period_s, 'drain_period_s')
-        _require(self.drain_period_s <= self.diagnostics_period_s, 'drain_period_s',
-                 'must be <= diagnostics_period_s', (self.drain_period_s, self.diagnostics_period_s))
+        _require(
+            self.drain_period_s <= self.diagnostics_period_s,
+            'drain_period_s',
+            'must be <= diagnostics_period_s',
+            (self.drain_period_s, self.diagnostics_period_s),
+        )
         _positive(self.window_s, 'window_s')
         _positive(self.stale_timeout_s, 'stale_timeout_s')
         _require(self.window_capacity >= 16, 'window_capacity', 'must be >= 16', self.window_capacity)
@@ -321,12 +370,12 @@ class StageWindow:
         idx = np.searchsorted(self._bounds_ns, dur, side='left')  # le-bucket index
         self.bucket_counts += np.bincount(idx, minlength=self.bucket_counts.shape[0])
         if n >= self.capacity:
-            self._buf[:] = samples[n - self.capacity:]
+            self._buf[:] = samples[n - self.capacity :]
             self._head = 0
             self._n = self.capacity
             return
         first = min(n, self.capacity - self._head)
-        self._buf[self._head:self._head + first] = samples[:first]
+        self._buf[self._head : self._head + first] = samples[:first]
         if n > first:
             self._buf[: n - first] = samples[first:]
         self._head = (self._head + n) % self.capacity
@@ -343,7 +392,7 @@ class StageWindow:
         """All retained samples in time order (a copy, (n, 2))."""
         if self._n < self.capacity:
             return self._buf[: self._n].copy()
-        return np.concatenate((self._buf[self._head:], self._buf[: self._head]))
+        return np.concatenate((self._buf[self._head :], self._buf[: self._head]))
 
     def window(self, now_ns: int, window_s: float) -> npt.NDArray[np.float64]:
         """Retained samples with ``t_end_ns >= now_ns - window_s`` (a copy, (n, 2))."""
@@ -380,8 +429,9 @@ class StageWindow:
             np.abs(dt, out=dt)
             k = _rank(99.0, m)
             jitter = float(np.partition(dt, k)[k]) / NS_PER_S
-        return StageSummary(n, float(rate), p50 / NS_PER_S, p99 / NS_PER_S, mx / NS_PER_S,
-                            float(d.mean()) / NS_PER_S, jitter)
+        return StageSummary(
+            n, float(rate), p50 / NS_PER_S, p99 / NS_PER_S, mx / NS_PER_S, float(d.mean()) / NS_PER_S, jitter
+        )
 
 
 def _rank(q: float, n: int) -> int:
@@ -423,8 +473,9 @@ class MetricHistory:
         """Seconds since the first recorded value (0 when empty)."""
         return 0.0 if math.isnan(self.first_t_ns) else (now_ns - self.first_t_ns) / NS_PER_S
 
-    def anomaly(self, now_ns: int, value: float, k: float, min_delta: float,
-                trend: TrendConfig) -> tuple[bool, float]:
+    def anomaly(
+        self, now_ns: int, value: float, k: float, min_delta: float, trend: TrendConfig
+    ) -> tuple[bool, float]:
         """Is `value` above median + k x 1.4826 x MAD (and + min_delta) of the baseline before now?
 
         Returns (anomalous, threshold); False while history is shorter than ``trend.min_history_s``.
@@ -439,8 +490,9 @@ class MetricHistory:
         thr = med + max(k * mad, min_delta)
         return value > thr, thr
 
-    def drift(self, now_ns: int, fraction: float, min_delta: float,
-              trend: TrendConfig) -> tuple[bool, float, float]:
+    def drift(
+        self, now_ns: int, fraction: float, min_delta: float, trend: TrendConfig
+    ) -> tuple[bool, float, float]:
         """Recent median vs older baseline median: (drifting, recent, baseline)."""
         if self.history_s(now_ns) < trend.min_history_s:
             return False, math.nan, math.nan
@@ -538,8 +590,9 @@ class AlertManager:
 
     def active(self, component: str | None = None) -> list[Alert]:
         """Active alerts (of one component, or all)."""
-        return [a for a in self.alerts.values()
-                if a.active and (component is None or a.component == component)]
+        return [
+            a for a in self.alerts.values() if a.active and (component is None or a.component == component)
+        ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -674,8 +727,15 @@ class SystemSampler:
                 self._prev_t = now_s
                 if len(self._names) > 2 * len(cur) + 16:  # forget threads that are gone
                     self._names = {t: n for t, n in self._names.items() if t in cur}
-        return SystemSample(float(ps.cpu_percent(interval=None)), float(ps.virtual_memory().percent),
-                            float(pcpu), rss, int(ctx.voluntary), int(ctx.involuntary), threads)
+        return SystemSample(
+            float(ps.cpu_percent(interval=None)),
+            float(ps.virtual_memory().percent),
+            float(pcpu),
+            rss,
+            int(ctx.voluntary),
+            int(ctx.involuntary),
+            threads,
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -702,12 +762,22 @@ class ComponentSpec:
 
 
 COMPONENTS: tuple[ComponentSpec, ...] = (
-    ComponentSpec('control_loop', 'control loop', ('e2e', 'period'), rate_stage='period',
-                  miss_counters=('deadline_misses',)),
+    ComponentSpec(
+        'control_loop',
+        'control loop',
+        ('e2e', 'period'),
+        rate_stage='period',
+        miss_counters=('deadline_misses',),
+    ),
     ComponentSpec('policy', 'policy', ('inference',), info_counters=('policy_steps',)),
-    ComponentSpec('safety_filter', 'safety filter', ('safety',),
-                  error_counters=('faults', *VIOLATION_COUNTERS),
-                  info_counters=('safety_interventions',), gauges=('human_distance_m',)),
+    ComponentSpec(
+        'safety_filter',
+        'safety filter',
+        ('safety',),
+        error_counters=('faults', *VIOLATION_COUNTERS),
+        info_counters=('safety_interventions',),
+        gauges=('human_distance_m',),
+    ),
 )
 
 
@@ -733,8 +803,13 @@ class MonitorCore:
     :meth:`ingest_counters`, optionally :meth:`ingest_system`, then :meth:`evaluate`.
     """
 
-    def __init__(self, cfg: MonitorConfig, *, expected_rate_hz: float = 1000.0,
-                 baseline: dict[str, dict[str, float]] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MonitorConfig,
+        *,
+        expected_rate_hz: float = 1000.0,
+        baseline: dict[str, dict[str, float]] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.default_rate_hz = expected_rate_hz
         self.baseline = baseline or {}
@@ -824,27 +899,32 @@ class MonitorCore:
         self.last_statuses = statuses + list(self.extra_status)
         return self.last_statuses
 
-    def _evaluate_component(self, spec: ComponentSpec, now_ns: int, dc: dict[str, int],
-                            ds: dict[str, int]) -> ComponentStatus:
+    def _evaluate_component(
+        self, spec: ComponentSpec, now_ns: int, dc: dict[str, int], ds: dict[str, int]
+    ) -> ComponentStatus:
         cfg, th, al = self.cfg, self.cfg.thresholds, self.alerts
         vals: list[tuple[str, str]] = []
         seen = [s for s in spec.stages if self.windows[s].total > 0]
         newest = max((self.windows[s].last_t_ns for s in seen), default=math.nan)
         age_s = (now_ns - newest) / NS_PER_S if seen else math.inf
         stale = age_s > cfg.stale_timeout_s
-        stale_msg = (f'no samples for {age_s:.1f} s' if seen else 'no data')
+        stale_msg = f'no samples for {age_s:.1f} s' if seen else 'no data'
         stale_msg += f' (stages {", ".join(spec.stages)})'
-        al.update(f'{spec.name}.stale', spec.name, Level.STALE if stale and seen else Level.OK,
-                  stale_msg, now_ns)
+        al.update(
+            f'{spec.name}.stale', spec.name, Level.STALE if stale and seen else Level.OK, stale_msg, now_ns
+        )
 
         for s in spec.stages:
             summ = self.summaries[s]
             if self.windows[s].total == 0:
                 continue
-            vals += [(f'{s} samples in window', str(summ.n_samples)),
-                     (f'{s} p50 (us)', _fmt_us(summ.p50_s)), (f'{s} p99 (us)', _fmt_us(summ.p99_s)),
-                     (f'{s} max (us)', _fmt_us(summ.max_s)),
-                     (f'{s} jitter p99 (us)', _fmt_us(summ.jitter_p99_s))]
+            vals += [
+                (f'{s} samples in window', str(summ.n_samples)),
+                (f'{s} p50 (us)', _fmt_us(summ.p50_s)),
+                (f'{s} p99 (us)', _fmt_us(summ.p99_s)),
+                (f'{s} max (us)', _fmt_us(summ.max_s)),
+                (f'{s} jitter p99 (us)', _fmt_us(summ.jitter_p99_s)),
+            ]
             budget = th.budget_s(s)
             lvl = Level.OK
             if budget > 0 and summ.n_samples > 0 and not stale:
@@ -852,29 +932,52 @@ class MonitorCore:
                     lvl = Level.ERROR
                 elif summ.p99_s > budget:
                     lvl = Level.WARN
-            al.update(f'{s}.p99_budget', spec.name, lvl,
-                      f'{s} p99 {_fmt_us(summ.p99_s)} us > budget {_fmt_us(budget)} us', now_ns)
+            al.update(
+                f'{s}.p99_budget',
+                spec.name,
+                lvl,
+                f'{s} p99 {_fmt_us(summ.p99_s)} us > budget {_fmt_us(budget)} us',
+                now_ns,
+            )
             hist = self.history[s]
             anom, thr = hist.anomaly(now_ns, summ.p99_s, th.anomaly_mad_k, th.drift_min_s, cfg.trend)
-            al.update(f'{s}.p99_anomaly', spec.name, Level.WARN if anom and not stale else Level.OK,
-                      f'{s} p99 {_fmt_us(summ.p99_s)} us above its rolling baseline ({_fmt_us(thr)} us)',
-                      now_ns)
+            al.update(
+                f'{s}.p99_anomaly',
+                spec.name,
+                Level.WARN if anom and not stale else Level.OK,
+                f'{s} p99 {_fmt_us(summ.p99_s)} us above its rolling baseline ({_fmt_us(thr)} us)',
+                now_ns,
+            )
             drift, recent, base = hist.drift(now_ns, th.drift_fraction, th.drift_min_s, cfg.trend)
-            al.update(f'{s}.p99_drift', spec.name, Level.WARN if drift and not stale else Level.OK,
-                      f'{s} p99 drifting up: {_fmt_us(recent)} us over the last '
-                      f'{cfg.trend.recent_window_s:g} s vs {_fmt_us(base)} us before', now_ns)
+            al.update(
+                f'{s}.p99_drift',
+                spec.name,
+                Level.WARN if drift and not stale else Level.OK,
+                f'{s} p99 drifting up: {_fmt_us(recent)} us over the last '
+                f'{cfg.trend.recent_window_s:g} s vs {_fmt_us(base)} us before',
+                now_ns,
+            )
             base_q = self.baseline.get(s)
             if base_q:
                 reg = []
                 if summ.n_samples >= cfg.regression.min_samples and not stale:
                     tol = 1.0 + cfg.regression.tolerance_fraction
                     live = {'p50': summ.p50_s, 'p99': summ.p99_s}
-                    reg = [f'{q} {_fmt_us(live[q])} us vs {_fmt_us(b)} us'
-                           for q, b in base_q.items() if live[q] > b * tol]
-                    vals += [(f'{s} {q} / baseline', f'{live[q] / b:.2f}')
-                             for q, b in base_q.items() if b > 0]
-                al.update(f'{s}.regression', spec.name, Level.WARN if reg else Level.OK,
-                          f'{s} regressed against the benchmark baseline: {"; ".join(reg)}', now_ns)
+                    reg = [
+                        f'{q} {_fmt_us(live[q])} us vs {_fmt_us(b)} us'
+                        for q, b in base_q.items()
+                        if live[q] > b * tol
+                    ]
+                    vals += [
+                        (f'{s} {q} / baseline', f'{live[q] / b:.2f}') for q, b in base_q.items() if b > 0
+                    ]
+                al.update(
+                    f'{s}.regression',
+                    spec.name,
+                    Level.WARN if reg else Level.OK,
+                    f'{s} regressed against the benchmark baseline: {"; ".join(reg)}',
+                    now_ns,
+                )
 
         rate_stage = self.loop_rate_stage() if spec.rate_stage else ''
         if rate_stage and self.windows[rate_stage].total > 0:
@@ -887,13 +990,20 @@ class MonitorCore:
                     lvl = Level.ERROR
                 elif summ.rate_hz < exp * th.rate_warn_fraction:
                     lvl = Level.WARN
-            al.update(f'{spec.name}.rate', spec.name, lvl,
-                      f'rate {summ.rate_hz:.1f} Hz < {th.rate_warn_fraction:g} x {exp:g} Hz', now_ns)
+            al.update(
+                f'{spec.name}.rate',
+                spec.name,
+                lvl,
+                f'rate {summ.rate_hz:.1f} Hz < {th.rate_warn_fraction:g} x {exp:g} Hz',
+                now_ns,
+            )
 
         # Rates are per control cycle (loop ticks in the window), whatever the component's own stage rate.
         cycles = ds.get(self.loop_rate_stage(), 0) or max((ds.get(s, 0) for s in spec.stages), default=0)
-        checks = (('miss', spec.miss_counters, th.miss_rate_warn, th.miss_rate_error),
-                  ('error', spec.error_counters, th.error_rate_warn, th.error_rate_error))
+        checks = (
+            ('miss', spec.miss_counters, th.miss_rate_warn, th.miss_rate_error),
+            ('error', spec.error_counters, th.error_rate_warn, th.error_rate_error),
+        )
         for kind, names, warn, err in checks:
             if not names:
                 continue
@@ -906,8 +1016,13 @@ class MonitorCore:
                 lvl = Level.ERROR
             elif delta > 0 and rate > warn:
                 lvl = Level.WARN
-            al.update(f'{spec.name}.{kind}_rate', spec.name, lvl,
-                      f'{kind} rate {rate:.2e}/cycle ({delta} in the window)', now_ns)
+            al.update(
+                f'{spec.name}.{kind}_rate',
+                spec.name,
+                lvl,
+                f'{kind} rate {rate:.2e}/cycle ({delta} in the window)',
+                now_ns,
+            )
         for n in spec.info_counters:
             vals.append((f'{n} (total)', str(self.counters.get(n, 0))))
             if cycles > 0:
@@ -932,23 +1047,31 @@ class MonitorCore:
         s = self.system
         if s is None:
             return ComponentStatus('system', 'system', Level.STALE, 'no system metrics (disabled)', [])
-        vals = [('system cpu (%)', f'{s.system_cpu_percent:.1f}'),
-                ('system memory (%)', f'{s.system_memory_percent:.1f}'),
-                ('process cpu (% of one core)', f'{s.process_cpu_percent:.1f}'),
-                ('process rss (MiB)', f'{s.process_rss_bytes / 2**20:.1f}'),
-                ('context switches voluntary', str(s.ctx_switches_voluntary)),
-                ('context switches involuntary', str(s.ctx_switches_involuntary))]
+        vals = [
+            ('system cpu (%)', f'{s.system_cpu_percent:.1f}'),
+            ('system memory (%)', f'{s.system_memory_percent:.1f}'),
+            ('process cpu (% of one core)', f'{s.process_cpu_percent:.1f}'),
+            ('process rss (MiB)', f'{s.process_rss_bytes / 2**20:.1f}'),
+            ('context switches voluntary', str(s.ctx_switches_voluntary)),
+            ('context switches involuntary', str(s.ctx_switches_involuntary)),
+        ]
         top = sorted(s.threads_cpu_percent.items(), key=lambda kv: -kv[1])[:5]
         vals += [(f'thread {k} cpu (%)', f'{v:.1f}') for k, v in top]
         cpu = s.system_cpu_percent
-        al.update('system.cpu', 'system', Level.WARN if cpu > th.cpu_warn_percent else Level.OK,
-                  f'system cpu {cpu:.0f}% > {th.cpu_warn_percent:g}%', now_ns)
+        al.update(
+            'system.cpu',
+            'system',
+            Level.WARN if cpu > th.cpu_warn_percent else Level.OK,
+            f'system cpu {cpu:.0f}% > {th.cpu_warn_percent:g}%',
+            now_ns,
+        )
         mem = s.system_memory_percent
         lvl = Level.OK
         if mem > th.memory_error_percent:
             lvl = Level.ERROR
         elif mem > th.memory_warn_percent:
             lvl = Level.WARN
-        al.update('system.memory', 'system', lvl,
-                  f'system memory {mem:.0f}% > {th.memory_warn_percent:g}%', now_ns)
+        al.update(
+            'system.memory', 'system', lvl, f'system memory {mem:.0f}% > {th.memory_warn_percent:g}%', now_ns
+        )
         return self._status('system', 'system', vals, 'ok')

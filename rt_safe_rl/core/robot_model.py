@@ -183,15 +183,26 @@ def fk_frames_kernel(
         for r in range(3):
             # L = (parent world, or identity) @ origin  (row r)
             if p >= 0:
-                l0 = (frames[p, r, 0] * origin[f, 0, 0] + frames[p, r, 1] * origin[f, 1, 0]
-                      + frames[p, r, 2] * origin[f, 2, 0])
-                l1 = (frames[p, r, 0] * origin[f, 0, 1] + frames[p, r, 1] * origin[f, 1, 1]
-                      + frames[p, r, 2] * origin[f, 2, 1])
-                l2 = (frames[p, r, 0] * origin[f, 0, 2] + frames[p, r, 1] * origin[f, 1, 2]
-                      + frames[p, r, 2] * origin[f, 2, 2])
+                l0 = (
+                    frames[p, r, 0] * origin[f, 0, 0]
+                    + frames[p, r, 1] * origin[f, 1, 0]
+                    + frames[p, r, 2] * origin[f, 2, 0]
+                )
+                l1 = (
+                    frames[p, r, 0] * origin[f, 0, 1]
+                    + frames[p, r, 1] * origin[f, 1, 1]
+                    + frames[p, r, 2] * origin[f, 2, 1]
+                )
+                l2 = (
+                    frames[p, r, 0] * origin[f, 0, 2]
+                    + frames[p, r, 1] * origin[f, 1, 2]
+                    + frames[p, r, 2] * origin[f, 2, 2]
+                )
                 l3 = (
-                    frames[p, r, 0] * origin[f, 0, 3] + frames[p, r, 1] * origin[f, 1, 3]
-                    + frames[p, r, 2] * origin[f, 2, 3] + frames[p, r, 3]
+                    frames[p, r, 0] * origin[f, 0, 3]
+                    + frames[p, r, 1] * origin[f, 1, 3]
+                    + frames[p, r, 2] * origin[f, 2, 3]
+                    + frames[p, r, 3]
                 )
             else:
                 l0 = origin[f, r, 0]
@@ -215,8 +226,10 @@ def points_kernel(frames: np.ndarray, pt_frame: np.ndarray, pt_offset: np.ndarra
         f = pt_frame[i]
         for r in range(3):
             out_p[i, r] = (
-                frames[f, r, 0] * pt_offset[i, 0] + frames[f, r, 1] * pt_offset[i, 1]
-                + frames[f, r, 2] * pt_offset[i, 2] + frames[f, r, 3]
+                frames[f, r, 0] * pt_offset[i, 0]
+                + frames[f, r, 1] * pt_offset[i, 1]
+                + frames[f, r, 2] * pt_offset[i, 2]
+                + frames[f, r, 3]
             )
 
 
@@ -358,15 +371,21 @@ class RobotModel:
         try:
             import yourdfpy
 
-            urdf = yourdfpy.URDF.load(str(p), load_meshes=False, build_scene_graph=False,
-                                      build_collision_scene_graph=False, load_collision_meshes=False)
+            urdf = yourdfpy.URDF.load(
+                str(p),
+                load_meshes=False,
+                build_scene_graph=False,
+                build_collision_scene_graph=False,
+                load_collision_meshes=False,
+            )
         except Exception as err:
             raise ConfigError(f'robot.urdf: cannot parse {p}: {err}') from None
         return cls._compile(urdf, cfg, str(p))
 
     @classmethod
-    def from_urdf_string(cls, text: str, config: RobotConfig | None = None,
-                         where: str = '<urdf string>') -> RobotModel:
+    def from_urdf_string(
+        cls, text: str, config: RobotConfig | None = None, where: str = '<urdf string>'
+    ) -> RobotModel:
         """Like :meth:`from_urdf` for URDF XML text (generated robots, tests). Not RT-safe."""
         import io
 
@@ -374,8 +393,13 @@ class RobotModel:
         try:
             import yourdfpy
 
-            urdf = yourdfpy.URDF.load(io.StringIO(text), load_meshes=False, build_scene_graph=False,
-                                      build_collision_scene_graph=False, load_collision_meshes=False)
+            urdf = yourdfpy.URDF.load(
+                io.StringIO(text),
+                load_meshes=False,
+                build_scene_graph=False,
+                build_collision_scene_graph=False,
+                load_collision_meshes=False,
+            )
         except Exception as err:  # any parser failure is a config error for the user
             raise ConfigError(f'robot.urdf: cannot parse {where}: {err}') from None
         return cls._compile(urdf, cfg, where)
@@ -386,8 +410,11 @@ class RobotModel:
         joints = {j.name: j for j in robot.joints}
         child_joint = {j.child: j for j in robot.joints}
         links = {lk.name: lk for lk in robot.links}
-        actuated = [j.name for j in robot.joints if j.type in ('revolute', 'continuous', 'prismatic')
-                    and j.mimic is None]
+        actuated = [
+            j.name
+            for j in robot.joints
+            if j.type in ('revolute', 'continuous', 'prismatic') and j.mimic is None
+        ]
         names = list(cfg.joint_names) if cfg.joint_names else actuated
         if not names:
             raise ConfigError(f'{where}: no actuated joints')
@@ -424,9 +451,16 @@ class RobotModel:
         kd = _per_joint(cfg.kd, n, 'kd')
         for jn, ov in cfg.overrides.items():
             i = names.index(jn)
-            for attr, arr in (('q_min_rad', q_min), ('q_max_rad', q_max), ('v_max_rad_s', v_max),
-                              ('a_max_rad_s2', a_max), ('j_max_rad_s3', j_max),
-                              ('effort_max_nm', eff), ('kp', kp), ('kd', kd)):
+            for attr, arr in (
+                ('q_min_rad', q_min),
+                ('q_max_rad', q_max),
+                ('v_max_rad_s', v_max),
+                ('a_max_rad_s2', a_max),
+                ('j_max_rad_s3', j_max),
+                ('effort_max_nm', eff),
+                ('kp', kp),
+                ('kd', kd),
+            ):
                 val = getattr(ov, attr)
                 if val is not None:
                     arr[i] = float(val)
@@ -437,8 +471,10 @@ class RobotModel:
                 raise ConfigError(f'joint {jn!r}: lower limit {q_min[i]} must be < upper {q_max[i]}')
             for label, arr in (('velocity', v_max), ('acceleration', a_max), ('jerk', j_max)):
                 if not (np.isfinite(arr[i]) and arr[i] > 0):
-                    raise ConfigError(f'joint {jn!r}: {label} limit must be finite and > 0, got {arr[i]}'
-                                      f' (set robot.overrides.{jn})')
+                    raise ConfigError(
+                        f'joint {jn!r}: {label} limit must be finite and > 0, got {arr[i]}'
+                        f' (set robot.overrides.{jn})'
+                    )
             if not eff[i] > 0:
                 raise ConfigError(f'joint {jn!r}: effort limit must be > 0, got {eff[i]}')
             if not (np.isfinite(kp[i]) and kp[i] >= 0 and np.isfinite(kd[i]) and kd[i] >= 0):
@@ -452,8 +488,9 @@ class RobotModel:
         needed: list[str] = []
         for pt in cfg.monitored_points:
             if pt.link not in links:
-                raise ConfigError(f'robot.monitored_points: link {pt.link!r} (point {pt.name!r}) '
-                                  f'not in {where}')
+                raise ConfigError(
+                    f'robot.monitored_points: link {pt.link!r} (point {pt.name!r}) not in {where}'
+                )
             chain = []
             lk = pt.link
             while lk != root:
@@ -480,8 +517,9 @@ class RobotModel:
             ax = np.asarray(j.axis if j.axis is not None else (1.0, 0.0, 0.0), dtype=np.float64)
             nrm = float(np.linalg.norm(ax))
             axis[f] = ax / nrm if nrm > 0 else ax
-            jt = {'revolute': JT_REVOLUTE, 'continuous': JT_REVOLUTE,
-                  'prismatic': JT_PRISMATIC}.get(j.type, JT_FIXED)
+            jt = {'revolute': JT_REVOLUTE, 'continuous': JT_REVOLUTE, 'prismatic': JT_PRISMATIC}.get(
+                j.type, JT_FIXED
+            )
             jtype[f] = jt
             src = j.name
             if j.mimic is not None:
@@ -497,20 +535,40 @@ class RobotModel:
                 ancestor[f, g] = True
                 g = int(parent[g])
         pt_frame = np.array([index[pt.link] for pt in cfg.monitored_points], dtype=np.int64)
-        pt_offset = np.array([list(pt.offset_m) for pt in cfg.monitored_points],
-                             dtype=np.float64).reshape(-1, 3)
+        pt_offset = np.array([list(pt.offset_m) for pt in cfg.monitored_points], dtype=np.float64).reshape(
+            -1, 3
+        )
         radius = np.array([pt.radius_m for pt in cfg.monitored_points], dtype=np.float64)
         mass = 0.0
         for lk in robot.links:
             if lk.name != root and lk.inertial is not None and lk.inertial.mass is not None:
                 mass += float(lk.inertial.mass)
         return cls(
-            name=str(robot.name), joint_names=names, q_min=q_min, q_max=q_max, v_max=v_max,
-            a_max=a_max, j_max=j_max, effort_max=eff, kp=kp, kd=kd,
-            point_names=[pt.name for pt in cfg.monitored_points], point_radius_m=radius,
-            moving_mass_kg=mass, payload_kg=float(cfg.payload_kg),
-            parent=parent, origin=origin, jtype=jtype, qidx=qidx, mult=mult, offs=offs, axis=axis,
-            pt_frame=pt_frame, pt_offset=pt_offset, ancestor=ancestor, frame_names=frame_names,
+            name=str(robot.name),
+            joint_names=names,
+            q_min=q_min,
+            q_max=q_max,
+            v_max=v_max,
+            a_max=a_max,
+            j_max=j_max,
+            effort_max=eff,
+            kp=kp,
+            kd=kd,
+            point_names=[pt.name for pt in cfg.monitored_points],
+            point_radius_m=radius,
+            moving_mass_kg=mass,
+            payload_kg=float(cfg.payload_kg),
+            parent=parent,
+            origin=origin,
+            jtype=jtype,
+            qidx=qidx,
+            mult=mult,
+            offs=offs,
+            axis=axis,
+            pt_frame=pt_frame,
+            pt_offset=pt_offset,
+            ancestor=ancestor,
+            frame_names=frame_names,
         )
 
     # ---- per-cycle kinematics (RT-safe) ------------------------------------------------
@@ -525,20 +583,24 @@ class RobotModel:
         when calling from a second thread). Returns `out`.
         """
         fr = self._frames if frames is None else frames
-        fk_frames_kernel(q, self.parent, self.origin, self.jtype, self.qidx, self.mult, self.offs,
-                         self.axis, fr)
+        fk_frames_kernel(
+            q, self.parent, self.origin, self.jtype, self.qidx, self.mult, self.offs, self.axis, fr
+        )
         points_kernel(fr, self.pt_frame, self.pt_offset, out)
         return out
 
-    def fk_points_jacobian(self, q: np.ndarray, out_p: np.ndarray, out_j: np.ndarray,
-                           frames: np.ndarray | None = None) -> None:
+    def fk_points_jacobian(
+        self, q: np.ndarray, out_p: np.ndarray, out_j: np.ndarray, frames: np.ndarray | None = None
+    ) -> None:
         """Monitored points (M,3) [m] and their positional Jacobians (M,3,N) [m/rad]. RT-safe."""
         fr = self._frames if frames is None else frames
-        fk_frames_kernel(q, self.parent, self.origin, self.jtype, self.qidx, self.mult, self.offs,
-                         self.axis, fr)
+        fk_frames_kernel(
+            q, self.parent, self.origin, self.jtype, self.qidx, self.mult, self.offs, self.axis, fr
+        )
         points_kernel(fr, self.pt_frame, self.pt_offset, out_p)
-        jacobian_kernel(fr, self.jtype, self.qidx, self.mult, self.axis, self.pt_frame, self.ancestor,
-                        out_p, out_j)
+        jacobian_kernel(
+            fr, self.jtype, self.qidx, self.mult, self.axis, self.pt_frame, self.ancestor, out_p, out_j
+        )
 
     def clamp_to_limits(self, q: np.ndarray) -> np.ndarray:
         """Copy of `q` clipped into [q_min, q_max]. Allocates (not for the RT path)."""

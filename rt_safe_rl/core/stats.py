@@ -98,7 +98,10 @@ def summarize_ns(durations_ns: npt.ArrayLike) -> dict[str, float]:
 
 
 def histogram(
-    samples: npt.ArrayLike, bins: int = 60, log: bool = True, lo: float | None = None,
+    samples: npt.ArrayLike,
+    bins: int = 60,
+    log: bool = True,
+    lo: float | None = None,
     hi: float | None = None,
 ) -> tuple[npt.NDArray[np.int64], FloatArray]:
     """Histogram ``(counts, edges)`` of ``samples`` with ``bins`` bins.
@@ -193,8 +196,19 @@ class LogHistogram:
     One writer thread; readers call :meth:`snapshot` (copies) and tolerate a sample in flight.
     """
 
-    __slots__ = ('_counts', '_inv_log_step', '_log_lo', 'bins_per_decade', 'count', 'edges_ns',
-                 'hi_ns', 'lo_ns', 'max_ns', 'n_bins', 'sum_ns')
+    __slots__ = (
+        '_counts',
+        '_inv_log_step',
+        '_log_lo',
+        'bins_per_decade',
+        'count',
+        'edges_ns',
+        'hi_ns',
+        'lo_ns',
+        'max_ns',
+        'n_bins',
+        'sum_ns',
+    )
 
     def __init__(self, lo_ns: int = 1_000, hi_ns: int = 100_000_000, bins_per_decade: int = 20) -> None:
         if lo_ns <= 0 or hi_ns <= lo_ns or bins_per_decade < 1:

@@ -41,7 +41,10 @@ def check_node_args(prog: str, argv: list[str] | None, summary: str) -> int | No
         print(node_usage(prog, summary))
         return 0
     if extra:
-        print(f'{prog}: error: unrecognized arguments {extra}; a node takes ROS arguments, e.g. '
-              f'{prog} --ros-args -p config_file:=my.yaml', file=sys.stderr)
+        print(
+            f'{prog}: error: unrecognized arguments {extra}; a node takes ROS arguments, e.g. '
+            f'{prog} --ros-args -p config_file:=my.yaml',
+            file=sys.stderr,
+        )
         return 2
     return None

@@ -26,18 +26,33 @@ class SimNodeBase(LifecycleNode):
     construction, so a bad file fails before anything starts (``ConfigError`` naming file and key).
     """
 
-    def __init__(self, node_name: str, *, config: AppConfig | None = None, namespace: str = '',
-                 intra_process: bool = False, **node_kwargs: Any) -> None:
+    def __init__(
+        self,
+        node_name: str,
+        *,
+        config: AppConfig | None = None,
+        namespace: str = '',
+        intra_process: bool = False,
+        **node_kwargs: Any,
+    ) -> None:
         super().__init__(node_name, namespace=namespace, **node_kwargs)
         self.intra_process = intra_process
-        self.declare_parameter('config_file', '', ParameterDescriptor(
-            description='YAML config (config/default.yaml layout); empty = the shipped default',
-            read_only=True))
+        self.declare_parameter(
+            'config_file',
+            '',
+            ParameterDescriptor(
+                description='YAML config (config/default.yaml layout); empty = the shipped default',
+                read_only=True,
+            ),
+        )
         if config is None:
             config = load_config(self.get_parameter('config_file').value or None)
         self.app: AppConfig = config
-        self.declare_parameter('autostart', bool(config.control.autostart), ParameterDescriptor(
-            description='executable: configure + activate on start', read_only=True))
+        self.declare_parameter(
+            'autostart',
+            bool(config.control.autostart),
+            ParameterDescriptor(description='executable: configure + activate on start', read_only=True),
+        )
 
     def rt_tasks(self) -> list[Any]:
         """RT tasks of this node (created at configure); empty by default."""
@@ -105,8 +120,12 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
     from rt_safe_rl.nodes._args import check_node_args
     from rt_safe_rl.rt.executor import RtExecutor
 
-    early = check_node_args(prog, argv, f'{prog}: rt_safe_rl lifecycle node (configures and activates itself '
-                                        'when the autostart parameter is true).')
+    early = check_node_args(
+        prog,
+        argv,
+        f'{prog}: rt_safe_rl lifecycle node (configures and activates itself '
+        'when the autostart parameter is true).',
+    )
     if early is not None:
         return early
     rclpy.init(args=sys.argv if argv is None else [prog, *argv])

@@ -39,8 +39,15 @@ from rt_safe_rl.core.errors import RtSafeRlError
 class BenchmarkNode(LifecycleNode):
     """Replays a bag through the composed pipeline and reports percentiles (see module doc)."""
 
-    def __init__(self, *, config: Any | None = None, node_name: str = 'benchmark', namespace: str = '',
-                 intra_process: bool = True, **node_kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        config: Any | None = None,
+        node_name: str = 'benchmark',
+        namespace: str = '',
+        intra_process: bool = True,
+        **node_kwargs: Any,
+    ) -> None:
         self._app: Any = config
         self._pipeline: Any = None
         self._inputs: Any = None
@@ -59,6 +66,7 @@ class BenchmarkNode(LifecycleNode):
 
         def ro(desc: str) -> ParameterDescriptor:
             return ParameterDescriptor(description=desc, read_only=True)
+
         self.declare_parameter('config_file', '', ro('YAML config (default.yaml layout); empty = shipped'))
         if self._app is None:
             from rt_safe_rl.config import load_config
@@ -66,21 +74,30 @@ class BenchmarkNode(LifecycleNode):
             self._app = load_config(self.get_parameter('config_file').value or None)
         b = self._app.benchmark
         self.declare_parameter('bag', '', ro('rosbag2 directory or .mcap/.db3 file to replay'))
-        self.declare_parameter('rate', b.rate, ParameterDescriptor(
-            description="'recorded', 'max' or Hz; applies at the next activate"))
+        self.declare_parameter(
+            'rate',
+            b.rate,
+            ParameterDescriptor(description="'recorded', 'max' or Hz; applies at the next activate"),
+        )
+
         def rw(desc: str) -> ParameterDescriptor:
             return ParameterDescriptor(description=f'{desc}; applies at the next activate')
+
         self.declare_parameter('repeat', b.repeat, rw('replays (>= 2: determinism)'))
         self.declare_parameter('stress', b.stress_workers, rw('stress workers'))
         self.declare_parameter('naive', b.naive, rw('also run the naive pipeline'))
         self.declare_parameter('out_dir', b.out_dir, ParameterDescriptor(description='report directory'))
         self.declare_parameter('state_topic', b.state_topic, ro('JointState topic of the bag; empty = auto'))
-        self.declare_parameter('pipeline', b.pipeline, ro("'inprocess' (compose policy + safety here) or "
-                                                          "'external' (a running pipeline over DDS)"))
+        self.declare_parameter(
+            'pipeline',
+            b.pipeline,
+            ro("'inprocess' (compose policy + safety here) or 'external' (a running pipeline over DDS)"),
+        )
         self.declare_parameter('joint_map', '', ro('BAG_JOINT=ROBOT_JOINT,... for another robot'))
         self.declare_parameter('baseline', '', ParameterDescriptor(description='report.json to compare with'))
-        self.declare_parameter('autostart', bool(self._app.control.autostart),
-                               ro('executable: configure + activate on start'))
+        self.declare_parameter(
+            'autostart', bool(self._app.control.autostart), ro('executable: configure + activate on start')
+        )
         self.declare_parameter('exit_when_done', True, ro('executable: exit after the report'))
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -89,9 +106,13 @@ class BenchmarkNode(LifecycleNode):
 
         p = self.get_parameter
         changes: dict[str, Any] = {
-            'rate': str(p('rate').value), 'repeat': int(p('repeat').value),
-            'stress_workers': int(p('stress').value), 'naive': bool(p('naive').value),
-            'out_dir': str(p('out_dir').value), 'state_topic': str(p('state_topic').value), 'progress': False,
+            'rate': str(p('rate').value),
+            'repeat': int(p('repeat').value),
+            'stress_workers': int(p('stress').value),
+            'naive': bool(p('naive').value),
+            'out_dir': str(p('out_dir').value),
+            'state_topic': str(p('state_topic').value),
+            'progress': False,
             'pipeline': str(p('pipeline').value),
         }
         jm = str(p('joint_map').value)
@@ -190,13 +211,30 @@ class BenchmarkNode(LifecycleNode):
         try:
             deadline_ns = int(cfg.deadline_us * 1e3) if cfg.deadline_us > 0 else app.control.period_ns
             fields, samples, t_s = run_benchmark(
-                self._pipeline, self._inputs, cfg, deadline_ns=deadline_ns,
+                self._pipeline,
+                self._inputs,
+                cfg,
+                deadline_ns=deadline_ns,
                 naive_runner=naive_runner_for(app, self._pipeline),
-                on_event=self._log_event, stop_event=self._stop, rt_group=app.rt.groups.get('control'))
+                on_event=self._log_event,
+                stop_event=self._stop,
+                rt_group=app.rt.groups.get('control'),
+            )
             argv = ['benchmark_node', str(self.get_parameter('bag').value)]
             base = str(self.get_parameter('baseline').value)
-            rep = finalize_report(app, self._info, cfg, self._inputs, self._pipeline.model_path, fields,
-                                  samples, t_s, argv, self._baseline, base)
+            rep = finalize_report(
+                app,
+                self._info,
+                cfg,
+                self._inputs,
+                self._pipeline.model_path,
+                fields,
+                samples,
+                t_s,
+                argv,
+                self._baseline,
+                base,
+            )
             self.last_report = rep
             summary = json.dumps(_plain(summary_for_stdout(rep)))
             if self._pub is not None:
@@ -216,8 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     from rt_safe_rl.nodes._args import check_node_args
     from rt_safe_rl.rt.executor import RtExecutor
 
-    early = check_node_args('benchmark_node', argv, 'Replay benchmark as a lifecycle node: -p bag:=DIR '
-                         'replays a rosbag2 recording through the pipeline and writes the report.')
+    early = check_node_args(
+        'benchmark_node',
+        argv,
+        'Replay benchmark as a lifecycle node: -p bag:=DIR '
+        'replays a rosbag2 recording through the pipeline and writes the report.',
+    )
     if early is not None:
         return early
     rclpy.init(args=sys.argv if argv is None else ['benchmark_node', *argv])
@@ -242,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 timer.cancel()
                 if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                     executor.shutdown()
+
             timer = node.create_timer(0.3, start)
         executor.spin()
         if node.last_error:

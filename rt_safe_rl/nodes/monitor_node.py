@@ -55,8 +55,14 @@ from rt_safe_rl.rt.metrics import MetricsRegistry, registry
 
 #: ``monitor.*`` parameters that can be changed while running (prefix match); the rest are read-only.
 TUNABLE_PREFIXES: tuple[str, ...] = (
-    'thresholds.', 'alerts.', 'window_s', 'stale_timeout_s', 'trend.recent_window_s',
-    'trend.min_history_s', 'regression.tolerance_fraction', 'regression.min_samples',
+    'thresholds.',
+    'alerts.',
+    'window_s',
+    'stale_timeout_s',
+    'trend.recent_window_s',
+    'trend.min_history_s',
+    'regression.tolerance_fraction',
+    'regression.min_samples',
 )
 DRAIN_CHUNK = 4096  # rows drained per call (a preallocated buffer)
 GIL_YIELD_S = 20e-6  # sleep between pieces of monitor work so RT threads get the GIL promptly
@@ -109,9 +115,16 @@ class MonitorNode(LifecycleNode):
         node_kwargs: passed to ``LifecycleNode`` (``context``, ``cli_args``, ``parameter_overrides``...).
     """
 
-    def __init__(self, *, config: Any = None, node_name: str = 'monitor', namespace: str = '',
-                 intra_process: bool = False, registry: MetricsRegistry | None = None,
-                 **node_kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        config: Any = None,
+        node_name: str = 'monitor',
+        namespace: str = '',
+        intra_process: bool = False,
+        registry: MetricsRegistry | None = None,
+        **node_kwargs: Any,
+    ) -> None:
         self._registry = registry if registry is not None else _default_registry()
         self._intra_process = intra_process
         self._core: MonitorCore | None = None
@@ -133,9 +146,14 @@ class MonitorNode(LifecycleNode):
         self._group_note = 'default (non-RT)'
         self.last_error = ''  # why the last configure failed (bringup reports it)
         super().__init__(node_name, namespace=namespace, **node_kwargs)
-        self.declare_parameter('config_file', '', ParameterDescriptor(
-            description='YAML config (THE config layout); empty = the shipped config/default.yaml',
-            read_only=True))
+        self.declare_parameter(
+            'config_file',
+            '',
+            ParameterDescriptor(
+                description='YAML config (THE config layout); empty = the shipped config/default.yaml',
+                read_only=True,
+            ),
+        )
         self._app: Any = None
         if config is None:
             self._app = _load_app_config(self.get_parameter('config_file').value)
@@ -147,8 +165,11 @@ class MonitorNode(LifecycleNode):
             base_cfg = config.monitor
         self._declare_monitor_parameters(base_cfg)
         autostart = bool(getattr(getattr(self._app, 'control', None), 'autostart', True))
-        self.declare_parameter('autostart', autostart, ParameterDescriptor(
-            description='main(): configure + activate on start', read_only=True))
+        self.declare_parameter(
+            'autostart',
+            autostart,
+            ParameterDescriptor(description='main(): configure + activate on start', read_only=True),
+        )
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ------------------------------------------------------------------ parameters
@@ -160,7 +181,8 @@ class MonitorNode(LifecycleNode):
             desc = ParameterDescriptor(
                 description=f'monitor.{key} (see rt_safe_rl.core.monitoring.MonitorConfig)'
                 + ('' if tunable else '; structural: read-only'),
-                read_only=not tunable)
+                read_only=not tunable,
+            )
             self.declare_parameter(f'monitor.{key}', value, desc)
             self._param_names.append(key)
 
@@ -171,7 +193,7 @@ class MonitorNode(LifecycleNode):
         return from_mapping(MonitorConfig, _nest(flat), 'monitor (parameters)')
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        changes = {p.name[len('monitor.'):]: p.value for p in params if p.name.startswith('monitor.')}
+        changes = {p.name[len('monitor.') :]: p.value for p in params if p.name.startswith('monitor.')}
         if not changes:
             return SetParametersResult(successful=True)
         try:
@@ -210,7 +232,8 @@ class MonitorNode(LifecycleNode):
             self.get_logger().warning(
                 f'monitor.window_s {cfg.window_s:g} s x {self._core.expected_rate_hz:g} Hz exceeds '
                 f'monitor.window_capacity {cfg.window_capacity}: percentiles cover only the newest '
-                f'{cfg.window_capacity} samples')
+                f'{cfg.window_capacity} samples'
+            )
         self._ticks_per_eval = max(1, round(cfg.diagnostics_period_s / cfg.drain_period_s))
         self._sampler = None
         if cfg.system_metrics:
@@ -234,15 +257,18 @@ class MonitorNode(LifecycleNode):
         """Start the Prometheus endpoint (failure -> logged, disabled, node stays up) and the timer."""
         assert self._cfg is not None and self._exporter is not None
         if not self._cfg.enabled:
-            self.get_logger().info('monitor.enabled is false: active but inert (no drain, no '
-                                   '/diagnostics, no Prometheus)')
+            self.get_logger().info(
+                'monitor.enabled is false: active but inert (no drain, no /diagnostics, no Prometheus)'
+            )
             return super().on_activate(state)
         if self._cfg.metrics.enabled:
             try:
                 port = self._exporter.start()
                 self._prom_level = Level.OK
                 self._prom_message = f'serving http://{self._cfg.metrics.address}:{port}/metrics'
-                self.get_logger().info(f'Prometheus metrics on http://{self._cfg.metrics.address}:{port}/metrics')
+                self.get_logger().info(
+                    f'Prometheus metrics on http://{self._cfg.metrics.address}:{port}/metrics'
+                )
             except MetricsEndpointError as err:
                 self._prom_level = Level.WARN
                 self._prom_message = f'Prometheus disabled: {err}'
@@ -250,8 +276,9 @@ class MonitorNode(LifecycleNode):
         self._tick = 0
         self._last_eval_wall = time.monotonic()
         self._cpu_at_last_eval = self._cpu_ns
-        self._timer = self.create_timer(self._cfg.drain_period_s, self._on_timer,
-                                        callback_group=self._callback_group())
+        self._timer = self.create_timer(
+            self._cfg.drain_period_s, self._on_timer, callback_group=self._callback_group()
+        )
         return super().on_activate(state)
 
     def _callback_group(self) -> Any:
@@ -267,7 +294,8 @@ class MonitorNode(LifecycleNode):
             group = named_group(self, name)
         except (ImportError, ConfigError) as err:
             self.get_logger().warning(
-                f'monitor.callback_group {name!r} unusable ({err}); using the default group')
+                f'monitor.callback_group {name!r} unusable ({err}); using the default group'
+            )
             return None
         self._group_note = name
         return group
@@ -370,11 +398,15 @@ class MonitorNode(LifecycleNode):
         level, msg = self._prom_level, self._prom_message
         if dropped > 0 and level == Level.OK:
             level, msg = Level.WARN, f'{dropped} stage samples dropped (metrics rings overflowed); {msg}'
-        vals = [('prometheus', self._prom_message), ('monitor cpu (% of one core)', f'{cpu_pct:.2f}'),
-                ('drain period (s)', f'{self._cfg.drain_period_s:g}'),
-                ('callback group', self._group_note),
-                ('http thread', self._exporter.priority_note if self._exporter else '-'),
-                ('window (s)', f'{self._cfg.window_s:g}'), ('dropped samples', str(dropped))]
+        vals = [
+            ('prometheus', self._prom_message),
+            ('monitor cpu (% of one core)', f'{cpu_pct:.2f}'),
+            ('drain period (s)', f'{self._cfg.drain_period_s:g}'),
+            ('callback group', self._group_note),
+            ('http thread', self._exporter.priority_note if self._exporter else '-'),
+            ('window (s)', f'{self._cfg.window_s:g}'),
+            ('dropped samples', str(dropped)),
+        ]
         return ComponentStatus('monitor', 'monitor', level, msg, vals)
 
     def evaluate_and_publish(self) -> list[ComponentStatus]:
@@ -383,8 +415,9 @@ class MonitorNode(LifecycleNode):
         if core is None:
             return []
         now_ns = time.monotonic_ns()
-        core.ingest_counters(self._registry.snapshot_counters(),
-                             {k: g.value for k, g in list(self._registry.gauges.items())})
+        core.ingest_counters(
+            self._registry.snapshot_counters(), {k: g.value for k, g in list(self._registry.gauges.items())}
+        )
         if self._sampler is not None:
             core.ingest_system(self._sampler.sample(now_ns / 1e9))
             _yield_gil()
@@ -404,14 +437,21 @@ class MonitorNode(LifecycleNode):
             msg.header.stamp = self.get_clock().now().to_msg()
             prefix = self.get_name()
             for st in statuses:
-                msg.status.append(DiagnosticStatus(
-                    level=bytes([int(st.level)]), name=f'{prefix}: {st.title}', message=st.message,
-                    hardware_id='rt_safe_rl', values=[KeyValue(key=k, value=v) for k, v in st.values]))
+                msg.status.append(
+                    DiagnosticStatus(
+                        level=bytes([int(st.level)]),
+                        name=f'{prefix}: {st.title}',
+                        message=st.message,
+                        hardware_id='rt_safe_rl',
+                        values=[KeyValue(key=k, value=v) for k, v in st.values],
+                    )
+                )
             self._pub.publish(msg)
             _yield_gil()
         if self._exporter is not None and self._exporter.running:
-            self._exporter.publish(MetricsSnapshot.from_core(core, dropped=self._dropped,
-                                                             monitor_cpu_s=self._cpu_ns / 1e9))
+            self._exporter.publish(
+                MetricsSnapshot.from_core(core, dropped=self._dropped, monitor_cpu_s=self._cpu_ns / 1e9)
+            )
         return statuses
 
 
@@ -432,8 +472,11 @@ def main(argv: list[str] | None = None) -> int:
     """`monitor_node` executable: init, build, configure+activate (autostart), spin until Ctrl-C."""
     from rt_safe_rl.nodes._args import check_node_args
 
-    early = check_node_args('monitor_node', None if argv is None else argv[1:],
-                         'Health monitor: /diagnostics and Prometheus /metrics for the RT pipeline.')
+    early = check_node_args(
+        'monitor_node',
+        None if argv is None else argv[1:],
+        'Health monitor: /diagnostics and Prometheus /metrics for the RT pipeline.',
+    )
     if early is not None:
         return early
     rclpy.init(args=argv)

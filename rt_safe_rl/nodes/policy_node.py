@@ -378,8 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     """`policy_node` executable (ROS args in `argv`, e.g. ``--ros-args -p policy.backend:=numba``)."""
     from rt_safe_rl.nodes._args import check_node_args
 
-    early = check_node_args('policy_node', argv, 'The learned policy as a lifecycle node (autostart: '
-                         'configure + activate), publishing its action at policy.rate_hz.')
+    early = check_node_args(
+        'policy_node',
+        argv,
+        'The learned policy as a lifecycle node (autostart: '
+        'configure + activate), publishing its action at policy.rate_hz.',
+    )
     if early is not None:
         return early
     return run_node('policy_node', PolicyInferenceNode, argv)

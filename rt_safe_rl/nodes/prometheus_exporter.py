@@ -46,8 +46,8 @@ EXPORTED_METRICS: dict[str, tuple[str, str]] = {
     'rt_gauge': ('gauge', 'Every metrics-registry gauge by name (label name).'),
     'rt_system_cpu_percent': ('gauge', 'System-wide CPU utilisation (% of all cores).'),
     'rt_system_memory_percent': ('gauge', 'System memory in use (%).'),
-    'rt_process_cpu_percent': ('gauge', 'This process\'s CPU use (% of one core).'),
-    'rt_process_resident_memory_bytes': ('gauge', 'This process\'s resident set size.'),
+    'rt_process_cpu_percent': ('gauge', "This process's CPU use (% of one core)."),
+    'rt_process_resident_memory_bytes': ('gauge', "This process's resident set size."),
     'rt_process_context_switches': ('counter', 'Context switches of this process (label kind).'),
     'rt_thread_cpu_percent': ('gauge', 'CPU use per thread (% of one core; label thread = name:tid).'),
     'rt_component_status': ('gauge', 'Diagnostics level per component: 0 OK, 1 WARN, 2 ERROR, 3 STALE.'),
@@ -55,7 +55,7 @@ EXPORTED_METRICS: dict[str, tuple[str, str]] = {
     'rt_alerts_raised': ('counter', 'Times each alert was raised (labels alert, component).'),
     'rt_regression_ratio': ('gauge', 'Live stage percentile / benchmark baseline (labels stage, quantile).'),
     'rt_metrics_dropped': ('counter', 'Stage samples lost because a metrics ring was full (label stage).'),
-    'rt_monitor_cpu_seconds': ('counter', 'CPU time spent in the monitor\'s own callbacks.'),
+    'rt_monitor_cpu_seconds': ('counter', "CPU time spent in the monitor's own callbacks."),
 }
 
 
@@ -98,8 +98,9 @@ class MetricsSnapshot:
     monitor_cpu_s: float = 0.0
 
     @staticmethod
-    def from_core(core: MonitorCore, *, dropped: Mapping[str, int] | None = None,
-                  monitor_cpu_s: float = 0.0) -> MetricsSnapshot:
+    def from_core(
+        core: MonitorCore, *, dropped: Mapping[str, int] | None = None, monitor_cpu_s: float = 0.0
+    ) -> MetricsSnapshot:
         """Capture `core` (call from the monitor thread after ingest/evaluate). Not RT-safe."""
         hist = {s: (w.cumulative_buckets(), w.sum_s) for s, w in core.windows.items() if w.total > 0}
         summ = {s: core.summaries[s] for s in hist}
@@ -159,10 +160,12 @@ class _SnapshotCollector(Collector):
             if name == 'faults' or name.endswith('_errors'):
                 errs.add_metric([name], iv)
         yield errs
-        for fam_name, names in (('rt_safety_violations', VIOLATION_COUNTERS),
-                                ('rt_safety_interventions', ('safety_interventions',)),
-                                ('rt_deadline_misses', ('deadline_misses',)),
-                                ('rt_policy_steps', ('policy_steps',))):
+        for fam_name, names in (
+            ('rt_safety_violations', VIOLATION_COUNTERS),
+            ('rt_safety_interventions', ('safety_interventions',)),
+            ('rt_deadline_misses', ('deadline_misses',)),
+            ('rt_policy_steps', ('policy_steps',)),
+        ):
             f = _fam(fam_name)
             f.add_metric([], sum(snap.counters.get(n, 0) for n in names))
             yield f
@@ -202,10 +205,12 @@ class _SnapshotCollector(Collector):
         yield g
         sysm = snap.system
         if sysm is not None:
-            for fam_name, v in (('rt_system_cpu_percent', sysm.system_cpu_percent),
-                                ('rt_system_memory_percent', sysm.system_memory_percent),
-                                ('rt_process_cpu_percent', sysm.process_cpu_percent),
-                                ('rt_process_resident_memory_bytes', float(sysm.process_rss_bytes))):
+            for fam_name, v in (
+                ('rt_system_cpu_percent', sysm.system_cpu_percent),
+                ('rt_system_memory_percent', sysm.system_memory_percent),
+                ('rt_process_cpu_percent', sysm.process_cpu_percent),
+                ('rt_process_resident_memory_bytes', float(sysm.process_rss_bytes)),
+            ):
                 f = _fam(fam_name)
                 f.add_metric([], v)
                 yield f
@@ -284,8 +289,9 @@ class PrometheusExporter:
         if self.thread_priority > 0:
             # Request threads inherit the server thread's policy (pthread default: inherit).
             try:
-                os.sched_setscheduler(thread.native_id or 0, os.SCHED_FIFO,
-                                      os.sched_param(self.thread_priority))
+                os.sched_setscheduler(
+                    thread.native_id or 0, os.SCHED_FIFO, os.sched_param(self.thread_priority)
+                )
                 self.priority_note = f'SCHED_FIFO {self.thread_priority}'
             except (OSError, AttributeError) as err:
                 self.priority_note = f'SCHED_OTHER (FIFO {self.thread_priority} not granted: {err})'

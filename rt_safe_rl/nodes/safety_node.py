@@ -131,8 +131,9 @@ def flatten_config(obj: Any, prefix: str = 'safety') -> list[tuple[str, Any, int
     return out
 
 
-def config_from_values(values: dict[str, Any], base: SafetyConfig | None = None,
-                       prefix: str = 'safety') -> SafetyConfig:
+def config_from_values(
+    values: dict[str, Any], base: SafetyConfig | None = None, prefix: str = 'safety'
+) -> SafetyConfig:
     """SafetyConfig from flat parameter values (``safety.ssm.reaction_time_s`` -> nested) on top of
     `base` (fields without a parameter keep base's value).
 
@@ -158,17 +159,27 @@ class SafetyFilterNode(SimNodeBase):
     is the last report), cycles, monitor_publishes, last_error, command_channel.
     """
 
-    def __init__(self, *, config: AppConfig | None = None, node_name: str = 'safety_node',
-                 namespace: str = '', intra_process: bool = False, **node_kwargs: Any) -> None:
-        super().__init__(node_name, config=config, namespace=namespace, intra_process=intra_process,
-                         **node_kwargs)
+    def __init__(
+        self,
+        *,
+        config: AppConfig | None = None,
+        node_name: str = 'safety_node',
+        namespace: str = '',
+        intra_process: bool = False,
+        **node_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            node_name, config=config, namespace=namespace, intra_process=intra_process, **node_kwargs
+        )
         self._cfg: SafetyConfig = self.app.safety
         empty: list[Parameter] = []
         for name, value, ptype in flatten_config(self._cfg):
             leaf = name.split('.', 1)[1]
             desc = ParameterDescriptor(
-                type=ptype, read_only=leaf in READ_ONLY,
-                description=f'safety filter: {leaf} (see rt_safe_rl.core.safety.config)')
+                type=ptype,
+                read_only=leaf in READ_ONLY,
+                description=f'safety filter: {leaf} (see rt_safe_rl.core.safety.config)',
+            )
             if isinstance(value, list) and not value:
                 # an empty list has no element type: declare typed, then set [] with that type
                 ptype_enum = Parameter.Type(ptype)
@@ -182,9 +193,14 @@ class SafetyFilterNode(SimNodeBase):
         # parameter overrides (launch files, --ros-args -p safety.x:=v) take part in the config
         values = {name: self.get_parameter(name).value for name, _, _ in flatten_config(self._cfg)}
         self._cfg = config_from_values(values, self._cfg)
-        self.declare_parameter('safety.reset', False, ParameterDescriptor(
-            type=ParameterType.PARAMETER_BOOL,
-            description='set true to clear a latched stop (refused while still braking)'))
+        self.declare_parameter(
+            'safety.reset',
+            False,
+            ParameterDescriptor(
+                type=ParameterType.PARAMETER_BOOL,
+                description='set true to clear a latched stop (refused while still braking)',
+            ),
+        )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.model: RobotModel | None = None
         self.filter: SafetyFilter | None = None
@@ -239,7 +255,8 @@ class SafetyFilterNode(SimNodeBase):
             if abs(self._cfg.rate_hz - app.control.rate_hz) > 1e-9 * app.control.rate_hz:
                 raise ConfigError(
                     f'safety.rate_hz ({self._cfg.rate_hz:g}) must equal control.rate_hz '
-                    f'({app.control.rate_hz:g}): each command advances the filter by one robot period')
+                    f'({app.control.rate_hz:g}): each command advances the filter by one robot period'
+                )
             self.model = RobotModel.from_config(app.robot, app.base_dir)
             self.filter = SafetyFilter(self.model, self._cfg, MAX_HUMAN_POINTS)
             self._warm_up()
@@ -300,27 +317,36 @@ class SafetyFilterNode(SimNodeBase):
             self._traj_pub = self.create_lifecycle_publisher(JointTrajectory, TRAJECTORY_TOPIC, depth)
             self._pubs.append(self._traj_pub)
         self._subs = [
-            self.create_subscription(JointState, topics.joint_states, self._on_joint_state, depth,
-                                     callback_group=grp),
-            self.create_subscription(PointStamped, topics.human_position, self._on_human_point, depth,
-                                     callback_group=grp),
-            self.create_subscription(PoseArray, HUMAN_POINTS_TOPIC, self._on_human_poses, depth,
-                                     callback_group=grp),
-            self.create_subscription(Float64MultiArray, topics.operator_command, self._on_operator, depth,
-                                     callback_group=grp),
+            self.create_subscription(
+                JointState, topics.joint_states, self._on_joint_state, depth, callback_group=grp
+            ),
+            self.create_subscription(
+                PointStamped, topics.human_position, self._on_human_point, depth, callback_group=grp
+            ),
+            self.create_subscription(
+                PoseArray, HUMAN_POINTS_TOPIC, self._on_human_poses, depth, callback_group=grp
+            ),
+            self.create_subscription(
+                Float64MultiArray, topics.operator_command, self._on_operator, depth, callback_group=grp
+            ),
         ]
         from rt_safe_rl.rt.channel import get_channel
 
         self.command_channel = get_channel(self.resolve_topic_name(topics.robot_command), n + 1)
         self._tasks = []
         if self.intra_process:
-            self.action_channel = get_channel(self.resolve_topic_name(topics.policy_action),
-                                              n + ACTION_HEADER)
-            self._tasks.append(TriggeredTask(f'{self.get_name()}_action', grp, self.action_channel,
-                                             self.process_action))
+            self.action_channel = get_channel(
+                self.resolve_topic_name(topics.policy_action), n + ACTION_HEADER
+            )
+            self._tasks.append(
+                TriggeredTask(f'{self.get_name()}_action', grp, self.action_channel, self.process_action)
+            )
         else:
-            self._subs.append(self.create_subscription(
-                Float64MultiArray, topics.policy_action, self._on_action, depth, callback_group=grp))
+            self._subs.append(
+                self.create_subscription(
+                    Float64MultiArray, topics.policy_action, self._on_action, depth, callback_group=grp
+                )
+            )
         mon_period = round(1e9 / self._cfg.monitor_rate_hz)
         self._monitor_task = PeriodicTask(f'{self.get_name()}_monitor', mon_grp, mon_period, self._monitor)
         self._tasks.append(self._monitor_task)
@@ -329,8 +355,12 @@ class SafetyFilterNode(SimNodeBase):
         # rclpy timer: each wake of the non-RT spinning thread rebuilds its wait set, holding the
         # GIL in C for 0.4-0.5 ms (measured with perf sched), which delayed the 2 kHz monitor past
         # its period 20 times a second
-        self._status_task = PeriodicTask(f'{self.get_name()}_status', named_group(self, 'observers'),
-                                         round(1e9 / self._cfg.status_rate_hz), self._publish_status)
+        self._status_task = PeriodicTask(
+            f'{self.get_name()}_status',
+            named_group(self, 'observers'),
+            round(1e9 / self._cfg.status_rate_hz),
+            self._publish_status,
+        )
         self._tasks.append(self._status_task)
         reg = registry()
         self._stage = reg.stage('safety')
@@ -341,7 +371,8 @@ class SafetyFilterNode(SimNodeBase):
             f'configured: {n} joints, {model.n_points} monitored points, SSM '
             f'{"on" if self._cfg.ssm.enabled else "off"}, monitor {self._cfg.monitor_rate_hz:g} Hz, '
             f'actions from {"channel" if self.intra_process else "topic"} '
-            f'{self.resolve_topic_name(topics.policy_action)}, commands on {self._cmd_pub.topic_name}')
+            f'{self.resolve_topic_name(topics.policy_action)}, commands on {self._cmd_pub.topic_name}'
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def _warm_up(self) -> None:
@@ -432,10 +463,13 @@ class SafetyFilterNode(SimNodeBase):
             with self._lock:
                 rep = f.report.copy()
             d = rep.as_dict()
-        d.update(cycles=self.cycles, monitor_publishes=self.monitor_publishes,
-                 deadline_misses=self.deadline_misses, skipped_actions=self.skipped_actions,
-                 last_command_seq=self._last_pub_seq
-                 if f is not None else -1)
+        d.update(
+            cycles=self.cycles,
+            monitor_publishes=self.monitor_publishes,
+            deadline_misses=self.deadline_misses,
+            skipped_actions=self.skipped_actions,
+            last_command_seq=self._last_pub_seq if f is not None else -1,
+        )
         if f is not None and self._tasks:
             d['monitor'] = self._monitor_task.stats()
         return d
@@ -508,8 +542,9 @@ class SafetyFilterNode(SimNodeBase):
             self._name_index = np.array([names.index(j) for j in self._joint_names()], dtype=np.int64)
         except ValueError:
             self._name_index = np.zeros(0, dtype=np.int64)
-            self.last_error = (f'joint_states names {names} do not contain the robot joints '
-                               f'{self._joint_names()}')
+            self.last_error = (
+                f'joint_states names {names} do not contain the robot joints {self._joint_names()}'
+            )
 
     def process_state(self, stamp_ns: int, seq: int, q: np.ndarray, dq: np.ndarray) -> None:
         """Store the latest measured state (rad, rad/s, robot order), its robot sequence number
@@ -616,8 +651,11 @@ class SafetyFilterNode(SimNodeBase):
         t1 = _mono()
         self._stage.record_ns(t1, t1 - t0)
         rep = f.report._rep
-        if (rep[kn.R_SAFETY_INTERVENTION] > self._cfg.intervention_threshold_rad
-                or rep[kn.R_STOPPING] != 0.0 or f.report._latched):
+        if (
+            rep[kn.R_SAFETY_INTERVENTION] > self._cfg.intervention_threshold_rad
+            or rep[kn.R_STOPPING] != 0.0
+            or f.report._latched
+        ):
             self._interventions.inc()
         d = rep[kn.R_HUMAN_DIST]
         if d < 1e300:
@@ -634,17 +672,32 @@ class SafetyFilterNode(SimNodeBase):
         self._last_label = label
         return True
 
-    def _step_and_publish(self, f: SafetyFilter, t_ns: int, proposal: np.ndarray | None, valid: bool,
-                          state_seq: int) -> None:
+    def _step_and_publish(
+        self, f: SafetyFilter, t_ns: int, proposal: np.ndarray | None, valid: bool, state_seq: int
+    ) -> None:
         """filter.step + publish (caller holds the lock and has claimed `state_seq`): one filter
         step per published command, published in step order, so consecutive commands differ by at
         most one robot period of motion within the limits."""
         n_h = self._n_human
         human = self._human_views[n_h] if n_h else None
-        op = self._op if (self._op_stamp_ns and t_ns - self._op_stamp_ns <= int(
-            self._cfg.operator_timeout_s * 1e9)) else None
-        rep = f.step(t_ns, self._q, self._dq, proposal, valid, human, self._human_stamp_ns, op, self._out,
-                     state_stamp_ns=self._state_rx_ns, human_speed_m_s=self._human_speed)
+        op = (
+            self._op
+            if (self._op_stamp_ns and t_ns - self._op_stamp_ns <= int(self._cfg.operator_timeout_s * 1e9))
+            else None
+        )
+        rep = f.step(
+            t_ns,
+            self._q,
+            self._dq,
+            proposal,
+            valid,
+            human,
+            self._human_stamp_ns,
+            op,
+            self._out,
+            state_stamp_ns=self._state_rx_ns,
+            human_speed_m_s=self._human_speed,
+        )
         if rep._latched and not self._was_latched:
             self._faults.inc()
         self._was_latched = rep._latched
@@ -687,8 +740,9 @@ class SafetyFilterNode(SimNodeBase):
             return
         now = _mono()
         cfg = self._cfg
-        if _state_violation(self._q, self._dq, f._lim, cfg.position_tolerance_rad,
-                            cfg.velocity_tolerance_rad_s):
+        if _state_violation(
+            self._q, self._dq, f._lim, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
+        ):
             if not f.stop_latched:
                 self.monitor_stops += 1
             f.trigger_stop(FaultCode.STATE_OUT_OF_LIMITS)

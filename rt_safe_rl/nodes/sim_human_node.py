@@ -30,12 +30,25 @@ class SimHumanNode(PeriodicSimNode):
     ``trace`` holds ``(t_ns, x, y, z)`` of every published position (one reader: a test / demo).
     """
 
-    def __init__(self, *, config: AppConfig | None = None, node_name: str = 'sim_human',
-                 namespace: str = '', intra_process: bool = False, **node_kwargs: Any) -> None:
-        super().__init__(node_name, config=config, namespace=namespace, intra_process=intra_process,
-                         **node_kwargs)
-        self.declare_parameter('human.active', True, ParameterDescriptor(
-            description='true: walk in and out of the workspace; false: stay at sim.human.far_m'))
+    def __init__(
+        self,
+        *,
+        config: AppConfig | None = None,
+        node_name: str = 'sim_human',
+        namespace: str = '',
+        intra_process: bool = False,
+        **node_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            node_name, config=config, namespace=namespace, intra_process=intra_process, **node_kwargs
+        )
+        self.declare_parameter(
+            'human.active',
+            True,
+            ParameterDescriptor(
+                description='true: walk in and out of the workspace; false: stay at sim.human.far_m'
+            ),
+        )
         self.active = bool(self.get_parameter('human.active').value)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.walker = HumanWalker(self.app.sim.human)
@@ -60,12 +73,15 @@ class SimHumanNode(PeriodicSimNode):
         cfg = self.app.sim.human
         self._msg = PointStamped()
         self._msg.header.frame_id = cfg.frame_id
-        self._pub = self.create_lifecycle_publisher(PointStamped, self.app.topics.human_position,
-                                                    self.app.topics.qos_depth)
+        self._pub = self.create_lifecycle_publisher(
+            PointStamped, self.app.topics.human_position, self.app.topics.qos_depth
+        )
         period_ns = round(1e9 / cfg.rate_hz)
         self._task = PeriodicTask(f'{self.get_name()}_tick', named_group(self, 'sim'), period_ns, self._tick)
-        self.get_logger().info(f'configured: {cfg.rate_hz:.0f} Hz on {self._pub.topic_name}, '
-                               f'walk cycle {self.walker.cycle_s:.1f} s, {cfg.far_m} <-> {cfg.near_m} m')
+        self.get_logger().info(
+            f'configured: {cfg.rate_hz:.0f} Hz on {self._pub.topic_name}, '
+            f'walk cycle {self.walker.cycle_s:.1f} s, {cfg.far_m} <-> {cfg.near_m} m'
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def _release_entities(self) -> None:

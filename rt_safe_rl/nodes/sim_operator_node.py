@@ -30,10 +30,18 @@ class SimOperatorNode(PeriodicSimNode):
     ``goals_sent`` counts goal changes; ``goal`` is the current goal (rad).
     """
 
-    def __init__(self, *, config: AppConfig | None = None, node_name: str = 'sim_operator',
-                 namespace: str = '', intra_process: bool = False, **node_kwargs: Any) -> None:
-        super().__init__(node_name, config=config, namespace=namespace, intra_process=intra_process,
-                         **node_kwargs)
+    def __init__(
+        self,
+        *,
+        config: AppConfig | None = None,
+        node_name: str = 'sim_operator',
+        namespace: str = '',
+        intra_process: bool = False,
+        **node_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            node_name, config=config, namespace=namespace, intra_process=intra_process, **node_kwargs
+        )
         self.goals_sent = 0
         self.published = 0
         self.goal = np.zeros(0)
@@ -53,8 +61,9 @@ class SimOperatorNode(PeriodicSimNode):
             model = RobotModel.from_config(app.robot, app.base_dir)
             lim = ArmLimits.from_model(model, app.sim.robot)
             home = lim.initial_q(app.sim.robot)
-            self._goals = GoalGenerator(lim.q_min, lim.q_max, home, cfg.goal_margin_rad, cfg.goal_span,
-                                        cfg.seed)
+            self._goals = GoalGenerator(
+                lim.q_min, lim.q_max, home, cfg.goal_margin_rad, cfg.goal_span, cfg.seed
+            )
         except RtSafeRlError as err:
             self.get_logger().error(f'configure failed: {err}')
             return TransitionCallbackReturn.FAILURE
@@ -70,13 +79,17 @@ class SimOperatorNode(PeriodicSimNode):
         depth = app.topics.qos_depth
         self._goal_pub = self.create_lifecycle_publisher(Float64MultiArray, app.topics.policy_command, depth)
         if cfg.publish_operator_command:
-            self._op_pub = self.create_lifecycle_publisher(Float64MultiArray, app.topics.operator_command,
-                                                           depth)
+            self._op_pub = self.create_lifecycle_publisher(
+                Float64MultiArray, app.topics.operator_command, depth
+            )
         self._goal_period_ns = round(cfg.goal_period_s * 1e9)
-        self._task = PeriodicTask(f'{self.get_name()}_tick', named_group(self, 'sim'),
-                                  round(1e9 / cfg.rate_hz), self._tick)
-        self.get_logger().info(f'configured: goals on {self._goal_pub.topic_name} every {cfg.goal_period_s} s'
-                               + (f', operator command on {self._op_pub.topic_name}' if self._op_pub else ''))
+        self._task = PeriodicTask(
+            f'{self.get_name()}_tick', named_group(self, 'sim'), round(1e9 / cfg.rate_hz), self._tick
+        )
+        self.get_logger().info(
+            f'configured: goals on {self._goal_pub.topic_name} every {cfg.goal_period_s} s'
+            + (f', operator command on {self._op_pub.topic_name}' if self._op_pub else '')
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def _release_entities(self) -> None:

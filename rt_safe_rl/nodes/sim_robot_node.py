@@ -53,10 +53,18 @@ class SimRobotNode(PeriodicSimNode):
         ticks, commands_rx, commands_unmatched, commands_rejected, holds: counters.
     """
 
-    def __init__(self, *, config: AppConfig | None = None, node_name: str = 'sim_robot',
-                 namespace: str = '', intra_process: bool = False, **node_kwargs: Any) -> None:
-        super().__init__(node_name, config=config, namespace=namespace, intra_process=intra_process,
-                         **node_kwargs)
+    def __init__(
+        self,
+        *,
+        config: AppConfig | None = None,
+        node_name: str = 'sim_robot',
+        namespace: str = '',
+        intra_process: bool = False,
+        **node_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            node_name, config=config, namespace=namespace, intra_process=intra_process, **node_kwargs
+        )
         self.limits: ArmLimits | None = None
         self.arm: ArmSim | None = None
         self.audit: CommandAudit | None = None
@@ -120,8 +128,12 @@ class SimRobotNode(PeriodicSimNode):
         group = named_group(self, 'sim')
         self._pub = self.create_lifecycle_publisher(JointState, app.topics.joint_states, depth)
         self._sub = self.create_subscription(
-            Float64MultiArray, app.topics.robot_command, self._on_command,
-            QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT), callback_group=group)
+            Float64MultiArray,
+            app.topics.robot_command,
+            self._on_command,
+            QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT),
+            callback_group=group,
+        )
         self._task = PeriodicTask(f'{self.get_name()}_tick', group, self._period_ns, self._tick)
         reg = registry()
         self._period_stage = reg.stage('period')
@@ -129,7 +141,8 @@ class SimRobotNode(PeriodicSimNode):
         self._violations_counter = reg.counter('command_limit_violations')
         self.get_logger().info(
             f'configured: {n} joints {list(lim.joint_names)}, {app.control.rate_hz:.0f} Hz, '
-            f'state on {self._pub.topic_name}, commands on {self._sub.topic_name}')
+            f'state on {self._pub.topic_name}, commands on {self._sub.topic_name}'
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def _release_entities(self) -> None:
@@ -139,7 +152,6 @@ class SimRobotNode(PeriodicSimNode):
         if self._pub is not None:
             self.destroy_publisher(self._pub)
             self._pub = None
-
 
     # ------------------------------------------------------------------ RT path
     def _tick(self, deadline_ns: int) -> None:
@@ -215,8 +227,10 @@ class SimRobotNode(PeriodicSimNode):
     def stats(self) -> dict[str, Any]:
         """Counters and the command audit as a plain dict (non-RT)."""
         out: dict[str, Any] = {
-            'ticks': self.ticks, 'commands_rx': self.commands_rx,
-            'commands_unmatched': self.commands_unmatched, 'commands_rejected': self.commands_rejected,
+            'ticks': self.ticks,
+            'commands_rx': self.commands_rx,
+            'commands_unmatched': self.commands_unmatched,
+            'commands_rejected': self.commands_rejected,
             'holds': self.holds,
         }
         if self.audit is not None:

@@ -149,8 +149,8 @@ class GcPolicy:
     is never scanned again), automatic collection off. ``maybe_collect(now_ns)`` (called by the
     non-RT thread): a generation-0/1 collection every ``collect_period_s`` if anything is pending.
     ``restore()`` re-enables automatic collection and unfreezes (so the next ``apply()`` scans
-    everything once more: ~50 ms per 200k objects, measured here). A ``gc.callbacks`` hook counts collections that
-    start inside a registered RT thread (``rt_collections``: must stay 0).
+    everything once more: ~50 ms per 200k objects, measured here). A ``gc.callbacks`` hook counts
+    collections that start inside a registered RT thread (``rt_collections``: must stay 0).
     """
 
     def __init__(self, freeze: bool = True, collect_period_s: float = 1.0) -> None:

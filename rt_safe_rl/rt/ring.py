@@ -83,7 +83,7 @@ class SpscRing:
         avail = (head - tail) % self.capacity
         n = min(avail, out.shape[0])
         first = min(n, self.capacity - tail)
-        out[:first] = self._buf[tail:tail + first]
+        out[:first] = self._buf[tail : tail + first]
         if n > first:
             out[first:n] = self._buf[: n - first]
         self._tail = (tail + n) % self.capacity

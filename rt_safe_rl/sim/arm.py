@@ -80,9 +80,14 @@ class ArmLimits:
 
         return cls(
             joint_names=tuple(model.joint_names),
-            q_min=arr(model.q_min), q_max=arr(model.q_max), v_max=arr(model.v_max),
-            a_max=arr(model.a_max), effort_max=arr(model.effort_max),
-            kp=arr(model.kp), kd=arr(model.kd), inertia=inertia,
+            q_min=arr(model.q_min),
+            q_max=arr(model.q_max),
+            v_max=arr(model.v_max),
+            a_max=arr(model.a_max),
+            effort_max=arr(model.effort_max),
+            kp=arr(model.kp),
+            kd=arr(model.kd),
+            inertia=inertia,
         )
 
     def initial_q(self, cfg: SimRobotConfig) -> F64:
@@ -276,8 +281,12 @@ class CommandAudit:
     @property
     def violations(self) -> int:
         """Total number of commands that broke a limit (position, velocity, acceleration, NaN)."""
-        return (self.position_violations + self.velocity_violations
-                + self.acceleration_violations + self.nonfinite)
+        return (
+            self.position_violations
+            + self.velocity_violations
+            + self.acceleration_violations
+            + self.nonfinite
+        )
 
     def summary(self) -> dict[str, Any]:
         """Counts and worst ratios as a plain dict (non-RT)."""

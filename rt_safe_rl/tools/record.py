@@ -85,6 +85,7 @@ class Recorder:
                 if not self.t_first_ns:
                     self.t_first_ns = t
                 self.t_last_ns = t
+
         return on_raw
 
     def close(self) -> None:
@@ -100,10 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', help='bag directory to create (default: rt_safe_rl_<UTC time>)')
     p.add_argument('--duration', type=float, default=10.0, help='seconds to record (0 = until Ctrl-C)')
     p.add_argument('--config', help='config YAML (default: the shipped config/default.yaml)')
-    p.add_argument('--topics', default='', help=f'comma-separated keys of the topics section '
-                   f'(default: all of {",".join(TOPIC_TYPES)})')
-    p.add_argument('--with-sim', action='store_true',
-                   help='start `bringup --sim` (the full simulated closed loop) and record it')
+    p.add_argument(
+        '--topics',
+        default='',
+        help=f'comma-separated keys of the topics section (default: all of {",".join(TOPIC_TYPES)})',
+    )
+    p.add_argument(
+        '--with-sim',
+        action='store_true',
+        help='start `bringup --sim` (the full simulated closed loop) and record it',
+    )
     p.add_argument('--settle', type=float, default=0.5, help='seconds the sim runs before recording starts')
     return p
 
@@ -113,8 +120,9 @@ def _start_sim(args: argparse.Namespace, run_s: float) -> subprocess.Popen[bytes
     cmd = [sys.executable, '-m', 'rt_safe_rl.bringup', '--sim', '--no-monitor', '--duration', f'{run_s:.3f}']
     if args.config:
         cmd += ['--config', str(args.config)]
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=dict(os.environ))
+    return subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ)
+    )
 
 
 def _make_executor(ctx: Any) -> Any:
@@ -210,8 +218,12 @@ def _main(args: argparse.Namespace) -> int:
             rclpy.shutdown(context=ctx)
     assert recorder is not None
     summary = {
-        'bag': str(out), 'storage': 'mcap', 'recorded_s': round(recorded_s, 3),
-        'interrupted': interrupted, 'messages': dict(recorder.counts), 'with_sim': bool(args.with_sim),
+        'bag': str(out),
+        'storage': 'mcap',
+        'recorded_s': round(recorded_s, 3),
+        'interrupted': interrupted,
+        'messages': dict(recorder.counts),
+        'with_sim': bool(args.with_sim),
         'notes': notes,
     }
     print(json.dumps(summary, indent=1))
@@ -220,29 +232,36 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_for_publisher(node: Any, executor: Any, topic: str, sim: subprocess.Popen[bytes],
-                        timeout_s: float) -> None:
+def _wait_for_publisher(
+    node: Any, executor: Any, topic: str, sim: subprocess.Popen[bytes], timeout_s: float
+) -> None:
     """Wait until `topic` carries messages (the simulated loop is configured and active)."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState
 
     seen: list[int] = []
-    sub = node.create_subscription(JointState, topic, lambda _m: seen.append(1),
-                                   QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+    sub = node.create_subscription(
+        JointState,
+        topic,
+        lambda _m: seen.append(1),
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT),
+    )
     try:
         _wait(node, executor, sim, timeout_s, lambda: bool(seen), f'no message on {topic}')
     finally:
         node.destroy_subscription(sub)
 
 
-def _wait(node: Any, executor: Any, sim: subprocess.Popen[bytes], timeout_s: float,
-          done: Any, what: str) -> None:
+def _wait(
+    node: Any, executor: Any, sim: subprocess.Popen[bytes], timeout_s: float, done: Any, what: str
+) -> None:
     end = time.monotonic() + timeout_s
     while not done():
         if sim.poll() is not None:
             err = (sim.stderr.read() if sim.stderr else b'').decode(errors='replace').strip().splitlines()
-            raise RtSafeRlError(f'the simulator (bringup --sim) exited ({sim.returncode}): '
-                                f'{err[-1] if err else "no output"}')
+            raise RtSafeRlError(
+                f'the simulator (bringup --sim) exited ({sim.returncode}): {err[-1] if err else "no output"}'
+            )
         if time.monotonic() > end:
             raise RtSafeRlError(f'{what} within {timeout_s:.0f} s')
         executor.spin_once(timeout_sec=0.1)

@@ -168,8 +168,9 @@ def _make_policy_class() -> Any:
     return _ReachPolicy
 
 
-def train(limits: ArmLimits, layout: ObsLayout, goal_sampler: Any, s: TrainSettings,
-          log: Any = print) -> tuple[Any, dict[str, Any]]:
+def train(
+    limits: ArmLimits, layout: ObsLayout, goal_sampler: Any, s: TrainSettings, log: Any = print
+) -> tuple[Any, dict[str, Any]]:
     """Optimise an MLP policy by BPTT through the differentiable arm; return (module, stats).
 
     ``goal_sampler(n) -> (n, J)`` draws goals (and start poses) in rad.
@@ -242,8 +243,12 @@ def train(limits: ArmLimits, layout: ObsLayout, goal_sampler: Any, s: TrainSetti
             err = torch.nn.functional.smooth_l1_loss(q, goal, beta=s.huber_beta_rad, reduction='none').sum(-1)
             # settle phase: penalise residual speed (no limit cycle around the goal)
             vel_w = s.velocity_weight * w + (s.settle_weight if k >= 0.6 * steps else 0.0)
-            loss = loss + w * err.mean() + vel_w * (dq * dq).sum(-1).mean() \
+            loss = (
+                loss
+                + w * err.mean()
+                + vel_w * (dq * dq).sum(-1).mean()
                 + s.limit_weight * (over * over).sum(-1).mean()
+            )
         loss = loss / steps
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
@@ -253,16 +258,28 @@ def train(limits: ArmLimits, layout: ObsLayout, goal_sampler: Any, s: TrainSetti
         final_err = float((q - goal).detach().abs().mean())
         history.append((float(loss.detach()), final_err))
         if it % 20 == 0 or it == s.iterations - 1:
-            log(f'[train] iter {it:4d}/{s.iterations}  loss {history[-1][0]:.4f}  '
-                f'mean final |q - goal| {final_err:.4f} rad  ({time.perf_counter() - t0:.0f} s)')
+            log(
+                f'[train] iter {it:4d}/{s.iterations}  loss {history[-1][0]:.4f}  '
+                f'mean final |q - goal| {final_err:.4f} rad  ({time.perf_counter() - t0:.0f} s)'
+            )
     policy.eval()
-    return policy, {'train_wall_s': round(time.perf_counter() - t0, 2),
-                    'final_loss': round(history[-1][0], 6),
-                    'final_train_error_rad': round(history[-1][1], 6)}
+    return policy, {
+        'train_wall_s': round(time.perf_counter() - t0, 2),
+        'final_loss': round(history[-1][0], 6),
+        'final_train_error_rad': round(history[-1][1], 6),
+    }
 
 
-def evaluate(act: Any, limits: ArmLimits, layout: ObsLayout, goals: F64, starts: F64,
-             horizon_s: float, policy_rate_hz: float, control_rate_hz: float) -> dict[str, float]:
+def evaluate(
+    act: Any,
+    limits: ArmLimits,
+    layout: ObsLayout,
+    goals: F64,
+    starts: F64,
+    horizon_s: float,
+    policy_rate_hz: float,
+    control_rate_hz: float,
+) -> dict[str, float]:
     """Roll out a controller ``act(obs, q, dq, goal) -> target`` in the numpy sim at the control rate.
 
     Returns mean / p95 final joint error (rad, mean over joints), mean time (s) to get within
@@ -327,7 +344,8 @@ def load_training_setup(config_path: str | None) -> tuple[ArmLimits, ObsLayout, 
     layout = obs_layout_from_pipeline(resolve(cfg.policy.config, cfg.base_dir))
     if layout.default_q.size != limits.n_joints:
         raise ConfigError(
-            f'pipeline default_q has {layout.default_q.size} joints, robot has {limits.n_joints}')
+            f'pipeline default_q has {layout.default_q.size} joints, robot has {limits.n_joints}'
+        )
     home = limits.initial_q(cfg.sim.robot)
     op = cfg.sim.operator
     return limits, layout, (GoalGenerator, op.goal_margin_rad, op.goal_span), home, cfg.policy.rate_hz
@@ -336,8 +354,9 @@ def load_training_setup(config_path: str | None) -> tuple[ArmLimits, ObsLayout, 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rt-safe-rl train``; returns the exit code."""
     ap = argparse.ArgumentParser(prog='rt-safe-rl train', description=__doc__.split('\n\n')[0])
-    ap.add_argument('--out', default=str(DEFAULT_OUT),
-                    help='TorchScript output (.pt); a .json goes beside it')
+    ap.add_argument(
+        '--out', default=str(DEFAULT_OUT), help='TorchScript output (.pt); a .json goes beside it'
+    )
     ap.add_argument('--config', default=None, help='config YAML (default: the shipped config/default.yaml)')
     ap.add_argument('--seed', type=int, default=TrainSettings.seed)
     ap.add_argument('--iterations', type=int, default=TrainSettings.iterations)
@@ -353,9 +372,14 @@ def main(argv: list[str] | None = None) -> int:
     log = (lambda *_a, **_k: None) if args.quiet else print
     t_start = time.perf_counter()
     limits, layout, (goal_cls, margin, span), home, policy_rate_hz = load_training_setup(args.config)
-    settings = TrainSettings(seed=args.seed, iterations=args.iterations, batch=args.batch,
-                             horizon_s=args.horizon_s, policy_rate_hz=policy_rate_hz,
-                             eval_goals=args.eval_goals)
+    settings = TrainSettings(
+        seed=args.seed,
+        iterations=args.iterations,
+        batch=args.batch,
+        horizon_s=args.horizon_s,
+        policy_rate_hz=policy_rate_hz,
+        eval_goals=args.eval_goals,
+    )
     train_goals = goal_cls(limits.q_min, limits.q_max, home, margin, span, seed=settings.seed)
     policy, stats = train(limits, layout, train_goals.sample, settings, log=log)
 
@@ -370,8 +394,15 @@ def main(argv: list[str] | None = None) -> int:
     def baseline(obs: F64, q: F64, dq: F64, goal: F64) -> F64:
         return goal
 
-    ev_args = (limits, layout, goals, starts, settings.horizon_s, settings.policy_rate_hz,
-               settings.control_rate_hz)
+    ev_args = (
+        limits,
+        layout,
+        goals,
+        starts,
+        settings.horizon_s,
+        settings.policy_rate_hz,
+        settings.control_rate_hz,
+    )
     metrics = evaluate(learned, *ev_args)
     base = evaluate(baseline, *ev_args)
     log(f'[train] eval learned : {metrics}')
@@ -385,9 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         'model': out.name,
         'what': 'MLP joint-space reaching policy for the 7-DoF arm; BPTT through the differentiable '
-                'PD+limits arm model (not exploration-based RL); obs -> raw action, '
-                'target = default_q + scale * clip(action)',
-        'obs_dim': layout.obs_dim, 'act_dim': limits.n_joints,
+        'PD+limits arm model (not exploration-based RL); obs -> raw action, '
+        'target = default_q + scale * clip(action)',
+        'obs_dim': layout.obs_dim,
+        'act_dim': limits.n_joints,
         'obs_terms': [name for name, _ in layout.terms],
         'settings': {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.__dict__.items()},
         'train': stats,
@@ -396,11 +428,15 @@ def main(argv: list[str] | None = None) -> int:
         'total_wall_s': round(time.perf_counter() - t_start, 2),
         'sha256': digest,
         'weights_sha256': weights_sha256(scripted),
-        'torch': torch.__version__, 'numpy': np.__version__, 'python': platform.python_version(),
+        'torch': torch.__version__,
+        'numpy': np.__version__,
+        'python': platform.python_version(),
     }
     out.with_suffix('.json').write_text(json.dumps(meta, indent=2) + '\n')
-    log(f'[train] wrote {out} and {out.with_suffix(".json")} (sha256 {digest[:12]}..., '
-        f'total {meta["total_wall_s"]} s)')
+    log(
+        f'[train] wrote {out} and {out.with_suffix(".json")} (sha256 {digest[:12]}..., '
+        f'total {meta["total_wall_s"]} s)'
+    )
     return 0
 
 

@@ -32,10 +32,18 @@ class BatchSafetyFilter:
         self._lim, self._sp, self._ws = build_params(model, self.cfg)
 
     def run(
-        self, cmd_state: np.ndarray, q: np.ndarray, dq: np.ndarray, q_policy: np.ndarray,
-        q_operator: np.ndarray | None = None, human: np.ndarray | None = None,
-        n_human: np.ndarray | None = None, human_speed_m_s: np.ndarray | None = None,
-        mode: np.ndarray | None = None, out: np.ndarray | None = None, n_threads: int | None = None,
+        self,
+        cmd_state: np.ndarray,
+        q: np.ndarray,
+        dq: np.ndarray,
+        q_policy: np.ndarray,
+        q_operator: np.ndarray | None = None,
+        human: np.ndarray | None = None,
+        n_human: np.ndarray | None = None,
+        human_speed_m_s: np.ndarray | None = None,
+        mode: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+        n_threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Filter every state b; returns (out (B,n) safe commands, rep (B, N_REP) reports).
 
@@ -71,12 +79,32 @@ class BatchSafetyFilter:
         chunks = int(n_threads or nb.get_num_threads())
         m = self.model
         kn.batch_kernel(
-            self._lim, self._sp, self._ws, m.parent, m.origin, m.jtype, m.qidx, m.mult, m.offs, m.axis,
-            m.pt_frame, m.pt_offset, m.ancestor, m.point_radius_m,
-            cmd_state, np.ascontiguousarray(q, dtype=np.float64),
-            np.ascontiguousarray(dq, dtype=np.float64), np.ascontiguousarray(q_policy, dtype=np.float64),
+            self._lim,
+            self._sp,
+            self._ws,
+            m.parent,
+            m.origin,
+            m.jtype,
+            m.qidx,
+            m.mult,
+            m.offs,
+            m.axis,
+            m.pt_frame,
+            m.pt_offset,
+            m.ancestor,
+            m.point_radius_m,
+            cmd_state,
+            np.ascontiguousarray(q, dtype=np.float64),
+            np.ascontiguousarray(dq, dtype=np.float64),
+            np.ascontiguousarray(q_policy, dtype=np.float64),
             np.ascontiguousarray(q_operator, dtype=np.float64),
-            has_op, np.ascontiguousarray(human, dtype=np.float64), np.asarray(n_human, dtype=np.int64),
-            np.asarray(human_speed_m_s, dtype=np.float64), np.asarray(mode, dtype=np.int64), out, rep,
-            max(1, min(chunks, b)))
+            has_op,
+            np.ascontiguousarray(human, dtype=np.float64),
+            np.asarray(n_human, dtype=np.int64),
+            np.asarray(human_speed_m_s, dtype=np.float64),
+            np.asarray(mode, dtype=np.int64),
+            out,
+            rep,
+            max(1, min(chunks, b)),
+        )
         return out, rep

@@ -19,10 +19,18 @@ from rt_safe_rl.core.errors import ConfigError
 
 # ISO/TS 15066 Annex A body model: region -> (spring constant k [N/m], effective mass m_H [kg]).
 BODY_MODEL: dict[str, tuple[float, float]] = {
-    'skull': (150e3, 4.4), 'face': (75e3, 4.4), 'neck': (50e3, 1.2),
-    'back': (35e3, 40.0), 'chest': (25e3, 40.0), 'abdomen': (10e3, 40.0), 'pelvis': (25e3, 40.0),
-    'upper_arm': (30e3, 3.0), 'lower_arm': (40e3, 2.0), 'hands': (75e3, 0.6),
-    'thighs': (50e3, 75.0), 'lower_legs': (60e3, 75.0),
+    'skull': (150e3, 4.4),
+    'face': (75e3, 4.4),
+    'neck': (50e3, 1.2),
+    'back': (35e3, 40.0),
+    'chest': (25e3, 40.0),
+    'abdomen': (10e3, 40.0),
+    'pelvis': (25e3, 40.0),
+    'upper_arm': (30e3, 3.0),
+    'lower_arm': (40e3, 2.0),
+    'hands': (75e3, 0.6),
+    'thighs': (50e3, 75.0),
+    'lower_legs': (60e3, 75.0),
 }
 
 
@@ -74,8 +82,14 @@ class SsmConfig:
     def __post_init__(self) -> None:
         _finite('ssm.reaction_time_s', self.reaction_time_s, nonneg=True)
         _finite('ssm.brake_decel_m_s2', self.brake_decel_m_s2, positive=True)
-        for n in ('intrusion_m', 'human_uncertainty_m', 'robot_uncertainty_m', 'human_speed_m_s',
-                  'human_speed_near_m_s', 'near_distance_m'):
+        for n in (
+            'intrusion_m',
+            'human_uncertainty_m',
+            'robot_uncertainty_m',
+            'human_speed_m_s',
+            'human_speed_near_m_s',
+            'near_distance_m',
+        ):
             _finite(f'ssm.{n}', getattr(self, n), nonneg=True)
         _finite('ssm.human_timeout_s', self.human_timeout_s, positive=True)
 
@@ -112,9 +126,11 @@ class PflConfig:
     max_force_by_region_n: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for where, region in [('body_region', self.body_region),
-                              *((f'point_regions[{i}]', r) for i, r in enumerate(self.point_regions)),
-                              *((f'max_force_by_region_n.{r}', r) for r in self.max_force_by_region_n)]:
+        for where, region in [
+            ('body_region', self.body_region),
+            *((f'point_regions[{i}]', r) for i, r in enumerate(self.point_regions)),
+            *((f'max_force_by_region_n.{r}', r) for r in self.max_force_by_region_n),
+        ]:
             if region not in BODY_MODEL:
                 raise ConfigError(f'pfl.{where}: unknown body region {region!r}; one of {sorted(BODY_MODEL)}')
         _finite('pfl.max_force_n', self.max_force_n, positive=True)
@@ -174,8 +190,9 @@ class WorkspaceConfig:
             _finite(f'workspace.min_m[{i}]', self.min_m[i])
             _finite(f'workspace.max_m[{i}]', self.max_m[i])
             if not self.min_m[i] < self.max_m[i]:
-                raise ConfigError(f'workspace: min_m[{i}] ({self.min_m[i]}) must be < '
-                                  f'max_m[{i}] ({self.max_m[i]})')
+                raise ConfigError(
+                    f'workspace: min_m[{i}] ({self.min_m[i]}) must be < max_m[{i}] ({self.max_m[i]})'
+                )
         _finite('workspace.brake_decel_m_s2', self.brake_decel_m_s2, positive=True)
 
 
@@ -263,8 +280,16 @@ class SafetyConfig:
         _finite('velocity_scale', self.velocity_scale)
         if not 0.0 < self.velocity_scale <= 1.0:
             raise ConfigError(f'velocity_scale must be in (0, 1], got {self.velocity_scale}')
-        for name in ('state_timeout_s', 'action_timeout_s', 'max_step_gap_s', 'monitor_rate_hz', 'qp_tol',
-                     'deadline_s', 'operator_timeout_s', 'status_rate_hz'):
+        for name in (
+            'state_timeout_s',
+            'action_timeout_s',
+            'max_step_gap_s',
+            'monitor_rate_hz',
+            'qp_tol',
+            'deadline_s',
+            'operator_timeout_s',
+            'status_rate_hz',
+        ):
             _finite(name, getattr(self, name), positive=True)
         for name in ('position_tolerance_rad', 'velocity_tolerance_rad_s', 'intervention_threshold_rad'):
             _finite(name, getattr(self, name), nonneg=True)

@@ -79,15 +79,32 @@ class FaultCode(IntEnum):
 
 _FAULT_NAMES: tuple[str, ...] = tuple(c.name for c in FaultCode)
 # timing faults: before the first valid action (the command is a hold anyway) they hold without latching
-_TIMING = frozenset(int(c) for c in (FaultCode.STALE_STATE, FaultCode.CLOCK_JUMP, FaultCode.DEADLINE_MISS,
-                                     FaultCode.ACTION_TIMEOUT, FaultCode.HUMAN_STALE))
+_TIMING = frozenset(
+    int(c)
+    for c in (
+        FaultCode.STALE_STATE,
+        FaultCode.CLOCK_JUMP,
+        FaultCode.DEADLINE_MISS,
+        FaultCode.ACTION_TIMEOUT,
+        FaultCode.HUMAN_STALE,
+    )
+)
 _AWAITING = (int(FaultCode.AWAITING_POLICY), int(FaultCode.AWAITING_HUMAN))
 
 ACTIVE_BITS: dict[str, int] = {
-    'position': kn.A_POSITION, 'velocity': kn.A_VELOCITY, 'acceleration': kn.A_ACCELERATION,
-    'jerk': kn.A_JERK, 'effort': kn.A_EFFORT, 'workspace': kn.A_WORKSPACE, 'ssm': kn.A_SSM,
-    'ssm_stop': kn.A_SSM_STOP, 'pfl': kn.A_PFL, 'jerk_relaxed': kn.A_JERK_RELAXED,
-    'effort_relaxed': kn.A_EFFORT_RELAXED, 'stop': kn.A_STOP, 'blend': kn.A_BLEND,
+    'position': kn.A_POSITION,
+    'velocity': kn.A_VELOCITY,
+    'acceleration': kn.A_ACCELERATION,
+    'jerk': kn.A_JERK,
+    'effort': kn.A_EFFORT,
+    'workspace': kn.A_WORKSPACE,
+    'ssm': kn.A_SSM,
+    'ssm_stop': kn.A_SSM_STOP,
+    'pfl': kn.A_PFL,
+    'jerk_relaxed': kn.A_JERK_RELAXED,
+    'effort_relaxed': kn.A_EFFORT_RELAXED,
+    'stop': kn.A_STOP,
+    'blend': kn.A_BLEND,
     'qp_fallback': kn.A_QP_FALLBACK,
 }
 
@@ -212,15 +229,22 @@ class SafetyReport:
     def as_dict(self) -> dict[str, Any]:
         """All fields as a plain dict (allocates; for status topics and logs)."""
         return {
-            'fault_code': self.fault_code, 'fault': self.fault, 'latched': self.latched,
-            'active': self.active_names(), 'active_mask': self.active_mask,
+            'fault_code': self.fault_code,
+            'fault': self.fault,
+            'latched': self.latched,
+            'active': self.active_names(),
+            'active_mask': self.active_mask,
             'intervention_rad': self.intervention_rad,
             'safety_intervention_rad': self.safety_intervention_rad,
             'human_distance_m': self.human_distance_m,
-            'ssm_scale': self.ssm_scale, 'alpha': self.alpha, 'stopping': self.stopping,
+            'ssm_scale': self.ssm_scale,
+            'alpha': self.alpha,
+            'stopping': self.stopping,
             'position_margin_rad': self.position_margin_rad,
-            'velocity_margin_rad_s': self.velocity_margin_rad_s, 'ssm_margin_m': self.ssm_margin_m,
-            'qp_iterations': self.qp_iterations, 'constraint_rows': self.constraint_rows,
+            'velocity_margin_rad_s': self.velocity_margin_rad_s,
+            'ssm_margin_m': self.ssm_margin_m,
+            'qp_iterations': self.qp_iterations,
+            'constraint_rows': self.constraint_rows,
             'command_valid': self.command_valid,
         }
 
@@ -242,9 +266,14 @@ def build_params(model: RobotModel, cfg: SafetyConfig) -> tuple[np.ndarray, np.n
     lim[kn.L_EFF] = model.effort_max
     lim[kn.L_KP] = model.kp
     lim[kn.L_KD] = model.kd
-    for row, name, sign in ((kn.L_QMIN, 'q_min_rad', -1), (kn.L_QMAX, 'q_max_rad', 1),
-                            (kn.L_VMAX, 'v_max_rad_s', 1), (kn.L_AMAX, 'a_max_rad_s2', 1),
-                            (kn.L_JMAX, 'j_max_rad_s3', 1), (kn.L_EFF, 'effort_max_nm', 1)):
+    for row, name, sign in (
+        (kn.L_QMIN, 'q_min_rad', -1),
+        (kn.L_QMAX, 'q_max_rad', 1),
+        (kn.L_VMAX, 'v_max_rad_s', 1),
+        (kn.L_AMAX, 'a_max_rad_s2', 1),
+        (kn.L_JMAX, 'j_max_rad_s3', 1),
+        (kn.L_EFF, 'effort_max_nm', 1),
+    ):
         vals = getattr(cfg, name)
         if not vals:
             continue
@@ -255,8 +284,10 @@ def build_params(model: RobotModel, cfg: SafetyConfig) -> tuple[np.ndarray, np.n
         looser = arr * sign > model_vals * sign + 1e-12
         if np.any(looser):
             i = int(np.argmax(looser))
-            raise ConfigError(f'safety.{name}[{i}] = {arr[i]} is looser than the robot limit '
-                              f'{model_vals[i]} of joint {model.joint_names[i]!r}')
+            raise ConfigError(
+                f'safety.{name}[{i}] = {arr[i]} is looser than the robot limit '
+                f'{model_vals[i]} of joint {model.joint_names[i]!r}'
+            )
         lim[row] = arr
     if np.any(lim[kn.L_QMIN] >= lim[kn.L_QMAX]):
         i = int(np.argmax(lim[kn.L_QMIN] >= lim[kn.L_QMAX]))
@@ -281,7 +312,7 @@ def build_params(model: RobotModel, cfg: SafetyConfig) -> tuple[np.ndarray, np.n
         return float(pfl_v_max(force, k_n_m, m_h, m_r))
 
     sp[kn.SP_PFL_V] = v_pfl(cfg.pfl.body_region)
-    sp[kn.SP_PFL_BASE:kn.SP_PFL_BASE + kn.PFL_SLOTS] = sp[kn.SP_PFL_V]
+    sp[kn.SP_PFL_BASE : kn.SP_PFL_BASE + kn.PFL_SLOTS] = sp[kn.SP_PFL_V]
     if len(cfg.pfl.point_regions) > kn.PFL_SLOTS:
         raise ConfigError(f'safety.pfl.point_regions: at most {kn.PFL_SLOTS} entries')
     for c, region in enumerate(cfg.pfl.point_regions):
@@ -289,15 +320,17 @@ def build_params(model: RobotModel, cfg: SafetyConfig) -> tuple[np.ndarray, np.n
     w = cfg.workspace
     sp[kn.SP_WS_ON] = 1.0 if w.enabled else 0.0
     sp[kn.SP_WS_A] = w.brake_decel_m_s2
-    sp[kn.SP_WS_MIN_X:kn.SP_WS_MIN_X + 3] = w.min_m
-    sp[kn.SP_WS_MAX_X:kn.SP_WS_MAX_X + 3] = w.max_m
+    sp[kn.SP_WS_MIN_X : kn.SP_WS_MIN_X + 3] = w.min_m
+    sp[kn.SP_WS_MAX_X : kn.SP_WS_MAX_X + 3] = w.max_m
     ws_mask = np.zeros(model.n_points, dtype=np.bool_)
     if w.enabled:
         if w.points:
             unknown = sorted(set(w.points) - set(model.point_names))
             if unknown:
-                raise ConfigError(f'safety.workspace.points: unknown point(s) {unknown}; '
-                                  f'monitored points: {model.point_names}')
+                raise ConfigError(
+                    f'safety.workspace.points: unknown point(s) {unknown}; '
+                    f'monitored points: {model.point_names}'
+                )
             for name in w.points:
                 ws_mask[model.point_names.index(name)] = True
         else:
@@ -328,8 +361,9 @@ class SafetyFilter:
         ConfigError: `cfg` is inconsistent with `model` (see :func:`build_params`).
     """
 
-    def __init__(self, model: RobotModel, cfg: SafetyConfig | None = None,
-                 max_human_points: int = MAX_HUMAN_POINTS) -> None:
+    def __init__(
+        self, model: RobotModel, cfg: SafetyConfig | None = None, max_human_points: int = MAX_HUMAN_POINTS
+    ) -> None:
         self.model = model
         self.cfg = cfg or SafetyConfig()
         n = model.n_joints
@@ -401,8 +435,9 @@ class SafetyFilter:
         """True when the command velocity is zero on every joint (the stop has completed)."""
         return bool(not np.any(self._cs[1]))
 
-    def set_command_state(self, q: np.ndarray, v: np.ndarray | None = None,
-                          a: np.ndarray | None = None) -> None:
+    def set_command_state(
+        self, q: np.ndarray, v: np.ndarray | None = None, a: np.ndarray | None = None
+    ) -> None:
         """Set the command trajectory state (q [rad], v [rad/s], a [rad/s^2]); marks it initialised.
 
         For tests, benchmarks and replay (not the RT path). Zero v / a when None.
@@ -418,8 +453,13 @@ class SafetyFilter:
         """
         w = self._work
         k = int(self.report._rep[kn.R_N_ROWS])
-        return (w[kn.W_VDES].copy(), w[kn.W_LO].copy(), w[kn.W_HI].copy(), w[kn.W_G][:k].copy(),
-                w[kn.W_H][:k].copy())
+        return (
+            w[kn.W_VDES].copy(),
+            w[kn.W_LO].copy(),
+            w[kn.W_HI].copy(),
+            w[kn.W_G][:k].copy(),
+            w[kn.W_H][:k].copy(),
+        )
 
     def trigger_stop(self, code: int = FaultCode.MONITOR) -> None:
         """Request a latched controlled stop from another thread (deadline miss, monitor).
@@ -453,9 +493,18 @@ class SafetyFilter:
             self._latched_code = code
 
     def step(
-        self, t_ns: int, q: np.ndarray, dq: np.ndarray, q_proposed: np.ndarray | None,
-        proposed_valid: bool, human_points: np.ndarray | None, human_stamp_ns: int,
-        operator_cmd: np.ndarray | None, out_cmd: np.ndarray, *, state_stamp_ns: int | None = None,
+        self,
+        t_ns: int,
+        q: np.ndarray,
+        dq: np.ndarray,
+        q_proposed: np.ndarray | None,
+        proposed_valid: bool,
+        human_points: np.ndarray | None,
+        human_stamp_ns: int,
+        operator_cmd: np.ndarray | None,
+        out_cmd: np.ndarray,
+        *,
+        state_stamp_ns: int | None = None,
         human_speed_m_s: float = -1.0,
     ) -> SafetyReport:
         """One filter cycle. RT-safe: no array allocation; writes `out_cmd` (n,) [rad].
@@ -608,12 +657,57 @@ class SafetyFilter:
         w = self._work
         m = self.model
         kn.filter_kernel(
-            self._lim, self._sp, self._ws, m.parent, m.origin, m.jtype, m.qidx, m.mult, m.offs, m.axis,
-            m.pt_frame, m.pt_offset, m.ancestor, m.point_radius_m,
-            self._cs, self._q, self._dq, self._prop, self._op, has_op, self._human, n_h,
-            float(human_speed_m_s), mode,
-            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11], w[12], w[13],
-            w[14], w[15], w[16], w[17], w[18], w[19], w[20], w[21], w[22], w[23], out_cmd, rep._rep)
+            self._lim,
+            self._sp,
+            self._ws,
+            m.parent,
+            m.origin,
+            m.jtype,
+            m.qidx,
+            m.mult,
+            m.offs,
+            m.axis,
+            m.pt_frame,
+            m.pt_offset,
+            m.ancestor,
+            m.point_radius_m,
+            self._cs,
+            self._q,
+            self._dq,
+            self._prop,
+            self._op,
+            has_op,
+            self._human,
+            n_h,
+            float(human_speed_m_s),
+            mode,
+            w[0],
+            w[1],
+            w[2],
+            w[3],
+            w[4],
+            w[5],
+            w[6],
+            w[7],
+            w[8],
+            w[9],
+            w[10],
+            w[11],
+            w[12],
+            w[13],
+            w[14],
+            w[15],
+            w[16],
+            w[17],
+            w[18],
+            w[19],
+            w[20],
+            w[21],
+            w[22],
+            w[23],
+            out_cmd,
+            rep._rep,
+        )
         kf = int(rep._rep[kn.R_FAULT])
         if kf:
             self._latch(kf)

@@ -37,8 +37,16 @@ def ssm_v_max(d_m: float, v_h_m_s: float, a_m_s2: float, t_r_s: float, c_tot_m: 
 
 
 @nb.njit(cache=True, nogil=True)
-def protective_distance(v_h_m_s: float, v_r_m_s: float, t_r_s: float, t_s_s: float, b_m: float,
-                        c_m: float, z_d_m: float, z_r_m: float) -> float:
+def protective_distance(
+    v_h_m_s: float,
+    v_r_m_s: float,
+    t_r_s: float,
+    t_s_s: float,
+    b_m: float,
+    c_m: float,
+    z_d_m: float,
+    z_r_m: float,
+) -> float:
     """Protective separation distance S_p [m], constant-speed form.
 
     ``S_p = v_h (T_r + T_s) + v_r T_r + B + C + Z_d + Z_r``.
@@ -98,8 +106,9 @@ def viability_upper_vel(dist_m: float, a_brake: float, dt_s: float) -> float:
 
 
 @nb.njit(cache=True, nogil=True)
-def viability_vel_bounds(q: float, q_min: float, q_max: float, a_brake: float,
-                         dt_s: float) -> tuple[float, float]:
+def viability_vel_bounds(
+    q: float, q_min: float, q_max: float, a_brake: float, dt_s: float
+) -> tuple[float, float]:
     """(lower, upper) bounds on the next command velocity from the position limits (see above)."""
     return (-viability_upper_vel(q - q_min, a_brake, dt_s), viability_upper_vel(q_max - q, a_brake, dt_s))
 
@@ -123,8 +132,9 @@ def _del_prete_upper(q: float, dq: float, q_max: float, a_m: float, dt: float) -
 
 
 @nb.njit(cache=True, nogil=True)
-def del_prete_acc_bounds(q: float, dq: float, q_min: float, q_max: float, v_m: float, a_m: float,
-                         dt_s: float) -> tuple[float, float]:
+def del_prete_acc_bounds(
+    q: float, dq: float, q_min: float, q_max: float, v_m: float, a_m: float, dt_s: float
+) -> tuple[float, float]:
     """Acceleration bounds (lb, ub) [rad/s^2] of Del Prete (RA-L 2018), as implemented by tsid.
 
     Integrator ``q' = q + dt dq + dt^2 a / 2``. Combines acceleration, velocity, position and
@@ -136,8 +146,9 @@ def del_prete_acc_bounds(q: float, dq: float, q_min: float, q_max: float, v_m: f
 
 
 @nb.njit(cache=True, nogil=True)
-def accel_shaping_bounds(v: float, v_lo: float, v_up: float, a_max: float,
-                         j_max: float) -> tuple[float, float]:
+def accel_shaping_bounds(
+    v: float, v_lo: float, v_up: float, a_max: float, j_max: float
+) -> tuple[float, float]:
     """libfranka step 4: acceleration bounds that shrink near the velocity limits.
 
     ``a+ = min((j/a)(v_up - v), a_max)``, ``a- = max((j/a)(v_lo - v), -a_max)`` so the velocity
@@ -148,8 +159,16 @@ def accel_shaping_bounds(v: float, v_lo: float, v_up: float, a_max: float,
 
 
 @nb.njit(cache=True, nogil=True)
-def limit_rate_velocity(v_up: float, v_lo: float, a_max: float, j_max: float, v_cmd: float,
-                        v_last: float, a_last: float, dt_s: float) -> float:
+def limit_rate_velocity(
+    v_up: float,
+    v_lo: float,
+    a_max: float,
+    j_max: float,
+    v_cmd: float,
+    v_last: float,
+    a_last: float,
+    dt_s: float,
+) -> float:
     """libfranka ``limitRate`` (scalar velocity form). NaN/inf command -> NaN (caller must stop).
 
     jerk-clamp the implied acceleration change, then clamp the acceleration into the shaped
@@ -181,8 +200,9 @@ def cbf_single_halfspace(u_nom: float, a: float, b: float) -> float:
 
 
 @nb.njit(cache=True, nogil=True)
-def position_dependent_velocity_limits(q: float, q_min: float, q_max: float, v_max: float, offset: float,
-                                       decel: float, tol: float) -> tuple[float, float]:
+def position_dependent_velocity_limits(
+    q: float, q_min: float, q_max: float, v_max: float, offset: float, decel: float, tol: float
+) -> tuple[float, float]:
     """libfranka-style position-dependent joint velocity limits (lower, upper) [rad/s].
 
     ``up = min(v_max, max(0, -offset + sqrt(max(0, 2 decel (q_max - q))))) - tol`` and the mirror
@@ -219,13 +239,15 @@ def jerk_limited_stop_distance(v: float, a: float, a_max: float, j_max: float) -
 
 
 @nb.njit(cache=True, nogil=True)
-def jerk_viability_upper_vel(dist_m: float, v: float, a_max: float, j_max: float, dt_s: float,
-                             v_lo: float, v_hi: float) -> float:
+def jerk_viability_upper_vel(
+    dist_m: float, v: float, a_max: float, j_max: float, dt_s: float, v_lo: float, v_hi: float
+) -> float:
     """Largest next velocity v' in [v_lo, v_hi] with ``v' dt + S(v', (v' - v)/dt) <= dist``
     (S = :func:`jerk_limited_stop_distance`): a jerk-consistent braking bound, used to shape the
     command before the (jerk-free) viability bound forces a jerk violation. Returns v_lo when even
     v_lo does not satisfy it, v_hi when v_hi does. Bisection, RT-safe.
     """
+
     def g(x: float) -> float:
         return x * dt_s + jerk_limited_stop_distance(x, (x - v) / dt_s, a_max, j_max) - dist_m
 

@@ -57,10 +57,36 @@ L_QMIN, L_QMAX, L_VMAX, L_AMAX, L_JMAX, L_EFF, L_KP, L_KD = range(8)
 N_LIM_ROWS = 8
 
 # slots of the scalar parameter array `sp`
-(SP_DT, SP_SSM_ON, SP_SSM_A, SP_SSM_TR, SP_SSM_CTOT, SP_SSM_VH, SP_SSM_VH_NEAR, SP_SSM_NEAR_D,
- SP_PFL_ON, SP_PFL_V, SP_WS_ON, SP_WS_A, SP_WS_MIN_X, SP_WS_MIN_Y, SP_WS_MIN_Z, SP_WS_MAX_X,
- SP_WS_MAX_Y, SP_WS_MAX_Z, SP_BLEND_MODE, SP_ALPHA_FIXED, SP_BLEND_DMIN, SP_BLEND_DMAX, SP_JERK_ON,
- SP_EFFORT_ON, SP_POS_TOL, SP_VEL_TOL, SP_QP_TOL, SP_QP_MAXIT) = range(28)
+(
+    SP_DT,
+    SP_SSM_ON,
+    SP_SSM_A,
+    SP_SSM_TR,
+    SP_SSM_CTOT,
+    SP_SSM_VH,
+    SP_SSM_VH_NEAR,
+    SP_SSM_NEAR_D,
+    SP_PFL_ON,
+    SP_PFL_V,
+    SP_WS_ON,
+    SP_WS_A,
+    SP_WS_MIN_X,
+    SP_WS_MIN_Y,
+    SP_WS_MIN_Z,
+    SP_WS_MAX_X,
+    SP_WS_MAX_Y,
+    SP_WS_MAX_Z,
+    SP_BLEND_MODE,
+    SP_ALPHA_FIXED,
+    SP_BLEND_DMIN,
+    SP_BLEND_DMAX,
+    SP_JERK_ON,
+    SP_EFFORT_ON,
+    SP_POS_TOL,
+    SP_VEL_TOL,
+    SP_QP_TOL,
+    SP_QP_MAXIT,
+) = range(28)
 PFL_SLOTS = 32
 """sp[SP_PFL_BASE + c]: PFL contact speed for human point c (its body region); later points use
 sp[SP_PFL_V]."""
@@ -68,8 +94,22 @@ SP_PFL_BASE = 28
 N_SP = SP_PFL_BASE + PFL_SLOTS
 
 # slots of the report array `rep`
-(R_FAULT, R_MASK, R_INTERVENTION, R_HUMAN_DIST, R_SSM_SCALE, R_ALPHA, R_STOPPING, R_POS_MARGIN,
- R_VEL_MARGIN, R_SSM_MARGIN, R_QP_ITERS, R_QP_STATUS, R_N_ROWS, R_SAFETY_INTERVENTION) = range(14)
+(
+    R_FAULT,
+    R_MASK,
+    R_INTERVENTION,
+    R_HUMAN_DIST,
+    R_SSM_SCALE,
+    R_ALPHA,
+    R_STOPPING,
+    R_POS_MARGIN,
+    R_VEL_MARGIN,
+    R_SSM_MARGIN,
+    R_QP_ITERS,
+    R_QP_STATUS,
+    R_N_ROWS,
+    R_SAFETY_INTERVENTION,
+) = range(14)
 N_REP = 14
 
 # active-constraint bits (report.active_mask)
@@ -105,15 +145,31 @@ def alloc_work(n: int, n_frames: int, m_points: int, h_max: int) -> tuple[np.nda
     """Preallocate every work array of :func:`filter_kernel` (configure time)."""
     k_max = max(1, m_points * h_max + 6 * m_points)
     return (
-        np.zeros((n_frames, 4, 4)), np.zeros((m_points, 3)), np.zeros((m_points, 3, n)),
-        np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n),
-        np.zeros((k_max, n)), np.zeros(k_max), np.zeros(k_max, dtype=np.int64),
+        np.zeros((n_frames, 4, 4)),
+        np.zeros((m_points, 3)),
+        np.zeros((m_points, 3, n)),
+        np.zeros(n),
+        np.zeros(n),
+        np.zeros(n),
+        np.zeros(n),
+        np.zeros((k_max, n)),
+        np.zeros(k_max),
+        np.zeros(k_max, dtype=np.int64),
         # qp workspace: x, bsign, u_b, sidx, u_s, chol, rhs, c_s, z, r_b, in_s
-        np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(k_max, dtype=np.int64),
-        np.zeros(k_max), np.zeros((k_max, k_max)), np.zeros(k_max), np.zeros(k_max), np.zeros(n),
-        np.zeros(n), np.zeros(k_max, dtype=np.bool_),
+        np.zeros(n),
+        np.zeros(n, dtype=np.int64),
+        np.zeros(n),
+        np.zeros(k_max, dtype=np.int64),
+        np.zeros(k_max),
+        np.zeros((k_max, k_max)),
+        np.zeros(k_max),
+        np.zeros(k_max),
+        np.zeros(n),
+        np.zeros(n),
+        np.zeros(k_max, dtype=np.bool_),
         # hard (+ effort) per-joint bounds, used when the jerk tier makes the coupled set empty
-        np.zeros(n), np.zeros(n),
+        np.zeros(n),
+        np.zeros(n),
         # the clipped proposal of a retried solve; in the fallback the clipped braking velocity,
         # the fixed start point of the slack bisection
         np.zeros(n),
@@ -149,10 +205,25 @@ def sync_brake_velocity(v: np.ndarray, a_max: np.ndarray, dt: float, out: np.nda
 
 @nb.njit(cache=True, nogil=True)
 def _project_or_retry(
-    vdes: np.ndarray, lo: np.ndarray, hi: np.ndarray, g_mat: np.ndarray, hvec: np.ndarray, k_rows: int,
-    max_iter: int, tol: float, vtmp: np.ndarray,
-    qx: np.ndarray, qbsign: np.ndarray, qub: np.ndarray, qsidx: np.ndarray, qus: np.ndarray,
-    qchol: np.ndarray, qrhs: np.ndarray, qcs: np.ndarray, qz: np.ndarray, qrb: np.ndarray,
+    vdes: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    g_mat: np.ndarray,
+    hvec: np.ndarray,
+    k_rows: int,
+    max_iter: int,
+    tol: float,
+    vtmp: np.ndarray,
+    qx: np.ndarray,
+    qbsign: np.ndarray,
+    qub: np.ndarray,
+    qsidx: np.ndarray,
+    qus: np.ndarray,
+    qchol: np.ndarray,
+    qrhs: np.ndarray,
+    qcs: np.ndarray,
+    qz: np.ndarray,
+    qrb: np.ndarray,
     qins: np.ndarray,
 ) -> tuple[int, int]:
     """Project `vdes` onto {lo <= x <= hi, G x <= h}; if the solver fails, once more from
@@ -161,31 +232,107 @@ def _project_or_retry(
     must not depend on how far away the proposal is (else re-filtering the output would find a set
     the first pass gave up on). The retry's result is the closest point to the clipped proposal.
     RT-safe."""
-    st, it = project_box_halfspaces(vdes, lo, hi, g_mat, hvec, k_rows, max_iter, tol,
-                                    qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+    st, it = project_box_halfspaces(
+        vdes,
+        lo,
+        hi,
+        g_mat,
+        hvec,
+        k_rows,
+        max_iter,
+        tol,
+        qx,
+        qbsign,
+        qub,
+        qsidx,
+        qus,
+        qchol,
+        qrhs,
+        qcs,
+        qz,
+        qrb,
+        qins,
+    )
     if st == QP_OK:
         return st, it
     for j in range(vdes.shape[0]):
         vtmp[j] = min(max(vdes[j], lo[j]), hi[j])
-    st, it2 = project_box_halfspaces(vtmp, lo, hi, g_mat, hvec, k_rows, max_iter, tol,
-                                     qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+    st, it2 = project_box_halfspaces(
+        vtmp,
+        lo,
+        hi,
+        g_mat,
+        hvec,
+        k_rows,
+        max_iter,
+        tol,
+        qx,
+        qbsign,
+        qub,
+        qsidx,
+        qus,
+        qchol,
+        qrhs,
+        qcs,
+        qz,
+        qrb,
+        qins,
+    )
     return st, it + it2
 
 
 @nb.njit(cache=True, nogil=True)
 def filter_kernel(
-    lim: np.ndarray, sp: np.ndarray, ws_mask: np.ndarray,
-    parent: np.ndarray, origin: np.ndarray, jtype: np.ndarray, qidx: np.ndarray, mult: np.ndarray,
-    offs: np.ndarray, axis: np.ndarray, pt_frame: np.ndarray, pt_offset: np.ndarray,
-    ancestor: np.ndarray, pt_radius: np.ndarray,
-    cs: np.ndarray, q_meas: np.ndarray, dq_meas: np.ndarray, q_pol: np.ndarray, q_op: np.ndarray,
-    has_op: bool, human: np.ndarray, n_human: int, v_h_meas: float, mode: int,
-    frames: np.ndarray, pts: np.ndarray, jac: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-    vdes: np.ndarray, target: np.ndarray, g_mat: np.ndarray, hvec: np.ndarray, rowkind: np.ndarray,
-    qx: np.ndarray, qbsign: np.ndarray, qub: np.ndarray, qsidx: np.ndarray, qus: np.ndarray,
-    qchol: np.ndarray, qrhs: np.ndarray, qcs: np.ndarray, qz: np.ndarray, qrb: np.ndarray,
-    qins: np.ndarray, lo_hard: np.ndarray, hi_hard: np.ndarray, vref: np.ndarray,
-    out: np.ndarray, rep: np.ndarray,
+    lim: np.ndarray,
+    sp: np.ndarray,
+    ws_mask: np.ndarray,
+    parent: np.ndarray,
+    origin: np.ndarray,
+    jtype: np.ndarray,
+    qidx: np.ndarray,
+    mult: np.ndarray,
+    offs: np.ndarray,
+    axis: np.ndarray,
+    pt_frame: np.ndarray,
+    pt_offset: np.ndarray,
+    ancestor: np.ndarray,
+    pt_radius: np.ndarray,
+    cs: np.ndarray,
+    q_meas: np.ndarray,
+    dq_meas: np.ndarray,
+    q_pol: np.ndarray,
+    q_op: np.ndarray,
+    has_op: bool,
+    human: np.ndarray,
+    n_human: int,
+    v_h_meas: float,
+    mode: int,
+    frames: np.ndarray,
+    pts: np.ndarray,
+    jac: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    vdes: np.ndarray,
+    target: np.ndarray,
+    g_mat: np.ndarray,
+    hvec: np.ndarray,
+    rowkind: np.ndarray,
+    qx: np.ndarray,
+    qbsign: np.ndarray,
+    qub: np.ndarray,
+    qsidx: np.ndarray,
+    qus: np.ndarray,
+    qchol: np.ndarray,
+    qrhs: np.ndarray,
+    qcs: np.ndarray,
+    qz: np.ndarray,
+    qrb: np.ndarray,
+    qins: np.ndarray,
+    lo_hard: np.ndarray,
+    hi_hard: np.ndarray,
+    vref: np.ndarray,
+    out: np.ndarray,
+    rep: np.ndarray,
 ) -> None:
     """One filter cycle for one state. Reads/updates the command state `cs` (3, n) = (q, v, a).
 
@@ -219,8 +366,11 @@ def filter_kernel(
         ptol = sp[SP_POS_TOL]
         vtol = sp[SP_VEL_TOL]
         for j in range(n):
-            if (q_meas[j] < lim[L_QMIN, j] - ptol or q_meas[j] > lim[L_QMAX, j] + ptol
-                    or abs(dq_meas[j]) > lim[L_VMAX, j] + vtol):
+            if (
+                q_meas[j] < lim[L_QMIN, j] - ptol
+                or q_meas[j] > lim[L_QMAX, j] + ptol
+                or abs(dq_meas[j]) > lim[L_VMAX, j] + vtol
+            ):
                 if fault == K_OK:
                     fault = K_STATE_LIMITS
     if fault != K_OK:
@@ -419,8 +569,27 @@ def filter_kernel(
             qx[j] = vdes[j]
     else:
         qp_status, qp_iters = _project_or_retry(
-            vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL], vref,
-            qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+            vdes,
+            lo,
+            hi,
+            g_mat,
+            hvec,
+            k_rows,
+            int(sp[SP_QP_MAXIT]),
+            sp[SP_QP_TOL],
+            vref,
+            qx,
+            qbsign,
+            qub,
+            qsidx,
+            qus,
+            qchol,
+            qrhs,
+            qcs,
+            qz,
+            qrb,
+            qins,
+        )
         if qp_status != QP_OK and jerk_on:
             # the jerk tier made the coupled set empty: relax jerk (reported), keep the hard box
             mask |= A_JERK_RELAXED
@@ -428,8 +597,27 @@ def filter_kernel(
                 lo[j] = lo_hard[j]
                 hi[j] = hi_hard[j]
             qp_status, it2 = _project_or_retry(
-                vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL], vref,
-                qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+                vdes,
+                lo,
+                hi,
+                g_mat,
+                hvec,
+                k_rows,
+                int(sp[SP_QP_MAXIT]),
+                sp[SP_QP_TOL],
+                vref,
+                qx,
+                qbsign,
+                qub,
+                qsidx,
+                qus,
+                qchol,
+                qrhs,
+                qcs,
+                qz,
+                qrb,
+                qins,
+            )
             qp_iters += it2
         if qp_status != QP_OK:
             # still empty: the bound dropped faster than the joint limits let the command follow
@@ -461,8 +649,26 @@ def filter_kernel(
                         hvec[k] += s_mid - s_cur
                     s_cur = s_mid
                     st, it3 = project_box_halfspaces(
-                        vref, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
-                        qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+                        vref,
+                        lo,
+                        hi,
+                        g_mat,
+                        hvec,
+                        k_rows,
+                        int(sp[SP_QP_MAXIT]),
+                        sp[SP_QP_TOL],
+                        qx,
+                        qbsign,
+                        qub,
+                        qsidx,
+                        qus,
+                        qchol,
+                        qrhs,
+                        qcs,
+                        qz,
+                        qrb,
+                        qins,
+                    )
                     qp_iters += it3
                     if st == QP_OK:
                         s_hi = s_mid
@@ -471,13 +677,49 @@ def filter_kernel(
                 for k in range(k_rows):
                     hvec[k] += s_hi - s_cur
                 st, it3 = project_box_halfspaces(
-                    vdes, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
-                    qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+                    vdes,
+                    lo,
+                    hi,
+                    g_mat,
+                    hvec,
+                    k_rows,
+                    int(sp[SP_QP_MAXIT]),
+                    sp[SP_QP_TOL],
+                    qx,
+                    qbsign,
+                    qub,
+                    qsidx,
+                    qus,
+                    qchol,
+                    qrhs,
+                    qcs,
+                    qz,
+                    qrb,
+                    qins,
+                )
                 qp_iters += it3
                 if st != QP_OK:  # from the braking point, where the bisection found the set
                     st, it3 = project_box_halfspaces(
-                        vref, lo, hi, g_mat, hvec, k_rows, int(sp[SP_QP_MAXIT]), sp[SP_QP_TOL],
-                        qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+                        vref,
+                        lo,
+                        hi,
+                        g_mat,
+                        hvec,
+                        k_rows,
+                        int(sp[SP_QP_MAXIT]),
+                        sp[SP_QP_TOL],
+                        qx,
+                        qbsign,
+                        qub,
+                        qsidx,
+                        qus,
+                        qchol,
+                        qrhs,
+                        qcs,
+                        qz,
+                        qrb,
+                        qins,
+                    )
                     qp_iters += it3
                 if st != QP_OK:  # numerically at the edge: the braking point satisfies s_hi
                     for j in range(n):
@@ -583,13 +825,33 @@ def filter_kernel(
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def batch_kernel(
-    lim: np.ndarray, sp: np.ndarray, ws_mask: np.ndarray,
-    parent: np.ndarray, origin: np.ndarray, jtype: np.ndarray, qidx: np.ndarray, mult: np.ndarray,
-    offs: np.ndarray, axis: np.ndarray, pt_frame: np.ndarray, pt_offset: np.ndarray,
-    ancestor: np.ndarray, pt_radius: np.ndarray,
-    cs: np.ndarray, q_meas: np.ndarray, dq_meas: np.ndarray, q_pol: np.ndarray, q_op: np.ndarray,
-    has_op: np.ndarray, human: np.ndarray, n_human: np.ndarray, v_h_meas: np.ndarray, mode: np.ndarray,
-    out: np.ndarray, rep: np.ndarray, n_chunks: int,
+    lim: np.ndarray,
+    sp: np.ndarray,
+    ws_mask: np.ndarray,
+    parent: np.ndarray,
+    origin: np.ndarray,
+    jtype: np.ndarray,
+    qidx: np.ndarray,
+    mult: np.ndarray,
+    offs: np.ndarray,
+    axis: np.ndarray,
+    pt_frame: np.ndarray,
+    pt_offset: np.ndarray,
+    ancestor: np.ndarray,
+    pt_radius: np.ndarray,
+    cs: np.ndarray,
+    q_meas: np.ndarray,
+    dq_meas: np.ndarray,
+    q_pol: np.ndarray,
+    q_op: np.ndarray,
+    has_op: np.ndarray,
+    human: np.ndarray,
+    n_human: np.ndarray,
+    v_h_meas: np.ndarray,
+    mode: np.ndarray,
+    out: np.ndarray,
+    rep: np.ndarray,
+    n_chunks: int,
 ) -> None:
     """:func:`filter_kernel` over B independent states (numba prange over chunks of states).
 
@@ -634,9 +896,54 @@ def batch_kernel(
         vref = np.zeros(n)
         for b in range(start, stop):
             filter_kernel(
-                lim, sp, ws_mask, parent, origin, jtype, qidx, mult, offs, axis, pt_frame, pt_offset,
-                ancestor, pt_radius, cs[b], q_meas[b], dq_meas[b], q_pol[b], q_op[b], has_op[b],
-                human[b], n_human[b], v_h_meas[b], mode[b],
-                frames, pts, jac, lo, hi, vdes, target, g_mat, hvec, rowkind,
-                qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins, lo_hard, hi_hard, vref,
-                out[b], rep[b])
+                lim,
+                sp,
+                ws_mask,
+                parent,
+                origin,
+                jtype,
+                qidx,
+                mult,
+                offs,
+                axis,
+                pt_frame,
+                pt_offset,
+                ancestor,
+                pt_radius,
+                cs[b],
+                q_meas[b],
+                dq_meas[b],
+                q_pol[b],
+                q_op[b],
+                has_op[b],
+                human[b],
+                n_human[b],
+                v_h_meas[b],
+                mode[b],
+                frames,
+                pts,
+                jac,
+                lo,
+                hi,
+                vdes,
+                target,
+                g_mat,
+                hvec,
+                rowkind,
+                qx,
+                qbsign,
+                qub,
+                qsidx,
+                qus,
+                qchol,
+                qrhs,
+                qcs,
+                qz,
+                qrb,
+                qins,
+                lo_hard,
+                hi_hard,
+                vref,
+                out[b],
+                rep[b],
+            )

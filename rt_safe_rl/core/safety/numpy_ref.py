@@ -26,9 +26,11 @@ def _motion(jt: int, axis: np.ndarray, x: float) -> np.ndarray:
         ax, ay, az = axis
         c, s = np.cos(x), np.sin(x)
         t = 1.0 - c
-        m[:3, :3] = [[t * ax * ax + c, t * ax * ay - s * az, t * ax * az + s * ay],
-                     [t * ax * ay + s * az, t * ay * ay + c, t * ay * az - s * ax],
-                     [t * ax * az - s * ay, t * ay * az + s * ax, t * az * az + c]]
+        m[:3, :3] = [
+            [t * ax * ax + c, t * ax * ay - s * az, t * ax * az + s * ay],
+            [t * ax * ay + s * az, t * ay * ay + c, t * ay * az - s * ax],
+            [t * ax * az - s * ay, t * ay * az + s * ax, t * az * az + c],
+        ]
     elif jt == JT_PRISMATIC:
         m[:3, 3] = axis * x
     return m
@@ -52,8 +54,13 @@ def _stop_dist(v: np.ndarray, a: np.ndarray, a_max: np.ndarray, j_max: np.ndarra
     t1 = (a + a_max) / j_max
     v1 = v + (a * a - a_max * a_max) / (2 * j_max)
     v3 = a_max * a_max / (2 * j_max)
-    full = (v * t1 + 0.5 * a * t1 * t1 - j_max * t1**3 / 6 + (v1 * v1 - v3 * v3) / (2 * a_max)
-            + a_max**3 / (6 * j_max * j_max))
+    full = (
+        v * t1
+        + 0.5 * a * t1 * t1
+        - j_max * t1**3 / 6
+        + (v1 * v1 - v3 * v3) / (2 * a_max)
+        + a_max**3 / (6 * j_max * j_max)
+    )
     ap = np.maximum(a, 0.0)
     vp = v + ap * ap / (2 * j_max)
     with np.errstate(invalid='ignore'):
@@ -61,9 +68,17 @@ def _stop_dist(v: np.ndarray, a: np.ndarray, a_max: np.ndarray, j_max: np.ndarra
     return np.where(v <= 0.0, 0.0, np.where(v1 >= v3, full, low))
 
 
-def _jerk_viab(dist: np.ndarray, v: np.ndarray, a_max: np.ndarray, j_max: np.ndarray, dt: float,
-               v_lo: np.ndarray, v_hi: np.ndarray) -> np.ndarray:
+def _jerk_viab(
+    dist: np.ndarray,
+    v: np.ndarray,
+    a_max: np.ndarray,
+    j_max: np.ndarray,
+    dt: float,
+    v_lo: np.ndarray,
+    v_hi: np.ndarray,
+) -> np.ndarray:
     """Vectorised bisection of the jerk-consistent braking bound (see formulas)."""
+
     def g(x: np.ndarray) -> np.ndarray:
         with np.errstate(invalid='ignore'):
             return x * dt + _stop_dist(x, (x - v) / dt, a_max, j_max) - dist
@@ -90,8 +105,9 @@ def _jerk_viab(dist: np.ndarray, v: np.ndarray, a_max: np.ndarray, j_max: np.nda
     return out
 
 
-def _project_or_retry(vdes: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray, h: np.ndarray,
-                      sp: np.ndarray) -> tuple[np.ndarray, bool]:
+def _project_or_retry(
+    vdes: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray, h: np.ndarray, sp: np.ndarray
+) -> tuple[np.ndarray, bool]:
     """Projection of vdes; on failure once more from the clipped proposal (kernel._project_or_retry)."""
     x, ok = project_numpy(vdes, lo, hi, g, h, sp[kn.SP_QP_TOL], int(sp[kn.SP_QP_MAXIT]))
     if not ok:
@@ -99,8 +115,9 @@ def _project_or_retry(vdes: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.nd
     return x, ok
 
 
-def project_numpy(x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray, h: np.ndarray,
-                  tol: float, max_iter: int) -> tuple[np.ndarray, bool]:
+def project_numpy(
+    x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray, h: np.ndarray, tol: float, max_iter: int
+) -> tuple[np.ndarray, bool]:
     """Goldfarb-Idnani projection onto box + half-spaces, numpy version. Returns (x, ok)."""
     n = x0.shape[0]
     x = np.clip(x0, lo, hi)
@@ -152,8 +169,11 @@ def project_numpy(x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray,
             r = w - gs.T @ c
             z = np.where(free, r, 0.0)
             r_b = np.where(free, 0.0, r * bsign)
-            viol_p = (w @ x - h[p_row]) if p_row >= 0 else (x[p_col] - hi[p_col] if w[p_col] > 0
-                                                             else lo[p_col] - x[p_col])
+            viol_p = (
+                (w @ x - h[p_row])
+                if p_row >= 0
+                else (x[p_col] - hi[p_col] if w[p_col] > 0 else lo[p_col] - x[p_col])
+            )
             wz = float(w @ z)
             t2 = max(viol_p / wz, 0.0) if wz > 1e-14 * float(w @ w) else np.inf
             t1, drop_s, drop_b = np.inf, -1, -1
@@ -226,8 +246,9 @@ class NumpySafetyFilter:
                 jac[sel, :, k] += m.mult[f] * z
         return pts, jac
 
-    def step(self, q_meas: np.ndarray, dq_meas: np.ndarray, q_pol: np.ndarray,
-             human: np.ndarray | None) -> np.ndarray:
+    def step(
+        self, q_meas: np.ndarray, dq_meas: np.ndarray, q_pol: np.ndarray, human: np.ndarray | None
+    ) -> np.ndarray:
         """One cycle (normal mode, no operator): returns the safe command [rad]; updates cmd_state."""
         lim, sp, cs = self.lim, self.sp, self.cmd_state
         dt = sp[kn.SP_DT]
@@ -291,8 +312,8 @@ class NumpySafetyFilter:
             lo, hi = new_lo, new_hi
         if sp[kn.SP_WS_ON] and not braking and np.any(self.ws):
             wp, wj = pts[self.ws], jac[self.ws]
-            d_up = sp[kn.SP_WS_MAX_X:kn.SP_WS_MAX_X + 3] - wp
-            d_dn = wp - sp[kn.SP_WS_MIN_X:kn.SP_WS_MIN_X + 3]
+            d_up = sp[kn.SP_WS_MAX_X : kn.SP_WS_MAX_X + 3] - wp
+            d_dn = wp - sp[kn.SP_WS_MIN_X : kn.SP_WS_MIN_X + 3]
             up = np.where(d_up >= 0, _viab(d_up, sp[kn.SP_WS_A], dt), 0.0)
             dn = np.where(d_dn >= 0, _viab(d_dn, sp[kn.SP_WS_A], dt), 0.0)
             rows.append(np.concatenate([wj.reshape(-1, qc.shape[0]), -wj.reshape(-1, qc.shape[0])]))
@@ -325,14 +346,17 @@ class NumpySafetyFilter:
                     s_lo = 0.0
                     for _ in range(kn.FALLBACK_BISECTIONS):  # non-empty? tested from the braking point
                         s_mid = 0.5 * (s_lo + s_hi)
-                        _, ok = project_numpy(x, lo, hi, g, h + s_mid, sp[kn.SP_QP_TOL],
-                                              int(sp[kn.SP_QP_MAXIT]))
+                        _, ok = project_numpy(
+                            x, lo, hi, g, h + s_mid, sp[kn.SP_QP_TOL], int(sp[kn.SP_QP_MAXIT])
+                        )
                         s_lo, s_hi = (s_lo, s_mid) if ok else (s_mid, s_hi)
-                    x2, ok = project_numpy(vdes, lo, hi, g, h + s_hi, sp[kn.SP_QP_TOL],
-                                           int(sp[kn.SP_QP_MAXIT]))
+                    x2, ok = project_numpy(
+                        vdes, lo, hi, g, h + s_hi, sp[kn.SP_QP_TOL], int(sp[kn.SP_QP_MAXIT])
+                    )
                     if not ok:  # from the braking point, where the bisection found the set
-                        x2, ok = project_numpy(x, lo, hi, g, h + s_hi, sp[kn.SP_QP_TOL],
-                                               int(sp[kn.SP_QP_MAXIT]))
+                        x2, ok = project_numpy(
+                            x, lo, hi, g, h + s_hi, sp[kn.SP_QP_TOL], int(sp[kn.SP_QP_MAXIT])
+                        )
                     if ok:
                         x = x2
             out = qc + x * dt

@@ -38,8 +38,17 @@ ACTIVE_TOL = 1e-9
 
 @nb.njit(cache=True, nogil=True)
 def _direction(
-    g_mat: np.ndarray, p_row: int, p_col: int, p_sign: float, sidx: np.ndarray, ns: int,
-    bsign: np.ndarray, chol: np.ndarray, rhs: np.ndarray, c_s: np.ndarray, z: np.ndarray,
+    g_mat: np.ndarray,
+    p_row: int,
+    p_col: int,
+    p_sign: float,
+    sidx: np.ndarray,
+    ns: int,
+    bsign: np.ndarray,
+    chol: np.ndarray,
+    rhs: np.ndarray,
+    c_s: np.ndarray,
+    z: np.ndarray,
     r_b: np.ndarray,
 ) -> bool:
     """Split constraint p's normal w into z (orthogonal to the active normals) and dual weights.
@@ -112,10 +121,24 @@ def _direction(
 
 @nb.njit(cache=True, nogil=True)
 def project_box_halfspaces(
-    x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, g_mat: np.ndarray, h: np.ndarray, k_rows: int,
-    max_iter: int, tol: float,
-    x: np.ndarray, bsign: np.ndarray, u_b: np.ndarray, sidx: np.ndarray, u_s: np.ndarray,
-    chol: np.ndarray, rhs: np.ndarray, c_s: np.ndarray, z: np.ndarray, r_b: np.ndarray,
+    x0: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    g_mat: np.ndarray,
+    h: np.ndarray,
+    k_rows: int,
+    max_iter: int,
+    tol: float,
+    x: np.ndarray,
+    bsign: np.ndarray,
+    u_b: np.ndarray,
+    sidx: np.ndarray,
+    u_s: np.ndarray,
+    chol: np.ndarray,
+    rhs: np.ndarray,
+    c_s: np.ndarray,
+    z: np.ndarray,
+    r_b: np.ndarray,
     in_s: np.ndarray,
 ) -> tuple[int, int]:
     """Project `x0` onto {lo <= x <= hi, G[:k_rows] x <= h[:k_rows]}; result in `x`.
@@ -292,9 +315,36 @@ class QpWorkspace:
         self.r_b = np.zeros(n)
         self.in_s = np.zeros(k, dtype=np.bool_)
 
-    def solve(self, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, g_mat: np.ndarray, h: np.ndarray,
-              k_rows: int, max_iter: int = 100, tol: float = 1e-11) -> tuple[int, int]:
+    def solve(
+        self,
+        x0: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        g_mat: np.ndarray,
+        h: np.ndarray,
+        k_rows: int,
+        max_iter: int = 100,
+        tol: float = 1e-11,
+    ) -> tuple[int, int]:
         """Run the projection into ``self.x``; returns (status, iterations)."""
-        return project_box_halfspaces(x0, lo, hi, g_mat, h, k_rows, max_iter, tol, self.x, self.bsign,
-                                      self.u_b, self.sidx, self.u_s, self.chol, self.rhs, self.c_s,
-                                      self.z, self.r_b, self.in_s)
+        return project_box_halfspaces(
+            x0,
+            lo,
+            hi,
+            g_mat,
+            h,
+            k_rows,
+            max_iter,
+            tol,
+            self.x,
+            self.bsign,
+            self.u_b,
+            self.sidx,
+            self.u_s,
+            self.chol,
+            self.rhs,
+            self.c_s,
+            self.z,
+            self.r_b,
+            self.in_s,
+        )
