@@ -143,6 +143,9 @@ def test_each_fault_gives_latched_controlled_stop_then_reset(arm7: RobotModel, f
         q_bad[0] = arm7.q_max[0] + 0.5
         rep = f.step(t, q_bad, lp.dq, target, True, lp.human, t, None, out)
     lp.t = t
+    if fault == 'clock_gap':
+        # no command for 500 ms: the robot has been holding the last one, the stop starts from rest
+        v_before = np.zeros_like(v_before)
     assert rep.fault_code == expected and rep.stopping and rep.latched
     assert np.all(np.isfinite(out))
     # braking within the limits: velocity changes by at most a_max dt per cycle; the jerk limit may
@@ -153,9 +156,10 @@ def test_each_fault_gives_latched_controlled_stop_then_reset(arm7: RobotModel, f
         lp.step(target)
     moving = np.abs(v_before) > 0.05
     assert np.all(np.abs(f.command_state[1])[moving] < np.abs(v_before)[moving])
-    # reset is refused while still moving
-    ok, reason = f.reset()
-    assert not ok and 'stopping' in reason
+    if fault != 'clock_gap':  # (after the gap the command holds at once)
+        # reset is refused while still moving
+        ok, reason = f.reset()
+        assert not ok and 'stopping' in reason
     # keep feeding valid inputs: still stops (latched), then holds
     n = lp.run_until_stopped(target)
     assert n < 400

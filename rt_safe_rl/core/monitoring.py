@@ -774,7 +774,7 @@ COMPONENTS: tuple[ComponentSpec, ...] = (
         'safety_filter',
         'safety filter',
         ('safety',),
-        error_counters=('faults', *VIOLATION_COUNTERS),
+        error_counters=('faults', 'output_guard_errors', *VIOLATION_COUNTERS),
         info_counters=('safety_interventions',),
         gauges=('human_distance_m',),
     ),

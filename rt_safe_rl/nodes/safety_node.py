@@ -366,6 +366,8 @@ class SafetyFilterNode(SimNodeBase):
         self._stage = reg.stage('safety')
         self._interventions = reg.counter('safety_interventions')
         self._faults = reg.counter('faults')
+        self._guard_errors = reg.counter('output_guard_errors')
+        self._guard_seen = 0
         self._gauge_d = reg.gauge('human_distance_m')
         self.get_logger().info(
             f'configured: {n} joints, {model.n_points} monitored points, SSM '
@@ -452,6 +454,7 @@ class SafetyFilterNode(SimNodeBase):
                 self._last_label = -1
                 self._seq_restart = False
                 self._was_latched = False
+                self._guard_seen = 0
 
     def status(self) -> dict[str, Any]:
         """The last report plus node counters as a dict (non-RT). The report is copied under the
@@ -470,6 +473,9 @@ class SafetyFilterNode(SimNodeBase):
             skipped_actions=self.skipped_actions,
             last_command_seq=self._last_pub_seq if f is not None else -1,
         )
+        if f is not None:
+            d['guard_violations'] = f.guard_violations
+            d['guard_last'] = f.guard.describe()
         if f is not None and self._tasks:
             d['monitor'] = self._monitor_task.stats()
         return d
@@ -701,6 +707,10 @@ class SafetyFilterNode(SimNodeBase):
         if rep._latched and not self._was_latched:
             self._faults.inc()
         self._was_latched = rep._latched
+        gv = f.guard_violations
+        if gv != self._guard_seen:
+            self._guard_errors.inc(gv - self._guard_seen)
+            self._guard_seen = gv
         if not rep._valid:
             return  # no valid state yet: nothing may be commanded
         np.copyto(self._cmd_view, self._out)

@@ -50,6 +50,7 @@ from rt_safe_rl.core.robot_model import RobotModel
 from rt_safe_rl.core.safety import kernel as kn
 from rt_safe_rl.core.safety.config import BODY_MODEL, SafetyConfig
 from rt_safe_rl.core.safety.formulas import pfl_v_max
+from rt_safe_rl.core.safety.guard import OutputGuard
 
 MAX_HUMAN_POINTS = kn.PFL_SLOTS
 RESET_MAX_SPEED_RAD_S = 0.05
@@ -75,6 +76,7 @@ class FaultCode(IntEnum):
     AWAITING_POLICY = 13
     AWAITING_HUMAN = 14
     NO_STATE = 15
+    OUTPUT_GUARD = 16
 
 
 _FAULT_NAMES: tuple[str, ...] = tuple(c.name for c in FaultCode)
@@ -389,6 +391,7 @@ class SafetyFilter:
         self._had_valid = False
         self._human_seen = False
         self._last_t_ns = -1
+        self.guard = OutputGuard(self._lim, self.cfg.dt_s, self.cfg.max_step_gap_s)
         self._apply_timing(self.cfg)
 
     # ------------------------------------------------------------------ configuration
@@ -396,6 +399,9 @@ class SafetyFilter:
         self._state_timeout_ns = int(cfg.state_timeout_s * 1e9)
         self._max_gap_ns = int(cfg.max_step_gap_s * 1e9)
         self._human_timeout_ns = int(cfg.ssm.human_timeout_s * 1e9)
+        self._jerk_on = bool(cfg.enforce_jerk)
+        if hasattr(self, 'guard'):
+            self.guard.max_gap_ns = self._max_gap_ns
         self._ssm_on = bool(cfg.ssm.enabled)
         self._require_human = bool(cfg.ssm.require_human)
 
@@ -446,6 +452,7 @@ class SafetyFilter:
         self._cs[1] = 0.0 if v is None else v
         self._cs[2] = 0.0 if a is None else a
         self._initialized = True
+        self.guard.seed(self._cs[0], self._cs[1], self._cs[2])
 
     def qp_problem(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Copies of the last cycle's projection problem (v_des, lo, hi, G, h) in command-velocity
@@ -487,6 +494,27 @@ class SafetyFilter:
         return True, f'reset of {_FAULT_NAMES[self._latched_code]} applies at the next cycle'
 
     # ------------------------------------------------------------------ the RT path
+    def _guard_output(self, t_ns: int, out_cmd: np.ndarray, rep: SafetyReport) -> None:
+        """Last line (independent of the projection): check `out_cmd` against the commands sent
+        before it; on a violation send the braking command from the last command sent instead,
+        continue the command trajectory from it and latch OUTPUT_GUARD. RT-safe."""
+        g = self.guard
+        jerk_on = self._jerk_on and not (int(rep._rep[kn.R_MASK]) & kn.A_JERK_RELAXED)
+        if g.check(t_ns, self._lim, out_cmd, jerk_on):
+            g.brake(out_cmd)
+            g.record(t_ns, out_cmd)
+            np.copyto(self._cs, g.last_sent)
+            self._latch(FaultCode.OUTPUT_GUARD)
+            rep._rep[kn.R_STOPPING] = 1.0
+            rep._rep[kn.R_MASK] = int(rep._rep[kn.R_MASK]) | kn.A_STOP
+        else:
+            g.record(t_ns, out_cmd)
+
+    @property
+    def guard_violations(self) -> int:
+        """Commands the output guard replaced by the braking command (since construction)."""
+        return self.guard.violations
+
     def _latch(self, code: int) -> None:
         if not self._latched:
             self._latched = True
@@ -653,6 +681,11 @@ class SafetyFilter:
             self._cs[2].fill(0.0)
             self._initialized = True
             self._resync = False
+        if self.guard.held(t_ns):
+            # the last command was sent longer than max_step_gap_s ago: the robot has been holding
+            # it, so the command trajectory continues from rest (no velocity carried over the gap)
+            self._cs[1].fill(0.0)
+            self._cs[2].fill(0.0)
         mode = 1 if (self._latched or hold) else 0
         w = self._work
         m = self.model
@@ -711,6 +744,7 @@ class SafetyFilter:
         kf = int(rep._rep[kn.R_FAULT])
         if kf:
             self._latch(kf)
+        self._guard_output(t_ns, out_cmd, rep)
         if self._latched:
             rep._rep[kn.R_FAULT] = self._latched_code
         elif hold:

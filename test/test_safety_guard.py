@@ -1,0 +1,140 @@
+"""Output invariant: no command that leaves the filter breaks a limit relative to the previous one,
+whatever happens (reset while moving, re-synchronisation, a filter bug injected into the command
+state). The audit below is the robot's view: per-command differences at the robot period."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rt_safe_rl.core.robot_model import RobotConfig, RobotModel
+from rt_safe_rl.core.safety import FaultCode, SafetyConfig, SafetyFilter
+from rt_safe_rl.core.safety.guard import G_ACCELERATION, G_OK, G_POSITION, G_VELOCITY, OutputGuard
+from rt_safe_rl.core.safety.kernel import L_AMAX, L_QMAX, L_VMAX
+
+MS = 1_000_000
+DT = 1e-3
+
+
+@pytest.fixture(scope='module')
+def arm7() -> RobotModel:
+    return RobotModel.from_config(RobotConfig())
+
+
+def audit(model: RobotModel, cmds: list[np.ndarray], v_scale: float = 1.0) -> list[str]:
+    """Every limit violation of a command stream sent at the robot period (position, velocity,
+    acceleration as first / second differences), as the robot would see it."""
+    out: list[str] = []
+    tol = 1e-6
+    for k, c in enumerate(cmds):
+        if np.any(c < model.q_min - 1e-9) or np.any(c > model.q_max + 1e-9):
+            out.append(f'{k}: position')
+        if k >= 1:
+            v = (c - cmds[k - 1]) / DT
+            r = np.max(np.abs(v) / (model.v_max * v_scale))
+            if r > 1 + tol:
+                out.append(f'{k}: velocity {r:.1f}x v_max')
+            if k >= 2:
+                a = (v - (cmds[k - 1] - cmds[k - 2]) / DT) / DT
+                ra = np.max(np.abs(a) / model.a_max)
+                if ra > 1 + tol:
+                    out.append(f'{k}: acceleration {ra:.1f}x a_max')
+    return out
+
+
+class LaggingRobot:
+    """A position-controlled robot that lags its command (first-order, as a real arm does), at 1 kHz."""
+
+    def __init__(self, f: SafetyFilter, q0: np.ndarray, lag: float = 0.05) -> None:
+        self.f = f
+        self.q = q0.copy()
+        self.dq = np.zeros_like(q0)
+        self.out = np.zeros_like(q0)
+        self.t = 1_000 * MS
+        self.lag = lag
+        self.cmds: list[np.ndarray] = []
+        self.human = np.array([[2.0, 2.0, 0.5]])
+
+    def step(self, prop: np.ndarray | None, valid: bool = True) -> object:
+        self.t += MS
+        rep = self.f.step(self.t, self.q, self.dq, prop, valid, self.human, self.t, None, self.out)
+        if rep.command_valid:
+            self.cmds.append(self.out.copy())
+            q_new = self.q + self.lag * (self.out - self.q)
+            self.dq = (q_new - self.q) / DT
+            self.q = q_new
+        return rep
+
+
+def test_reset_while_moving_never_jumps(arm7: RobotModel) -> None:
+    """Issue 11 item 1: ``reset`` with nothing latched while the arm moves made the next command
+    jump to the (lagging) measured state: 8-138x v_max, >1000x a_max in one cycle."""
+    f = SafetyFilter(arm7, SafetyConfig())
+    rb = LaggingRobot(f, arm7.home())
+    target = arm7.home() + np.array([0.6, 0.3, -0.4, 0.3, 0.5, 0.3, 0.5])
+    for _ in range(200):
+        rb.step(target)
+    assert np.abs(rb.out - rb.q).max() > SafetyConfig().position_tolerance_rad  # the robot lags
+    f.reset()
+    for _ in range(50):
+        rb.step(target)
+    assert audit(arm7, rb.cmds) == []
+
+
+def test_guard_brakes_and_latches_on_an_injected_jump(arm7: RobotModel) -> None:
+    """A discontinuity made anywhere before the output (here: the command state corrupted, as a
+    filter bug would) never leaves: the guard sends the braking command instead, latches
+    OUTPUT_GUARD and counts it."""
+    f = SafetyFilter(arm7, SafetyConfig())
+    rb = LaggingRobot(f, arm7.home(), lag=1.0)
+    target = arm7.home() + np.array([0.6, 0.3, -0.4, 0.3, 0.5, 0.3, 0.5])
+    for _ in range(150):
+        rb.step(target)
+    f._cs[0, 2] += 0.05  # fault injection: a 50 mrad jump in the command trajectory
+    rep = rb.step(target)
+    assert rep.latched and rep.fault_code == FaultCode.OUTPUT_GUARD and rep.stopping  # type: ignore[attr-defined]
+    assert f.guard_violations == 1
+    assert 'velocity of joint 2' in f.guard.describe() or 'acceleration of joint 2' in f.guard.describe()
+    for _ in range(400):
+        rb.step(target)
+    assert f.is_stopped
+    assert audit(arm7, rb.cmds) == []
+    assert f.guard_violations == 1  # the controlled stop that follows is within the limits
+
+
+def test_guard_check_codes() -> None:
+    """Unit: position / velocity / acceleration violations are told apart; a tightened velocity
+    limit lets a faster joint brake down; the brake is within the limits of the last command."""
+    lim = np.zeros((8, 1))
+    lim[0], lim[L_QMAX], lim[L_VMAX], lim[L_AMAX], lim[4] = -1.0, 1.0, 2.0, 10.0, 5000.0
+    g = OutputGuard(lim, DT, 0.1)
+    g.record(0, np.array([0.0]))
+    assert g.check(MS, lim, np.array([0.0015]), True) == G_OK
+    assert g.check(MS, lim, np.array([0.0025]), True) == G_VELOCITY
+    g.record(MS, np.array([0.001]))  # v = 1 rad/s
+    assert g.check(2 * MS, lim, np.array([0.002 + 0.00002]), True) == G_ACCELERATION  # +20 rad/s^2
+    assert g.check(2 * MS, lim, np.array([0.002 + 0.000005]), True) == G_OK  # +5 rad/s^2
+    assert g.check(2 * MS, lim, np.array([1.5]), True) == G_POSITION
+    tight = lim.copy()
+    tight[L_VMAX] = 0.5
+    assert g.check(2 * MS, tight, np.array([0.002 - 0.000005]), True) == G_OK  # braking from 1 rad/s
+    out = np.zeros(1)
+    g.brake(out)
+    assert 0.001 < out[0] < 0.002  # decelerating at <= a_max from (0.001 rad, 1 rad/s)
+
+
+def test_long_pause_restarts_the_stream_from_rest(arm7: RobotModel) -> None:
+    """After more than max_step_gap_s without a command the robot has been holding the last one:
+    the filter continues from rest (no velocity carried across the gap), and the guard agrees."""
+    f = SafetyFilter(arm7, SafetyConfig())
+    rb = LaggingRobot(f, arm7.home(), lag=1.0)
+    target = arm7.home() + 0.3
+    for _ in range(100):
+        rb.step(target)
+    f.reset()
+    rb.t += 500 * MS
+    rb.cmds.clear()
+    for _ in range(5):
+        rb.step(target)
+    assert np.abs(rb.cmds[0] - rb.cmds[-1]).max() < 1e-3
+    assert f.guard_violations == 0
