@@ -138,3 +138,81 @@ def test_long_pause_restarts_the_stream_from_rest(arm7: RobotModel) -> None:
         rb.step(target)
     assert np.abs(rb.cmds[0] - rb.cmds[-1]).max() < 1e-3
     assert f.guard_violations == 0
+
+
+def _latched_at_rest(arm7: RobotModel, lag: float = 1.0) -> LaggingRobot:
+    f = SafetyFilter(arm7, SafetyConfig())
+    rb = LaggingRobot(f, arm7.home(), lag=lag)
+    target = arm7.home() + 0.3
+    for _ in range(100):
+        rb.step(target)
+    f.trigger_stop(FaultCode.MONITOR)
+    for _ in range(600):
+        rb.step(target)
+    assert f.stop_latched and f.is_stopped
+    return rb
+
+
+def test_reset_with_nothing_latched_is_a_no_op(arm7: RobotModel) -> None:
+    """The command stream is bit-identical to that of a filter that was never reset."""
+    a, b = SafetyFilter(arm7, SafetyConfig()), SafetyFilter(arm7, SafetyConfig())
+    ra, rb = LaggingRobot(a, arm7.home()), LaggingRobot(b, arm7.home())
+    target = arm7.home() + 0.4
+    for k in range(300):
+        if k == 100:
+            ok, why = a.reset()
+            assert ok and 'no-op' in why
+        ra.step(target)
+        rb.step(target)
+    np.testing.assert_array_equal(np.array(ra.cmds), np.array(rb.cmds))
+
+
+def test_reset_when_latched_resumes_from_the_held_command(arm7: RobotModel) -> None:
+    rb = _latched_at_rest(arm7)
+    f = rb.f
+    held = rb.out.copy()
+    ok, why = f.reset()
+    assert ok and 'resumes from the held command' in why, why
+    rep = rb.step(None, valid=False)
+    assert not rep.latched and rep.fault_code == FaultCode.AWAITING_POLICY  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(rb.out, held)
+    rep = rb.step(arm7.home())
+    assert rep.fault_code == FaultCode.OK  # type: ignore[attr-defined]
+    assert audit(arm7, rb.cmds) == [] and f.guard_violations == 0
+
+
+def test_reset_after_the_robot_was_moved_ramps_to_it(arm7: RobotModel) -> None:
+    """The robot moved away from the held command (by hand, 0.2 rad): the command ramps there
+    from where it held, within every limit, then waits for a fresh valid action."""
+    rb = _latched_at_rest(arm7)
+    f = rb.f
+    rb.q = rb.q + np.array([0.2, -0.1, 0.0, 0.1, 0.0, 0.0, -0.2])
+    goal = rb.q.copy()
+    rb.lag = 0.0  # the robot stays where it was put while the command comes to it
+    rb.step(None, valid=False)  # the filter sees the moved robot
+    ok, why = f.reset()
+    assert ok and 'ramps' in why, why
+    codes = set()
+    for _ in range(1500):
+        rep = rb.step(arm7.home() + 0.3)
+        codes.add(rep.fault_code)  # type: ignore[attr-defined]
+        if not f.ramping and rep.fault_code == FaultCode.OK:  # type: ignore[attr-defined]
+            break
+    assert FaultCode.RESYNC in codes and not rep.latched  # type: ignore[attr-defined]
+    assert audit(arm7, rb.cmds) == [] and f.guard_violations == 0
+    i_end = max(i for i, c in enumerate(rb.cmds) if np.abs(c - goal).max() < 1e-3)
+    assert i_end > 10
+
+
+def test_resync_while_moving_brakes_then_resumes(arm7: RobotModel) -> None:
+    """A re-activation (new policy) while the command moves: no jump, a stop, then the policy."""
+    f = SafetyFilter(arm7, SafetyConfig())
+    rb = LaggingRobot(f, arm7.home(), lag=0.05)
+    target = arm7.home() + 0.5
+    for _ in range(150):
+        rb.step(target)
+    f.resync()
+    codes = [rb.step(arm7.home()).fault_code for _ in range(1500)]  # type: ignore[attr-defined]
+    assert audit(arm7, rb.cmds) == [] and f.guard_violations == 0
+    assert codes[0] == FaultCode.RESYNC and codes[-1] == FaultCode.OK  # braked, then the new policy
+    assert np.abs(rb.out - arm7.home()).max() < 0.5 * np.abs(target - arm7.home()).max()

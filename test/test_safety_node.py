@@ -605,3 +605,39 @@ def _param(name: str, value: float) -> Any:
     from rclpy.parameter import Parameter
 
     return Parameter(name, Parameter.Type.DOUBLE, value)
+
+
+def test_reset_tells_the_truth_and_the_reset_parameter_falls_back(
+    rclpy_context: Any, monkeypatch: Any
+) -> None:
+    """Nothing latched: a no-op that says so. Latched with a stale state: refused with the ages.
+    ``safety.reset`` (the parameter) is false again once acted upon."""
+    from rclpy.parameter import Parameter
+
+    node, ch, clock, rec = _direct_node(rclpy_context, 'sn12', monkeypatch)
+    try:
+        home = node.model.home()
+        node.set_human(clock.t_ns, np.array([2.0, 0.0, 0.5]))
+        q = _drive(node, ch, clock, range(1, 50), home + 0.2, home)
+        ok, why = node.reset_filter()
+        assert ok and 'no-op' in why, why
+        node.filter.trigger_stop()
+        q = _drive(node, ch, clock, range(50, 700), home + 0.2, q)
+        assert node.filter.stop_latched and node.filter.is_stopped
+        clock.t_ns += 1_200_000_000  # the robot falls silent for 1.2 s
+        ok, why = node.reset_filter()
+        assert not ok and 'state is 1200 ms old > state_timeout_s 500 ms' in why, why
+        r = node.set_parameters([Parameter('safety.reset', Parameter.Type.BOOL, True)])[0]
+        assert not r.successful and 'state is' in r.reason
+        assert node.get_parameter('safety.reset').value is False
+        node.set_human(clock.t_ns, np.array([2.0, 0.0, 0.5]))
+        q = _drive(node, ch, clock, range(700, 702), home + 0.2, q)  # fresh states again
+        r = node.set_parameters([Parameter('safety.reset', Parameter.Type.BOOL, True)])[0]
+        assert r.successful, r.reason
+        assert node.get_parameter('safety.reset').value is False  # momentary: back to false
+        q = _drive(node, ch, clock, range(702, 800), home + 0.2, q)
+        assert not node.filter.stop_latched
+        assert _audit(node, rec.cmds).violations == 0
+        assert node.status()['guard_violations'] == 0
+    finally:
+        node.destroy_node()

@@ -202,6 +202,7 @@ class SafetyFilterNode(SimNodeBase):
             ),
         )
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
         self.model: RobotModel | None = None
         self.filter: SafetyFilter | None = None
         self.command_channel: Any = None
@@ -244,6 +245,11 @@ class SafetyFilterNode(SimNodeBase):
             if not ok:
                 return SetParametersResult(successful=False, reason=why)
         return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, params: list[Any]) -> None:
+        """`safety.reset` is a momentary switch: it falls back to false once acted upon."""
+        if any(p.name == 'safety.reset' and p.value for p in params):
+            self.set_parameters([Parameter('safety.reset', Parameter.Type.BOOL, False)])
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -288,8 +294,6 @@ class SafetyFilterNode(SimNodeBase):
         self._name_index: np.ndarray | None = None
         self._names_seen: list[str] = []
         self._period_ns = round(1e9 / app.control.rate_hz)
-        lim = self.filter._lim
-        self._lim_view = lim  # (rows q_min, q_max, v_max first) for the monitor
         # preallocated messages
         cmd = Float64MultiArray()
         cmd.layout.dim = [MultiArrayDimension(label='position', size=n, stride=n)]
@@ -385,14 +389,14 @@ class SafetyFilterNode(SimNodeBase):
         out = np.zeros(self.model.n_joints)
         for k in range(3):
             f.step(k, q, np.zeros_like(q), q, True, np.array([[2.0, 0.0, 1.0]]), k, q, out)
-        _state_violation(q, q * 0.0, f._lim, 0.0, 0.0)
+        _state_violation(q, q * 0.0, f.limits, 0.0, 0.0)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start filtering: the command re-synchronises to the measured state and holds until a
         valid policy action arrives (a latched stop stays latched)."""
         ret = super().on_activate(state)
         if self.filter is not None:
-            self.filter.reset()
+            self.filter.resync()
         self._action_rx_ns = 0
         self._last_pub_ns = 0
         self._last_label = -1
@@ -433,10 +437,37 @@ class SafetyFilterNode(SimNodeBase):
 
     # ------------------------------------------------------------------ services / status
     def reset_filter(self) -> tuple[bool, str]:
-        """Clear a latched stop (applies at the next cycle). Refused while still braking."""
-        if self.filter is None:
+        """Clear a latched stop (applies at the next cycle); ``(accepted, why)``. A no-op (and says
+        so) when nothing is latched; refused, with the reason, while still braking or when the stop
+        would re-latch at once (stale or out-of-limits state, stale human data)."""
+        f = self.filter
+        if f is None:
             return False, 'not configured'
-        return self.filter.reset()
+        if f.stop_latched:
+            why = self._reset_blocker(f)
+            if why:
+                return False, f'reset refused: {why}'
+        return f.reset()
+
+    def _reset_blocker(self, f: SafetyFilter) -> str:
+        """Why a reset now would latch again at once ('' = it would not). Non-RT."""
+        cfg = self._cfg
+        now = _mono()
+        if self._state_rx_ns == 0:
+            return 'no joint state received yet'
+        age_s = (now - self._state_rx_ns) * 1e-9
+        if age_s > cfg.state_timeout_s:
+            return f'state is {age_s * 1e3:.0f} ms old > state_timeout_s {cfg.state_timeout_s * 1e3:g} ms'
+        if _state_violation(
+            self._q, self._dq, f.limits, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
+        ):
+            return 'the measured state is non-finite or beyond the limits (+ tolerance)'
+        if cfg.ssm.enabled and self._human_stamp_ns:
+            h_s = (now - self._human_stamp_ns) * 1e-9
+            lim_ms = cfg.ssm.human_timeout_s * 1e3
+            if h_s > cfg.ssm.human_timeout_s:
+                return f'human data is {h_s * 1e3:.0f} ms old > ssm.human_timeout_s {lim_ms:g} ms'
+        return ''
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         ok, why = self.reset_filter()
@@ -751,7 +782,7 @@ class SafetyFilterNode(SimNodeBase):
         now = _mono()
         cfg = self._cfg
         if _state_violation(
-            self._q, self._dq, f._lim, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
+            self._q, self._dq, f.limits, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
         ):
             if not f.stop_latched:
                 self.monitor_stops += 1

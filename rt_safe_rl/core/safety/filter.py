@@ -50,7 +50,7 @@ from rt_safe_rl.core.robot_model import RobotModel
 from rt_safe_rl.core.safety import kernel as kn
 from rt_safe_rl.core.safety.config import BODY_MODEL, SafetyConfig
 from rt_safe_rl.core.safety.formulas import pfl_v_max
-from rt_safe_rl.core.safety.guard import OutputGuard
+from rt_safe_rl.core.safety.guard import OutputGuard, ramp_proposal
 
 MAX_HUMAN_POINTS = kn.PFL_SLOTS
 RESET_MAX_SPEED_RAD_S = 0.05
@@ -77,6 +77,7 @@ class FaultCode(IntEnum):
     AWAITING_HUMAN = 14
     NO_STATE = 15
     OUTPUT_GUARD = 16
+    RESYNC = 17
 
 
 _FAULT_NAMES: tuple[str, ...] = tuple(c.name for c in FaultCode)
@@ -91,7 +92,9 @@ _TIMING = frozenset(
         FaultCode.HUMAN_STALE,
     )
 )
-_AWAITING = (int(FaultCode.AWAITING_POLICY), int(FaultCode.AWAITING_HUMAN))
+_AWAITING = (int(FaultCode.AWAITING_POLICY), int(FaultCode.AWAITING_HUMAN), int(FaultCode.RESYNC))
+RAMP_DONE_RAD = 1e-5
+"""A re-synchronisation ramp ends this close to the measured state [rad] (then holds there)."""
 
 ACTIVE_BITS: dict[str, int] = {
     'position': kn.A_POSITION,
@@ -388,6 +391,10 @@ class SafetyFilter:
         self._latched_code = 0
         self._ext_fault = 0
         self._reset_req = False
+        self._resync_req = False
+        self._ramping = False
+        self._ramp_goal = np.zeros(n)
+        self._ramp_prop = np.zeros(n)
         self._had_valid = False
         self._human_seen = False
         self._last_t_ns = -1
@@ -413,6 +420,15 @@ class SafetyFilter:
         """
         lim, sp, ws = build_params(self.model, new_cfg)
         self._pending = (lim, sp, ws, new_cfg)
+
+    @property
+    def limits(self) -> np.ndarray:
+        """Read-only view of the limits in force (kernel layout (8, n): rows ``kernel.L_QMIN``,
+        ``L_QMAX``, ``L_VMAX`` (velocity_scale applied), ``L_AMAX``, ``L_JMAX``, ``L_EFF``, ``L_KP``,
+        ``L_KD``). A live update swaps the array at the next step: re-read it, do not keep it."""
+        v = self._lim.view()
+        v.flags.writeable = False
+        return v
 
     @property
     def stop_latched(self) -> bool:
@@ -476,24 +492,79 @@ class SafetyFilter:
         self._ext_fault = int(code)
 
     def reset(self) -> tuple[bool, str]:
-        """Clear a latched stop. Refused while the command or the robot is still moving.
+        """Clear a latched stop; ``(accepted, why)``. Refused while the command or the robot is
+        still moving. With nothing latched it is a no-op (and says so): the command continues.
 
-        At the next step the stopped command trajectory continues from where it is held when the
-        measured state is within ``position_tolerance_rad`` of it (no jump in the command stream),
-        else it restarts from the measured state; a fresh valid policy action is required before
-        the robot moves again.
+        An accepted reset applies at the next step and re-synchronises (:meth:`resync`): the command
+        resumes from where it holds when the measured state is within ``position_tolerance_rad``
+        of it, else it ramps there from the held command within every limit; a fresh valid policy
+        action is required before the robot moves again.
         """
         if not self._latched and self._ext_fault == 0:
-            self._reset_req = True
-            return True, 'not latched; command re-synchronises to the measured state'
+            return True, 'nothing latched: reset is a no-op (the command continues unchanged)'
+        if not self._latched:
+            name = (
+                _FAULT_NAMES[self._ext_fault] if self._ext_fault < len(_FAULT_NAMES) else str(self._ext_fault)
+            )
+            return False, f'a {name} stop was just triggered: it latches at the next cycle'
         if np.any(self._cs[1] != 0.0):
             return False, 'still stopping: the command velocity is not zero yet'
         if np.any(np.abs(self._dq) > RESET_MAX_SPEED_RAD_S):
             return False, f'still stopping: the robot moves faster than {RESET_MAX_SPEED_RAD_S} rad/s'
         self._reset_req = True
-        return True, f'reset of {_FAULT_NAMES[self._latched_code]} applies at the next cycle'
+        err = float(np.max(np.abs(self._q - self._cs[0]))) if self._initialized else 0.0
+        how = (
+            'resumes from the held command'
+            if err <= self.cfg.position_tolerance_rad or not math.isfinite(err)
+            else f'ramps from the held command to the measured state ({err:.3g} rad away)'
+        )
+        return (
+            True,
+            f'reset of {_FAULT_NAMES[self._latched_code]} applies at the next cycle; the command {how}',
+        )
+
+    def resync(self) -> None:
+        """Re-synchronise at the next step (activation, a new policy): hold until a fresh valid
+        action, from the last command without a jump: a moving command brakes first; then, when
+        the measured state is more than ``position_tolerance_rad`` away, the command ramps to it
+        (:func:`~rt_safe_rl.core.safety.guard.ramp_proposal`, filtered like any proposal; report
+        ``RESYNC``). A latched stop stays latched. RT-safe (sets a flag)."""
+        self._resync_req = True
+
+    @property
+    def ramping(self) -> bool:
+        """True while a re-synchronisation ramp moves the command toward the measured state."""
+        return self._ramping
 
     # ------------------------------------------------------------------ the RT path
+    def _resync_step(self, mode: int, hold: int, code: int) -> tuple[int, int, np.ndarray]:
+        """(mode, hold code, proposal) of a re-synchronising step: brake to rest first, then ramp
+        to the measured state when it disagrees with the command (caller: :meth:`step`). RT-safe."""
+        if self._latched or code or (hold and hold != FaultCode.AWAITING_POLICY):
+            self._ramping = False  # a fault / another hold wins; the re-synchronisation waits
+            self._resync = True
+            return mode, hold, self._prop
+        resync = int(FaultCode.RESYNC)
+        if self._resync:
+            if not self.is_stopped:
+                return 1, resync, self._prop  # brake to rest first (the policy waits)
+            self._resync = False
+            np.clip(self._q, self._lim[kn.L_QMIN], self._lim[kn.L_QMAX], out=self._ramp_goal)
+            err = 0.0
+            for j in range(self.n_joints):
+                e = abs(self._ramp_goal[j] - self._cs[0, j])
+                if not math.isfinite(e):
+                    return 1, resync, self._prop  # non-finite state: the kernel latches it
+                err = max(err, e)
+            if err <= self.cfg.position_tolerance_rad:
+                return mode, hold, self._prop  # robot and command agree: resume from the held command
+            self._ramping = True
+        remaining = ramp_proposal(self._cs, self._ramp_goal, self._lim, self.cfg.dt_s, self._ramp_prop)
+        if remaining <= RAMP_DONE_RAD:
+            self._ramping = False
+            return 1, resync, self._prop  # arrived: this step holds (brakes the last mm/s to rest)
+        return 0, resync, self._ramp_prop
+
     def _guard_output(self, t_ns: int, out_cmd: np.ndarray, rep: SafetyReport) -> None:
         """Last line (independent of the projection): check `out_cmd` against the commands sent
         before it; on a violation send the braking command from the last command sent instead,
@@ -566,10 +637,14 @@ class SafetyFilter:
             if ext == 0:
                 self._latched = False
                 self._latched_code = 0
-                self._resync = True
-                self._had_valid = False
-                self._human_seen = False
-                self._last_t_ns = -1
+                self._resync_req = True
+        if self._resync_req:
+            self._resync_req = False
+            self._resync = True
+            self._ramping = False
+            self._had_valid = False
+            self._human_seen = False
+            self._last_t_ns = -1
         if ext:
             self._ext_fault = 0
             code = ext
@@ -628,8 +703,8 @@ class SafetyFilter:
                 hold = FaultCode.AWAITING_POLICY
             if q_proposed is None:
                 self._prop[:] = self._cs[0] if self._initialized else self._q
-        elif not self._latched:
-            self._had_valid = True
+        elif not self._latched and not (self._resync or self._ramping):
+            self._had_valid = True  # (a re-synchronisation makes the policy wait until it is done)
         # ---- human ----
         if self._ssm_on:
             if n_h == 0:
@@ -648,21 +723,6 @@ class SafetyFilter:
             else:
                 self._latch(code)
         rep = self.report
-        # ---- command state initialisation / re-synchronisation after a reset ----
-        if self._resync and self._initialized:
-            self._resync = False
-            # keep the (stopped) command trajectory continuous when the robot is where it was
-            # commanded; re-initialise from the measurement when it is not (moved by hand, ...)
-            # (a non-finite measurement keeps the command: the kernel then latches NONFINITE_INPUT)
-            tol = self.cfg.position_tolerance_rad
-            for j in range(self.n_joints):
-                e = abs(self._q[j] - self._cs[0, j])
-                if e > tol and math.isfinite(e):
-                    self._initialized = False
-                    break
-            else:
-                self._cs[1].fill(0.0)
-                self._cs[2].fill(0.0)
         if not self._initialized:
             ok = size_ok
             for v in self._q:
@@ -681,12 +741,16 @@ class SafetyFilter:
             self._cs[2].fill(0.0)
             self._initialized = True
             self._resync = False
+            self._ramping = False
         if self.guard.held(t_ns):
             # the last command was sent longer than max_step_gap_s ago: the robot has been holding
             # it, so the command trajectory continues from rest (no velocity carried over the gap)
             self._cs[1].fill(0.0)
             self._cs[2].fill(0.0)
         mode = 1 if (self._latched or hold) else 0
+        prop = self._prop
+        if self._resync or self._ramping:
+            mode, hold, prop = self._resync_step(mode, hold, code)
         w = self._work
         m = self.model
         kn.filter_kernel(
@@ -707,9 +771,9 @@ class SafetyFilter:
             self._cs,
             self._q,
             self._dq,
-            self._prop,
+            prop,
             self._op,
-            has_op,
+            has_op and prop is self._prop,
             self._human,
             n_h,
             float(human_speed_m_s),

@@ -168,6 +168,24 @@ def guard_brake(glim: np.ndarray, prev: np.ndarray, hist: int, dt: float, out: n
         out[j] = prev[0, j] + v * dt
 
 
+@nb.njit(cache=True, nogil=True)
+def ramp_proposal(cs: np.ndarray, goal: np.ndarray, lim: np.ndarray, dt: float, out: np.ndarray) -> float:
+    """Next position target of a re-synchronisation ramp from the command state `cs` (3, n) to
+    `goal` (n,) [rad]: per joint the fastest velocity that can still stop at the goal at a_max
+    (and <= v_max), so the filter's projection (acceleration, jerk, SSM, workspace) turns it into
+    a limit-respecting approach without a jump. Writes `out` (n,) [rad]; returns max |goal - q|
+    [rad]. RT-safe."""
+    n = goal.shape[0]
+    err = 0.0
+    for j in range(n):
+        e = goal[j] - cs[0, j]
+        if abs(e) > err:
+            err = abs(e)
+        v = min(lim[L_VMAX, j], viability_upper_vel(abs(e), lim[L_AMAX, j], dt))
+        out[j] = cs[0, j] + (v if e >= 0.0 else -v) * dt
+    return err
+
+
 class OutputGuard:
     """Stream history + limits of the last-line output check (see the module docstring).
 
