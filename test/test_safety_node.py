@@ -641,3 +641,42 @@ def test_reset_tells_the_truth_and_the_reset_parameter_falls_back(
         assert node.status()['guard_violations'] == 0
     finally:
         node.destroy_node()
+
+
+def test_live_tuning_only_tightens_while_active(rclpy_context: Any, monkeypatch: Any) -> None:
+    """Issue 11 item 5: ``safety.ssm.enabled=false`` was accepted live. While ACTIVE a loosening is
+    refused with the reason (and changes nothing); a tightening applies; while inactive both apply."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    node, _ch, _clock, _rec = _direct_node(rclpy_context, 'sn13', monkeypatch)
+    try:
+
+        def set_(name: str, value: Any) -> Any:
+            p = Parameter(name, value=value)
+            return node.set_parameters([p])[0]
+
+        for name, value, what in (
+            ('safety.ssm.enabled', False, 'ssm.enabled true -> false'),
+            ('safety.ssm.reaction_time_s', 0.05, 'ssm.reaction_time_s 0.1 -> 0.05'),
+            ('safety.state_timeout_s', 2.0, 'state_timeout_s'),
+            ('safety.workspace.enabled', False, 'workspace.enabled'),
+        ):
+            r = set_(name, value)
+            assert not r.successful and 'refused while active' in r.reason and what in r.reason, r.reason
+        assert node.current_config().ssm.enabled and node.get_parameter('safety.ssm.enabled').value is True
+        r = set_('safety.velocity_scale', 0.5)
+        assert r.successful, r.reason  # tighter: applies while active
+        r = set_('safety.velocity_scale', 0.8)
+        assert not r.successful and 'v_max_rad_s' in r.reason
+        r = set_('safety.ssm.reaction_time_s', 0.3)
+        assert r.successful, r.reason
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        r = set_('safety.ssm.enabled', False)
+        assert r.successful, r.reason  # inactive: loosening allowed
+        r = set_('safety.velocity_scale', 1.0)
+        assert r.successful, r.reason
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert not node.current_config().ssm.enabled and node.current_config().velocity_scale == 1.0
+    finally:
+        node.destroy_node()

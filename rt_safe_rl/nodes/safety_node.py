@@ -73,6 +73,7 @@ from rt_safe_rl.core.robot_model import RobotModel
 from rt_safe_rl.core.safety import FaultCode, SafetyConfig, SafetyFilter
 from rt_safe_rl.core.safety import kernel as kn
 from rt_safe_rl.core.safety.filter import MAX_HUMAN_POINTS
+from rt_safe_rl.core.safety.tuning import loosenings
 from rt_safe_rl.nodes._sim_base import SimNodeBase, run_node
 from rt_safe_rl.rt.metrics import registry
 
@@ -235,6 +236,15 @@ class SafetyFilterNode(SimNodeBase):
                 values[p.name] = p.value
         try:
             new_cfg = config_from_values(values, self._cfg)
+            if self._active and self.model is not None:
+                loose = loosenings(self.model, self._cfg, new_cfg)
+                if loose:
+                    return SetParametersResult(
+                        successful=False,
+                        reason='refused while active (safety parameters may only tighten): '
+                        + '; '.join(loose)
+                        + '. Deactivate, set, activate to loosen.',
+                    )
             if self.filter is not None:
                 self.filter.update_config(new_cfg)  # validated against the robot; next cycle
         except ConfigError as err:
