@@ -83,9 +83,9 @@ def loosenings(model: RobotModel, old: SafetyConfig, new: SafetyConfig) -> list[
         if a != b and b != safe:
             out.append(f'{name} {str(a).lower()} -> {str(b).lower()}')
     for name, sign in _SCALARS:
-        a, b = float(_get(old, name)), float(_get(new, name))  # type: ignore[arg-type]
-        if (b - a) * sign < 0:
-            out.append(f'{name} {a:g} -> {b:g} ({"lower" if sign > 0 else "higher"})')
+        x, y = float(_get(old, name)), float(_get(new, name))  # type: ignore[arg-type]
+        if (y - x) * sign < 0:
+            out.append(f'{name} {x:g} -> {y:g} ({"lower" if sign > 0 else "higher"})')
     lim_a, _, ws_a = build_params(model, old)
     lim_b, _, ws_b = build_params(model, new)
     for row, name, sign in _LIMIT_ROWS:
