@@ -326,14 +326,14 @@ def test_callbacks_map_joint_names_human_poses_operator_and_trajectory(rclpy_con
         js.position = [float(q[i]) for i in order]
         js.velocity = [0.0] * 7
         node._on_joint_state(js)
-        np.testing.assert_array_equal(node._q, q)  # mapped back to the robot's order
+        np.testing.assert_array_equal(node.supervisor.measured_q, q)  # mapped back to the robot's order
         pa = PoseArray()
         for x in (2.0, 2.5):
             p = Pose()
             p.position.x, p.position.z = x, 0.5
             pa.poses.append(p)
         node._on_human_poses(pa)
-        assert node._n_human == 2
+        assert node.supervisor.human_points.shape == (2, 3)
         op = Float64MultiArray()
         op.data = [float(v) for v in q]
         node._on_operator(op)
@@ -352,8 +352,8 @@ def test_callbacks_map_joint_names_human_poses_operator_and_trajectory(rclpy_con
         bad.name = ['a', 'b']
         bad.position = [0.0, 0.0]
         node._on_joint_state(bad)  # no seq in frame_id: the node counts states (42)
-        assert np.all(np.isnan(node._q)) and 'do not contain' in node.last_error
-        assert node._state_seq == 42
+        assert np.all(np.isnan(node.supervisor.measured_q)) and 'do not contain' in node.last_error
+        assert node.supervisor.state_seq == 42
         act.layout.data_offset = 42
         node._on_action(act)
         assert node.filter.stop_latched and node.status()['fault'] == 'NONFINITE_INPUT', node.status()
@@ -453,8 +453,9 @@ def _drive(node: Any, ch: Any, clock: _Clock, seqs: range, target: np.ndarray, q
     out = np.zeros(7)
     for seq in seqs:
         clock.t_ns += 1_000_000
-        if node._n_human:  # the person stays where they are: fresh samples
-            node.set_human(clock.t_ns, node._human[: node._n_human].copy())
+        pts = node.supervisor.human_points
+        if pts.shape[0]:  # the person stays where they are: fresh samples
+            node.set_human(clock.t_ns, pts)
         node.process_state(clock.t_ns, seq, q, np.zeros(7))
         row[0], row[1] = seq, 1.0
         row[ACTION_HEADER:] = target

@@ -445,8 +445,7 @@ def bench_batch(n_states: int, seed: int, threads: int | None) -> dict[str, Any]
     m = min(n_states, 5000)
     t0 = time.perf_counter()
     for i in range(m):
-        f._latched = False
-        f.set_command_state(d['cs'][i, 0], d['cs'][i, 1], d['cs'][i, 2])
+        f.set_command_state(d['cs'][i, 0], d['cs'][i, 1], d['cs'][i, 2], clear_latch=True)
         n_h = int(d['n_h'][i])
         hp = d['human'][i, :n_h] if n_h else None
         f.step(0, d['q'][i], d['dq'][i], d['prop'][i], True, hp, 0, None, out)
@@ -471,7 +470,8 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
 
     from rt_safe_rl.bench.rt_bench import CFloorLoop
     from rt_safe_rl.config import load_config
-    from rt_safe_rl.nodes.safety_node import ACTION_HEADER, SafetyFilterNode
+    from rt_safe_rl.nodes.msgs import ActionRecord
+    from rt_safe_rl.nodes.safety_node import SafetyFilterNode
     from rt_safe_rl.rt.channel import get_channel
     from rt_safe_rl.rt.executor import PeriodicTask, RtExecutor, named_group
 
@@ -488,9 +488,10 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
             raise ConfigError(f'safety node configure failed: {node.last_error}')
         model = node.model
         assert model is not None
-        ch = get_channel(node.resolve_topic_name(app.topics.policy_action), model.n_joints + ACTION_HEADER)
+        ch = get_channel(node.resolve_topic_name(app.topics.policy_action), ActionRecord.size(model.n_joints))
         q = model.home()
-        row = np.zeros(model.n_joints + ACTION_HEADER)
+        row = np.zeros(ActionRecord.size(model.n_joints))
+        target = q.copy()
         state = {'seq': 0}
 
         def control(deadline_ns: int) -> None:  # robot state + policy action, 1 kHz
@@ -498,10 +499,8 @@ def bench_monitor(seconds: float) -> dict[str, Any]:
             seq = state['seq']
             now = time.monotonic_ns()
             node.process_state(now, seq, q, np.zeros(model.n_joints))
-            row[0] = seq
-            row[1] = 1.0
-            row[ACTION_HEADER:] = q
-            row[ACTION_HEADER] = q[0] + 0.2 * math.sin(seq * 1e-3)
+            target[0] = q[0] + 0.2 * math.sin(seq * 1e-3)
+            ActionRecord.write(row, seq, True, target)
             ch.try_write(row, now)
 
         ctrl = PeriodicTask(

@@ -197,6 +197,42 @@ class WorkspaceConfig:
 
 
 @dataclass(frozen=True)
+class InputConfig:
+    """Integrity of the inputs (``safety.inputs``), checked by the supervisor and the node.
+
+    Attributes:
+        max_dropped_states: joint states arriving out of order or twice (sequence number or header
+            stamp not newer than the last accepted one) are dropped and counted; more than this many
+            within ``drop_window_s`` (a leaky bucket) fails closed (``INPUT_ORDER``).
+        drop_window_s: see above.
+        missing_velocity: a joint state without a velocity field, or with one of the wrong length:
+            ``estimate`` (finite differences of consecutive positions over their stamps, with a
+            warning) or ``fail`` (latched ``MISSING_VELOCITY`` stop).
+        allowed_publishers: fully qualified node names (e.g. ``/sim_robot``) allowed to publish on
+            the state, action, human and operator topics. Empty: at most ONE publisher per topic,
+            a second one fails closed (``COMPETING_PUBLISHER``, naming them); non-empty: every
+            publisher must be listed (several allowed).
+        publisher_check_period_s: how often the node checks the publishers (from its status task).
+    """
+
+    max_dropped_states: int = 10
+    drop_window_s: float = 1.0
+    missing_velocity: Literal['estimate', 'fail'] = 'estimate'
+    allowed_publishers: list[str] = field(default_factory=list)
+    publisher_check_period_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_dropped_states < 0:
+            raise ConfigError(f'inputs.max_dropped_states must be >= 0, got {self.max_dropped_states}')
+        _finite('inputs.drop_window_s', self.drop_window_s, positive=True)
+        _finite('inputs.publisher_check_period_s', self.publisher_check_period_s, positive=True)
+        if self.missing_velocity not in ('estimate', 'fail'):
+            raise ConfigError(
+                f"inputs.missing_velocity must be 'estimate' or 'fail', got {self.missing_velocity!r}"
+            )
+
+
+@dataclass(frozen=True)
 class SafetyConfig:
     """The safety filter (``safety:`` section).
 
@@ -261,6 +297,7 @@ class SafetyConfig:
     pfl: PflConfig = field(default_factory=PflConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
     workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
+    inputs: InputConfig = field(default_factory=InputConfig)
 
     def __post_init__(self) -> None:
         _finite('rate_hz', self.rate_hz, positive=True)

@@ -78,6 +78,10 @@ class FaultCode(IntEnum):
     NO_STATE = 15
     OUTPUT_GUARD = 16
     RESYNC = 17
+    INPUT_ORDER = 18
+    COMPETING_PUBLISHER = 19
+    MISSING_VELOCITY = 20
+    CONTROLLED_STOP = 21
 
 
 _FAULT_NAMES: tuple[str, ...] = tuple(c.name for c in FaultCode)
@@ -458,17 +462,28 @@ class SafetyFilter:
         return bool(not np.any(self._cs[1]))
 
     def set_command_state(
-        self, q: np.ndarray, v: np.ndarray | None = None, a: np.ndarray | None = None
+        self,
+        q: np.ndarray,
+        v: np.ndarray | None = None,
+        a: np.ndarray | None = None,
+        *,
+        clear_latch: bool = False,
     ) -> None:
-        """Set the command trajectory state (q [rad], v [rad/s], a [rad/s^2]); marks it initialised.
+        """Set the command trajectory state (q [rad], v [rad/s], a [rad/s^2]); marks it initialised
+        and declares it the stream the output guard continues from.
 
-        For tests, benchmarks and replay (not the RT path). Zero v / a when None.
+        For tests, benchmarks and replay (not the RT path): it teleports the command, so it must
+        never be used on a running robot. Zero v / a when None. `clear_latch`: also forget a
+        latched stop (independent per-state evaluations in a benchmark loop).
         """
         self._cs[0] = q
         self._cs[1] = 0.0 if v is None else v
         self._cs[2] = 0.0 if a is None else a
         self._initialized = True
         self.guard.seed(self._cs[0], self._cs[1], self._cs[2])
+        if clear_latch:
+            self._latched = False
+            self._latched_code = 0
 
     def qp_problem(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Copies of the last cycle's projection problem (v_des, lo, hi, G, h) in command-velocity

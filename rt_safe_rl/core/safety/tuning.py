@@ -10,7 +10,8 @@ with ``velocity_scale`` applied) lower, position range narrower; longer SSM reac
 braking deceleration, larger intrusion / uncertainty distances and human speeds, a larger
 ``near_distance_m``; SSM, ``require_human``, jerk / effort enforcement, the workspace box switched
 on; a smaller workspace box, more workspace points; shorter timeouts and deadlines, smaller
-tolerances; PFL off, lower contact forces. A change whose direction cannot be told (PFL body
+tolerances; PFL off, lower contact forces; fewer dropped states tolerated, a longer drop window,
+``inputs.missing_velocity: fail``, fewer allowed publishers. A change whose direction cannot be told (PFL body
 regions) counts as loosening. Blending, reporting thresholds and the solver's iteration limit
 are not safety limits (the projection applies whatever is blended) and may change freely.
 
@@ -46,6 +47,9 @@ _SCALARS: tuple[tuple[str, int], ...] = (
     ('ssm.human_timeout_s', -1),
     ('pfl.max_force_n', -1),
     ('workspace.brake_decel_m_s2', -1),
+    ('inputs.max_dropped_states', -1),
+    ('inputs.drop_window_s', 1),
+    ('inputs.publisher_check_period_s', -1),
 )
 # (field, value that is the safe side)
 _SWITCHES: tuple[tuple[str, bool], ...] = (
@@ -101,6 +105,11 @@ def loosenings(model: RobotModel, old: SafetyConfig, new: SafetyConfig) -> list[
             out.append(f'workspace box {wa.min_m}..{wa.max_m} -> {wb.min_m}..{wb.max_m} (larger)')
         if np.any(ws_a & ~ws_b):
             out.append('workspace.points: fewer points monitored')
+    if old.inputs.missing_velocity == 'fail' and new.inputs.missing_velocity != 'fail':
+        out.append("inputs.missing_velocity 'fail' -> 'estimate'")
+    added = sorted(set(new.inputs.allowed_publishers) - set(old.inputs.allowed_publishers))
+    if added or (old.inputs.allowed_publishers and not new.inputs.allowed_publishers):
+        out.append(f'inputs.allowed_publishers: more publishers allowed ({added or "any one"})')
     pa, pb = old.pfl, new.pfl
     if pb.enabled and (
         pa.body_region != pb.body_region

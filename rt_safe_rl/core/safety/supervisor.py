@@ -1,0 +1,517 @@
+"""SafetySupervisor: everything the safety node does besides ROS message conversion (no ROS).
+
+It owns the :class:`~rt_safe_rl.core.safety.SafetyFilter` and runs it for a node (or a bench, or
+a test) from two threads:
+
+- the control thread: :meth:`SafetySupervisor.process_state` (latest measured state; input
+  integrity: out-of-order / duplicate sequence numbers and header stamps are dropped and counted,
+  more than ``inputs.max_dropped_states`` within ``inputs.drop_window_s`` fail closed with
+  ``INPUT_ORDER``), :meth:`process_action` (filter step for the policy's action + emit);
+- the safety monitor thread: :meth:`monitor_tick` (>= 2 kHz: limits and staleness of the measured
+  state, action timeout; while the chain is silent or the state stale it steps the filter itself
+  -- stop / hold -- and emits, once per robot period).
+
+Both step and emit under one lock, read the step time under it and claim the robot period (state
+seq, the command's label) they command: the filter advances exactly once per emitted command and
+labels strictly increase (:meth:`_claim_label`). A command later than ``deadline_s`` after its
+state latches DEADLINE_MISS. The filter's output guard (:mod:`.guard`) checks every command
+against those sent before; its trips are counted (``output_guard_errors``).
+
+Emission goes through the ``emit(cmd, seq, t_ns, repeat)`` callback given at construction (called
+under the lock; ``repeat`` = the held command re-sent at rest, same values and seq). Metrics go to
+an optional registry with ``stage(name)``, ``counter(name)``, ``gauge(name)`` (``rt.metrics``).
+
+Reset tells the truth (:meth:`reset`): a no-op when nothing is latched, refused with the reason
+while braking or when the stop would latch again at once (state / human data age, state beyond
+the limits). :meth:`fail_closed` latches a stop with a one-line detail (status ``fault_detail``);
+:meth:`controlled_stop` is the shutdown path (SIGTERM): brake, hold, latched.
+
+RT-safety: process_state, process_action, monitor_tick, read_command, set_human, set_operator are
+allocation-free in the steady state; reset, status, update_config, fail_closed are non-RT.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numba as nb
+import numpy as np
+
+from rt_safe_rl.core.robot_model import RobotModel
+from rt_safe_rl.core.safety.config import SafetyConfig
+from rt_safe_rl.core.safety.filter import MAX_HUMAN_POINTS, FaultCode, SafetyFilter, SafetyReport
+
+EmitFn = Callable[[np.ndarray, int, int, bool], None]
+SEQ_RESTART_GAP = 1000
+"""A state seq this far below the last one is a restart of the robot's numbering (accepted);
+closer below (or equal) it is out of order / a duplicate (dropped)."""
+STAMP_RESTART_GAP_NS = 1_000_000_000
+"""Same for header stamps [ns]."""
+
+
+@nb.njit(cache=True, nogil=True)
+def state_violation(q: np.ndarray, dq: np.ndarray, lim: np.ndarray, ptol: float, vtol: float) -> bool:
+    """True when the measured state is non-finite or beyond the limits + tolerance. RT-safe."""
+    for j in range(q.shape[0]):
+        if not (math.isfinite(q[j]) and math.isfinite(dq[j])):
+            return True
+        if q[j] < lim[0, j] - ptol or q[j] > lim[1, j] + ptol or abs(dq[j]) > lim[2, j] + vtol:
+            return True
+    return False
+
+
+class SafetySupervisor:
+    """Runs a :class:`SafetyFilter` for one robot (see the module docstring).
+
+    Args:
+        model: robot model. cfg: safety config (``rate_hz`` = the robot's rate).
+        emit: ``emit(cmd (n,) rad, state seq, t_ns, repeat)`` publishes a command (under the lock).
+        metrics: optional registry (``stage``/``counter``/``gauge``), e.g. ``rt.metrics.registry()``.
+        clock: monotonic clock [ns] (tests may replace ``clock`` at any time).
+
+    Public counters (non-RT readers): cycles, monitor_publishes, monitor_stops, deadline_misses,
+    skipped_actions, dropped_states, duplicate_states; ``filter`` (the core filter).
+    """
+
+    def __init__(
+        self,
+        model: RobotModel,
+        cfg: SafetyConfig,
+        emit: EmitFn,
+        *,
+        metrics: Any = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.model = model
+        self._cfg = cfg
+        self.emit = emit
+        self.clock = clock
+        self.filter = SafetyFilter(model, cfg, MAX_HUMAN_POINTS)
+        n = model.n_joints
+        self.period_ns = round(1e9 / cfg.rate_hz)
+        self._q = np.zeros(n)
+        self._dq = np.zeros(n)
+        self._out = np.zeros(n)
+        self._op = np.zeros(n)
+        self._human = np.zeros((MAX_HUMAN_POINTS, 3))
+        self._human_views = [self._human[:k] for k in range(MAX_HUMAN_POINTS + 1)]
+        self._lock = threading.Lock()
+        self.active = False
+        self.fault_detail = ''
+        self._stage: Any = None
+        self._counters: dict[str, Any] = {}
+        self._gauge_d: Any = None
+        if metrics is not None:
+            self._stage = metrics.stage('safety')
+            for name in ('safety_interventions', 'faults', 'output_guard_errors', 'dropped_states'):
+                self._counters[name] = metrics.counter(name)
+            self._gauge_d = metrics.gauge('human_distance_m')
+        self._clear_stream()
+
+    def _clear_stream(self) -> None:
+        self._n_human = 0
+        self._human_stamp_ns = 0
+        self._human_speed = -1.0
+        self._op_stamp_ns = 0
+        self._state_seq = -1
+        self._hdr_stamp_ns = 0
+        self._state_rx_ns = 0
+        self._action_rx_ns = 0
+        self._last_pub_ns = 0
+        self._last_pub_seq = -1
+        self._last_label = -1
+        self._seq_restart = False
+        self._was_latched = False
+        self._guard_seen = 0
+        self._drop_bucket = 0.0
+        self._drop_t_ns = 0
+        self.cycles = 0
+        self.monitor_publishes = 0
+        self.monitor_stops = 0
+        self.deadline_misses = 0
+        self.skipped_actions = 0
+        self.dropped_states = 0
+        self.duplicate_states = 0
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def cfg(self) -> SafetyConfig:
+        """The SafetyConfig in force."""
+        return self._cfg
+
+    def update_config(self, cfg: SafetyConfig) -> None:
+        """Validate `cfg` against the robot and apply it at the next step (non-RT; ConfigError)."""
+        self.filter.update_config(cfg)
+        self._cfg = cfg
+
+    def warm_up(self) -> None:
+        """Compile / load the numba kernels on a throwaway filter (configure time)."""
+        f = SafetyFilter(self.model, self._cfg)
+        q = self.model.home()
+        out = np.zeros(self.model.n_joints)
+        for k in range(3):
+            f.step(k, q, np.zeros_like(q), q, True, np.array([[2.0, 0.0, 1.0]]), k, q, out)
+        state_violation(q, q * 0.0, f.limits, 0.0, 0.0)
+
+    def replace_filter(self) -> None:
+        """Fresh filter and stream state (benchmarks between repeats; caller owns the control thread)."""
+        with self._lock:
+            self.filter = SafetyFilter(self.model, self._cfg, MAX_HUMAN_POINTS)
+            self._clear_stream()
+            self.fault_detail = ''
+
+    def activate(self) -> None:
+        """Start: the command re-synchronises (no jump) and holds until a valid action arrives."""
+        self.filter.resync()
+        self._action_rx_ns = 0
+        self._last_pub_ns = 0
+        self._last_label = -1
+        self.active = True
+
+    def deactivate(self) -> None:
+        """Stop stepping and emitting."""
+        self.active = False
+
+    # ------------------------------------------------------------------ inputs
+    def process_state(
+        self, stamp_ns: int, seq: int, q: np.ndarray, dq: np.ndarray, *, header_stamp_ns: int = 0
+    ) -> bool:
+        """Store the latest measured state (rad, rad/s, robot order) with its robot sequence number
+        (< 0: none, the states are counted), receipt time [ns] and header stamp [ns] (0 = unset).
+        Returns False when the state was dropped: its seq or stamp is not newer than the last
+        accepted one (out of order, duplicate). A seq far below the last (``SEQ_RESTART_GAP``) is
+        a restart of the robot's numbering: the one-step-per-seq bookkeeping starts over. RT-safe."""
+        last = self._state_seq
+        if seq < 0:
+            seq = last + 1
+        drop = 0
+        if last >= 0 and seq <= last and last - seq < SEQ_RESTART_GAP:
+            drop = 1 if seq < last else 2
+        hs = self._hdr_stamp_ns
+        if (
+            not drop
+            and header_stamp_ns
+            and hs
+            and header_stamp_ns <= hs
+            and hs - header_stamp_ns < STAMP_RESTART_GAP_NS
+        ):
+            drop = 1 if header_stamp_ns < hs else 2
+        if drop:
+            self._count_drop(stamp_ns, drop == 2)
+            return False
+        if q is not self._q:
+            np.copyto(self._q, q)
+        if dq is not self._dq:
+            np.copyto(self._dq, dq)
+        if seq < last:
+            self._seq_restart = True
+        if header_stamp_ns:
+            self._hdr_stamp_ns = header_stamp_ns
+        # receipt time first, seq second: the monitor reads seq first, so it never pairs a new
+        # seq with the previous state's receipt time (which would predict a seq too far ahead)
+        self._state_rx_ns = stamp_ns
+        self._state_seq = seq
+        return True
+
+    def _count_drop(self, now_ns: int, duplicate: bool) -> None:
+        """Count a dropped state; fail closed above the configured rate (leaky bucket). RT-safe."""
+        self.dropped_states += 1
+        if duplicate:
+            self.duplicate_states += 1
+        c = self._counters.get('dropped_states')
+        if c is not None:
+            c.inc()
+        inp = self._cfg.inputs
+        leak_per_ns = inp.max_dropped_states / (inp.drop_window_s * 1e9)
+        if self._drop_t_ns:
+            self._drop_bucket = max(0.0, self._drop_bucket - (now_ns - self._drop_t_ns) * leak_per_ns)
+        self._drop_t_ns = now_ns
+        self._drop_bucket += 1.0
+        if self._drop_bucket > inp.max_dropped_states and not self.filter.stop_latched:
+            self.filter.trigger_stop(FaultCode.INPUT_ORDER)
+            self.fault_detail = (
+                f'more than {inp.max_dropped_states} joint states out of order or duplicated within '
+                f'{inp.drop_window_s:g} s ({self.dropped_states} dropped, {self.duplicate_states} duplicates)'
+            )
+
+    def human_buffer(self) -> np.ndarray:
+        """Writable (MAX_HUMAN_POINTS, 3) buffer for the human points; then :meth:`commit_human`."""
+        return self._human
+
+    def commit_human(self, k: int, stamp_ns: int, speed_m_s: float = -1.0) -> None:
+        """`k` points of :meth:`human_buffer` are the latest human data at `stamp_ns` [ns]. RT-safe."""
+        self._n_human = k
+        self._human_speed = float(speed_m_s)
+        self._human_stamp_ns = stamp_ns
+
+    def set_human(self, stamp_ns: int, xyz: np.ndarray, speed_m_s: float = -1.0) -> None:
+        """Latest human point(s) [m] ((3,) or (M,3), robot base frame) and their time [ns];
+        `speed_m_s` the measured speed toward the robot (< 0 unknown: ISO 13855 default)."""
+        pts = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        k = min(pts.shape[0], MAX_HUMAN_POINTS)
+        self._human[:k] = pts[:k]
+        self.commit_human(k, stamp_ns, speed_m_s)
+
+    @property
+    def measured_q(self) -> np.ndarray:
+        """Copy of the latest accepted measured positions (n,) [rad] (allocates)."""
+        return self._q.copy()
+
+    @property
+    def state_seq(self) -> int:
+        """Robot seq of the latest accepted state (-1 before the first)."""
+        return self._state_seq
+
+    @property
+    def human_points(self) -> np.ndarray:
+        """Copy of the latest human points (M, 3) [m] (allocates)."""
+        return self._human[: self._n_human].copy()
+
+    def set_operator(self, stamp_ns: int, values: np.ndarray) -> None:
+        """Latest operator position targets [rad] for shared control and their time [ns]. RT-safe."""
+        np.copyto(self._op, values)
+        self._op_stamp_ns = stamp_ns
+
+    # ------------------------------------------------------------------ RT path
+    def process_action(self, state_seq: int, target: np.ndarray | None, valid: bool) -> bool:
+        """Filter the policy's action for robot state `state_seq` and emit the safe command (RT
+        path, control thread). Returns False when it was dropped: that period already has its
+        command (the monitor covered it while the chain was late) -- the filter advances at most
+        once per robot period. `state_seq` <= 0: the latest state's own count."""
+        f = self.filter
+        if not self.active or self._state_rx_ns == 0:
+            return False
+        t0 = self.clock()
+        self._action_rx_ns = t0
+        with self._lock:
+            label = state_seq if state_seq > 0 else self._state_seq
+            stepped = self._claim_label(label)
+            if stepped:
+                t_ns = self.clock()  # under the lock: step times never go backwards across threads
+                if t_ns - self._state_rx_ns > int(self._cfg.deadline_s * 1e9):
+                    self.deadline_misses += 1
+                    f.trigger_stop(FaultCode.DEADLINE_MISS)
+                self._step_and_emit(f, t_ns, target, valid, label)
+        if not stepped:
+            self.skipped_actions += 1
+            return False
+        self.cycles += 1
+        t1 = self.clock()
+        if self._stage is not None:
+            self._stage.record_ns(t1, t1 - t0)
+        rep = f.report
+        c = self._counters.get('safety_interventions')
+        if c is not None and (
+            rep.safety_intervention_rad > self._cfg.intervention_threshold_rad or rep.stopping or rep.latched
+        ):
+            c.inc()
+        d = rep.human_distance_m
+        if self._gauge_d is not None and d < 1e300:
+            self._gauge_d.set(d)
+        return True
+
+    def _claim_label(self, label: int) -> bool:
+        """True (and `label` recorded) when no command was emitted yet for robot period `label`
+        and none for a later one (caller holds the lock). RT-safe."""
+        if self._seq_restart:
+            self._seq_restart = False
+            self._last_label = -1
+        if label <= self._last_label:
+            return False
+        self._last_label = label
+        return True
+
+    def _step_and_emit(
+        self, f: SafetyFilter, t_ns: int, proposal: np.ndarray | None, valid: bool, state_seq: int
+    ) -> None:
+        """filter.step + emit (caller holds the lock and has claimed `state_seq`): one filter step
+        per emitted command, in step order. RT-safe."""
+        n_h = self._n_human
+        human = self._human_views[n_h] if n_h else None
+        cfg = self._cfg
+        op = (
+            self._op
+            if (self._op_stamp_ns and t_ns - self._op_stamp_ns <= int(cfg.operator_timeout_s * 1e9))
+            else None
+        )
+        rep: SafetyReport = f.step(
+            t_ns,
+            self._q,
+            self._dq,
+            proposal,
+            valid,
+            human,
+            self._human_stamp_ns,
+            op,
+            self._out,
+            state_stamp_ns=self._state_rx_ns,
+            human_speed_m_s=self._human_speed,
+        )
+        latched = rep.latched
+        if latched and not self._was_latched:
+            c = self._counters.get('faults')
+            if c is not None:
+                c.inc()
+        self._was_latched = latched
+        gv = f.guard_violations
+        if gv != self._guard_seen:
+            c = self._counters.get('output_guard_errors')
+            if c is not None:
+                c.inc(gv - self._guard_seen)
+            self._guard_seen = gv
+        if not rep.command_valid:
+            return  # no valid state yet: nothing may be commanded
+        self.emit(self._out, state_seq if state_seq >= 0 else 0, t_ns, False)
+        self._last_pub_ns = t_ns
+        self._last_pub_seq = state_seq
+
+    def read_command(self, out: np.ndarray) -> int:
+        """Copy the latest safe command into `out`; return the state seq it was computed from
+        (-1 before the first command). Same thread as process_action. RT-safe."""
+        if self._last_pub_seq < 0:
+            return -1
+        np.copyto(out, self._out[: out.shape[0]])
+        return self._last_pub_seq
+
+    @property
+    def last_command_seq(self) -> int:
+        """State seq of the last emitted command (-1 before the first)."""
+        return self._last_pub_seq
+
+    def monitor_tick(self, deadline_ns: int = 0) -> None:
+        """Safety monitor (>= 2 kHz, own thread): limits and staleness of the actual state and of
+        the actions; while the chain is silent (no action yet / none for ``action_timeout_s``) or
+        the state is stale it steps the filter itself (stop / hold) and emits, once per robot
+        period: once per new state seq and, while the command still moves, once per period elapsed
+        since the last state's receipt (braking continues at the robot's rate when states stop
+        arriving); a period that already has its command gets no second step; once the command is
+        at rest the hold is re-emitted at the control rate (same command and seq). RT-safe."""
+        f = self.filter
+        if not self.active or self._state_rx_ns == 0:
+            return
+        now = self.clock()
+        cfg = self._cfg
+        if state_violation(
+            self._q, self._dq, f.limits, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
+        ):
+            if not f.stop_latched:
+                self.monitor_stops += 1
+            f.trigger_stop(FaultCode.STATE_OUT_OF_LIMITS)
+        stale = now - self._state_rx_ns > int(cfg.state_timeout_s * 1e9)
+        if stale:
+            f.trigger_stop(FaultCode.STALE_STATE)
+        act = self._action_rx_ns
+        timeout_ns = int(cfg.action_timeout_s * 1e9)
+        if act and now - act > timeout_ns and f.had_valid_action:
+            f.trigger_stop(FaultCode.ACTION_TIMEOUT)
+        silent = act == 0 or now - act > timeout_ns
+        if (silent or stale) and self._lock.acquire(blocking=False):
+            try:
+                self._monitor_step(f)
+            finally:
+                self._lock.release()
+
+    def _monitor_step(self, f: SafetyFilter) -> None:
+        """The monitor's step / hold re-emission (caller holds the lock). RT-safe."""
+        seq = self._state_seq  # seq before receipt time (process_state writes them reversed)
+        rx_ns = self._state_rx_ns
+        t_ns = self.clock()
+        label = seq
+        if not f.is_stopped:
+            # still moving and no new state for a period or more: keep braking at the robot's rate;
+            # only while braking, so labels run ahead of the robot's seq by at most one stopping time
+            label += max(0, (t_ns - rx_ns) // self.period_ns)
+        if self._claim_label(label):
+            self._step_and_emit(f, t_ns, None, False, label)
+            self.monitor_publishes += 1
+        elif f.is_stopped and self._last_pub_seq >= 0 and t_ns - self._last_pub_ns >= self.period_ns:
+            self.emit(self._out, self._last_pub_seq, t_ns, True)  # holding at rest: re-send, no step
+            self._last_pub_ns = t_ns
+            self.monitor_publishes += 1
+
+    # ------------------------------------------------------------------ faults, reset, status
+    def fail_closed(self, code: int, detail: str) -> None:
+        """Latch a controlled stop with `code` (:class:`FaultCode`) at the next step, with a one-line
+        `detail` for the status (the first detail of a latch is kept). Any thread."""
+        if not self.filter.stop_latched or not self.fault_detail:
+            self.fault_detail = detail
+        self.filter.trigger_stop(code)
+
+    def controlled_stop(self, reason: str) -> None:
+        """Brake within the limits and hold, latched (``CONTROLLED_STOP``): the shutdown path
+        (SIGTERM / SIGINT). The next filter step (the chain's or the monitor's) starts the stop."""
+        self.fail_closed(FaultCode.CONTROLLED_STOP, f'controlled stop: {reason}')
+
+    def reset(self) -> tuple[bool, str]:
+        """Clear a latched stop (applies at the next cycle); ``(accepted, why)``. A no-op (and says
+        so) when nothing is latched; refused, with the reason, while still braking or when the stop
+        would latch again at once. Non-RT."""
+        f = self.filter
+        if f.stop_latched:
+            why = self.reset_blocker()
+            if why:
+                return False, f'reset refused: {why}'
+        ok, why = f.reset()
+        if ok and f.stop_latched:
+            self.fault_detail = ''
+            self._drop_bucket = 0.0
+        return ok, why
+
+    def reset_blocker(self) -> str:
+        """Why a reset now would latch again at once ('' = it would not). Non-RT."""
+        cfg = self._cfg
+        now = self.clock()
+        if self._state_rx_ns == 0:
+            return 'no joint state received yet'
+        age_s = (now - self._state_rx_ns) * 1e-9
+        if age_s > cfg.state_timeout_s:
+            return f'state is {age_s * 1e3:.0f} ms old > state_timeout_s {cfg.state_timeout_s * 1e3:g} ms'
+        if state_violation(
+            self._q, self._dq, self.filter.limits, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
+        ):
+            return 'the measured state is non-finite or beyond the limits (+ tolerance)'
+        if cfg.ssm.enabled and self._human_stamp_ns:
+            h_s = (now - self._human_stamp_ns) * 1e-9
+            lim_ms = cfg.ssm.human_timeout_s * 1e3
+            if h_s > cfg.ssm.human_timeout_s:
+                return f'human data is {h_s * 1e3:.0f} ms old > ssm.human_timeout_s {lim_ms:g} ms'
+        return ''
+
+    def status(self) -> dict[str, Any]:
+        """The last report plus counters as a dict (non-RT). The report is copied under the lock
+        the steps run under (a ~1 us hold), so fault, latch and margins are of one step."""
+        f = self.filter
+        with self._lock:
+            rep = f.report.copy()
+            guard_last = f.guard.describe()
+        d = rep.as_dict()
+        d.update(
+            fault_detail=self.fault_detail if rep.latched else '',
+            cycles=self.cycles,
+            monitor_publishes=self.monitor_publishes,
+            deadline_misses=self.deadline_misses,
+            skipped_actions=self.skipped_actions,
+            dropped_states=self.dropped_states,
+            duplicate_states=self.duplicate_states,
+            guard_violations=f.guard_violations,
+            guard_last=guard_last,
+            ramping=f.ramping,
+            last_command_seq=self._last_pub_seq,
+        )
+        if rep.fault_code == FaultCode.OUTPUT_GUARD and not d['fault_detail']:
+            d['fault_detail'] = guard_last
+        return d
+
+    @property
+    def report(self) -> SafetyReport:
+        """The filter's last report (reused; read it in the control thread or copy via status)."""
+        return self.filter.report
+
+    @property
+    def intervention_rad(self) -> float:
+        """Last cycle's safety intervention [rad] (the report's ``safety_intervention_rad``)."""
+        return float(self.filter.report.safety_intervention_rad)
