@@ -681,3 +681,105 @@ def test_live_tuning_only_tightens_while_active(rclpy_context: Any, monkeypatch:
         assert not node.current_config().ssm.enabled and node.current_config().velocity_scale == 1.0
     finally:
         node.destroy_node()
+
+
+def test_a_second_publisher_on_joint_states_fails_closed_naming_both(rclpy_context: Any) -> None:
+    """Issue 11 item 4: a second joint_states publisher was accepted for 3 s without a warning."""
+    from rclpy.node import Node
+    from sensor_msgs.msg import JointState
+
+    rig = Rig(rclpy_context, 'sn14')
+    intruder = Node('intruder', namespace='sn14', context=rclpy_context)
+    try:
+        intruder.create_publisher(JointState, 'joint_states', 10)
+        for _ in range(20):
+            rig.tick()
+        detail = ''
+        end = time.monotonic() + 10.0
+        while not detail and time.monotonic() < end:  # DDS discovery
+            detail = rig.node.check_publishers()
+            time.sleep(0.05)
+        assert '/sn14/peer' in detail and '/sn14/intruder' in detail and 'joint_states' in detail, detail
+        end = time.monotonic() + 10.0
+        while not rig.node.status()['latched'] and time.monotonic() < end:
+            rig.tick()  # (the executor's threads may still be starting)
+        st = rig.node.status()
+        assert st['latched'] and st['fault'] == 'COMPETING_PUBLISHER' and 'intruder' in st['fault_detail'], st
+    finally:
+        intruder.destroy_node()
+        rig.close()
+
+
+def test_allowed_publishers_and_missing_velocity_rules(rclpy_context: Any) -> None:
+    """Allow-list: listed publishers pass, an unlisted one fails closed. A joint state without a
+    velocity: estimated by finite differences (never 0), or a latched stop with ``fail``."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.node import Node
+    from sensor_msgs.msg import JointState
+
+    from rt_safe_rl.config import load_config
+    from rt_safe_rl.nodes.safety_node import SafetyFilterNode
+
+    over = {
+        'safety': dict(RELAXED['safety'], inputs={'allowed_publishers': ['/sn15/robot_a', '/sn15/robot_b']})
+    }
+    node = SafetyFilterNode(config=load_config(None, over), namespace='sn15', context=rclpy_context)
+    a = Node('robot_a', namespace='sn15', context=rclpy_context)
+    b = Node('robot_b', namespace='sn15', context=rclpy_context)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        a.create_publisher(JointState, 'joint_states', 10)
+        b.create_publisher(JointState, 'joint_states', 10)
+        time.sleep(0.5)
+        assert node.check_publishers() == ''
+        # velocity estimated: positions moving at 0.1 rad/s on joint 0, stamps 1 ms apart
+        model = node.model
+        assert model is not None
+        q = model.home()
+        for k in range(3):
+            js = JointState()
+            js.header.frame_id = str(k + 1)
+            js.header.stamp.sec, js.header.stamp.nanosec = 100, 1_000_000 * (k + 1)
+            js.name = list(model.joint_names)
+            js.position = [float(v) for v in q + np.array([1e-4 * k, 0, 0, 0, 0, 0, 0])]
+            node._on_joint_state(js)
+        st = node.status()
+        assert st['velocity_estimated_states'] == 3
+        c = Node('robot_c', namespace='sn15', context=rclpy_context)
+        c.create_publisher(JointState, 'joint_states', 10)
+        detail = ''
+        end = time.monotonic() + 10.0
+        while not detail and time.monotonic() < end:
+            detail = node.check_publishers()
+            time.sleep(0.05)
+        assert 'robot_c' in detail and 'allowed_publishers' in detail, detail
+        c.destroy_node()
+    finally:
+        a.destroy_node()
+        b.destroy_node()
+        node.destroy_node()
+
+
+def test_joint_state_reader_estimates_a_missing_velocity() -> None:
+    from sensor_msgs.msg import JointState
+
+    from rt_safe_rl.nodes.msgs import JointStateReader
+
+    r = JointStateReader(['a', 'b'])
+    for k, pos in enumerate(([0.0, 1.0], [0.001, 1.0], [0.003, 0.998])):
+        js = JointState()
+        js.header.stamp.nanosec = 1_000_000 * (k + 1)
+        js.name = ['b', 'a']
+        js.position = [pos[1], pos[0]]
+        js.velocity = [0.0] if k == 2 else []  # missing, then wrong length
+        r.read(js, 0)
+        assert r.velocity_estimated and r.complete
+        r.accept()
+    np.testing.assert_allclose(r.dq, [2.0, -2.0])  # (0.003 - 0.001) / 1 ms, never silently 0
+    assert r.estimated == 3
+    js = JointState()
+    js.name = ['a']
+    js.position = [0.0]
+    r.read(js, 0)
+    assert not r.complete and np.all(np.isnan(r.q))  # the one fail-closed rule

@@ -359,7 +359,7 @@ class SafetyFilterNode(SimNodeBase):
             pubs = [f'{i.node_namespace.rstrip("/")}/{i.node_name}' for i in infos]
             bad = [p for p in pubs if p not in allowed] if allowed else (pubs if len(pubs) > 1 else [])
             if bad:
-                gids = ', '.join(bytes(i.endpoint_gid[:6]).hex() for i in infos)
+                gids = ', '.join(bytes(i.endpoint_gid[:16]).hex()[-8:] for i in infos)  # entity ids
                 detail = f'{name}: {len(pubs)} publisher(s) {sorted(pubs)} (gids {gids}); ' + (
                     f'not in safety.inputs.allowed_publishers {allowed}' if allowed else 'expected one'
                 )

@@ -1,0 +1,163 @@
+"""SafetySupervisor (no ROS): input integrity (out-of-order / duplicate seq and stamps dropped,
+counted, fail closed above the rate), controlled stop, reset truth, labels -- audited the way the
+robot audits the command stream it receives."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from rt_safe_rl.config import load_config
+from rt_safe_rl.core.robot_model import RobotModel
+from rt_safe_rl.core.safety import SafetyConfig
+from rt_safe_rl.core.safety.config import InputConfig
+from rt_safe_rl.core.safety.supervisor import SafetySupervisor
+from rt_safe_rl.sim.arm import ArmLimits, CommandAudit
+
+MS = 1_000_000
+
+
+class Rig:
+    """Supervisor on a fake clock; a robot that executes each command it receives (one per period)."""
+
+    def __init__(self, cfg: SafetyConfig | None = None) -> None:
+        app = load_config(None)
+        self.model = RobotModel.from_config(app.robot, app.base_dir)
+        base = replace(app.safety, state_timeout_s=0.5, action_timeout_s=0.5, deadline_s=0.5)
+        self.t_ns = 10_000 * MS
+        self.cmds: list[tuple[int, np.ndarray]] = []
+        self.sup = SafetySupervisor(self.model, cfg or base, self.emit, clock=lambda: self.t_ns)
+        self.audit = CommandAudit(ArmLimits.from_model(self.model, app.sim.robot), 1e-3)
+        self.q = self.model.home()
+        self.sup.activate()
+
+    def emit(self, cmd: np.ndarray, seq: int, t_ns: int, repeat: bool) -> None:
+        self.cmds.append((seq, cmd.copy()))
+        self.audit.check(seq, cmd)
+        self.q = cmd.copy()
+
+    def cycle(self, seq: int, target: np.ndarray, stamp_ns: int = 0) -> bool:
+        """One period: the robot's state `seq` (header stamp), the policy's action for it."""
+        self.t_ns += MS
+        self.sup.set_human(self.t_ns, np.array([2.0, 0.0, 0.5]))
+        ok = self.sup.process_state(self.t_ns, seq, self.q, np.zeros(7), header_stamp_ns=stamp_ns)
+        self.sup.process_action(seq, target, True)
+        return ok
+
+
+def test_out_of_order_and_duplicate_seqs_are_dropped_and_counted() -> None:
+    """Issue 11 item 2: seqs out of order by up to 7 gave 17 commands up to 15x v_max."""
+    rig = Rig()
+    goal = rig.model.home() + 0.4
+    for s in range(1, 200):
+        rig.cycle(s, goal)
+    rng = np.random.default_rng(3)
+    seq = 200
+    accepted = dropped = 0
+    for k in range(60):
+        # every 10th state: an old one re-delivered (1..7 periods late; 1 = a duplicate)
+        s = seq - 1 - int(rng.integers(0, 7)) if k % 10 == 5 else seq
+        ok = rig.cycle(s, goal)
+        accepted += ok
+        dropped += not ok
+        seq += 1
+    st = rig.sup.status()
+    assert st['dropped_states'] == dropped == 6
+    assert not st['latched'], st  # a few drops: dropped and counted, no stop
+    assert rig.audit.violations == 0, rig.audit.summary()
+    # a jump ahead by 7: the 7 states that follow are older than it, dropped; 13 drops within
+    # 80 ms are above 10 per second: fail closed
+    for k in range(20):
+        rig.cycle(seq + 7 if k == 0 else seq, goal)
+        seq += 1
+    st = rig.sup.status()
+    assert st['dropped_states'] == 6 + 7 and st['fault'] == 'INPUT_ORDER'
+    assert rig.audit.violations == 0, rig.audit.summary()
+
+
+def test_many_out_of_order_states_fail_closed() -> None:
+    rig = Rig()
+    goal = rig.model.home() + 0.4
+    for s in range(1, 200):
+        rig.cycle(s, goal)
+    seq = 200
+    for k in range(100):
+        rig.cycle(seq - 5 if k % 2 else seq, goal)  # every other state is 5 periods old
+        seq += 1
+    st = rig.sup.status()
+    assert st['latched'] and st['fault'] == 'INPUT_ORDER', st
+    assert 'out of order or duplicated' in st['fault_detail']
+    assert rig.audit.violations == 0, rig.audit.summary()
+
+
+def test_duplicate_and_old_header_stamps_are_dropped() -> None:
+    """Issue 11 item 3: header stamps out of order (same seq numbering, or none)."""
+    rig = Rig()
+    goal = rig.model.home() + 0.3
+    stamp = 1_700_000_000 * 1_000_000_000
+    for s in range(1, 100):
+        stamp += MS
+        assert rig.cycle(s, goal, stamp)
+    assert not rig.cycle(100, goal, stamp)  # same stamp as the last accepted one
+    assert not rig.cycle(101, goal, stamp - 3 * MS)  # older
+    assert rig.cycle(102, goal, stamp + MS)
+    st = rig.sup.status()
+    assert st['dropped_states'] == 2 and st['duplicate_states'] == 1
+    assert rig.audit.violations == 0
+
+
+def test_a_restart_of_the_robot_numbering_is_accepted() -> None:
+    rig = Rig()
+    goal = rig.model.home() + 0.3
+    for s in range(5000, 7000):
+        rig.cycle(s, goal)
+    assert rig.cycle(1, goal) and rig.cycle(2, goal)
+    assert rig.sup.status()['dropped_states'] == 0
+    assert rig.audit.duplicates >= 1  # (the robot sees its own seq restart)
+
+
+def test_drop_limit_is_configurable() -> None:
+    base = load_config(None).safety
+    cfg = replace(
+        base,
+        state_timeout_s=0.5,
+        action_timeout_s=0.5,
+        deadline_s=0.5,
+        inputs=InputConfig(max_dropped_states=0),
+    )
+    rig = Rig(cfg)
+    goal = rig.model.home()
+    for s in range(1, 50):
+        rig.cycle(s, goal)
+    rig.cycle(49, goal)  # one duplicate: above a limit of 0
+    rig.cycle(50, goal)
+    assert rig.sup.status()['fault'] == 'INPUT_ORDER'
+
+
+def test_controlled_stop_brakes_within_the_limits_and_holds_latched() -> None:
+    rig = Rig()
+    goal = rig.model.home() + 0.6
+    for s in range(1, 300):
+        rig.cycle(s, goal)
+    assert np.abs(rig.sup.filter.command_state[1]).max() > 0.2
+    rig.sup.controlled_stop('SIGTERM')
+    for s in range(300, 1000):
+        rig.cycle(s, goal)
+    st = rig.sup.status()
+    assert st['latched'] and st['fault'] == 'CONTROLLED_STOP' and 'SIGTERM' in st['fault_detail']
+    assert rig.sup.filter.is_stopped and rig.audit.violations == 0
+    held = rig.cmds[-1][1]
+    rig.cycle(1000, goal)
+    np.testing.assert_array_equal(rig.cmds[-1][1], held)
+
+
+@pytest.mark.parametrize('field', ['max_dropped_states', 'drop_window_s', 'publisher_check_period_s'])
+def test_input_config_is_validated(field: str) -> None:
+    from rt_safe_rl.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f'inputs.{field}'):
+        InputConfig(**{field: -1})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match='missing_velocity'):
+        InputConfig(missing_velocity='zero')  # type: ignore[arg-type]
