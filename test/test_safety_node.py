@@ -783,3 +783,40 @@ def test_joint_state_reader_estimates_a_missing_velocity() -> None:
     js.position = [0.0]
     r.read(js, 0)
     assert not r.complete and np.all(np.isnan(r.q))  # the one fail-closed rule
+
+
+def test_missing_velocity_fails_closed_when_configured(rclpy_context: Any) -> None:
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+    from rt_safe_rl.config import load_config
+    from rt_safe_rl.nodes.safety_node import SafetyFilterNode
+
+    over = {
+        'safety': dict(RELAXED['safety'], inputs={'missing_velocity': 'fail'}, ssm={'require_human': False})
+    }
+    node = SafetyFilterNode(config=load_config(None, over), namespace='sn16', context=rclpy_context)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        model = node.model
+        assert model is not None
+        js = JointState()
+        js.header.frame_id = '1'
+        js.name = list(model.joint_names)
+        js.position = [float(v) for v in model.home()]
+        node._on_joint_state(js)  # no velocity field
+        act = Float64MultiArray()
+        act.data = js.position
+        act.layout.data_offset = 1
+        act.layout.dim = [MultiArrayDimension(label='valid', size=7, stride=7)]
+        node._on_action(act)
+        st = node.status()
+        assert (
+            st['latched']
+            and st['fault'] == 'MISSING_VELOCITY'
+            and 'missing_velocity: fail' in st['fault_detail']
+        )
+    finally:
+        node.destroy_node()
