@@ -5,6 +5,8 @@
   (``std_msgs/Float64MultiArray``: ``layout.data_offset`` = state seq, ``layout.dim[0].label``
   ``'valid'`` / ``'invalid'``; an invalid action is all-NaN on the topic, so it fails closed
   with any reader). Named offsets instead of a magic ``ACTION_HEADER = 2``.
+- :func:`status_message`: the safety status dict -> ``diagnostic_msgs/DiagnosticStatus``;
+  :func:`publisher_conflict`: the one-publisher rule on an input topic.
 - :class:`JointStateReader`: ``sensor_msgs/JointState`` -> robot-ordered ``q`` [rad], ``dq``
   [rad/s], ``seq``, ``stamp_ns``, with ONE fail-closed rule: a message that does not give every
   robot joint a position (names missing, position too short, no names and the wrong length)
@@ -183,3 +185,39 @@ class JointStateReader:
     def reset(self) -> None:
         """Forget the previous sample (replay from scratch)."""
         self._prev_t_ns = -1
+
+
+def status_message(name: str, d: dict[str, Any]) -> Any:
+    """``safety/status``: level ERROR (latched) / WARN (stopping, holding or limiting) / OK, message
+    = fault [: detail] [active constraints], values = every entry of the status dict but
+    ``monitor``. Allocates (observers thread)."""
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+    msg = DiagnosticStatus()
+    msg.name = name
+    if d.get('latched'):
+        msg.level = DiagnosticStatus.ERROR
+    elif d.get('stopping') or d.get('active'):
+        msg.level = DiagnosticStatus.WARN
+    else:
+        msg.level = DiagnosticStatus.OK
+    active = ','.join(d.get('active', []))
+    detail = d.get('fault_detail', '')
+    msg.message = (
+        f'{d.get("fault", "")}' + (f': {detail}' if detail else '') + (f' [{active}]' if active else '')
+    )
+    msg.values = [KeyValue(key=k, value=str(v)) for k, v in d.items() if k != 'monitor']
+    return msg
+
+
+def publisher_conflict(topic: str, infos: list[Any], allowed: list[str]) -> str:
+    """'' when the publishers `infos` (rclpy ``TopicEndpointInfo``) of `topic` are fine: at most one
+    when `allowed` is empty, else each one's fully qualified node name in `allowed`; otherwise a
+    one-line detail naming them (node names, entity ids of the GIDs). Non-RT."""
+    pubs = [f'{i.node_namespace.rstrip("/")}/{i.node_name}' for i in infos]
+    bad = [p for p in pubs if p not in allowed] if allowed else (pubs if len(pubs) > 1 else [])
+    if not bad:
+        return ''
+    gids = ', '.join(bytes(i.endpoint_gid[:16]).hex()[-8:] for i in infos)
+    why = f'not in safety.inputs.allowed_publishers {allowed}' if allowed else 'expected one'
+    return f'{topic}: {len(pubs)} publisher(s) {sorted(pubs)} (gids {gids}); {why}'

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PointStamped, PoseArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
@@ -62,7 +62,7 @@ from rt_safe_rl.nodes._safety_params import (  # noqa: F401  (re-exported)
     flatten_config,
 )
 from rt_safe_rl.nodes._sim_base import SimNodeBase, run_node
-from rt_safe_rl.nodes.msgs import ActionRecord, JointStateReader
+from rt_safe_rl.nodes.msgs import ActionRecord, JointStateReader, publisher_conflict, status_message
 from rt_safe_rl.rt.metrics import registry
 
 ACTION_HEADER = ActionRecord.HEADER
@@ -352,21 +352,15 @@ class SafetyFilterNode(SimNodeBase):
     def check_publishers(self) -> str:
         """Fail closed (COMPETING_PUBLISHER) when an input topic has more than one publisher, or one
         outside ``safety.inputs.allowed_publishers``; returns the detail ('' = fine). Non-RT."""
-        allowed = self._cfg.inputs.allowed_publishers
         for topic in self._input_topics:
             name = self.resolve_topic_name(topic)
-            infos = self.get_publishers_info_by_topic(name)
-            pubs = [f'{i.node_namespace.rstrip("/")}/{i.node_name}' for i in infos]
-            bad = [p for p in pubs if p not in allowed] if allowed else (pubs if len(pubs) > 1 else [])
-            if bad:
-                gids = ', '.join(bytes(i.endpoint_gid[:16]).hex()[-8:] for i in infos)  # entity ids
-                detail = f'{name}: {len(pubs)} publisher(s) {sorted(pubs)} (gids {gids}); ' + (
-                    f'not in safety.inputs.allowed_publishers {allowed}' if allowed else 'expected one'
-                )
-                if not (self.filter is not None and self.filter.stop_latched):
+            detail = publisher_conflict(
+                name, self.get_publishers_info_by_topic(name), self._cfg.inputs.allowed_publishers
+            )
+            if detail and self.supervisor is not None:
+                if not self.supervisor.filter.stop_latched:
                     self.get_logger().error(f'fail closed: {detail}')
-                if self.supervisor is not None:
-                    self.supervisor.fail_closed(FaultCode.COMPETING_PUBLISHER, detail)
+                self.supervisor.fail_closed(FaultCode.COMPETING_PUBLISHER, detail)
                 return detail
         return ''
 
@@ -378,22 +372,7 @@ class SafetyFilterNode(SimNodeBase):
         if self._status_ticks % every == 0:
             self.check_publishers()
         self._status_ticks += 1
-        d = self.status()
-        msg = DiagnosticStatus()
-        msg.name = self.get_fully_qualified_name()
-        if d.get('latched'):
-            msg.level = DiagnosticStatus.ERROR
-        elif d.get('stopping') or d.get('active'):
-            msg.level = DiagnosticStatus.WARN
-        else:
-            msg.level = DiagnosticStatus.OK
-        active = ','.join(d.get('active', []))
-        detail = d.get('fault_detail', '')
-        msg.message = (
-            f'{d.get("fault", "")}' + (f': {detail}' if detail else '') + (f' [{active}]' if active else '')
-        )
-        msg.values = [KeyValue(key=k, value=str(v)) for k, v in d.items() if k != 'monitor']
-        self._status_pub.publish(msg)
+        self._status_pub.publish(status_message(self.get_fully_qualified_name(), self.status()))
 
     # ------------------------------------------------------------------ inputs (group 'safety')
     def _on_joint_state(self, msg: JointState) -> None:

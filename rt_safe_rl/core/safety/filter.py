@@ -768,7 +768,7 @@ class SafetyFilter:
             mode, hold, prop = self._resync_step(mode, hold, code)
         w = self._work
         m = self.model
-        kn.filter_kernel(
+        kn.filter_kernel(  # type: ignore[call-arg]
             self._lim,
             self._sp,
             self._ws,
@@ -793,30 +793,7 @@ class SafetyFilter:
             n_h,
             float(human_speed_m_s),
             mode,
-            w[0],
-            w[1],
-            w[2],
-            w[3],
-            w[4],
-            w[5],
-            w[6],
-            w[7],
-            w[8],
-            w[9],
-            w[10],
-            w[11],
-            w[12],
-            w[13],
-            w[14],
-            w[15],
-            w[16],
-            w[17],
-            w[18],
-            w[19],
-            w[20],
-            w[21],
-            w[22],
-            w[23],
+            *w,  # the preallocated work arrays, in alloc_work order
             out_cmd,
             rep._rep,
         )
