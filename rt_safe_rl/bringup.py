@@ -6,9 +6,16 @@
 
 Nodes, in start order (configure + activate; stop is deactivate + cleanup in reverse order):
 ``sim_robot``, ``sim_human``, ``sim_operator`` (with ``--sim``), ``safety`` (before the policy, so
-the robot is commanded to stop until actions flow), ``policy``, ``monitor``. With
-``control.intra_process`` the policy hands its action to the safety filter over the in-process
-zero-copy channel; everything else is DDS. Remapping and namespaces: ``--ros-args`` rules apply
+the robot is commanded to stop until actions flow), ``policy``, ``monitor``.
+
+Direct cycle (whenever the robot is composed in-process, i.e. ``--sim`` and ``rt-safe-rl demo``):
+ONE :class:`~rt_safe_rl.rt.cycle.ControlCycle` in the ``control`` thread reads the simulated arm,
+steps the policy and the safety filter and writes the command, every period, with plain calls
+(no DDS topic, thread wake-up or GIL hand-off inside the cycle); ``joint_states`` and the commands
+are still published for observers. Without ``--sim`` the robot is another process: the chain runs
+from each ``joint_states`` message (policy in the ``control`` thread; with
+``control.intra_process`` it hands its action to the safety filter over the in-process channel
+in the same thread); everything else is DDS. Remapping and namespaces: ``--ros-args`` rules apply
 to every composed node (``-r __ns:=/arm`` or ``--namespace``).
 
 Fail-closed start: a node whose configure/activate fails is reported (one line) and left
@@ -40,6 +47,9 @@ NODE_CLASSES: dict[str, str] = {
     'monitor': 'rt_safe_rl.nodes.monitor_node:MonitorNode',
 }
 START_ORDER: tuple[str, ...] = tuple(NODE_CLASSES)
+#: direct cycle: the safety node's joint_states subscription is remapped to ``<joint_states>/<this>``
+#: (nothing publishes there: the cycle calls process_state, the observer mirror must not reach it)
+DIRECT_UNUSED_SUFFIX = '_unused_direct_cycle'
 
 
 def node_class(key: str) -> type:
@@ -76,6 +86,8 @@ class Composition:
     context: Any
     errors: dict[str, str] = field(default_factory=dict)
     active: list[str] = field(default_factory=list)
+    direct: bool = False
+    cycle: Any = None
 
     def start(self, log: Any = None) -> dict[str, str]:
         """Configure + activate every node in start order; a failure leaves that node inactive
@@ -95,13 +107,47 @@ class Composition:
                 self.errors[key] = str(err)
                 continue
             self.active.append(key)
+        if self.direct and 'sim_robot' in self.active:
+            self._attach_cycle()
         if log is not None:
             for key, why in self.errors.items():
                 log(f'{key}: not active: {why}')
         return self.errors
 
+    def _attach_cycle(self) -> None:
+        """Create and enable the direct ControlCycle (robot -> policy -> safety -> robot)."""
+        from rt_safe_rl.nodes.policy_node import ACTION_HEADER
+        from rt_safe_rl.rt.channel import get_channel
+        from rt_safe_rl.rt.cycle import ControlCycle
+
+        robot = self.nodes['sim_robot']
+        safety = self.nodes.get('safety') if 'safety' in self.active else None
+        policy = self.nodes.get('policy') if 'policy' in self.active else None
+        channel = None
+        if safety is not None:
+            name = safety.resolve_topic_name(self.config.topics.policy_action)
+            channel = get_channel(name, robot.n_joints + ACTION_HEADER)
+        cycle = ControlCycle(
+            'control_cycle',
+            'control',
+            self.config.control.period_ns,
+            robot,
+            safety if safety is not None else _NoSafety(),
+            policy,
+            action_channel=channel,
+        )
+        self.executor.add_task(cycle)
+        cycle.enabled = True
+        self.cycle = cycle
+
     def stop(self) -> None:
         """Deactivate + clean up the active nodes in reverse order (best effort, never raises)."""
+        if self.cycle is not None:
+            self.cycle.enabled = False
+            try:
+                self.executor.remove_task(self.cycle)
+            except Exception:
+                pass
         for key in reversed(list(self.nodes)):
             node = self.nodes[key]
             for step in ('trigger_deactivate', 'trigger_cleanup'):
@@ -126,6 +172,21 @@ class Composition:
         self.nodes.clear()
 
 
+class _NoSafety:
+    """Stand-in when the safety node is not active: nothing is ever commanded (the robot then
+    holds by its own command timeout: fail closed)."""
+
+    def process_state(self, stamp_ns: int, seq: int, q: Any, dq: Any) -> None:
+        """Nothing to do."""
+
+    def process_action(self, seq: int) -> None:
+        """Nothing to do."""
+
+    def read_command(self, out: Any) -> int:
+        """No command (-1)."""
+        return -1
+
+
 def _failure_reason(node: Any, step: str) -> str:
     why = getattr(node, 'last_error', '') or getattr(node, 'configure_error', '')
     return f'{step} failed' + (f': {why}' if why else ' (see the node log)')
@@ -139,6 +200,7 @@ def compose(
     namespace: str = '',
     cli_args: list[str] | None = None,
     intra_process: bool | None = None,
+    direct: bool | None = None,
 ) -> Composition:
     """Build the nodes `keys` (see :data:`NODE_CLASSES`) in one executor.
 
@@ -149,6 +211,10 @@ def compose(
         namespace: namespace of every node ('' = none / whatever ``-r __ns:=`` says).
         cli_args: extra ROS arguments for every node (``['--ros-args', '-r', 'a:=b']``).
         intra_process: policy -> safety over the in-process channel (default: ``control.intra_process``).
+        direct: run the direct :class:`~rt_safe_rl.rt.cycle.ControlCycle` (default: when
+            ``sim_robot`` is composed). Forces ``intra_process``; the safety node's own
+            ``joint_states`` input is then remapped away (the cycle feeds it), the policy node
+            has none.
 
     Raises:
         RtSafeRlError: a node constructor rejected the config.
@@ -156,15 +222,26 @@ def compose(
     from rt_safe_rl.rt.executor import RtExecutor
 
     intra = config.control.intra_process if intra_process is None else intra_process
+    use_direct = ('sim_robot' in keys) if direct is None else bool(direct and 'sim_robot' in keys)
+    if use_direct:
+        intra = True
     kwargs: dict[str, Any] = {}
     if context is not None:
         kwargs['context'] = context
-    if cli_args:
-        kwargs['cli_args'] = list(cli_args)
     nodes: dict[str, Any] = {}
     try:
         for key in keys:
+            args = list(cli_args or [])
+            if use_direct and key == 'safety':
+                js = config.topics.joint_states
+                args += ['--ros-args', '-r', f'{js}:={js}/{DIRECT_UNUSED_SUFFIX}']
+            if args:
+                kwargs['cli_args'] = args
+            else:
+                kwargs.pop('cli_args', None)
             nodes[key] = node_class(key)(config=config, namespace=namespace, intra_process=intra, **kwargs)
+            if use_direct and key in ('sim_robot', 'policy'):
+                nodes[key].direct_cycle = True
         executor = RtExecutor(config.rt, context=context)
         for node in nodes.values():
             executor.add_node(node)
@@ -172,7 +249,7 @@ def compose(
         for node in nodes.values():
             node.destroy_node()
         raise
-    return Composition(config=config, nodes=nodes, executor=executor, context=context)
+    return Composition(config=config, nodes=nodes, executor=executor, context=context, direct=use_direct)
 
 
 def build_arg_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:

@@ -11,10 +11,19 @@ file it names (``demo.summary_path``, default ``./demo_summary.json``). Ctrl-C s
 summary still comes). No external files, GPU or root needed (without privileges the RT settings
 degrade to warnings).
 
-Measurements come from the simulated robot itself: loop rate = its ticks per second; e2e latency =
-state publish -> command receipt matched by the state's seq; human distance = distance from the
-person to the robot's monitored spheres (FK of the current joint state), computed here; safety
-interventions and deadline misses from the process-wide metrics registry.
+The loop is the direct cycle (:class:`~rt_safe_rl.rt.cycle.ControlCycle`: read the simulated arm,
+policy, safety filter, write, in one RT thread per period). Before it starts, the C SCHED_FIFO
+floor loop (:class:`~rt_safe_rl.bench.rt_bench.CFloorLoop`, same CPU and priority) measures the
+machine for ``FLOOR_S`` seconds, so the live line shows the loop's misses next to the floor's:
+a miss the floor has too is the machine's, not ours.
+
+Measurements: loop rate = cycles per second; misses = cycles that started more than one period
+late (per 10^4 cycles, next to the floor's); e2e latency = state read -> command written,
+matched by seq (measured by the simulated robot); CPU per cycle per stage (``thread_time_ns``)
+and the process's CPU share per thread; ``time_to_first_command_s`` = from the start of
+:func:`run_demo` (configure, policy load and backend choice included) to the robot's first
+command; human distance = distance from the person to the robot's monitored spheres (FK of the
+current joint state), computed here; safety interventions from the metrics registry.
 Not RT code: everything here runs in the non-RT main thread.
 """
 
@@ -43,9 +52,11 @@ from rt_safe_rl.bringup import (
 )
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.rt.cycle import cpu_share, thread_cpu_s
 from rt_safe_rl.rt.metrics import registry
 
 F64 = npt.NDArray[np.float64]
+FLOOR_S = 2.0  # C floor loop measured this long before the loop starts
 
 
 def protective_stop_distance_m(ssm: Any) -> float:
@@ -103,9 +114,13 @@ class _Collector:
         self.rate_hz = math.nan
         self.window_e2e_ns: F64 = np.zeros(0)
 
+    def _cycles(self) -> int:
+        iface = self.robot.interface
+        return int(iface.reads) if iface is not None else 0
+
     def restart_rate(self) -> None:
         """Start the loop-rate window now (call when the executor starts spinning)."""
-        self._last_ticks = self.robot.ticks
+        self._last_ticks = self._cycles()
         self._last_t = time.monotonic()
 
     def drain(self) -> None:
@@ -123,7 +138,7 @@ class _Collector:
         if k:
             self.e2e.append(self._buf_e[:k].copy())
         now = time.monotonic()
-        ticks = self.robot.ticks
+        ticks = self._cycles()
         if now > self._last_t:
             self.rate_hz = (ticks - self._last_ticks) / (now - self._last_t)
         self._last_ticks, self._last_t = ticks, now
@@ -133,12 +148,41 @@ class _Collector:
         return np.concatenate(parts) if parts else np.zeros((0, width))
 
 
-def _loop_rate_hz(trace: F64) -> float:
-    """Mean tick rate of the robot (Hz) from its per-tick trace (first to last tick)."""
-    if trace.shape[0] < 2:
-        return math.nan
-    span_s = (trace[-1, 0] - trace[0, 0]) * 1e-9
-    return round((trace.shape[0] - 1) / span_s, 1) if span_s > 0 else math.nan
+def _floor(cfg: AppConfig, seconds: float) -> Any:
+    """Start the C floor loop on the control group's CPU and priority (None: unavailable)."""
+    from rt_safe_rl.bench.rt_bench import CFloorLoop
+
+    if seconds <= 0:
+        return None
+    g = cfg.rt.groups['control']
+    cpu = g.real_cpus[0] if g.real_cpus else -1
+    try:
+        return CFloorLoop(cfg.control.period_ns, seconds, g.priority if g.is_rt else 1, cpu)
+    except RtSafeRlError as err:
+        return str(err)
+
+
+def _floor_result(floor: Any, period_ns: int) -> dict[str, Any]:
+    """Misses per 10^4 and lateness of the floor loop (or why it did not run)."""
+    from rt_safe_rl.bench.rt_bench import loop_stats
+
+    if floor is None:
+        return {'skipped': 'not run'}
+    if isinstance(floor, str):
+        return {'skipped': floor}
+    dl, st, fifo = floor.samples()
+    res = loop_stats(dl, st, period_ns)
+    return {
+        'misses_per_1e4': res['misses_per_1e4'],
+        'misses': res['misses'],
+        'cycles': res['cycles'],
+        'lateness_us': res['lateness_us'],
+        'fifo': fifo,
+    }
+
+
+def _per_1e4(misses: int, cycles: int) -> float:
+    return round(misses * 1e4 / cycles, 2) if cycles else math.nan
 
 
 def _pct_us(x_ns: F64, q: float) -> float:
@@ -146,14 +190,23 @@ def _pct_us(x_ns: F64, q: float) -> float:
 
 
 def _status_text(
-    col: _Collector, dist_m: float, misses: int, interventions: int, elapsed_s: float, stop_m: float
+    col: _Collector,
+    dist_m: float,
+    cycle: Any,
+    floor_1e4: float,
+    interventions: int,
+    elapsed_s: float,
+    stop_m: float,
 ) -> str:
     w = col.window_e2e_ns
     flag = ' STOP' if dist_m <= stop_m else ''
+    misses = cycle.misses if cycle is not None else 0
+    runs = cycle.runs if cycle is not None else 0
+    cpu = cycle.budget.summary()['total']['mean_us'] if cycle is not None else math.nan
     return (
-        f't {elapsed_s:4.1f}s | loop {col.rate_hz:4.0f} Hz | e2e p50 {_pct_us(w, 50):4.0f} '
-        f'p99 {_pct_us(w, 99):5.0f} us | miss {misses:3d} | interv {interventions:5d} | '
-        f'human {dist_m:4.2f} m{flag}'
+        f't {elapsed_s:4.1f}s | loop {col.rate_hz:4.0f} Hz | miss {misses:3d} = {_per_1e4(misses, runs):5.1f}'
+        f'/1e4 (floor {floor_1e4:4.1f}) | e2e p50 {_pct_us(w, 50):4.0f} p99 {_pct_us(w, 99):5.0f} us | '
+        f'cpu {cpu:4.0f} us/cycle | interv {interventions:5d} | human {dist_m:4.2f} m{flag}'
     )
 
 
@@ -167,23 +220,32 @@ def run_demo(
     cli_args: list[str] | None = None,
     stop_event: threading.Event | None = None,
     log: Any = None,
+    floor_s: float = FLOOR_S,
 ) -> DemoResult:
     """Compose sim + safety + policy (+ monitor), run `duration_s` (0 = until Ctrl-C / `stop_event`),
     return the measurements. rclpy must be initialised for `context` (default: the global one).
+    `floor_s` > 0 measures the C floor loop that long (while the nodes configure) before the loop.
 
     Raises:
         RtSafeRlError: the config or a node constructor is invalid.
     """
     cfg = config
+    t_begin_ns = time.monotonic_ns()
     keys = select_nodes(
         with_sim=True, with_operator=cfg.demo.with_operator, with_monitor=cfg.demo.with_monitor
     )
     dist = HumanDistance(cfg)
     stop_m = protective_stop_distance_m(cfg.safety.ssm)
     reg = registry()
-    c_miss, c_int = reg.counter('deadline_misses'), reg.counter('safety_interventions')
-    miss0, int0 = c_miss.value, c_int.value
-    comp = compose(cfg, keys, context=context, namespace=namespace, cli_args=cli_args)
+    c_int = reg.counter('safety_interventions')
+    int0 = c_int.value
+    floor = _floor(cfg, floor_s)
+    try:
+        comp = compose(cfg, keys, context=context, namespace=namespace, cli_args=cli_args)
+    except BaseException:
+        if floor is not None and not isinstance(floor, str):
+            floor.stop()
+        raise
     interrupted = False
     thread: threading.Thread | None = None
     spin_error: list[BaseException] = []
@@ -191,9 +253,16 @@ def run_demo(
     min_dist = math.inf
     dist_m = math.nan
     live_ctx: Any = None
+    floor_res: dict[str, Any] = {'skipped': 'not run'}
     t_start = time.monotonic()
+    cpu0: dict[str, float] = {}
     try:
         comp.start(log=log)
+        floor_res = _floor_result(floor, cfg.control.period_ns)
+        floor = None
+        floor_1e4 = float(floor_res.get('misses_per_1e4', math.nan))
+        if log is not None:
+            log(f'floor (C SCHED_FIFO loop, {floor_s:g} s before the loop): {_floor_text(floor_res)}')
 
         def _spin() -> None:
             try:
@@ -203,7 +272,9 @@ def run_demo(
 
         thread = threading.Thread(target=_spin, name='rt_safe_rl_demo_spin', daemon=True)
         thread.start()
+        _wait_first_cycle(comp, thread, stop_event)  # the executor's set-up (GC freeze, mlock) first
         t_start = time.monotonic()
+        cpu0 = thread_cpu_s()
         col.restart_rate()
         if live:
             from rich.console import Console
@@ -228,7 +299,13 @@ def run_demo(
                 dist_m = dist(robot_q, human)
                 min_dist = min(min_dist, dist_m)
             text = _status_text(
-                col, dist_m, c_miss.value - miss0, c_int.value - int0, time.monotonic() - t_start, stop_m
+                col,
+                dist_m,
+                comp.cycle,
+                floor_1e4,
+                c_int.value - int0,
+                time.monotonic() - t_start,
+                stop_m,
             )
             if live_ctx is not None:
                 live_ctx.update(text)
@@ -239,6 +316,9 @@ def run_demo(
         interrupted = True
     finally:
         run_s = time.monotonic() - t_start
+        cpu1 = thread_cpu_s()
+        if floor is not None and not isinstance(floor, str):
+            floor.stop()
         if live_ctx is not None:
             live_ctx.__exit__(None, None, None)
         comp.executor.shutdown()
@@ -247,6 +327,8 @@ def run_demo(
         col.drain()
         robot = comp.nodes['sim_robot']
         robot_stats = robot.stats()
+        first_ns = robot.interface.first_command_ns if robot.interface is not None else 0
+        cycle_stats = comp.cycle.stats() if comp.cycle is not None else {}
         safety_state = _safety_state(comp.nodes.get('safety'))
         errors = dict(comp.errors)
         if spin_error:
@@ -256,29 +338,104 @@ def run_demo(
         except Exception:
             rt_report = {}
         comp.destroy()
-    robot_trace = _Collector._cat(col.rows, col._buf_r.shape[1])
-    human_trace = _Collector._cat(col.hrows, 4)
+    summary = _summary(
+        col=col,
+        run_s=run_s,
+        robot_stats=robot_stats,
+        cycle_stats=cycle_stats,
+        floor_res=floor_res,
+        cpu=cpu_share(cpu0, cpu1, run_s) if cpu0 else {},
+        first_command_s=(first_ns - t_begin_ns) * 1e-9 if first_ns else math.nan,
+        interventions=int(c_int.value - int0),
+        dist=(min_dist, dist_m, stop_m),
+        safety_state=safety_state,
+        nodes_active=[k for k in keys if k not in errors],
+        errors=errors,
+        rt_report=rt_report,
+        interrupted=interrupted,
+    )
+    return DemoResult(
+        summary=summary,
+        robot_trace=_Collector._cat(col.rows, col._buf_r.shape[1]),
+        human_trace=_Collector._cat(col.hrows, 4),
+        e2e_ns=_Collector._cat(col.e2e, 2),
+        errors=errors,
+        interrupted=interrupted,
+    )
+
+
+def _wait_first_cycle(comp: Composition, thread: threading.Thread, stop: threading.Event | None) -> None:
+    """Block until the control cycle ran once (or the spin ended / 60 s), so the demo's duration
+    counts the loop, not the executor's set-up."""
+    end = time.monotonic() + 60.0
+    while comp.cycle is not None and comp.cycle.runs == 0 and thread.is_alive() and time.monotonic() < end:
+        if stop is not None and stop.is_set():
+            return
+        time.sleep(0.01)
+
+
+def _floor_text(res: dict[str, Any]) -> str:
+    if 'skipped' in res:
+        return f'skipped ({res["skipped"]})'
+    lat = res.get('lateness_us', {})
+    return (
+        f'{res["misses_per_1e4"]} misses per 1e4 ({res["misses"]} of {res["cycles"]}), lateness p50 '
+        f'{lat.get("p50")} p99 {lat.get("p99")} max {lat.get("max")} us'
+        + ('' if res.get('fifo') else ' (NOT SCHED_FIFO)')
+    )
+
+
+def _summary(
+    *,
+    col: _Collector,
+    run_s: float,
+    robot_stats: dict[str, Any],
+    cycle_stats: dict[str, Any],
+    floor_res: dict[str, Any],
+    cpu: dict[str, float],
+    first_command_s: float,
+    interventions: int,
+    dist: tuple[float, float, float],
+    safety_state: dict[str, Any],
+    nodes_active: list[str],
+    errors: dict[str, str],
+    rt_report: dict[str, Any],
+    interrupted: bool,
+) -> dict[str, Any]:
+    """The summary dict (see the module docstring)."""
     e2e = _Collector._cat(col.e2e, 2)
     lat = e2e[:, 1] if e2e.size else np.zeros(0)
     audit = robot_stats.get('audit', {})
-    summary = {
+    min_dist, dist_m, stop_m = dist
+    runs = int(cycle_stats.get('runs', 0))
+    misses = int(cycle_stats.get('misses', 0))
+    return {
         'duration_s': round(run_s, 3),
-        'loop_rate_hz': _loop_rate_hz(robot_trace),
+        'loop_rate_hz': round(robot_stats.get('reads', 0) / run_s, 1) if run_s > 0 else math.nan,
         'e2e_latency_us': {
             'p50': round(_pct_us(lat, 50), 1),
             'p99': round(_pct_us(lat, 99), 1),
             'max': round(float(lat.max()) / 1e3, 1) if lat.size else math.nan,
             'count': int(lat.size),
         },
-        'deadline_misses': int(c_miss.value - miss0),
-        'safety_interventions': int(c_int.value - int0),
+        'deadline_misses': misses,
+        'misses_per_1e4': _per_1e4(misses, runs),
+        'floor': floor_res,
+        'cycle': {
+            k: cycle_stats.get(k) for k in ('runs', 'misses', 'caught_up', 'skipped', 'max_lateness_us')
+        },
+        'cpu_per_cycle_us': cycle_stats.get('cpu_per_cycle_us', {}),
+        'cpu_percent_of_one_cpu': cpu,
+        'time_to_first_command_s': round(first_command_s, 3) if math.isfinite(first_command_s) else math.nan,
+        'safety_interventions': interventions,
         'human_distance_m': {
             'min': round(min_dist, 3) if math.isfinite(min_dist) else math.nan,
             'last': round(dist_m, 3) if math.isfinite(dist_m) else math.nan,
             'stop_distance': round(stop_m, 3),
         },
-        'robot_ticks': robot_stats['ticks'],
-        'commands_received': robot_stats['commands_rx'],
+        'robot_ticks': robot_stats.get('ticks', 0),
+        'robot_reads': robot_stats.get('reads', 0),
+        'commands_received': robot_stats.get('commands_rx', 0),
         'command_limit_violations': int(
             sum(
                 audit.get(k, 0)
@@ -291,27 +448,19 @@ def run_demo(
             )
         ),
         'command_audit': audit,
-        'robot_holds': robot_stats['holds'],
+        'robot_holds': robot_stats.get('holds', 0),
         'safety': safety_state,
-        'nodes_active': [k for k in keys if k not in errors],
+        'nodes_active': nodes_active,
         'node_errors': errors,
         'rt': {
             **{k: rt_report[k] for k in ('os', 'warnings', 'non_rt_wakeups', 'stalls') if k in rt_report},
             'tasks': {
-                name: {k: t.get(k) for k in ('runs', 'misses', 'skipped', 'max_lateness_us')}
+                name: {k: t.get(k) for k in ('runs', 'misses', 'skipped', 'caught_up', 'max_lateness_us')}
                 for name, t in rt_report.get('tasks', {}).items()
             },
         },
         'interrupted': interrupted,
     }
-    return DemoResult(
-        summary=summary,
-        robot_trace=robot_trace,
-        human_trace=human_trace,
-        e2e_ns=e2e,
-        errors=errors,
-        interrupted=interrupted,
-    )
 
 
 def _safety_state(node: Any) -> dict[str, Any]:

@@ -768,6 +768,10 @@ COMPONENTS: tuple[ComponentSpec, ...] = (
         ('e2e', 'period'),
         rate_stage='period',
         miss_counters=('deadline_misses',),
+        gauges=tuple(
+            f'cycle_cpu_{s}_us'
+            for s in ('read', 'safety_state', 'policy', 'safety', 'write', 'handoff', 'total')
+        ),
     ),
     ComponentSpec('policy', 'policy', ('inference',), info_counters=('policy_steps',)),
     ComponentSpec(

@@ -6,8 +6,9 @@ a missing/corrupt policy makes configure FAIL with the path in the log.
 activate: reset recurrent state, start processing ``joint_states``.
 
 RT path (:meth:`PolicyInferenceNode.process_state`, called from the ``joint_states`` callback in rt group
-``control``): :meth:`PolicyRuntime.control_step` (policy every ``1 / policy.rate_hz``, hold / linear
-in between), then the proposed target goes to
+``control``, or by :class:`~rt_safe_rl.rt.cycle.ControlCycle` when ``direct_cycle`` is set before
+configure: then there is no ``joint_states`` subscription): :meth:`PolicyRuntime.control_step`
+(policy every ``1 / policy.rate_hz``, hold / linear in between), then the proposed target goes to
 
 - channel ``policy/action`` (resolved name; intra_process): one float64 row
   ``[state_seq, valid (1.0 / 0.0), q_target_0 .. q_target_{n-1}]`` stamped with the state's stamp_ns
@@ -107,6 +108,8 @@ class PolicyInferenceNode(SimNodeBase):
         self._srv: Any = None
         self.cycles = 0
         self.invalid_cycles = 0
+        #: set True before configure when a ControlCycle calls process_state (no joint_states input)
+        self.direct_cycle = False
 
     # ------------------------------------------------------------------ parameters
     def node_config(self) -> PolicyNodeConfig:
@@ -167,11 +170,12 @@ class PolicyInferenceNode(SimNodeBase):
         depth = app.topics.qos_depth
         group = named_group(self, 'control')
         self._pub = self.create_lifecycle_publisher(Float64MultiArray, app.topics.policy_action, depth)
-        self._subs.append(
-            self.create_subscription(
-                JointState, app.topics.joint_states, self._on_joint_state, depth, callback_group=group
+        if not self.direct_cycle:
+            self._subs.append(
+                self.create_subscription(
+                    JointState, app.topics.joint_states, self._on_joint_state, depth, callback_group=group
+                )
             )
-        )
         topics = {name: ic.topic for name, ic in rt.pipeline.inputs.items() if ic.topic}
         if 'command' in rt.obs_builder.inputs and 'command' not in topics:
             topics['command'] = app.topics.policy_command

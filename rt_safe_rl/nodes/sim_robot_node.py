@@ -1,20 +1,26 @@
 """`sim_robot`: the simulated position-controlled arm as a ROS 2 lifecycle node.
 
-Behaves like a ros2_control robot with a forward_position_controller and a
-joint_state_broadcaster: a :class:`~rt_safe_rl.rt.executor.PeriodicTask` (rt group ``sim``,
-``control.rate_hz``, absolute deadlines) integrates the latest position command through the PD +
-limits model (:class:`~rt_safe_rl.sim.arm.ArmSim`) and publishes ``sensor_msgs/JointState`` on
-``topics.joint_states``; ``std_msgs/Float64MultiArray`` commands arrive on ``topics.robot_command``
-(subscription in the same ``sim`` group, so state and command never race).
+The arm itself is :class:`~rt_safe_rl.sim.interface.SimArmInterface` (physics in wall-clock
+time: every read integrates every control period elapsed since the previous one). Two ways to
+drive it:
 
-End-to-end latency (DEVELOPERS.md): each state carries its sequence number in
-``header.frame_id``; commands carry the seq of the state they were computed from in
-``layout.data_offset``; the robot measures state publish -> command receipt by seq, exactly.
-Every received command is audited against the limits (:class:`~rt_safe_rl.sim.arm.CommandAudit`).
-With no command for ``sim.robot.command_timeout_s`` the robot holds its position.
+* **direct** (``direct_cycle = True`` before configure; what ``bringup.compose`` does whenever the
+  robot is composed in-process, i.e. ``rt-safe-rl demo``): the
+  :class:`~rt_safe_rl.rt.cycle.ControlCycle` calls :attr:`SimRobotNode.interface` ``read`` /
+  ``write`` itself; the node only mirrors the state on ``topics.joint_states`` for observers,
+  every ``topics.observer_decimation`` periods from the low-priority ``observers`` group.
+* **DDS** (default; the robot as its own process, like a ros2_control robot with a
+  forward_position_controller and a joint_state_broadcaster): a
+  :class:`~rt_safe_rl.rt.executor.PeriodicTask` (rt group ``sim``, ``control.rate_hz``, absolute
+  deadlines) reads the arm and publishes ``sensor_msgs/JointState``; ``std_msgs/Float64MultiArray``
+  commands arriving on ``topics.robot_command`` (subscription in the same ``sim`` group, best
+  effort) are written to it.
 
-Topics: pub ``joint_states`` (JointState, reliable), sub ``forward_position_controller/commands``
-(Float64MultiArray, best effort, so it matches reliable and best-effort publishers).
+End-to-end latency (DEVELOPERS.md): each state carries its sequence number (the robot's period
+index) in ``header.frame_id``; commands carry the seq of the state they were computed from in
+``layout.data_offset``; the robot measures state read -> command receipt by seq, exactly. Every
+command is audited against the limits (:class:`~rt_safe_rl.sim.arm.CommandAudit`). With no
+command for ``sim.robot.command_timeout_s`` the robot holds its position.
 RT path (``_tick`` and ``_on_command``): preallocated arrays and message, no logging.
 """
 
@@ -32,25 +38,20 @@ from std_msgs.msg import Float64MultiArray
 
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
-from rt_safe_rl.core.stats import LogHistogram
 from rt_safe_rl.nodes._sim_base import PeriodicSimNode, run_node
-from rt_safe_rl.rt.metrics import registry
+from rt_safe_rl.rt.cycle import RobotState
 from rt_safe_rl.rt.ring import SpscRing
-from rt_safe_rl.sim.arm import ArmLimits, ArmSim, CommandAudit
-
-_PUB_RING = 1 << 12  # publish times kept for latency matching (4 s at 1 kHz)
-_TRACE_CAPACITY = 1 << 15  # per-tick trace for tests / the demo (32 s at 1 kHz between drains)
+from rt_safe_rl.sim.arm import ArmLimits
+from rt_safe_rl.sim.interface import SimArmInterface
 
 
 class SimRobotNode(PeriodicSimNode):
     """Simulated 7-DoF arm (see the module docstring).
 
     Attributes after configure (read by the demo / tests in the same process, non-RT readers):
-        arm: the :class:`ArmSim` state; audit: the :class:`CommandAudit`.
-        e2e_hist: :class:`LogHistogram` of state publish -> command receipt (ns).
-        e2e_ring: ``(t_rx_ns, latency_ns)`` per matched command (one reader: the demo).
-        trace: ``(t_ns, seq, max |dq| / v_max, q_0..q_{n-1})`` per tick (one reader: a test).
-        ticks, commands_rx, commands_unmatched, commands_rejected, holds: counters.
+        interface: the :class:`SimArmInterface` (the robot the cycle reads and writes).
+        arm, audit, e2e_hist, e2e_ring, trace: the interface's (see there).
+        direct_cycle: set True before configure when a ControlCycle drives the interface.
     """
 
     def __init__(
@@ -65,56 +66,95 @@ class SimRobotNode(PeriodicSimNode):
         super().__init__(
             node_name, config=config, namespace=namespace, intra_process=intra_process, **node_kwargs
         )
-        self.limits: ArmLimits | None = None
-        self.arm: ArmSim | None = None
-        self.audit: CommandAudit | None = None
-        self.e2e_hist = LogHistogram()
-        self.e2e_ring = SpscRing(1 << 14, 2)
-        self.trace: SpscRing | None = None
+        self.direct_cycle = False
+        self.interface: SimArmInterface | None = None
         self._pub: Any = None
         self._sub: Any = None
-        self._reset_counters()
+        self._mirror: Any = None
+        self._state_ch: Any = None
 
-    def _reset_counters(self) -> None:
-        self.ticks = 0
-        self.commands_rx = 0
-        self.commands_unmatched = 0
-        self.commands_rejected = 0
-        self.holds = 0
-        self.seq = 0
-        self.last_tick_ns = 0
+    # -- the interface's readers (kept as node attributes for the demo and tests)
+    @property
+    def arm(self) -> Any:
+        """The simulated arm (None before configure)."""
+        return self.interface.arm if self.interface is not None else None
+
+    @property
+    def audit(self) -> Any:
+        """The command audit (None before configure)."""
+        return self.interface.audit if self.interface is not None else None
+
+    @property
+    def trace(self) -> SpscRing | None:
+        """Per-period trace ring (None before configure)."""
+        return self.interface.trace if self.interface is not None else None
+
+    @property
+    def e2e_ring(self) -> SpscRing:
+        """``(t_rx_ns, latency_ns)`` per matched command."""
+        assert self.interface is not None
+        return self.interface.e2e_ring
+
+    @property
+    def e2e_hist(self) -> Any:
+        """LogHistogram of state read -> command receipt (ns)."""
+        assert self.interface is not None
+        return self.interface.e2e_hist
+
+    @property
+    def limits(self) -> Any:
+        """The arm's limits (None before configure)."""
+        return self.interface.limits if self.interface is not None else None
+
+    def _count(self, name: str) -> int:
+        return int(getattr(self.interface, name)) if self.interface is not None else 0
+
+    @property
+    def ticks(self) -> int:
+        """Simulated periods since activation."""
+        return self._count('ticks')
+
+    @property
+    def commands_rx(self) -> int:
+        """Commands received (written)."""
+        return self._count('commands_rx')
+
+    @property
+    def commands_unmatched(self) -> int:
+        """Commands whose seq matched no state read in the last 4 s."""
+        return self._count('commands_unmatched')
+
+    @property
+    def commands_rejected(self) -> int:
+        """Commands of the wrong size or non-finite (not applied)."""
+        return self._count('commands_rejected')
+
+    @property
+    def holds(self) -> int:
+        """Times the arm latched its position after the command timeout."""
+        return self._count('holds')
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Build the robot model, the simulator, the message, publisher, subscription and task."""
+        """Build the robot model, the simulated arm and (by mode) the I/O and task."""
         from rt_safe_rl.core.robot_model import RobotModel
         from rt_safe_rl.rt.executor import PeriodicTask, named_group
 
         app = self.app
         try:
             model = RobotModel.from_config(app.robot, app.base_dir)
-            self.limits = ArmLimits.from_model(model, app.sim.robot)
-            q0 = self.limits.initial_q(app.sim.robot)
+            lim = ArmLimits.from_model(model, app.sim.robot)
+            q0 = lim.initial_q(app.sim.robot)
         except RtSafeRlError as err:
             self.get_logger().error(f'configure failed: {err}')
             return TransitionCallbackReturn.FAILURE
-        lim = self.limits
         n = lim.n_joints
-        self._period_ns = app.control.period_ns
-        self._timeout_ns = int(app.sim.robot.command_timeout_s * 1e9)
-        self.arm = ArmSim(lim, self._period_ns * 1e-9, q0)
-        self.audit = CommandAudit(lim, self._period_ns * 1e-9, app.sim.robot.limit_tolerance)
-        self._cmd = q0.copy()
-        self._cmd_rx_ns = 0
-        self._holding = True
-        self._inv_vmax = 1.0 / lim.v_max
-        self._tmp = np.zeros(n)
-        self._pub_seq = np.zeros(_PUB_RING, dtype=np.int64)
-        self._pub_ns = np.zeros(_PUB_RING, dtype=np.int64)
-        self.trace = SpscRing(_TRACE_CAPACITY, 3 + n)
-        self._trace_row = np.zeros(3 + n)
-        self._reset_counters()
-        # preallocated message; numpy views write straight into its float64 buffers
+        period_ns = app.control.period_ns
+        sc = app.sim.robot
+        self.interface = SimArmInterface(lim, q0, period_ns, sc.command_timeout_s, sc.limit_tolerance)
+        self._state = RobotState(n)
+        depth = app.topics.qos_depth
+        self._pub = self.create_lifecycle_publisher(JointState, app.topics.joint_states, depth)
         msg = JointState()
         msg.name = list(lim.joint_names)
         msg.position = [0.0] * n
@@ -124,28 +164,64 @@ class SimRobotNode(PeriodicSimNode):
         self._pos_view = np.frombuffer(msg.position, dtype=np.float64)
         self._vel_view = np.frombuffer(msg.velocity, dtype=np.float64)
         self._eff_view = np.frombuffer(msg.effort, dtype=np.float64)
-        depth = app.topics.qos_depth
-        group = named_group(self, 'sim')
-        self._pub = self.create_lifecycle_publisher(JointState, app.topics.joint_states, depth)
-        self._sub = self.create_subscription(
-            Float64MultiArray,
-            app.topics.robot_command,
-            self._on_command,
-            QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT),
-            callback_group=group,
-        )
-        self._task = PeriodicTask(f'{self.get_name()}_tick', group, self._period_ns, self._tick)
-        reg = registry()
-        self._period_stage = reg.stage('period')
-        self._e2e_stage = reg.stage('e2e')
-        self._violations_counter = reg.counter('command_limit_violations')
+        if self.direct_cycle:
+            from rt_safe_rl.rt.channel import get_channel
+            from rt_safe_rl.rt.observer import ChannelMirror
+
+            ch = get_channel(self.resolve_topic_name(app.topics.joint_states) + '/_sim_state', 1 + 3 * n)
+            self._state_ch = ch
+            self._mirror = ChannelMirror(
+                self,
+                ch,
+                JointState,
+                app.topics.joint_states,
+                decimation=max(1, int(app.topics.observer_decimation)),
+                fill=self._fill_state,
+                publisher=self._pub,
+            )
+            self._mirror.msg = self._msg  # filled in place through the numpy views
+            self._task = None
+            where = f'direct cycle; state mirrored on {self._pub.topic_name}'
+        else:
+            group = named_group(self, 'sim')
+            self._sub = self.create_subscription(
+                Float64MultiArray,
+                app.topics.robot_command,
+                self._on_command,
+                QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT),
+                callback_group=group,
+            )
+            self._task = PeriodicTask(f'{self.get_name()}_tick', group, period_ns, self._tick)
+            where = f'state on {self._pub.topic_name}, commands on {self._sub.topic_name}'
         self.get_logger().info(
-            f'configured: {n} joints {list(lim.joint_names)}, {app.control.rate_hz:.0f} Hz, '
-            f'state on {self._pub.topic_name}, commands on {self._sub.topic_name}'
+            f'configured: {n} joints {list(lim.joint_names)}, {app.control.rate_hz:.0f} Hz, {where}'
         )
         return TransitionCallbackReturn.SUCCESS
 
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Counters and the period grid start over; start the task (DDS) or the mirror (direct)."""
+        if self.interface is not None:
+            self.interface.restart()
+        if self._mirror is not None:
+            self._mirror.task.enabled = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the task / mirror (the arm then holds by its command timeout when driven again)."""
+        if self._mirror is not None:
+            self._mirror.task.enabled = False
+        return super().on_deactivate(state)
+
+    def rt_tasks(self) -> list[Any]:
+        """The periodic task (DDS mode) or the observer mirror (direct mode)."""
+        if self._mirror is not None:
+            return [self._mirror.task]
+        return super().rt_tasks()
+
     def _release_entities(self) -> None:
+        if self._mirror is not None:
+            self._mirror.task.enabled = False
+            self._mirror = None
         if self._sub is not None:
             self.destroy_subscription(self._sub)
             self._sub = None
@@ -154,87 +230,76 @@ class SimRobotNode(PeriodicSimNode):
             self._pub = None
 
     # ------------------------------------------------------------------ RT path
-    def _tick(self, deadline_ns: int) -> None:
-        """One control period: apply the latest command (or hold), integrate, publish the state."""
-        arm = self.arm
-        assert arm is not None
-        now = time.monotonic_ns()
-        if self.last_tick_ns:
-            self._period_stage.record_ns(now, now - self.last_tick_ns)
-        self.last_tick_ns = now
-        if self._cmd_rx_ns and now - self._cmd_rx_ns <= self._timeout_ns:
-            arm.set_command(self._cmd)
-            self._holding = False
-        elif not self._holding:
-            arm.hold()  # controller silent: latch the current position
-            self._holding = True
-            self.holds += 1
-        arm.step()
-        self.ticks += 1
-        seq = self.seq + 1
-        self.seq = seq
-        np.copyto(self._pos_view, arm.q)
-        np.copyto(self._vel_view, arm.dq)
-        np.copyto(self._eff_view, arm.effort)
-        msg = self._msg
+    def read(self, deadline_ns: int, out: RobotState) -> bool:
+        """Direct cycle: the interface's read, plus the state record for the observer mirror."""
+        iface = self.interface
+        if iface is None:
+            return False
+        iface.read(deadline_ns, out)
+        ch = self._state_ch
+        if ch is None:
+            return True
+        row = ch.loan()
+        n = out.q.shape[0]
+        row[0] = out.seq
+        row[1 : 1 + n] = out.q
+        row[1 + n : 1 + 2 * n] = out.dq
+        row[1 + 2 * n :] = iface.arm.effort
+        ch.commit(out.stamp_ns)
+        return True
+
+    def write(self, seq: int, cmd: Any) -> None:
+        """Direct cycle: the interface's write (position command [rad] for state `seq`)."""
+        if self.interface is not None:
+            self.interface.write(seq, cmd)
+
+    @property
+    def n_joints(self) -> int:
+        """Number of joints (0 before configure)."""
+        return self.interface.n_joints if self.interface is not None else 0
+
+    def _fill_state(self, msg: Any, row: Any, seq: int, stamp_ns: int) -> None:
+        """Observer mirror (observers thread): channel row -> the preallocated JointState."""
+        n = self._pos_view.shape[0]
+        np.copyto(self._pos_view, row[1 : 1 + n])
+        np.copyto(self._vel_view, row[1 + n : 1 + 2 * n])
+        np.copyto(self._eff_view, row[1 + 2 * n :])
+        self._stamp(int(row[0]))
+
+    def _stamp(self, seq: int) -> None:
         wall = time.time_ns()
+        msg = self._msg
         msg.header.stamp.sec = wall // 1_000_000_000
         msg.header.stamp.nanosec = wall % 1_000_000_000
         msg.header.frame_id = str(seq)
-        slot = seq & (_PUB_RING - 1)
-        self._pub_seq[slot] = seq
-        self._pub_ns[slot] = time.monotonic_ns()
-        self._pub.publish(msg)
-        row = self._trace_row
-        row[0] = now
-        row[1] = seq
-        np.abs(arm.dq, out=self._tmp)
-        self._tmp *= self._inv_vmax
-        row[2] = self._tmp.max()
-        row[3:] = arm.q
-        assert self.trace is not None
-        self.trace.try_push(row)
+
+    def _tick(self, deadline_ns: int) -> None:
+        """DDS mode, one control period: read the arm, publish the state."""
+        iface = self.interface
+        assert iface is not None
+        st = self._state
+        iface.read(deadline_ns, st)
+        np.copyto(self._pos_view, st.q)
+        np.copyto(self._vel_view, st.dq)
+        np.copyto(self._eff_view, iface.arm.effort)
+        self._stamp(st.seq)
+        self._pub.publish(self._msg)
 
     def _on_command(self, msg: Float64MultiArray) -> None:
-        """A position command (rad): audit it, match its seq for the e2e latency, keep it."""
-        now = time.monotonic_ns()
-        audit = self.audit
-        assert audit is not None
+        """DDS mode: a position command (rad) -> the interface's write."""
+        iface = self.interface
+        assert iface is not None
         data = msg.data
-        if len(data) != self._cmd.size:
-            self.commands_rejected += 1
+        if len(data) != iface.n_joints:
+            iface.commands_rejected += 1
             return
-        self.commands_rx += 1
-        seq = int(msg.layout.data_offset)
         cmd = np.frombuffer(data, dtype=np.float64) if not isinstance(data, list) else np.asarray(data)
-        if not audit.check(seq, cmd):
-            self._violations_counter.inc()
-        if not np.all(np.isfinite(cmd)):
-            self.commands_rejected += 1  # a robot never moves to NaN: keep the previous command
-            return
-        np.copyto(self._cmd, cmd)
-        self._cmd_rx_ns = now
-        slot = seq & (_PUB_RING - 1)
-        if seq > 0 and self._pub_seq[slot] == seq:
-            lat = now - int(self._pub_ns[slot])
-            self.e2e_hist.record_ns(lat)
-            self.e2e_ring.try_push2(float(now), float(lat))
-            self._e2e_stage.record_ns(now, lat)
-        else:
-            self.commands_unmatched += 1
+        iface.write(int(msg.layout.data_offset), cmd)
 
     # ------------------------------------------------------------------ non-RT readers
     def stats(self) -> dict[str, Any]:
         """Counters and the command audit as a plain dict (non-RT)."""
-        out: dict[str, Any] = {
-            'ticks': self.ticks,
-            'commands_rx': self.commands_rx,
-            'commands_unmatched': self.commands_unmatched,
-            'commands_rejected': self.commands_rejected,
-            'holds': self.holds,
-        }
-        if self.audit is not None:
-            out['audit'] = self.audit.summary()
+        out: dict[str, Any] = self.interface.stats() if self.interface is not None else {'ticks': 0}
         if self._task is not None:
             out['task'] = self._task.stats()
         return out

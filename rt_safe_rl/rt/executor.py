@@ -158,7 +158,8 @@ class PeriodicTask(_TaskBase):
     activate (a plain user sets ``task.enabled = True``). Deadlines are aligned to multiples of
     the period plus `phase_ns`. ``fn`` must not block; it runs in the group's RT thread.
 
-    Counters: ``runs``, ``misses`` (started more than one period late), ``overruns`` (ran longer
+    Counters: ``runs``, ``misses`` (started more than one period late; a catch-up run is not a
+    new miss), ``overruns`` (ran longer
     than a period), ``skipped`` (periods dropped by the skip policy), ``caught_up`` (extra
     back-to-back runs by the catch-up policy), ``errors`` (exceptions raised by ``fn``).
     """
@@ -187,6 +188,7 @@ class PeriodicTask(_TaskBase):
         self.caught_up = 0
         self.max_lateness_ns = 0
         self._catch_up_left = 0
+        self._catching_up = False  # the next run is a catch-up run (not counted as a miss)
         self._miss_counter = registry().counter('deadline_misses')
         self.enabled = enabled
 
@@ -457,7 +459,9 @@ class _GroupThread:
         late = start - dl
         if late > p.max_lateness_ns:
             p.max_lateness_ns = late
-        if late > per:
+        if late > per and not p._catching_up:
+            # one miss per late start on the grid; the catch-up runs that follow it are counted
+            # in caught_up (a stall is one miss, as for a loop that skips)
             p.misses += 1
             p._miss_counter.inc()
         self.busy_task = p.name
@@ -481,10 +485,12 @@ class _GroupThread:
             p.overruns += 1
         p.samples.try_push3(dl, start, end)
         nxt = dl + per
+        p._catching_up = False
         if nxt <= end:
             if self.catch_up and p._catch_up_left > 0:
                 p._catch_up_left -= 1
                 p.caught_up += 1
+                p._catching_up = True
             else:
                 k = (end - dl) // per  # periods whose deadline has passed, beyond this one
                 p.skipped += k
@@ -785,7 +791,18 @@ class RtExecutor:
                             f'{node.get_name()}: a {kind} in rt group '
                             f'{cg.rt_group!r} runs in the non_rt thread (services are never RT)',
                         )
+        # channels that a periodic task consumes inline (rt.cycle.ControlCycle): a triggered
+        # consumer of such a channel in the same thread would run the same step a second time
+        inline: set[tuple[int, str]] = set()
         for t in tasks:
+            for ch in getattr(t, 'inline_channels', ()):
+                with contextlib.suppress(ConfigError):
+                    inline.add((id(ch), self.config.thread_of(t.group)))
+        for t in tasks:
+            if isinstance(t, TriggeredTask) and inline:
+                with contextlib.suppress(ConfigError):
+                    if (id(t.channel), self.config.thread_of(t.group)) in inline:
+                        continue
             if not isinstance(t, (PeriodicTask, TriggeredTask)):
                 self._warn_once(
                     f'badtask:{id(t)}', f'rt_tasks() returned {t!r}, not a PeriodicTask/TriggeredTask'

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numba as nb
 import numpy as np
 import numpy.typing as npt
 
@@ -106,6 +107,75 @@ class ArmLimits:
         return q0
 
 
+@nb.njit(cache=True, nogil=True)
+def _arm_step(q: F64, dq: F64, q_cmd: F64, effort: F64, p: F64, dt: float) -> float:
+    """One semi-implicit Euler step of every joint (the module docstring's equations), in place.
+
+    `p` rows: kp, kd, effort_max, inertia, a_max, v_max, q_min, q_max. Returns max |dq| / v_max.
+    RT-safe (compiled, no allocation)."""
+    worst = 0.0
+    for j in range(q.shape[0]):
+        dq0 = dq[j]
+        tau = p[0, j] * (q_cmd[j] - q[j]) - p[1, j] * dq0
+        em = p[2, j]
+        tau = min(max(tau, -em), em)
+        am = p[4, j]
+        ddq = min(max(tau / p[3, j], -am), am)
+        vm = p[5, j]
+        v = min(max(dq0 + ddq * dt, -vm), vm)
+        x = q[j] + v * dt
+        if x <= p[6, j]:
+            x = p[6, j]
+            if v < 0.0:
+                v = 0.0
+        if x >= p[7, j]:
+            x = p[7, j]
+            if v > 0.0:
+                v = 0.0
+        q[j] = x
+        dq[j] = v
+        effort[j] = p[3, j] * (v - dq0) / dt
+        r = abs(v) / vm
+        if r > worst:
+            worst = r
+    return worst
+
+
+@nb.njit(cache=True, nogil=True)
+def _audit_diff(cmd: F64, prev: F64, prev_v: F64, v: F64, v_max: F64, a_max: F64, dt: float, acc: bool):
+    """Velocity of the command stream into `v`; returns (max |v| / v_max, joint, max |dv| / (dt a_max),
+    joint) (acceleration ratio -1 when `acc` is False). RT-safe."""
+    vr = 0.0
+    vj = 0
+    ar = -1.0
+    aj = 0
+    for j in range(cmd.shape[0]):
+        v[j] = (cmd[j] - prev[j]) / dt
+        r = abs(v[j]) / v_max[j]
+        if r > vr:
+            vr = r
+            vj = j
+        if acc:
+            a = abs(v[j] - prev_v[j]) / (dt * a_max[j])
+            if a > ar:
+                ar = a
+                aj = j
+    return vr, vj, ar, aj
+
+
+@nb.njit(cache=True, nogil=True)
+def _audit_position(cmd: F64, lo: F64, hi: F64) -> int:
+    """0: every joint within [lo, hi]; 1: some outside; 2: a non-finite value. RT-safe."""
+    out = 0
+    for j in range(cmd.shape[0]):
+        x = cmd[j]
+        if not math.isfinite(x):
+            return 2
+        if x < lo[j] or x > hi[j]:
+            out = 1
+    return out
+
+
 class ArmSim:
     """State and integration of the simulated arm. Preallocates everything at construction."""
 
@@ -123,6 +193,22 @@ class ArmSim:
         self._dq_prev = np.zeros(n)
         self._b1 = np.zeros(n, dtype=bool)
         self._b2 = np.zeros(n, dtype=bool)
+        self._p = np.ascontiguousarray(
+            np.stack(
+                [
+                    limits.kp,
+                    limits.kd,
+                    limits.effort_max,
+                    limits.inertia,
+                    limits.a_max,
+                    limits.v_max,
+                    limits.q_min,
+                    limits.q_max,
+                ]
+            ).astype(np.float64)
+        )
+        #: max |dq| / v_max after the last :meth:`step`
+        self.speed_ratio = 0.0
         self.reset(q0 if q0 is not None else 0.5 * (limits.q_min + limits.q_max))
 
     def reset(self, q0: F64) -> None:
@@ -141,7 +227,11 @@ class ArmSim:
         np.copyto(self.q_cmd, q_cmd)
 
     def step(self) -> None:
-        """Advance one period ``dt_s`` towards ``q_cmd`` (RT-safe, in place)."""
+        """Advance one period ``dt_s`` towards ``q_cmd`` (RT-safe, in place; compiled kernel)."""
+        self.speed_ratio = _arm_step(self.q, self.dq, self.q_cmd, self.effort, self._p, self.dt_s)
+
+    def step_numpy(self) -> None:
+        """The same step written with numpy (reference for the kernel's tests; allocates nothing)."""
         lim = self.limits
         t = self._tmp
         dt = self.dt_s
@@ -228,13 +318,14 @@ class CommandAudit:
         """Audit one command computed from state ``seq``; return True when it respects the limits."""
         lim = self.limits
         self.commands += 1
-        if not np.all(np.isfinite(q_cmd)):
+        pos = _audit_position(q_cmd, self._q_lo, self._q_hi)
+        if pos == 2:
             self.nonfinite += 1
             self.reset_stream()
             return False
         ok = True
         slack = 1.0 + self.tolerance
-        if np.any(q_cmd < self._q_lo) or np.any(q_cmd > self._q_hi):
+        if pos == 1:
             self.position_violations += 1
             self._log('position', seq, math.nan)
             ok = False
@@ -246,27 +337,22 @@ class CommandAudit:
             if steps > 1:
                 self.seq_gaps += 1
             dt = steps * self.dt_s
-            np.subtract(q_cmd, self._prev, out=self._v)
-            self._v /= dt
-            np.abs(self._v, out=self._tmp)
-            self._tmp /= lim.v_max
-            ratio = float(self._tmp.max())
+            acc = self._has_prev_v and steps == 1  # the previous difference was one seq
+            ratio, vj, aratio, aj = _audit_diff(
+                q_cmd, self._prev, self._prev_v, self._v, lim.v_max, lim.a_max, dt, acc
+            )
             if ratio > self.max_velocity_ratio:
                 self.max_velocity_ratio = ratio
             if ratio > slack:
                 self.velocity_violations += 1
-                self._log('velocity', seq, ratio)
+                self._log('velocity', seq, ratio, vj)
                 ok = False
-            if self._has_prev_v and steps == 1:  # _has_prev_v: the previous difference was one seq
-                np.subtract(self._v, self._prev_v, out=self._tmp)
-                np.abs(self._tmp, out=self._tmp)
-                self._tmp /= dt * lim.a_max
-                aratio = float(self._tmp.max())
+            if acc:
                 if aratio > self.max_acceleration_ratio:
                     self.max_acceleration_ratio = aratio
                 if aratio > slack:
                     self.acceleration_violations += 1
-                    self._log('acceleration', seq, aratio)
+                    self._log('acceleration', seq, aratio, aj)
                     ok = False
             np.copyto(self._prev_v, self._v)
             self._has_prev_v = steps == 1
@@ -274,9 +360,10 @@ class CommandAudit:
         self._prev_seq = seq
         return ok
 
-    def _log(self, kind: str, seq: int, ratio: float) -> None:
+    def _log(self, kind: str, seq: int, ratio: float, joint: int = -1) -> None:
         if len(self.violation_log) < 20:
-            self.violation_log.append((kind, seq, self._prev_seq, int(np.argmax(self._tmp)), round(ratio, 4)))
+            j = int(np.argmax(self._tmp)) if joint < 0 else joint
+            self.violation_log.append((kind, seq, self._prev_seq, j, round(ratio, 4)))
 
     @property
     def violations(self) -> int:
