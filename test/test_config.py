@@ -68,8 +68,14 @@ def test_unknown_top_level_key_names_file_and_key(tmp_path: Path) -> None:
         ({'topics': {'joint_states': 'bad name'}}, r'invalid topic name'),
         ({'policy': {'backend': 'tpu'}}, r'policy\.backend: expected one of'),
         ({'safety': {'no_such_key': 1}}, r"cfg\.yaml: safety: unknown key.*'no_such_key'"),
-        ({'rt': {'groups': {'control': {'priority': 99}}}}, r'cfg\.yaml: rt\.groups\.control\.priority: must be in 1\.\.98'),
-        ({'safety': {'ssm': {'reaction_time_s': -1.0}}}, r'cfg\.yaml: safety\.ssm\.reaction_time_s: must be >= 0'),
+        (
+            {'rt': {'groups': {'control': {'priority': 99}}}},
+            r'cfg\.yaml: rt\.groups\.control\.priority: must be in 1\.\.98',
+        ),
+        (
+            {'safety': {'ssm': {'reaction_time_s': -1.0}}},
+            r'cfg\.yaml: safety\.ssm\.reaction_time_s: must be >= 0',
+        ),
     ],
 )
 def test_bad_values_fail_with_the_key_named(tmp_path: Path, data: dict, pattern: str) -> None:

@@ -3,7 +3,8 @@ bench's own process (the system under test runs in another one), over DDS.
 
 * robot: publishes ``joint_states`` at ``control.rate_hz`` (~1 kHz from a Python thread with
   absolute deadlines; slower on a loaded machine), each state = the last command received (the
-  loop is closed), velocity = the state's finite difference; seq in ``header.frame_id``;
+  loop is closed), velocity = the command stream's (last two commands over their seq spacing,
+  as a position-controlled robot tracking it would report); seq in ``header.frame_id``;
 * person: ``human/position`` at 100 Hz; task goals on ``policy/command``;
 * audit: every command on ``forward_position_controller/commands`` is checked on arrival
   against the URDF limits relative to the previous command with the sim robot's
@@ -20,7 +21,6 @@ drops each state message), ``human_xyz`` (None = silent), or direct calls. Not R
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +33,10 @@ from rt_safe_rl.core.robot_model import RobotModel
 from rt_safe_rl.sim.arm import ArmLimits, CommandAudit
 
 SAFETY_NODE = 'safety_node'
+#: how far (robot periods) the commands' seqs may run ahead of the real elapsed time (arrival jitter)
+JITTER_PERIODS = 10
+#: SCHED_FIFO priority of the injector's threads (a robot driver is RT too; below the SUT's loop)
+DRIVER_PRIORITY = 60
 StateHook = Callable[[Any, int], list[Any]]  # (JointState, seq) -> messages to publish instead
 
 
@@ -83,10 +87,12 @@ class FaultInjector:
         self.names = list(model.joint_names)
         self.home = model.home().astype(np.float64)
         self.q = self.home.copy()
-        self._q_prev = self.home.copy()
+        self.dq = np.zeros(n)
         self.last_cmd: np.ndarray | None = None
         self.last_label = -1
         self._eff_seq = 0
+        self._ref = (0, 0)
+        self.label_clamps = 0  # commands whose seq ran ahead of the real elapsed time
         self._last_rx_ns = 0
         self.commands = 0
         self.cmd_log: list[tuple[int, float]] = []  # (arrival ns, max |step| / (v_max dt)) per command
@@ -121,6 +127,7 @@ class FaultInjector:
         self.rival.destroy_node()
 
     def _spin(self) -> None:
+        _try_fifo()
         while not self._stop.is_set():
             try:
                 self._exec.spin_once(timeout_sec=0.05)
@@ -151,6 +158,7 @@ class FaultInjector:
         self._op_pub.publish(m)
 
     def _robot_loop(self) -> None:
+        _try_fifo()
         period_ns = round(self.period_s * 1e9)
         next_ns = time.monotonic_ns()
         t0 = time.monotonic()
@@ -163,9 +171,7 @@ class FaultInjector:
             elif next_ns > now:
                 time.sleep((next_ns - now) * 1e-9)
             with self._lock:
-                q = self.q.copy()
-            dq = (q - self._q_prev) / self.period_s
-            self._q_prev = q
+                q, dq = self.q.copy(), self.dq.copy()
             self.seq += 1
             msg = self.make_state(self.seq, q, dq)
             hook = self.state_hook
@@ -198,24 +204,35 @@ class FaultInjector:
         with self._lock:
             if c.shape != self.q.shape:
                 self.audit.nonfinite += 1  # malformed command: counted as a violation
+                self.audit.violation_log.append(('malformed', label, -1, -1, float(c.size)))
                 return
+            if not np.all(np.isfinite(c)):
+                self.audit.violation_log.append(('nonfinite', label, -1, -1, float('nan')))
             if self.last_cmd is None:
                 eff = self._eff_seq + 1
+                self._ref = (eff, now)
             elif label <= self.last_label:
                 eff = self._eff_seq  # same / older label: CommandAudit's duplicate rule
             else:
-                real_periods = math.ceil((now - self._last_rx_ns) * 1e-9 / self.period_s) + 1
-                eff = self._eff_seq + max(1, min(label - self.last_label, real_periods))
+                # the labels count the periods; they may not run ahead of the real time elapsed
+                # since the reference command by more than JITTER_PERIODS (inflated seqs)
+                ref_eff, ref_ns = self._ref
+                budget = ref_eff + int((now - ref_ns) * 1e-9 / self.period_s) + JITTER_PERIODS
+                eff = self._eff_seq + max(1, min(label - self.last_label, budget - self._eff_seq))
+                if eff < self._eff_seq + label - self.last_label:
+                    self.label_clamps += 1
             if self.last_cmd is not None:
                 step = np.abs(c - self.last_cmd) / (self.model.v_max * self.period_s)
                 self.cmd_log.append((now, float(step.max()) if step.size else 0.0))
             self.audit.check(eff, c)
             self._eff_seq, self._last_rx_ns = eff, now
+            if np.all(np.isfinite(c)):
+                if label > self.last_label >= 0 and self.last_cmd is not None:  # command velocity
+                    self.dq = (c - self.last_cmd) / ((label - self.last_label) * self.period_s)
+                self.q = c.copy()  # the robot follows its command exactly
             self.last_label = max(label, self.last_label)
             self.last_cmd = c
             self.commands += 1
-            if np.all(np.isfinite(c)):
-                self.q = c.copy()  # the robot follows its command exactly
 
     def violations(self) -> int:
         """Commands that broke a limit so far (position, velocity, acceleration, non-finite)."""
@@ -271,3 +288,13 @@ class FaultInjector:
         if not fut.done() or fut.result() is None:
             return False, 'timeout'
         return conv(fut.result())
+
+
+def _try_fifo() -> None:
+    """Run the calling thread at SCHED_FIFO DRIVER_PRIORITY when allowed (else unchanged)."""
+    import os
+
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(DRIVER_PRIORITY))
+    except (OSError, AttributeError):
+        pass

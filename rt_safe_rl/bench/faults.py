@@ -122,7 +122,8 @@ class Sut:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log, env=env)
 
     def log_text(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors='replace')
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int | None:
@@ -267,7 +268,8 @@ def _recover(ctx: Ctx) -> str:
 
 def _violation_text(inj: Any, since: int) -> str:
     entries = inj.audit.violation_log[since : since + 3]
-    return '; '.join(f'{k} seq {s} joint {j} x{r:.1f}' for k, s, _, j, r in entries)
+    text = '; '.join(f'{k} seq {s} joint {j} x{r:.1f}' for k, s, _, j, r in entries)
+    return text or 'non-finite or malformed commands'
 
 
 def run_case(ctx: Ctx, name: str, fault: str, expect: str, fn: Callable[[Ctx], Any]) -> dict[str, Any]:
@@ -382,7 +384,10 @@ def run_campaign(
         'window_s': window_s,
         'stress': workers.summary(),
         'commands_audited': int(inj.commands),
-        'audit': {k: int(getattr(inj.audit, k)) for k in ('seq_gaps', 'duplicates')},
+        'audit': {
+            **{k: int(getattr(inj.audit, k)) for k in ('seq_gaps', 'duplicates', 'nonfinite')},
+            'label_clamps': int(inj.label_clamps),
+        },
         'machine': collect_metadata(config={'source': str(cfg.source)}, argv=argv),
     }
 

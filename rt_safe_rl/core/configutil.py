@@ -143,7 +143,8 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     return obj
 
 
-_KEY_PATH = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)(?::\s*|\s+)(.*)$', re.S)
+_NAME = r'[A-Za-z_][A-Za-z0-9_]*'
+_KEY_PATH = re.compile(rf'^({_NAME}(?:\.{_NAME}|\[\d+\])*)(?::\s*|\s+)(.*)$', re.S)
 
 
 def _at(where: str, msg: str, fields: dict[str, Any]) -> str:
