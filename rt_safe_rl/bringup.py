@@ -34,6 +34,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from rt_safe_rl import signals
 from rt_safe_rl.config import AppConfig, deep_merge, load_config, parse_override
 from rt_safe_rl.core.errors import RtSafeRlError
 
@@ -289,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
+    signals.install()
     own, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
     ap = build_arg_parser('bringup')
     ap.add_argument('--sim', action='store_true', help='also compose the simulated robot, human and operator')
@@ -314,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
             f' (Ctrl-C to stop)',
             file=sys.stderr,
         )
-        comp.executor.spin(args.duration if args.duration > 0 else None)
+        with signals.wake_on_signal(comp.executor.shutdown):  # SIGINT/SIGTERM: controlled stop
+            comp.executor.spin(args.duration if args.duration > 0 else None)
+        if signals.received() is not None:
+            why, err = f'bringup: {signals.signal_name(signals.received())}', sys.stderr
+            signals.stop_and_hold(comp.nodes.values(), comp.executor, why, log=lambda m: print(m, file=err))
     except KeyboardInterrupt:
         pass
     except RtSafeRlError as err:

@@ -3,17 +3,21 @@
     rt-safe-rl demo [--duration S] [--config C]       closed loop on the embedded default
     rt-safe-rl train [--out PATH]                       train the shipped default policy
     rt-safe-rl record [...]                             record the simulator to an mcap bag
-    rt-safe-rl bench policy|safety|rt|replay|monitor|loop [...]   benchmarks (print JSON)
+    rt-safe-rl bench policy|safety|rt|replay|monitor|loop|faults [...]   benchmarks (print JSON)
 
 Each subcommand lives in its own module with ``main(argv: list[str] | None) -> int``; this file
-only dispatches. Expected errors (:class:`RtSafeRlError`) print one line and exit 2.
+only dispatches. Expected errors (:class:`RtSafeRlError`) print one line and exit 2. SIGTERM is
+handled like Ctrl-C in every subcommand (:mod:`rt_safe_rl.signals`); a signal that reaches this
+level (nothing was left to stop or write) exits 128 + its number (130 SIGINT, 143 SIGTERM).
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
+from rt_safe_rl import signals
 from rt_safe_rl.core.errors import RtSafeRlError
 
 COMMANDS: dict[str, str] = {
@@ -28,6 +32,7 @@ BENCHES: dict[str, str] = {
     'replay': 'rt_safe_rl.bench.replay',
     'monitor': 'rt_safe_rl.bench.monitor_bench',
     'loop': 'rt_safe_rl.bench.loop_bench',
+    'faults': 'rt_safe_rl.bench.faults',
 }
 
 
@@ -61,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f'rt-safe-rl: unknown command {args[0]!r}\n{_usage()}', file=sys.stderr)
         return 2
+    signals.install()
     try:
         module = importlib.import_module(module_name)
         return int(module.main(rest) or 0)
@@ -68,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'rt-safe-rl: error: {err}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        return signals.exit_code(signals.received() or signal.SIGINT)
 
 
 if __name__ == '__main__':

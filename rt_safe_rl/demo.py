@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rt_safe_rl import signals
 from rt_safe_rl.bringup import (
     Composition,
     build_arg_parser,
@@ -321,6 +322,8 @@ def run_demo(
             floor.stop()
         if live_ctx is not None:
             live_ctx.__exit__(None, None, None)
+        if interrupted and thread is not None and thread.is_alive():  # SIGINT/SIGTERM: stop, hold
+            signals.stop_while_spinning(comp.nodes.values(), 'demo: controlled shutdown')
         comp.executor.shutdown()
         if thread is not None:
             thread.join(10.0)
@@ -460,6 +463,7 @@ def _summary(
             },
         },
         'interrupted': interrupted,
+        'signal': signals.signal_name(signals.received()) if interrupted else None,
     }
 
 
@@ -492,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.context import Context
     from rclpy.signals import SignalHandlerOptions
 
+    signals.install()
     own, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
     ap = build_arg_parser('rt-safe-rl demo', (__doc__ or '').split('\n\n')[0])
     ap.add_argument(

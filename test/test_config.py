@@ -60,15 +60,22 @@ def test_unknown_top_level_key_names_file_and_key(tmp_path: Path) -> None:
         ({'topics': {'joint_state': 'x'}}, r"cfg\.yaml: topics: unknown key.*'joint_state'"),
         ({'control': {'rate_hz': 'fast'}}, r'cfg\.yaml: control\.rate_hz: expected a number'),
         ({'control': {'intra_process': 1}}, r'control\.intra_process: expected true/false'),
-        ({'demo': {'duration_s': -1.0}}, r'cfg\.yaml: demo.*duration_s must be >= 0'),
+        ({'demo': {'duration_s': -1.0}}, r'cfg\.yaml: demo\.duration_s: must be >= 0'),
         ({'sim': {'human': {'near_m': 3.0}}}, r'sim\.human.*near_m'),
         ({'sim': {'robot': {'inertia_kg_m2': [1.0, 'x']}}}, r'sim\.robot\.inertia_kg_m2\[1\]'),
         ({'sim': 5}, r'cfg\.yaml: sim: expected a mapping'),
-        ({'topics': {'qos_depth': 0}}, r'qos_depth must be >= 1'),
+        ({'topics': {'qos_depth': 0}}, r'cfg\.yaml: topics\.qos_depth: must be >= 1'),
         ({'topics': {'joint_states': 'bad name'}}, r'invalid topic name'),
         ({'policy': {'backend': 'tpu'}}, r'policy\.backend: expected one of'),
         ({'safety': {'no_such_key': 1}}, r"cfg\.yaml: safety: unknown key.*'no_such_key'"),
-        ({'rt': {'groups': {'control': {'priority': 99}}}}, r'priority'),
+        (
+            {'rt': {'groups': {'control': {'priority': 99}}}},
+            r'cfg\.yaml: rt\.groups\.control\.priority: must be in 1\.\.98',
+        ),
+        (
+            {'safety': {'ssm': {'reaction_time_s': -1.0}}},
+            r'cfg\.yaml: safety\.ssm\.reaction_time_s: must be >= 0',
+        ),
     ],
 )
 def test_bad_values_fail_with_the_key_named(tmp_path: Path, data: dict, pattern: str) -> None:
@@ -106,6 +113,8 @@ def test_overrides_merge_before_validation() -> None:
     assert cfg.sim.human.far_m == load_config().sim.human.far_m  # siblings kept
     with pytest.raises(ConfigError, match=r'^override demo: unknown key.*durration_s'):
         load_config(None, {'demo': {'durration_s': 1.0}})  # blamed on the override, not the valid file
+    with pytest.raises(ConfigError, match=r'^override rt\.groups\.control\.priority: must be in 1\.\.98'):
+        load_config(None, {'rt': {'groups': {'control': {'priority': 99}}}})  # nested: the full key path
     with pytest.raises(ConfigError, match=r'^override demo\.duration_s: expected a number'):
         load_config(None, {'demo': {'duration_s': 'abc'}})
 

@@ -32,7 +32,7 @@ def test_bench_monitor_smoke_prints_json(capsys: pytest.CaptureFixture[str]) -> 
     assert rc == 0
     report = json.loads(out)
     assert [s['mode'] for s in report['segments']] == ['off', 'on']
-    assert report['off']['n'] > 50 and report['on']['n'] > 50  # the loop ran in both modes
+    assert report['off']['n'] > 0 and report['on']['n'] > 0  # the loop ran in both modes (how often: load)
     assert report['monitor_cpu_percent_of_core']['callbacks'] >= 0.0
     assert set(report['meets_targets']) == {'e2e_p50', 'monitor_cpu'}
     assert report['stages']['e2e']['p50_us'] == report['off']['p50_us']  # usable as a regression baseline

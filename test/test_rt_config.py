@@ -29,7 +29,7 @@ def test_invalid_fifo_priority(prio: int) -> None:
 
 
 def test_other_policy_needs_priority_zero() -> None:
-    with pytest.raises(ConfigError, match="priority must be 0 with policy 'other'"):
+    with pytest.raises(ConfigError, match="priority: must be 0 with policy 'other'"):
         build({'x': {'policy': 'other', 'priority': 10}})
 
 

@@ -56,16 +56,18 @@ def infer_obs_dim(model: Any) -> int:
 
 
 def _load_model(path: str) -> Any:
+    """The policy as a TorchScript module. Nothing else is accepted: a pickled module or
+    checkpoint would need ``torch.load(weights_only=False)``, i.e. running code from the file."""
     import torch
 
     try:
         return torch.jit.load(path, map_location='cpu')
-    except Exception:  # broad on purpose: not TorchScript -> try a pickled module
-        try:
-            return torch.load(path, map_location='cpu', weights_only=False)
-        except Exception as err:  # broad on purpose: report one line
-            msg = f'naive pipeline: cannot load policy {path}: {type(err).__name__}: {err}'
-            raise NaiveError(msg) from None
+    except Exception as err:  # broad on purpose: report one line
+        why = ' '.join(str(err).split())[:160]
+        raise NaiveError(
+            f'naive pipeline: {path} is not a TorchScript file ({type(err).__name__}: {why}); the naive '
+            'pipeline runs TorchScript policies only (pickled modules are never loaded)'
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +201,7 @@ class NaiveRunner:
     ) -> None:
         if not Path(model_path).is_file():
             raise NaiveError(f'naive pipeline: policy file not found: {model_path}')
+        _load_model(model_path)  # refused here in one line, before a child is started
         self.model_path = model_path
         self.joint_names = list(joint_names)
         self.timeout_s = timeout_s

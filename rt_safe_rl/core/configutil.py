@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -138,10 +139,32 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as err:
-        if isinstance(err, ConfigError):
-            raise
-        raise ConfigError(f'{where}: {err}') from None
+        raise ConfigError(_at(where, str(err), fields)) from None
     return obj
+
+
+_NAME = r'[A-Za-z_][A-Za-z0-9_]*'
+_KEY_PATH = re.compile(rf'^({_NAME}(?:\.{_NAME}|\[\d+\])*)(?::\s*|\s+)(.*)$', re.S)
+
+
+def _at(where: str, msg: str, fields: dict[str, Any]) -> str:
+    """``msg`` (a dataclass's own validation error) located at ``where``, with the full key path.
+
+    A message that starts with a key of the dataclass (``'priority must be in 1..98'``,
+    ``'groups.control.thread: unknown group'``) is joined to the path of the dataclass:
+    ``'<file>: rt.groups.control.priority: must be in 1..98'``; any other message is prefixed.
+    """
+    m = _KEY_PATH.match(msg)
+    if m is not None:
+        key = m.group(1)
+        head = re.split(r'[.\[]', key)[0]
+        own = re.split(r'[.: ]', where)[-1] if where else ''
+        if head == own and head not in fields and key != head:  # 'ssm.x ...' raised by the ssm section
+            key = key[len(head) + 1 :]
+            head = re.split(r'[.\[]', key)[0]
+        if head in fields:
+            return f'{where}.{key}: {m.group(2)}' if where else f'{key}: {m.group(2)}'
+    return f'{where}: {msg}' if where else msg
 
 
 def from_mapping(cls: type[T], data: dict[str, Any] | None, where: str = '') -> T:

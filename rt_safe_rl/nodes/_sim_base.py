@@ -58,6 +58,28 @@ class SimNodeBase(LifecycleNode):
         """RT tasks of this node (created at configure); empty by default."""
         return []
 
+    @property
+    def lifecycle_state(self) -> str:
+        """Label of the current lifecycle state ('unconfigured', 'inactive', 'active', ...)."""
+        return str(self._state_machine.current_state[1])
+
+    def trigger_deactivate(self) -> TransitionCallbackReturn:
+        """Deactivate; a node that is not active (e.g. its configure failed) has nothing to
+        deactivate: SUCCESS without rclpy's "Unable to start transition 4" error."""
+        if self.lifecycle_state != 'active':
+            return TransitionCallbackReturn.SUCCESS
+        return super().trigger_deactivate()
+
+    def trigger_cleanup(self) -> TransitionCallbackReturn:
+        """Clean up; an unconfigured node has nothing to clean up (SUCCESS, nothing logged)."""
+        if self.lifecycle_state != 'inactive':
+            return (
+                TransitionCallbackReturn.SUCCESS
+                if self.lifecycle_state == 'unconfigured'
+                else (TransitionCallbackReturn.FAILURE)
+            )
+        return super().trigger_cleanup()
+
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release what configure created (:meth:`_release`)."""
         self._release()
@@ -114,9 +136,14 @@ class PeriodicSimNode(SimNodeBase):
 
 def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | None = None) -> int:
     """Body of a node executable: init rclpy (``argv`` = ROS args), build the node, RtExecutor,
-    configure + activate when ``autostart``, spin until Ctrl-C / shutdown. Expected errors print
-    one line and return 2 (no traceback).
+    configure + activate when ``autostart``, spin until SIGINT / SIGTERM / shutdown. Both signals
+    give the same controlled shutdown (:mod:`rt_safe_rl.signals`): a safety node commands the
+    stop and holds it before the node is torn down; exit 0. Expected errors print one line and
+    return 2 (no traceback).
     """
+    from rclpy.signals import SignalHandlerOptions
+
+    from rt_safe_rl import signals
     from rt_safe_rl.nodes._args import check_node_args
     from rt_safe_rl.rt.executor import RtExecutor
 
@@ -128,7 +155,10 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
     )
     if early is not None:
         return early
-    rclpy.init(args=sys.argv if argv is None else [prog, *argv])
+    signals.install()
+    rclpy.init(
+        args=sys.argv if argv is None else [prog, *argv], signal_handler_options=SignalHandlerOptions.NO
+    )
     node: SimNodeBase | None = None
     executor: Any = None
     try:
@@ -137,14 +167,20 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
         executor.add_node(node)
         if node.get_parameter('autostart').value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                print(f'{prog}: error: configure failed (see the log above)', file=sys.stderr)
+                print(f'{prog}: error: configure failed{_why(node)}', file=sys.stderr)
                 return 2
             if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                print(f'{prog}: error: activate failed (see the log above)', file=sys.stderr)
+                print(f'{prog}: error: activate failed{_why(node)}', file=sys.stderr)
                 return 2
-        executor.spin()
+        with signals.wake_on_signal(executor.shutdown):
+            executor.spin()
+        sig = signals.received()
+        if sig is not None:
+            _stop_on_signal(prog, node, executor, sig)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        sig = signals.received()
+        if sig is not None and node is not None and executor is not None:
+            _stop_on_signal(prog, node, executor, sig)
     except RtSafeRlError as err:
         print(f'{prog}: error: {err}', file=sys.stderr)
         return 2
@@ -155,3 +191,17 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _why(node: SimNodeBase) -> str:
+    why = getattr(node, 'last_error', '')
+    return f': {why}' if why else ' (see the log above)'
+
+
+def _stop_on_signal(prog: str, node: SimNodeBase, executor: Any, sig: int) -> None:
+    """The controlled stop after SIGINT/SIGTERM: a safety node commands the stop and holds."""
+    from rt_safe_rl import signals
+
+    if node.lifecycle_state == 'active':
+        reason = f'{prog}: {signals.signal_name(sig)}'
+        signals.stop_and_hold([node], executor, reason, log=lambda m: print(m, file=sys.stderr))
