@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rt_safe_rl.api.options import RTOptimizationConfig, TimingRequirements
     from rt_safe_rl.api.state import RobotState
-    from rt_safe_rl.api.system import (
-        InferenceMetadata,
-        RtSystem,
+    from rt_safe_rl.api.factory import (
         create_cloud_system,
         create_development_system,
         create_edge_system,
         create_production_system,
         create_system,
     )
+    from rt_safe_rl.api.system import InferenceMetadata, RtSystem
 
 _NAMES: dict[str, str] = {
     'RTOptimizationConfig': 'rt_safe_rl.api.options',
@@ -36,11 +35,11 @@ _NAMES: dict[str, str] = {
     'RobotState': 'rt_safe_rl.api.state',
     'InferenceMetadata': 'rt_safe_rl.api.system',
     'RtSystem': 'rt_safe_rl.api.system',
-    'create_system': 'rt_safe_rl.api.system',
-    'create_development_system': 'rt_safe_rl.api.system',
-    'create_production_system': 'rt_safe_rl.api.system',
-    'create_edge_system': 'rt_safe_rl.api.system',
-    'create_cloud_system': 'rt_safe_rl.api.system',
+    'create_system': 'rt_safe_rl.api.factory',
+    'create_development_system': 'rt_safe_rl.api.factory',
+    'create_production_system': 'rt_safe_rl.api.factory',
+    'create_edge_system': 'rt_safe_rl.api.factory',
+    'create_cloud_system': 'rt_safe_rl.api.factory',
 }
 __all__ = sorted(_NAMES)
 
