@@ -35,8 +35,9 @@ def planned_writes(ctx: Context) -> list[dict[str, str]]:
         for irq in sorted(irq_on_rt_cpus(ctx)):
             p = f'/proc/irq/{irq}/smp_affinity_list'
             old = s.read(p)
-            if old is not None:
-                out.append({'path': p, 'old': old, 'new': format_cpulist(others), 'why': 'irq_affinity'})
+            new = format_cpulist(others)
+            if old is not None and old != new:
+                out.append({'path': p, 'old': old, 'new': new, 'why': 'irq_affinity'})
     p = '/proc/sys/kernel/sched_rt_runtime_us'
     old = s.read(p)
     if old is not None and old != '-1':

@@ -148,7 +148,7 @@ def check_rt_throttling(ctx: Context) -> Check:
 # ------------------------------------------------------------------------------------------------
 # CPUs
 # ------------------------------------------------------------------------------------------------
-def check_governor(ctx: Context) -> Check:
+def check_cpu_governor(ctx: Context) -> Check:
     """CPU frequency governor (and current/max frequency) of the RT CPUs."""
     seen: list[str] = []
     bad: list[int] = []
@@ -177,7 +177,7 @@ def check_governor(ctx: Context) -> Check:
     return Check('cpu_governor', WARN, ', '.join(seen), cmds)
 
 
-def check_smt(ctx: Context) -> Check:
+def check_smt_siblings(ctx: Context) -> Check:
     """SMT siblings of the RT CPUs (a busy sibling shares the core's pipeline)."""
     isolated = parse_cpulist(ctx.sys.read('/sys/devices/system/cpu/isolated'))
     shared: dict[int, set[int]] = {}
@@ -207,8 +207,9 @@ def irq_on_rt_cpus(ctx: Context) -> dict[int, set[int]]:
             irq = int(irq_dir.rsplit('/', 1)[1])
         except ValueError:
             continue
-        eff = ctx.sys.read(f'{irq_dir}/effective_affinity_list')
-        cpus = parse_cpulist(eff if eff else ctx.sys.read(p))
+        smp = parse_cpulist(ctx.sys.read(p))
+        eff = parse_cpulist(ctx.sys.read(f'{irq_dir}/effective_affinity_list'))
+        cpus = (eff & smp) or smp  # the kernel delivers to effective, always within smp_affinity
         if cpus & ctx.rt_cpus:
             out[irq] = cpus
     return out
@@ -263,7 +264,7 @@ def _selected(text: str | None) -> str:
     return text
 
 
-def check_thp(ctx: Context) -> Check:
+def check_transparent_hugepages(ctx: Context) -> Check:
     """Transparent hugepages: 'always' lets khugepaged compact memory under the loop."""
     mode = _selected(ctx.sys.read('/sys/kernel/mm/transparent_hugepage/enabled'))
     defrag = _selected(ctx.sys.read('/sys/kernel/mm/transparent_hugepage/defrag'))
@@ -314,7 +315,7 @@ def _limits_fix() -> str:
     )
 
 
-def check_rtprio(ctx: Context) -> Check:
+def check_rtprio_limit(ctx: Context) -> Check:
     """RLIMIT_RTPRIO (or CAP_SYS_NICE) covers the configured FIFO priorities."""
     soft = limits(ctx.sys.read('/proc/self/limits')).get('Max realtime priority', ('0', '0'))[0]
     caps = status_caps(_status(ctx))
@@ -324,7 +325,7 @@ def check_rtprio(ctx: Context) -> Check:
     return Check('rtprio_limit', PASS if ok else FAIL, value, '' if ok else _limits_fix())
 
 
-def check_memlock(ctx: Context) -> Check:
+def check_memlock_limit(ctx: Context) -> Check:
     """RLIMIT_MEMLOCK (or CAP_IPC_LOCK) lets mlockall lock the process."""
     soft = limits(ctx.sys.read('/proc/self/limits')).get('Max locked memory', ('0', '0'))[0]
     caps = status_caps(_status(ctx))
@@ -432,7 +433,7 @@ def measure_steal(sysroot: SysRoot, seconds: float) -> dict[int, float]:
     return steal_percent(a, cpu_times(sysroot.read('/proc/stat')))
 
 
-def check_steal(ctx: Context) -> Check:
+def check_cpu_steal(ctx: Context) -> Check:
     """CPU steal time of the RT CPUs, measured over a few seconds (or given by the caller)."""
     steal = ctx.steal
     if steal is None:
@@ -477,7 +478,7 @@ def foreign_fifo_threads(ctx: Context) -> list[str]:
     return out
 
 
-def check_foreign_fifo(ctx: Context) -> Check:
+def check_foreign_fifo_threads(ctx: Context) -> Check:
     """FIFO threads of other processes that may run on the RT CPUs (they compete with ours)."""
     if not ctx.live:
         return Check('foreign_fifo_threads', PASS, 'not checked (not the live system)')
@@ -499,22 +500,22 @@ CHECKS: tuple[Callable[[Context], Check], ...] = (
     check_nohz_full,
     check_rcu_nocbs,
     check_rt_throttling,
-    check_governor,
-    check_smt,
+    check_cpu_governor,
+    check_smt_siblings,
     check_irq_affinity,
     check_idle_states,
-    check_thp,
+    check_transparent_hugepages,
     check_hugepages,
     check_swap,
-    check_rtprio,
-    check_memlock,
+    check_rtprio_limit,
+    check_memlock_limit,
     check_capabilities,
     check_clocksource,
     check_timer_slack,
     check_numa,
     check_virtualization,
-    check_steal,
-    check_foreign_fifo,
+    check_cpu_steal,
+    check_foreign_fifo_threads,
 )
 
 
