@@ -17,7 +17,7 @@ from rt_safe_rl.api import (
     create_production_system,
 )
 from rt_safe_rl.api.state import StateError
-from rt_safe_rl.api.system import InferenceMetadata, RtSystem, SystemNotRunning
+from rt_safe_rl.api.system import InferenceMetadata, RtSystem, SystemNotRunningError
 from rt_safe_rl.core.errors import ConfigError
 
 FAR_HUMAN = np.array([[3.0, 3.0, 0.5]])  # well outside any stop distance
@@ -44,7 +44,7 @@ def test_seed_snippet_runs_verbatim_on_the_default_policy() -> None:
         system = create_production_system(your_policy)  # also create_edge_system, create_cloud_system
 
         config = RTOptimizationConfig(
-            timing_requirements=TimingRequirements(max_execution_time_us=300, max_jitter_us=20, min_frequency_hz=2000.0),
+            timing_requirements=TimingRequirements(max_execution_time_us=300, max_jitter_us=20, min_frequency_hz=2000.0),  # noqa: E501
             enable_system_optimization=True, enable_gpu_acceleration=True,
             enable_continuous_monitoring=True, deployment_mode="production")  # fmt: skip
         return action, metadata, system, config
@@ -54,7 +54,7 @@ def test_seed_snippet_runs_verbatim_on_the_default_policy() -> None:
     assert isinstance(metadata, InferenceMetadata)
     assert metadata.backend == prod.info()['backend'] != ''
     assert set(metadata.stage_us) == {'parse', 'queue', 'policy', 'safety'}
-    assert metadata.thread == 'rt_worker'
+    assert metadata.thread == 'event_loop'  # async_mode='inline': the loop thread made RT
     # no human data and ssm.require_human: the filter holds (fails closed), and says why
     assert metadata.fault == 'AWAITING_HUMAN' and metadata.stopping
     assert prod.app.deployment.profile == 'production'
@@ -126,9 +126,9 @@ def test_wrong_shapes_at_the_boundary_raise_a_clear_error(system: RtSystem, stat
 
 def test_calls_outside_the_context_raise(system: RtSystem) -> None:
     """Outside `with` / `async with` the system is not running: a clear error."""
-    with pytest.raises(SystemNotRunning, match='with system'):
+    with pytest.raises(SystemNotRunningError, match='with system'):
         system.execute_rt_inference_sync(system.initial_state())
-    with pytest.raises(SystemNotRunning, match='async with system'):
+    with pytest.raises(SystemNotRunningError, match='async with system'):
         asyncio.run(system.execute_rt_inference(system.initial_state()))
 
 
@@ -165,7 +165,9 @@ def test_torch_module_and_torchscript_policies(tmp_path: Any) -> None:
 def test_options_map_onto_the_config() -> None:
     """TimingRequirements set rates and the monitor budgets; a mode mismatch is refused."""
     cfg = RTOptimizationConfig(
-        timing_requirements=TimingRequirements(max_execution_time_us=300, max_jitter_us=20, min_frequency_hz=2000.0),
+        timing_requirements=TimingRequirements(
+            max_execution_time_us=300, max_jitter_us=20, min_frequency_hz=2000.0
+        ),
         enable_gpu_acceleration=False,
         deployment_mode='development',
     )
@@ -181,3 +183,27 @@ def test_options_map_onto_the_config() -> None:
         TimingRequirements(min_frequency_hz=0.0)
     with pytest.raises(ConfigError, match='create_production_system'):
         create_development_system(config=RTOptimizationConfig(deployment_mode='production'))
+
+
+def test_async_worker_mode_runs_on_its_own_thread(system: RtSystem) -> None:
+    """async_mode='worker': a dedicated RT thread runs the cycles; errors come back to the caller."""
+    import threading
+
+    async def run() -> tuple[InferenceMetadata, int]:
+        async with system:
+            s = system.initial_state()
+            s.human_points = FAR_HUMAN
+            _, m = await system.execute_rt_inference(s)
+            n = threading.active_count()
+            with pytest.raises(StateError):
+                await system.execute_rt_inference({'q': [0.0], 'dq': [0.0]})
+        return m, n
+
+    system.async_mode = 'worker'
+    try:
+        before = threading.active_count()
+        m, during = asyncio.run(run())
+    finally:
+        system.async_mode = 'inline'
+    assert m.thread == 'rt_worker' and m.fault == 'OK'
+    assert during == before + 1 and threading.active_count() == before

@@ -123,7 +123,9 @@ def test_cli_on_a_copy_writes_the_json_contract(
     assert (vm_copy / 'proc/sys/kernel/sched_rt_runtime_us').read_text().strip() == '950000'
 
 
-def test_live_checks_are_read_only_and_well_formed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_live_checks_are_read_only_and_well_formed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The live system, read-only, with a short floor: the contract holds (values are this machine's)."""
     out = tmp_path / 'live.json'
     assert doctor_main(['--floor-s', '0.3', '--json', str(out)]) == 0

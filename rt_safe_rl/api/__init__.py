@@ -18,8 +18,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rt_safe_rl.api.options import RTOptimizationConfig, TimingRequirements
-    from rt_safe_rl.api.state import RobotState
     from rt_safe_rl.api.factory import (
         create_cloud_system,
         create_development_system,
@@ -27,6 +25,8 @@ if TYPE_CHECKING:
         create_production_system,
         create_system,
     )
+    from rt_safe_rl.api.options import RTOptimizationConfig, TimingRequirements
+    from rt_safe_rl.api.state import RobotState
     from rt_safe_rl.api.system import InferenceMetadata, RtSystem
 
 _NAMES: dict[str, str] = {
@@ -41,7 +41,18 @@ _NAMES: dict[str, str] = {
     'create_edge_system': 'rt_safe_rl.api.factory',
     'create_cloud_system': 'rt_safe_rl.api.factory',
 }
-__all__ = sorted(_NAMES)
+__all__ = [
+    'InferenceMetadata',
+    'RTOptimizationConfig',
+    'RobotState',
+    'RtSystem',
+    'TimingRequirements',
+    'create_cloud_system',
+    'create_development_system',
+    'create_edge_system',
+    'create_production_system',
+    'create_system',
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -44,7 +44,9 @@ def _save_module(module: Any, obs_dim: int, folder: Path) -> Path:
     return out
 
 
-def _policy_overrides(your_policy: Any, app_policy: Any, base_dir: Path, pipeline: Any) -> tuple[dict[str, Any], Any]:
+def _policy_overrides(
+    your_policy: Any, app_policy: Any, base_dir: Path, pipeline: Any
+) -> tuple[dict[str, Any], Any]:
     """(policy overrides, cleanup) for `your_policy`."""
     if your_policy is None:
         return {}, None
@@ -53,11 +55,9 @@ def _policy_overrides(your_policy: Any, app_policy: Any, base_dir: Path, pipelin
         if not p.is_file():
             raise PolicyLoadError(f'your_policy: policy file not found: {p}')
         return {'path': str(p.resolve())}, None
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch = None
-    if torch is None or not isinstance(your_policy, torch.nn.Module):
+    import torch
+
+    if not isinstance(your_policy, torch.nn.Module):
         raise TypeError(
             'your_policy: expected a path, a torch.nn.Module, a TorchScript module or None, '
             f'got {type(your_policy).__name__}'
@@ -76,7 +76,10 @@ def _policy_overrides(your_policy: Any, app_policy: Any, base_dir: Path, pipelin
 
 
 def _load_app(
-    profile: str, config: RTOptimizationConfig | None, config_file: str | Path | None, overrides: dict[str, Any] | None
+    profile: str,
+    config: RTOptimizationConfig | None,
+    config_file: str | Path | None,
+    overrides: dict[str, Any] | None,
 ) -> Any:
     from rt_safe_rl.config import deep_merge, load_config
 
@@ -100,7 +103,9 @@ def _prepare_gpu(app: Any) -> None:
     if not torch.cuda.is_available():
         return
     if dep.gpu_device >= torch.cuda.device_count():
-        raise ConfigError(f'deployment.gpu_device {dep.gpu_device}: only {torch.cuda.device_count()} CUDA device(s)')
+        raise ConfigError(
+            f'deployment.gpu_device {dep.gpu_device}: only {torch.cuda.device_count()} CUDA device(s)'
+        )
     torch.cuda.set_device(dep.gpu_device)
     if dep.gpu_memory_pool_mb > 0:
         block = torch.empty(dep.gpu_memory_pool_mb << 20, dtype=torch.uint8, device='cuda')
@@ -117,6 +122,7 @@ def create_system(
     config_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     log: Any = None,
+    async_mode: str = 'inline',
 ) -> RtSystem:
     """Build an :class:`RtSystem` for `profile` (configure: load, check and warm up the policy).
 
@@ -128,6 +134,9 @@ def create_system(
         robot_description: URDF of the robot; None = the config's (the shipped arm).
         config_file: base config (default config/default.yaml); overrides: nested mapping on top.
         log: callable for start-up messages (default: stderr).
+        async_mode: 'inline' (``async with`` makes the event-loop thread RT and runs each cycle in
+            it: no hand-off) or 'worker' (a dedicated RT thread runs the cycles; the loop thread
+            keeps its scheduling, and each call pays two thread wake-ups).
 
     Raises:
         ConfigError, PolicyLoadError: bad config / policy (one line). TypeError: bad your_policy type.
@@ -156,7 +165,9 @@ def create_system(
     try:
         if extra:
             base_ov = config.to_overrides() if config is not None else {}
-            app = load_config(config_file, deep_merge(deep_merge(base_ov, overrides or {}), extra), profile=profile)
+            app = load_config(
+                config_file, deep_merge(deep_merge(base_ov, overrides or {}), extra), profile=profile
+            )
         startup_checks(app, log=say)
         _prepare_gpu(app)
         model = RobotModel.from_config(app.robot, app.base_dir)
@@ -169,7 +180,7 @@ def create_system(
         if cleanup is not None:
             cleanup()
         raise
-    return RtSystem(app, model, runtime, safety, cleanup)
+    return RtSystem(app, model, runtime, safety, cleanup, async_mode)
 
 
 def create_development_system(your_policy: Any = None, **kwargs: Any) -> RtSystem:

@@ -46,7 +46,9 @@ class TimingRequirements:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ConfigError(f'TimingRequirements.{name} must be a finite number > 0, got {v!r}')
         if not 1.0 <= self.min_frequency_hz <= 20000.0:
-            raise ConfigError(f'TimingRequirements.min_frequency_hz must be in [1, 20000], got {self.min_frequency_hz}')
+            raise ConfigError(
+                f'TimingRequirements.min_frequency_hz must be in [1, 20000], got {self.min_frequency_hz}'
+            )
 
     def to_overrides(self) -> dict[str, Any]:
         """Nested config overrides (see the module table)."""
@@ -81,7 +83,8 @@ class RTOptimizationConfig:
     def __post_init__(self) -> None:
         if self.deployment_mode not in PROFILES:
             raise ConfigError(
-                f'RTOptimizationConfig.deployment_mode: expected one of {list(PROFILES)}, got {self.deployment_mode!r}'
+                f'RTOptimizationConfig.deployment_mode: expected one of {list(PROFILES)}, '
+                f'got {self.deployment_mode!r}'
             )
         if not isinstance(self.timing_requirements, TimingRequirements):
             raise ConfigError('RTOptimizationConfig.timing_requirements must be a TimingRequirements')

@@ -61,10 +61,16 @@ def as_vector(value: Any, n: int, what: str) -> F64:
 
 def human_array(value: Any, max_points: int) -> F64:
     """Human points as a float64 (3,) or (M, 3) array. Raises StateError on another shape."""
+    if type(value) is np.ndarray and value.dtype == np.float64:
+        sh = value.shape
+        if sh == (3,) or (len(sh) == 2 and sh[1] == 3 and 1 <= sh[0] <= max_points):
+            return value
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise StateError(f'state.human_points: expected (3,) or (M, 3) numbers, got {type(value).__name__}') from None
+        raise StateError(
+            f'state.human_points: expected (3,) or (M, 3) numbers, got {type(value).__name__}'
+        ) from None
     if arr.shape == (3,) or (arr.ndim == 2 and arr.shape[1] == 3 and 1 <= arr.shape[0] <= max_points):
         return arr
     raise StateError(f'state.human_points: expected shape (3,) or (M<={max_points}, 3), got {arr.shape}')

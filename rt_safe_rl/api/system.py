@@ -3,12 +3,16 @@
 Built by the factories in :mod:`rt_safe_rl.api.factory` (configure: load + check the policy,
 choose its backend, build the filter). Entering it starts the real-time execution:
 
-* ``async with system:`` starts a dedicated worker thread with the ``control`` group's scheduling
-  (``rt.groups.control``: SCHED_FIFO 80 pinned to the last CPU as shipped), mlockall, heap
-  prefault and GC freeze as ``rt.*`` says; ``await system.execute_rt_inference(state)`` hands the
-  state to it and resumes with ``(safe_action, metadata)``.
-* ``with system:`` gives the *calling* thread the same scheduling (restored on exit);
+* ``with system:`` gives the *calling* thread the ``control`` group's scheduling
+  (``rt.groups.control``: SCHED_FIFO 80 pinned to the last CPU as shipped; restored on exit),
+  plus mlockall, heap prefault and GC freeze as ``rt.*`` says;
   ``system.execute_rt_inference_sync(state)`` runs the core inline in it (no hand-off).
+* ``async with system:`` does the same for the event-loop thread (``async_mode='inline'``, the
+  default): ``await system.execute_rt_inference(state)`` runs the cycle inline and returns
+  ``(safe_action, metadata)`` -- every coroutine of that loop then runs at RT priority on the RT
+  CPU, so keep them short. ``async_mode='worker'`` runs the cycles on a dedicated RT thread
+  instead and leaves the loop thread alone; each call then pays two thread wake-ups (the loop
+  thread's at SCHED_OTHER: unbounded on a loaded machine, see ``rt-safe-rl bench api``).
 
 Refused privileges degrade to SCHED_OTHER with a warning (``info()['rt']``), unless
 ``rt.require_rt``. Each call is one control cycle: call at ``control.rate_hz`` (the filter
@@ -37,7 +41,7 @@ from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.rt import sched
 
 
-class SystemNotRunning(RtSafeRlError, RuntimeError):
+class SystemNotRunningError(RtSafeRlError, RuntimeError):
     """execute_rt_inference called outside ``async with`` / ``with`` (or after close)."""
 
 
@@ -56,13 +60,13 @@ class InferenceMetadata:
 
     __slots__ = (
         '_report',
+        '_t',
         'backend',
         'deadline_met',
         'deadline_us',
         'policy_ran',
         'policy_valid',
         'seq',
-        'stage_us',
         'stamp_ns',
         'thread',
         'total_us',
@@ -72,7 +76,7 @@ class InferenceMetadata:
         self._report = report
         self.seq = 0
         self.stamp_ns = 0
-        self.stage_us: dict[str, float] = {}
+        self._t = (0, 0, 0, 0, 0)  # entry, submit, start, policy done, safety done (ns)
         self.total_us = 0.0
         self.deadline_us = 0.0
         self.deadline_met = True
@@ -90,6 +94,17 @@ class InferenceMetadata:
     stopping = property(lambda self: self._report.stopping, doc='Braking (stop, SSM stop or fault).')
     latched = property(lambda self: self._report.latched, doc='A latched stop needs reset().')
     command_valid = property(lambda self: self._report.command_valid, doc='False before any valid state.')
+
+    @property
+    def stage_us(self) -> dict[str, float]:
+        """Stage times (us): parse (state checks), queue (hand-off to the RT thread), policy, safety."""
+        e, sub, t0, t1, t2 = self._t
+        return {
+            'parse': (sub - e) / 1e3,
+            'queue': (t0 - sub) / 1e3,
+            'policy': (t1 - t0) / 1e3,
+            'safety': (t2 - t1) / 1e3,
+        }
 
     @property
     def safety(self) -> dict[str, Any]:
@@ -116,7 +131,7 @@ class InferenceMetadata:
         }
 
     def __getitem__(self, key: str) -> Any:
-        if key == '_report' or key not in _META_KEYS:
+        if key not in _META_KEYS:
             raise KeyError(key)
         return getattr(self, key)
 
@@ -128,8 +143,9 @@ class InferenceMetadata:
 
 
 _META_KEYS = frozenset(
-    [s for s in InferenceMetadata.__slots__ if s != '_report']
+    [s for s in InferenceMetadata.__slots__ if not s.startswith('_')]
     + [
+        'stage_us',
         'fault',
         'fault_code',
         'active_constraints',
@@ -156,7 +172,12 @@ def _resolve(fut: asyncio.Future[Any], result: Any, error: BaseException | None)
 class RtSystem:
     """Policy runtime + safety stage of one robot; see the module docstring. Build with a factory."""
 
-    def __init__(self, app: Any, model: Any, runtime: Any, safety: Any, cleanup: Any = None) -> None:
+    def __init__(
+        self, app: Any, model: Any, runtime: Any, safety: Any, cleanup: Any = None, async_mode: str = 'inline'
+    ) -> None:
+        if async_mode not in ('inline', 'worker'):
+            raise ValueError(f"async_mode: expected 'inline' or 'worker', got {async_mode!r}")
+        self.async_mode = async_mode
         self.app = app
         self.model = model
         self.runtime = runtime
@@ -174,9 +195,9 @@ class RtSystem:
         self._backend = str(runtime.info['backend'])
         self._mode = ''  # '' | 'sync' | 'async'
         self._worker: _Worker | None = None
-        self._caller_tid = 0
         self._saved_sched: tuple[int, int, set[int]] | None = None
         self._gc: Any = None
+        self._unfreeze = False
         self._locked_memory = False
         self._grant: dict[str, Any] = {}
         self.rt_warnings: list[str] = []
@@ -188,13 +209,19 @@ class RtSystem:
         """A valid state of the configured robot at rest: ``sim.robot.initial_q_rad`` (else the
         model's home pose), zero velocity, the policy inputs at their defaults, no human."""
         q0 = list(self.app.sim.robot.initial_q_rad)
-        q = np.asarray(q0, np.float64) if len(q0) == self.n_joints else np.asarray(self.model.home(), np.float64)
+        q = (
+            np.asarray(q0, np.float64)
+            if len(q0) == self.n_joints
+            else np.asarray(self.model.home(), np.float64)
+        )
         q = np.clip(q, self.model.q_min, self.model.q_max)
         inputs = {k: v.copy() for k, v in self.runtime.obs_builder._input_defaults.items()}
         return RobotState(q=q, dq=np.zeros(self.n_joints), inputs=inputs)
 
     def _parse(self, state: Any) -> tuple[Any, ...]:
-        if isinstance(state, Mapping):
+        if type(state) is RobotState:
+            pass
+        elif isinstance(state, Mapping):
             state = split_mapping(state, self.input_names)
         elif not isinstance(state, RobotState):
             raise StateError(f'state: expected a RobotState or a dict, got {type(state).__name__}')
@@ -205,26 +232,45 @@ class RtSystem:
         if inputs:
             for name in inputs:
                 if name not in self.input_names:
-                    raise StateError(f'state.inputs: unknown input {name!r}; the policy takes {list(self.input_names)}')
-        human = None if state.human_points is None else human_array(state.human_points, self.safety.max_human_points)
-        op = None if state.operator_command is None else as_vector(state.operator_command, n, 'operator_command')
+                    raise StateError(
+                        f'state.inputs: unknown input {name!r}; the policy takes {list(self.input_names)}'
+                    )
+        human = (
+            None
+            if state.human_points is None
+            else human_array(state.human_points, self.safety.max_human_points)
+        )
+        op = (
+            None
+            if state.operator_command is None
+            else as_vector(state.operator_command, n, 'operator_command')
+        )
         return q, dq, inputs, human, state.human_stamp_ns, op, state.stamp_ns
 
     # ------------------------------------------------------------------ the core
-    def _run(self, parsed: tuple[Any, ...], t_entry_ns: int, t_submit_ns: int, thread: str) -> tuple[F64, InferenceMetadata]:
+    def _run(
+        self, parsed: tuple[Any, ...], t_entry_ns: int, t_submit_ns: int, thread: str
+    ) -> tuple[F64, InferenceMetadata]:
         q, dq, inputs, human, human_stamp, op, stamp = parsed
-        pc = time.perf_counter_ns
+        mono = time.monotonic_ns  # the same clock as perf_counter_ns on Linux (CLOCK_MONOTONIC)
         with self._lock:
-            t0 = pc()
-            now = time.monotonic_ns()
-            st = now if stamp is None else int(stamp)
+            t0 = mono()
+            st = t0 if stamp is None else int(stamp)
             valid = self.runtime.control_step(st, q, dq, inputs, self._target)
-            t1 = pc()
+            t1 = mono()
             rep = self.safety.step(
-                now, q, dq, self._target, valid, human, st if human_stamp is None else int(human_stamp),
-                op, self._cmd, st,
+                t0,
+                q,
+                dq,
+                self._target,
+                valid,
+                human,
+                st if human_stamp is None else int(human_stamp),
+                op,
+                self._cmd,
+                st,
             )
-            t2 = pc()
+            t2 = mono()
             action = self._cmd.copy()
             meta = InferenceMetadata(rep.copy())
             self._seq += 1
@@ -234,48 +280,50 @@ class RtSystem:
         meta.policy_valid = valid
         meta.backend = self._backend
         meta.thread = thread
-        meta.stage_us = {
-            'parse': (t_submit_ns - t_entry_ns) / 1e3,
-            'queue': (t0 - t_submit_ns) / 1e3,
-            'policy': (t1 - t0) / 1e3,
-            'safety': (t2 - t1) / 1e3,
-        }
+        meta._t = (t_entry_ns, t_submit_ns, t0, t1, t2)
         total = (t2 - t_entry_ns) / 1e3
         meta.total_us = total
         meta.deadline_us = self._deadline_us
-        meta.deadline_met = total <= self._deadline_us
+        meta.deadline_met = ok = total <= self._deadline_us
         self.calls += 1
-        if not meta.deadline_met:
+        if not ok:
             self.deadline_misses += 1
         return action, meta
 
     def execute_rt_inference_sync(self, state: Any) -> tuple[F64, InferenceMetadata]:
-        """One control cycle in the calling thread (inside ``with system:``): (safe action (n,) rad, metadata).
+        """One control cycle in the calling thread (inside ``with system:``).
+
+        Returns (safe action (n,) rad, :class:`InferenceMetadata`).
 
         Raises:
-            StateError: wrong shape / unknown key. SystemNotRunning: not inside ``with``/``async with``.
+            StateError: wrong shape / unknown key. SystemNotRunningError: not inside ``with``/``async with``.
         """
-        t_entry = time.perf_counter_ns()
+        t_entry = time.monotonic_ns()
         if not self._mode:
-            raise SystemNotRunning('execute_rt_inference_sync: enter the system first (`with system:`)')
+            raise SystemNotRunningError('execute_rt_inference_sync: enter the system first (`with system:`)')
         parsed = self._parse(state)
-        return self._run(parsed, t_entry, time.perf_counter_ns(), 'caller')
+        return self._run(parsed, t_entry, time.monotonic_ns(), 'caller')
 
     async def execute_rt_inference(self, state: Any) -> tuple[F64, InferenceMetadata]:
         """One control cycle on the RT worker thread (inside ``async with system:``).
 
         Raises:
             StateError: wrong shape / unknown key (before anything runs).
-            SystemNotRunning: not inside ``async with system:``.
+            SystemNotRunningError: not inside ``async with system:``.
         """
-        t_entry = time.perf_counter_ns()
+        t_entry = time.monotonic_ns()
         worker = self._worker
         if worker is None:
-            raise SystemNotRunning('execute_rt_inference: enter the system first (`async with system:`)')
+            if self._mode != 'async':
+                raise SystemNotRunningError(
+                    'execute_rt_inference: enter the system first (`async with system:`)'
+                )
+            parsed = self._parse(state)  # inline: this (event-loop) thread was made RT by `async with`
+            return self._run(parsed, t_entry, time.monotonic_ns(), 'event_loop')
         parsed = self._parse(state)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[F64, InferenceMetadata]] = loop.create_future()
-        worker.submit((parsed, t_entry, time.perf_counter_ns(), fut, loop))
+        worker.submit((parsed, t_entry, time.monotonic_ns(), fut, loop))
         return await fut
 
     def reset(self) -> tuple[bool, str]:
@@ -310,11 +358,22 @@ class RtSystem:
         if rt.gc_freeze:
             self._gc = GcPolicy(True, rt.gc_collect_period_s)
             self._gc.apply()
+        else:  # automatic GC stays on, but collections skip what exists now (torch: ~ms per full scan)
+            import gc
+
+            gc.collect()
+            gc.freeze()
+            self._unfreeze = True
 
     def _process_rt_off(self) -> None:
         if self._gc is not None:
             self._gc.restore()
             self._gc = None
+        if self._unfreeze:
+            import gc
+
+            gc.unfreeze()
+            self._unfreeze = False
         if self._locked_memory:
             sched.unlock_memory()
             self._locked_memory = False
@@ -326,15 +385,25 @@ class RtSystem:
         if warnings and self.app.deployment.system_checks != 'off':
             import sys
 
-            print('!' * 78 + f'\n{self.app.deployment.profile or "this"} profile: RT privileges refused: '
-                  + '; '.join(warnings) + '\n' + '!' * 78, file=sys.stderr)
+            print(
+                '!' * 78
+                + f'\n{self.app.deployment.profile or "this"} profile: RT privileges refused: '
+                + '; '.join(warnings)
+                + '\n'
+                + '!' * 78,
+                file=sys.stderr,
+            )
 
-    def __enter__(self) -> RtSystem:
+    def _promote_caller(self, mode: str) -> None:
+        """Give the calling thread the control group's CPUs and scheduling (saved for restore)."""
         if self._mode:
-            raise SystemNotRunning(f'the system is already running ({self._mode})')
+            raise SystemNotRunningError(f'the system is already running ({self._mode})')
         g = self.app.rt.groups['control']
-        tid = threading.get_native_id()
-        self._saved_sched = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority, os.sched_getaffinity(0))
+        self._saved_sched = (
+            os.sched_getscheduler(0),
+            os.sched_getparam(0).sched_priority,
+            os.sched_getaffinity(0),
+        )
         warnings: list[str] = []
         ok, msg = sched.set_thread_affinity(g.real_cpus)
         if not ok:
@@ -342,22 +411,19 @@ class RtSystem:
         ok, msg = sched.set_thread_scheduler(g.policy, g.priority)
         if not ok:
             warnings.append(msg)
-        self._grant = sched.thread_state(tid)
-        self._caller_tid = tid
-        self._mode = 'sync'
+        self._grant = sched.thread_state(threading.get_native_id())
+        self._mode = mode
         try:
             self._check_grant(warnings)
             self._process_rt_on()
         except BaseException:
-            self.__exit__()
+            self._demote_caller()
             raise
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._mode != 'sync':
-            return
+    def _demote_caller(self) -> None:
         if self._saved_sched is not None:
             pol, prio, cpus = self._saved_sched
+            self._saved_sched = None
             try:
                 os.sched_setscheduler(0, pol, os.sched_param(prio))
                 os.sched_setaffinity(0, cpus)
@@ -366,9 +432,23 @@ class RtSystem:
         self._process_rt_off()
         self._mode = ''
 
+    def __enter__(self) -> RtSystem:
+        """Make the calling thread RT (``rt.groups.control``) for ``execute_rt_inference_sync``."""
+        self._promote_caller('sync')
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._mode == 'sync':
+            self._demote_caller()
+
     async def __aenter__(self) -> RtSystem:
+        """``async_mode='inline'`` (default): the event-loop thread is made RT and runs each cycle
+        inline; ``'worker'``: a dedicated RT thread runs them (the loop thread stays as it is)."""
+        if self.async_mode == 'inline':
+            self._promote_caller('async')
+            return self
         if self._mode:
-            raise SystemNotRunning(f'the system is already running ({self._mode})')
+            raise SystemNotRunningError(f'the system is already running ({self._mode})')
         worker = _Worker(self)
         worker.start()
         worker.ready.wait(10.0)
@@ -387,9 +467,13 @@ class RtSystem:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._mode != 'async':
+            return
         worker, self._worker = self._worker, None
-        if worker is not None:
-            await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+        if worker is None:
+            self._demote_caller()
+            return
+        await asyncio.get_running_loop().run_in_executor(None, worker.stop)
         self._process_rt_off()
         self._mode = ''
 

@@ -79,9 +79,8 @@ def _cpus(ctx: Context) -> str:
 
 
 def _grub(params: str) -> str:
-    return (
-        f'sudo sed -i \'s/^GRUB_CMDLINE_LINUX="/&{params} /\' /etc/default/grub && sudo update-grub && sudo reboot'
-    )
+    sed = f"sudo sed -i 's/^GRUB_CMDLINE_LINUX=\"/&{params} /' /etc/default/grub"
+    return f'{sed} && sudo update-grub && sudo reboot'
 
 
 # ------------------------------------------------------------------------------------------------
@@ -158,7 +157,11 @@ def check_cpu_governor(ctx: Context) -> Check:
         if gov is None:
             continue
         cur, mx = ctx.sys.read(f'{base}/scaling_cur_freq'), ctx.sys.read(f'{base}/cpuinfo_max_freq')
-        freq = f' {int(cur) // 1000}/{int(mx) // 1000} MHz' if cur and mx and cur.isdigit() and mx.isdigit() else ''
+        freq = (
+            f' {int(cur) // 1000}/{int(mx) // 1000} MHz'
+            if cur and mx and cur.isdigit() and mx.isdigit()
+            else ''
+        )
         seen.append(f'cpu{cpu} {gov}{freq}')
         if gov != ctx.governor:
             bad.append(cpu)
@@ -194,7 +197,8 @@ def check_smt_siblings(ctx: Context) -> Check:
         'smt_siblings',
         WARN,
         value,
-        f'echo off | sudo tee /sys/devices/system/cpu/smt/control   # or isolate CPUs {format_cpulist(sibs)} too',
+        'echo off | sudo tee /sys/devices/system/cpu/smt/control'
+        f'   # or isolate CPUs {format_cpulist(sibs)} too',
     )
 
 
@@ -224,7 +228,9 @@ def check_irq_affinity(ctx: Context) -> Check:
         return Check('irq_affinity', PASS, f'no device IRQ on CPUs {_cpus(ctx)}')
     value = f'{len(on_rt)} IRQ(s) on RT CPUs {_cpus(ctx)}: ' + ','.join(str(i) for i in sorted(on_rt)[:12])
     if not others:
-        return Check('irq_affinity', WARN, value + ' (no non-RT CPU to move them to)', 'use a machine with more CPUs')
+        return Check(
+            'irq_affinity', WARN, value + ' (no non-RT CPU to move them to)', 'use a machine with more CPUs'
+        )
     tgt = format_cpulist(others)
     irqs = ' '.join(str(i) for i in sorted(on_rt))
     fix = f'for i in {irqs}; do echo {tgt} | sudo tee /proc/irq/$i/smp_affinity_list; done   # or --apply'
@@ -244,7 +250,9 @@ def check_idle_states(ctx: Context) -> Check:
                 deep.append(f'cpu{cpu}/{base.rsplit("/", 1)[1]} {ctx.sys.read(base + "/name")} {lat} us')
     if not deep:
         states = len(ctx.sys.glob('/sys/devices/system/cpu/cpu*/cpuidle/state*/latency'))
-        return Check('idle_states', PASS, f'no enabled idle state over {IDLE_LATENCY_MAX_US} us ({states} states)')
+        return Check(
+            'idle_states', PASS, f'no enabled idle state over {IDLE_LATENCY_MAX_US} us ({states} states)'
+        )
     cmds = ' && '.join(
         f'echo 1 | sudo tee /sys/devices/system/cpu/{d.split()[0].replace("/", "/cpuidle/")}/disable'
         for d in deep
@@ -297,7 +305,12 @@ def check_swap(ctx: Context) -> Check:
     lines = [ln for ln in (ctx.sys.read('/proc/swaps') or '').splitlines()[1:] if ln.strip()]
     if not lines:
         return Check('swap', PASS, 'no swap')
-    return Check('swap', WARN, f'{len(lines)} swap device(s): ' + ', '.join(ln.split()[0] for ln in lines), 'sudo swapoff -a')
+    return Check(
+        'swap',
+        WARN,
+        f'{len(lines)} swap device(s): ' + ', '.join(ln.split()[0] for ln in lines),
+        'sudo swapoff -a',
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -376,7 +389,11 @@ def check_clocksource(ctx: Context) -> Check:
     avail = (ctx.sys.read(f'{base}/available_clocksource') or '').split()
     if cur == 'tsc':
         return Check('clocksource', PASS, f'tsc (available: {" ".join(avail)})')
-    fix = f'echo tsc | sudo tee {base}/current_clocksource' if 'tsc' in avail else 'no tsc: check the BIOS/hypervisor'
+    fix = (
+        f'echo tsc | sudo tee {base}/current_clocksource'
+        if 'tsc' in avail
+        else 'no tsc: check the BIOS/hypervisor'
+    )
     return Check('clocksource', WARN, f'{cur} (available: {" ".join(avail)})', fix)
 
 
@@ -386,7 +403,8 @@ def check_timer_slack(ctx: Context) -> Check:
     return Check(
         'timer_slack',
         PASS,
-        f'{slack} ns for this process; rt_safe_rl sets 1 ns on its SCHED_OTHER group threads and FIFO threads have none',
+        f'{slack} ns for this process; rt_safe_rl sets 1 ns on its SCHED_OTHER group threads '
+        '(FIFO threads have none)',
     )
 
 
@@ -442,7 +460,9 @@ def check_cpu_steal(ctx: Context) -> Check:
         steal = measure_steal(ctx.sys, ctx.steal_s)
     worst = max((steal.get(c, 0.0) for c in ctx.rt_cpus), default=0.0)
     value = ', '.join(f'CPU{c} {steal.get(c, 0.0):g}%' for c in sorted(ctx.rt_cpus))
-    fix = 'the host runs other guests on these vCPUs: dedicate them (pinning, no overcommit) or use bare metal'
+    fix = (
+        'the host runs other guests on these vCPUs: dedicate them (pinning, no overcommit) or use bare metal'
+    )
     if worst >= STEAL_FAIL_PCT:
         return Check('cpu_steal', FAIL, value, fix)
     if worst >= STEAL_WARN_PCT:
@@ -472,7 +492,9 @@ def foreign_fifo_threads(ctx: Context) -> list[str]:
             if policy not in (1, 2):
                 continue
             st = ctx.sys.read(f'/proc/{pid}/task/{tid}/status') or ''
-            allowed = next((ln.split(':', 1)[1] for ln in st.splitlines() if ln.startswith('Cpus_allowed_list')), '')
+            allowed = next(
+                (ln.split(':', 1)[1] for ln in st.splitlines() if ln.startswith('Cpus_allowed_list')), ''
+            )
             if parse_cpulist(allowed) & ctx.rt_cpus:
                 out.append(f'{pid}/{tid} {name} {"FIFO" if policy == 1 else "RR"} {rtprio}')
     return out
@@ -490,7 +512,8 @@ def check_foreign_fifo_threads(ctx: Context) -> Check:
         'foreign_fifo_threads',
         WARN,
         f'{len(found)}: ' + '; '.join(found[:6]),
-        f'stop them or move them off the RT CPUs: for p in {" ".join(pids)}; do sudo taskset -a -p -c 0 $p; done',
+        f'stop them or move them off the RT CPUs: for p in {" ".join(pids)}; '
+        'do sudo taskset -a -p -c 0 $p; done',
     )
 
 

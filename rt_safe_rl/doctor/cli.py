@@ -25,7 +25,9 @@ from rt_safe_rl.core.errors import RtSafeRlError
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='rt-safe-rl doctor', description=(__doc__ or '').split('\n\n')[0])
     p.add_argument('--json', default='', help='also write the JSON report to this file')
-    p.add_argument('--apply', action='store_true', help='apply the reversible fixes (root; writes a restore file)')
+    p.add_argument(
+        '--apply', action='store_true', help='apply the reversible fixes (root; writes a restore file)'
+    )
     p.add_argument('--restore', default='', metavar='FILE', help='undo an --apply from its restore file')
     p.add_argument(
         '--restore-file',
@@ -55,7 +57,9 @@ def _ratio(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
 
 
 def _table(checks: list[Any], verdict: str) -> str:
-    lines = [f'{c.status:4} {c.name:22} {c.value}' + (f'\n     fix: {c.fix}' if c.fix else '') for c in checks]
+    lines = [
+        f'{c.status:4} {c.name:22} {c.value}' + (f'\n     fix: {c.fix}' if c.fix else '') for c in checks
+    ]
     return '\n'.join([*lines, verdict])
 
 
@@ -94,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {'rt_cpus': sorted(ctx.rt_cpus), 'profile': cfg.deployment.profile}
     if a.apply:
         report['apply'] = apply(ctx, Path(a.restore_file))
-        print(f'[doctor] applied {len(report["apply"]["applied"])} setting(s); undo: '
-              f'rt-safe-rl doctor --restore {a.restore_file}', file=sys.stderr)
+        print(
+            f'[doctor] applied {len(report["apply"]["applied"])} setting(s); undo: '
+            f'rt-safe-rl doctor --restore {a.restore_file}',
+            file=sys.stderr,
+        )
         after = _floor(a, ctx)
         if 'c' in after:
             floor['after'] = after
