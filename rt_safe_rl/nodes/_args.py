@@ -15,8 +15,9 @@ from rclpy.utilities import remove_ros_args
 def node_usage(prog: str, summary: str) -> str:
     """Usage text of a node executable ``prog`` (``summary``: one line on what it does)."""
     return (
-        f'usage: {prog} [--profile NAME] [--ros-args -p config_file:=FILE -p KEY:=VALUE -r FROM:=TO ...]\n'
+        f'usage: {prog} [--ros-args -p config_file:=FILE -p KEY:=VALUE -r FROM:=TO ...]\n'
         f'{summary}\n'
+        '--profile NAME (before --ros-args): deployment profile, development|production|edge|cloud\n'
         'ROS arguments only: config_file is a YAML in the layout of config/default.yaml (empty = the\n'
         'shipped default); any parameter of the node can be set with -p. `rt-safe-rl demo` and\n'
         '`bringup` compose all the nodes in one process.'
