@@ -19,9 +19,10 @@ per call, its wall time minus the core time measured inside the same call (paire
 machine's noise cancels), as percentiles; ``percentile_diff_vs_direct_us``: API percentile -
 direct percentile (independent samples: noisy on a shared machine). Targets on ``overhead_us``
 p99: async <= 30 us, sync <= 5 us.
-``--memory`` also measures the resident memory (VmRSS, VmHWM) of a development and an edge system,
-each built in a fresh interpreter. JSON on stdout (and ``--json FILE``); the doctor's verdict line
-on stderr and in ``machine.verdict``.
+``--memory`` also measures the resident memory (VmRSS, VmHWM) of a development, an edge and a
+production system, each built in a fresh interpreter and measured inside ``with system:`` after
+one call (so mlockall, where the profile asks for it, has happened). JSON on stdout (and
+``--json FILE``); the doctor's verdict line on stderr and in ``machine.verdict``.
 """
 
 from __future__ import annotations
@@ -106,8 +107,9 @@ async def _async_calls(system: Any, n: int, period_ns: int, out: list[int], over
 def _memory(profile: str, backend: str) -> dict[str, Any]:
     code = (
         'import json; from rt_safe_rl.api import create_system; '
-        f's = create_system(profile={profile!r}, overrides={{"policy": {{"backend": {backend!r}}}}}); '
-        'print(json.dumps(s.info()["memory"]))'
+        f's = create_system(profile={profile!r}, overrides={{"policy": {{"backend": {backend!r}}}}}, '
+        'log=lambda m: None); st = s.initial_state()\n'
+        'with s:\n    s.execute_rt_inference_sync(st); print(json.dumps(s.info()["memory"]))'
     )
     proc = subprocess.run(
         [sys.executable, '-c', code], capture_output=True, text=True, timeout=300, check=False
@@ -200,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.memory:
         print('[bench api] memory: development and edge systems in fresh interpreters...', file=sys.stderr)
         dev, edge = _memory('development', a.backend or 'auto'), _memory('edge', a.backend or 'auto')
-        res['memory_mb'] = {'development': dev, 'edge': edge}
+        res['memory_mb'] = {
+            'development': dev,
+            'edge': edge,
+            'production': _memory('production', a.backend or 'auto'),
+        }
         if 'rss_mb' in dev and 'rss_mb' in edge and dev['rss_mb'] > 0:
             res['memory_mb']['edge_over_development_rss'] = round(edge['rss_mb'] / dev['rss_mb'], 3)
     line = verdict_line(measure_s=1.0)
