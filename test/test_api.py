@@ -207,3 +207,24 @@ def test_async_worker_mode_runs_on_its_own_thread(system: RtSystem) -> None:
         system.async_mode = 'inline'
     assert m.thread == 'rt_worker' and m.fault == 'OK'
     assert during == before + 1 and threading.active_count() == before
+
+
+def test_execute_batch_fails_closed_per_robot(system: RtSystem) -> None:
+    """Cloud throughput path: B robots per call; a bad state stops (latched) its own slot only."""
+    s = system.initial_state()
+    good = {'q': s.q, 'dq': s.dq, 'human_points': FAR_HUMAN, 'command': np.asarray(s.q) + 0.2}
+    bad = dict(good, q=np.full(7, np.nan))
+    try:
+        for _ in range(20):
+            actions, faults = system.execute_batch([good, good, dict(good, human_points=None)])
+        assert actions.shape == (3, 7) and faults == ['OK', 'OK', 'AWAITING_HUMAN']
+        assert not np.allclose(actions[0], s.q), 'a healthy slot moves toward its goal'
+        actions, faults = system.execute_batch([good, bad, good])
+        assert faults[0] == 'OK' and faults[2] == 'OK' and faults[1] != 'OK'
+        assert np.isfinite(actions).all()
+        _, faults = system.execute_batch([good, good, good])
+        assert faults[1] != 'OK', 'latched until reset_batch()'
+        with pytest.raises(StateError, match='serves 3 robots'):
+            system.execute_batch([good])
+    finally:
+        system.reset_batch()

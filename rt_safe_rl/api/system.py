@@ -195,6 +195,7 @@ class RtSystem:
         self._backend = str(runtime.info['backend'])
         self._mode = ''  # '' | 'sync' | 'async'
         self._worker: _Worker | None = None
+        self._batch: Any = None
         self._saved_sched: tuple[int, int, set[int]] | None = None
         self._gc: Any = None
         self._unfreeze = False
@@ -325,6 +326,28 @@ class RtSystem:
         fut: asyncio.Future[tuple[F64, InferenceMetadata]] = loop.create_future()
         worker.submit((parsed, t_entry, time.monotonic_ns(), fut, loop))
         return await fut
+
+    def execute_batch(self, states: Any) -> tuple[F64, list[str]]:
+        """Throughput path (cloud profile): one cycle of B independent robots (B fixed at the first
+        call), safety filter batched (:mod:`rt_safe_rl.api.batch`, its fail-closed rules there).
+
+        Returns (actions (B, n) rad, fault name per robot). Not RT code; no context needed.
+
+        Raises:
+            StateError: not a sequence, another B than before, a state of the wrong shape.
+        """
+        from rt_safe_rl.api.batch import BatchStage, check_batch
+
+        stage = self._batch
+        b = check_batch(states, None if stage is None else stage.batch)
+        if stage is None:
+            stage = self._batch = BatchStage(self, b)
+        with self._lock:
+            return stage.run(states, time.monotonic_ns())
+
+    def reset_batch(self) -> None:
+        """Forget the batch slots (latched stops, command states, batch size)."""
+        self._batch = None
 
     def reset(self) -> tuple[bool, str]:
         """Clear a latched stop (refused while still moving) and reset the policy's state."""
