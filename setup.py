@@ -17,6 +17,7 @@ setup(
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', glob('config/*.yaml')),
         (f'share/{PACKAGE}/config/policies', glob('config/policies/*.yaml')),
+        (f'share/{PACKAGE}/config/profiles', glob('config/profiles/*.yaml')),
         (f'share/{PACKAGE}/models', glob(f'{PACKAGE}/models/*.pt') + glob(f'{PACKAGE}/models/*.json')),
         (f'share/{PACKAGE}/description', glob(f'{PACKAGE}/description/*.urdf')),
         (f'share/{PACKAGE}/dashboards', glob(f'{PACKAGE}/dashboards/*.json')),

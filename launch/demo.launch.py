@@ -29,6 +29,7 @@ ARGS = {
     'joint_states_topic': ('joint_states', 'robot JointState topic'),
     'human_topic': ('human/position', 'tracked human position (PointStamped)'),
     'use_monitor': ('true', 'also start the monitor node'),
+    'profile': ('', "deployment profile (development|production|edge|cloud; '' = none)"),
 }
 
 
@@ -40,6 +41,7 @@ def _config_file(context: object) -> str:
 def _sim_nodes(context: object) -> list[Node]:
     cfg = _config_file(context)
     namespace = LaunchConfiguration('namespace').perform(context)  # type: ignore[arg-type]
+    profile = LaunchConfiguration('profile').perform(context)  # type: ignore[arg-type]
     remaps = [
         ('forward_position_controller/commands', LaunchConfiguration('robot_command_topic')),
         ('joint_states', LaunchConfiguration('joint_states_topic')),
@@ -53,6 +55,7 @@ def _sim_nodes(context: object) -> list[Node]:
             namespace=namespace,
             parameters=[{'config_file': cfg}],
             remappings=remaps,
+            arguments=['--profile', profile] if profile else [],
             output='screen',
         )
         for exe in ('sim_robot', 'sim_human', 'sim_operator')

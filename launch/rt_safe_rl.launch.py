@@ -6,7 +6,7 @@ process, reading THE config file (the same one `bringup` reads).
         joint_states_topic:=/fr3/joint_states policy_path:=/path/to/policy.pt
 
 Arguments: config_file, policy_path ('' = the one in config_file), namespace, robot_command_topic,
-joint_states_topic, human_topic, use_monitor. Only public launch / launch_ros API is used.
+joint_states_topic, human_topic, profile, use_monitor. Only public launch / launch_ros API is used.
 The nodes configure and activate themselves (``control.autostart`` in the config).
 """
 
@@ -55,6 +55,11 @@ def declare_common_arguments() -> list[DeclareLaunchArgument]:
             'human_topic', default_value='human/position', description='tracked human position (PointStamped)'
         ),
         DeclareLaunchArgument(
+            'profile',
+            default_value='',
+            description="deployment profile (development|production|edge|cloud; '' = none), every node",
+        ),
+        DeclareLaunchArgument(
             'use_monitor',
             default_value='true',
             description='also start the monitor node (/diagnostics, Prometheus)',
@@ -71,6 +76,8 @@ def _robot_nodes(context: object) -> list[Node]:
         ('joint_states', LaunchConfiguration('joint_states_topic')),
         ('human/position', LaunchConfiguration('human_topic')),
     ]
+    profile = LaunchConfiguration('profile').perform(context)  # type: ignore[arg-type]
+    prof = ['--profile', profile] if profile else []
     policy_params: dict[str, str] = {'config_file': cfg}
     if policy_path:
         policy_params['policy.path'] = policy_path
@@ -82,6 +89,7 @@ def _robot_nodes(context: object) -> list[Node]:
             namespace=namespace,
             parameters=[{'config_file': cfg}],
             remappings=remaps,
+            arguments=prof,
             output='screen',
         ),
         Node(
@@ -91,6 +99,7 @@ def _robot_nodes(context: object) -> list[Node]:
             namespace=namespace,
             parameters=[policy_params],
             remappings=remaps,
+            arguments=prof,
             output='screen',
         ),
         Node(
@@ -100,6 +109,7 @@ def _robot_nodes(context: object) -> list[Node]:
             namespace=namespace,
             parameters=[{'config_file': cfg}],
             remappings=remaps,
+            arguments=prof,
             output='screen',
             condition=IfCondition(LaunchConfiguration('use_monitor')),
         ),

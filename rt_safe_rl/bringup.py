@@ -266,6 +266,7 @@ def build_arg_parser(prog: str, description: str | None = None) -> argparse.Argu
         help='override a config value, e.g. --set safety.ssm.reaction_time_s=0.2 (repeatable)',
     )
     ap.add_argument('--namespace', default='', help='namespace of every composed node')
+    ap.add_argument('--profile', default=None, help='development|production|edge|cloud or an overlay YAML')
     return ap
 
 
@@ -274,7 +275,11 @@ def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = No
     overrides: dict[str, Any] = dict(extra or {})
     for text in args.overrides:
         overrides = deep_merge(overrides, parse_override(text))
-    return load_config(args.config, overrides or None)
+    cfg = load_config(args.config, overrides or None, profile=getattr(args, 'profile', None))
+    from rt_safe_rl.doctor.startup import startup_checks  # deployment.system_checks [api]
+
+    startup_checks(cfg, log=lambda m: print(m, file=sys.stderr))
+    return cfg
 
 
 def split_ros_args(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -3,7 +3,8 @@
     rt-safe-rl demo [--duration S] [--config C]       closed loop on the embedded default
     rt-safe-rl train [--out PATH]                       train the shipped default policy
     rt-safe-rl record [...]                             record the simulator to an mcap bag
-    rt-safe-rl bench policy|safety|rt|replay|monitor|loop|faults [...]   benchmarks (print JSON)
+    rt-safe-rl doctor [--json F] [--apply] [--restore F]  system checks, floor, verdict (JSON)
+    rt-safe-rl bench policy|safety|rt|replay|monitor|loop|faults|api [...]   benchmarks (print JSON)
 
 Each subcommand lives in its own module with ``main(argv: list[str] | None) -> int``; this file
 only dispatches. Expected errors (:class:`RtSafeRlError`) print one line and exit 2. SIGTERM is
@@ -24,6 +25,7 @@ COMMANDS: dict[str, str] = {
     'demo': 'rt_safe_rl.demo',
     'train': 'rt_safe_rl.tools.train_default_policy',
     'record': 'rt_safe_rl.tools.record',
+    'doctor': 'rt_safe_rl.doctor.cli',
 }
 BENCHES: dict[str, str] = {
     'policy': 'rt_safe_rl.bench.policy_bench',
@@ -33,6 +35,7 @@ BENCHES: dict[str, str] = {
     'monitor': 'rt_safe_rl.bench.monitor_bench',
     'loop': 'rt_safe_rl.bench.loop_bench',
     'faults': 'rt_safe_rl.bench.faults',
+    'api': 'rt_safe_rl.bench.api_bench',
 }
 
 

@@ -129,6 +129,7 @@ SECTIONS: dict[str, str] = {
     'benchmark': 'rt_safe_rl.bench.config:BenchmarkConfig',
     'sim': 'rt_safe_rl.sim.config:SimConfig',
     'demo': 'rt_safe_rl.config:DemoConfig',
+    'deployment': 'rt_safe_rl.api.profiles:DeploymentConfig',  # profiles, RT_* env [api]
 }
 
 
@@ -168,6 +169,7 @@ class AppConfig:
     benchmark: Any
     sim: SimConfig
     demo: DemoConfig
+    deployment: Any
     source: Path = field(default_factory=lambda: Path('<defaults>'))
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -262,6 +264,7 @@ def build_config(data: dict[str, Any], source: str | Path = '<mapping>') -> AppC
 def load_config(
     path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    profile: str | None = None,
 ) -> AppConfig:
     """Read and validate a config file (default: the shipped ``config/default.yaml``).
 
@@ -269,6 +272,8 @@ def load_config(
         path: YAML file; None = the shipped default.
         overrides: nested mapping merged over the file before validation (e.g. from
             :func:`parse_override` or launch arguments).
+        profile: deployment profile merged over the file, below the ``RT_*`` variables and
+            `overrides` (:mod:`rt_safe_rl.api.profiles`); None = ``RT_PROFILE`` or none.
 
     Raises:
         ConfigError: missing/unreadable file, invalid YAML, unknown key or wrong type; the
@@ -276,8 +281,10 @@ def load_config(
             valid and an override is not).
     """
     p = Path(path) if path is not None else config_path('default.yaml')
-    data = load_yaml(p)
     src = p.resolve()
+    from rt_safe_rl.api.profiles import layer_profile_and_env
+
+    data = layer_profile_and_env(load_yaml(p), src, profile, build_config)
     if not overrides:
         return build_config(data, src)
     build_config(data, src)  # the file alone first, so that its own errors name the file

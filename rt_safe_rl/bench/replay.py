@@ -960,7 +960,11 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             file=sys.stderr,
         )
         rc = 1 if rc == 0 else rc
-    print(json.dumps(reportmod._plain(summary_for_stdout(rep)), indent=1))
+    from rt_safe_rl.doctor import verdict_line  # the machine's share of the misses [api]
+
+    verdict = verdict_line(config=app)
+    print(f'[bench replay] {verdict}', file=sys.stderr)
+    print(json.dumps(reportmod._plain({**summary_for_stdout(rep), 'machine_verdict': verdict}), indent=1))
     if not rep['complete']:
         print(
             f'rt-safe-rl bench replay: interrupted; partial results in {out_dir}/report.json '

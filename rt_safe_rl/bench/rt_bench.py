@@ -814,6 +814,12 @@ def main(argv: list[str] | None = None) -> int:
         'warnings': ex.get('report', {}).get('warnings', []) if isinstance(ex, dict) else [],
     }
     res['targets'] = _targets(res)
+    from rt_safe_rl.doctor import verdict_line  # the machine's share of the misses [api]
+
+    fc = res.get('floor_c')
+    given = {'c': {**fc, 'rate_hz': a.rate_hz}} if isinstance(fc, dict) and 'lateness_us' in fc else None
+    res['machine']['verdict'] = verdict_line(given)
+    print(f'[bench rt] {res["machine"]["verdict"]}', file=sys.stderr)
     text = json.dumps(res, indent=2)
     print(text)
     if a.json:

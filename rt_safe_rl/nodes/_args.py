@@ -17,10 +17,27 @@ def node_usage(prog: str, summary: str) -> str:
     return (
         f'usage: {prog} [--ros-args -p config_file:=FILE -p KEY:=VALUE -r FROM:=TO ...]\n'
         f'{summary}\n'
+        '--profile NAME (before --ros-args): deployment profile, development|production|edge|cloud\n'
         'ROS arguments only: config_file is a YAML in the layout of config/default.yaml (empty = the\n'
         'shipped default); any parameter of the node can be set with -p. `rt-safe-rl demo` and\n'
         '`bringup` compose all the nodes in one process.'
     )
+
+
+def _take_profile(extra: list[str]) -> list[str]:
+    """Consume ``--profile NAME`` / ``--profile=NAME``: sets ``RT_PROFILE`` for the node's config load."""
+    import os
+
+    out: list[str] = []
+    it = iter(extra)
+    for a in it:
+        if a == '--profile':
+            os.environ['RT_PROFILE'] = next(it, '')
+        elif a.startswith('--profile='):
+            os.environ['RT_PROFILE'] = a.split('=', 1)[1]
+        else:
+            out.append(a)
+    return out
 
 
 def check_node_args(prog: str, argv: list[str] | None, summary: str) -> int | None:
@@ -36,7 +53,7 @@ def check_node_args(prog: str, argv: list[str] | None, summary: str) -> int | No
         printing the usage for --help, 2 after a one-line error for unknown arguments.
     """
     args = sys.argv[1:] if argv is None else list(argv)
-    extra = remove_ros_args([prog, *args])[1:]
+    extra = _take_profile(remove_ros_args([prog, *args])[1:])
     if any(a in ('-h', '--help') for a in extra):
         print(node_usage(prog, summary))
         return 0
