@@ -132,6 +132,12 @@ class PolicyNodeConfig:
         warmup_iters: forward passes at configure before the RT path starts.
         num_threads: torch intra-op threads (1: the control loop, not the model, owns the cores).
         input_sizes_strict: refuse a pipeline whose obs_dim differs from the model's input size.
+        stdout: a policy that writes to stdout when called: ``refuse`` it at configure, or ``drop``
+            its output (fd-level redirect around every call off the RT path; ``auto`` then prefers a
+            backend that does not print, e.g. the compiled one, for the RT path).
+        auto_cache: remember the ``auto`` choice (keyed by model SHA-256, pipeline config, backend
+            versions and CPU model) and reuse it on the next start after re-checking its tolerance.
+        cache_dir: where (default ``$XDG_CACHE_HOME/rt_safe_rl`` or ``~/.cache/rt_safe_rl``).
     """
 
     path: str = 'package://rt_safe_rl/models/arm7_reach.pt'
@@ -151,6 +157,9 @@ class PolicyNodeConfig:
     warmup_iters: int = 50
     num_threads: int = 1
     input_sizes_strict: bool = True
+    stdout: Literal['refuse', 'drop'] = 'refuse'
+    auto_cache: bool = True
+    cache_dir: str = ''
 
     def __post_init__(self) -> None:
         if not self.path:
