@@ -124,14 +124,18 @@ def probe_torch(module: Any, obs_dim: int | None) -> tuple[int, int, list[int], 
             raise PolicyLoadError(f'the model does not run on {obs_dim} inputs: {last}')
         raise PolicyLoadError(f'cannot find the input size of the model (tried {cands[:12]}): {last}')
     chosen = working[0]
-    if len(working) > 1:
+    if len(working) > 1:  # several sizes run: the model slices its input
         from rt_safe_rl.core.policy.graph import input_usage
 
-        for d, rank, out in working:
-            used = input_usage(module, shape_of(rank, d), lambda: reset_torch_state(module))
-            if used == (0, d):
-                chosen = (d, rank, out)
-                break
+        usage = [
+            input_usage(module, shape_of(r, d), lambda: reset_torch_state(module)) for d, r, _ in working
+        ]
+        full = [w for w, u in zip(working, usage, strict=True) if u == (0, w[0])]
+        # none read whole: the smallest size that holds every element the model reads at any size
+        hi = max((u[1] for u in usage if u is not None), default=0)
+        chosen = (
+            full[0] if full else min((w for w in working if w[0] >= hi), key=lambda w: w[0], default=chosen)
+        )
     d, rank, out = chosen
     return d, int(np.prod(out)), list(shape_of(rank, d)), out
 
