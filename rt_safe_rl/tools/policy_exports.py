@@ -1,3 +1,4 @@
+# mypy: disable-error-code="operator,index"
 """Policy exports with the structures robot teams ship, made on demand (never committed as binaries).
 
 ``python -m rt_safe_rl.tools.policy_exports OUT_DIR`` writes, with fixed seeds:
@@ -24,6 +25,7 @@ Not RT code.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
@@ -162,7 +164,7 @@ def _onnx_mlp(path: Path, sizes: list[int], in_shape: list[int], seed: int) -> N
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
     cur = 'obs'
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
         bias = (rng.standard_normal(b) * 0.1).astype(np.float32)
         inits += [numpy_helper.from_array(w, f'w{i}'), numpy_helper.from_array(bias, f'b{i}')]
@@ -231,19 +233,19 @@ def write_exports(out: Path) -> dict[str, Path]:
     for name in ('ac_container', 'fx_graph', 'index_put', 'printing', 'lstm2_cell', 'gru', 'onnx_1d'):
         (out / f'{name}.yaml').write_text(yaml.safe_dump(_pipeline()))
     wrap = _pipeline()
-    wrap['observation']['terms'].insert(0, {'term': 'extra', 'input': 'padding', 'size': 3})
+    wrap['observation']['terms'].insert(0, {'term': 'input', 'input': 'padding'})
     wrap['inputs']['padding'] = {'size': 3}
     (out / 'wrapper_slicing.yaml').write_text(yaml.safe_dump(wrap))
     enc = _pipeline(
         {
             'encoder': {
                 'path': 'encoder.onnx',
-                'terms': [{'term': 'joint_vel', 'scale': 0.05}],
-                'history_length': 5,
-                'append_at': 'end',
+                'output_size': 8,
+                'observation': {'terms': [{'term': 'joint_vel', 'scale': 0.05}], 'history_length': 5},
             }
         }
     )
+    enc['observation']['terms'].append({'term': 'encoder'})
     (out / 'encoder_policy.yaml').write_text(yaml.safe_dump(enc))
     return paths
 
