@@ -896,3 +896,34 @@ def input_usage(module: Any, in_shape: tuple[int, ...], reset: Any = None) -> tu
         return None
     nz = np.nonzero(used)[0]
     return int(nz[0]), int(nz[-1]) + 1
+
+
+def input_slices(module: Any, in_shape: tuple[int, ...], reset: Any = None) -> list[tuple[int, int]]:
+    """Contiguous runs [start, stop) of the input that the model reads through views (slices), from
+    a trace; [] when it cannot be traced or reads the whole input at once."""
+    import torch
+
+    n = int(np.prod(in_shape))
+    if reset is not None:
+        reset()
+    try:
+        ops, xr, _y = trace(module, torch.zeros(in_shape, dtype=torch.float32))
+    except Exception:
+        return []
+    finally:
+        if reset is not None:
+            reset()
+    runs: list[tuple[int, int]] = []
+    for op in ops:
+        for t in _tensors(op.out):
+            if t.ptr != xr.ptr or t.numel >= n or t.numel == 0:
+                continue
+            idx = torch.arange(t.snumel).as_strided(t.shape, t.stride, t.offset).reshape(-1)
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            if (
+                hi - lo == t.numel
+                and bool((idx == lo + torch.arange(t.numel)).all())
+                and (lo, hi) not in runs
+            ):
+                runs.append((lo, hi))
+    return runs
