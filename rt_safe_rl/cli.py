@@ -5,6 +5,7 @@
     rt-safe-rl record [...]                             record the simulator to an mcap bag
     rt-safe-rl doctor [--json F] [--apply] [--restore F]  system checks, floor, verdict (JSON)
     rt-safe-rl bench policy|safety|rt|replay|monitor|loop|faults|api [...]   benchmarks (print JSON)
+    rt-safe-rl policy inspect FILE [--write-config Y]   what a policy file takes; a pipeline skeleton
 
 Each subcommand lives in its own module with ``main(argv: list[str] | None) -> int``; this file
 only dispatches. Expected errors (:class:`RtSafeRlError`) print one line and exit 2. SIGTERM is
@@ -26,6 +27,7 @@ COMMANDS: dict[str, str] = {
     'train': 'rt_safe_rl.tools.train_default_policy',
     'record': 'rt_safe_rl.tools.record',
     'doctor': 'rt_safe_rl.doctor.cli',
+    'policy': 'rt_safe_rl.tools.policy_inspect',
 }
 BENCHES: dict[str, str] = {
     'policy': 'rt_safe_rl.bench.policy_bench',

@@ -50,7 +50,7 @@ def test_bench_policy_writes_the_documented_json(tmp_path: Path, capsys: pytest.
         assert rows['cuda']['available'] is False and rows['cuda']['median_us'] is None  # null, not NaN
     assert report['selected'] in rows and report['reference'] == 'eager'
     assert report['samples'] >= 1000 and report['heap']['calls'] == 500
-    assert report['observations'] == 'normal'  # no --config: N(0, 1) observations
+    assert report['observations'] == 'skeleton'  # no --config: the inspect skeleton's pipeline
     meta = report['metadata']
     assert len(meta['sha256']) == 64 and meta['torch'] == torch.__version__ and meta['numba'] and meta['cpu']
 

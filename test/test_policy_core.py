@@ -241,7 +241,7 @@ def test_inspect_reports_sizes_hash_and_refuses_other_hash(tmp_path: Path) -> No
     assert info.sha256 == sha256_file(p)
     with pytest.raises(PolicyLoadError, match='SHA-256'):
         inspect_policy(p, expected_sha256='0' * 64)
-    with pytest.raises(PolicyLoadError, match='size 5'):
+    with pytest.raises(PolicyLoadError, match='expects 11 inputs, the policy config builds 5'):
         inspect_policy(p, obs_dim=5)
 
 
@@ -305,11 +305,27 @@ def test_auto_selects_an_exact_backend_and_rollouts_match(tmp_path: Path, make: 
         np.testing.assert_allclose(out, y, atol=1e-4)
 
 
-def test_unrecognised_wiring_is_not_compiled(tmp_path: Path) -> None:
-    p = _script(tmp_path, _Diff())
-    m = load_policy_model(p, PolicyNodeConfig(auto_samples=20, auto_timing_iters=5), obs_dim=OBS)
+class _Sorted(nn.Module):
+    """Sorts its input before a Linear layer: aten::sort is not compiled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(OBS, N)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(torch.sort(x, dim=1).values)
+
+
+def test_graph_compiler_follows_the_wiring_and_names_what_it_cannot_compile(tmp_path: Path) -> None:
+    cfg = PolicyNodeConfig(auto_samples=20, auto_timing_iters=5)
+    m = load_policy_model(_script(tmp_path, _Diff()), cfg, obs_dim=OBS)
     numba = next(r for r in m.table if r.name == 'numba')
-    assert not numba.available and 'a(obs) + b(obs)' in numba.reason
+    assert numba.available and numba.ok and numba.max_abs_err < 1e-5  # a(x) - b(x), not a sum
+    sub = tmp_path / 'sorted'
+    sub.mkdir()
+    m = load_policy_model(_script(sub, _Sorted()), cfg, obs_dim=OBS)
+    numba = next(r for r in m.table if r.name == 'numba')
+    assert not numba.available and 'aten::sort' in numba.reason
     assert m.selected != 'numba'
 
 

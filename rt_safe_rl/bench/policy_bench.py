@@ -1,4 +1,4 @@
-"""`rt-safe-rl bench policy PATH [--config C] [--backends all|a,b] [--json FILE]`: backend benchmark.
+"""`rt-safe-rl bench policy PATH[=CONFIG]... [--config C] [--backends all|a,b] [--json FILE]`: backends.
 
 For one policy file: builds every requested backend, checks each against the reference (eager FP32
 torch; onnxruntime for ONNX files) over ``--samples`` observations (>= 1000; recurrent models as one
@@ -9,7 +9,15 @@ calls (tracemalloc). Prints a table and JSON (``--json FILE`` also writes it):
     {"backends": [{"name", "median_us", "p99_us", "max_us", "max_abs_err", "ok", "available", ...}],
      "selected": ..., "reference": ..., "speedup_median": ..., "speedup_p99": ...,
      "heap": {"calls", "growth_bytes", "growth_bytes_per_call"},
+     "compiled": {"ok", "summary", "reason", "max_abs_err", "speedup_vs_eager", "heap"},
      "metadata": {"sha256", "torch", "numba", "onnxruntime", "numpy", "cpu", "python", ...}}
+
+Several files (``FILE=CONFIG.yaml`` pairs or bare files) give ``{"policies": [...], "summary":
+{"compiled_fraction", "median_speedup_vs_eager_mlp", "median_speedup_vs_eager_recurrent",
+"max_heap_growth_bytes_compiled", "not_compiled", ...}}``. Without a config the pipeline is the
+skeleton of ``rt-safe-rl policy inspect`` (observations "skeleton"). The compiled backend's heap is
+measured too when it is not the selected one. What a policy prints is dropped (``--stdout drop``,
+default), so stdout holds only the JSON.
 
 Speedups are reference / selected, measured in the same run. Timings are noisy on a shared machine.
 Exit 0 on success; expected errors exit 2 with one line (via ``rt-safe-rl``).
@@ -34,6 +42,7 @@ from rt_safe_rl.core.policy.backends import format_table
 from rt_safe_rl.core.policy.config import BACKENDS, PolicyNodeConfig, load_pipeline_config
 from rt_safe_rl.core.policy.model import load_policy_model
 from rt_safe_rl.core.policy.pipeline import plausible_observations
+from rt_safe_rl.core.policy.stdio import drop_stdout
 
 
 def _versions() -> dict[str, str]:
@@ -70,6 +79,15 @@ def heap_growth(model: Any, obs: np.ndarray, calls: int) -> dict[str, Any]:
     return {'calls': calls, 'growth_bytes': int(growth), 'growth_bytes_per_call': growth / calls}
 
 
+def _skeleton_config(path: str, tmp: Path) -> str:
+    """Pipeline skeleton from ``policy inspect`` (used when no --config is given)."""
+    from rt_safe_rl.tools.policy_inspect import describe, skeleton
+
+    out = tmp / (Path(path).stem + '.skeleton.yaml')
+    out.write_text(skeleton(describe(path)))
+    return str(out)
+
+
 def run(
     path: str,
     config: str | None,
@@ -79,22 +97,45 @@ def run(
     heap_calls: int,
     tolerance: float | None,
     obs_mode: str = 'auto',
+    stdout: str = 'drop',
 ) -> dict[str, Any]:
-    """Run the benchmark; returns the JSON-ready report.
+    """Run the benchmark for one policy; returns the JSON-ready report.
 
-    `obs_mode`: 'pipeline' (observations built by the pipeline from plausible robot states; needs a
-    config), 'normal' (N(0, 1) per value), 'auto' (pipeline when a config is given).
+    `obs_mode`: 'pipeline' (observations built by the pipeline from plausible robot states), 'normal'
+    (N(0, 1) per value), 'auto' (pipeline). Without `config` the pipeline is the skeleton that
+    ``rt-safe-rl policy inspect`` writes. Everything the policy prints is dropped (fd level).
     """
-    pipe = load_pipeline_config(config) if config else None
-    if obs_mode == 'pipeline' and pipe is None:
-        raise ConfigError('--obs pipeline needs --config')
-    use_pipe = pipe is not None and obs_mode in ('auto', 'pipeline')
-    check_obs = plausible_observations(pipe, samples) if use_pipe and pipe is not None else None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, drop_stdout():
+        cfg_path = config or _skeleton_config(path, Path(tmp))
+        return _run(
+            path, cfg_path, config is None, backends, samples, iters, heap_calls, tolerance, obs_mode, stdout
+        )
+
+
+def _run(
+    path: str,
+    config: str,
+    skeleton: bool,
+    backends: list[str] | None,
+    samples: int,
+    iters: int,
+    heap_calls: int,
+    tolerance: float | None,
+    obs_mode: str,
+    stdout: str,
+) -> dict[str, Any]:
+    pipe = load_pipeline_config(config)
+    use_pipe = obs_mode in ('auto', 'pipeline')
+    check_obs = plausible_observations(pipe, samples) if use_pipe else None
     kwargs: dict[str, Any] = {
         'backend': 'auto',
         'auto_samples': samples,
         'auto_timing_iters': iters,
         'warmup_iters': 50,
+        'stdout': stdout,
+        'auto_cache': False,
     }
     if tolerance is not None:
         kwargs['tolerance'] = tolerance
@@ -103,12 +144,13 @@ def run(
     model = load_policy_model(
         path,
         cfg,
-        pipe.model if pipe else None,
-        obs_dim=pipe.obs_dim if pipe else None,
+        pipe.model,
+        obs_dim=pipe.obs_dim,
         backends=backends,
         keep_all=True,
         logger=_Quiet(),
         check_obs=check_obs,
+        size_note=pipe.size_note(),
     )
     load_s = time.perf_counter() - t0
     rows = model.table
@@ -118,20 +160,37 @@ def run(
 
     obs = check_obs if check_obs is not None else sample_observations(model.info.obs_dim, 1000, seed=1)
     heap = heap_growth(model, obs, heap_calls)
+    heap_numba = None
+    numba = model.backends.get('numba')
+    if numba is not None and model.selected != 'numba' and by['numba'].available:
+        heap_numba = heap_growth(_Single(model, numba), obs, heap_calls)
+    eager = by.get('eager')
+    nb_row = by.get('numba')
     report: dict[str, Any] = {
         'policy': model.info.path,
-        'config': config,
+        'config': None if skeleton else config,
         'recurrent': model.info.recurrent,
         'obs_dim': model.info.obs_dim,
         'act_dim': model.info.act_dim,
+        'in_shape': model.info.in_shape,
         'samples': samples,
-        'observations': 'pipeline' if use_pipe else 'normal',
+        'observations': ('skeleton' if skeleton else 'pipeline') if use_pipe else 'normal',
         'timing_iters': iters,
         'backends': [r.as_dict() for r in rows],
         'selected': model.selected,
         'reference': model.reference,
         'speedup_median': ref.median_us / sel.median_us if sel.median_us > 0 else None,
         'speedup_p99': ref.p99_us / sel.p99_us if sel.p99_us > 0 else None,
+        'compiled': {
+            'ok': bool(nb_row is not None and nb_row.available and nb_row.ok),
+            'summary': getattr(numba, 'summary', '') if numba is not None else '',
+            'reason': nb_row.reason if nb_row is not None else 'not measured',
+            'max_abs_err': nb_row.max_abs_err if nb_row is not None else None,
+            'speedup_vs_eager': (eager.median_us / nb_row.median_us)
+            if eager is not None and nb_row is not None and nb_row.ok and eager.available
+            else None,
+            'heap': heap if model.selected == 'numba' else heap_numba,
+        },
         'heap': heap,
         'load_and_measure_s': load_s,
         'metadata': {
@@ -148,6 +207,47 @@ def run(
         },
     }
     return report
+
+
+class _Single:
+    """One backend of a model, with the PolicyModel interface heap_growth uses."""
+
+    def __init__(self, model: Any, backend: Any) -> None:
+        self.info = model.info
+        self.forward = backend.forward
+        self.reset = backend.reset
+
+
+def summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Coverage and speed-ups over several policies (the issue-16 targets)."""
+    n = len(reports)
+    comp = [r for r in reports if r['compiled']['ok']]
+
+    def med(vals: list[float]) -> float | None:
+        return float(np.median(vals)) if vals else None
+
+    mlp = [
+        r['compiled']['speedup_vs_eager']
+        for r in comp
+        if not r['recurrent'] and r['compiled']['speedup_vs_eager']
+    ]
+    rnn = [
+        r['compiled']['speedup_vs_eager']
+        for r in comp
+        if r['recurrent'] and r['compiled']['speedup_vs_eager']
+    ]
+    heaps = [r['compiled']['heap']['growth_bytes'] for r in comp if r['compiled']['heap'] is not None]
+    return {
+        'policies': n,
+        'compiled_within_tolerance': len(comp),
+        'compiled_fraction': len(comp) / n if n else 0.0,
+        'not_compiled': {
+            Path(r['policy']).name: r['compiled']['reason'] for r in reports if not r['compiled']['ok']
+        },
+        'median_speedup_vs_eager_mlp': med(mlp),
+        'median_speedup_vs_eager_recurrent': med(rnn),
+        'max_heap_growth_bytes_compiled': max(heaps) if heaps else None,
+    }
 
 
 def _finite_or_none(obj: Any) -> Any:
@@ -169,8 +269,13 @@ class _Quiet:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rt-safe-rl bench policy``."""
     ap = argparse.ArgumentParser(prog='rt-safe-rl bench policy', description=__doc__.split('\n\n')[0])
-    ap.add_argument('path', help='policy file (.pt TorchScript / weights_only checkpoint, .onnx)')
-    ap.add_argument('--config', help='per-policy pipeline YAML (sizes, format, architecture)')
+    ap.add_argument(
+        'path',
+        nargs='+',
+        help='policy file(s) (.pt TorchScript / weights_only checkpoint, .onnx); FILE=CONFIG.yaml gives '
+        "a file its pipeline; without one, the skeleton of 'rt-safe-rl policy inspect' is used",
+    )
+    ap.add_argument('--config', help='per-policy pipeline YAML (one policy file only)')
     ap.add_argument('--backends', default='all', help="'all' or a comma list of " + ','.join(BACKENDS))
     ap.add_argument(
         '--samples', type=int, default=1000, help='observations / rollout steps for the error check'
@@ -182,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         '--obs',
         choices=('auto', 'pipeline', 'normal'),
         default='auto',
-        help='check observations: built by the pipeline from plausible states (auto with --config) or N(0,1)',
+        help='check observations: built by the pipeline from plausible states (auto) or N(0,1)',
+    )
+    ap.add_argument(
+        '--stdout', choices=('refuse', 'drop'), default='drop', help='a policy that prints: refuse or drop it'
     )
     ap.add_argument('--json', help='also write the JSON report to this file')
     args = ap.parse_args(argv)
@@ -190,24 +298,38 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f'--samples must be >= 1000, got {args.samples}')
     if args.iters < 1 or args.heap_calls < 1:
         raise ConfigError('--iters and --heap-calls must be >= 1')
+    if args.config and len(args.path) > 1:
+        raise ConfigError('--config is for one policy file; give several as FILE=CONFIG.yaml')
     names = None if args.backends == 'all' else [b.strip() for b in args.backends.split(',') if b.strip()]
     unknown = [b for b in names or [] if b not in BACKENDS]
     if unknown:
         raise ConfigError(f'unknown backend(s) {unknown}; known: {list(BACKENDS)}')
     from rt_safe_rl.core.policy.backends import BackendResult
 
-    report = run(
-        args.path, args.config, names, args.samples, args.iters, args.heap_calls, args.tolerance, args.obs
+    reports: list[dict[str, Any]] = []
+    for item in args.path:
+        path, _, cfg = item.partition('=')
+        cfg = cfg or args.config
+        if len(args.path) > 1:
+            print(f'[{len(reports) + 1}/{len(args.path)}] {Path(path).name}', file=sys.stderr)
+        report = run(
+            path, cfg, names, args.samples, args.iters, args.heap_calls, args.tolerance, args.obs, args.stdout
+        )
+        rows = [BackendResult(**r) for r in report['backends']]
+        print(format_table(rows, report['selected']), file=sys.stderr)
+        print(
+            f'selected {report["selected"]}: {report["speedup_median"]:.2f}x median, '
+            f'{report["speedup_p99"]:.2f}x p99 vs {report["reference"]}; heap growth '
+            f'{report["heap"]["growth_bytes"]} B over {report["heap"]["calls"]} calls',
+            file=sys.stderr,
+        )
+        reports.append(report)
+    result: dict[str, Any] = (
+        reports[0] if len(reports) == 1 else {'policies': reports, 'summary': summary(reports)}
     )
-    rows = [BackendResult(**r) for r in report['backends']]
-    print(format_table(rows, report['selected']), file=sys.stderr)
-    print(
-        f'selected {report["selected"]}: {report["speedup_median"]:.2f}x median, '
-        f'{report["speedup_p99"]:.2f}x p99 vs {report["reference"]}; heap growth '
-        f'{report["heap"]["growth_bytes"]} B over {report["heap"]["calls"]} calls',
-        file=sys.stderr,
-    )
-    text = json.dumps(_finite_or_none(report), indent=2, default=float, allow_nan=False)
+    if len(reports) > 1:
+        print(json.dumps(_finite_or_none(result['summary']), indent=2), file=sys.stderr)
+    text = json.dumps(_finite_or_none(result), indent=2, default=float, allow_nan=False)
     print(text)
     if args.json:
         Path(args.json).write_text(text + '\n')

@@ -24,11 +24,8 @@ result tensor per call that is freed at once: no heap growth).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +42,8 @@ from rt_safe_rl.core.policy.loading import (
     make_onnx_session,
     reset_torch_state,
 )
+from rt_safe_rl.core.policy.stdio import capture_stdout_fd  # noqa: F401 - re-exported
+from rt_safe_rl.core.stats import percentiles
 
 F32 = npt.NDArray[np.float32]
 REDUCED_PRECISION = ('fp16', 'int8')
@@ -78,6 +77,7 @@ class TorchBackend(Backend):
         act_dim: int,
         half: bool = False,
         reset_fn: Callable[[], None] | None = None,
+        in_shape: tuple[int, ...] | None = None,
     ) -> None:
         import torch
 
@@ -85,9 +85,10 @@ class TorchBackend(Backend):
         self.name = name
         self._torch = torch
         self._mod = module
-        self._x = torch.zeros(1, obs_dim, dtype=torch.float32)
+        shape = in_shape or (1, obs_dim)
+        self._x = torch.zeros(shape, dtype=torch.float32)
         self._xnp = self._x.numpy().reshape(obs_dim)
-        self._xh = torch.zeros(1, obs_dim, dtype=torch.float16) if half else None
+        self._xh = torch.zeros(shape, dtype=torch.float16) if half else None
         self._reset_fn = reset_fn
 
     def forward(self, obs: F32, out: F32) -> None:
@@ -134,16 +135,20 @@ class OnnxBackend(Backend):
     def __init__(self, path: Path, info: PolicyInfo, threads: int) -> None:
         super().__init__(info.obs_dim, info.act_dim)
         self._sess = make_onnx_session(path, threads)
-        self._x = np.zeros((1, info.obs_dim), np.float32)
-        self._y = np.zeros((1, info.act_dim), np.float32)
+        in_shape = list(info.in_shape) or [1, info.obs_dim]
+        out_shape = list(info.out_shape) or [1, info.act_dim]
+        self._x = np.zeros(in_shape, np.float32)
+        self._y = np.zeros(out_shape, np.float32)
+        self._xf = self._x.reshape(-1)
+        self._yf = self._y.reshape(-1)
         self._io = self._sess.io_binding()
-        self._io.bind_input(info.onnx_input, 'cpu', 0, np.float32, [1, info.obs_dim], self._x.ctypes.data)
-        self._io.bind_output(info.onnx_output, 'cpu', 0, np.float32, [1, info.act_dim], self._y.ctypes.data)
+        self._io.bind_input(info.onnx_input, 'cpu', 0, np.float32, in_shape, self._x.ctypes.data)
+        self._io.bind_output(info.onnx_output, 'cpu', 0, np.float32, out_shape, self._y.ctypes.data)
 
     def forward(self, obs: F32, out: F32) -> None:
-        self._x[0] = obs
+        self._xf[:] = obs
         self._sess.run_with_iobinding(self._io)
-        np.copyto(out, self._y[0])
+        np.copyto(out, self._yf)
 
 
 class CudaGraphBackend(Backend):
@@ -155,20 +160,23 @@ class CudaGraphBackend(Backend):
 
     name = 'cuda'
 
-    def __init__(self, module: Any, obs_dim: int, act_dim: int) -> None:
+    def __init__(
+        self, module: Any, obs_dim: int, act_dim: int, in_shape: tuple[int, ...] | None = None
+    ) -> None:
         import torch
 
         super().__init__(obs_dim, act_dim)
+        shape = in_shape or (1, obs_dim)
         self._torch = torch
         # FP32 means FP32: no TF32 in matmuls or cuDNN (LSTM) kernels (process-wide torch flags)
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         self._mod = module.cuda()
-        self._xh = torch.zeros(1, obs_dim, dtype=torch.float32).pin_memory()
-        self._yh = torch.zeros(1, act_dim, dtype=torch.float32).pin_memory()
+        self._xh = torch.zeros(shape, dtype=torch.float32).pin_memory()
+        self._yh = torch.zeros(act_dim, dtype=torch.float32).pin_memory()
         self._xnp = self._xh.numpy().reshape(obs_dim)
         self._ynp = self._yh.numpy().reshape(act_dim)
-        self._xd = torch.zeros(1, obs_dim, device='cuda')
+        self._xd = torch.zeros(shape, device='cuda')
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode(), torch.cuda.stream(side):
@@ -184,7 +192,7 @@ class CudaGraphBackend(Backend):
         np.copyto(self._xnp, obs, casting='same_kind')
         self._xd.copy_(self._xh, non_blocking=True)
         self._graph.replay()
-        self._yh.copy_(self._yd, non_blocking=True)
+        self._yh.copy_(self._yd.view(-1), non_blocking=True)
         self._torch.cuda.current_stream().synchronize()
         np.copyto(out, self._ynp)
 
@@ -211,107 +219,6 @@ def _freeze(module: Any) -> tuple[Any, Callable[[], None]]:
                     getattr(frozen, a).zero_()
 
     return frozen, zero
-
-
-def _program_module(program: Any) -> Any:
-    """A plain nn.Module that executes a Program with nn.Linear / nn.LSTMCell (for quantization)."""
-    import torch
-    from torch import nn
-
-    from rt_safe_rl.core.policy import extract as ex
-
-    class ProgramModule(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.layers = nn.ModuleList()
-            self.steps: list[tuple[Any, ...]] = []
-            p = torch.from_numpy(program.params.copy())
-            self.register_buffer('scratch', torch.zeros(1, program.scratch_size))
-            for row in program.ops.tolist():
-                op = row[0]
-                if op == ex.OP_LINEAR:
-                    src, k, dst, n, w, b, act = row[1:8]
-                    lin = nn.Linear(k, n, bias=b >= 0)
-                    with torch.no_grad():
-                        lin.weight.copy_(p[w : w + n * k].reshape(n, k))
-                        if b >= 0:
-                            lin.bias.copy_(p[b : b + n])
-                    self.steps.append(('linear', len(self.layers), src, k, dst, n, act))
-                    self.layers.append(lin)
-                elif op == ex.OP_LSTM:
-                    src, k, h, c, hs, wih, whh, b = row[1:9]
-                    cell = nn.LSTMCell(k, hs)
-                    with torch.no_grad():
-                        cell.weight_ih.copy_(p[wih : wih + 4 * hs * k].reshape(4 * hs, k))
-                        cell.weight_hh.copy_(p[whh : whh + 4 * hs * hs].reshape(4 * hs, hs))
-                        cell.bias_ih.copy_(p[b : b + 4 * hs])
-                        cell.bias_hh.zero_()
-                    self.steps.append(('lstm', len(self.layers), src, k, h, c, hs))
-                    self.layers.append(cell)
-                elif op == ex.OP_NORMALIZE:
-                    src, n, dst, mean, std, eps = row[1:7]
-                    self.steps.append(
-                        (
-                            'norm',
-                            p[mean : mean + n].clone(),
-                            p[std : std + n].clone(),
-                            float(p[eps]),
-                            src,
-                            n,
-                            dst,
-                        )
-                    )
-                elif op == ex.OP_COPY:
-                    self.steps.append(('copy', row[1], row[2], row[3]))
-                elif op == ex.OP_ADD:
-                    self.steps.append(('add', row[1], row[2], row[3]))
-                elif op == ex.OP_L2NORM:
-                    self.steps.append(('l2', row[1], row[2], row[3], float(p[row[4]])))
-            self.in_off, self.in_dim = program.in_off, program.in_dim
-            self.out_off, self.out_dim = program.out_off, program.out_dim
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            s: Any = self.scratch
-            s[:, self.in_off : self.in_off + self.in_dim] = x
-            acts = {
-                ex.ACT_ELU: torch.nn.functional.elu,
-                ex.ACT_RELU: torch.relu,
-                ex.ACT_TANH: torch.tanh,
-                ex.ACT_LEAKY: torch.nn.functional.leaky_relu,
-            }
-            for st in self.steps:
-                if st[0] == 'linear':
-                    _, i, src, k, dst, n, act = st
-                    layer: Any = self.layers[i]
-                    y = layer(s[:, src : src + k])
-                    s[:, dst : dst + n] = acts[act](y) if act in acts else y
-                elif st[0] == 'lstm':
-                    _, i, src, k, h, c, hs = st
-                    hn, cn = self.layers[i](
-                        s[:, src : src + k], (s[:, h : h + hs].clone(), s[:, c : c + hs].clone())
-                    )
-                    s[:, h : h + hs] = hn
-                    s[:, c : c + hs] = cn
-                elif st[0] == 'norm':
-                    _, mean, std, eps, src, n, dst = st
-                    s[:, dst : dst + n] = (s[:, src : src + n] - mean) / (std + eps)
-                elif st[0] == 'copy':
-                    _, src, n, dst = st
-                    s[:, dst : dst + n] = s[:, src : src + n]
-                elif st[0] == 'add':
-                    _, src, n, dst = st
-                    s[:, dst : dst + n] += s[:, src : src + n]
-                else:
-                    _, src, n, dst, eps = st
-                    v = s[:, src : src + n]
-                    s[:, dst : dst + n] = v / torch.clamp(v.norm(dim=1, keepdim=True), min=eps)
-            return s[:, self.out_off : self.out_off + self.out_dim].clone()
-
-        def reset_memory(self) -> None:
-            scratch: Any = self.scratch
-            scratch.zero_()
-
-    return ProgramModule().eval()
 
 
 @dataclass
@@ -347,6 +254,50 @@ def reference_name(info: PolicyInfo) -> str:
     return 'onnxruntime' if info.format == 'onnx' else 'eager'
 
 
+BackendFactory = Callable[[Path, PolicyInfo, ModelConfig, int], Backend]
+_REGISTRY: dict[str, BackendFactory] = {}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Add a backend built by ``factory(path, info, model_cfg, num_threads)`` (e.g. TensorRT, in its
+    own module). The factory raises PolicyLoadError('<name>: why') when unavailable."""
+    _REGISTRY[name] = factory
+
+
+def registered_backends() -> list[str]:
+    """Backends added through :func:`register_backend`."""
+    return list(_REGISTRY)
+
+
+def compile_program(path: Path, info: PolicyInfo, model_cfg: ModelConfig) -> Any:
+    """The model as a numba :class:`~rt_safe_rl.core.policy.kernels.Program`: graph-level compiler
+    first (TorchScript / fx / plain modules), then the module-structure matcher; ONNX graphs by
+    :func:`~rt_safe_rl.core.policy.extract.extract_onnx_program`.
+
+    Raises:
+        PolicyLoadError: 'numba: <why the graph compiler could not compile it>'.
+    """
+    from rt_safe_rl.core.policy.extract import Unsupported, extract_onnx_program, extract_program
+    from rt_safe_rl.core.policy.graph import compile_module
+    from rt_safe_rl.core.policy.stdio import drop_stdout
+
+    if info.format == 'onnx':
+        try:
+            return extract_onnx_program(path)
+        except Unsupported as err:
+            raise PolicyLoadError(f'numba: {err}') from None
+    module = load_torch_module(path, info.format, model_cfg, use_actor=bool(info.actor_of))
+    try:
+        with drop_stdout():
+            return compile_module(module, tuple(info.in_shape), lambda: reset_torch_state(module))
+    except Unsupported as err:
+        first = str(err)
+    try:
+        return extract_program(module)
+    except Unsupported:
+        raise PolicyLoadError(f'numba: {first}') from None
+
+
 def build_backend(
     name: str, path: Path, info: PolicyInfo, model_cfg: ModelConfig, num_threads: int = 1
 ) -> Backend:
@@ -355,87 +306,58 @@ def build_backend(
     Raises:
         PolicyLoadError: the backend is not available for this model / machine (message says why).
     """
+    if name in _REGISTRY:
+        return _REGISTRY[name](path, info, model_cfg, num_threads)
     if name not in BACKENDS:
-        raise PolicyLoadError(f'unknown backend {name!r}; known: {list(BACKENDS)}')
+        raise PolicyLoadError(f'unknown backend {name!r}; known: {list(BACKENDS) + list(_REGISTRY)}')
     is_onnx = info.format == 'onnx'
     if name == 'onnxruntime':
         if not is_onnx:
             raise PolicyLoadError('onnxruntime runs ONNX files only (this policy is ' + info.format + ')')
         return OnnxBackend(path, info, num_threads)
     if name == 'numba':
-        from rt_safe_rl.core.policy.extract import Unsupported, extract_onnx_program, extract_program
-
-        try:
-            prog = (
-                extract_onnx_program(path)
-                if is_onnx
-                else extract_program(load_torch_module(path, info.format, model_cfg))
-            )
-        except Unsupported as err:
-            raise PolicyLoadError(f'numba: {err}') from None
+        prog = compile_program(path, info, model_cfg)
         if prog.in_dim != info.obs_dim or prog.out_dim != info.act_dim:
             raise PolicyLoadError(
                 f'numba: compiled sizes {prog.in_dim}->{prog.out_dim} differ from the model'
             )
         return NumbaBackend(prog)
+    from rt_safe_rl.core.policy.quant import int8_module
+
+    shape = tuple(info.in_shape) or (1, info.obs_dim)
     if is_onnx:
         if name == 'int8':
             from rt_safe_rl.core.policy.extract import Unsupported, extract_onnx_program
 
             try:
-                return _int8(_program_module(extract_onnx_program(path)), info)
+                q = int8_module(None, info, extract_onnx_program(path))
             except Unsupported as err:
                 raise PolicyLoadError(f'int8: {err}') from None
+            return TorchBackend('int8', q, info.obs_dim, info.act_dim, in_shape=(1, info.obs_dim))
         raise PolicyLoadError(f'{name} needs a torch model (this policy is ONNX)')
     import torch
 
-    module = load_torch_module(path, info.format, model_cfg)
+    module = load_torch_module(path, info.format, model_cfg, use_actor=bool(info.actor_of))
     if name == 'eager':
-        return TorchBackend('eager', module, info.obs_dim, info.act_dim)
+        return TorchBackend('eager', module, info.obs_dim, info.act_dim, in_shape=shape)
     if name == 'torchscript':
         try:
             frozen, reset = _freeze(module)
         except Exception as err:
             raise PolicyLoadError(f'torchscript: cannot freeze: {_first_line(err)}') from None
-        return TorchBackend('torchscript', frozen, info.obs_dim, info.act_dim, reset_fn=reset)
+        return TorchBackend('torchscript', frozen, info.obs_dim, info.act_dim, reset_fn=reset, in_shape=shape)
     if name == 'fp16':
-        return TorchBackend('fp16', module.half(), info.obs_dim, info.act_dim, half=True)
+        return TorchBackend('fp16', module.half(), info.obs_dim, info.act_dim, half=True, in_shape=shape)
     if name == 'int8':
-        return _int8(module, info)
+        return TorchBackend('int8', int8_module(module, info), info.obs_dim, info.act_dim, in_shape=shape)
     if name == 'cuda':
         if not torch.cuda.is_available():
             raise PolicyLoadError('cuda: no CUDA device visible to torch')
         try:
-            return CudaGraphBackend(module, info.obs_dim, info.act_dim)
+            return CudaGraphBackend(module, info.obs_dim, info.act_dim, in_shape=shape)
         except Exception as err:
             raise PolicyLoadError(f'cuda: graph capture failed: {_first_line(err)}') from None
     raise PolicyLoadError(f'backend {name!r} is not implemented')
-
-
-def _int8(module: Any, info: PolicyInfo) -> Backend:
-    import torch
-    from torch import nn
-
-    if isinstance(module, torch.jit.ScriptModule):
-        from rt_safe_rl.core.policy.extract import Unsupported, extract_program
-
-        try:
-            module = _program_module(extract_program(module))
-        except Unsupported as err:
-            raise PolicyLoadError(
-                f'int8: TorchScript model cannot be rebuilt for quantization: {err}'
-            ) from None
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            q = torch.ao.quantization.quantize_dynamic(
-                module, {nn.Linear, nn.LSTMCell, nn.LSTM}, dtype=torch.qint8
-            )
-    except Exception as err:
-        raise PolicyLoadError(f'int8: dynamic quantization failed: {_first_line(err)}') from None
-    return TorchBackend('int8', q, info.obs_dim, info.act_dim)
 
 
 def _first_line(err: BaseException) -> str:
@@ -456,44 +378,6 @@ def rollout(backend: Backend, obs: F32) -> F32:
         backend.forward(obs[i], out[i])
     backend.reset()
     return out
-
-
-def _flush_c_stdio() -> None:
-    """fflush(NULL): C/C++ prints (TorchScript ``print``) sit in the C stdio buffer until flushed."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):
-        pass
-
-
-@contextlib.contextmanager
-def capture_stdout_fd() -> Iterator[Callable[[], bytes]]:
-    """Capture stdout at both levels: file descriptor 1 (C/C++ prints) and ``sys.stdout`` (Python and
-    TorchScript ``print``, which torch routes to ``sys.stdout``); yields a reader of the bytes."""
-    import io
-    import sys
-
-    sys.stdout.flush()
-    saved = os.dup(1)
-    py_buf = io.StringIO()
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 1)
-        data = b''
-
-        def read() -> bytes:
-            return data
-
-        try:
-            with contextlib.redirect_stdout(py_buf):
-                yield read
-        finally:
-            _flush_c_stdio()
-            os.dup2(saved, 1)
-            os.close(saved)
-            tmp.seek(0)
-            data = tmp.read() + py_buf.getvalue().encode()
 
 
 def evaluate_backends(
@@ -530,9 +414,9 @@ def evaluate_backends(
         tol = tolerance_for(name, cfg)
         try:
             y = ref if name == reference else rollout(be, obs)
-        except Exception as err:
+        except Exception as err:  # e.g. fp16 index_put dtype mismatch: unavailable, never a crash
             rows[name] = BackendResult(
-                name, True, ok=False, tolerance=tol, reason=f'failed: {_first_line(err)}'
+                name, False, ok=False, tolerance=tol, reason=f'{name}: {_first_line(err)}'
             )
             continue
         finite = bool(np.all(np.isfinite(y)))
@@ -568,7 +452,8 @@ def evaluate_backends(
     for name in timed:
         a = np.asarray(samples[name], dtype=np.float64) / 1e3
         r = rows[name]
-        r.median_us, r.p99_us, r.max_us = float(np.median(a)), float(np.percentile(a, 99)), float(a.max())
+        pc = percentiles(a)
+        r.median_us, r.p99_us, r.max_us = pc['p50'], pc['p99'], pc['max']
         backends[name].reset()
     result = [rows[n] for n in BACKENDS if n in rows]
     for name, reason in (unavailable or {}).items():

@@ -36,6 +36,10 @@ Per-policy YAML schema (every key optional unless marked *required*)::
         - {term: joint_vel, scale: 0.05}
         - {term: last_action}
         - {term: phase, period_s: 0.8}          # [sin(2 pi phi), cos(2 pi phi)], phi = (t mod T)/T
+        - {term: phase, form: raw, offsets: [0.0, 0.5]}   # phi of each leg (gait clock)
+        - {term: base_rpy}                      # roll, pitch, yaw of input base_quat (w, x, y, z)
+        - {term: input, input: height_scan}     # any declared input, any width
+        - {term: encoder}                       # the encoder model's outputs (two-model pipeline)
       history_length: 1       # frames stacked (1 = no history)
       history_order: newest_first   # newest_first | oldest_first
       history_layout: time    # time: whole frames one after another; term: each term's history together
@@ -45,6 +49,13 @@ Per-policy YAML schema (every key optional unless marked *required*)::
         std: []
         epsilon: 1.0e-8
         clip: null
+    encoder:                  # optional second model (estimator / history encoder), run every step
+      path: encoder.onnx      # relative to this YAML ('package://' ok); TorchScript or ONNX
+      output_size: 8          # its outputs, placed where the policy's ``{term: encoder}`` stands
+      model: {format: auto}   # as ``model`` above
+      observation:            # its own input: terms + history, same schema as ``observation``
+        terms: [{term: joint_vel, scale: 0.05}]
+        history_length: 5
     action:
       scale: 0.25             # float or per-joint list: target = default_q + scale * action
       clip: null              # symmetric clip of the raw action before scaling (float or list)
@@ -65,7 +76,14 @@ command_error       N      input ``input`` (size N, a joint-space goal) minus q,
 projected_gravity   3      input ``projected_gravity`` (default [0, 0, -1])
 base_ang_vel        3      input ``base_ang_vel`` (default zeros), rad/s
 base_lin_vel        3      input ``base_lin_vel`` (default zeros), m/s
-phase               2      sin / cos of 2 pi ((t - t_reset) mod period_s) / period_s
+phase               2 k    sin / cos of 2 pi phi_i, phi_i = (((t - t_reset) mod period_s) / period_s
+                           + offsets[i]) mod 1 (k = len(offsets), default [0]); ``form: raw``: phi_i (k)
+clock               1      t - t_reset, s
+base_quat           4      input ``base_quat`` (w, x, y, z; default [1, 0, 0, 0]); ``quat_order: xyzw``
+                           reorders the output
+base_rpy            3      roll, pitch, yaw (rad, ZYX) of input ``base_quat`` (w, x, y, z)
+input               k      any declared input ``input``, its declared width
+encoder             k      the encoder's ``output_size`` outputs (see ``encoder``)
 =================== ====== =======================================================================
 
 Each term: ``scale`` (float or list of the term's size), ``clip`` (symmetric, after scaling; null = none).
@@ -100,14 +118,20 @@ TermName = Literal[
     'base_ang_vel',
     'base_lin_vel',
     'phase',
+    'clock',
+    'base_quat',
+    'base_rpy',
+    'input',
+    'encoder',
 ]
 
-BASE_INPUT_DEFAULTS: dict[str, tuple[float, float, float]] = {
+BASE_INPUT_DEFAULTS: dict[str, tuple[float, ...]] = {
     'projected_gravity': (0.0, 0.0, -1.0),
     'base_ang_vel': (0.0, 0.0, 0.0),
     'base_lin_vel': (0.0, 0.0, 0.0),
+    'base_quat': (1.0, 0.0, 0.0, 0.0),
 }
-"""Built-in inputs (size 3) used when a pipeline does not declare them in ``inputs``."""
+"""Built-in inputs used when a pipeline does not declare them in ``inputs`` (base_quat: w, x, y, z)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +156,12 @@ class PolicyNodeConfig:
         warmup_iters: forward passes at configure before the RT path starts.
         num_threads: torch intra-op threads (1: the control loop, not the model, owns the cores).
         input_sizes_strict: refuse a pipeline whose obs_dim differs from the model's input size.
+        stdout: a policy that writes to stdout when called: ``refuse`` it at configure, or ``drop``
+            its output (fd-level redirect around every call off the RT path; ``auto`` then prefers a
+            backend that does not print, e.g. the compiled one, for the RT path).
+        auto_cache: remember the ``auto`` choice (keyed by model SHA-256, pipeline config, backend
+            versions and CPU model) and reuse it on the next start after re-checking its tolerance.
+        cache_dir: where (default ``$XDG_CACHE_HOME/rt_safe_rl`` or ``~/.cache/rt_safe_rl``).
     """
 
     path: str = 'package://rt_safe_rl/models/arm7_reach.pt'
@@ -151,6 +181,9 @@ class PolicyNodeConfig:
     warmup_iters: int = 50
     num_threads: int = 1
     input_sizes_strict: bool = True
+    stdout: Literal['refuse', 'drop'] = 'refuse'
+    auto_cache: bool = True
+    cache_dir: str = ''
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -253,6 +286,9 @@ class ObsTermConfig:
     clip: float | None = None
     input: str = ''
     period_s: float = 0.8
+    form: Literal['sin_cos', 'raw'] = 'sin_cos'
+    offsets: list[float] = field(default_factory=lambda: [0.0])
+    quat_order: Literal['wxyz', 'xyzw'] = 'wxyz'
 
     def __post_init__(self) -> None:
         if self.clip is not None and not self.clip > 0.0:
@@ -263,6 +299,12 @@ class ObsTermConfig:
             object.__setattr__(self, 'input', 'command')
         if self.term in BASE_INPUT_DEFAULTS and not self.input:
             object.__setattr__(self, 'input', self.term)
+        if self.term == 'base_rpy' and not self.input:
+            object.__setattr__(self, 'input', 'base_quat')
+        if self.term == 'input' and not self.input:
+            raise ValueError('term input needs input: <name of a declared input>')
+        if self.term == 'phase' and not self.offsets:
+            raise ValueError('term phase: offsets must not be empty')
 
 
 @dataclass(frozen=True)
@@ -320,6 +362,22 @@ class ActionConfig:
 
 
 @dataclass(frozen=True)
+class EncoderConfig:
+    """A second model (estimator / history encoder) whose outputs enter the policy observation."""
+
+    path: str
+    output_size: int
+    observation: ObservationConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        if self.output_size < 1:
+            raise ValueError(f'encoder.output_size must be >= 1, got {self.output_size}')
+        if any(t.term == 'encoder' for t in self.observation.terms):
+            raise ValueError('encoder.observation cannot use the encoder term')
+
+
+@dataclass(frozen=True)
 class PolicyPipelineConfig:
     """One policy's observation/action pipeline (the per-policy YAML)."""
 
@@ -330,6 +388,7 @@ class PolicyPipelineConfig:
     inputs: dict[str, InputConfig] = field(default_factory=dict)
     action: ActionConfig = field(default_factory=ActionConfig)
     description: str = ''
+    encoder: EncoderConfig | None = None
 
     def __post_init__(self) -> None:
         n = len(self.default_q)
@@ -350,6 +409,11 @@ class PolicyPipelineConfig:
             _check_len('action.clip', self.action.clip, n)
         if self.action.clip_low:
             _check_len('action.clip_low', self.action.clip_low, n)
+        has_enc = any(t.term == 'encoder' for t in self.observation.terms)
+        if has_enc != (self.encoder is not None):
+            raise ValueError('an encoder section needs an {term: encoder} observation term and vice versa')
+        if self.encoder is not None:
+            self.encoder_pipeline()  # its terms must fit too
         norm = self.observation.normalization
         if norm is not None and norm.mean and len(norm.mean) != self.obs_dim:
             raise ValueError(f'normalization mean has {len(norm.mean)} values, obs_dim is {self.obs_dim}')
@@ -364,8 +428,26 @@ class PolicyPipelineConfig:
         if name in self.inputs:
             return self.inputs[name].size
         if name in BASE_INPUT_DEFAULTS:
-            return 3
+            return len(BASE_INPUT_DEFAULTS[name])
         raise ValueError(f'input {name!r} is used by an observation term but not declared in inputs')
+
+    def encoder_pipeline(self) -> PolicyPipelineConfig:
+        """The encoder's own pipeline: its observation over this policy's joints and inputs."""
+        if self.encoder is None:
+            raise ValueError('no encoder configured')
+        return PolicyPipelineConfig(
+            default_q=list(self.default_q),
+            observation=self.encoder.observation,
+            model=self.encoder.model,
+            joints=self.joints,
+            inputs=dict(self.inputs),
+        )
+
+    def size_note(self) -> str:
+        """' (terms: base_ang_vel 3 + ... = 47 x history 1)' for size-mismatch messages."""
+        parts = ' + '.join(f'{t.term} {self.term_size(t)}' for t in self.observation.terms)
+        h = self.observation.history_length
+        return f' (terms: {parts} = {self.frame_dim}' + (f' x history {h})' if h > 1 else ')')
 
     def term_size(self, t: ObsTermConfig) -> int:
         """Size of one observation term (one frame)."""
@@ -373,7 +455,18 @@ class PolicyPipelineConfig:
         if t.term in ('joint_pos_rel', 'joint_pos', 'joint_vel', 'last_action'):
             return n
         if t.term == 'phase':
-            return 2
+            return len(t.offsets) * (2 if t.form == 'sin_cos' else 1)
+        if t.term == 'clock':
+            return 1
+        if t.term == 'base_rpy':
+            k = self.input_size(t.input)
+            if k != 4:
+                raise ValueError(f'base_rpy input {t.input!r} has size {k}, a quaternion has 4')
+            return 3
+        if t.term == 'encoder':
+            if self.encoder is None:
+                raise ValueError('term encoder needs an encoder section')
+            return self.encoder.output_size
         if t.term == 'command_error':
             k = self.input_size(t.input)
             if k != n:

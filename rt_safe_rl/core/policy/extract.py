@@ -26,23 +26,31 @@ RT-safety: :func:`run_program` is allocation-free and lock-free once compiled (c
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numba as nb
 import numpy as np
 import numpy.typing as npt
 
-OP_LINEAR, OP_NORMALIZE, OP_LSTM, OP_COPY, OP_L2NORM, OP_ADD = 1, 2, 3, 4, 5, 6
-ACT_NONE, ACT_ELU, ACT_RELU, ACT_TANH, ACT_LEAKY = 0, 1, 2, 3, 4
-ROW = 12  # ints per op row
-PAD = 16  # scratch regions and weight rows are padded to this many floats (one AVX-512 vector)
-
-
-def _pad(n: int) -> int:
-    return -(-n // PAD) * PAD
-
+from rt_safe_rl.core.policy.kernels import (  # noqa: F401 - re-exported for existing importers
+    ACT_ELU,
+    ACT_LEAKY,
+    ACT_NONE,
+    ACT_RELU,
+    ACT_TANH,
+    OP_ADD,
+    OP_COPY,
+    OP_L2NORM,
+    OP_LINEAR,
+    OP_LSTM,
+    OP_NORMALIZE,
+    PAD,
+    ROW,
+    CompiledProgram,
+    Program,
+    run_program,
+)
+from rt_safe_rl.core.policy.kernels import Builder as _Builder
 
 _ACT_BY_KIND = {
     'ELU': ACT_ELU,
@@ -54,100 +62,7 @@ _ACT_BY_KIND = {
 
 
 class Unsupported(Exception):  # noqa: N818 - reads as "raise Unsupported(why)"
-    """The model is not a pure Linear/activation/LSTM structure that this compiler handles."""
-
-
-@dataclass
-class Program:
-    """A compiled op list plus its parameters and scratch layout.
-
-    Attributes:
-        ops: int64 [n_ops, ROW] rows ``[op, a1, ...]`` (see the builder methods for the fields).
-        params: float32 weights, biases, normalizer statistics, constants.
-        scratch_size: floats of scratch (input, intermediates, recurrent state, output).
-        ibuf_size: int32 work area for the vectorised exp (largest activation width).
-        in_off, in_dim, out_off, out_dim: where the observation goes and the action comes from.
-        state: (offset, length) scratch regions to zero on reset (LSTM h and c).
-        summary: human-readable structure, e.g. 'norm(96) > lstm(96->256) > mlp 256-256-128-29'.
-    """
-
-    ops: npt.NDArray[np.int64]
-    params: npt.NDArray[np.float32]
-    scratch_size: int
-    ibuf_size: int
-    in_off: int
-    in_dim: int
-    out_off: int
-    out_dim: int
-    state: list[tuple[int, int]] = field(default_factory=list)
-    summary: str = ''
-
-    @property
-    def recurrent(self) -> bool:
-        """True when the program keeps LSTM state."""
-        return bool(self.state)
-
-
-class _Builder:
-    def __init__(self) -> None:
-        self.rows: list[list[int]] = []
-        self.params: list[npt.NDArray[np.float32]] = []
-        self.n_params = 0
-        self.n_scratch = 0
-        self.ibuf = 1
-        self.state: list[tuple[int, int]] = []
-        self.desc: list[str] = []
-
-    def param(self, a: Any) -> int:
-        arr = np.ascontiguousarray(np.asarray(a, dtype=np.float32).ravel())
-        off = self.n_params
-        self.params.append(arr)
-        self.n_params += arr.size
-        return off
-
-    def alloc(self, n: int) -> int:
-        """Scratch region of n floats, padded to a multiple of PAD (the padding stays zero)."""
-        off = self.n_scratch
-        self.n_scratch += _pad(n)
-        return off
-
-    def weights(self, w: Any) -> tuple[int, int]:
-        """Store W [n, k] zero-padded to [n, pad(k)]; returns (offset, padded k)."""
-        w = np.asarray(w, dtype=np.float32)
-        n, k = w.shape
-        kp = _pad(k)
-        wp = np.zeros((n, kp), np.float32)
-        wp[:, :k] = w
-        return self.param(wp), kp
-
-    def op(self, *fields: int) -> None:
-        row = [int(f) for f in fields]
-        self.rows.append(row + [0] * (ROW - len(row)))
-
-    def linear(self, src: int, w: Any, b: Any | None, act: int) -> tuple[int, int]:
-        w = np.asarray(w, dtype=np.float32)
-        n = w.shape[0]
-        dst = self.alloc(n)
-        b_off = self.param(b) if b is not None else -1
-        w_off, kp = self.weights(w)
-        self.op(OP_LINEAR, src, kp, dst, n, w_off, b_off, act)
-        self.ibuf = max(self.ibuf, n)
-        return dst, n
-
-    def build(self, in_off: int, in_dim: int, out_off: int, out_dim: int) -> Program:
-        params = np.concatenate(self.params) if self.params else np.zeros(1, np.float32)
-        return Program(
-            ops=np.array(self.rows, dtype=np.int64).reshape(-1, ROW),
-            params=params.astype(np.float32),
-            scratch_size=max(self.n_scratch, 1),
-            ibuf_size=self.ibuf,
-            in_off=in_off,
-            in_dim=in_dim,
-            out_off=out_off,
-            out_dim=out_dim,
-            state=list(self.state),
-            summary=' > '.join(self.desc),
-        )
+    """The model is not a structure that this compiler handles (the message says what)."""
 
 
 def _kind(mod: Any) -> str:
@@ -450,204 +365,3 @@ def extract_onnx_program(path: str | Path) -> Program:
     out, n = where[out_name]
     b.desc.append('onnx mlp ' + '-'.join(str(s) for s in sizes))
     return b.build(x, in_dim, out, n)
-
-
-# ----------------------------------------------------------------------------------------------
-# numba kernels (compiled once per process; cache=True keeps the machine code on disk)
-
-
-# All kernels index views with the loop variable only: numba's wraparound check on a computed
-# index (``s[off + i]``) blocks vectorisation, a slice view does not allocate.
-
-
-@nb.njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
-def _exp_inplace(v: Any, ibuf: Any, k: float) -> None:
-    """v[:] = exp(k * v) (vectorised; argument clamped to the float32 range)."""
-    l2e = np.float32(1.4426950408889634)
-    ln2hi = np.float32(0.693359375)
-    ln2lo = np.float32(-2.12194440e-4)
-    kf = np.float32(k)
-    n = v.shape[0]
-    ib = ibuf[:n]
-    for i in range(n):
-        x = min(max(kf * v[i], np.float32(-87.0)), np.float32(88.0))
-        nf = np.floor(x * l2e + np.float32(0.5))
-        ib[i] = (np.int32(nf) + np.int32(127)) << np.int32(23)
-    p2 = ib.view(np.float32)
-    for i in range(n):
-        x = min(max(kf * v[i], np.float32(-87.0)), np.float32(88.0))
-        nf = np.floor(x * l2e + np.float32(0.5))
-        r = x - nf * ln2hi - nf * ln2lo
-        p = np.float32(1.0 / 5040.0)
-        p = p * r + np.float32(1.0 / 720.0)
-        p = p * r + np.float32(1.0 / 120.0)
-        p = p * r + np.float32(1.0 / 24.0)
-        p = p * r + np.float32(1.0 / 6.0)
-        p = p * r + np.float32(0.5)
-        em1 = r + r * r * p
-        v[i] = p2[i] * em1 + p2[i]
-
-
-@nb.njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
-def _activate(y: Any, act: int, ibuf: Any, t: Any) -> None:
-    """In-place activation of view `y`; `t` is a float work view of at least y's size."""
-    n = y.shape[0]
-    if act == ACT_ELU:
-        tv = t[:n]
-        for i in range(n):
-            tv[i] = min(y[i], np.float32(0.0))
-        _exp_inplace(tv, ibuf, 1.0)
-        for i in range(n):
-            v = y[i]
-            y[i] = v if v > np.float32(0.0) else tv[i] - np.float32(1.0)
-    elif act == ACT_RELU:
-        for i in range(n):
-            y[i] = max(y[i], np.float32(0.0))
-    elif act == ACT_LEAKY:
-        for i in range(n):
-            v = y[i]
-            y[i] = v if v > np.float32(0.0) else np.float32(0.01) * v
-    elif act == ACT_TANH:
-        _exp_inplace(y, ibuf, 2.0)
-        for i in range(n):
-            y[i] = np.float32(1.0) - np.float32(2.0) / (y[i] + np.float32(1.0))
-
-
-@nb.njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
-def _matvec(wm: Any, x: Any, y: Any, acc: bool) -> None:
-    """y (+)= wm @ x for a 2-D row-major view `wm`."""
-    n, k = wm.shape
-    for i in range(n):
-        t = np.float32(0.0)
-        for j in range(k):
-            t += wm[i, j] * x[j]
-        if acc:
-            y[i] += t
-        else:
-            y[i] = t
-
-
-@nb.njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
-def _run_ops(ops: Any, p: Any, s: Any, ibuf: Any, t: Any) -> None:
-    for r in range(ops.shape[0]):
-        op = ops[r, 0]
-        if op == OP_LINEAR:
-            src, k, dst, n, w, b, act = (
-                ops[r, 1],
-                ops[r, 2],
-                ops[r, 3],
-                ops[r, 4],
-                ops[r, 5],
-                ops[r, 6],
-                ops[r, 7],
-            )
-            y = s[dst : dst + n]
-            _matvec(p[w : w + n * k].reshape((n, k)), s[src : src + k], y, False)
-            if b >= 0:
-                bv = p[b : b + n]
-                for i in range(n):
-                    y[i] += bv[i]
-            if act != ACT_NONE:
-                _activate(y, act, ibuf, t)
-        elif op == OP_NORMALIZE:
-            src, n, dst, mean, std, eps = ops[r, 1], ops[r, 2], ops[r, 3], ops[r, 4], ops[r, 5], ops[r, 6]
-            e = p[eps]
-            xv, yv, mv, sv = s[src : src + n], s[dst : dst + n], p[mean : mean + n], p[std : std + n]
-            for i in range(n):
-                yv[i] = (xv[i] - mv[i]) / (sv[i] + e)
-        elif op == OP_LSTM:
-            src, k, h, c, hs = ops[r, 1], ops[r, 2], ops[r, 3], ops[r, 4], ops[r, 5]
-            wih, whh, b, g = ops[r, 6], ops[r, 7], ops[r, 8], ops[r, 9]
-            h4 = 4 * hs
-            gv = s[g : g + h4]
-            hv = s[h : h + hs]
-            cv = s[c : c + hs]
-            _matvec(p[wih : wih + h4 * k].reshape((h4, k)), s[src : src + k], gv, False)
-            _matvec(p[whh : whh + h4 * hs].reshape((h4, hs)), hv, gv, True)
-            bv = p[b : b + h4]
-            for i in range(h4):
-                gv[i] += bv[i]
-            # gates i, f, o: sigmoid = 1 / (1 + exp(-x)); g: tanh = 1 - 2 / (exp(2x) + 1)
-            gi, gf, gg, go = gv[0:hs], gv[hs : 2 * hs], gv[2 * hs : 3 * hs], gv[3 * hs : h4]
-            _exp_inplace(gv[0 : 2 * hs], ibuf, -1.0)
-            _exp_inplace(gg, ibuf, 2.0)
-            _exp_inplace(go, ibuf, -1.0)
-            tv = t[:hs]
-            for i in range(hs):
-                ig = np.float32(1.0) / (np.float32(1.0) + gi[i])
-                fg = np.float32(1.0) / (np.float32(1.0) + gf[i])
-                ggt = np.float32(1.0) - np.float32(2.0) / (gg[i] + np.float32(1.0))
-                cn = fg * cv[i] + ig * ggt
-                cv[i] = cn
-                tv[i] = cn
-            _exp_inplace(tv, ibuf, 2.0)
-            for i in range(hs):
-                og = np.float32(1.0) / (np.float32(1.0) + go[i])
-                hv[i] = og * (np.float32(1.0) - np.float32(2.0) / (tv[i] + np.float32(1.0)))
-        elif op == OP_COPY:
-            src, n, dst = ops[r, 1], ops[r, 2], ops[r, 3]
-            xv, yv = s[src : src + n], s[dst : dst + n]
-            for i in range(n):
-                yv[i] = xv[i]
-        elif op == OP_ADD:
-            src, n, dst = ops[r, 1], ops[r, 2], ops[r, 3]
-            xv, yv = s[src : src + n], s[dst : dst + n]
-            for i in range(n):
-                yv[i] += xv[i]
-        elif op == OP_L2NORM:
-            src, n, dst, eps = ops[r, 1], ops[r, 2], ops[r, 3], ops[r, 4]
-            xv, yv = s[src : src + n], s[dst : dst + n]
-            acc = np.float32(0.0)
-            for i in range(n):
-                acc += xv[i] * xv[i]
-            nrm = max(np.sqrt(acc), p[eps])
-            for i in range(n):
-                yv[i] = xv[i] / nrm
-
-
-@nb.njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
-def run_program(
-    x: Any, ops: Any, p: Any, s: Any, ibuf: Any, tmp: Any, in_off: int, out_off: int, out: Any
-) -> None:
-    """One forward pass: x (float32 [in_dim]) -> out (float32 [out_dim]). RT-safe (no allocation).
-
-    `s`: scratch (``scratch_size`` floats, holds LSTM state); `ibuf` int32 / `tmp` float32 work
-    areas of ``ibuf_size``.
-    """
-    xi = s[in_off : in_off + x.shape[0]]
-    for i in range(x.shape[0]):
-        xi[i] = x[i]
-    _run_ops(ops, p, s, ibuf, tmp)
-    yo = s[out_off : out_off + out.shape[0]]
-    for i in range(out.shape[0]):
-        out[i] = yo[i]
-
-
-class CompiledProgram:
-    """A :class:`Program` bound to its own scratch/state buffers (one per backend instance)."""
-
-    def __init__(self, program: Program) -> None:
-        self.program = program
-        self._ops = np.ascontiguousarray(program.ops)
-        self._params = np.ascontiguousarray(program.params)
-        self._ibuf = np.zeros(program.ibuf_size, np.int32)
-        self._tmp = np.zeros(program.ibuf_size, np.float32)
-        self._scratch = np.zeros(program.scratch_size, np.float32)
-
-    def forward(self, x: npt.NDArray[np.float32], out: npt.NDArray[np.float32]) -> None:
-        """x float32 [in_dim] -> out float32 [out_dim]; advances LSTM state. RT-safe."""
-        run_program(
-            x,
-            self._ops,
-            self._params,
-            self._scratch,
-            self._ibuf,
-            self._tmp,
-            self.program.in_off,
-            self.program.out_off,
-            out,
-        )
-
-    def reset(self) -> None:
-        """Zero the recurrent state (and the scratch)."""
-        self._scratch[:] = 0.0

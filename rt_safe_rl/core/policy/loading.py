@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rt_safe_rl.core.errors import PolicyLoadError
 from rt_safe_rl.core.policy.config import ArchitectureConfig, ModelConfig
 
@@ -59,12 +57,16 @@ class PolicyInfo:
         path: resolved file path.
         format: 'torchscript' | 'state_dict' | 'onnx'.
         sha256: hex digest of the file.
-        obs_dim: input size (float32 [1, obs_dim]).
+        obs_dim: input size (float32, ``in_shape``).
         act_dim: output size.
         recurrent: the model keeps state between calls.
         state_buffers: names and shapes of the recurrent state buffers.
         has_reset_memory: the module has a ``reset_memory()`` method.
         onnx_input / onnx_output: tensor names (ONNX only).
+        in_shape / out_shape: the tensor shapes the model takes and gives ([1, n], [n], [n, 1]).
+        input_used: [first, last + 1] of the input elements the model reads ([] = not known);
+            narrower than [0, obs_dim] when the model slices its input.
+        actor_of: non-empty when the file is an actor-critic container and its ``actor`` is run.
     """
 
     path: str
@@ -77,28 +79,52 @@ class PolicyInfo:
     has_reset_memory: bool = False
     onnx_input: str = ''
     onnx_output: str = ''
+    in_shape: list[int] = field(default_factory=list)
+    out_shape: list[int] = field(default_factory=list)
+    input_used: list[int] = field(default_factory=list)
+    actor_of: str = ''
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready copy."""
         return dict(self.__dict__)
 
 
-def detect_format(path: Path, declared: str = 'auto') -> str:
-    """'torchscript' | 'state_dict' | 'onnx' from the declared format or the file's content."""
-    if declared != 'auto':
-        return declared
-    if path.suffix.lower() == '.onnx':
-        return 'onnx'
+def content_format(path: Path) -> tuple[str, str]:
+    """(format, evidence) read from the file's bytes: 'torchscript' | 'state_dict' | 'onnx' | 'unknown'."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
         if any(n.split('/', 1)[-1].startswith('code/') or '/constants.pkl' in n for n in names):
-            return 'torchscript'
-        return 'state_dict'
-    head = path.read_bytes()[:64]
-    if head[:1] == b'\x08':  # protobuf field 1 (ir_version), varint: an ONNX ModelProto
-        return 'onnx'
-    return 'state_dict'
+            return 'torchscript', 'a zip archive with TorchScript code/'
+        if any(n.endswith('data.pkl') for n in names):
+            return 'state_dict', 'a torch.save zip archive without code'
+        return 'unknown', 'a zip archive that is not a torch file'
+    with open(path, 'rb') as f:
+        head = f.read(64)
+    if head[:1] == b'\x08' and len(head) > 2:  # protobuf field 1 (ir_version), varint: ONNX ModelProto
+        return 'onnx', 'an ONNX protobuf'
+    if head[:1] == b'\x80':
+        return 'state_dict', 'a legacy pickle checkpoint'
+    return 'unknown', 'neither a torch zip archive nor an ONNX protobuf'
+
+
+def detect_format(path: Path, declared: str = 'auto') -> str:
+    """'torchscript' | 'state_dict' | 'onnx': found in the file's content, checked against `declared`.
+
+    Raises:
+        PolicyLoadError: `declared` (not 'auto') differs from what the file holds (says both).
+    """
+    found, why = content_format(path)
+    if declared == 'auto':
+        if found == 'unknown':
+            return 'onnx' if path.suffix.lower() == '.onnx' else 'state_dict'
+        return found
+    if found not in ('unknown', declared):
+        raise PolicyLoadError(
+            f'{path}: model.format says {declared}, but the file is {found} ({why}); '
+            f'set model.format: {found} (or auto)'
+        )
+    return declared
 
 
 def _kind(mod: Any) -> str:
@@ -230,8 +256,10 @@ def _torch_errors(path: Path, what: str) -> Iterator[None]:
         raise PolicyLoadError(f'{path}: cannot load as {what}: {msg}') from None
 
 
-def load_torch_module(path: Path, fmt: str, model_cfg: ModelConfig) -> Any:
+def load_torch_module(path: Path, fmt: str, model_cfg: ModelConfig, use_actor: bool = False) -> Any:
     """A fresh torch module (eval mode) from a TorchScript file or a state-dict checkpoint.
+
+    `use_actor`: return the container's ``actor`` child (actor-critic files, see ``PolicyInfo.actor_of``).
 
     Raises:
         PolicyLoadError: corrupt file, missing architecture, weights that do not fit.
@@ -240,7 +268,8 @@ def load_torch_module(path: Path, fmt: str, model_cfg: ModelConfig) -> Any:
 
     if fmt == 'torchscript':
         with _torch_errors(path, 'TorchScript'):
-            return torch.jit.load(str(path), map_location='cpu').eval()
+            mod = torch.jit.load(str(path), map_location='cpu').eval()
+        return mod.actor if use_actor else mod
     if fmt == 'state_dict':
         if model_cfg.architecture is None:
             raise PolicyLoadError(
@@ -278,152 +307,11 @@ def reset_torch_state(module: Any) -> None:
             b.zero_()
 
 
-def _candidate_dims(module: Any) -> list[int]:
-    """Plausible input sizes: in_features of every Linear/LSTM and normalizer sizes, in module order."""
-    dims: list[int] = []
-    for _name, mod in module.named_modules():
-        k = _kind(mod)
-        w = None
-        if k == 'Linear':
-            w = getattr(mod, 'weight', None)
-        elif k in ('LSTM', 'GRU'):
-            w = getattr(mod, 'weight_ih_l0', None)
-        if w is not None and w.dim() == 2:
-            dims.append(int(w.shape[1]))
-        for bname in ('_mean', 'mean', 'running_mean'):
-            b = getattr(mod, bname, None) if k != 'Linear' else None
-            if b is not None and hasattr(b, 'shape') and len(b.shape) >= 1:
-                dims.append(int(b.shape[-1]))
-    seen: list[int] = []
-    for d in dims:
-        if d not in seen:
-            seen.append(d)
-    return seen
+def inspect_policy(*args: Any, **kwargs: Any) -> PolicyInfo:
+    """Check a policy file and describe it (see :func:`rt_safe_rl.core.policy.probe.inspect_policy`)."""
+    from rt_safe_rl.core.policy.probe import inspect_policy as inspect
 
-
-def probe_torch(module: Any, obs_dim: int | None) -> tuple[int, int]:
-    """Find (obs_dim, act_dim) by running zeros [1, D]; state is reset afterwards.
-
-    With `obs_dim` given only that size is tried; else the candidates from the module's layers.
-
-    Raises:
-        PolicyLoadError: no candidate size runs, or the output is not [1, A] / [A].
-    """
-    import torch
-
-    cands = [obs_dim] if obs_dim else _candidate_dims(module)
-    last = ''
-    for d in cands:
-        try:
-            with torch.inference_mode():
-                y = module(torch.zeros(1, d))
-        except Exception as err:
-            last = error_line(err)
-            continue
-        finally:
-            reset_torch_state(module)
-        if not isinstance(y, torch.Tensor) or y.dim() not in (1, 2) or (y.dim() == 2 and y.shape[0] != 1):
-            raise PolicyLoadError(
-                f'policy output must be a tensor [1, A], got {getattr(y, "shape", type(y))}'
-            )
-        return int(d), int(y.shape[-1])
-    if obs_dim:
-        raise PolicyLoadError(
-            f'the model does not accept an observation of size {obs_dim} '
-            f'(the policy config builds {obs_dim} values): {last}'
-        )
-    raise PolicyLoadError(f'cannot find the input size of the model (tried {cands}): {last}')
-
-
-def is_recurrent(module: Any, obs_dim: int) -> bool:
-    """True when the module has state buffers or two identical calls give different outputs."""
-    import torch
-
-    if state_buffers(module):
-        return True
-    x = torch.linspace(-1.0, 1.0, obs_dim).reshape(1, obs_dim)
-    try:
-        with torch.inference_mode():
-            a = module(x).clone()
-            b = module(x).clone()
-    finally:
-        reset_torch_state(module)
-    return not bool(torch.allclose(a, b, rtol=0.0, atol=0.0, equal_nan=True))
-
-
-def inspect_policy(
-    path: str | Path,
-    model_cfg: ModelConfig | None = None,
-    obs_dim: int | None = None,
-    expected_sha256: str = '',
-) -> PolicyInfo:
-    """Check a policy file and describe it.
-
-    Args:
-        path: the policy file.
-        model_cfg: format / architecture / ONNX names (defaults: auto-detect).
-        obs_dim: the observation size the pipeline builds; the model must accept it (None: probe).
-        expected_sha256: refuse a file with another hash ('' = no check).
-
-    Raises:
-        PolicyLoadError: missing, corrupt, wrong hash, unsupported, or does not accept `obs_dim`.
-    """
-    p = Path(path)
-    model_cfg = model_cfg or ModelConfig()
-    if not p.is_file():
-        raise PolicyLoadError(f'policy file not found: {p}')
-    digest = sha256_file(p)
-    if expected_sha256 and digest.lower() != expected_sha256.lower():
-        raise PolicyLoadError(f'{p}: SHA-256 {digest} differs from the configured {expected_sha256.lower()}')
-    fmt = detect_format(p, model_cfg.format)
-    info = PolicyInfo(path=str(p), format=fmt, sha256=digest)
-    if fmt == 'onnx':
-        _inspect_onnx(p, model_cfg, obs_dim, info)
-        return info
-    module = load_torch_module(p, fmt, model_cfg)
-    info.obs_dim, info.act_dim = probe_torch(module, obs_dim)
-    info.state_buffers = {n: list(b.shape) for n, b in state_buffers(module).items()}
-    info.has_reset_memory = hasattr(module, 'reset_memory')
-    info.recurrent = is_recurrent(module, info.obs_dim)
-    if info.recurrent and not info.state_buffers and not info.has_reset_memory:
-        raise PolicyLoadError(
-            f'{p}: the model keeps state between calls but has neither reset_memory() nor '
-            f'{"/".join(STATE_BUFFER_NAMES)} buffers: it cannot be reset'
-        )
-    return info
-
-
-def _inspect_onnx(p: Path, model_cfg: ModelConfig, obs_dim: int | None, info: PolicyInfo) -> None:
-    try:
-        import onnxruntime  # noqa: F401 - availability check
-    except ImportError:
-        raise PolicyLoadError(f'{p}: ONNX policies need onnxruntime (pip install onnxruntime)') from None
-    sess = make_onnx_session(p)
-    ins, outs = sess.get_inputs(), sess.get_outputs()
-    inp = next((i for i in ins if i.name == model_cfg.input_name), None) if model_cfg.input_name else ins[0]
-    out = (
-        next((o for o in outs if o.name == model_cfg.output_name), None) if model_cfg.output_name else outs[0]
-    )
-    if inp is None or out is None:
-        raise PolicyLoadError(
-            f'{p}: no ONNX input {model_cfg.input_name!r} / output {model_cfg.output_name!r}; '
-            f'has inputs {[i.name for i in ins]} outputs {[o.name for o in outs]}'
-        )
-    if len(ins) != 1:
-        raise PolicyLoadError(
-            f'{p}: ONNX policies with {len(ins)} inputs (recurrent state as inputs) are not supported'
-        )
-    d = inp.shape[-1] if isinstance(inp.shape[-1], int) else obs_dim
-    a = out.shape[-1] if isinstance(out.shape[-1], int) else None
-    if d is None:
-        raise PolicyLoadError(f'{p}: ONNX input size is symbolic; set it through the policy config')
-    if obs_dim is not None and d != obs_dim:
-        raise PolicyLoadError(f'{p}: the model takes {d} inputs, the policy config builds {obs_dim}')
-    if a is None:
-        y = sess.run([out.name], {inp.name: np.zeros((1, d), np.float32)})[0]
-        a = int(np.asarray(y).shape[-1])
-    info.obs_dim, info.act_dim = int(d), int(a)
-    info.onnx_input, info.onnx_output = inp.name, out.name
+    return inspect(*args, **kwargs)
 
 
 def make_onnx_session(p: Path, threads: int = 1, providers: list[str] | None = None) -> Any:

@@ -23,7 +23,6 @@ from rt_safe_rl.core.policy.backends import (
     Backend,
     BackendResult,
     build_backend,
-    capture_stdout_fd,
     evaluate_backends,
     format_table,
     reference_name,
@@ -31,7 +30,9 @@ from rt_safe_rl.core.policy.backends import (
     select_backend,
 )
 from rt_safe_rl.core.policy.config import BACKENDS, ModelConfig, PolicyNodeConfig
-from rt_safe_rl.core.policy.loading import PolicyInfo, inspect_policy
+from rt_safe_rl.core.policy.loading import PolicyInfo
+from rt_safe_rl.core.policy.probe import inspect_policy
+from rt_safe_rl.core.policy.stdio import capture_stdout_fd, drop_stdout
 
 _LOG = logging.getLogger('rt_safe_rl.policy')
 
@@ -66,7 +67,31 @@ class PolicyModel:
 
 
 def _default_backends() -> list[str]:
-    return list(BACKENDS)
+    from rt_safe_rl.core.policy.backends import registered_backends
+
+    return list(BACKENDS) + registered_backends()
+
+
+def _mark_printing(rows: list[BackendResult], built: dict[str, Backend], obs: F32, calls: int = 3) -> None:
+    """policy.stdout drop: a backend that prints is kept only when no exact one is silent."""
+    silent_ok = False
+    loud: list[BackendResult] = []
+    for r in rows:
+        if not (r.available and r.ok) or r.name not in built:
+            continue
+        out = np.zeros(built[r.name].act_dim, np.float32)
+        with capture_stdout_fd() as printed:
+            for i in range(calls):
+                built[r.name].forward(obs[i % len(obs)], out)
+        built[r.name].reset()
+        if printed():
+            loud.append(r)
+        else:
+            silent_ok = True
+    for r in loud:
+        r.reason = (r.reason + '; ' if r.reason else '') + 'prints to stdout'
+        if silent_ok:
+            r.ok = False
 
 
 def load_policy_model(
@@ -81,6 +106,7 @@ def load_policy_model(
     obs_scale: float = 1.0,
     logger: Any = None,
     check_obs: F32 | None = None,
+    size_note: str = '',
 ) -> PolicyModel:
     """Load and check a policy; choose its backend.
 
@@ -97,6 +123,7 @@ def load_policy_model(
         check_obs: float32 [N, obs_dim] observations for the error check and timing (e.g. from
             :func:`~rt_safe_rl.core.policy.pipeline.plausible_observations`); default N(0, obs_scale).
         logger: object with ``.info(str)`` (rclpy logger or logging.Logger).
+        size_note: which terms build `obs_dim`, e.g. ' (base_ang_vel 3 + ... = 47)', for size errors.
 
     Raises:
         PolicyLoadError: bad file/hash/size, configured backend unavailable or not exact, a policy that
@@ -108,10 +135,13 @@ def load_policy_model(
     torch.set_num_threads(cfg.num_threads)
     p = Path(path)
     model_cfg = model_cfg or ModelConfig()
-    info = inspect_policy(p, model_cfg, obs_dim if cfg.input_sizes_strict else None, cfg.sha256)
+    with drop_stdout():  # probing runs the model: what it prints is not a policy step's output
+        info = inspect_policy(
+            p, model_cfg, obs_dim if cfg.input_sizes_strict else None, cfg.sha256, size_note
+        )
     if obs_dim is not None and info.obs_dim != obs_dim:
         raise PolicyLoadError(
-            f'{p}: the model takes {info.obs_dim} inputs, the policy config builds {obs_dim}'
+            f'{p}: the model expects {info.obs_dim} inputs, the policy config builds {obs_dim}{size_note}'
         )
     ref = reference_name(info)
     if backends is None:
@@ -121,7 +151,8 @@ def load_policy_model(
     unavailable: dict[str, str] = {}
     for name in names:
         try:
-            built[name] = build_backend(name, p, info, model_cfg, cfg.num_threads)
+            with drop_stdout():
+                built[name] = build_backend(name, p, info, model_cfg, cfg.num_threads)
         except PolicyLoadError as err:
             if name == ref:
                 raise
@@ -136,14 +167,20 @@ def load_policy_model(
         obs = np.ascontiguousarray(check_obs, dtype=np.float32)
     else:
         obs = sample_observations(info.obs_dim, n_check or cfg.auto_samples, scale=obs_scale)
-    with capture_stdout_fd() as printed:
-        rows = evaluate_backends(built, ref, obs, cfg, unavailable, timing_iters)
-    n_bytes = len(printed())
-    if n_bytes:
-        raise PolicyLoadError(
-            f'{p}: the policy writes to stdout when called ({n_bytes} bytes over '
-            f'{len(obs)} calls per backend): refused in a real-time loop'
-        )
+    if cfg.stdout == 'drop':
+        with drop_stdout():
+            rows = evaluate_backends(built, ref, obs, cfg, unavailable, timing_iters)
+        _mark_printing(rows, built, obs)
+    else:
+        with capture_stdout_fd() as printed:
+            rows = evaluate_backends(built, ref, obs, cfg, unavailable, timing_iters)
+        n_bytes = len(printed())
+        if n_bytes:
+            raise PolicyLoadError(
+                f'{p}: the policy writes to stdout when called ({n_bytes} bytes over '
+                f'{len(obs)} calls per backend): refused in a real-time loop (policy.stdout: drop runs it '
+                'with its output discarded)'
+            )
     ref_row = next(r for r in rows if r.name == ref)
     if not np.isfinite(ref_row.max_abs_err):
         raise PolicyLoadError(f'{p}: the policy returns non-finite values (NaN/Inf) on test observations')
@@ -169,7 +206,12 @@ def load_policy_model(
         for i in range(cfg.warmup_iters):
             chosen.forward(obs[i % len(obs)], out)
     chosen.reset()
-    if printed():
+    if printed() and cfg.stdout != 'drop':
         raise PolicyLoadError(f'{p}: the policy writes to stdout when called: refused in a real-time loop')
+    if printed():
+        log.info(
+            f'policy {p.name}: backend {selected!r} prints on every call and no backend that does not '
+            'print is within tolerance: its output reaches stdout on the RT path'
+        )
     kept = built if keep_all else {selected: chosen}
     return PolicyModel(info=info, backend=chosen, selected=selected, reference=ref, table=rows, backends=kept)

@@ -11,13 +11,13 @@ allocation in steady state. Construction allocates (configure time).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from rt_safe_rl.core.errors import ConfigError
-from rt_safe_rl.core.policy.config import BASE_INPUT_DEFAULTS, PolicyPipelineConfig
+from rt_safe_rl.core.policy.config import BASE_INPUT_DEFAULTS, ObsTermConfig, PolicyPipelineConfig
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -84,14 +84,14 @@ class ObservationBuilder:
         self._hist = np.zeros((h, self.frame_dim))
         self._hist2 = np.zeros((h, self.frame_dim))
         self._obs = np.zeros(self.obs_dim)
-        self._terms: list[tuple[str, slice, F64, float | None, str, float]] = []
+        self._terms: list[tuple[str, slice, F64, float | None, str, float, ObsTermConfig]] = []
         off = 0
         offsets = []
         for t in cfg.observation.terms:
             size = cfg.term_size(t)
             sl = slice(off, off + size)
             offsets.append((off, size))
-            self._terms.append((t.term, sl, _scale_vec(t.scale, size), t.clip, t.input, t.period_s))
+            self._terms.append((t.term, sl, _scale_vec(t.scale, size), t.clip, t.input, t.period_s, t))
             off += size
         ages = (
             list(range(h)) if cfg.observation.history_order == 'newest_first' else list(range(h - 1, -1, -1))
@@ -113,12 +113,34 @@ class ObservationBuilder:
         )
         self._norm_clip = norm.clip if norm is not None else None
         self._fresh = True
+        enc = cfg.encoder
+        self.encoder_out = np.zeros(enc.output_size if enc is not None else 0, np.float32)
+        self._enc_builder: ObservationBuilder | None = None
+        self._enc_obs = np.zeros(0, np.float32)
+        self._enc_forward: Callable[[F32, F32], None] | None = None
+        self._enc_reset: Callable[[], None] | None = None
+
+    def attach_encoder(
+        self,
+        builder: ObservationBuilder,
+        forward: Callable[[F32, F32], None],
+        reset: Callable[[], None] | None = None,
+    ) -> None:
+        """Run ``forward(builder's observation, encoder_out)`` at every build (two-model pipeline)."""
+        self._enc_builder = builder
+        self._enc_obs = np.zeros(builder.obs_dim, np.float32)
+        self._enc_forward = forward
+        self._enc_reset = reset
 
     def reset(self) -> None:
-        """Forget the history (next frame fills it) and restore input defaults."""
+        """Forget the history (next frame fills it) and restore input defaults (and the encoder's)."""
         self._fresh = True
         for k, v in self._input_defaults.items():
             self.inputs[k][:] = v
+        if self._enc_builder is not None:
+            self._enc_builder.reset()
+        if self._enc_reset is not None:
+            self._enc_reset()
 
     def try_set_input(self, name: str, values: npt.ArrayLike) -> bool:
         """Copy `values` into input `name`; False (nothing changed) on unknown name, size or non-finite."""
@@ -135,8 +157,15 @@ class ObservationBuilder:
         """Write the observation for robot-order `q`, `dq` (rad, rad/s) at policy time `t_s` into `out`."""
         np.take(q, self.idx, out=self._q)
         np.take(dq, self.idx, out=self._dq)
+        if self._enc_builder is not None and self._enc_forward is not None:
+            for k, v in self.inputs.items():  # the encoder sees the same inputs
+                dst = self._enc_builder.inputs.get(k)
+                if dst is not None:
+                    dst[:] = v
+            self._enc_builder.build(t_s, q, dq, last_action, self._enc_obs)
+            self._enc_forward(self._enc_obs, self.encoder_out)
         f = self._frame
-        for term, sl, scale, clip, inp, period in self._terms:
+        for term, sl, scale, clip, inp, period, tc in self._terms:
             seg = f[sl]
             if term == 'joint_pos_rel':
                 np.subtract(self._q, self.default_q, out=seg)
@@ -149,10 +178,25 @@ class ObservationBuilder:
             elif term == 'command_error':
                 np.subtract(self.inputs[inp], self._q, out=seg)
             elif term == 'phase':
-                ph = 2.0 * np.pi * ((t_s % period) / period)
-                seg[0] = np.sin(ph)
-                seg[1] = np.cos(ph)
-            else:  # command and base-state inputs
+                phi = (t_s % period) / period
+                nk = len(tc.offsets)
+                for j in range(nk):
+                    pj = (phi + tc.offsets[j]) % 1.0
+                    if tc.form == 'raw':
+                        seg[j] = pj
+                    else:
+                        seg[j] = np.sin(2.0 * np.pi * pj)
+                        seg[nk + j] = np.cos(2.0 * np.pi * pj)
+            elif term == 'clock':
+                seg[0] = t_s
+            elif term == 'encoder':
+                seg[:] = self.encoder_out
+            elif term == 'base_rpy':
+                _rpy(self.inputs[inp], seg)
+            elif term == 'base_quat' and tc.quat_order == 'xyzw':
+                v = self.inputs[inp]
+                seg[0], seg[1], seg[2], seg[3] = v[1], v[2], v[3], v[0]
+            else:  # command, base-state and named inputs
                 seg[:] = self.inputs[inp]
             np.multiply(seg, scale, out=seg)
             if clip is not None:
@@ -174,6 +218,14 @@ class ObservationBuilder:
             if self._norm_clip is not None:
                 np.clip(o, -self._norm_clip, self._norm_clip, out=o)
         np.copyto(out, o, casting='same_kind')
+
+
+def _rpy(quat_wxyz: F64, out: F64) -> None:
+    """Roll, pitch, yaw (rad, ZYX convention) of a unit quaternion (w, x, y, z) into out[0:3]."""
+    w, x, y, z = quat_wxyz[0], quat_wxyz[1], quat_wxyz[2], quat_wxyz[3]
+    out[0] = np.arctan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
+    out[1] = np.arcsin(min(1.0, max(-1.0, 2.0 * (w * y - z * x))))
+    out[2] = np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
 
 class ActionMapper:
@@ -234,8 +286,12 @@ def plausible_observations(
         q = np.clip(q + rng.normal(0.0, 0.05, k), q0 - q_span_rad, q0 + q_span_rad)
         dq = rng.normal(0.0, dq_std, k)
         for name, v in ob._input_defaults.items():
-            noise = rng.normal(0.0, 0.1 if name == 'projected_gravity' else 0.5, v.shape)
+            noise = rng.normal(0.0, 0.1 if name in ('projected_gravity', 'base_quat') else 0.5, v.shape)
             ob.inputs[name][:] = v + noise
+            if name == 'base_quat':
+                ob.inputs[name] /= np.linalg.norm(ob.inputs[name])
         last = rng.normal(0.0, 0.5, cfg.n_joints).astype(np.float32)
+        if ob.encoder_out.size:
+            ob.encoder_out[:] = rng.normal(0.0, 1.0, ob.encoder_out.size)
         ob.build(i * 0.02, q, dq, last, out[i])
     return out

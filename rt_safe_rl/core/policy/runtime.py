@@ -106,6 +106,7 @@ class PolicyRuntime:
             )
         self.period_ns = round(1e9 / cfg.rate_hz)
         self.interpolate = cfg.interpolation == 'linear'
+        self.encoder: PolicyModel | None = None
         self.cache: OutputCache | None = None
         if cfg.cache:
             if model.info.recurrent:
@@ -154,17 +155,53 @@ class PolicyRuntime:
         if not pol_path.is_file():
             raise PolicyLoadError(f'policy file not found: {pol_path}')
         load_kwargs.setdefault('check_obs', plausible_observations(pipeline, cfg.auto_samples))
+        load_kwargs.setdefault('size_note', pipeline.size_note())
         model = load_policy_model(
             pol_path, cfg, pipeline.model, obs_dim=pipeline.obs_dim, logger=logger, **load_kwargs
         )
         rt = cls(cfg, pipeline, model, robot_joint_names)
+        if pipeline.encoder is not None:
+            rt.attach_encoder(paths.resolve(pipeline.encoder.path, pipe_path.parent), logger)
         rt.reset()
         return rt
+
+    def attach_encoder(self, path: Path, logger: Any = None) -> None:
+        """Load the pipeline's encoder model (own backend choice, same node settings) and feed its
+        outputs into the observation's ``encoder`` term at every policy step.
+
+        Raises:
+            PolicyLoadError: missing / bad encoder file, sizes that do not fit the YAML.
+        """
+        enc = self.pipeline.encoder
+        if enc is None:
+            return
+        if not path.is_file():
+            raise PolicyLoadError(f'encoder file not found: {path}')
+        epipe = self.pipeline.encoder_pipeline()
+        model = load_policy_model(
+            path,
+            self.cfg,
+            enc.model,
+            obs_dim=epipe.obs_dim,
+            logger=logger,
+            check_obs=plausible_observations(epipe, self.cfg.auto_samples),
+            size_note=epipe.size_note(),
+        )
+        if model.info.act_dim != enc.output_size:
+            raise PolicyLoadError(
+                f'{path}: the encoder gives {model.info.act_dim} values, '
+                f'encoder.output_size is {enc.output_size}'
+            )
+        self.encoder = model
+        builder = ObservationBuilder(epipe, self.joint_names or None)
+        self.obs_builder.attach_encoder(builder, model.forward, model.reset)
 
     @property
     def info(self) -> dict[str, Any]:
         """Sizes, hash, backend table, cache hit rate, counters (JSON-ready)."""
         d = self.model.report()
+        if self.encoder is not None:
+            d['encoder'] = self.encoder.report()
         d.update(
             {
                 'backend': self.model.selected,
