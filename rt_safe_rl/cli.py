@@ -3,6 +3,7 @@
     rt-safe-rl demo [--duration S] [--config C]       closed loop on the embedded default
     rt-safe-rl train [--out PATH]                       train the shipped default policy
     rt-safe-rl record [...]                             record the simulator to an mcap bag
+    rt-safe-rl fleet replay BAG... [...]                what-if replay of many bags x variants on Ray
     rt-safe-rl bench policy|safety|rt|replay|monitor [...]   benchmarks (print JSON)
 
 Each subcommand lives in its own module with ``main(argv: list[str] | None) -> int``; this file
@@ -20,6 +21,7 @@ COMMANDS: dict[str, str] = {
     'demo': 'rt_safe_rl.demo',
     'train': 'rt_safe_rl.tools.train_default_policy',
     'record': 'rt_safe_rl.tools.record',
+    'fleet': 'rt_safe_rl.fleet.cli',
 }
 BENCHES: dict[str, str] = {
     'policy': 'rt_safe_rl.bench.policy_bench',

@@ -142,6 +142,11 @@ class NodeStages:
                 if n < self._buf.shape[0]:
                     break
 
+    def samples_ns(self, name: str) -> FloatArray:
+        """All drained samples (ns) of stage ``name`` ('inference' or 'safety'); empty if none."""
+        parts = self._parts.get(name) or []
+        return np.concatenate(parts) if parts else np.zeros(0)
+
     def clear(self) -> None:
         """Forget what was drained so far."""
         for v in self._parts.values():
