@@ -137,7 +137,8 @@ def run_tasks(
                 while queue and len(pending) < max(1, max_in_flight):
                     spec = queue.pop(0)
                     pending[remote.remote(spec)] = spec
-                done, _ = ray.wait(list(pending), num_returns=1)
+                # a bounded wait: the signal handlers (SIGTERM, Ctrl-C) run between the waits
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 for ref in done:
                     spec = pending.pop(ref)
                     try:

@@ -218,7 +218,8 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Replay ``spec['bag']`` under ``spec['variant']`` (a :meth:`Variant.to_dict`); return the row.
 
     ``spec`` keys: bag, variant, config (None = shipped), max_messages (0 = all), and for fault
-    tests start_delay_s (sleep before the replay) and pid_file (append this worker's pid).
+    tests pid_file (each attempt appends its worker's pid) and start_delay_s (the first attempt,
+    i.e. pid_file still absent, sleeps that long before the replay: time to kill its worker).
     A bad bag / config gives a row with ``error`` (one line); nothing is raised for it.
     """
     t0 = time.monotonic()
@@ -230,10 +231,13 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
         'host': socket.gethostname(),
         'pid': os.getpid(),
     }
+    first_attempt = True
     if spec.get('pid_file'):
-        with open(spec['pid_file'], 'a') as f:
+        pid_file = str(spec['pid_file'])
+        first_attempt = not os.path.exists(pid_file)
+        with open(pid_file, 'a') as f:
             f.write(f'{os.getpid()}\n')
-    if spec.get('start_delay_s'):
+    if spec.get('start_delay_s') and first_attempt:
         time.sleep(float(spec['start_delay_s']))
     try:
         _replay(spec, row)

@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='start `bringup --sim` (the full simulated closed loop) and record it',
     )
     p.add_argument('--settle', type=float, default=0.5, help='seconds the sim runs before recording starts')
+    p.add_argument('--start-timeout', type=float, default=180.0, help='seconds to wait for the simulator')
     g = p.add_argument_group('scenario (--with-sim)')
     g.add_argument(
         '--seed', type=int, help="seed of the person's approach directions and the operator's goals"
@@ -241,7 +242,7 @@ def _main(args: argparse.Namespace) -> int:
         executor.add_node(rnode)
         if args.with_sim:
             sim = _start_sim(args, args.settle + args.duration + 30.0)
-            _wait_for_publisher(rnode, executor, app.topics.joint_states, sim, 60.0)
+            _wait_for_publisher(rnode, executor, app.topics.joint_states, sim, args.start_timeout)
             end = time.monotonic() + args.settle
             while time.monotonic() < end:
                 executor.spin_once(timeout_sec=0.05)
