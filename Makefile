@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 DURATION ?= 10
 PYTEST_ARGS ?=
 SYSTEM_ROS := $(shell [ -n "$$ROS_DISTRO" ] && $(PYTHON) -c 'import rclpy' >/dev/null 2>&1 && echo 1)
-REQS := requirements.txt requirements-dev.txt $(if $(SYSTEM_ROS),,requirements-ros.txt)
+REQS := requirements.txt requirements-dev.txt requirements-fleet.txt $(if $(SYSTEM_ROS),,requirements-ros.txt)
 STAMP := $(VENV)/.rt_safe_rl-$(shell cat $(REQS) setup.py | sha256sum | cut -c1-16)$(if $(SYSTEM_ROS),-system-ros,)
 
 .PHONY: venv demo test lint typecheck colcon train bench clean

@@ -23,6 +23,7 @@ setup(
         (f'share/{PACKAGE}/dashboards', glob(f'{PACKAGE}/dashboards/*.json')),
     ],
     install_requires=['setuptools'],
+    extras_require={'fleet': ['ray==2.60.0']},  # rt-safe-rl fleet replay (requirements-fleet.txt)
     zip_safe=False,
     maintainer='rt_safe_rl maintainers',
     maintainer_email='maintainers@rt-safe-rl.invalid',

@@ -6,6 +6,7 @@
     rt-safe-rl doctor [--json F] [--apply] [--restore F]  system checks, floor, verdict (JSON)
     rt-safe-rl bench policy|safety|rt|replay|monitor|loop|faults|api [...]   benchmarks (print JSON)
     rt-safe-rl policy inspect FILE [--write-config Y]   what a policy file takes; a pipeline skeleton
+    rt-safe-rl fleet replay BAG... [...]                what-if replay of many bags x variants on Ray
 
 Each subcommand lives in its own module with ``main(argv: list[str] | None) -> int``; this file
 only dispatches. Expected errors (:class:`RtSafeRlError`) print one line and exit 2. SIGTERM is
@@ -28,6 +29,7 @@ COMMANDS: dict[str, str] = {
     'record': 'rt_safe_rl.tools.record',
     'doctor': 'rt_safe_rl.doctor.cli',
     'policy': 'rt_safe_rl.tools.policy_inspect',
+    'fleet': 'rt_safe_rl.fleet.cli',
 }
 BENCHES: dict[str, str] = {
     'policy': 'rt_safe_rl.bench.policy_bench',

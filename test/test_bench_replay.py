@@ -306,9 +306,9 @@ def test_cli_list_and_interrupt(
 
 def test_joint_map_parsing() -> None:
     """BAG=ROBOT pairs, comma separated; malformed items are ConfigErrors."""
-    assert replay._parse_joint_map('a=joint1, b = joint2') == {'a': 'joint1', 'b': 'joint2'}
+    assert replay.parse_joint_map('a=joint1, b = joint2') == {'a': 'joint1', 'b': 'joint2'}
     with pytest.raises(ConfigError):
-        replay._parse_joint_map('a=')
+        replay.parse_joint_map('a=')
 
 
 class NullPipeline(FakePipeline):

@@ -214,9 +214,12 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _plain(report: Mapping[str, Any]) -> Any:
+def plain(report: Mapping[str, Any]) -> Any:
     """JSON-able copy of ``report`` (numpy -> Python, NaN -> None)."""
     return _clean(json.loads(json.dumps(report, default=_json_default)))
+
+
+_plain = plain  # the old private name
 
 
 def write_json(report: Mapping[str, Any], path: str | Path) -> Path:
@@ -224,7 +227,7 @@ def write_json(report: Mapping[str, Any], path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(p.suffix + '.tmp')
-    text = json.dumps(_plain(report), indent=2, allow_nan=False)
+    text = json.dumps(plain(report), indent=2, allow_nan=False)
     tmp.write_text(text + '\n')
     os.replace(tmp, p)
     return p
@@ -388,7 +391,7 @@ def render_html(report: Mapping[str, Any], plot_png: Mapping[str, bytes]) -> str
         b64 = base64.b64encode(png).decode('ascii')
         label = html.escape(name)
         body.append(f'<h3>{label}</h3><img alt="{label}" src="data:image/png;base64,{b64}">')
-    raw = html.escape(json.dumps(_plain(report), indent=1))
+    raw = html.escape(json.dumps(plain(report), indent=1))
     body.append(f'<details><summary>report.json</summary><pre>{raw}</pre></details>')
     style = (
         'body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}'

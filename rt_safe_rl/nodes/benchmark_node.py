@@ -102,7 +102,7 @@ class BenchmarkNode(LifecycleNode):
 
     # -- helpers ---------------------------------------------------------------------------------
     def _bench_config(self) -> Any:
-        from rt_safe_rl.bench.replay import _parse_joint_map
+        from rt_safe_rl.bench.replay import parse_joint_map
 
         p = self.get_parameter
         changes: dict[str, Any] = {
@@ -117,7 +117,7 @@ class BenchmarkNode(LifecycleNode):
         }
         jm = str(p('joint_map').value)
         if jm:
-            changes['joint_map'] = _parse_joint_map(jm)
+            changes['joint_map'] = parse_joint_map(jm)
         try:
             return replace(self._app.benchmark, **changes)
         except ValueError as err:
@@ -205,7 +205,7 @@ class BenchmarkNode(LifecycleNode):
     def _run(self) -> None:
         from rt_safe_rl.bench.pipeline import naive_runner_for
         from rt_safe_rl.bench.replay import finalize_report, run_benchmark, summary_for_stdout
-        from rt_safe_rl.bench.report import _plain
+        from rt_safe_rl.bench.report import plain
 
         cfg, app = self._cfg, self._app
         try:
@@ -236,7 +236,7 @@ class BenchmarkNode(LifecycleNode):
                 base,
             )
             self.last_report = rep
-            summary = json.dumps(_plain(summary_for_stdout(rep)))
+            summary = json.dumps(plain(summary_for_stdout(rep)))
             if self._pub is not None:
                 self._pub.publish(String(data=summary))
             self.get_logger().info(f'report written to {cfg.out_dir}: {summary}')

@@ -1,18 +1,24 @@
 """``rt-safe-rl record``: record the control topics to an mcap rosbag2 bag (no ros2 CLI needed).
 
     rt-safe-rl record [--out DIR] [--duration S] [--config C] [--topics NAME,...] [--with-sim]
+        [--seed N] [--human-speed M_S] [--human-near M] [--human-far M] [--human-phase S]
+        [--goal-period S] [--goal-span F] [--no-operator] [--no-monitor] [--set KEY=VALUE]...
 
-Subscribes (raw CDR, no deserialisation) to the robot state, human, operator, policy command,
-policy action and robot command topics of the config's ``topics:`` section and writes every
-message with its receive time (system clock, as rosbag2 does) to ``DIR`` (mcap storage,
-metadata.yaml written on close). ``--with-sim`` starts ``bringup --sim`` (simulated robot at 1 kHz,
-human, operator, policy and safety: the full closed loop) in a child process and records it; without
-it, the tool records whatever runs on the ROS graph. The recorder runs in its own process on an
-EventsExecutor so that it keeps up with ~2,500 messages/s.
+Subscribes (raw CDR, no deserialisation) to every topic of the config's ``topics:`` section
+(robot state and command, policy action and command, human, operator, ``safety/status`` and
+``/diagnostics``) and writes every message with its receive time (system clock, as rosbag2 does)
+to ``DIR`` (mcap storage, metadata.yaml written on close). ``--with-sim`` starts ``bringup --sim``
+(simulated robot at 1 kHz, human, operator, policy, safety and the monitor: the full closed loop)
+in a child process and records it; the scenario options make a varied archive (``--seed`` draws
+the person's approach directions and the operator's goals; speed, near/far distance and phase of
+the person's walk; goal period and span). Without it, the tool records whatever runs on the ROS
+graph. The recorder runs in its own process on an EventsExecutor.
 
 Ctrl-C (or the end of ``--duration``) closes the bag cleanly: nothing recorded is lost. Prints a
-JSON summary (path, duration, messages per topic). Bad input exits 2 with one line. Not RT code:
-the recorder's callbacks run in the executor's non-RT thread.
+JSON summary (path, duration, per topic: messages, rate, and for the robot state the expected
+count at ``control.rate_hz`` over the header stamps' span, the sequence gaps and the missing
+messages) and one line per topic on stderr, stating any drops. Bad input exits 2 with one line.
+Not RT code: the recorder's callbacks run in the executor's non-RT thread.
 """
 
 from __future__ import annotations
@@ -38,6 +44,17 @@ TOPIC_TYPES: dict[str, str] = {
     'policy_command': 'std_msgs/msg/Float64MultiArray',
     'policy_action': 'std_msgs/msg/Float64MultiArray',
     'robot_command': 'std_msgs/msg/Float64MultiArray',
+    'safety_status': 'diagnostic_msgs/msg/DiagnosticStatus',
+    'diagnostics': 'diagnostic_msgs/msg/DiagnosticArray',
+}
+# scenario option -> sim config key (``--with-sim``)
+SCENARIO: dict[str, str] = {
+    'human_speed': 'sim.human.speed_m_s',
+    'human_near': 'sim.human.near_m',
+    'human_far': 'sim.human.far_m',
+    'human_phase': 'sim.human.start_phase_s',
+    'goal_period': 'sim.operator.goal_period_s',
+    'goal_span': 'sim.operator.goal_span',
 }
 
 
@@ -112,16 +129,56 @@ def build_parser() -> argparse.ArgumentParser:
         help='start `bringup --sim` (the full simulated closed loop) and record it',
     )
     p.add_argument('--settle', type=float, default=0.5, help='seconds the sim runs before recording starts')
+    p.add_argument('--start-timeout', type=float, default=180.0, help='seconds to wait for the simulator')
+    g = p.add_argument_group('scenario (--with-sim)')
+    g.add_argument(
+        '--seed', type=int, help="seed of the person's approach directions and the operator's goals"
+    )
+    g.add_argument('--human-speed', type=float, metavar='M_S', help="the person's walking speed (m/s)")
+    g.add_argument(
+        '--human-near', type=float, metavar='M', help='closest distance of the walk to the base (m)'
+    )
+    g.add_argument('--human-far', type=float, metavar='M', help='farthest distance of the walk (m)')
+    g.add_argument('--human-phase', type=float, metavar='S', help='shift of the walk cycle (s)')
+    g.add_argument('--goal-period', type=float, metavar='S', help='a new operator goal every S seconds')
+    g.add_argument(
+        '--goal-span', type=float, metavar='F', help='goal spread, fraction of the joint range (0, 1]'
+    )
+    g.add_argument('--no-operator', action='store_true', help='no operator command (policy goals only)')
+    g.add_argument('--no-monitor', action='store_true', help='no monitor node (then no /diagnostics)')
+    g.add_argument(
+        '--set', dest='sets', action='append', default=[], metavar='KEY=VALUE', help='any config override'
+    )
     return p
+
+
+def scenario_sets(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides of the simulated scenario (seed, walk, goals) for ``bringup``."""
+    out: list[str] = []
+    if args.seed is not None:
+        out += [f'sim.human.seed={args.seed}', f'sim.operator.seed={args.seed}']
+    for opt, key in SCENARIO.items():
+        value = getattr(args, opt)
+        if value is not None:
+            out.append(f'{key}={value}')
+    if args.no_operator:
+        out.append('sim.operator.publish_operator_command=false')
+    return out + list(args.sets)
 
 
 def _start_sim(args: argparse.Namespace, run_s: float) -> subprocess.Popen[bytes]:
     """`bringup --sim` (robot, human, operator, policy, safety) in its own process."""
-    cmd = [sys.executable, '-m', 'rt_safe_rl.bringup', '--sim', '--no-monitor', '--duration', f'{run_s:.3f}']
+    cmd = [sys.executable, '-m', 'rt_safe_rl.bringup', '--sim', '--duration', f'{run_s:.3f}']
+    if args.no_monitor:
+        cmd.append('--no-monitor')
     if args.config:
         cmd += ['--config', str(args.config)]
+    for text in scenario_sets(args):
+        cmd += ['--set', text]
+    env = dict(os.environ)
+    env.setdefault('RT_ENABLE_PROMETHEUS', '0')  # the recording needs /diagnostics, not an HTTP port
     return subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ)
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
     )
 
 
@@ -185,7 +242,7 @@ def _main(args: argparse.Namespace) -> int:
         executor.add_node(rnode)
         if args.with_sim:
             sim = _start_sim(args, args.settle + args.duration + 30.0)
-            _wait_for_publisher(rnode, executor, app.topics.joint_states, sim, 60.0)
+            _wait_for_publisher(rnode, executor, app.topics.joint_states, sim, args.start_timeout)
             end = time.monotonic() + args.settle
             while time.monotonic() < end:
                 executor.spin_once(timeout_sec=0.05)
@@ -217,19 +274,90 @@ def _main(args: argparse.Namespace) -> int:
         if ctx.ok():
             rclpy.shutdown(context=ctx)
     assert recorder is not None
+    topics_out = topic_summary(out, recorder.counts, recorded_s, app)
     summary = {
         'bag': str(out),
         'storage': 'mcap',
         'recorded_s': round(recorded_s, 3),
         'interrupted': interrupted,
         'messages': dict(recorder.counts),
+        'topics': topics_out,
         'with_sim': bool(args.with_sim),
+        'scenario': scenario_sets(args) if args.with_sim else [],
         'notes': notes,
     }
     print(json.dumps(summary, indent=1))
+    for name, t in topics_out.items():
+        print(f'rt-safe-rl record: {name}: {t["text"]}', file=sys.stderr)
     if sum(recorder.counts.values()) == 0:
         print('rt-safe-rl record: warning: no message received on any topic', file=sys.stderr)
     return 0
+
+
+def state_drops(bag: Path, topic: str, rate_hz: float) -> dict[str, Any]:
+    """Read the robot state back from the bag: the header stamps' span against ``rate_hz``
+    (periods without a recorded state: the publisher skipped them or they were lost) and, when
+    ``header.frame_id`` carries the state seq, the seq gaps (published, not recorded)."""
+    import numpy as np
+
+    from rt_safe_rl.bench import bag as bagmod
+
+    info = bagmod.inspect_bag(bag)
+    store = bagmod.typestore()
+    stamps: list[int] = []
+    seqs: list[int] = []
+    for _t, _recv, raw in bagmod.iter_raw(info, [topic]):
+        msg = store.deserialize_cdr(raw, bagmod.JOINT_STATE)
+        stamps.append(int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec))
+        fid = str(msg.header.frame_id)
+        if fid.isdigit():
+            seqs.append(int(fid))
+    out: dict[str, Any] = {}
+    if len(stamps) >= 2:
+        st = np.sort(np.asarray(stamps, dtype=np.int64))
+        period = 1e9 / rate_hz
+        span_s = float(st[-1] - st[0]) / 1e9
+        expected = round(span_s * rate_hz) + 1
+        gaps = np.rint(np.diff(st) / period).astype(np.int64) - 1
+        out.update(
+            expected_at_rate=expected,
+            stamp_span_s=round(span_s, 6),
+            missing_periods=int(gaps[gaps > 0].sum()),
+        )
+    if len(seqs) == len(stamps) and len(seqs) >= 2:
+        u = np.unique(np.asarray(seqs, dtype=np.int64))
+        out['seq_gaps'] = int(u[-1] - u[0] + 1 - u.size)
+    return out
+
+
+def topic_summary(
+    bag: Path, counts: dict[str, int], recorded_s: float, app: Any
+) -> dict[str, dict[str, Any]]:
+    """Per topic: messages, rate (Hz) and, for the robot state, the drops (see :func:`state_drops`)
+    with a one-line text that says them."""
+    out: dict[str, dict[str, Any]] = {}
+    js = '/' + app.topics.joint_states.lstrip('/')
+    for name, n in counts.items():
+        rate = n / recorded_s if recorded_s > 0 else 0.0
+        t: dict[str, Any] = {'messages': n, 'rate_hz': round(rate, 2)}
+        text = f'{n} messages, {rate:.1f} Hz'
+        if name == js and n >= 2:
+            try:
+                t.update(state_drops(bag, name, float(app.control.rate_hz)))
+            except RtSafeRlError as err:
+                t['drops_error'] = str(err)
+            if 'expected_at_rate' in t:
+                text += (
+                    f'; {t["expected_at_rate"]} expected at {app.control.rate_hz:g} Hz over the '
+                    f'{t["stamp_span_s"]:.3f} s of header stamps: '
+                    f'{t["missing_periods"]} periods without a state'
+                )
+            if 'seq_gaps' in t:
+                text += f', {t["seq_gaps"]} published states not recorded (seq gaps)'
+            if t.get('missing_periods', 0) == 0 and t.get('seq_gaps', 0) == 0:
+                text += ' (no drops)'
+        out[name] = {**t, 'text': text}
+    return out
 
 
 def _wait_for_publisher(
