@@ -86,7 +86,10 @@ def apply_placement(cfg: RtConfig, placement: dict[str, dict[str, Any]]) -> RtCo
             raise ConfigError(f'rt placement: {thread!r} is not an rt thread; threads: {thread_owners(cfg)}')
         for name, g in cfg.groups.items():
             if name == thread or g.thread == thread:
-                groups[name] = dataclasses.replace(g, **change)
+                try:
+                    groups[name] = dataclasses.replace(g, **change)
+                except ConfigError as err:
+                    raise ConfigError(f'rt placement: rt.{thread}: {err}') from None
     try:
         return dataclasses.replace(cfg, groups=groups)
     except ConfigError as err:
