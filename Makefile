@@ -12,7 +12,10 @@ DURATION ?= 10
 PYTEST_ARGS ?=
 SYSTEM_ROS := $(shell [ -n "$$ROS_DISTRO" ] && $(PYTHON) -c 'import rclpy' >/dev/null 2>&1 && echo 1)
 REQS := requirements.txt requirements-dev.txt requirements-fleet.txt $(if $(SYSTEM_ROS),,requirements-ros.txt)
-STAMP := $(VENV)/.rt_safe_rl-$(shell cat $(REQS) setup.py | sha256sum | cut -c1-16)$(if $(SYSTEM_ROS),-system-ros,)
+# The real ros2 CLI / launch / launch_ros (wheels in ../shared/ros2-cli; a sourced ROS 2 has its own):
+# installed without --with-launch-testing (its pytest plugins break pytest 9). Tests skip without it.
+ROS2_CLI := ../shared/ros2-cli
+STAMP := $(VENV)/.rt_safe_rl-$(shell cat $(REQS) setup.py | sha256sum | cut -c1-16)$(if $(SYSTEM_ROS),-system-ros,)$(if $(wildcard $(ROS2_CLI)/install.sh),-cli,)
 
 .PHONY: venv demo test lint typecheck colcon train bench clean
 
@@ -26,6 +29,7 @@ $(STAMP):
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(foreach r,$(REQS),-r $(r))
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@if [ -z "$(SYSTEM_ROS)" ] && [ -x $(ROS2_CLI)/install.sh ]; then $(ROS2_CLI)/install.sh $(PY); fi
 	@rm -f $(VENV)/.rt_safe_rl-* && touch $@
 	@echo "[setup] $(VENV) ready"
 

@@ -220,6 +220,7 @@ def compose(
     Raises:
         RtSafeRlError: a node constructor rejected the config.
     """
+    from rt_safe_rl.nodes.process_stats import attach_process_stats
     from rt_safe_rl.rt.executor import RtExecutor
 
     intra = config.control.intra_process if intra_process is None else intra_process
@@ -246,6 +247,7 @@ def compose(
         executor = RtExecutor(config.rt, context=context)
         for node in nodes.values():
             executor.add_node(node)
+        attach_process_stats(executor, list(nodes.values()), config)
     except BaseException:
         for node in nodes.values():
             node.destroy_node()

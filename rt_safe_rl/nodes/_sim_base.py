@@ -145,7 +145,9 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
 
     from rt_safe_rl import signals
     from rt_safe_rl.nodes._args import check_node_args
+    from rt_safe_rl.nodes.process_stats import attach_process_stats
     from rt_safe_rl.rt.executor import RtExecutor
+    from rt_safe_rl.rt.placement import placement_from_parameters
 
     early = check_node_args(
         prog,
@@ -163,8 +165,9 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
     executor: Any = None
     try:
         node = factory()
-        executor = RtExecutor(node.app.rt)
+        executor = RtExecutor(placement_from_parameters(node, node.app.rt))
         executor.add_node(node)
+        attach_process_stats(executor, [node], node.app)
         if node.get_parameter('autostart').value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 print(f'{prog}: error: configure failed{_why(node)}', file=sys.stderr)

@@ -1,7 +1,13 @@
 """MonitorNode: /diagnostics, Prometheus metrics and alerts for the RT pipeline (lifecycle node).
 
 Never on the RT path: one timer drains the process-wide :func:`rt_safe_rl.rt.metrics.registry`
-stage rings (the RT threads only push into preallocated SPSC rings and bump counters). The timer
+stage rings (the RT threads only push into preallocated SPSC rings and bump counters) through the
+process's one :func:`~rt_safe_rl.core.monitoring.reader_for` reader, and a subscription to
+``monitor.stats.topic`` (``rt_stats``) takes every OTHER process's statistics (published by
+:mod:`rt_safe_rl.nodes.process_stats`; layout in :mod:`rt_safe_rl.core.monitoring.process_stats`):
+per stage, the freshest source (this process's window or another process's report) is reported,
+counters are summed over the processes, so a monitor in its own process (``ros2 launch``) shows the
+same components with the same numbers as a composed one. Timer and subscription
 runs in the rt group named by ``monitor.callback_group`` (shipped: ``observers``, a low SCHED_FIFO
 priority, so a CPU hog cannot preempt the monitor while it holds the GIL and thereby stall the RT
 threads; '' = the node's default, non-RT group); it yields the GIL between pieces of work. Every
@@ -20,7 +26,8 @@ Parameters: ``config_file`` (read-only) and every leaf of the ``monitor:`` secti
 settings are tunable at runtime (validated: an invalid value is rejected with the reason);
 structural ones (ports, periods, capacities) are read-only.
 
-The stage rings have ONE reader: compose at most one MonitorNode per process (or pass a private
+The stage rings have ONE reader, :func:`~rt_safe_rl.core.monitoring.reader_for` (shared with the
+process statistics publisher): compose at most one MonitorNode per process (or pass a private
 ``registry``), and do not also drain them from a benchmark in the same process.
 """
 
@@ -31,7 +38,6 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -46,10 +52,15 @@ from rt_safe_rl.core.monitoring import (
     Level,
     MonitorConfig,
     MonitorCore,
+    RegistryReader,
     SystemSampler,
     apply_env_overrides,
+    decode_process_stats,
     load_benchmark_baseline,
+    reader_for,
 )
+from rt_safe_rl.core.monitoring.process_stats import LayoutError, process_source_id
+from rt_safe_rl.nodes.process_stats import from_message
 from rt_safe_rl.nodes.prometheus_exporter import MetricsEndpointError, MetricsSnapshot, PrometheusExporter
 from rt_safe_rl.rt.metrics import MetricsRegistry, registry
 
@@ -64,7 +75,6 @@ TUNABLE_PREFIXES: tuple[str, ...] = (
     'regression.tolerance_fraction',
     'regression.min_samples',
 )
-DRAIN_CHUNK = 4096  # rows drained per call (a preallocated buffer)
 GIL_YIELD_S = 20e-6  # sleep between pieces of monitor work so RT threads get the GIL promptly
 
 
@@ -133,14 +143,18 @@ class MonitorNode(LifecycleNode):
         self._sampler: SystemSampler | None = None
         self._pub: Any = None
         self._timer: Any = None
-        self._buf = np.empty((DRAIN_CHUNK, 2), dtype=np.float64)
+        self._stats_sub: Any = None
+        self._group: Any = None
+        self._reader: RegistryReader | None = None
+        self._remote_received = 0
+        self._remote_rejected = 0
+        self._remote_error = ''
         self._ticks_per_eval = 1
         self._tick = 0
         self._cpu_ns = 0  # thread CPU time spent in the monitor's callbacks
         self._prom_level = Level.OK
         self._prom_message = 'not started'
         self._dropped: dict[str, int] = {}
-        self._dropped_at_start: dict[str, int] = {}
         self._last_eval_wall = 0.0
         self._cpu_at_last_eval = 0
         self._group_note = 'default (non-RT)'
@@ -226,7 +240,14 @@ class MonitorNode(LifecycleNode):
         self.last_error = ''
         rate = float(getattr(getattr(self._app, 'control', None), 'rate_hz', 1000.0))
         self._cfg = cfg
-        self._core = MonitorCore(cfg, expected_rate_hz=rate, baseline=baseline)
+        self._reader = reader_for(self._registry, cfg.window_capacity)
+        self._core = MonitorCore(
+            cfg,
+            expected_rate_hz=rate,
+            baseline=baseline,
+            windows=self._reader.windows,
+            own_source=process_source_id(),
+        )
         self._core.yield_gil = _yield_gil
         if cfg.window_s * self._core.expected_rate_hz > cfg.window_capacity:
             self.get_logger().warning(
@@ -247,8 +268,11 @@ class MonitorNode(LifecycleNode):
         self._exporter = PrometheusExporter(m.address, m.port, m.thread_priority)
         self._prom_level = Level.OK
         self._prom_message = 'disabled (monitor.metrics.enabled / RT_ENABLE_PROMETHEUS)'
-        # Samples recorded before we start draining are not ours to report as drops.
-        self._dropped_at_start = {n: s.ring.dropped for n, s in list(self._registry.stages.items())}
+        self._group = self._callback_group()
+        if cfg.stats.enabled:  # other processes' statistics (rt_stats), in the same group as the timer
+            self._stats_sub = self.create_subscription(
+                DiagnosticArray, cfg.stats.topic, self._on_stats, 10, callback_group=self._group
+            )
         if baseline:
             self.get_logger().info(f'regression baseline: {baseline}')
         return TransitionCallbackReturn.SUCCESS
@@ -276,9 +300,7 @@ class MonitorNode(LifecycleNode):
         self._tick = 0
         self._last_eval_wall = time.monotonic()
         self._cpu_at_last_eval = self._cpu_ns
-        self._timer = self.create_timer(
-            self._cfg.drain_period_s, self._on_timer, callback_group=self._callback_group()
-        )
+        self._timer = self.create_timer(self._cfg.drain_period_s, self._on_timer, callback_group=self._group)
         return super().on_activate(state)
 
     def _callback_group(self) -> Any:
@@ -331,6 +353,9 @@ class MonitorNode(LifecycleNode):
         self._prom_level, self._prom_message = Level.OK, 'stopped'
 
     def _release(self) -> None:
+        if self._stats_sub is not None:
+            self.destroy_subscription(self._stats_sub)
+            self._stats_sub = None
         if self._pub is not None:
             self.destroy_lifecycle_publisher(self._pub)
             self._pub = None
@@ -360,23 +385,30 @@ class MonitorNode(LifecycleNode):
         return self._cpu_ns / 1e9
 
     def drain(self) -> int:
-        """Move pending stage samples from the registry into the core; returns the count (non-RT)."""
+        """Move pending stage samples of this process's registry into the windows; returns the count
+        (non-RT; the windows are the process's one :class:`RegistryReader`'s, shared with the
+        statistics publisher)."""
+        if self._core is None or self._reader is None:
+            return 0
+        n = self._reader.drain(_yield_gil)
+        self._dropped = dict(self._reader.dropped)
+        return n
+
+    def _on_stats(self, msg: DiagnosticArray) -> None:
+        """Another process's ``rt_stats`` (layout: core/monitoring/process_stats.py) -> the core."""
         core = self._core
         if core is None:
-            return 0
-        total = 0
-        buf = self._buf
-        for name, rec in list(self._registry.stages.items()):
-            while True:
-                n = rec.ring.drain(buf)
-                if n:
-                    core.ingest_stage(name, buf[:n])
-                    total += n
-                if n < buf.shape[0]:
-                    break
-                _yield_gil()
-            self._dropped[name] = rec.ring.dropped - self._dropped_at_start.get(name, 0)
-        return total
+            return
+        try:
+            stats = decode_process_stats(from_message(msg))
+        except LayoutError as err:
+            self._remote_rejected += 1
+            if str(err) != self._remote_error:
+                self._remote_error = str(err)
+                self.get_logger().warning(f'{self._stats_sub.topic_name}: message ignored: {err}')
+            return
+        if core.ingest_remote(stats, time.monotonic_ns()):
+            self._remote_received += 1
 
     def _on_timer(self) -> None:
         t0 = time.thread_time_ns()
@@ -406,8 +438,17 @@ class MonitorNode(LifecycleNode):
             ('http thread', self._exporter.priority_note if self._exporter else '-'),
             ('window (s)', f'{self._cfg.window_s:g}'),
             ('dropped samples', str(dropped)),
+            ('remote processes', ', '.join(self._remote_labels()) or 'none'),
+            ('remote reports received', str(self._remote_received)),
+            ('remote reports rejected', str(self._remote_rejected)),
         ]
         return ComponentStatus('monitor', 'monitor', level, msg, vals)
+
+    def _remote_labels(self) -> list[str]:
+        core = self._core
+        if core is None:
+            return []
+        return [f'{",".join(st.nodes) or "?"} ({src})' for src, (st, _, _) in core.remote.items()]
 
     def evaluate_and_publish(self) -> list[ComponentStatus]:
         """Evaluate all components, publish /diagnostics, log alerts, update /metrics (non-RT)."""
@@ -459,13 +500,16 @@ def _default_registry() -> MetricsRegistry:
     return registry()
 
 
-def _make_executor(app: Any) -> Any:
-    """RtExecutor when the rt part provides it, else a SingleThreadedExecutor."""
-    try:
-        from rt_safe_rl.rt.executor import RtExecutor  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return SingleThreadedExecutor()
-    return RtExecutor(app.rt) if app is not None else SingleThreadedExecutor()
+def _make_executor(node: MonitorNode) -> Any:
+    """RtExecutor with the placement parameters (``rt.<thread>.cpus`` ...) applied, or a
+    SingleThreadedExecutor when the node was built without an app config."""
+    from rt_safe_rl.rt.executor import RtExecutor
+    from rt_safe_rl.rt.placement import placement_from_parameters
+
+    app = node._app
+    return (
+        RtExecutor(placement_from_parameters(node, app.rt)) if app is not None else SingleThreadedExecutor()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -483,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     node: MonitorNode | None = None
     try:
         node = MonitorNode()
-        executor = _make_executor(node._app)
+        executor = _make_executor(node)
         executor.add_node(node)
         if node.get_parameter('autostart').value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:

@@ -4,7 +4,8 @@ The monitor builds an immutable :class:`MetricsSnapshot` after each drain/evalua
 to :meth:`PrometheusExporter.publish` (one attribute store). The HTTP server thread of
 prometheus-client renders the latest snapshot on each scrape through a custom collector, so the
 monitor never calls ``Histogram.observe`` per sample (1 kHz x 4 stages would cost ~1 % of a core):
-histogram buckets are accumulated with numpy in :class:`~rt_safe_rl.core.monitoring.StageWindow`.
+histogram buckets are accumulated with numpy in :class:`~rt_safe_rl.core.monitoring.StageWindow` (or
+come from another process's ``rt_stats`` report).
 Nothing here touches the RT path.
 
 Exported metrics: see :data:`EXPORTED_METRICS` (the dashboards test checks every panel against it).
@@ -102,7 +103,7 @@ class MetricsSnapshot:
         core: MonitorCore, *, dropped: Mapping[str, int] | None = None, monitor_cpu_s: float = 0.0
     ) -> MetricsSnapshot:
         """Capture `core` (call from the monitor thread after ingest/evaluate). Not RT-safe."""
-        hist = {s: (w.cumulative_buckets(), w.sum_s) for s, w in core.windows.items() if w.total > 0}
+        hist = {s: (w.cumulative_buckets(), w.sum_s) for s, w in core.stages.items() if w.total > 0}
         summ = {s: core.summaries[s] for s in hist}
         reg: dict[tuple[str, str], float] = {}
         for s, base in core.baseline.items():
@@ -112,7 +113,7 @@ class MetricsSnapshot:
                 reg.update({(s, q): live[q] / b for q, b in base.items() if b > 0})
         return MetricsSnapshot(
             histograms=hist,
-            operations={s: w.total for s, w in core.windows.items() if w.total > 0},
+            operations={s: w.total for s, w in core.stages.items() if w.total > 0},
             counters=dict(core.counters),
             gauges=dict(core.gauges),
             latency={s: (m.p50_s, m.p99_s, m.max_s) for s, m in summ.items()},
@@ -120,7 +121,7 @@ class MetricsSnapshot:
             rate_hz={s: m.rate_hz for s, m in summ.items()},
             expected_rate_hz=core.expected_rate_hz,
             loop_rate_hz=core.summaries[core.loop_rate_stage()].rate_hz,
-            budgets_s={s: core.cfg.thresholds.budget_s(s) for s in core.windows},
+            budgets_s={s: core.cfg.thresholds.budget_s(s) for s in core.stages},
             system=core.system,
             components={st.name: int(st.level) for st in core.last_statuses},
             alerts={n: (a.component, a.active, a.raised_total) for n, a in core.alerts.alerts.items()},

@@ -54,7 +54,7 @@ from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
 from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
-from rt_safe_rl.rt import sched
+from rt_safe_rl.rt import placement, sched
 from rt_safe_rl.rt.channel import Channel
 from rt_safe_rl.rt.config import NON_RT, GroupConfig, RtConfig, resolve_cpus
 from rt_safe_rl.rt.memory import GcPolicy
@@ -918,6 +918,7 @@ class RtExecutor:
             self._setup_process()
             self._apply_helper_threads()
             self._start_threads()
+            placement.warn_competitors(self.config, self._threads.values(), self._warn_once)
             hk.start()
             for line in format_report(self.report()).splitlines():
                 if not line.startswith(('task ', 'WARNING')):  # warnings were logged already

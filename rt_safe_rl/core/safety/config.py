@@ -290,6 +290,8 @@ class SafetyConfig:
     operator_timeout_s: float = 0.1
     status_rate_hz: float = 20.0
     publish_trajectory: bool = False
+    output_mode: str = 'position'  # position | trajectory | velocity (nodes/command_output.py)
+    output_topic: str = ''  # '' = the mode's default topic (README table)
     qp_max_iter: int = 100
     qp_tol: float = 1e-11
     intervention_threshold_rad: float = 1e-6
@@ -330,6 +332,10 @@ class SafetyConfig:
             _finite(name, getattr(self, name), positive=True)
         for name in ('position_tolerance_rad', 'velocity_tolerance_rad_s', 'intervention_threshold_rad'):
             _finite(name, getattr(self, name), nonneg=True)
+        if self.output_mode not in ('position', 'trajectory', 'velocity'):
+            raise ConfigError(
+                f'output_mode must be position, trajectory or velocity, got {self.output_mode!r}'
+            )
         if self.qp_max_iter < 1:
             raise ConfigError(f'qp_max_iter must be >= 1, got {self.qp_max_iter}')
 
