@@ -12,6 +12,7 @@ fp16     the module in half precision (error reported, reduced-precision toleran
 int8     dynamic quantization of Linear/LSTM layers (error reported, reduced-precision tolerance)
 onnxruntime  ONNX files (the reference for them), 1 intra-op thread, IO binding
 cuda     module on the GPU with CUDA-graph capture (only where torch sees a GPU)
+tensorrt / tensorrt_fp16  TensorRT engine, FP32 / FP16 (:mod:`.trt_backend`; GPU + tensorrt package)
 ======== ==================================================================================
 
 :func:`evaluate_backends` runs every backend on the same observations (recurrent ones as a rollout
@@ -47,7 +48,7 @@ from rt_safe_rl.core.policy.loading import (
 )
 
 F32 = npt.NDArray[np.float32]
-REDUCED_PRECISION = ('fp16', 'int8')
+REDUCED_PRECISION = ('fp16', 'int8', 'tensorrt_fp16')
 
 
 class Backend:
@@ -335,7 +336,7 @@ class BackendResult:
 
 def tolerance_for(name: str, cfg: PolicyNodeConfig) -> float:
     """Max abs error accepted for backend `name`."""
-    if name == 'fp16':
+    if name in ('fp16', 'tensorrt_fp16'):
         return cfg.tolerance_fp16
     if name == 'int8':
         return cfg.tolerance_int8
@@ -378,6 +379,10 @@ def build_backend(
                 f'numba: compiled sizes {prog.in_dim}->{prog.out_dim} differ from the model'
             )
         return NumbaBackend(prog)
+    if name in ('tensorrt', 'tensorrt_fp16'):  # GPU engines: rt_safe_rl/core/policy/trt_backend.py [gpu]
+        from rt_safe_rl.core.policy.trt_backend import build_tensorrt_backend
+
+        return build_tensorrt_backend(name, path, info, model_cfg)
     if is_onnx:
         if name == 'int8':
             from rt_safe_rl.core.policy.extract import Unsupported, extract_onnx_program
