@@ -3,7 +3,7 @@
     rt-safe-rl demo [--duration S] [--config C]       closed loop on the embedded default
     rt-safe-rl train [--out PATH]                       train the shipped default policy
     rt-safe-rl record [...]                             record the simulator to an mcap bag
-    rt-safe-rl bench policy|safety|rt|replay|monitor [...]   benchmarks (print JSON)
+    rt-safe-rl bench policy|safety|rt|replay|monitor|gpu [...]   benchmarks (print JSON)
 
 Each subcommand lives in its own module with ``main(argv: list[str] | None) -> int``; this file
 only dispatches. Expected errors (:class:`RtSafeRlError`) print one line and exit 2.
@@ -27,6 +27,7 @@ BENCHES: dict[str, str] = {
     'rt': 'rt_safe_rl.bench.rt_bench',
     'replay': 'rt_safe_rl.bench.replay',
     'monitor': 'rt_safe_rl.bench.monitor_bench',
+    'gpu': 'rt_safe_rl.bench.gpu_bench',
 }
 
 

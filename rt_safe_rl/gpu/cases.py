@@ -17,7 +17,6 @@ import numpy as np
 from rt_safe_rl.core.robot_model import RobotConfig, RobotModel
 from rt_safe_rl.core.safety import kernel as kn
 from rt_safe_rl.core.safety.config import SafetyConfig, SsmConfig, WorkspaceConfig
-from rt_safe_rl.core.safety.formulas import viability_upper_vel
 
 DT_S = 1e-3
 CONFIGS = ('default', 'jerk_effort', 'workspace', 'no_ssm')
@@ -50,7 +49,13 @@ def random_cases(model: RobotModel, b: int, seed: int = 0, h: int = 2) -> dict[s
     rng = np.random.default_rng(seed)
     n = model.n_joints
     q = rng.uniform(model.q_min, model.q_max, (b, n))
-    viab = np.vectorize(viability_upper_vel)
+
+    def viab(dist: np.ndarray, acc: np.ndarray, dt: float) -> np.ndarray:  # viability_upper_vel, vectorised
+        ad = acc * dt
+        with np.errstate(invalid='ignore'):
+            v = np.sqrt(ad * ad + 2.0 * acc * np.maximum(dist, 0.0)) - ad
+        return np.where(dist < 0.0, dist / dt, np.where(np.isinf(dist), np.inf, v))
+
     up = np.minimum(viab(model.q_max - q, model.a_max, DT_S), model.v_max)
     lo = np.maximum(-viab(q - model.q_min, model.a_max, DT_S), -model.v_max)
     v = (lo + rng.uniform(0, 1, (b, n)) * (up - lo)) * rng.uniform(0, 1, (b, 1)) ** 2
@@ -107,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog='python -m rt_safe_rl.gpu.cases', description=__doc__)
     ap.add_argument('--states', type=int, default=64)
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--chunk-states', type=int, default=0, help='states per chunk (0 = GpuConfig default)')
+    ap.add_argument('--streams', type=int, default=0, help='streams per GPU (0 = GpuConfig default)')
     args = ap.parse_args(argv)
+    from rt_safe_rl.gpu.batch import GpuBatchSafetyFilter
+    from rt_safe_rl.gpu.config import GpuConfig
     from rt_safe_rl.gpu.device import probe
 
     info = probe()
@@ -116,8 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     model = RobotModel.from_config(RobotConfig())
     res: dict[str, Any] = {'available': True, 'simulator': info.simulator, 'configs': {}}
+    gcfg = GpuConfig.from_env()
+    over = {k: v for k, v in (('chunk_states', args.chunk_states), ('streams', args.streams)) if v > 0}
+    gcfg = replace(gcfg, **over)  # type: ignore[arg-type]
     for i, name in enumerate(CONFIGS):
-        res['configs'][name] = compare(model, case_config(name), args.states, args.seed + i, with_op=i % 2 == 1)
+        cfg = case_config(name)
+        gf = GpuBatchSafetyFilter(model, cfg, gcfg)
+        res['configs'][name] = compare(model, cfg, args.states, args.seed + i, with_op=i % 2 == 1, gpu_filter=gf)
     json.dump(res, sys.stdout, indent=1, default=str)
     print()
     return 0
