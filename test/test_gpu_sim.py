@@ -42,7 +42,9 @@ def test_simulator_kernel_matches_cpu_batch(sim_report: dict[str, Any]) -> None:
         assert r['max_abs_diff_out_rad'] <= TOL_RAD, name
         assert r['max_abs_diff_cmd_state'] <= TOL_RAD, name
         assert r['max_abs_diff_report'] <= TOL_RAD, name
-        assert r['fault_mismatches'] == 0 and r['mask_mismatches'] == 0 and r['stopping_mismatches'] == 0, name
+        assert r['fault_mismatches'] == 0 and r['mask_mismatches'] == 0 and r['stopping_mismatches'] == 0, (
+            name
+        )
         assert r['gpu_resolved'] > 0, name  # the kernel resolved states itself, not only the CPU
         assert r['stats']['chunks'] == 5  # 23 states in chunks of 5
         deferred += r['deferred_to_cpu']
@@ -51,7 +53,7 @@ def test_simulator_kernel_matches_cpu_batch(sim_report: dict[str, Any]) -> None:
 
 _POOL_SCRIPT = """
 import numpy as np
-from rt_safe_rl.gpu.memory import DevicePool, PoolExhausted
+from rt_safe_rl.gpu.memory import DevicePool, PoolExhaustedError
 pool = DevicePool(0, 1, use_cupy=False)
 a = pool.alloc((10, 3), np.float64)
 b = pool.alloc(7, np.int64)
@@ -59,8 +61,8 @@ assert a.shape == (10, 3) and b.shape == (7,)
 assert pool.used_bytes >= 240 + 56 and pool.used_bytes % 8 == 0
 try:
     pool.alloc((1 << 20,), np.float64)
-    raise SystemExit('no PoolExhausted')
-except PoolExhausted as err:
+    raise SystemExit('no PoolExhaustedError')
+except PoolExhaustedError as err:
     assert 'RT_GPU_MEMORY_POOL_MB' in str(err)
 pool.free_all()
 assert pool.used_bytes == 0
@@ -78,8 +80,23 @@ def test_simulator_memory_pool_alloc_exhaust_free() -> None:
 def test_simulator_bench_gpu_runs_every_section(tmp_path: Path) -> None:
     out = tmp_path / 'gpu.json'
     p = _run_sim(
-        ['-m', 'rt_safe_rl.cli', 'bench', 'gpu', '--allow-simulator', '--states', '12', '--check-states', '6',
-         '--cpu-states', '6', '--iters', '5', '--json', str(out)]
+        [
+            '-m',
+            'rt_safe_rl.cli',
+            'bench',
+            'gpu',
+            '--allow-simulator',
+            '--states',
+            '12',
+            '--check-states',
+            '6',
+            '--cpu-states',
+            '6',
+            '--iters',
+            '5',
+            '--json',
+            str(out),
+        ]
     )
     assert p.returncode == 0, p.stderr[-2000:]
     rep = json.loads(out.read_text())
@@ -91,3 +108,13 @@ def test_simulator_bench_gpu_runs_every_section(tmp_path: Path) -> None:
     assert all(c['max_abs_diff_out_rad'] <= TOL_RAD for c in b['check'].values())
     pol = rep['policies'][0]['backends']
     assert set(pol) >= {'cuda', 'tensorrt', 'tensorrt_fp16'}
+
+
+def test_gpu_tests_pass_on_the_simulator() -> None:
+    """test_gpu.py's GPU tests (kernel vs CPU per config, split/chunks, pool) on the simulator."""
+    p = _run_sim(
+        ['-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'test/test_gpu.py', '-k', 'kernel or split or pool'],
+        timeout_s=300,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert ' passed' in p.stdout and 'skipped' not in p.stdout.splitlines()[-1]

@@ -68,7 +68,6 @@ def copy_bandwidth(cuda: Any, nbytes: int = 1 << 30, repeats: int = 5) -> float:
         cuda.synchronize()
 
     t = _median_s(once, repeats)
-    del a, b
     return 2.0 * nbytes / t
 
 
@@ -88,9 +87,15 @@ def bench_batch(info: GpuInfo, states: int, check_states: int, seed: int, cpu_st
     model = RobotModel.from_config(RobotConfig())
     n = model.n_joints
     gcfg = GpuConfig.from_env()
-    res: dict[str, Any] = {'robot': model.name, 'n_joints': n, 'monitored_points': model.n_points, 'gpu_config': gcfg.__dict__}
+    res: dict[str, Any] = {
+        'robot': model.name,
+        'n_joints': n,
+        'monitored_points': model.n_points,
+        'gpu_config': gcfg.__dict__,
+    }
     res['check'] = {
-        name: compare(model, case_config(name), check_states, seed + i, with_op=i % 2 == 1) for i, name in enumerate(CONFIGS)
+        name: compare(model, case_config(name), check_states, seed + i, with_op=i % 2 == 1)
+        for i, name in enumerate(CONFIGS)
     }
     cfg = case_config('default')
     gf = GpuBatchSafetyFilter(model, cfg, gcfg)
@@ -103,7 +108,10 @@ def bench_batch(info: GpuInfo, states: int, check_states: int, seed: int, cpu_st
     src = gf._inputs(d['cs'].copy(), *args)
     for g, idx in zip(gf.gpus, shares, strict=True):
         with cuda.gpus[g.index]:
-            dev = {k: cuda.to_device(np.ascontiguousarray(src[k][idx])) for k in ('cs', 'q', 'dq', 'q_pol', 'q_op', 'has_op', 'human', 'n_human', 'v_h', 'mode')}
+            dev = {
+                k: cuda.to_device(np.ascontiguousarray(src[k][idx]))
+                for k in ('cs', 'q', 'dq', 'q_pol', 'q_op', 'has_op', 'human', 'n_human', 'v_h', 'mode')
+            }
             lay = state_layout(n, h)
             for k in ('out', 'rep', 'flag'):
                 shp, dt = lay[k]
@@ -136,8 +144,10 @@ def bench_batch(info: GpuInfo, states: int, check_states: int, seed: int, cpu_st
     t_one_gpu = float(one.stats['gpu_s'])
     cpu = BatchSafetyFilter(model, cfg)
     m_cpu = min(states, cpu_states)
-    cpu.run(d['cs'][:8].copy(), *(a[:8] if a is not None else None for a in args))
-    t_cpu = _median_s(lambda: cpu.run(d['cs'][:m_cpu].copy(), *(a[:m_cpu] if a is not None else None for a in args)), 3)
+    cpu_args: tuple[Any, ...] = tuple(a[:m_cpu] if a is not None else None for a in args)
+    warm: tuple[Any, ...] = tuple(a[:8] if a is not None else None for a in args)
+    cpu.run(d['cs'][:8].copy(), *warm)
+    t_cpu = _median_s(lambda: cpu.run(d['cs'][:m_cpu].copy(), *cpu_args), 3)
     dev0 = info.devices[gf.gpus[0].index]
     peak_bw = sum(info.devices[g.index].peak_bandwidth_bytes_s for g in gf.gpus)
     peak_fp64 = sum(info.devices[g.index].peak_fp64_flops for g in gf.gpus)
@@ -165,7 +175,11 @@ def bench_batch(info: GpuInfo, states: int, check_states: int, seed: int, cpu_st
                 'joint_checks_per_s_including_cpu_fallback': states * n / total_s,
                 'stats': runs[-1],
             },
-            'cpu_batch': {'states': m_cpu, 'states_per_s': m_cpu / t_cpu, 'joint_checks_per_s': m_cpu * n / t_cpu},
+            'cpu_batch': {
+                'states': m_cpu,
+                'states_per_s': m_cpu / t_cpu,
+                'joint_checks_per_s': m_cpu * n / t_cpu,
+            },
             'stream_overlap': {
                 'streams': gcfg.streams,
                 'seconds_1_stream': t_one_gpu,
@@ -216,6 +230,16 @@ def bench_batch(info: GpuInfo, states: int, check_states: int, seed: int, cpu_st
     return res
 
 
+def _graph_replay(torch: Any, graph: Any) -> Any:
+    """Device-only call of the CUDA-graph backend: replay + synchronize, no copies."""
+
+    def run() -> None:
+        graph.replay()
+        torch.cuda.current_stream().synchronize()
+
+    return run
+
+
 def bench_policies(paths: list[Path], iters: int) -> list[dict[str, Any]]:
     """Section 3: CUDA graph and TensorRT against eager per policy."""
     import torch
@@ -233,7 +257,13 @@ def bench_policies(paths: list[Path], iters: int) -> list[dict[str, Any]]:
         ref_be = eager or build_backend('onnxruntime', p, info, ModelConfig())
         obs = sample_observations(info.obs_dim, 1000, seed=1)
         ref = rollout(ref_be, obs)
-        row: dict[str, Any] = {'policy': p.name, 'sha256': info.sha256, 'recurrent': info.recurrent, 'reference': ref_name, 'backends': {}}
+        row: dict[str, Any] = {
+            'policy': p.name,
+            'sha256': info.sha256,
+            'recurrent': info.recurrent,
+            'reference': ref_name,
+            'backends': {},
+        }
         for name in ('cuda', 'tensorrt', 'tensorrt_fp16'):
             try:
                 t0 = time.perf_counter()
@@ -252,10 +282,7 @@ def bench_policies(paths: list[Path], iters: int) -> list[dict[str, Any]]:
             dev_fn = getattr(be, 'run_device', None)
             graph = getattr(be, '_graph', None)
             if dev_fn is None and graph is not None:
-
-                def dev_fn() -> None:
-                    graph.replay()
-                    torch.cuda.current_stream().synchronize()
+                dev_fn = _graph_replay(torch, graph)
 
             dlat = []
             if dev_fn is not None:
@@ -280,7 +307,10 @@ def bench_policies(paths: list[Path], iters: int) -> list[dict[str, Any]]:
             t0 = time.perf_counter_ns()
             ref_be.forward(obs[i % len(obs)], y)
             lat_e.append(time.perf_counter_ns() - t0)
-        row['backends'][ref_name] = {'available': True, 'median_us_with_copies': float(np.median(lat_e) / 1e3)}
+        row['backends'][ref_name] = {
+            'available': True,
+            'median_us_with_copies': float(np.median(lat_e) / 1e3),
+        }
         out.append(row)
     return out
 
@@ -288,10 +318,16 @@ def bench_policies(paths: list[Path], iters: int) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rt-safe-rl bench gpu``."""
     ap = argparse.ArgumentParser(prog='rt-safe-rl bench gpu', description=__doc__.split('\n\n')[0])
-    ap.add_argument('--states', type=int, default=1_000_000, help='states for the throughput runs (default 1e6)')
-    ap.add_argument('--check-states', type=int, default=100_000, help='random cases per config vs the CPU (1e5)')
+    ap.add_argument(
+        '--states', type=int, default=1_000_000, help='states for the throughput runs (default 1e6)'
+    )
+    ap.add_argument(
+        '--check-states', type=int, default=100_000, help='random cases per config vs the CPU (1e5)'
+    )
     ap.add_argument('--cpu-states', type=int, default=100_000, help='states for the CPU batch rate (1e5)')
-    ap.add_argument('--policy', action='append', default=[], help='policy file (repeatable; default: arm7_reach.pt)')
+    ap.add_argument(
+        '--policy', action='append', default=[], help='policy file (repeatable; default: arm7_reach.pt)'
+    )
     ap.add_argument('--iters', type=int, default=2000, help='timed calls per policy backend (2000)')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--skip-batch', action='store_true')
@@ -300,11 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         '--allow-simulator',
         action='store_true',
-        help='run on numba\'s CUDA simulator (NUMBA_ENABLE_CUDASIM=1): checks the code paths, figures meaningless',
+        help="run on numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1): code paths only, no figures",
     )
     args = ap.parse_args(argv)
     if args.states < 1 or args.check_states < 1 or args.iters < 1 or args.cpu_states < 1:
-        print('rt-safe-rl bench gpu: error: --states, --check-states, --cpu-states and --iters must be >= 1', file=sys.stderr)
+        print(
+            'rt-safe-rl bench gpu: error: --states, --check-states, --cpu-states and --iters must be >= 1',
+            file=sys.stderr,
+        )
         return 2
     info = probe()
     report: dict[str, Any]
@@ -312,7 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         reason = info.reason if not info.available else 'numba CUDA simulator: no timings on a simulator'
         report = {'available': False, 'reason': reason}
     else:
-        report = {'available': True, 'devices': [d.__dict__ for d in info.devices], 'cupy': info.cupy, 'host': platform.node()}
+        report = {
+            'available': True,
+            'devices': [d.__dict__ for d in info.devices],
+            'cupy': info.cupy,
+            'host': platform.node(),
+        }
         from numba import cuda
 
         with cuda.gpus[info.devices[0].index]:

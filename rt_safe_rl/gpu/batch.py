@@ -35,7 +35,7 @@ OUTPUTS = ('cs', 'out', 'rep', 'flag')
 """Device buffers of one chunk; ``cs`` goes both ways (the kernel updates it in place)."""
 
 
-class GpuUnavailable(RtSafeRlError):
+class GpuUnavailableError(RtSafeRlError):
     """No usable CUDA device (the message says why)."""
 
 
@@ -97,20 +97,22 @@ class GpuBatchSafetyFilter:
         gpu: device, pool, chunking (default: :meth:`GpuConfig.from_env`).
 
     Raises:
-        GpuUnavailable: no usable CUDA device (or ``gpu.device`` is not one of them).
+        GpuUnavailableError: no usable CUDA device (or ``gpu.device`` is not one of them).
     """
 
-    def __init__(self, model: RobotModel, cfg: SafetyConfig | None = None, gpu: GpuConfig | None = None) -> None:
+    def __init__(
+        self, model: RobotModel, cfg: SafetyConfig | None = None, gpu: GpuConfig | None = None
+    ) -> None:
         from numba import cuda
 
         self._cuda = cuda
         self.gpu_cfg = gpu or GpuConfig.from_env()
         info = probe()
         if not info.available:
-            raise GpuUnavailable(info.reason)
+            raise GpuUnavailableError(info.reason)
         n_dev = len(info.devices)
         if self.gpu_cfg.device >= n_dev:
-            raise GpuUnavailable(f'gpu.device {self.gpu_cfg.device} not visible ({n_dev} device(s))')
+            raise GpuUnavailableError(f'gpu.device {self.gpu_cfg.device} not visible ({n_dev} device(s))')
         self.info = info
         self.model = model
         self.cpu = BatchSafetyFilter(model, cfg)
@@ -175,7 +177,10 @@ class GpuBatchSafetyFilter:
         kern = get_kernel(mdl.n_joints, mdl.parent.shape[0], mdl.n_points, h)
         tpb = self.gpu_cfg.threads_per_block
         blocks = max(1, min(-(-m // tpb), 65535))
-        args = [dev[k][:m] for k in ('cs', 'q', 'dq', 'q_pol', 'q_op', 'has_op', 'human', 'n_human', 'v_h', 'mode')]
+        args = [
+            dev[k][:m]
+            for k in ('cs', 'q', 'dq', 'q_pol', 'q_op', 'has_op', 'human', 'n_human', 'v_h', 'mode')
+        ]
         kern[blocks, tpb, stream](*g.consts, *args, dev['out'][:m], dev['rep'][:m], dev['flag'][:m])
 
     def run(
@@ -242,9 +247,18 @@ class GpuBatchSafetyFilter:
         }
         return res['out'], res['rep']
 
-    def _inputs(self, cs: np.ndarray, q: np.ndarray, dq: np.ndarray, q_pol: np.ndarray, q_op: np.ndarray | None,
-                human: np.ndarray | None, n_human: np.ndarray | None, v_h: np.ndarray | None,
-                mode: np.ndarray | None) -> dict[str, np.ndarray]:
+    def _inputs(
+        self,
+        cs: np.ndarray,
+        q: np.ndarray,
+        dq: np.ndarray,
+        q_pol: np.ndarray,
+        q_op: np.ndarray | None,
+        human: np.ndarray | None,
+        n_human: np.ndarray | None,
+        v_h: np.ndarray | None,
+        mode: np.ndarray | None,
+    ) -> dict[str, np.ndarray]:
         """The kernel's inputs with :class:`BatchSafetyFilter`'s defaults (>= 1 human slot)."""
         b, n = q.shape
         f64 = np.float64
@@ -253,7 +267,11 @@ class GpuBatchSafetyFilter:
             nh = np.zeros(b, dtype=np.int64)
         else:
             hum = np.ascontiguousarray(human, dtype=f64)
-            nh = np.full(b, human.shape[1], dtype=np.int64) if n_human is None else np.asarray(n_human, np.int64)
+            nh = (
+                np.full(b, human.shape[1], dtype=np.int64)
+                if n_human is None
+                else np.asarray(n_human, np.int64)
+            )
         return {
             'cs': cs,
             'q': np.ascontiguousarray(q, dtype=f64),
@@ -271,8 +289,10 @@ class GpuBatchSafetyFilter:
         """(gpu position, start, stop) chunks: contiguous shares per GPU, interleaved in issue order."""
         n_g = len(self.gpus)
         bounds = [round(i * b / n_g) for i in range(n_g + 1)]
-        per = [[(gi, s, min(s + chunk, bounds[gi + 1])) for s in range(bounds[gi], bounds[gi + 1], chunk)]
-               for gi in range(n_g)]
+        per = [
+            [(gi, s, min(s + chunk, bounds[gi + 1])) for s in range(bounds[gi], bounds[gi + 1], chunk)]
+            for gi in range(n_g)
+        ]
         out: list[tuple[int, int, int]] = []
         for k in range(max((len(p) for p in per), default=0)):
             out.extend(p[k] for p in per if k < len(p))
@@ -297,7 +317,9 @@ class GpuBatchSafetyFilter:
             res[k][start:stop] = slot.host[k][:m]
         slot.pending = None
 
-    def _run_cpu(self, idx: np.ndarray, src: dict[str, np.ndarray], res: dict[str, np.ndarray], has_op: bool) -> None:
+    def _run_cpu(
+        self, idx: np.ndarray, src: dict[str, np.ndarray], res: dict[str, np.ndarray], has_op: bool
+    ) -> None:
         """The deferred states on the CPU kernel (their command states were left unchanged)."""
         cs = np.ascontiguousarray(res['cs'][idx])
         o, r = self.cpu.run(

@@ -74,14 +74,24 @@ def random_cases(model: RobotModel, b: int, seed: int = 0, h: int = 2) -> dict[s
     }
 
 
-def compare(model: RobotModel, cfg: SafetyConfig, b: int, seed: int, with_op: bool, gpu_filter: Any = None
-            ) -> dict[str, Any]:
+def compare(
+    model: RobotModel, cfg: SafetyConfig, b: int, seed: int, with_op: bool, gpu_filter: Any = None
+) -> dict[str, Any]:
     """Run the same cases through the CPU batch path and the GPU one; differences as a dict."""
     from rt_safe_rl.core.safety.batch import BatchSafetyFilter
     from rt_safe_rl.gpu.batch import GpuBatchSafetyFilter
 
     d = random_cases(model, b, seed)
-    args = (d['q'], d['dq'], d['prop'], d['op'] if with_op else None, d['human'], d['n_h'], d['v_h'], d['mode'])
+    args = (
+        d['q'],
+        d['dq'],
+        d['prop'],
+        d['op'] if with_op else None,
+        d['human'],
+        d['n_h'],
+        d['v_h'],
+        d['mode'],
+    )
     cs_cpu = d['cs'].copy()
     out_c, rep_c = BatchSafetyFilter(model, cfg).run(cs_cpu, *args)
     gf = gpu_filter or GpuBatchSafetyFilter(model, cfg)
@@ -97,9 +107,24 @@ def compare(model: RobotModel, cfg: SafetyConfig, b: int, seed: int, with_op: bo
         'gpu_resolved': int(b - gf.stats['deferred_to_cpu']),
         'max_abs_diff_out_rad': float(np.max(np.abs(out_c - out_g))) if b else 0.0,
         'max_abs_diff_cmd_state': float(np.max(np.abs(cs_cpu - cs_gpu))) if b else 0.0,
-        'max_abs_diff_report': float(np.max(rep_diff[:, [kn.R_INTERVENTION, kn.R_HUMAN_DIST, kn.R_SSM_SCALE,
-                                                           kn.R_ALPHA, kn.R_POS_MARGIN, kn.R_VEL_MARGIN,
-                                                           kn.R_SSM_MARGIN]])) if b else 0.0,
+        'max_abs_diff_report': float(
+            np.max(
+                rep_diff[
+                    :,
+                    [
+                        kn.R_INTERVENTION,
+                        kn.R_HUMAN_DIST,
+                        kn.R_SSM_SCALE,
+                        kn.R_ALPHA,
+                        kn.R_POS_MARGIN,
+                        kn.R_VEL_MARGIN,
+                        kn.R_SSM_MARGIN,
+                    ],
+                ]
+            )
+        )
+        if b
+        else 0.0,
         'fault_mismatches': int(np.sum(rep_c[:, kn.R_FAULT] != rep_g[:, kn.R_FAULT])),
         'mask_mismatches': int(np.sum(mask_diff & gpu_rows)),
         'stopping_mismatches': int(np.sum(rep_c[:, kn.R_STOPPING] != rep_g[:, kn.R_STOPPING])),
@@ -131,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     for i, name in enumerate(CONFIGS):
         cfg = case_config(name)
         gf = GpuBatchSafetyFilter(model, cfg, gcfg)
-        res['configs'][name] = compare(model, cfg, args.states, args.seed + i, with_op=i % 2 == 1, gpu_filter=gf)
+        res['configs'][name] = compare(
+            model, cfg, args.states, args.seed + i, with_op=i % 2 == 1, gpu_filter=gf
+        )
     json.dump(res, sys.stdout, indent=1, default=str)
     print()
     return 0

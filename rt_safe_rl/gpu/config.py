@@ -47,14 +47,18 @@ class GpuConfig:
         if self.chunk_states < 1 or self.streams < 1:
             raise ConfigError('gpu.chunk_states and gpu.streams must be >= 1')
         if not 32 <= self.threads_per_block <= 1024 or self.threads_per_block % 32:
-            raise ConfigError(f'gpu.threads_per_block must be a multiple of 32 in [32, 1024], got {self.threads_per_block}')
+            raise ConfigError(
+                f'gpu.threads_per_block must be a multiple of 32 in [32, 1024], got {self.threads_per_block}'
+            )
 
     @classmethod
-    def from_env(cls, mapping: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> GpuConfig:
+    def from_env(
+        cls, mapping: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> GpuConfig:
         """Build from `mapping` (strict: unknown keys fail), then apply the environment overrides."""
         cfg = from_mapping(cls, dict(mapping or {}), 'gpu')
         e = os.environ if env is None else env
-        over: dict[str, int] = {}
+        over: dict[str, Any] = {}
         for var, field in ((ENV_DEVICE, 'device'), (ENV_POOL_MB, 'memory_pool_mb')):
             raw = e.get(var, '').strip()
             if not raw:

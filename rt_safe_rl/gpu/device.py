@@ -77,7 +77,7 @@ def _describe(index: int, dev: Any) -> GpuDevice:
         from numba import cuda
 
         with cuda.gpus[index]:
-            free_b, total_b = cuda.current_context().get_memory_info()
+            _free_b, total_b = cuda.current_context().get_memory_info()
             mem = int(total_b)
     except Exception:
         pass
@@ -102,8 +102,13 @@ def probe() -> GpuInfo:
     except Exception as err:
         return GpuInfo(False, f'numba.cuda cannot be imported: {_first_line(err)}', sim, cupy=cupy_v)
     if sim:
-        return GpuInfo(True, 'numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1): correctness only', True,
-                       [GpuDevice(0, 'numba-cuda-simulator', (0, 0), 0, 1)], cupy_v)
+        return GpuInfo(
+            True,
+            'numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1): correctness only',
+            True,
+            [GpuDevice(0, 'numba-cuda-simulator', (0, 0), 0, 1)],
+            cupy_v,
+        )
     try:
         if not cuda.is_available():
             why = 'no CUDA device visible'

@@ -53,7 +53,12 @@ _jerk_stop_dist = cuda.jit(device=True)(fm.jerk_limited_stop_distance.py_func)
 L_QMIN, L_QMAX, L_VMAX, L_AMAX, L_JMAX = kn.L_QMIN, kn.L_QMAX, kn.L_VMAX, kn.L_AMAX, kn.L_JMAX
 L_EFF, L_KP, L_KD = kn.L_EFF, kn.L_KP, kn.L_KD
 SP_DT, SP_SSM_ON, SP_SSM_A, SP_SSM_TR = kn.SP_DT, kn.SP_SSM_ON, kn.SP_SSM_A, kn.SP_SSM_TR
-SP_SSM_CTOT, SP_SSM_VH, SP_SSM_VH_NEAR, SP_SSM_NEAR_D = kn.SP_SSM_CTOT, kn.SP_SSM_VH, kn.SP_SSM_VH_NEAR, kn.SP_SSM_NEAR_D
+SP_SSM_CTOT, SP_SSM_VH, SP_SSM_VH_NEAR, SP_SSM_NEAR_D = (
+    kn.SP_SSM_CTOT,
+    kn.SP_SSM_VH,
+    kn.SP_SSM_VH_NEAR,
+    kn.SP_SSM_NEAR_D,
+)
 SP_PFL_ON, SP_PFL_V, SP_PFL_BASE, PFL_SLOTS = kn.SP_PFL_ON, kn.SP_PFL_V, kn.SP_PFL_BASE, kn.PFL_SLOTS
 SP_WS_ON, SP_WS_A, SP_WS_MIN_X, SP_WS_MAX_X = kn.SP_WS_ON, kn.SP_WS_A, kn.SP_WS_MIN_X, kn.SP_WS_MAX_X
 SP_BLEND_MODE, SP_ALPHA_FIXED, SP_BLEND_DMIN, SP_BLEND_DMAX = (
@@ -87,7 +92,12 @@ A_EFFORT_RELAXED, A_STOP, A_BLEND = kn.A_EFFORT_RELAXED, kn.A_STOP, kn.A_BLEND
 K_OK, K_NONFINITE, K_STATE_LIMITS, K_NOT_VIABLE = kn.K_OK, kn.K_NONFINITE, kn.K_STATE_LIMITS, kn.K_NOT_VIABLE
 R_FAULT, R_MASK, R_INTERVENTION, R_HUMAN_DIST = kn.R_FAULT, kn.R_MASK, kn.R_INTERVENTION, kn.R_HUMAN_DIST
 R_SSM_SCALE, R_ALPHA, R_STOPPING, R_POS_MARGIN = kn.R_SSM_SCALE, kn.R_ALPHA, kn.R_STOPPING, kn.R_POS_MARGIN
-R_VEL_MARGIN, R_SSM_MARGIN, R_QP_ITERS, R_QP_STATUS = kn.R_VEL_MARGIN, kn.R_SSM_MARGIN, kn.R_QP_ITERS, kn.R_QP_STATUS
+R_VEL_MARGIN, R_SSM_MARGIN, R_QP_ITERS, R_QP_STATUS = (
+    kn.R_VEL_MARGIN,
+    kn.R_SSM_MARGIN,
+    kn.R_QP_ITERS,
+    kn.R_QP_STATUS,
+)
 R_N_ROWS, R_SAFETY_INTERVENTION = kn.R_N_ROWS, kn.R_SAFETY_INTERVENTION
 QP_ACCEPT_TOL = ACTIVE_TOL
 INF = np.inf
@@ -173,9 +183,21 @@ def _fk_jacobian(
         p = parent[f]
         for r in range(3):
             if p >= 0:
-                l0 = frames[p, r, 0] * origin[f, 0, 0] + frames[p, r, 1] * origin[f, 1, 0] + frames[p, r, 2] * origin[f, 2, 0]
-                l1 = frames[p, r, 0] * origin[f, 0, 1] + frames[p, r, 1] * origin[f, 1, 1] + frames[p, r, 2] * origin[f, 2, 1]
-                l2 = frames[p, r, 0] * origin[f, 0, 2] + frames[p, r, 1] * origin[f, 1, 2] + frames[p, r, 2] * origin[f, 2, 2]
+                l0 = (
+                    frames[p, r, 0] * origin[f, 0, 0]
+                    + frames[p, r, 1] * origin[f, 1, 0]
+                    + frames[p, r, 2] * origin[f, 2, 0]
+                )
+                l1 = (
+                    frames[p, r, 0] * origin[f, 0, 1]
+                    + frames[p, r, 1] * origin[f, 1, 1]
+                    + frames[p, r, 2] * origin[f, 2, 1]
+                )
+                l2 = (
+                    frames[p, r, 0] * origin[f, 0, 2]
+                    + frames[p, r, 1] * origin[f, 1, 2]
+                    + frames[p, r, 2] * origin[f, 2, 2]
+                )
                 l3 = (
                     frames[p, r, 0] * origin[f, 0, 3]
                     + frames[p, r, 1] * origin[f, 1, 3]
@@ -231,8 +253,18 @@ def _fk_jacobian(
 
 
 @cuda.jit(device=True)
-def _validate(b: int, lim: Any, sp: Any, q_meas: Any, dq_meas: Any, q_pol: Any, q_op: Any, has_op: Any,
-              human: Any, n_human: Any) -> tuple[int, bool, bool]:
+def _validate(
+    b: int,
+    lim: Any,
+    sp: Any,
+    q_meas: Any,
+    dq_meas: Any,
+    q_pol: Any,
+    q_op: Any,
+    has_op: Any,
+    human: Any,
+    n_human: Any,
+) -> tuple[int, bool, bool]:
     """(fault, measurement finite, human points finite) of state b: the kernel's input checks."""
     n = lim.shape[1]
     fault = K_OK
@@ -285,8 +317,17 @@ def _sync_brake(cs: Any, b: int, lim: Any, dt: float, out: Any) -> None:
 
 @cuda.jit(device=True)
 def _joint_bounds(
-    b: int, lim: Any, sp: Any, cs: Any, q_meas: Any, dq_meas: Any, eff_on: bool,
-    lo: Any, hi: Any, lo_hard: Any, hi_hard: Any,
+    b: int,
+    lim: Any,
+    sp: Any,
+    cs: Any,
+    q_meas: Any,
+    dq_meas: Any,
+    eff_on: bool,
+    lo: Any,
+    hi: Any,
+    lo_hard: Any,
+    hi_hard: Any,
 ) -> tuple[int, int]:
     """Per-joint box [lo, hi] of the next command velocity (kernel's per-joint bounds section).
 
@@ -350,8 +391,18 @@ def _joint_bounds(
 
 @cuda.jit(device=True)
 def _ssm_rows(
-    b: int, sp: Any, pts: Any, jac: Any, pt_radius: Any, human: Any, n_human: Any, v_h_meas: Any,
-    human_ok: bool, g_mat: Any, hvec: Any, rowkind: Any,
+    b: int,
+    sp: Any,
+    pts: Any,
+    jac: Any,
+    pt_radius: Any,
+    human: Any,
+    n_human: Any,
+    v_h_meas: Any,
+    human_ok: bool,
+    g_mat: Any,
+    hvec: Any,
+    rowkind: Any,
 ) -> tuple[int, float, float, bool]:
     """Separation distances and SSM rows (kernel's SSM section). Returns (rows, d_min, margin, stop)."""
     n = jac.shape[2]
@@ -408,7 +459,9 @@ def _ssm_rows(
 
 
 @cuda.jit(device=True)
-def _ws_rows(sp: Any, ws_mask: Any, pts: Any, jac: Any, k_rows: int, g_mat: Any, hvec: Any, rowkind: Any) -> int:
+def _ws_rows(
+    sp: Any, ws_mask: Any, pts: Any, jac: Any, k_rows: int, g_mat: Any, hvec: Any, rowkind: Any
+) -> int:
     """Workspace-box rows appended after row `k_rows`; returns the new row count."""
     n = jac.shape[2]
     dt = sp[SP_DT]
@@ -433,8 +486,9 @@ def _ws_rows(sp: Any, ws_mask: Any, pts: Any, jac: Any, k_rows: int, g_mat: Any,
 
 
 @cuda.jit(device=True)
-def _prune(braking: bool, k_rows: int, lo: Any, hi: Any, vdes: Any, g_mat: Any, hvec: Any, rowkind: Any
-           ) -> tuple[int, bool, float]:
+def _prune(
+    braking: bool, k_rows: int, lo: Any, hi: Any, vdes: Any, g_mat: Any, hvec: Any, rowkind: Any
+) -> tuple[int, bool, float]:
     """Drop rows that cannot be active in the box; (kept rows, identity, ssm scale of the proposal)."""
     n = lo.shape[0]
     ssm_sc = 1.0
@@ -498,8 +552,20 @@ def _closed_form(sp: Any, k_rows: int, lo: Any, hi: Any, vdes: Any, g_mat: Any, 
 
 @cuda.jit(device=True)
 def _joint_report(
-    b: int, lim: Any, sp: Any, cs: Any, q_meas: Any, dq_meas: Any, identity: bool, braking: bool,
-    meas_ok: bool, eff_on: bool, qx: Any, vdes: Any, lo: Any, hi: Any,
+    b: int,
+    lim: Any,
+    sp: Any,
+    cs: Any,
+    q_meas: Any,
+    dq_meas: Any,
+    identity: bool,
+    braking: bool,
+    meas_ok: bool,
+    eff_on: bool,
+    qx: Any,
+    vdes: Any,
+    lo: Any,
+    hi: Any,
 ) -> tuple[int, float]:
     """Active per-joint constraint bits and the velocity margin (kernel's report section)."""
     n = lim.shape[1]
@@ -549,11 +615,46 @@ def _joint_report(
 
 @cuda.jit(device=True)
 def _filter_state(
-    b: int, lim: Any, sp: Any, ws_mask: Any, parent: Any, origin: Any, jtype: Any, qidx: Any, mult: Any,
-    offs: Any, axis: Any, pt_frame: Any, pt_offset: Any, ancestor: Any, pt_radius: Any, cs: Any,
-    q_meas: Any, dq_meas: Any, q_pol: Any, q_op: Any, has_op: Any, human: Any, n_human: Any,
-    v_h_meas: Any, mode: Any, out: Any, rep: Any, frames: Any, pts: Any, jac: Any, lo: Any, hi: Any,
-    vdes: Any, target: Any, g_mat: Any, hvec: Any, rowkind: Any, lo_hard: Any, hi_hard: Any, qx: Any,
+    b: int,
+    lim: Any,
+    sp: Any,
+    ws_mask: Any,
+    parent: Any,
+    origin: Any,
+    jtype: Any,
+    qidx: Any,
+    mult: Any,
+    offs: Any,
+    axis: Any,
+    pt_frame: Any,
+    pt_offset: Any,
+    ancestor: Any,
+    pt_radius: Any,
+    cs: Any,
+    q_meas: Any,
+    dq_meas: Any,
+    q_pol: Any,
+    q_op: Any,
+    has_op: Any,
+    human: Any,
+    n_human: Any,
+    v_h_meas: Any,
+    mode: Any,
+    out: Any,
+    rep: Any,
+    frames: Any,
+    pts: Any,
+    jac: Any,
+    lo: Any,
+    hi: Any,
+    vdes: Any,
+    target: Any,
+    g_mat: Any,
+    hvec: Any,
+    rowkind: Any,
+    lo_hard: Any,
+    hi_hard: Any,
+    qx: Any,
 ) -> int:
     """One filter cycle of state b (see the module docstring); returns FLAG_DONE or FLAG_DEFERRED."""
     n = lim.shape[1]
@@ -561,7 +662,9 @@ def _filter_state(
     fault, meas_ok, human_ok = _validate(b, lim, sp, q_meas, dq_meas, q_pol, q_op, has_op, human, n_human)
     stop = mode[b] != 0 or fault != K_OK
     mask = 0
-    _fk_jacobian(cs, b, parent, origin, jtype, qidx, mult, offs, axis, pt_frame, pt_offset, ancestor, frames, pts, jac)
+    _fk_jacobian(
+        cs, b, parent, origin, jtype, qidx, mult, offs, axis, pt_frame, pt_offset, ancestor, frames, pts, jac
+    )
     k_rows, d_min, ssm_margin, ssm_stop = _ssm_rows(
         b, sp, pts, jac, pt_radius, human, n_human, v_h_meas, human_ok, g_mat, hvec, rowkind
     )
@@ -616,7 +719,9 @@ def _filter_state(
                     mask |= A_PFL
             else:
                 mask |= A_WORKSPACE
-    rmask, vel_margin = _joint_report(b, lim, sp, cs, q_meas, dq_meas, identity, braking, meas_ok, eff_on, qx, vdes, lo, hi)
+    rmask, vel_margin = _joint_report(
+        b, lim, sp, cs, q_meas, dq_meas, identity, braking, meas_ok, eff_on, qx, vdes, lo, hi
+    )
     mask |= rmask
     pos_margin = INF
     inter2 = 0.0
@@ -681,9 +786,35 @@ def get_kernel(n: int, n_frames: int, m_points: int, h_max: int) -> Any:
     nn, nf, mm, kk = key
 
     @cuda.jit
-    def batch_filter(lim, sp, ws_mask, parent, origin, jtype, qidx, mult, offs, axis, pt_frame,  # type: ignore[no-untyped-def]
-                     pt_offset, ancestor, pt_radius, cs, q_meas, dq_meas, q_pol, q_op, has_op, human,
-                     n_human, v_h_meas, mode, out, rep, flag):
+    def batch_filter(
+        lim,
+        sp,
+        ws_mask,
+        parent,
+        origin,
+        jtype,
+        qidx,
+        mult,
+        offs,
+        axis,
+        pt_frame,  # type: ignore[no-untyped-def]
+        pt_offset,
+        ancestor,
+        pt_radius,
+        cs,
+        q_meas,
+        dq_meas,
+        q_pol,
+        q_op,
+        has_op,
+        human,
+        n_human,
+        v_h_meas,
+        mode,
+        out,
+        rep,
+        flag,
+    ):
         frames = cuda.local.array((nf, 3, 4), float64)
         pts = cuda.local.array((mm, 3), float64)
         jac = cuda.local.array((mm, 3, nn), float64)
@@ -697,14 +828,50 @@ def get_kernel(n: int, n_frames: int, m_points: int, h_max: int) -> Any:
         g_mat = cuda.local.array((kk, nn), float64)
         hvec = cuda.local.array(kk, float64)
         rowkind = cuda.local.array(kk, int64)
-        start = cuda.grid(1)
-        stride = cuda.gridsize(1)
+        start = cuda.grid(1)  # type: ignore[call-arg,var-annotated]
+        stride = cuda.gridsize(1)  # type: ignore[call-arg,var-annotated]
         for b in range(start, cs.shape[0], stride):
             flag[b] = _filter_state(
-                b, lim, sp, ws_mask, parent, origin, jtype, qidx, mult, offs, axis, pt_frame, pt_offset,
-                ancestor, pt_radius, cs, q_meas, dq_meas, q_pol, q_op, has_op, human, n_human, v_h_meas,
-                mode, out, rep, frames, pts, jac, lo, hi, vdes, target, g_mat, hvec, rowkind, lo_hard,
-                hi_hard, qx,
+                b,
+                lim,
+                sp,
+                ws_mask,
+                parent,
+                origin,
+                jtype,
+                qidx,
+                mult,
+                offs,
+                axis,
+                pt_frame,
+                pt_offset,
+                ancestor,
+                pt_radius,
+                cs,
+                q_meas,
+                dq_meas,
+                q_pol,
+                q_op,
+                has_op,
+                human,
+                n_human,
+                v_h_meas,
+                mode,
+                out,
+                rep,
+                frames,
+                pts,
+                jac,
+                lo,
+                hi,
+                vdes,
+                target,
+                g_mat,
+                hvec,
+                rowkind,
+                lo_hard,
+                hi_hard,
+                qx,
             )
 
     _KERNELS[key] = batch_filter

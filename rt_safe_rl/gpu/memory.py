@@ -17,7 +17,7 @@ from rt_safe_rl.core.errors import RtSafeRlError
 ALIGN_BYTES = 256
 
 
-class PoolExhausted(RtSafeRlError):
+class PoolExhaustedError(RtSafeRlError):
     """The pool has not enough free memory for an allocation (message says how much)."""
 
 
@@ -69,7 +69,7 @@ class DevicePool:
         """A numba device array of `shape`/`dtype` from the pool.
 
         Raises:
-            PoolExhausted: not enough room left in the pool.
+            PoolExhaustedError: not enough room left in the pool.
         """
         shp = (shape,) if isinstance(shape, int) else tuple(shape)
         dt = np.dtype(dtype)
@@ -81,13 +81,13 @@ class DevicePool:
                     mem = self._pool.malloc(nbytes)
                     arr = cp.ndarray(shp, dtype=dt, memptr=mem)
             except cp.cuda.memory.OutOfMemoryError:
-                raise PoolExhausted(self._full_msg(nbytes)) from None
+                raise PoolExhaustedError(self._full_msg(nbytes)) from None
             self._held.append(arr)
             with self._cuda.gpus[self.device]:
                 return self._cuda.as_cuda_array(arr)
         start = -(-self._offset // ALIGN_BYTES) * ALIGN_BYTES
         if start + nbytes > self.limit_bytes:
-            raise PoolExhausted(self._full_msg(nbytes))
+            raise PoolExhaustedError(self._full_msg(nbytes))
         self._offset = start + nbytes
         view = self._block[start : start + nbytes].view(dt)
         count = int(np.prod(shp, dtype=np.int64))

@@ -77,7 +77,10 @@ def export_onnx(module: Any, obs_dim: int, out_path: Path) -> Path:
             return out_path
         except Exception as err:
             lines = str(err).strip().splitlines()
-            errors.append(f'{"dynamo" if dynamo else "torchscript"} exporter: {lines[0] if lines else type(err).__name__}')
+            errors.append(
+                f'{"dynamo" if dynamo else "torchscript"} exporter: '
+                f'{lines[0] if lines else type(err).__name__}'
+            )
     raise PolicyLoadError('tensorrt: ONNX export failed: ' + '; '.join(errors))
 
 
@@ -86,8 +89,8 @@ def _trt() -> Any:
         import tensorrt as trt
     except Exception as err:
         raise PolicyLoadError(
-            f'tensorrt: the tensorrt package is not installed ({type(err).__name__}; pip install tensorrt-cu12 '
-            'or the wheel matching the CUDA runtime)'
+            f'tensorrt: the tensorrt package is not installed ({type(err).__name__}; '
+            'pip install tensorrt-cu12, or the wheel matching the CUDA runtime)'
         ) from None
     return trt
 
@@ -122,7 +125,9 @@ def build_engine(onnx_bytes: bytes, fp16: bool, trt: Any, logger: Any) -> bytes:
 class TensorRtBackend(Backend):
     """A TensorRT engine on the GPU; pinned host staging, one CUDA stream (RT path: forward)."""
 
-    def __init__(self, name: str, engine_bytes: bytes, obs_dim: int, act_dim: int, trt: Any, logger: Any) -> None:
+    def __init__(
+        self, name: str, engine_bytes: bytes, obs_dim: int, act_dim: int, trt: Any, logger: Any
+    ) -> None:
         import torch
 
         super().__init__(obs_dim, act_dim)
@@ -142,7 +147,9 @@ class TensorRtBackend(Backend):
         self._ctx.set_input_shape(ins[0], tuple(1 if d < 0 else d for d in in_shape))
         out_shape = tuple(self._ctx.get_tensor_shape(outs[0]))
         if int(np.prod(out_shape)) != act_dim:
-            raise PolicyLoadError(f'tensorrt: engine output shape {out_shape}, the model has {act_dim} actions')
+            raise PolicyLoadError(
+                f'tensorrt: engine output shape {out_shape}, the model has {act_dim} actions'
+            )
         self._xd = torch.zeros(1, obs_dim, device='cuda')
         self._yd = torch.zeros(out_shape, device='cuda')
         self._xh = torch.zeros(1, obs_dim).pin_memory()
