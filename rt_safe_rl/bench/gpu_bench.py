@@ -16,7 +16,9 @@ One run measures, on the visible CUDA device(s):
    max abs error over a rollout, latency per call with host-device copies and device-only.
 
 Without a GPU it prints ``{"available": false, "reason": ...}`` and exits 0. JSON on stdout (and
-in ``--json FILE``). Timings use wall clock around synchronised work; medians over repeats.
+in ``--json FILE``); a section that raises is reported as ``{"error", "traceback"}`` and the exit
+code is 1 (the other sections still run). Timings: wall clock around synchronised work, medians
+over repeats.
 """
 
 from __future__ import annotations
@@ -347,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     info = probe()
     report: dict[str, Any]
+    failed = False
     if not info.available or (info.simulator and not args.allow_simulator):
         reason = info.reason if not info.available else 'numba CUDA simulator: no timings on a simulator'
         report = {'available': False, 'reason': reason}
@@ -359,18 +362,39 @@ def main(argv: list[str] | None = None) -> int:
         }
         from numba import cuda
 
-        with cuda.gpus[info.devices[0].index]:
-            nbytes = 1 << 20 if info.simulator else 1 << 30
-            report['ceilings'] = {'copy_bandwidth_bytes_s': copy_bandwidth(cuda, nbytes)}
+        def ceilings() -> dict[str, Any]:
+            with cuda.gpus[info.devices[0].index]:
+                return {
+                    'copy_bandwidth_bytes_s': copy_bandwidth(cuda, 1 << 20 if info.simulator else 1 << 30)
+                }
+
+        sections: list[tuple[str, Any]] = [('ceilings', ceilings)]
         if not args.skip_batch:
-            report['batch'] = bench_batch(info, args.states, args.check_states, args.seed, args.cpu_states)
+            sections.append(
+                (
+                    'batch',
+                    lambda: bench_batch(info, args.states, args.check_states, args.seed, args.cpu_states),
+                )
+            )
         if not args.skip_policies:
-            report['policies'] = bench_policies([Path(p) for p in args.policy] or [REPO_MODEL], args.iters)
+            paths = [Path(p) for p in args.policy] or [REPO_MODEL]
+            sections.append(('policies', lambda: bench_policies(paths, args.iters)))
+        for name, fn in sections:  # one failing section does not lose the others' figures
+            try:
+                report[name] = fn()
+            except Exception as err:
+                import traceback
+
+                report[name] = {
+                    'error': f'{type(err).__name__}: {err}',
+                    'traceback': traceback.format_exc()[-3000:],
+                }
+                failed = True
     text = json.dumps(report, indent=1, default=str)
     print(text)
     if args.json:
         Path(args.json).write_text(text + '\n')
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':

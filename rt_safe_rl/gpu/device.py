@@ -15,6 +15,8 @@ from typing import Any
 _FP64_PER_SM: dict[tuple[int, int], int] = {(6, 0): 32, (7, 0): 32, (8, 0): 32, (9, 0): 64, (10, 0): 64}
 # datasheet HBM bandwidth [B/s] by product name (when the driver attributes are missing)
 _BANDWIDTH_BY_NAME: dict[str, float] = {'H200': 4.8e12, 'H100': 3.35e12, 'A100': 2.0e12, 'GH200': 4.0e12}
+# datasheet boost clock [Hz] (CUDA 13 drivers may no longer report CLOCK_RATE)
+_CLOCK_BY_NAME: dict[str, float] = {'H200': 1.98e9, 'H100': 1.98e9, 'A100': 1.41e9, 'GH200': 1.98e9}
 
 
 @dataclass
@@ -65,6 +67,8 @@ def _describe(index: int, dev: Any) -> GpuDevice:
     sm_attr = _attr(dev, 'MULTIPROCESSOR_COUNT')
     sms = int(sm_attr) if sm_attr == sm_attr else 0
     clock_hz = _attr(dev, 'CLOCK_RATE') * 1e3  # kHz
+    if not clock_hz == clock_hz or clock_hz <= 0:
+        clock_hz = next((v for k, v in _CLOCK_BY_NAME.items() if k in name), float('nan'))
     mem_clock_hz = _attr(dev, 'MEMORY_CLOCK_RATE') * 1e3
     bus_bits = _attr(dev, 'GLOBAL_MEMORY_BUS_WIDTH')
     bw = 2.0 * mem_clock_hz * bus_bits / 8.0  # DDR
