@@ -111,9 +111,10 @@ def test_simulator_bench_gpu_runs_every_section(tmp_path: Path) -> None:
 
 
 def test_gpu_tests_pass_on_the_simulator() -> None:
-    """test_gpu.py's GPU tests (kernel vs CPU per config, split/chunks, pool) on the simulator."""
+    """test_gpu.py's split/chunk and pool tests on the simulator (its per-config kernel comparison is
+    the fixture's run above, at a size the simulator affords)."""
     p = _run_sim(
-        ['-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'test/test_gpu.py', '-k', 'kernel or split or pool'],
+        ['-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'test/test_gpu.py', '-k', 'split or pool'],
         timeout_s=300,
     )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]

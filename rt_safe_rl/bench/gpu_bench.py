@@ -244,6 +244,19 @@ def _graph_replay(torch: Any, graph: Any) -> Any:
 
 def bench_policies(paths: list[Path], iters: int) -> list[dict[str, Any]]:
     """Section 3: CUDA graph and TensorRT against eager per policy."""
+    from rt_safe_rl.core.errors import PolicyLoadError
+
+    out: list[dict[str, Any]] = []
+    for p in paths:
+        try:
+            out.append(_bench_policy(p, iters))
+        except PolicyLoadError as err:  # one unloadable file does not lose the others
+            out.append({'policy': p.name, 'error': str(err)})
+    return out
+
+
+def _bench_policy(p: Path, iters: int) -> dict[str, Any]:
+    """One policy: cuda / tensorrt / tensorrt_fp16 against the reference (error, latency)."""
     import torch
 
     from rt_safe_rl.core.errors import PolicyLoadError
@@ -251,70 +264,67 @@ def bench_policies(paths: list[Path], iters: int) -> list[dict[str, Any]]:
     from rt_safe_rl.core.policy.config import ModelConfig
     from rt_safe_rl.core.policy.loading import inspect_policy
 
-    out: list[dict[str, Any]] = []
-    for p in paths:
-        info = inspect_policy(p, ModelConfig())
-        eager = build_backend('eager', p, info, ModelConfig()) if info.format != 'onnx' else None
-        ref_name = 'eager' if eager is not None else 'onnxruntime'
-        ref_be = eager or build_backend('onnxruntime', p, info, ModelConfig())
-        obs = sample_observations(info.obs_dim, 1000, seed=1)
-        ref = rollout(ref_be, obs)
-        row: dict[str, Any] = {
-            'policy': p.name,
-            'sha256': info.sha256,
-            'recurrent': info.recurrent,
-            'reference': ref_name,
-            'backends': {},
-        }
-        for name in ('cuda', 'tensorrt', 'tensorrt_fp16'):
-            try:
-                t0 = time.perf_counter()
-                be = build_backend(name, p, info, ModelConfig())
-                build_s = time.perf_counter() - t0
-            except PolicyLoadError as err:
-                row['backends'][name] = {'available': False, 'reason': str(err)}
-                continue
-            got = rollout(be, obs)
-            y = np.zeros(info.act_dim, np.float32)
-            lat = []
-            for i in range(iters):
-                t0 = time.perf_counter_ns()
-                be.forward(obs[i % len(obs)], y)
-                lat.append(time.perf_counter_ns() - t0)
-            dev_fn = getattr(be, 'run_device', None)
-            graph = getattr(be, '_graph', None)
-            if dev_fn is None and graph is not None:
-                dev_fn = _graph_replay(torch, graph)
-
-            dlat = []
-            if dev_fn is not None:
-                for _ in range(iters):
-                    t0 = time.perf_counter_ns()
-                    dev_fn()
-                    dlat.append(time.perf_counter_ns() - t0)
-            be.reset()
-            a = np.asarray(lat) / 1e3
-            row['backends'][name] = {
-                'available': True,
-                'build_s': build_s,
-                'max_abs_err': float(np.max(np.abs(got.astype(np.float64) - ref))),
-                'median_us_with_copies': float(np.median(a)),
-                'p99_us_with_copies': float(np.percentile(a, 99)),
-                'median_us_device_only': float(np.median(dlat) / 1e3) if dlat else None,
-                'p99_us_device_only': float(np.percentile(dlat, 99) / 1e3) if dlat else None,
-            }
-        lat_e = []
+    info = inspect_policy(p, ModelConfig())
+    eager = build_backend('eager', p, info, ModelConfig()) if info.format != 'onnx' else None
+    ref_name = 'eager' if eager is not None else 'onnxruntime'
+    ref_be = eager or build_backend('onnxruntime', p, info, ModelConfig())
+    obs = sample_observations(info.obs_dim, 1000, seed=1)
+    ref = rollout(ref_be, obs)
+    row: dict[str, Any] = {
+        'policy': p.name,
+        'sha256': info.sha256,
+        'recurrent': info.recurrent,
+        'reference': ref_name,
+        'backends': {},
+    }
+    for name in ('cuda', 'tensorrt', 'tensorrt_fp16'):
+        try:
+            t0 = time.perf_counter()
+            be = build_backend(name, p, info, ModelConfig())
+            build_s = time.perf_counter() - t0
+        except PolicyLoadError as err:
+            row['backends'][name] = {'available': False, 'reason': str(err)}
+            continue
+        got = rollout(be, obs)
         y = np.zeros(info.act_dim, np.float32)
+        lat = []
         for i in range(iters):
             t0 = time.perf_counter_ns()
-            ref_be.forward(obs[i % len(obs)], y)
-            lat_e.append(time.perf_counter_ns() - t0)
-        row['backends'][ref_name] = {
+            be.forward(obs[i % len(obs)], y)
+            lat.append(time.perf_counter_ns() - t0)
+        dev_fn = getattr(be, 'run_device', None)
+        graph = getattr(be, '_graph', None)
+        if dev_fn is None and graph is not None:
+            dev_fn = _graph_replay(torch, graph)
+
+        dlat = []
+        if dev_fn is not None:
+            for _ in range(iters):
+                t0 = time.perf_counter_ns()
+                dev_fn()
+                dlat.append(time.perf_counter_ns() - t0)
+        be.reset()
+        a = np.asarray(lat) / 1e3
+        row['backends'][name] = {
             'available': True,
-            'median_us_with_copies': float(np.median(lat_e) / 1e3),
+            'build_s': build_s,
+            'max_abs_err': float(np.max(np.abs(got.astype(np.float64) - ref))),
+            'median_us_with_copies': float(np.median(a)),
+            'p99_us_with_copies': float(np.percentile(a, 99)),
+            'median_us_device_only': float(np.median(dlat) / 1e3) if dlat else None,
+            'p99_us_device_only': float(np.percentile(dlat, 99) / 1e3) if dlat else None,
         }
-        out.append(row)
-    return out
+    lat_e = []
+    y = np.zeros(info.act_dim, np.float32)
+    for i in range(iters):
+        t0 = time.perf_counter_ns()
+        ref_be.forward(obs[i % len(obs)], y)
+        lat_e.append(time.perf_counter_ns() - t0)
+    row['backends'][ref_name] = {
+        'available': True,
+        'median_us_with_copies': float(np.median(lat_e) / 1e3),
+    }
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
