@@ -46,7 +46,6 @@ _ssm_v_max = cuda.jit(device=True)(fm.ssm_v_max.py_func)
 _ssm_scale = cuda.jit(device=True)(fm.ssm_scale.py_func)
 _blend_alpha = cuda.jit(device=True)(fm.blend_alpha_from_distance.py_func)
 _viab_up = cuda.jit(device=True)(fm.viability_upper_vel.py_func)
-_accel_shaping = cuda.jit(device=True)(fm.accel_shaping_bounds.py_func)
 _jerk_stop_dist = cuda.jit(device=True)(fm.jerk_limited_stop_distance.py_func)
 
 # kernel constants (module globals are compile-time constants in numba.cuda)
@@ -101,6 +100,25 @@ R_VEL_MARGIN, R_SSM_MARGIN, R_QP_ITERS, R_QP_STATUS = (
 R_N_ROWS, R_SAFETY_INTERVENTION = kn.R_N_ROWS, kn.R_SAFETY_INTERVENTION
 QP_ACCEPT_TOL = ACTIVE_TOL
 INF = np.inf
+
+
+@cuda.jit(device=True)
+def _fmax(a: float, b: float) -> float:
+    """Python's ``max(a, b)`` for two floats (numba's CUDA typing of the builtin is not relied on)."""
+    return b if b > a else a
+
+
+@cuda.jit(device=True)
+def _fmin(a: float, b: float) -> float:
+    """Python's ``min(a, b)`` for two floats."""
+    return b if b < a else a
+
+
+@cuda.jit(device=True)
+def _accel_shaping(v: float, v_lo: float, v_up: float, a_max: float, j_max: float) -> tuple[float, float]:
+    """:func:`formulas.accel_shaping_bounds` (same arithmetic, device max/min)."""
+    k = j_max / a_max
+    return _fmax(k * (v_lo - v), -a_max), _fmin(k * (v_up - v), a_max)
 
 
 @cuda.jit(device=True)
@@ -345,8 +363,8 @@ def _joint_bounds(
         v_m = lim[L_VMAX, j]
         v_up_via = _viab_up(lim[L_QMAX, j] - qc, a_m, dt)
         v_lo_via = -_viab_up(qc - lim[L_QMIN, j], a_m, dt)
-        lo_h = max(max(-v_m, vc - a_m * dt), v_lo_via)
-        hi_h = min(min(v_m, vc + a_m * dt), v_up_via)
+        lo_h = _fmax(_fmax(-v_m, vc - a_m * dt), v_lo_via)
+        hi_h = _fmin(_fmin(v_m, vc + a_m * dt), v_up_via)
         if lo_h > hi_h:
             not_viable = 1
             mask |= A_STOP
@@ -359,25 +377,25 @@ def _joint_bounds(
             base = q_meas[b, j] + lim[L_KD, j] * dq_meas[b, j] / kp
             el = (base - lim[L_EFF, j] / kp - qc) / dt
             eu = (base + lim[L_EFF, j] / kp - qc) / dt
-            if max(lo_j, el) <= min(hi_j, eu):
-                lo_j = max(lo_j, el)
-                hi_j = min(hi_j, eu)
+            if _fmax(lo_j, el) <= _fmin(hi_j, eu):
+                lo_j = _fmax(lo_j, el)
+                hi_j = _fmin(hi_j, eu)
             else:
                 mask |= A_EFFORT_RELAXED
         lo_hard[j] = lo_j
         hi_hard[j] = hi_j
         if jerk_on:
             j_m = lim[L_JMAX, j]
-            a_lo_s, a_up_s = _accel_shaping(vc, max(-v_m, v_lo_via), min(v_m, v_up_via), a_m, j_m)
-            sl = vc + max(ac - j_m * dt, a_lo_s) * dt
-            su = vc + min(ac + j_m * dt, a_up_s) * dt
+            a_lo_s, a_up_s = _accel_shaping(vc, _fmax(-v_m, v_lo_via), _fmin(v_m, v_up_via), a_m, j_m)
+            sl = vc + _fmax(ac - j_m * dt, a_lo_s) * dt
+            su = vc + _fmin(ac + j_m * dt, a_up_s) * dt
             if su > 0.0 and su > sl:
-                su = _jerk_viab_up(lim[L_QMAX, j] - qc, vc, a_m, j_m, dt, max(sl, 0.0), su)
+                su = _jerk_viab_up(lim[L_QMAX, j] - qc, vc, a_m, j_m, dt, _fmax(sl, 0.0), su)
             if sl < 0.0 and sl < su:
-                sl = -_jerk_viab_up(qc - lim[L_QMIN, j], -vc, a_m, j_m, dt, max(-su, 0.0), -sl)
-            if max(lo_j, sl) <= min(hi_j, su):
-                lo_j = max(lo_j, sl)
-                hi_j = min(hi_j, su)
+                sl = -_jerk_viab_up(qc - lim[L_QMIN, j], -vc, a_m, j_m, dt, _fmax(-su, 0.0), -sl)
+            if _fmax(lo_j, sl) <= _fmin(hi_j, su):
+                lo_j = _fmax(lo_j, sl)
+                hi_j = _fmin(hi_j, su)
             else:
                 mask |= A_JERK_RELAXED
                 if su < lo_j:
@@ -503,7 +521,7 @@ def _prune(
         reach = 0.0
         gv = 0.0
         for j in range(n):
-            reach += abs(g_mat[k, j]) * max(abs(lo[j]), abs(hi[j]))
+            reach += abs(g_mat[k, j]) * _fmax(abs(lo[j]), abs(hi[j]))
             gv += g_mat[k, j] * vdes[j]
         if gv > hvec[k]:
             identity = False
@@ -534,7 +552,7 @@ def _closed_form(sp: Any, k_rows: int, lo: Any, hi: Any, vdes: Any, g_mat: Any, 
             qx[j] = lo[j]
         else:
             qx[j] = v
-    best = max(sp[SP_QP_TOL], QP_ACCEPT_TOL)
+    best = _fmax(sp[SP_QP_TOL], QP_ACCEPT_TOL)
     for k in range(k_rows):
         s = -hvec[k]
         nrm = 0.0
@@ -729,7 +747,7 @@ def _filter_state(
     for j in range(n):
         x = qx[j]
         if not braking:
-            e = (x - min(max(vdes[j], lo[j]), hi[j])) * dt
+            e = (x - _fmin(_fmax(vdes[j], lo[j]), hi[j])) * dt
             safety2 += e * e
         q_new = target[j] if identity else cs[b, 0, j] + x * dt
         out[b, j] = q_new
@@ -739,7 +757,7 @@ def _filter_state(
         cs[b, 2, j] = (x - cs[b, 1, j]) / dt
         cs[b, 1, j] = x
         cs[b, 0, j] = q_new
-        pm = min(lim[L_QMAX, j] - q_new, q_new - lim[L_QMIN, j])
+        pm = _fmin(lim[L_QMAX, j] - q_new, q_new - lim[L_QMIN, j])
         if pm < pos_margin:
             pos_margin = pm
     if braking and fault == K_OK:
