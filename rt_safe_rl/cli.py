@@ -4,7 +4,7 @@
     rt-safe-rl train [--out PATH]                       train the shipped default policy
     rt-safe-rl record [...]                             record the simulator to an mcap bag
     rt-safe-rl doctor [--json F] [--apply] [--restore F]  system checks, floor, verdict (JSON)
-    rt-safe-rl bench policy|safety|rt|replay|monitor|loop|faults|api [...]   benchmarks (print JSON)
+    rt-safe-rl bench policy|safety|rt|replay|monitor|loop|faults|api|gpu [...]   benchmarks (print JSON)
     rt-safe-rl policy inspect FILE [--write-config Y]   what a policy file takes; a pipeline skeleton
     rt-safe-rl fleet replay BAG... [...]                what-if replay of many bags x variants on Ray
 
@@ -40,6 +40,7 @@ BENCHES: dict[str, str] = {
     'loop': 'rt_safe_rl.bench.loop_bench',
     'faults': 'rt_safe_rl.bench.faults',
     'api': 'rt_safe_rl.bench.api_bench',
+    'gpu': 'rt_safe_rl.bench.gpu_bench',
 }
 
 

@@ -12,6 +12,7 @@ fp16     the module in half precision (error reported, reduced-precision toleran
 int8     dynamic quantization of Linear/LSTM layers (error reported, reduced-precision tolerance)
 onnxruntime  ONNX files (the reference for them), 1 intra-op thread, IO binding
 cuda     module on the GPU with CUDA-graph capture (only where torch sees a GPU)
+tensorrt / tensorrt_fp16  TensorRT engine, FP32 / FP16 (:mod:`.trt_backend`; GPU + tensorrt package)
 ======== ==================================================================================
 
 :func:`evaluate_backends` runs every backend on the same observations (recurrent ones as a rollout
@@ -46,7 +47,7 @@ from rt_safe_rl.core.policy.stdio import capture_stdout_fd  # noqa: F401 - re-ex
 from rt_safe_rl.core.stats import percentiles
 
 F32 = npt.NDArray[np.float32]
-REDUCED_PRECISION = ('fp16', 'int8')
+REDUCED_PRECISION = ('fp16', 'int8', 'tensorrt_fp16')
 
 
 class Backend:
@@ -242,7 +243,7 @@ class BackendResult:
 
 def tolerance_for(name: str, cfg: PolicyNodeConfig) -> float:
     """Max abs error accepted for backend `name`."""
-    if name == 'fp16':
+    if name in ('fp16', 'tensorrt_fp16'):
         return cfg.tolerance_fp16
     if name == 'int8':
         return cfg.tolerance_int8
@@ -325,6 +326,9 @@ def build_backend(
     from rt_safe_rl.core.policy.quant import int8_module
 
     shape = tuple(info.in_shape) or (1, info.obs_dim)
+    if name in ('tensorrt', 'tensorrt_fp16'):  # GPU engines: rt_safe_rl/core/policy/trt_backend.py [gpu]
+        from rt_safe_rl.core.policy.trt_backend import build_tensorrt_backend
+        return build_tensorrt_backend(name, path, info, model_cfg)
     if is_onnx:
         if name == 'int8':
             from rt_safe_rl.core.policy.extract import Unsupported, extract_onnx_program

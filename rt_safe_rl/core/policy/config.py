@@ -102,10 +102,31 @@ from typing import Literal
 from rt_safe_rl.core.configutil import from_mapping, load_yaml
 from rt_safe_rl.core.errors import ConfigError
 
-BackendName = Literal['auto', 'eager', 'torchscript', 'numba', 'fp16', 'int8', 'onnxruntime', 'cuda']
+BackendName = Literal[
+    'auto',
+    'eager',
+    'torchscript',
+    'numba',
+    'fp16',
+    'int8',
+    'onnxruntime',
+    'cuda',
+    'tensorrt',
+    'tensorrt_fp16',
+]
 """Inference backends; ``auto`` measures the available ones at configure, picks the fastest exact one."""
 
-BACKENDS: tuple[str, ...] = ('eager', 'torchscript', 'numba', 'fp16', 'int8', 'onnxruntime', 'cuda')
+BACKENDS: tuple[str, ...] = (
+    'eager',
+    'torchscript',
+    'numba',
+    'fp16',
+    'int8',
+    'onnxruntime',
+    'cuda',
+    'tensorrt',
+    'tensorrt_fp16',
+)
 
 TermName = Literal[
     'joint_pos_rel',
