@@ -65,7 +65,7 @@ def test_cycle_reads_steps_policy_and_safety_and_writes_each_period(rclpy_contex
 
 
 def test_executor_leaves_the_action_channel_to_the_cycle(rclpy_context: Any) -> None:
-    cfg, comp = _compose(rclpy_context, 'cyc2')
+    _cfg, comp = _compose(rclpy_context, 'cyc2')
     robot, safety = comp.nodes['sim_robot'], comp.nodes['safety']
     th = threading.Thread(target=comp.executor.spin, daemon=True)
     th.start()
