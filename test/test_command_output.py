@@ -90,7 +90,7 @@ def test_trajectory_mode_is_one_point_one_period_ahead(rclpy_context: Any) -> No
 
 
 def test_bad_modes_are_refused_in_the_config_and_here(rclpy_context: Any) -> None:
-    with pytest.raises(ConfigError, match='output_mode must be position, trajectory or velocity'):
+    with pytest.raises(ConfigError, match='output_mode: must be position, trajectory or velocity'):
         load_config(None, {'safety': {'output_mode': 'effort'}})
     node = rclpy.create_node('cmd_out_bad', context=rclpy_context)
     try:
