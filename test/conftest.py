@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(101, 199)))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+os.environ['RT_SAFE_RL_CACHE_DIR'] = tempfile.mkdtemp(prefix='rt_safe_rl_cache_')  # policy auto-choice cache
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'

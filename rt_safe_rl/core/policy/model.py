@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rt_safe_rl.core.errors import PolicyLoadError
+from rt_safe_rl.core.policy.autocache import cache_dir, cache_key, load_choice, store_choice
 from rt_safe_rl.core.policy.backends import (
     F32,
     Backend,
@@ -47,6 +48,7 @@ class PolicyModel:
     reference: str
     table: list[BackendResult] = field(default_factory=list)
     backends: dict[str, Backend] = field(default_factory=dict)
+    from_cache: bool = False
 
     def forward(self, obs: F32, out: F32) -> None:
         """One policy step on the chosen backend (RT path)."""
@@ -63,6 +65,7 @@ class PolicyModel:
             'selected': self.selected,
             'reference': self.reference,
             'backends': [r.as_dict() for r in self.table],
+            'from_cache': self.from_cache,
         }
 
 
@@ -70,6 +73,50 @@ def _default_backends() -> list[str]:
     from rt_safe_rl.core.policy.backends import registered_backends
 
     return list(BACKENDS) + registered_backends()
+
+
+def _measure(
+    p: Path,
+    info: PolicyInfo,
+    model_cfg: ModelConfig,
+    cfg: PolicyNodeConfig,
+    ref: str,
+    names: list[str],
+    obs: F32,
+    timing_iters: int | None,
+    log: Any,
+) -> tuple[dict[str, Backend], list[BackendResult]]:
+    """Build `names` (the reference first), check them against it and time them; stdout per policy.stdout."""
+    built: dict[str, Backend] = {}
+    unavailable: dict[str, str] = {}
+    for i, name in enumerate(names):
+        if len(names) > 2:
+            log.info(f'policy {p.name}: building backend {name} ({i + 1}/{len(names)})')
+        try:
+            with drop_stdout():
+                built[name] = build_backend(name, p, info, model_cfg, cfg.num_threads)
+        except PolicyLoadError as err:
+            if name == ref:
+                raise
+            unavailable[name] = str(err)
+    if cfg.stdout == 'drop':
+        with drop_stdout():
+            rows = evaluate_backends(built, ref, obs, cfg, unavailable, timing_iters)
+        _mark_printing(rows, built, obs)
+    else:
+        with capture_stdout_fd() as printed:
+            rows = evaluate_backends(built, ref, obs, cfg, unavailable, timing_iters)
+        n_bytes = len(printed())
+        if n_bytes:
+            raise PolicyLoadError(
+                f'{p}: the policy writes to stdout when called ({n_bytes} bytes over '
+                f'{len(obs)} calls per backend): refused in a real-time loop (policy.stdout: drop runs it '
+                'with its output discarded)'
+            )
+    ref_row = next(r for r in rows if r.name == ref)
+    if not np.isfinite(ref_row.max_abs_err):
+        raise PolicyLoadError(f'{p}: the policy returns non-finite values (NaN/Inf) on test observations')
+    return built, rows
 
 
 def _mark_printing(rows: list[BackendResult], built: dict[str, Backend], obs: F32, calls: int = 3) -> None:
@@ -107,6 +154,7 @@ def load_policy_model(
     logger: Any = None,
     check_obs: F32 | None = None,
     size_note: str = '',
+    pipeline_key: str = '',
 ) -> PolicyModel:
     """Load and check a policy; choose its backend.
 
@@ -124,6 +172,7 @@ def load_policy_model(
             :func:`~rt_safe_rl.core.policy.pipeline.plausible_observations`); default N(0, obs_scale).
         logger: object with ``.info(str)`` (rclpy logger or logging.Logger).
         size_note: which terms build `obs_dim`, e.g. ' (base_ang_vel 3 + ... = 47)', for size errors.
+        pipeline_key: the pipeline config (JSON) for the auto-choice cache key.
 
     Raises:
         PolicyLoadError: bad file/hash/size, configured backend unavailable or not exact, a policy that
@@ -144,21 +193,10 @@ def load_policy_model(
             f'{p}: the model expects {info.obs_dim} inputs, the policy config builds {obs_dim}{size_note}'
         )
     ref = reference_name(info)
+    explicit = backends is not None
     if backends is None:
         backends = _default_backends() if cfg.backend == 'auto' else [cfg.backend]
     names = [ref] + [b for b in backends if b != ref]
-    built: dict[str, Backend] = {}
-    unavailable: dict[str, str] = {}
-    for name in names:
-        try:
-            with drop_stdout():
-                built[name] = build_backend(name, p, info, model_cfg, cfg.num_threads)
-        except PolicyLoadError as err:
-            if name == ref:
-                raise
-            unavailable[name] = str(err)
-    if cfg.backend not in ('auto', ref) and cfg.backend in unavailable and backends == [cfg.backend]:
-        raise PolicyLoadError(f'backend {cfg.backend!r} is not available: {unavailable[cfg.backend]}')
     if check_obs is not None:
         if check_obs.ndim != 2 or check_obs.shape[1] != info.obs_dim:
             raise PolicyLoadError(
@@ -167,35 +205,47 @@ def load_policy_model(
         obs = np.ascontiguousarray(check_obs, dtype=np.float32)
     else:
         obs = sample_observations(info.obs_dim, n_check or cfg.auto_samples, scale=obs_scale)
-    if cfg.stdout == 'drop':
-        with drop_stdout():
-            rows = evaluate_backends(built, ref, obs, cfg, unavailable, timing_iters)
-        _mark_printing(rows, built, obs)
-    else:
-        with capture_stdout_fd() as printed:
-            rows = evaluate_backends(built, ref, obs, cfg, unavailable, timing_iters)
-        n_bytes = len(printed())
-        if n_bytes:
-            raise PolicyLoadError(
-                f'{p}: the policy writes to stdout when called ({n_bytes} bytes over '
-                f'{len(obs)} calls per backend): refused in a real-time loop (policy.stdout: drop runs it '
-                'with its output discarded)'
+    use_cache = cfg.backend == 'auto' and cfg.auto_cache and not explicit
+    key = cache_key(info.sha256, pipeline_key + f'|obs_dim={info.obs_dim}', cfg, names) if use_cache else ''
+    entry = load_choice(cfg, key) if use_cache else None
+    selected = ''
+    from_cache = False
+    if entry is not None and entry['selected'] in names:
+        sel = entry['selected']
+        log.info(f'policy {p.name}: auto: re-checking the cached choice {sel!r} ({cache_dir(cfg)})')
+        built, rows = _measure(p, info, model_cfg, cfg, ref, list(dict.fromkeys([ref, sel])), obs, 50, log)
+        row = next((r for r in rows if r.name == sel), None)
+        if row is not None and row.ok:
+            selected, from_cache = sel, True
+        else:
+            log.info(
+                f'policy {p.name}: the cached choice {sel!r} fails the tolerance check now: measuring all'
             )
-    ref_row = next(r for r in rows if r.name == ref)
-    if not np.isfinite(ref_row.max_abs_err):
-        raise PolicyLoadError(f'{p}: the policy returns non-finite values (NaN/Inf) on test observations')
-    if cfg.backend == 'auto' or backends != [cfg.backend]:
-        selected = select_backend(rows, cfg, ref)
-    else:
-        selected = cfg.backend
-        row = next((r for r in rows if r.name == selected), None)
-        if row is None or not row.ok:
-            why = row.reason if row is not None else 'not evaluated'
-            err_s = f'{row.max_abs_err:.3g}' if row is not None else '?'
-            raise PolicyLoadError(
-                f'backend {selected!r} rejected: {why} (max abs error {err_s} vs {ref}, '
-                f'tolerance {row.tolerance if row else "?"})'
+    if not selected:
+        if cfg.backend == 'auto' and len(names) > 1:
+            log.info(
+                f'policy {p.name}: auto: measuring {len(names)} backends (error vs {ref}, latency)'
+                + (f'; the choice is cached in {cache_dir(cfg)}' if use_cache else '')
             )
+        built, rows = _measure(p, info, model_cfg, cfg, ref, names, obs, timing_iters, log)
+        if cfg.backend == 'auto' or backends != [cfg.backend]:
+            selected = select_backend(rows, cfg, ref)
+        else:
+            selected = cfg.backend
+            row = next((r for r in rows if r.name == selected), None)
+            if row is not None and not row.available:
+                raise PolicyLoadError(f'backend {selected!r} is not available: {row.reason}')
+            if row is None or not row.ok:
+                why = row.reason if row is not None else 'not evaluated'
+                err_s = f'{row.max_abs_err:.3g}' if row is not None else '?'
+                raise PolicyLoadError(
+                    f'backend {selected!r} rejected: {why} (max abs error {err_s} vs {ref}, '
+                    f'tolerance {row.tolerance if row else "?"})'
+                )
+        if use_cache:
+            why = store_choice(cfg, key, {'selected': selected, 'table': [r.as_dict() for r in rows]})
+            if why:
+                log.info(f'policy {p.name}: auto choice not cached: {why}')
     log.info(
         f'policy {p.name}: sha256 {info.sha256[:12]}, {info.obs_dim} -> {info.act_dim}, '
         f'recurrent={info.recurrent}; backend {selected!r}\n{format_table(rows, selected)}'
@@ -214,4 +264,12 @@ def load_policy_model(
             'print is within tolerance: its output reaches stdout on the RT path'
         )
     kept = built if keep_all else {selected: chosen}
-    return PolicyModel(info=info, backend=chosen, selected=selected, reference=ref, table=rows, backends=kept)
+    return PolicyModel(
+        info=info,
+        backend=chosen,
+        selected=selected,
+        reference=ref,
+        table=rows,
+        backends=kept,
+        from_cache=from_cache,
+    )

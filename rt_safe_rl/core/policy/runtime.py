@@ -19,6 +19,8 @@ tracemalloc test over 10^4 calls). ``from_config``/``reset`` are configure/activ
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -156,6 +158,9 @@ class PolicyRuntime:
             raise PolicyLoadError(f'policy file not found: {pol_path}')
         load_kwargs.setdefault('check_obs', plausible_observations(pipeline, cfg.auto_samples))
         load_kwargs.setdefault('size_note', pipeline.size_note())
+        load_kwargs.setdefault(
+            'pipeline_key', json.dumps(dataclasses.asdict(pipeline), sort_keys=True, default=str)
+        )
         model = load_policy_model(
             pol_path, cfg, pipeline.model, obs_dim=pipeline.obs_dim, logger=logger, **load_kwargs
         )
