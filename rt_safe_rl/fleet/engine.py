@@ -9,7 +9,7 @@ collect the rows with a progress bar, survive faults, measure scaling.
   new worker). A task that still fails (retries exhausted, an error raised in it) becomes an
   error row: the run completes.
 * Ctrl-C / SIGTERM: the pending tasks are cancelled and the rows so far are returned with
-  ``complete = False`` (:class:`FleetInterruptedError` is caught by :func:`run_tasks`).
+  ``complete = False`` (:func:`stop_signals`; checked every 0.5 s between Ray waits).
 
 Only this module imports ``ray``; without it :func:`import_ray` says how to install it.
 Not RT code.
@@ -39,7 +39,7 @@ class FleetError(RtSafeRlError):
 
 
 class FleetInterruptedError(Exception):
-    """Raised in the driver by SIGTERM while tasks run (SIGINT raises KeyboardInterrupt)."""
+    """The driver got SIGINT / SIGTERM while tasks ran."""
 
 
 def import_ray() -> Any:
@@ -82,21 +82,25 @@ def ray_session(workers: int, address: str = '', object_store_mb: int = 200) -> 
 
 
 @contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises :class:`FleetInterruptedError` inside the block (main thread only)."""
+def stop_signals() -> Iterator[list[int]]:
+    """Inside the block, SIGINT (Ctrl-C) and SIGTERM only record the signal in the yielded list
+    (main thread only; elsewhere the list stays empty). Raising from the handler instead would
+    surface inside Ray's C++ wait as a SystemError; the caller polls the list between waits."""
+    got: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
-        raise FleetInterruptedError(f'signal {signum}')
+        got.append(signum)
 
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
-        yield
+        yield got
         return
     try:
-        yield
+        yield got
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _remote(ray: Any) -> Any:
@@ -132,8 +136,10 @@ def run_tasks(
     queue = list(specs)
     total = len(queue)
     try:
-        with sigterm_interrupts():
+        with stop_signals() as stop:
             while queue or pending:
+                if stop:
+                    raise FleetInterruptedError(f'signal {stop[0]}')
                 while queue and len(pending) < max(1, max_in_flight):
                     spec = queue.pop(0)
                     pending[remote.remote(spec)] = spec
