@@ -37,8 +37,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 STOP_SIGNALS: tuple[int, ...] = (int(signal.SIGINT), int(signal.SIGTERM))
-#: longest time :func:`stop_and_hold` keeps the loop running for the stop to complete (s)
-DEFAULT_HOLD_S = 1.0
+#: longest time :func:`stop_and_hold` keeps the loop running for the stop to complete (s); it
+#: ends as soon as the command is at rest, the margin is for a loaded machine whose loop runs late
+DEFAULT_HOLD_S = 3.0
 
 _lock = threading.Lock()
 _wakers: list[Callable[[], Any]] = []
@@ -118,7 +119,8 @@ def _call_wakers() -> bool:
 def _on_signal(signum: int, frame: Any) -> None:
     with _lock:
         first = not _received
-        _received.append(int(signum))
+        if first or not _wakers:  # (the watcher may have recorded this one already)
+            _received.append(int(signum))
     if _call_wakers():
         return
     if first:
@@ -135,7 +137,11 @@ def _watch(fd: int) -> None:
             return
         if not data:
             return
-        if any(b in STOP_SIGNALS for b in data):
+        stops = [b for b in data if b in STOP_SIGNALS]
+        if stops:
+            with _lock:  # inside a wake block record it here too: the handler may run later
+                if _wakers and not _received:
+                    _received.append(int(stops[0]))
             _call_wakers()
 
 

@@ -21,6 +21,9 @@ START_TIMEOUT_S = 240.0  # numba compile + policy load on a loaded 2-vCPU machin
 EXIT_TIMEOUT_S = 60.0
 
 
+_EOF = '\x00EOF'
+
+
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
     env = dict(os.environ, PYTHONPATH=str(REPO), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     proc = subprocess.Popen(
@@ -37,6 +40,7 @@ def _start(args: list[str]) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.put(line)
+        lines.put(_EOF)  # the process closed stderr: everything it wrote is in the queue
 
     threading.Thread(target=_pump, daemon=True).start()
     return proc, lines
@@ -66,10 +70,16 @@ def _finish(proc: subprocess.Popen[str], lines: queue.Queue[str]) -> tuple[int, 
         proc.kill()
         out, _ = proc.communicate()
         pytest.fail('the process did not exit after the signal (hung shutdown)')
-    time.sleep(0.2)
     err = []
-    while not lines.empty():
-        err.append(lines.get())
+    end = time.monotonic() + EXIT_TIMEOUT_S
+    while time.monotonic() < end:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if line == _EOF:
+            break
+        err.append(line)
     return proc.returncode, out, ''.join(err)
 
 
