@@ -220,9 +220,19 @@ def deployment(ros2_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
 
 def test_launch_with_namespace_remaps_and_arguments(deployment: Deployment) -> None:
     env = deployment.env
-    nodes = ros2(env, 'node', 'list', '--no-daemon')
-    for name in ('safety_node', 'policy_node', 'monitor', 'sim_robot', 'sim_human', 'sim_operator'):
-        assert f'/{NS}/{name}' in nodes, nodes
+    want = [
+        f'/{NS}/{n}'
+        for n in ('safety_node', 'policy_node', 'monitor', 'sim_robot', 'sim_human', 'sim_operator')
+    ]
+    end = time.monotonic() + CLI_TIMEOUT_S
+    while True:  # discovery of every participant can lag the first command on a loaded machine
+        nodes = ros2(env, 'node', 'list', '--no-daemon')
+        missing = [n for n in want if n not in nodes.split()]
+        if not missing or time.monotonic() > end:
+            break
+        deployment.check_alive()
+        time.sleep(2.0)
+    assert not missing, f'{missing} not in:\n{nodes}'
     # launch arguments reach the processes as parameters (placement: control_cpus, safety_priority)
     out = ros2(env, 'param', 'get', f'/{NS}/safety_node', 'rt.control.priority')
     assert 'Integer value is: 82' in out, out
