@@ -44,6 +44,8 @@ DEFAULT_HOLD_S = 3.0
 _lock = threading.Lock()
 _wakers: list[Callable[[], Any]] = []
 _received: list[int] = []  # every stop signal seen, in order
+_handled = 0  # signals the main thread's handler took before the watcher read their byte
+_watched = 0  # signals the watcher took before their handler ran in the main thread
 _installed = False
 _wake_r = -1
 
@@ -117,10 +119,14 @@ def _call_wakers() -> bool:
 
 
 def _on_signal(signum: int, frame: Any) -> None:
+    global _watched, _handled
     with _lock:
+        if _watched > 0:  # the watcher thread has woken the waiters for this signal already
+            _watched -= 1
+            return
+        _handled += 1
         first = not _received
-        if first or not _wakers:  # (the watcher may have recorded this one already)
-            _received.append(int(signum))
+        _received.append(int(signum))
     if _call_wakers():
         return
     if first:
@@ -129,7 +135,13 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 
 def _watch(fd: int) -> None:
-    """Watcher thread: wake the spinning executors as soon as a stop signal arrives."""
+    """Watcher thread: wake the spinning executors as soon as a stop signal arrives.
+
+    Each signal writes one byte to the wake-up fd and, later, runs :func:`_on_signal` in the
+    main thread; whichever of the two comes first handles it, the other only books it off
+    (``_handled`` / ``_watched``), so a byte read late never replays an old signal into a newer
+    wake block."""
+    global _watched, _handled
     while True:
         try:
             data = os.read(fd, 64)
@@ -137,11 +149,17 @@ def _watch(fd: int) -> None:
             return
         if not data:
             return
-        stops = [b for b in data if b in STOP_SIGNALS]
-        if stops:
-            with _lock:  # inside a wake block record it here too: the handler may run later
-                if _wakers and not _received:
-                    _received.append(int(stops[0]))
+        for b in data:
+            if b not in STOP_SIGNALS:
+                continue
+            with _lock:
+                if _handled > 0:  # the main thread's handler ran first: nothing left to do
+                    _handled -= 1
+                    continue
+                if not _wakers:  # nothing to wake: the handler raises in the main thread
+                    continue
+                _watched += 1
+                _received.append(int(b))
             _call_wakers()
 
 

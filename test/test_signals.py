@@ -25,6 +25,8 @@ _EOF = '\x00EOF'
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
+    """Start ``python -m ARGS``; a thread pumps its stderr lines into the returned queue (then
+    _EOF), another collects its stdout (read by :func:`_finish`): nothing else reads the pipes."""
     env = dict(os.environ, PYTHONPATH=str(REPO), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     proc = subprocess.Popen(
         [sys.executable, '-m', *args],
@@ -35,6 +37,8 @@ def _start(args: list[str]) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
         cwd=str(REPO),
     )
     lines: queue.Queue[str] = queue.Queue()
+    out: list[str] = []
+    _STDOUT[proc.pid] = out
 
     def _pump() -> None:
         assert proc.stderr is not None
@@ -42,8 +46,16 @@ def _start(args: list[str]) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
             lines.put(line)
         lines.put(_EOF)  # the process closed stderr: everything it wrote is in the queue
 
+    def _collect() -> None:
+        assert proc.stdout is not None
+        out.append(proc.stdout.read())
+
     threading.Thread(target=_pump, daemon=True).start()
+    threading.Thread(target=_collect, daemon=True).start()
     return proc, lines
+
+
+_STDOUT: dict[int, list[str]] = {}
 
 
 def _wait_for(proc: subprocess.Popen[str], lines: queue.Queue[str], marker: str) -> list[str]:
@@ -64,11 +76,12 @@ def _wait_for(proc: subprocess.Popen[str], lines: queue.Queue[str], marker: str)
 
 
 def _finish(proc: subprocess.Popen[str], lines: queue.Queue[str]) -> tuple[int, str, str]:
+    """Wait for the exit; returns (exit status, all of stdout, stderr after what _wait_for read)."""
     try:
-        out, _ = proc.communicate(timeout=EXIT_TIMEOUT_S)
+        proc.wait(timeout=EXIT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
+        proc.wait()
         pytest.fail('the process did not exit after the signal (hung shutdown)')
     err = []
     end = time.monotonic() + EXIT_TIMEOUT_S
@@ -80,7 +93,10 @@ def _finish(proc: subprocess.Popen[str], lines: queue.Queue[str]) -> tuple[int, 
         if line == _EOF:
             break
         err.append(line)
-    return proc.returncode, out, ''.join(err)
+    out = _STDOUT.pop(proc.pid)
+    while not out and time.monotonic() < end:  # the collector returns at stdout's EOF
+        time.sleep(0.05)
+    return proc.returncode, ''.join(out), ''.join(err)
 
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
