@@ -226,7 +226,7 @@ def test_launch_with_namespace_remaps_and_arguments(deployment: Deployment) -> N
     ]
     end = time.monotonic() + CLI_TIMEOUT_S
     while True:  # discovery of every participant can lag the first command on a loaded machine
-        nodes = ros2(env, 'node', 'list', '--no-daemon')
+        nodes = ros2(env, 'node', 'list', '--no-daemon', '--spin-time', '5')
         missing = [n for n in want if n not in nodes.split()]
         if not missing or time.monotonic() > end:
             break
