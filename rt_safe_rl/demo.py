@@ -324,6 +324,9 @@ def run_demo(
             live_ctx.__exit__(None, None, None)
         if interrupted and thread is not None and thread.is_alive():  # SIGINT/SIGTERM: stop, hold
             signals.stop_while_spinning(comp.nodes.values(), 'demo: controlled shutdown')
+        # the filter's state while the loop still runs (once the control thread has stopped, the
+        # safety monitor would latch STALE_STATE on the silence of our own shutdown)
+        safety_state = _safety_state(comp.nodes.get('safety'))
         comp.executor.shutdown()
         if thread is not None:
             thread.join(10.0)
@@ -332,7 +335,6 @@ def run_demo(
         robot_stats = robot.stats()
         first_ns = robot.interface.first_command_ns if robot.interface is not None else 0
         cycle_stats = comp.cycle.stats() if comp.cycle is not None else {}
-        safety_state = _safety_state(comp.nodes.get('safety'))
         errors = dict(comp.errors)
         if spin_error:
             errors['executor'] = repr(spin_error[0])

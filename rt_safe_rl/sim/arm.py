@@ -176,6 +176,19 @@ def _audit_position(cmd: F64, lo: F64, hi: F64) -> int:
     return out
 
 
+def warm_up_kernels(n_joints: int) -> None:
+    """Run each numba kernel of this module once on scratch arrays (not RT-safe: at configure).
+
+    The first call of a ``cache=True`` kernel loads it from numba's cache, ~0.3 s here: done in
+    the control thread's first cycle it stalled the loop long enough to latch HUMAN_STALE."""
+    z = np.zeros(n_joints)
+    one = np.ones(n_joints)
+    p = np.ones((8, n_joints))
+    _arm_step(z.copy(), z.copy(), z.copy(), z.copy(), p, 1e-3)
+    _audit_diff(z, z, z, z.copy(), one, one, 1e-3, True)
+    _audit_position(z, z - 1.0, one)
+
+
 class ArmSim:
     """State and integration of the simulated arm. Preallocates everything at construction."""
 
@@ -210,6 +223,7 @@ class ArmSim:
         #: max |dq| / v_max after the last :meth:`step`
         self.speed_ratio = 0.0
         self.reset(q0 if q0 is not None else 0.5 * (limits.q_min + limits.q_max))
+        warm_up_kernels(n)
 
     def reset(self, q0: F64) -> None:
         """Put the arm at rest at ``q0`` (rad), commanding to hold it."""

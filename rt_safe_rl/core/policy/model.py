@@ -186,7 +186,12 @@ def load_policy_model(
     model_cfg = model_cfg or ModelConfig()
     with drop_stdout():  # probing runs the model: what it prints is not a policy step's output
         info = inspect_policy(
-            p, model_cfg, obs_dim if cfg.input_sizes_strict else None, cfg.sha256, size_note
+            p,
+            model_cfg,
+            obs_dim if cfg.input_sizes_strict else None,
+            cfg.sha256,
+            size_note,
+            input_usage_needed=False,
         )
     if obs_dim is not None and info.obs_dim != obs_dim:
         raise PolicyLoadError(

@@ -175,6 +175,7 @@ def inspect_policy(
     obs_dim: int | None = None,
     expected_sha256: str = '',
     size_note: str = '',
+    input_usage_needed: bool = True,
 ) -> PolicyInfo:
     """Check a policy file and describe it.
 
@@ -184,6 +185,8 @@ def inspect_policy(
         obs_dim: the observation size the pipeline builds; the model must accept it (None: probe).
         expected_sha256: refuse a file with another hash ('' = no check).
         size_note: which terms build `obs_dim` (for the mismatch message).
+        input_usage_needed: trace which input elements the model reads (``input_used``; costs
+            the torch graph tracer's import, ~1.5 s: ``policy inspect`` wants it, loading does not).
 
     Raises:
         PolicyLoadError: missing, corrupt, wrong hash or format, unsupported, or does not accept `obs_dim`
@@ -217,10 +220,11 @@ def inspect_policy(
         raise PolicyLoadError(
             f'{p}: the model expects {want} inputs, the policy config builds {obs_dim}{size_note}'
         ) from None
-    from rt_safe_rl.core.policy.graph import input_usage
+    if input_usage_needed:
+        from rt_safe_rl.core.policy.graph import input_usage
 
-    used = input_usage(module, tuple(info.in_shape), lambda: reset_torch_state(module))
-    info.input_used = list(used) if used is not None else []
+        used = input_usage(module, tuple(info.in_shape), lambda: reset_torch_state(module))
+        info.input_used = list(used) if used is not None else []
     info.state_buffers = {n: list(b.shape) for n, b in state_buffers(module).items()}
     info.has_reset_memory = hasattr(module, 'reset_memory')
     info.recurrent = is_recurrent(module, info.in_shape)
