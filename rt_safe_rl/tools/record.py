@@ -153,8 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def scenario_sets(args: argparse.Namespace) -> list[str]:
-    """The ``--set`` overrides of the simulated scenario (seed, walk, goals) for ``bringup``."""
-    out: list[str] = []
+    """The ``--set`` overrides of the simulated scenario (seed, walk, goals) for ``bringup``.
+
+    The simulated robot's state is mirrored on joint_states every period (the direct cycle
+    mirrors every ``topics.observer_decimation``-th by default): the bag holds the full-rate
+    state stream a replay needs. A user ``--set`` comes last and wins."""
+    out: list[str] = ['topics.observer_decimation=1']
     if args.seed is not None:
         out += [f'sim.human.seed={args.seed}', f'sim.operator.seed={args.seed}']
     for opt, key in SCENARIO.items():
