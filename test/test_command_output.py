@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -100,3 +101,48 @@ def test_bad_modes_are_refused_in_the_config_and_here(rclpy_context: Any) -> Non
         node.destroy_node()
     assert set(MODES) == {'position', 'trajectory', 'velocity'}
     assert default_topic('position', 'arm/commands') == 'arm/commands'
+
+
+@pytest.mark.parametrize('mode', ['trajectory', 'velocity'])
+def test_the_safety_node_feeds_the_configured_controller(rclpy_context: Any, mode: str) -> None:
+    """`safety.output_mode` wired end to end: the composed closed loop (sim robot, policy, safety)
+    publishes the safe command as the controller's message on its default topic, every value
+    within the robot's limits (position stream unchanged for the package's own robot)."""
+    from rt_safe_rl.bringup import compose, select_nodes
+    from rt_safe_rl.core.robot_model import RobotModel
+
+    over = {'policy': {'backend': 'torchscript', 'auto_samples': 20, 'warmup_iters': 5}}
+    cfg = load_config(None, {**over, 'safety': {'output_mode': mode}})
+    model = RobotModel.from_config(cfg.robot, cfg.base_dir)
+    comp = compose(
+        cfg, select_nodes(with_sim=True, with_monitor=False), context=rclpy_context, namespace='out_t'
+    )
+    listener = rclpy.create_node('out_listener', namespace='out_t', context=rclpy_context)
+    got: list[Any] = []
+    msg_type = JointTrajectory if mode == 'trajectory' else Float64MultiArray
+    listener.create_subscription(msg_type, default_topic(mode), got.append, 100)
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(listener)
+    try:
+        assert comp.start() == {}
+        th = threading.Thread(target=comp.executor.spin, daemon=True)
+        th.start()
+        end = time.monotonic() + 60.0
+        while len(got) < 20 and time.monotonic() < end:
+            ex.spin_once(timeout_sec=0.05)
+        comp.executor.shutdown()
+        th.join(10.0)
+    finally:
+        ex.shutdown()
+        listener.destroy_node()
+        comp.destroy()
+    assert len(got) >= 20, f'{mode}: {len(got)} messages on {default_topic(mode)}'
+    if mode == 'trajectory':
+        for m in got:
+            assert list(m.joint_names) == list(model.joint_names) and len(m.points) == 1
+            q = np.asarray(m.points[0].positions)
+            assert np.all(q >= model.q_min - 1e-9) and np.all(q <= model.q_max + 1e-9)
+            assert np.all(np.abs(m.points[0].velocities) <= model.v_max * (1 + 1e-6))
+    else:
+        for m in got:
+            assert np.all(np.abs(np.asarray(m.data)) <= model.v_max * (1 + 1e-6))

@@ -17,7 +17,14 @@ from rclpy.parameter import Parameter
 from rt_safe_rl.core.configutil import from_mapping
 from rt_safe_rl.core.safety import SafetyConfig
 
-READ_ONLY = ('rate_hz', 'monitor_rate_hz', 'status_rate_hz', 'publish_trajectory')
+READ_ONLY = (
+    'rate_hz',
+    'monitor_rate_hz',
+    'status_rate_hz',
+    'publish_trajectory',
+    'output_mode',
+    'output_topic',
+)
 
 
 def _param_type(tp: Any) -> int:

@@ -62,6 +62,7 @@ from rt_safe_rl.nodes._safety_params import (  # noqa: F401  (re-exported)
     flatten_config,
 )
 from rt_safe_rl.nodes._sim_base import SimNodeBase, run_node
+from rt_safe_rl.nodes.command_output import CommandOutput
 from rt_safe_rl.nodes.msgs import ActionRecord, JointStateReader, publisher_conflict, status_message
 from rt_safe_rl.rt.metrics import registry
 
@@ -96,6 +97,7 @@ class SafetyFilterNode(SimNodeBase):
             node_name, config=config, namespace=namespace, intra_process=intra_process, **node_kwargs
         )
         self._cfg: SafetyConfig = declare_safety_parameters(self, self.app.safety)
+        self._output: CommandOutput | None = None  # configure creates it (mode other than position)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
         self.model: RobotModel | None = None
@@ -217,6 +219,17 @@ class SafetyFilterNode(SimNodeBase):
         self._cmd_pub = self.create_lifecycle_publisher(Float64MultiArray, topics.robot_command, depth)
         self._status_pub = self.create_lifecycle_publisher(DiagnosticStatus, topics.safety_status, depth)
         self._pubs = [self._cmd_pub, self._status_pub]
+        self._output = None  # a ros2_control output besides the position stream (README)
+        if self._cfg.output_mode != 'position' or self._cfg.output_topic:
+            self._output = CommandOutput(
+                self,
+                self._cfg.output_mode,
+                self._cfg.output_topic,
+                period_ns * 1e-9,
+                joint_names=model.joint_names,
+                qos_depth=depth,
+            )
+            self._pubs.append(self._output.publisher)
         self._traj_pub = None
         if self._cfg.publish_trajectory:
             self._traj_pub = self.create_lifecycle_publisher(JointTrajectory, TRAJECTORY_TOPIC, depth)
@@ -277,6 +290,8 @@ class SafetyFilterNode(SimNodeBase):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start filtering: the command re-synchronises (no jump) and holds until a valid action."""
         ret = super().on_activate(state)
+        if self._output is not None:
+            self._output.reset()  # the first derived velocity after (re)activation is 0
         if self.supervisor is not None:
             self.supervisor.activate()
         for t in self._tasks:
@@ -459,12 +474,17 @@ class SafetyFilterNode(SimNodeBase):
 
     def _emit(self, cmd: np.ndarray, seq: int, t_ns: int, repeat: bool) -> None:
         """Publish a command (called by the supervisor under its lock). RT path."""
+        out = self._output
         if repeat:
             self._cmd_pub.publish(self._cmd_msg)  # the held command again, same seq
+            if out is not None:
+                out.republish()
             return
         np.copyto(self._cmd_view, cmd)
         self._cmd_msg.layout.data_offset = seq
         self._cmd_pub.publish(self._cmd_msg)
+        if out is not None:
+            out.publish(cmd)
         if self._traj_pub is not None:
             np.copyto(self._traj_view, cmd)
             self._traj_pub.publish(self._traj_msg)
