@@ -67,7 +67,7 @@ class FaultInjector:
         self.node = rclpy.create_node('rt_safe_rl_fault_injector', context=context)
         self.rival = rclpy.create_node('rt_safe_rl_fault_rival', context=context)
         self._state_pub = self.node.create_publisher(JointState, t.joint_states, 10)
-        self._rival_pub = self.rival.create_publisher(JointState, t.joint_states, 10)
+        self._rival_pub: Any = None  # created by the competing-driver case only, then destroyed
         self._human_pub = self.node.create_publisher(PointStamped, t.human_position, 10)
         self._goal_pub = self.node.create_publisher(Float64MultiArray, t.policy_command, 10)
         self._op_pub = self.node.create_publisher(Float64MultiArray, t.operator_command, 10)
@@ -148,8 +148,17 @@ class FaultInjector:
         return msg
 
     def publish_rival(self, msg: Any) -> None:
-        """Publish `msg` from the second (competing) node."""
+        """Publish `msg` from the second (competing) node (its publisher is created at the first
+        call: while it exists the SUT sees two publishers on joint_states)."""
+        if self._rival_pub is None:
+            self._rival_pub = self.rival.create_publisher(self._JointState, self.cfg.topics.joint_states, 10)
         self._rival_pub.publish(msg)
+
+    def close_rival(self) -> None:
+        """Destroy the competing publisher (end of the competing-driver case)."""
+        if self._rival_pub is not None:
+            self.rival.destroy_publisher(self._rival_pub)
+            self._rival_pub = None
 
     def publish_operator(self, values: list[float]) -> None:
         """One operator command (any length, any values)."""

@@ -329,6 +329,7 @@ def run_campaign(
     model = RobotModel.from_config(cfg.robot, cfg.base_dir)
     results: list[dict[str, Any]] = []
     recovery_v, complete, interrupted = 0, False, False
+    recovery_why: list[str] = []
     with tempfile.TemporaryDirectory(prefix='rt_safe_rl_faults_') as tmp:
         policy = write_fault_policy(Path(tmp) / 'fault_policy.pt', model.n_joints)
         rctx = Context()
@@ -351,9 +352,11 @@ def run_campaign(
                 results.append(res)
                 say(f'{name}: handled={res["handled"]} violations={res["violations"]} ({res["detail"]})')
                 if name != 'sigterm':
-                    r0 = inj.violations()
-                    _recover(ctx)
-                    recovery_v += inj.violations() - r0
+                    r0, rl0 = inj.violations(), len(inj.audit.violation_log)
+                    did = _recover(ctx)
+                    if inj.violations() > r0:
+                        recovery_v += inj.violations() - r0
+                        recovery_why.append(f'after {name} ({did}): {_violation_text(inj, rl0)}')
             complete = True
         except KeyboardInterrupt:
             interrupted = True
@@ -369,7 +372,8 @@ def run_campaign(
             'handled': True,
             'violations': int(recovery_v),
             'fault': 'none',
-            'detail': 'normal inputs and ~/reset between the cases (violations of the resets themselves)',
+            'detail': 'normal inputs and ~/reset between the cases (violations of the resets themselves)'
+            + (f'; violations: {" | ".join(recovery_why)}' if recovery_why else ''),
             'injected': 'none',
             'expect': 'continue',
         }

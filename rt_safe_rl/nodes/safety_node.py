@@ -98,6 +98,7 @@ class SafetyFilterNode(SimNodeBase):
         )
         self._cfg: SafetyConfig = declare_safety_parameters(self, self.app.safety)
         self._output: CommandOutput | None = None  # configure creates it (mode other than position)
+        self._operator_rejected = 0  # operator commands of the wrong size (dropped)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
         self.model: RobotModel | None = None
@@ -360,6 +361,7 @@ class SafetyFilterNode(SimNodeBase):
             return {'fault': 'NOT_CONFIGURED', 'last_command_seq': -1}
         d = sup.status()
         d['velocity_estimated_states'] = self._reader.estimated
+        d['operator_rejected'] = self._operator_rejected
         if self._tasks:
             d['monitor'] = self._monitor_task.stats()
         return d
@@ -372,10 +374,13 @@ class SafetyFilterNode(SimNodeBase):
             detail = publisher_conflict(
                 name, self.get_publishers_info_by_topic(name), self._cfg.inputs.allowed_publishers
             )
-            if detail and self.supervisor is not None:
-                if not self.supervisor.filter.stop_latched:
+            sup = self.supervisor
+            if detail and sup is not None:
+                if not sup.filter.stop_latched:
                     self.get_logger().error(f'fail closed: {detail}')
-                self.supervisor.fail_closed(FaultCode.COMPETING_PUBLISHER, detail)
+                    sup.fail_closed(FaultCode.COMPETING_PUBLISHER, detail)
+                elif sup.add_detail(detail):  # latched by another fault first (e.g. INPUT_ORDER)
+                    self.get_logger().error(f'also: {detail}')
                 return detail
         return ''
 
@@ -445,8 +450,17 @@ class SafetyFilterNode(SimNodeBase):
             self.supervisor.set_human(stamp_ns, xyz, speed_m_s)
 
     def _on_operator(self, msg: Float64MultiArray) -> None:
-        if self.model is not None and len(msg.data) == self.model.n_joints:
-            self.set_operator(_mono(), np.frombuffer(msg.data, dtype=np.float64))
+        if self.model is None:
+            return
+        if len(msg.data) != self.model.n_joints:  # dropped, counted (status operator_rejected), said once
+            self._operator_rejected += 1
+            if self._operator_rejected == 1:
+                self.get_logger().error(
+                    f'operator command with {len(msg.data)} values for {self.model.n_joints} joints: '
+                    'dropped (counted in the status as operator_rejected)'
+                )
+            return
+        self.set_operator(_mono(), np.frombuffer(msg.data, dtype=np.float64))
 
     def set_operator(self, stamp_ns: int, values: np.ndarray) -> None:
         """Latest operator position targets [rad] for shared control and their time [ns]."""

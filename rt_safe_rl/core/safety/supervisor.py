@@ -441,6 +441,15 @@ class SafetySupervisor:
             self.fault_detail = detail
         self.filter.trigger_stop(code)
 
+    def add_detail(self, detail: str) -> bool:
+        """Append `detail` to the latched stop's status detail (a second input fault found while
+        latched, e.g. the competing publisher behind an INPUT_ORDER latch), once. Returns True
+        when it was added. Any thread (non-RT: builds a string)."""
+        if not detail or detail in self.fault_detail:
+            return False
+        self.fault_detail = f'{self.fault_detail}; also: {detail}' if self.fault_detail else detail
+        return True
+
     def controlled_stop(self, reason: str) -> None:
         """Brake within the limits and hold, latched (``CONTROLLED_STOP``): the shutdown path
         (SIGTERM / SIGINT). The next filter step (the chain's or the monitor's) starts the stop."""
