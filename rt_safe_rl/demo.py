@@ -52,6 +52,7 @@ from rt_safe_rl.bringup import (
     split_ros_args,
 )
 from rt_safe_rl.config import AppConfig
+from rt_safe_rl.core import stats
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.rt.cycle import cpu_share, thread_cpu_s
 from rt_safe_rl.rt.metrics import registry
@@ -187,7 +188,7 @@ def _per_1e4(misses: int, cycles: int) -> float:
 
 
 def _pct_us(x_ns: F64, q: float) -> float:
-    return float(np.percentile(x_ns, q) / 1e3) if x_ns.size else math.nan
+    return stats.percentile(x_ns, q) / 1e3
 
 
 def _status_text(

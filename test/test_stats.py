@@ -120,3 +120,16 @@ def test_log_histogram_under_overflow_and_reset() -> None:
     assert h.count == 0 and math.isnan(h.percentile_ns(50.0))
     with pytest.raises(ValueError):
         stats.LogHistogram(lo_ns=10, hi_ns=5)
+
+
+def test_percentile_is_the_nearest_rank_of_percentiles() -> None:
+    """One definition: percentile(x, q) agrees with percentiles(x) and numpy's inverted_cdf."""
+    import numpy as np
+
+    from rt_safe_rl.core import stats
+
+    x = np.random.default_rng(3).standard_normal(1001)
+    p = stats.percentiles(x)
+    assert stats.percentile(x, 50) == p['p50'] and stats.percentile(x, 99.9) == p['p999']
+    assert stats.percentile(x, 99) == float(np.percentile(x, 99, method='inverted_cdf'))
+    assert np.isnan(stats.percentile([], 50)) and stats.percentile([np.nan, 2.0], 50) == 2.0

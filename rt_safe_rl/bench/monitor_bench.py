@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rt_safe_rl.core import stats
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.rt.metrics import MetricsRegistry
 
@@ -193,9 +194,7 @@ class RobotE2E:
 
 
 def _pct(a: npt.NDArray[np.int64], q: float) -> float:
-    if a.size == 0:
-        return math.nan
-    return float(np.percentile(a, q, method='inverted_cdf')) / 1e3
+    return stats.percentile(a, q) / 1e3  # nearest rank (= numpy's inverted_cdf): NaN when empty
 
 
 def _summary_us(a: npt.NDArray[np.int64]) -> dict[str, float]:
@@ -437,7 +436,7 @@ def _run(
         per_pair.append(round(100.0 * (p['on']['p50_us'] - p['off']['p50_us']) / p['off']['p50_us'], 2))
     rng = np.random.default_rng(0)
     boot = np.median(rng.choice(np.asarray(per_pair), size=(2000, len(per_pair))), axis=1)
-    ci = [round(float(np.percentile(boot, 2.5)), 2), round(float(np.percentile(boot, 97.5)), 2)]
+    ci = [round(stats.percentile(boot, 2.5), 2), round(stats.percentile(boot, 97.5), 2)]
     on_segs = [s for s in segments if s['mode'] == 'on']
     off_segs = [s for s in segments if s['mode'] == 'off']
     mon_cpu = float(np.mean([s['monitor_callbacks_cpu_percent'] for s in on_segs]))

@@ -62,6 +62,15 @@ def percentiles(samples: npt.ArrayLike) -> dict[str, float]:
     return out
 
 
+def percentile(samples: npt.ArrayLike, q: float) -> float:
+    """Nearest-rank ``q`` percentile (0 < q <= 100) of ``samples``, same unit as the input; NaN
+    for no finite sample. The package's one percentile definition. Not RT-safe (sorts a copy)."""
+    arr = _as_1d(samples)
+    if arr.size == 0:
+        return math.nan
+    return float(np.partition(arr, nearest_rank_index(q, arr.size))[nearest_rank_index(q, arr.size)])
+
+
 def nearest_rank_index(q: float, n: int) -> int:
     """0-based index of the nearest-rank ``q`` percentile in ``n`` sorted samples (``n >= 1``).
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rt_safe_rl.core import stats
 from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.sim.arm import ArmLimits, ArmSim
 
@@ -310,7 +311,7 @@ def evaluate(
             reach_times.append(t_reach)
     return {
         'mean_final_error_rad': round(float(np.mean(final)), 5),
-        'p95_final_error_rad': round(float(np.percentile(final, 95)), 5),
+        'p95_final_error_rad': round(stats.percentile(final, 95), 5),
         'mean_time_to_0.05rad_s': round(float(np.mean(reach_times)), 4) if reach_times else float('nan'),
         'reached_fraction': round(reached / len(goals), 4),
         'mean_residual_speed_last_0.25s_rad_s': round(float(np.mean(residual)), 5),
