@@ -44,7 +44,7 @@ def test_fault_case_is_handled_without_a_limit_violation(campaign: dict[str, Any
 @pytest.mark.xfail(
     strict=False,
     reason=(
-        'open finding (issue 11 note, 3 Dec): in 3 of 12 campaign runs a ~/reset of a latched stop '
+        'open finding (issue 11 note, 3 Dec): in 3 of 15 campaign runs a ~/reset of a latched stop '
         'during the recovery between cases was followed by a command the injector audit flagged '
         '(acceleration 140x a_max by sequence number, joint 2) while the output guard, which checks '
         'the stream in send order, did not latch; not yet known whether the stream or the audit '
