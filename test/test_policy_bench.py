@@ -74,3 +74,31 @@ def test_bench_policy_missing_file_exit_2(tmp_path: Path, capsys: pytest.Capture
     assert cli(['bench', 'policy', str(tmp_path / 'missing.pt')]) == 2
     err = capsys.readouterr().err.strip()
     assert 'missing.pt' in err and len(err.splitlines()) == 1
+
+
+def test_summary_says_met_or_not_met_for_each_issue_target() -> None:
+    """summary() turns the per-policy figures into a 'met' / 'not met' line per target."""
+    from rt_safe_rl.bench.policy_bench import summary
+
+    def rep(name: str, ok: bool, rec: bool, sp: float, heap: int) -> dict:
+        heap_d = {'growth_bytes': heap, 'calls': 10}
+        return {
+            'policy': name,
+            'recurrent': rec,
+            'compiled': {
+                'ok': ok,
+                'reason': '' if ok else 'numba: why',
+                'speedup_vs_eager': sp,
+                'heap': heap_d,
+            },
+        }
+
+    s = summary(
+        [rep('a.pt', True, False, 3.0, 0), rep('b.pt', True, True, 2.0, 0), rep('c.pt', False, False, 0, 0)]
+    )
+    t = s['targets']
+    assert t['compiled_fraction >= 0.9'] == 'not met'
+    assert t['median_speedup_vs_eager_mlp >= 2'] == 'met'
+    assert t['median_speedup_vs_eager_recurrent >= 4'] == 'not met'
+    assert t['heap_growth_bytes == 0 (every compiled backend)'] == 'met'
+    assert s['not_compiled'] == {'c.pt': 'numba: why'}

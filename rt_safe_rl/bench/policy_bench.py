@@ -237,17 +237,32 @@ def summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
         if r['recurrent'] and r['compiled']['speedup_vs_eager']
     ]
     heaps = [r['compiled']['heap']['growth_bytes'] for r in comp if r['compiled']['heap'] is not None]
+    frac = len(comp) / n if n else 0.0
+    mlp_med, rnn_med = med(mlp), med(rnn)
+    targets = {  # the issue-16 targets: 'met' / 'not met' (speed-ups are same-run ratios)
+        'compiled_fraction >= 0.9': _met(frac >= 0.9),
+        'median_speedup_vs_eager_mlp >= 2': _met(mlp_med is not None and mlp_med >= 2.0),
+        'median_speedup_vs_eager_recurrent >= 4': _met(rnn_med is not None and rnn_med >= 4.0),
+        'heap_growth_bytes == 0 (every compiled backend)': _met(
+            len(heaps) == len(comp) and all(h == 0 for h in heaps)
+        ),
+    }
     return {
         'policies': n,
         'compiled_within_tolerance': len(comp),
-        'compiled_fraction': len(comp) / n if n else 0.0,
+        'compiled_fraction': frac,
         'not_compiled': {
             Path(r['policy']).name: r['compiled']['reason'] for r in reports if not r['compiled']['ok']
         },
-        'median_speedup_vs_eager_mlp': med(mlp),
-        'median_speedup_vs_eager_recurrent': med(rnn),
+        'median_speedup_vs_eager_mlp': mlp_med,
+        'median_speedup_vs_eager_recurrent': rnn_med,
         'max_heap_growth_bytes_compiled': max(heaps) if heaps else None,
+        'targets': targets,
     }
+
+
+def _met(ok: bool) -> str:
+    return 'met' if ok else 'not met'
 
 
 def _finite_or_none(obj: Any) -> Any:
@@ -329,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if len(reports) > 1:
         print(json.dumps(_finite_or_none(result['summary']), indent=2), file=sys.stderr)
+        for target, verdict in result['summary']['targets'].items():
+            print(f'target {target}: {verdict}', file=sys.stderr)
     text = json.dumps(_finite_or_none(result), indent=2, default=float, allow_nan=False)
     print(text)
     if args.json:
