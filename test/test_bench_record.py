@@ -48,10 +48,8 @@ def test_record_with_sim(tmp_path: Path) -> None:
     # In order, no duplicates: the recorder keeps the publisher's sequence (frame_id = the sim's tick seq).
     seq_step = np.diff(s.frame_seq)
     assert (s.frame_seq >= 0).all() and (seq_step > 0).all()
-    # It is the 1 kHz stream: the sim's own stamps, per tick. Not the receive times: on a loaded machine
-    # the recorder takes messages in bursts (median receive interval seen at 0.19 ms), the ticks stay 1 ms.
-    tick_s = np.median(np.diff(s.header_ns) / seq_step) * 1e-9
-    assert 800.0 < 1.0 / tick_s < 1200.0
+    # The sim's own stamps advance with its ticks (behaviour; their rate is a timing, not checked here).
+    assert (np.diff(s.header_ns) > 0).all()
     assert summary['messages']['/joint_states'] == s.n
     assert info.topic('/human/position') is not None and info.topic('/human/position').count > 0
 
