@@ -147,7 +147,7 @@ def test_dataclass_state_and_context_restores_the_thread(system: RtSystem) -> No
 
 def test_torch_module_and_torchscript_policies(tmp_path: Any) -> None:
     """An nn.Module and a TorchScript module go through the same loader; other types are refused."""
-    torch = pytest.importorskip('torch')
+    torch = pytest.importorskip('torch', reason='torch not installed (requirements.txt installs it)')
     net = torch.nn.Sequential(torch.nn.Linear(21, 16), torch.nn.Tanh(), torch.nn.Linear(16, 7))
     for policy in (net, torch.jit.script(net)):
         s = create_development_system(policy, overrides={'policy': {'backend': 'eager'}})

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from test_bench_bag import ARM, write_arm_bag
 
-pytest.importorskip('rclpy')
-torch = pytest.importorskip('torch')
+pytest.importorskip('rclpy', reason='rclpy not installed (ROS 2 wheels or a sourced ROS 2 needed)')
+torch = pytest.importorskip('torch', reason='torch not installed (requirements.txt installs it)')
 
 
 @pytest.fixture(scope='module')

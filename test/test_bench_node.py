@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip('rclpy')
+pytest.importorskip('rclpy', reason='rclpy not installed (ROS 2 wheels or a sourced ROS 2 needed)')
 
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter

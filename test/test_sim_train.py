@@ -15,7 +15,7 @@ TINY = ['--iterations', '2', '--batch', '8', '--horizon-s', '0.1', '--eval-goals
 
 
 def test_training_is_reproducible_and_writes_model_and_metadata(tmp_path: Path) -> None:
-    torch = pytest.importorskip('torch')
+    torch = pytest.importorskip('torch', reason='torch not installed (requirements.txt installs it)')
     from rt_safe_rl.tools.train_default_policy import main
 
     a, b = tmp_path / 'a' / 'm.pt', tmp_path / 'b' / 'm.pt'
@@ -39,7 +39,7 @@ def test_training_is_reproducible_and_writes_model_and_metadata(tmp_path: Path) 
 
 
 def test_shipped_metadata_matches_the_shipped_weights() -> None:
-    torch = pytest.importorskip('torch')
+    torch = pytest.importorskip('torch', reason='torch not installed (requirements.txt installs it)')
     from rt_safe_rl.paths import package_file
     from rt_safe_rl.tools.train_default_policy import weights_sha256
 
@@ -68,7 +68,7 @@ def test_trainer_rejects_pipelines_it_cannot_reproduce(tmp_path: Path) -> None:
 def test_shipped_model_reaches_goals_through_the_policy_runtime() -> None:
     """The shipped model, run by the policy engineer's runtime at 1 kHz (50 Hz policy, hold) in the
     simulated arm, brings the arm to a goal it has not seen."""
-    pytest.importorskip('torch')
+    pytest.importorskip('torch', reason='torch not installed (requirements.txt installs it)')
     from rt_safe_rl.config import load_config
     from rt_safe_rl.core.policy.runtime import PolicyRuntime
     from rt_safe_rl.core.robot_model import RobotModel
