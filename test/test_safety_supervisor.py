@@ -161,3 +161,23 @@ def test_input_config_is_validated(field: str) -> None:
         InputConfig(**{field: -1})  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match='missing_velocity'):
         InputConfig(missing_velocity='zero')  # type: ignore[arg-type]
+
+
+def test_read_command_waits_for_a_step_in_progress() -> None:
+    """The command buffer holds the filter's raw output until the output guard checked it, and
+    the monitor thread steps into it under the step lock: read_command (the control cycle's read
+    of what to send) must take that lock, never copy a half-finished step."""
+    import threading
+
+    rig = Rig()
+    for k in range(1, 4):
+        rig.cycle(k, rig.model.home())
+    got: list[int] = []
+    out = np.zeros(7)
+    with rig.sup._lock:  # a step in progress on another thread
+        th = threading.Thread(target=lambda: got.append(rig.sup.read_command(out)), daemon=True)
+        th.start()
+        th.join(0.3)
+        assert not got, 'read_command copied the buffer while a step held the lock'
+    th.join(10.0)
+    assert got == [rig.sup.last_command_seq] and np.array_equal(out, rig.cmds[-1][1])

@@ -371,11 +371,17 @@ class SafetySupervisor:
 
     def read_command(self, out: np.ndarray) -> int:
         """Copy the latest safe command into `out`; return the state seq it was computed from
-        (-1 before the first command). Same thread as process_action. RT-safe."""
-        if self._last_pub_seq < 0:
-            return -1
-        np.copyto(out, self._out[: out.shape[0]])
-        return self._last_pub_seq
+        (-1 before the first command). Same thread as process_action. RT-safe.
+
+        Under the step lock: the monitor thread steps the filter into the same buffer, and the
+        buffer holds the filter's raw output until the output guard has checked it; outside
+        the lock a late cycle could copy an unchecked command (or a pair of command and seq
+        from two different steps)."""
+        with self._lock:
+            seq = self._last_pub_seq
+            if seq >= 0:
+                np.copyto(out, self._out[: out.shape[0]])
+        return seq
 
     @property
     def last_command_seq(self) -> int:
