@@ -216,3 +216,18 @@ def test_resync_while_moving_brakes_then_resumes(arm7: RobotModel) -> None:
     assert audit(arm7, rb.cmds) == [] and f.guard_violations == 0
     assert codes[0] == FaultCode.RESYNC and codes[-1] == FaultCode.OK  # braked, then the new policy
     assert np.abs(rb.out - arm7.home()).max() < 0.5 * np.abs(target - arm7.home()).max()
+
+
+def test_after_a_pause_the_guard_checks_acceleration_from_rest() -> None:
+    """Unit: after more than max_gap_s without a command the stream restarts from rest, with
+    velocity and acceleration 0 known: a step from rest to full speed is an acceleration
+    violation (on the old code only the velocity was checked after a pause: 2000 rad/s^2 passed)."""
+    lim = np.zeros((8, 1))
+    lim[0], lim[L_QMAX], lim[L_VMAX], lim[L_AMAX], lim[4] = -1.0, 1.0, 2.0, 10.0, 5000.0
+    g = OutputGuard(lim, DT, 0.1)
+    for k in range(3):
+        g.record(k * MS, np.array([0.0]))
+    t = 2 * MS + 500 * MS  # a 0.5 s pause > max_gap_s 0.1 s
+    assert g.held(t)
+    assert g.check(t, lim, np.array([0.002]), True) == G_ACCELERATION  # 0 -> 2 rad/s in 1 ms
+    assert g.check(t, lim, np.array([0.000005]), True) == G_OK  # 0 -> 5 mrad/s: 5 rad/s^2

@@ -223,11 +223,12 @@ class OutputGuard:
 
     def held(self, t_ns: int) -> bool:
         """True when the last command was sent more than ``max_gap_s`` before `t_ns` (the robot has
-        been holding it): the stream history is reduced to the position. RT-safe."""
+        been holding it): the stream restarts from rest, velocity and acceleration 0 -- known, so
+        the next commands are checked against them (no step from rest to speed). RT-safe."""
         if self._hist >= 1 and self._t_prev_ns >= 0 and t_ns - self._t_prev_ns > self.max_gap_ns:
             self._prev[1].fill(0.0)
             self._prev[2].fill(0.0)
-            self._hist = 1
+            self._hist = 3
             return True
         return False
 
