@@ -93,17 +93,22 @@ def ros2_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
+#: CLI answers that mean discovery has not caught up yet (not the node's answer)
+TRANSIENT = ('Node not found', 'Wait for service timed out')
+
+
 def ros2(env: dict[str, str], *args: str, timeout: float = CLI_TIMEOUT_S) -> str:
     """Run ``ros2 ARGS`` and return stdout + stderr (the exit status is in the text on failure).
-    'Node not found' (the CLI's discovery daemon has not seen the node yet: it can lag on a
-    loaded machine) is retried for up to 60 s, as a user would run the command again."""
+    A :data:`TRANSIENT` answer (the CLI's new participant has not discovered the node or its
+    parameter services yet: discovery can lag on a loaded machine) is retried for up to 60 s, as
+    a user would run the command again."""
     exe = _ros2_executable()
     assert exe is not None
     end = time.monotonic() + 60.0
     while True:
         res = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout)
         out = res.stdout + res.stderr
-        if 'Node not found' not in out or time.monotonic() > end:
+        if not any(t in out for t in TRANSIENT) or time.monotonic() > end:
             break
         time.sleep(2.0)
     return out if res.returncode == 0 else f'{out}\n[exit status {res.returncode}]'
