@@ -4,6 +4,8 @@ state). The audit below is the robot's view: per-command differences at the robo
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -231,3 +233,46 @@ def test_after_a_pause_the_guard_checks_acceleration_from_rest() -> None:
     assert g.held(t)
     assert g.check(t, lim, np.array([0.002]), True) == G_ACCELERATION  # 0 -> 2 rad/s in 1 ms
     assert g.check(t, lim, np.array([0.000005]), True) == G_OK  # 0 -> 5 mrad/s: 5 rad/s^2
+
+
+def test_first_command_of_a_fresh_filter_is_checked_for_velocity(arm7: RobotModel, monkeypatch: Any) -> None:
+    """A fresh filter starts its stream at rest at the measured state, and the guard knows it:
+    a first command that jumps (a kernel fault, injected here) is braked and latched, not only
+    checked against the position limits."""
+    from rt_safe_rl.core.safety import kernel as kn
+
+    original = kn.filter_kernel
+
+    def jumping_kernel(*args: Any) -> None:
+        original(*args)
+        args[-2][2] += 0.05  # out_cmd: 50 mrad away from the measured state in one period
+
+    monkeypatch.setattr(kn, 'filter_kernel', jumping_kernel)
+    f = SafetyFilter(arm7, SafetyConfig())
+    q0 = arm7.home()
+    rb = LaggingRobot(f, q0, lag=1.0)
+    rep = rb.step(q0 + 0.1)
+    assert rep.latched and rep.fault_code == FaultCode.OUTPUT_GUARD, f.guard.describe()  # type: ignore[attr-defined]
+    assert 'joint 2' in f.guard.describe()
+    assert np.abs(rb.cmds[0] - q0).max() < 1e-9  # the brake from rest at q0 is q0
+
+
+def test_strict_velocity_never_lets_a_late_command_move_two_periods() -> None:
+    """Velocity / trajectory outputs send (c_k - c_k-1) / period as a velocity: there the guard
+    checks each increment against one period of v_max even when the command is late."""
+    lim = np.zeros((8, 1))
+    lim[0], lim[L_QMAX], lim[L_VMAX], lim[L_AMAX], lim[4] = -1.0, 1.0, 2.0, 1e6, 1e9
+    for strict, expected in ((False, G_OK), (True, G_VELOCITY)):
+        g = OutputGuard(lim, DT, 0.1)
+        g.strict_velocity = strict
+        g.record(0, np.array([0.0]))
+        # 2 ms late: 1.5 periods of v_max is within the real elapsed time, not within one period
+        assert g.check(2 * MS, lim, np.array([0.003]), False) == expected
+
+
+def test_velocity_output_mode_makes_the_filter_guard_strict(arm7: RobotModel) -> None:
+    from dataclasses import replace
+
+    assert not SafetyFilter(arm7, SafetyConfig()).guard.strict_velocity
+    for mode in ('velocity', 'trajectory'):
+        assert SafetyFilter(arm7, replace(SafetyConfig(), output_mode=mode)).guard.strict_velocity

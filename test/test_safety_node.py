@@ -820,3 +820,58 @@ def test_missing_velocity_fails_closed_when_configured(rclpy_context: Any) -> No
         )
     finally:
         node.destroy_node()
+
+
+def test_deactivate_while_moving_brakes_to_rest_first(rclpy_context: Any, monkeypatch: Any) -> None:
+    """Deactivating used to stop the output mid-motion. Now the node brakes to rest within the
+    limits first (the states have stopped here: it steps the braking itself), then goes quiet;
+    activation clears that stop and the robot moves again."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from rt_safe_rl.nodes import safety_node as sn
+
+    node, ch, clock, rec = _direct_node(rclpy_context, 'sn16', monkeypatch)
+    monkeypatch.setattr(sn, '_pause', lambda s: setattr(clock, 't_ns', clock.t_ns + int(s * 1e9)))
+    try:
+        home = node.model.home()
+        node.set_human(clock.t_ns, np.array([2.0, 0.0, 0.5]))
+        q = _drive(node, ch, clock, range(1, 300), home + 0.5, home)
+        assert np.abs(node.filter.command_state[1]).max() > 0.2
+        n = len(rec.cmds)
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert len(rec.cmds) - n > 10 and node.filter.is_stopped
+        np.testing.assert_array_equal(rec.cmds[-1][1], rec.cmds[-2][1])  # ends holding at rest
+        assert _audit(node, rec.cmds).violations == 0
+        q = rec.cmds[-1][1]
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        s0 = node.supervisor.last_command_seq + 1
+        node.set_human(clock.t_ns, np.array([2.0, 0.0, 0.5]))
+        q2 = _drive(node, ch, clock, range(s0, s0 + 300), home + 0.5, q)
+        assert not node.filter.stop_latched and np.abs(q2 - q).max() > 0.05
+        assert _audit(node, rec.cmds).violations == 0
+    finally:
+        node.destroy_node()
+
+
+def test_a_refused_reset_changes_no_parameter(rclpy_context: Any, monkeypatch: Any) -> None:
+    """A parameter set that asks for a reset and a tightening together, and whose reset is refused,
+    changes nothing (it used to apply the new limits before the reset was refused)."""
+    from rclpy.parameter import Parameter
+
+    node, ch, clock, _rec = _direct_node(rclpy_context, 'sn17', monkeypatch)
+    try:
+        home = node.model.home()
+        node.set_human(clock.t_ns, np.array([2.0, 0.0, 0.5]))
+        q = _drive(node, ch, clock, range(1, 50), home + 0.2, home)
+        node.filter.trigger_stop()
+        _drive(node, ch, clock, range(50, 700), home + 0.2, q)
+        clock.t_ns += 1_200_000_000  # stale state: a reset is refused
+        before = node.current_config().velocity_scale
+        r = node.set_parameters_atomically(
+            [Parameter('safety.reset', Parameter.Type.BOOL, True), _param('safety.velocity_scale', 0.3)]
+        )
+        assert not r.successful and 'state is' in r.reason, r.reason
+        assert node.current_config().velocity_scale == before
+        assert node.supervisor.cfg.velocity_scale == before
+    finally:
+        node.destroy_node()

@@ -181,3 +181,58 @@ def test_read_command_waits_for_a_step_in_progress() -> None:
         assert not got, 'read_command copied the buffer while a step held the lock'
     th.join(10.0)
     assert got == [rig.sup.last_command_seq] and np.array_equal(out, rig.cmds[-1][1])
+
+
+def test_brake_to_rest_stops_a_moving_command_within_the_limits_then_activate_resumes() -> None:
+    """Deactivating while moving used to stop the output mid-motion (a position robot then holds
+    a target it had been passing at speed; a velocity controller keeps the last velocity). The
+    supervisor brakes to rest first, stepping the filter itself when nobody else does (the
+    states have stopped here), ends with the rest command once more, and activation clears that
+    stop again."""
+    rig = Rig()
+    repeats: list[int] = []
+    rig.sup.emit = lambda cmd, seq, t_ns, repeat: (repeats.append(repeat), rig.emit(cmd, seq, t_ns, repeat))
+
+    def sleep(seconds: float) -> None:
+        rig.t_ns += int(seconds * 1e9)
+
+    rig.sup.sleep = sleep
+    goal = rig.model.home() + 0.6
+    for s in range(1, 300):
+        rig.cycle(s, goal)
+    assert np.abs(rig.sup.filter.command_state[1]).max() > 0.2
+    n_before = len(rig.cmds)
+    at_rest, why = rig.sup.brake_to_rest('deactivating')
+    assert at_rest, why
+    assert len(rig.cmds) - n_before > 10  # it stepped the braking itself
+    assert rig.sup.filter.is_stopped and repeats[-1] is True
+    assert rig.audit.violations == 0, rig.audit.summary()
+    st = rig.sup.status()
+    assert st['fault'] == 'CONTROLLED_STOP' and 'deactivating' in st['fault_detail']
+    rig.sup.deactivate()
+    assert not rig.sup.process_action(300, goal, True)  # inactive: nothing is stepped
+    q_rest = rig.q.copy()
+    rig.sup.activate()
+    s0 = rig.sup.last_command_seq + 1  # the robot's numbering went on while the states were lost
+    for s in range(s0, s0 + 600):
+        rig.cycle(s, goal)
+    st = rig.sup.status()
+    assert not st['latched'], st
+    assert np.abs(rig.q - q_rest).max() > 0.05  # moving again after the re-activation
+    assert rig.audit.violations == 0, rig.audit.summary()
+
+
+def test_brake_to_rest_at_rest_is_immediate_and_keeps_an_earlier_latch() -> None:
+    rig = Rig()
+    home = rig.model.home()
+    for s in range(1, 20):
+        rig.cycle(s, home)
+    n = len(rig.cmds)
+    assert rig.sup.brake_to_rest('deactivating') == (True, 'at rest') and len(rig.cmds) == n
+    rig.sup.controlled_stop('an earlier fault')
+    for s in range(20, 40):
+        rig.cycle(s, home)
+    rig.sup.deactivate()
+    rig.sup.activate()
+    rig.cycle(40, home)
+    assert rig.sup.status()['fault'] == 'CONTROLLED_STOP'  # a stop not made by brake_to_rest stays

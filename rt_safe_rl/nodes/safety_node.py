@@ -73,8 +73,15 @@ TRAJECTORY_TOPIC = 'safety/joint_trajectory'
 _mono = time.monotonic_ns
 
 
+_pause = time.sleep
+
+
 def _clock() -> int:
     return _mono()  # looked up at each call, so tests can replace ``_mono``
+
+
+def _sleep(seconds: float) -> None:
+    _pause(seconds)  # tests on a fake ``_mono`` replace ``_pause`` to advance it
 
 
 class SafetyFilterNode(SimNodeBase):
@@ -140,6 +147,7 @@ class SafetyFilterNode(SimNodeBase):
                 reset = bool(p.value)
             elif p.name in values:
                 values[p.name] = p.value
+        sup = self.supervisor
         try:
             new_cfg = config_from_values(values, self._cfg)
             loose = loosenings(self.model, self._cfg, new_cfg) if self._is_active() and self.model else []
@@ -150,15 +158,17 @@ class SafetyFilterNode(SimNodeBase):
                     reason=f'refused while active (safety parameters may only tighten): {why}. '
                     'Deactivate, set, activate to loosen.',
                 )
-            if self.supervisor is not None:
-                self.supervisor.update_config(new_cfg)  # validated against the robot; next cycle
+            if sup is not None:
+                sup.validate_config(new_cfg)  # against the robot; nothing changes yet
         except ConfigError as err:
             return SetParametersResult(successful=False, reason=str(err))
-        self._cfg = new_cfg
-        if reset:
+        if reset:  # before the config is applied: a refused set changes nothing
             ok, why = self.reset_filter()
             if not ok:
                 return SetParametersResult(successful=False, reason=why)
+        if sup is not None and new_cfg != self._cfg:
+            sup.update_config(new_cfg)  # applies at the next cycle
+        self._cfg = new_cfg
         return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, params: list[Any]) -> None:
@@ -181,7 +191,7 @@ class SafetyFilterNode(SimNodeBase):
                 )
             self.model = RobotModel.from_config(app.robot, app.base_dir)
             self.supervisor = SafetySupervisor(
-                self.model, self._cfg, self._emit, metrics=registry(), clock=_clock
+                self.model, self._cfg, self._emit, metrics=registry(), clock=_clock, sleep=_sleep
             )
             self.supervisor.warm_up()
         except RtSafeRlError as err:
@@ -300,9 +310,16 @@ class SafetyFilterNode(SimNodeBase):
         return ret
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop filtering and publishing (the robot's own command timeout then holds it)."""
-        if self.supervisor is not None:
-            self.supervisor.deactivate()
+        """Brake a moving command to rest within the limits (velocity outputs end with zeros), then
+        stop filtering and publishing. Fails (the node stays active, braking, latched) when the
+        command still moves after twice its braking time."""
+        sup = self.supervisor
+        if sup is not None:
+            at_rest, why = sup.brake_to_rest('deactivating: braking to rest first')
+            if not at_rest:
+                self.get_logger().error(f'deactivate refused: {why}; the stop stays latched, try again')
+                return TransitionCallbackReturn.FAILURE
+            sup.deactivate()
         for t in self._tasks:
             t.enabled = False
         return super().on_deactivate(state)

@@ -413,6 +413,7 @@ class SafetyFilter:
         self._jerk_on = bool(cfg.enforce_jerk)
         if hasattr(self, 'guard'):
             self.guard.max_gap_ns = self._max_gap_ns
+            self.guard.strict_velocity = cfg.output_mode != 'position'
         self._ssm_on = bool(cfg.ssm.enabled)
         self._require_human = bool(cfg.ssm.require_human)
 
@@ -757,6 +758,10 @@ class SafetyFilter:
             self._initialized = True
             self._resync = False
             self._ramping = False
+            if self.guard.history == 0:
+                # the stream starts at rest at the measured state: the first command is checked for
+                # velocity and acceleration too, not only for position
+                self.guard.seed(self._cs[0], self._cs[1], self._cs[2])
         if self.guard.held(t_ns):
             # the last command was sent longer than max_step_gap_s ago: the robot has been holding
             # it, so the command trajectory continues from rest (no velocity carried over the gap)

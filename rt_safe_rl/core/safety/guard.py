@@ -10,7 +10,10 @@ the guard checks that it did, from the stream alone, independently of how the co
 - velocity: ``|c_k - c_{k-1}| <= v_lim * dt_v`` with ``dt_v`` the REAL elapsed time since the
   previous command was sent, floored at one robot period (the robot consumes at most one target
   per period, so two commands closer than a period are not faster motion) and capped at two
-  periods (a command never moves more than two periods of v_max, however late it is);
+  periods (a command never moves more than two periods of v_max, however late it is); with
+  ``strict_velocity`` (velocity and trajectory output modes: the controller receives the increment
+  divided by one period as a velocity) ``dt_v`` is always one period, so no velocity sent exceeds
+  ``v_lim``;
   ``v_lim = max(v_max, |v_{k-1}|)`` so a joint faster than a just-tightened limit may brake down;
 - acceleration ``|(v_k - v_{k-1}) / dt| <= a_max`` and, when ``enforce_jerk`` (and the filter did
   not report the jerk tier relaxed this cycle), jerk ``|(a_k - a_{k-1}) / dt| <= j_max``: second
@@ -208,6 +211,8 @@ class OutputGuard:
         self._info = np.zeros(3)
         self._code = 0
         self.violations = 0
+        self.strict_velocity = False
+        """True: the velocity check uses one robot period, never the real elapsed time."""
 
     @property
     def history(self) -> int:
@@ -238,7 +243,7 @@ class OutputGuard:
         guard_adopt_limits(lim, self._glim, self._prev, self._hist)
         dt = self.dt_s
         dt_v = dt
-        if self._t_prev_ns >= 0:
+        if self._t_prev_ns >= 0 and not self.strict_velocity:
             el = (t_ns - self._t_prev_ns) * 1e-9
             dt_v = min(max(el, dt), 2.0 * dt)
         code = guard_check(self._glim, self._prev, self._hist, cmd, dt, dt_v, jerk_on, self._info)

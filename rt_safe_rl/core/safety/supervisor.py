@@ -43,7 +43,14 @@ import numpy as np
 
 from rt_safe_rl.core.robot_model import RobotModel
 from rt_safe_rl.core.safety.config import SafetyConfig
-from rt_safe_rl.core.safety.filter import MAX_HUMAN_POINTS, FaultCode, SafetyFilter, SafetyReport
+from rt_safe_rl.core.safety.filter import (
+    MAX_HUMAN_POINTS,
+    FaultCode,
+    SafetyFilter,
+    SafetyReport,
+    build_params,
+)
+from rt_safe_rl.core.safety.kernel import L_AMAX
 
 EmitFn = Callable[[np.ndarray, int, int, bool], None]
 SEQ_RESTART_GAP = 1000
@@ -71,7 +78,8 @@ class SafetySupervisor:
         model: robot model. cfg: safety config (``rate_hz`` = the robot's rate).
         emit: ``emit(cmd (n,) rad, state seq, t_ns, repeat)`` publishes a command (under the lock).
         metrics: optional registry (``stage``/``counter``/``gauge``), e.g. ``rt.metrics.registry()``.
-        clock: monotonic clock [ns] (tests may replace ``clock`` at any time).
+        clock: monotonic clock [ns] (tests may replace ``clock`` at any time); sleep: wait [s] (the
+            same clock, for tests on a fake one: :meth:`brake_to_rest`).
 
     Public counters (non-RT readers): cycles, monitor_publishes, monitor_stops, deadline_misses,
     skipped_actions, dropped_states, duplicate_states; ``filter`` (the core filter).
@@ -85,11 +93,13 @@ class SafetySupervisor:
         *,
         metrics: Any = None,
         clock: Callable[[], int] = time.monotonic_ns,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.model = model
         self._cfg = cfg
         self.emit = emit
         self.clock = clock
+        self.sleep = sleep
         self.filter = SafetyFilter(model, cfg, MAX_HUMAN_POINTS)
         n = model.n_joints
         self.period_ns = round(1e9 / cfg.rate_hz)
@@ -126,6 +136,7 @@ class SafetySupervisor:
         self._last_label = -1
         self._seq_restart = False
         self._was_latched = False
+        self._rest_stop = False
         self._guard_seen = 0
         self._drop_bucket = 0.0
         self._drop_t_ns = 0
@@ -142,6 +153,10 @@ class SafetySupervisor:
     def cfg(self) -> SafetyConfig:
         """The SafetyConfig in force."""
         return self._cfg
+
+    def validate_config(self, cfg: SafetyConfig) -> None:
+        """Raise ConfigError when `cfg` is inconsistent with the robot; changes nothing (non-RT)."""
+        build_params(self.model, cfg)
 
     def update_config(self, cfg: SafetyConfig) -> None:
         """Validate `cfg` against the robot and apply it at the next step (non-RT; ConfigError)."""
@@ -165,16 +180,53 @@ class SafetySupervisor:
             self.fault_detail = ''
 
     def activate(self) -> None:
-        """Start: the command re-synchronises (no jump) and holds until a valid action arrives."""
-        self.filter.resync()
+        """Start: the command re-synchronises (no jump) and holds until a valid action arrives. The
+        stop that :meth:`brake_to_rest` latched for a deactivation is cleared (the command is at
+        rest); any other latched stop stays latched."""
+        f = self.filter
+        if self._rest_stop and f.latched_fault == FaultCode.CONTROLLED_STOP:
+            ok, _ = f.reset()
+            if ok:
+                self.fault_detail = ''
+        self._rest_stop = False
+        f.resync()
         self._action_rx_ns = 0
         self._last_pub_ns = 0
         self._last_label = -1
         self.active = True
 
     def deactivate(self) -> None:
-        """Stop stepping and emitting."""
+        """Stop stepping and emitting (see :meth:`brake_to_rest` for a command still moving)."""
         self.active = False
+
+    def brake_to_rest(self, reason: str, timeout_s: float | None = None) -> tuple[bool, str]:
+        """Bring a moving command to rest within the limits before the output goes silent
+        (deactivation): a latched ``CONTROLLED_STOP`` (cleared again by :meth:`activate`), stepped
+        here at the robot period whenever the chain does not step it, then the rest command sent
+        once more (velocity outputs: zeros). ``(at_rest, why)``; False when the command still moves
+        after `timeout_s` (None: twice the braking time + 0.5 s). Blocks: lifecycle thread, non-RT."""
+        f = self.filter
+        if not self.active or self._state_rx_ns == 0 or f.is_stopped:
+            return True, 'at rest'
+        if not f.stop_latched:
+            self._rest_stop = True
+        self.fail_closed(FaultCode.CONTROLLED_STOP, f'controlled stop: {reason}')
+        v = np.abs(f.command_state[1])
+        t_brake_s = float(np.max(v / f.limits[L_AMAX])) if v.size else 0.0
+        limit_s = 2.0 * t_brake_s + 0.5 if timeout_s is None else timeout_s
+        end_ns = self.clock() + int(limit_s * 1e9)
+        period_s = self.period_ns * 1e-9
+        for _ in range(int(limit_s / period_s) + 10):  # bounded even on a clock that stands still
+            if self.clock() >= end_ns:
+                break
+            with self._lock:
+                stopped = f.is_stopped and f.stop_latched
+                self._monitor_step(f)  # steps when the chain has not for this period; else no-op
+                if stopped and self._last_pub_seq >= 0:
+                    self.emit(self._out, self._last_pub_seq, self.clock(), True)
+                    return True, 'at rest'
+            self.sleep(period_s)
+        return False, f'still moving {limit_s:.2f} s after the stop was commanded'
 
     # ------------------------------------------------------------------ inputs
     def process_state(
