@@ -30,7 +30,11 @@ class TopicsConfig:
         joint_states: robot state, ``sensor_msgs/JointState``.
         robot_command: position targets to the robot, ``std_msgs/Float64MultiArray`` (rad); the
             interface of ros2_control's forward_command_controller.
-        policy_action: proposed targets from the policy, ``Float64MultiArray``.
+        joint_command: the safe command as ``sensor_msgs/JointState`` (position rad, velocity
+            rad/s; ``header.stamp`` = the stamp of the joint state it answers): the package's own
+            command stream, which the simulated robot and the benches match to their states.
+        policy_action: proposed targets from the policy, ``sensor_msgs/JointState`` (``header.stamp``
+            = the stamp of the joint state they were computed from).
         policy_command: task command for the policy (e.g. joint-space goal), ``Float64MultiArray``.
         human_position: tracked human, ``geometry_msgs/PointStamped``.
         operator_command: operator's position targets for shared control, ``Float64MultiArray``.
@@ -43,6 +47,7 @@ class TopicsConfig:
 
     joint_states: str = 'joint_states'
     robot_command: str = 'forward_position_controller/commands'
+    joint_command: str = 'safety/joint_command'
     policy_action: str = 'policy/action'
     policy_command: str = 'policy/command'
     human_position: str = 'human/position'

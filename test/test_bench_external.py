@@ -65,7 +65,7 @@ def test_external_pipeline_lockstep(naive_child: Any, tmp_path: Path) -> None:
     from rt_safe_rl.config import load_config
 
     app = load_config(None)
-    app = app.replace(topics=dataclasses.replace(app.topics, robot_command='command'))
+    app = app.replace(topics=dataclasses.replace(app.topics, joint_command='command'))
     ext = ExternalPipeline(app, timeout_s=2.0, namespace=NAMESPACE)
     try:
         ext.wait_for_pipeline(30.0)

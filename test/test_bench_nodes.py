@@ -111,5 +111,5 @@ def test_naive_pipeline_runs(pipeline) -> None:  # type: ignore[no-untyped-def]
     )
     assert fields['complete'] and fields['messages'] + fields['lost'] == 150
     assert fields['messages'] > 0  # answered states; a lost one (2 s timeout on a loaded machine) is counted
-    assert fields['stages']['e2e_us']['p50'] > fields['stages']['inference_us']['p50']
+    assert set(fields['stages']) == {'e2e_us'} and fields['stages']['e2e_us']['p50'] > 0
     assert 'SingleThreadedExecutor' in fields['description']

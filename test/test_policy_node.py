@@ -109,6 +109,7 @@ def test_dds_topic_command_input_and_reset_service(rclpy_context: Any) -> None:
     from std_msgs.msg import Float64MultiArray
     from std_srvs.srv import Trigger
 
+    from rt_safe_rl.nodes.msgs import set_stamp, stamp_ns_of
     from rt_safe_rl.nodes.policy_node import PolicyInferenceNode
     from rt_safe_rl.rt.executor import RtExecutor
 
@@ -117,13 +118,14 @@ def test_dds_topic_command_input_and_reset_service(rclpy_context: Any) -> None:
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     peer = Node('peer', namespace='pd', context=rclpy_context)
-    actions: list[tuple[int, str, list[float]]] = []
-    peer.create_subscription(
-        Float64MultiArray,
-        'policy/action',
-        lambda m: actions.append((m.layout.data_offset, m.layout.dim[0].label, list(m.data))),
-        10,
-    )
+    actions: list[tuple[int, str, list[float]]] = []  # (state seq from the stamp, valid?, targets)
+
+    def on_action(m: Any) -> None:
+        seq = round((stamp_ns_of(m) - 1_000_000_000) / 1_000_000)
+        data = list(m.position)
+        actions.append((seq, 'valid' if np.all(np.isfinite(data)) else 'invalid', data))
+
+    peer.create_subscription(JointState, 'policy/action', on_action, 10)
     state_pub = peer.create_publisher(JointState, 'joint_states', 10)
     cmd_pub = peer.create_publisher(Float64MultiArray, 'policy/command', 10)
     client = peer.create_client(Trigger, 'policy_node/reset_memory')
@@ -139,7 +141,7 @@ def test_dds_topic_command_input_and_reset_service(rclpy_context: Any) -> None:
 
         def publish_state(seq: int) -> None:
             msg = JointState()
-            msg.header.frame_id = str(seq)
+            set_stamp(msg, 1_000_000_000 + seq * 1_000_000)
             msg.name = [f'joint{i + 1}' for i in range(7)]
             msg.position = q0
             msg.velocity = [0.0] * 7
@@ -165,15 +167,15 @@ def test_dds_topic_command_input_and_reset_service(rclpy_context: Any) -> None:
         assert _wait(lambda: not node._reset_requested, 5.0)  # done by the control thread
         # joints matched by name: a shuffled message gives the same robot-order state
         shuffled = JointState()
-        shuffled.header.frame_id = '200'
+        set_stamp(shuffled, 1_000_000_000 + 200 * 1_000_000)
         shuffled.name = [f'joint{i + 1}' for i in reversed(range(7))]
         shuffled.position = list(reversed(q0))
         shuffled.velocity = [float(i) for i in reversed(range(7))]
         state_pub.publish(shuffled)
-        assert _wait(lambda: node.cycles > 0 and int(node._js_m) == 7 and node._js_names[0] == 'joint7', 5.0)
-        assert _wait(lambda: np.allclose(node._q, q0) and np.allclose(node._dq, np.arange(7.0)), 5.0)
+        r = node._reader
+        assert _wait(lambda: np.allclose(r.q, q0) and np.allclose(r.dq, np.arange(7.0)), 5.0)
         lacking = JointState()
-        lacking.header.frame_id = '201'
+        set_stamp(lacking, 1_000_000_000 + 201 * 1_000_000)
         lacking.name = [f'joint{i + 1}' for i in range(6)]
         lacking.position = q0[:6]
         state_pub.publish(lacking)
@@ -181,7 +183,7 @@ def test_dds_topic_command_input_and_reset_service(rclpy_context: Any) -> None:
         assert next(a for a in actions if a[0] == 201)[1] == 'invalid'
         # wrong-size state: flagged invalid, published as NaN
         bad = JointState()
-        bad.header.frame_id = '101'
+        set_stamp(bad, 1_000_000_000 + 101 * 1_000_000)
         bad.position = [0.0] * 3
         state_pub.publish(bad)
         assert _wait(lambda: (pex.spin_once(timeout_sec=0.01), any(a[0] == 101 for a in actions))[1], 5.0)

@@ -34,6 +34,18 @@ def _wait(pred: Any, timeout_s: float) -> bool:
     return bool(pred())
 
 
+def _stamp_of(seq: int) -> int:
+    """The header stamp [ns] the test robot gives its state `seq` (1 kHz from t = 1 s)."""
+    return 1_000_000_000 + seq * 1_000_000
+
+
+def _seq_of(msg: Any) -> int:
+    """The robot period a command on ``safety/joint_command`` answers, from its stamp."""
+    from rt_safe_rl.nodes.msgs import stamp_ns_of
+
+    return round((stamp_ns_of(msg) - 1_000_000_000) / 1_000_000)
+
+
 class Rig:
     """Safety node + a peer node playing robot (joint_states), policy (actions) and human."""
 
@@ -42,7 +54,6 @@ class Rig:
         from rclpy.lifecycle import TransitionCallbackReturn
         from rclpy.node import Node
         from sensor_msgs.msg import JointState
-        from std_msgs.msg import Float64MultiArray
 
         from rt_safe_rl.config import load_config
         from rt_safe_rl.nodes.safety_node import SafetyFilterNode
@@ -57,17 +68,17 @@ class Rig:
         self.peer = Node('peer', namespace=ns, context=ctx)
         self.cmds: list[tuple[int, np.ndarray]] = []
         self.status: list[Any] = []
-        self.peer.create_subscription(
-            Float64MultiArray,
-            'forward_position_controller/commands',
-            lambda m: self.cmds.append((m.layout.data_offset, np.array(m.data))),
+        self.peer.create_subscription(  # the command stream stamped with the state it answers
+            JointState,
+            'safety/joint_command',
+            lambda m: self.cmds.append((_seq_of(m), np.array(m.position))),
             50,
         )
         from diagnostic_msgs.msg import DiagnosticStatus
 
         self.peer.create_subscription(DiagnosticStatus, 'safety/status', self.status.append, 10)
         self.js_pub = self.peer.create_publisher(JointState, 'joint_states', 10)
-        self.act_pub = self.peer.create_publisher(Float64MultiArray, 'policy/action', 10)
+        self.act_pub = self.peer.create_publisher(JointState, 'policy/action', 10)
         self.hum_pub = self.peer.create_publisher(PointStamped, 'human/position', 10)
         self.ex = RtExecutor(self.app.rt, context=ctx)
         self.ex.add_node(self.node)
@@ -82,11 +93,12 @@ class Rig:
         """One robot cycle: publish state (+ human), optionally an action for it; follow the command."""
         from geometry_msgs.msg import PointStamped
         from sensor_msgs.msg import JointState
-        from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+        from rt_safe_rl.nodes.msgs import set_stamp
 
         self.seq += 1
         m = JointState()
-        m.header.frame_id = str(self.seq)
+        set_stamp(m, _stamp_of(self.seq))
         m.name = list(self.model.joint_names)
         m.position = [float(v) for v in self.q]
         m.velocity = [0.0] * len(self.q)
@@ -96,10 +108,10 @@ class Rig:
         self.hum_pub.publish(h)
         if target is not None:
             time.sleep(0.0005)
-            a = Float64MultiArray()
-            a.data = [float(v) for v in target]
-            a.layout.data_offset = self.seq
-            a.layout.dim = [MultiArrayDimension(label='valid' if valid else 'invalid', size=7, stride=7)]
+            a = JointState()
+            set_stamp(a, _stamp_of(self.seq))  # the action names its state by the state's stamp
+            a.name = list(self.model.joint_names)
+            a.position = [float(v) if valid else math.nan for v in target]
             self.act_pub.publish(a)
         time.sleep(0.002)
         if self.cmds:
@@ -305,9 +317,10 @@ def test_callbacks_map_joint_names_human_poses_operator_and_trajectory(rclpy_con
     from geometry_msgs.msg import Pose, PoseArray
     from rclpy.lifecycle import TransitionCallbackReturn
     from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+    from std_msgs.msg import Float64MultiArray
 
     from rt_safe_rl.config import load_config
+    from rt_safe_rl.nodes.msgs import set_stamp
     from rt_safe_rl.nodes.safety_node import SafetyFilterNode
 
     cfg = dict(RELAXED['safety'], publish_trajectory=True)
@@ -321,7 +334,7 @@ def test_callbacks_map_joint_names_human_poses_operator_and_trajectory(rclpy_con
         q = model.home()
         order = list(reversed(range(7)))
         js = JointState()
-        js.header.frame_id = '41'
+        set_stamp(js, 5_000_000_000)  # ROS 2 headers have no seq: the node counts states (0, 1, ...)
         js.name = [model.joint_names[i] for i in order]
         js.position = [float(q[i]) for i in order]
         js.velocity = [0.0] * 7
@@ -337,13 +350,13 @@ def test_callbacks_map_joint_names_human_poses_operator_and_trajectory(rclpy_con
         op = Float64MultiArray()
         op.data = [float(v) for v in q]
         node._on_operator(op)
-        act = Float64MultiArray()
-        act.data = [float(v) for v in q + 0.001]
-        act.layout.data_offset = 41
-        act.layout.dim = [MultiArrayDimension(label='valid', size=7, stride=7)]
+        act = JointState()
+        set_stamp(act, 5_000_000_000)  # the action names its state by that state's stamp
+        act.name = list(model.joint_names)
+        act.position = [float(v) for v in q + 0.001]
         node._on_action(act)
         out = np.zeros(7)
-        assert node.read_command(out) == 41
+        assert node.read_command(out) == 0
         assert node.filter is not None and node.filter.report.fault_code == 0
         assert node.filter.report.human_distance_m < 2.0  # the PoseArray points were used
         np.testing.assert_array_equal(np.asarray(node._traj_msg.points[0].positions), out)
@@ -351,10 +364,11 @@ def test_callbacks_map_joint_names_human_poses_operator_and_trajectory(rclpy_con
         bad = JointState()
         bad.name = ['a', 'b']
         bad.position = [0.0, 0.0]
-        node._on_joint_state(bad)  # no seq in frame_id: the node counts states (42)
+        set_stamp(bad, 5_001_000_000)
+        node._on_joint_state(bad)
         assert np.all(np.isnan(node.supervisor.measured_q)) and 'do not contain' in node.last_error
-        assert node.supervisor.state_seq == 42
-        act.layout.data_offset = 42
+        assert node.supervisor.state_seq == 1
+        set_stamp(act, 5_001_000_000)
         node._on_action(act)
         assert node.filter.stop_latched and node.status()['fault'] == 'NONFINITE_INPUT', node.status()
     finally:
@@ -404,13 +418,15 @@ class _Clock:
 
 
 class _Recorder:
-    """Stands in for the command publisher: keeps (data_offset, command) in publish order."""
+    """Wraps the supervisor's emit: keeps (state seq, command) of every command sent, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, emit: Any) -> None:
         self.cmds: list[tuple[int, np.ndarray]] = []
+        self._emit = emit
 
-    def publish(self, msg: Any) -> None:
-        self.cmds.append((int(msg.layout.data_offset), np.array(msg.data)))
+    def __call__(self, cmd: np.ndarray, seq: int, t_ns: int, repeat: bool) -> None:
+        self._emit(cmd, seq, t_ns, repeat)
+        self.cmds.append((seq, cmd.copy()))
 
 
 def _direct_node(ctx: Any, ns: str, monkeypatch: Any) -> tuple[Any, Any, _Clock, _Recorder]:
@@ -428,8 +444,8 @@ def _direct_node(ctx: Any, ns: str, monkeypatch: Any) -> tuple[Any, Any, _Clock,
     node = sn.SafetyFilterNode(config=app, namespace=ns, intra_process=True, context=ctx)
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    rec = _Recorder()
-    node._cmd_pub = rec
+    rec = _Recorder(node.supervisor.emit)
+    node.supervisor.emit = rec
     ch = get_channel(node.resolve_topic_name('policy/action'), 7 + sn.ACTION_HEADER)
     return node, ch, clock, rec
 
@@ -766,7 +782,7 @@ def test_joint_state_reader_estimates_a_missing_velocity() -> None:
 
     from rt_safe_rl.nodes.msgs import JointStateReader
 
-    r = JointStateReader(['a', 'b'])
+    r = JointStateReader(['a', 'b'], baseline_ns=1_000_000)
     for k, pos in enumerate(([0.0, 1.0], [0.001, 1.0], [0.003, 0.998])):
         js = JointState()
         js.header.stamp.nanosec = 1_000_000 * (k + 1)
@@ -785,12 +801,39 @@ def test_joint_state_reader_estimates_a_missing_velocity() -> None:
     assert not r.complete and np.all(np.isnan(r.q))  # the one fail-closed rule
 
 
+def test_the_velocity_estimate_spans_several_periods_so_jitter_does_not_multiply_it() -> None:
+    """A robot moving at 1 rad/s whose stamps jitter by +-0.4 ms around 1 kHz: differences of
+    consecutive samples read up to 5x the speed (the campaign's js_missing_velocity case latched
+    STATE_OUT_OF_LIMITS on such an estimate); over >= 4 periods the estimate stays near 1 rad/s."""
+    from sensor_msgs.msg import JointState
+
+    from rt_safe_rl.nodes.msgs import JointStateReader
+
+    rng = np.random.default_rng(5)
+    worst: dict[int, float] = {}
+    for baseline_ns in (1, 4_000_000):
+        r = JointStateReader(['a'], baseline_ns=baseline_ns)
+        est = []
+        for k in range(1, 400):
+            js = JointState()
+            js.header.stamp.nanosec = 1_000_000 * k + int(rng.integers(-400_000, 400_000))
+            js.name = ['a']
+            js.position = [1e-3 * k]  # 1 rad/s, sampled on the robot's own period
+            r.read(js, 0)
+            r.accept()
+            if k > 10:
+                est.append(float(r.dq[0]))
+        worst[baseline_ns] = float(np.max(np.abs(np.array(est) - 1.0)))
+    assert worst[1] > 1.0  # consecutive differences: off by more than the speed itself
+    assert worst[4_000_000] < 0.3
+
+
 def test_missing_velocity_fails_closed_when_configured(rclpy_context: Any) -> None:
     from rclpy.lifecycle import TransitionCallbackReturn
     from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
     from rt_safe_rl.config import load_config
+    from rt_safe_rl.nodes.msgs import set_stamp
     from rt_safe_rl.nodes.safety_node import SafetyFilterNode
 
     over = {
@@ -803,14 +846,14 @@ def test_missing_velocity_fails_closed_when_configured(rclpy_context: Any) -> No
         model = node.model
         assert model is not None
         js = JointState()
-        js.header.frame_id = '1'
+        set_stamp(js, 3_000_000_000)
         js.name = list(model.joint_names)
         js.position = [float(v) for v in model.home()]
         node._on_joint_state(js)  # no velocity field
-        act = Float64MultiArray()
-        act.data = js.position
-        act.layout.data_offset = 1
-        act.layout.dim = [MultiArrayDimension(label='valid', size=7, stride=7)]
+        act = JointState()
+        set_stamp(act, 3_000_000_000)
+        act.name = list(model.joint_names)
+        act.position = js.position
         node._on_action(act)
         st = node.status()
         assert (

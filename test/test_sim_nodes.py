@@ -41,8 +41,8 @@ def test_sim_robot_state_commands_latency_audit_and_hold(rclpy_context: Any, app
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float64MultiArray
 
+    from rt_safe_rl.nodes.msgs import stamp_ns_of
     from rt_safe_rl.nodes.sim_robot_node import SimRobotNode
     from rt_safe_rl.rt.executor import RtExecutor
 
@@ -50,18 +50,19 @@ def test_sim_robot_state_commands_latency_audit_and_hold(rclpy_context: Any, app
     assert robot.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert robot.trigger_activate() == TransitionCallbackReturn.SUCCESS
     ctrl = Node('fake_controller', namespace='t1', context=rclpy_context)
-    pub = ctrl.create_publisher(Float64MultiArray, 'forward_position_controller/commands', 10)
+    pub = ctrl.create_publisher(JointState, 'safety/joint_command', 10)
     states: list[tuple[int, list[float]]] = []
     target_offset = np.zeros(7)
     target_offset[0] = 0.002  # a small step: well inside the velocity/acceleration limits
 
     def on_state(msg: JointState) -> None:
-        seq = int(msg.header.frame_id)
-        states.append((seq, list(msg.position)))
-        if len(states) <= 300:  # command the state it came from (+ a tiny offset) with its seq
-            out = Float64MultiArray()
-            out.data = list(np.asarray(msg.position) + target_offset * min(1.0, len(states) / 300))
-            out.layout.data_offset = seq
+        assert msg.header.frame_id == ''  # no field is repurposed
+        stamp = stamp_ns_of(msg)
+        states.append((stamp, list(msg.position)))
+        if len(states) <= 300:  # command the state it came from (+ a tiny offset), named by its stamp
+            out = JointState()
+            out.header.stamp = msg.header.stamp
+            out.position = list(np.asarray(msg.position) + target_offset * min(1.0, len(states) / 300))
             pub.publish(out)
 
     ctrl.create_subscription(
@@ -100,8 +101,9 @@ def test_sim_robot_state_commands_latency_audit_and_hold(rclpy_context: Any, app
 
 def test_sim_robot_flags_a_limit_violating_command(rclpy_context: Any, app_cfg: Any) -> None:
     from rclpy.lifecycle import TransitionCallbackReturn
-    from std_msgs.msg import Float64MultiArray
+    from sensor_msgs.msg import JointState
 
+    from rt_safe_rl.nodes.msgs import set_stamp
     from rt_safe_rl.nodes.sim_robot_node import SimRobotNode
 
     robot = SimRobotNode(config=app_cfg, namespace='t2', context=rclpy_context)
@@ -109,16 +111,18 @@ def test_sim_robot_flags_a_limit_violating_command(rclpy_context: Any, app_cfg: 
     assert robot.arm is not None and robot.limits is not None
     q = robot.arm.q.copy()
     for seq, cmd in ((1, q), (2, q + 0.5), (3, np.full(7, np.nan)), (4, robot.limits.q_max + 0.1)):
-        m = Float64MultiArray()
-        m.data = list(cmd)
-        m.layout.data_offset = seq
+        stamp = 1_000_000_000 + seq * 1_000_000
+        robot._stamps.record(seq, stamp)  # the state the robot published for that period
+        m = JointState()
+        set_stamp(m, stamp)
+        m.position = list(cmd)
         robot._on_command(m)  # the subscription callback, called directly
     assert robot.audit is not None
     s = robot.audit.summary()
     assert s['velocity_violations'] >= 1 and s['nonfinite'] == 1 and s['position_violations'] == 1
     assert robot.commands_rejected == 1  # the NaN command is never applied
-    bad = Float64MultiArray()
-    bad.data = [0.0] * 3
+    bad = JointState()
+    bad.position = [0.0] * 3
     robot._on_command(bad)
     assert robot.commands_rejected == 2
     robot.destroy_node()

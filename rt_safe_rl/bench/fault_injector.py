@@ -4,12 +4,14 @@ bench's own process (the system under test runs in another one), over DDS.
 * robot: publishes ``joint_states`` at ``control.rate_hz`` (~1 kHz from a Python thread with
   absolute deadlines; slower on a loaded machine), each state = the last command received (the
   loop is closed), velocity = the command stream's (last two commands over their seq spacing,
-  as a position-controlled robot tracking it would report); seq in ``header.frame_id``;
+  as a position-controlled robot tracking it would report); ``header.stamp`` = now (the ROS
+  clock), ``frame_id`` empty (no field is repurposed);
 * person: ``human/position`` at 100 Hz; task goals on ``policy/command``;
-* audit: every command on ``forward_position_controller/commands`` is checked on arrival
-  against the URDF limits relative to the previous command with the sim robot's
-  :class:`~rt_safe_rl.sim.arm.CommandAudit`, over the real elapsed time: the commands' state
-  seqs count the periods between two commands, capped by the periods that really elapsed between
+* audit: every command on ``safety/joint_command`` (the safe command, stamped with the state it
+  answers: :class:`~rt_safe_rl.nodes.msgs.StateStamps` gives the robot period) is checked on
+  arrival against the URDF limits relative to the previous command with the sim robot's
+  :class:`~rt_safe_rl.sim.arm.CommandAudit`, over the real elapsed time: the commands' periods
+  count the periods between two commands, capped by the periods that really elapsed between
   their arrivals (+1 for arrival jitter), so a SUT that labels commands with injected,
   inflated seqs gets no extra room;
 * observers: the safety node's ``safety/status`` (fault, latch, counters), ``~/reset`` and
@@ -30,6 +32,7 @@ import numpy as np
 
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.robot_model import RobotModel
+from rt_safe_rl.nodes.msgs import StateStamps, set_stamp, stamp_ns_of
 from rt_safe_rl.sim.arm import ArmLimits, CommandAudit
 
 SAFETY_NODE = 'safety_node'
@@ -72,7 +75,7 @@ class FaultInjector:
         self._goal_pub = self.node.create_publisher(Float64MultiArray, t.policy_command, 10)
         self._op_pub = self.node.create_publisher(Float64MultiArray, t.operator_command, 10)
         best_effort = QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT)
-        self.node.create_subscription(Float64MultiArray, t.robot_command, self._on_command, best_effort)
+        self.node.create_subscription(JointState, t.joint_command, self._on_command, best_effort)
         self.node.create_subscription(DiagnosticStatus, t.safety_status, self._on_status, 50)
         self._reset_cli: Any = self.node.create_client(Trigger, f'/{SAFETY_NODE}/reset')
         self._param_cli: Any = self.node.create_client(SetParameters, f'/{SAFETY_NODE}/set_parameters')
@@ -97,6 +100,7 @@ class FaultInjector:
         self.commands = 0
         self.cmd_log: list[tuple[int, float]] = []  # (arrival ns, max |step| / (v_max dt)) per command
         self.seq = 0
+        self.stamps = StateStamps(round(self.period_s * 1e9))
         self.state_hook: StateHook | None = None
         self.human_xyz: np.ndarray | None = np.array([2.5, 0.0, 0.6])
         self.goals = [self.home.copy(), self.home + np.array([0.6, 0.3, -0.5, 0.4, 0.5, -0.3, 0.6])[:n]]
@@ -137,10 +141,12 @@ class FaultInjector:
 
     # ---------------------------------------------------------------- robot + person
     def make_state(self, seq: int, q: np.ndarray, dq: np.ndarray) -> Any:
-        """A JointState for the robot's joints (seq in frame_id, stamp = now)."""
+        """A JointState for the robot's joints (stamp = now, recorded as period `seq`)."""
         msg = self._JointState()
-        msg.header.stamp = self.node.get_clock().now().to_msg()
-        msg.header.frame_id = str(seq)
+        now_ns = self.node.get_clock().now().nanoseconds
+        set_stamp(msg, now_ns)
+        with self._lock:
+            self.stamps.record(seq, now_ns)
         msg.name = list(self.names)
         msg.position = [float(x) for x in q]
         msg.velocity = [float(x) for x in dq]
@@ -208,9 +214,9 @@ class FaultInjector:
     # ---------------------------------------------------------------- audit
     def _on_command(self, msg: Any) -> None:
         now = time.monotonic_ns()
-        c = np.asarray(msg.data, dtype=np.float64)
-        label = int(msg.layout.data_offset)
+        c = np.asarray(msg.position, dtype=np.float64)
         with self._lock:
+            label = self.stamps.seq_of(stamp_ns_of(msg))
             if c.shape != self.q.shape:
                 self.audit.nonfinite += 1  # malformed command: counted as a violation
                 self.audit.violation_log.append(('malformed', label, -1, -1, float(c.size)))

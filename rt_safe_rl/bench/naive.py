@@ -12,10 +12,11 @@ comprehension clamping to the joint limits:
 
 The policy node runs the model every ``decimation`` states and holds its last target in
 between (the same work as ours). The driver replays the states in lockstep (publish state ``i``,
-wait for the command carrying ``i`` or ``timeout_s``) and measures end-to-end latency from just
-before ``publish`` to the start of its command callback. The seq travels in ``header.frame_id``
-and comes back in ``layout.data_offset``; the nodes report their compute time (ns) in
-``layout.dim`` labels ``inference_ns`` / ``safety_ns`` (instrumentation only).
+wait for the command answering it or ``timeout_s``) and measures end-to-end latency from just
+before ``publish`` to the start of its command callback. Action and command are
+``sensor_msgs/JointState`` whose ``header`` is the state's (the way a tutorial passes a stamp
+along): the driver matches the command to its state by ``header.stamp``; no field is repurposed.
+Only the end-to-end time is measured (the nodes' own compute times are not visible from outside).
 Not RT-safe anywhere, on purpose.
 """
 
@@ -37,10 +38,10 @@ import numpy.typing as npt
 
 from rt_safe_rl.core import stats
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.nodes.msgs import set_stamp, stamp_ns_of
 
 NAMESPACE = 'rt_safe_rl_naive_bench'
 READY_TIMEOUT_S = 60.0
-PING_SEQ = 2**32 - 1  # readiness probe (layout.data_offset is uint32)
 
 
 class NaiveError(RtSafeRlError):
@@ -92,7 +93,6 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
     from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -107,14 +107,13 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     class NaivePolicyNode(Node):  # the way the tutorials write it
         def __init__(self) -> None:
             super().__init__('naive_policy', namespace=NAMESPACE)
-            self.pub = self.create_publisher(Float64MultiArray, 'policy/action', 10)
+            self.pub = self.create_publisher(JointState, 'policy/action', 10)
             self.sub = self.create_subscription(JointState, 'joint_states', self.on_state, 10)
             self.last_action = [0.0] * len(default_q)
             self.target = list(default_q)
             self.count = 0
 
         def on_state(self, msg: Any) -> None:
-            t0 = time.monotonic_ns()
             if self.count % args.decimation == 0:
                 q = list(msg.position)
                 obs = (
@@ -130,29 +129,22 @@ def child_main(argv: Sequence[str] | None = None) -> int:
                 self.last_action = action
                 self.target = [d + args.scale * a for d, a in zip(default_q, action, strict=False)]
             self.count += 1
-            out = Float64MultiArray()
-            out.data = self.target
-            out.layout.data_offset = int(msg.header.frame_id or 0)
-            out.layout.dim = [MultiArrayDimension(label='inference_ns', size=time.monotonic_ns() - t0)]
+            out = JointState()
+            out.header = msg.header
+            out.position = self.target
             self.pub.publish(out)
 
     class NaiveSafetyNode(Node):
         def __init__(self) -> None:
             super().__init__('naive_safety', namespace=NAMESPACE)
-            self.pub = self.create_publisher(Float64MultiArray, 'command', 10)
-            self.sub = self.create_subscription(Float64MultiArray, 'policy/action', self.on_action, 10)
+            self.pub = self.create_publisher(JointState, 'command', 10)
+            self.sub = self.create_subscription(JointState, 'policy/action', self.on_action, 10)
 
         def on_action(self, msg: Any) -> None:
-            t0 = time.monotonic_ns()
-            safe = [min(max(v, lo), hi) for v, lo, hi in zip(msg.data, q_min, q_max, strict=False)]
-            out = Float64MultiArray()
-            out.data = safe
-            out.layout.data_offset = msg.layout.data_offset
-            out.layout.dim = [
-                *msg.layout.dim,
-                MultiArrayDimension(label='safety_ns', size=time.monotonic_ns() - t0),
-                MultiArrayDimension(label='intervened', size=int(safe != list(msg.data))),
-            ]
+            safe = [min(max(v, lo), hi) for v, lo, hi in zip(msg.position, q_min, q_max, strict=False)]
+            out = JointState()
+            out.header = msg.header
+            out.position = safe
             self.pub.publish(out)
 
     rclpy.init()
@@ -244,7 +236,6 @@ class NaiveRunner:
         from rclpy.node import Node
         from rclpy.signals import SignalHandlerOptions
         from sensor_msgs.msg import JointState
-        from std_msgs.msg import Float64MultiArray
 
         n = q.shape[0] if max_messages <= 0 else min(q.shape[0], max_messages)
         ctx = Context()
@@ -257,28 +248,17 @@ class NaiveRunner:
         node = Node('naive_driver', namespace=NAMESPACE, context=ctx)
         executor = SingleThreadedExecutor(context=ctx)
         executor.add_node(node)
-        got: dict[str, Any] = {'seq': -2, 't': 0, 'inf': math.nan, 'saf': math.nan, 'int': 0}
+        got: dict[str, Any] = {'stamp': -1, 't': 0}
 
         def on_command(msg: Any) -> None:
-            t = time.monotonic_ns()
-            got['seq'] = int(msg.layout.data_offset)
-            got['t'] = t
-            for d in msg.layout.dim:
-                if d.label == 'inference_ns':
-                    got['inf'] = float(d.size)
-                elif d.label == 'safety_ns':
-                    got['saf'] = float(d.size)
-                elif d.label == 'intervened':
-                    got['int'] = int(d.size)
+            got['t'] = time.monotonic_ns()
+            got['stamp'] = stamp_ns_of(msg)
 
         pub = node.create_publisher(JointState, 'joint_states', 10)
-        node.create_subscription(Float64MultiArray, 'command', on_command, 10)
+        node.create_subscription(JointState, 'command', on_command, 10)
         names = list(self.joint_names)
         e2e = np.full(n, np.nan)
-        inf = np.full(n, np.nan)
-        saf = np.full(n, np.nan)
         lost = 0
-        interventions = 0
         complete = True
         t_start = 0
         t_end = 0
@@ -293,12 +273,13 @@ class NaiveRunner:
                         f'naive pipeline process exited ({child.returncode}): '
                         f'{err.splitlines()[-1] if err else "no output"}'
                     )
-                msg = self._state(JointState, names, q[0], dq[0], PING_SEQ)
+                msg = self._state(JointState, names, q[0], dq[0])
                 pub.publish(msg)
+                ping = stamp_ns_of(msg)
                 end = time.monotonic() + 0.2
-                while time.monotonic() < end and got['seq'] != PING_SEQ:
+                while time.monotonic() < end and got['stamp'] != ping:
                     executor.spin_once(timeout_sec=0.05)
-                if got['seq'] == PING_SEQ:
+                if got['stamp'] == ping:
                     ready = True
                     break
             if not ready:
@@ -307,24 +288,17 @@ class NaiveRunner:
             t_start = time.monotonic_ns()
             for k in range(total):
                 i = k - warmup if k >= warmup else k % n
-                seq = k  # unique per publish
-                msg = JointState()
-                msg.header.frame_id = str(seq)
-                msg.name = names
-                msg.position = [float(x) for x in q[i]]
-                msg.velocity = [float(x) for x in dq[i]]
+                msg = self._state(JointState, names, q[i], dq[i])
+                stamp = stamp_ns_of(msg)  # unique per publish: names the state
                 t_pub = time.monotonic_ns()
                 pub.publish(msg)
                 end_s = time.monotonic() + self.timeout_s
-                while got['seq'] != seq and time.monotonic() < end_s:
+                while got['stamp'] != stamp and time.monotonic() < end_s:
                     executor.spin_once(timeout_sec=self.timeout_s)
                 if k < warmup:
                     continue
-                if got['seq'] == seq:
+                if got['stamp'] == stamp:
                     e2e[i] = (got['t'] - t_pub) / 1e3
-                    inf[i] = got['inf'] / 1e3
-                    saf[i] = got['saf'] / 1e3
-                    interventions += got['int']
                 else:
                     lost += 1
             t_end = time.monotonic_ns()
@@ -350,20 +324,19 @@ class NaiveRunner:
             'messages': int(measured.sum()),
             'lost': int(lost),
             'throughput_msgs_per_s': float(measured.sum()) / wall_s if t_start else math.nan,
-            'stages': {
-                'e2e_us': stats.summarize(e2e),
-                'inference_us': stats.summarize(inf),
-                'safety_us': stats.summarize(saf),
-                'transport_us': stats.summarize(e2e - inf - saf),
-            },
-            'interventions': int(interventions),
+            'stages': {'e2e_us': stats.summarize(e2e)},
             '_samples': e2e[measured],
         }
 
-    @staticmethod
-    def _state(cls: Any, names: list[str], q: Any, dq: Any, seq: int) -> Any:
-        msg = cls()
-        msg.header.frame_id = str(seq)
+    _last_stamp_ns = 0
+
+    @classmethod
+    def _state(cls, msg_type: Any, names: list[str], q: Any, dq: Any) -> Any:
+        """A joint state stamped now (wall clock, strictly increasing per call)."""
+        msg = msg_type()
+        stamp = max(time.time_ns(), cls._last_stamp_ns + 1)
+        cls._last_stamp_ns = stamp
+        set_stamp(msg, stamp)
         msg.name = names
         msg.position = [float(x) for x in q]
         msg.velocity = [float(x) for x in dq]

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.nodes.msgs import set_stamp, stamp_ns_of
 
 FloatArray = npt.NDArray[np.float64]
 BENCH_NAMESPACE = 'rt_safe_rl_bench'
@@ -251,15 +252,16 @@ def naive_runner_for(app: Any, pipeline: Any) -> Callable[[Any, Any], dict[str, 
     return run
 
 
-PROBE_SEQ = 2**32 - 1  # readiness probe of an external pipeline (layout.data_offset is uint32)
+PROBE_SEQ = 2**32 - 1  # the readiness probe's state (an external pipeline)
 
 
 class ExternalPipeline:
     """A pipeline running elsewhere (another process, the robot's computer), reached over DDS.
 
-    The bench publishes each state on ``topics.joint_states`` (``header.frame_id`` = seq) and the
-    side streams on their topics, then waits (lockstep, up to ``timeout_s``) for the safe command
-    on ``topics.robot_command`` whose ``layout.data_offset`` is that seq. Stages: ``publish_us``
+    The bench publishes each state on ``topics.joint_states`` (``header.stamp`` = the wall clock at
+    publish, increasing across repeats) and the side streams on their topics, then waits (lockstep,
+    up to ``timeout_s``) for the safe command on ``topics.joint_command`` stamped with that state's
+    stamp (``sensor_msgs/JointState``; no field is repurposed). Stages: ``publish_us``
     (the publish call) and ``response_us`` (publish -> command callback); e2e is release ->
     command received. Do not run it beside a real robot: the robot would receive these commands.
     Recurrent state cannot be reset from here (``reset`` calls the policy
@@ -300,8 +302,8 @@ class ExternalPipeline:
         self._pub_oper = self._node.create_publisher(Float64MultiArray, t.operator_command, depth)
         self._pub_pcmd = self._node.create_publisher(Float64MultiArray, t.policy_command, depth)
         self._node.create_subscription(
-            Float64MultiArray,
-            t.robot_command,
+            JointState,
+            t.joint_command,
             self._on_command,
             QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT),
         )
@@ -311,18 +313,20 @@ class ExternalPipeline:
         self._f64 = Float64MultiArray
         self._cmd = np.full(self.n_command, np.nan)
         self._cmd_seq = -1
+        self._sent_seq = -1
+        self._sent_stamp_ns = 0
         self._interventions = 0
         self.lost = 0
         self._reset_service: bool | None = None  # False once the service was not found
         self.description = (
             f'external pipeline over DDS: states on {self._pub_state.topic_name}, '
-            f'commands from {t.robot_command} (lockstep, timeout {self.timeout_s:g} s)'
+            f'commands from {t.joint_command} (lockstep, timeout {self.timeout_s:g} s)'
         )
 
     def _on_command(self, msg: Any) -> None:
-        n = min(len(msg.data), self.n_command)
-        self._cmd[:n] = msg.data[:n]
-        self._cmd_seq = int(msg.layout.data_offset)
+        n = min(len(msg.position), self.n_command)
+        self._cmd[:n] = msg.position[:n]
+        self._cmd_seq = self._sent_seq if stamp_ns_of(msg) == self._sent_stamp_ns else -1
 
     def wait_for_pipeline(self, timeout_s: float = 10.0, q0: FloatArray | None = None) -> None:
         """Wait until something subscribes to the state topic, then probe it with state ``q0``
@@ -346,7 +350,7 @@ class ExternalPipeline:
             if _time.monotonic() > end:
                 raise PipelineError(
                     f'{self._pub_state.topic_name} has a subscriber but no command came back '
-                    f'on {self.app.topics.robot_command} within {timeout_s:g} s'
+                    f'on {self.app.topics.joint_command} within {timeout_s:g} s'
                 )
             self.policy_step(0, PROBE_SEQ, q, np.zeros_like(q))
             probe_end = _time.monotonic() + 0.2
@@ -384,11 +388,13 @@ class ExternalPipeline:
         self._pub_pcmd.publish(self._f64(data=[float(v) for v in values]))
 
     def policy_step(self, stamp_ns: int, seq: int, q: FloatArray, dq: FloatArray) -> None:
-        """Publish state ``seq``."""
+        """Publish state ``seq``, stamped now (the wall clock; `stamp_ns` is the recording's time)."""
+        import time as _time
+
         m = self._state
-        m.header.frame_id = str(seq)
-        m.header.stamp.sec = int(stamp_ns // 1_000_000_000)
-        m.header.stamp.nanosec = int(stamp_ns % 1_000_000_000)
+        stamp = max(_time.time_ns(), self._sent_stamp_ns + 1)
+        set_stamp(m, stamp)
+        self._sent_seq, self._sent_stamp_ns = seq, stamp
         m.position = [float(x) for x in q]
         m.velocity = [float(x) for x in dq]
         self._pub_state.publish(m)

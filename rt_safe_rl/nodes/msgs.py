@@ -1,18 +1,21 @@
 """The two message layouts shared by the nodes, the channels and the benches (one place each).
 
 - :class:`ActionRecord`: the policy -> safety action, as a channel row (float64,
-  ``[state_seq, valid, q_target_0..n-1]``, channel stamp = the state's stamp) and as a topic
-  (``std_msgs/Float64MultiArray``: ``layout.data_offset`` = state seq, ``layout.dim[0].label``
-  ``'valid'`` / ``'invalid'``; an invalid action is all-NaN on the topic, so it fails closed
-  with any reader). Named offsets instead of a magic ``ACTION_HEADER = 2``.
+  ``[state_seq, valid, q_target_0..n-1]``; ``state_seq`` -1 when the state had none, channel
+  stamp = the state's header stamp) and as a topic (``sensor_msgs/JointState``: ``header.stamp`` =
+  the stamp of the joint state the action was computed from, ``name`` = the robot's joints,
+  ``position`` = the targets [rad]; an invalid action is all-NaN, so it fails closed with any
+  reader). No field is repurposed: the state is named by its own stamp. Named offsets instead of a
+  magic ``ACTION_HEADER = 2``.
 - :func:`status_message`: the safety status dict -> ``diagnostic_msgs/DiagnosticStatus``;
   :func:`publisher_conflict`: the one-publisher rule on an input topic.
 - :class:`JointStateReader`: ``sensor_msgs/JointState`` -> robot-ordered ``q`` [rad], ``dq``
   [rad/s], ``seq``, ``stamp_ns``, with ONE fail-closed rule: a message that does not give every
   robot joint a position (names missing, position too short, no names and the wrong length)
   yields an all-NaN ``q``, which every consumer treats as a non-finite state (stop). A missing or
-  wrong-length velocity is estimated by finite differences of consecutive positions over their
-  header stamps (receipt times when unstamped) -- never silently zero -- and flagged
+  wrong-length velocity is estimated by finite differences of positions over their header stamps
+  (receipt times when unstamped), across at least ``baseline_ns`` (a few robot periods, so
+  publishing jitter does not multiply the estimate) -- never silently zero -- and flagged
   (:attr:`JointStateReader.velocity_estimated`) so the caller can warn or fail closed.
 
 RT-safety: :meth:`ActionRecord.from_msg`, :meth:`JointStateReader.read` and ``accept`` do not
@@ -21,12 +24,15 @@ allocate in the steady state (a new joint-name layout allocates once).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 SEQ_NONE = -1
 """Sequence number of a state without one (the consumer counts states)."""
+VELOCITY_RING = 16
+"""Accepted samples a :class:`JointStateReader` keeps for its velocity estimate."""
 
 
 class ActionRecord:
@@ -38,8 +44,6 @@ class ActionRecord:
     """Offset of the validity flag (1.0 valid, 0.0 invalid)."""
     HEADER = 2
     """Offset of the first target value (= number of header slots)."""
-    LABEL_VALID = 'valid'
-    LABEL_INVALID = 'invalid'
 
     @classmethod
     def size(cls, n_joints: int) -> int:
@@ -69,27 +73,33 @@ class ActionRecord:
         return row[cls.HEADER :]
 
     @classmethod
-    def from_msg(cls, msg: Any, row: np.ndarray) -> None:
-        """Topic message (``Float64MultiArray``) -> `row`; a wrong length is invalid. RT-safe."""
+    def from_msg(cls, msg: Any, row: np.ndarray) -> int:
+        """Topic message (``sensor_msgs/JointState``) -> `row` (seq -1: the state is named by its
+        stamp); returns the header stamp [ns] (0 unset). A wrong length or a non-finite target is
+        invalid (the policy publishes an invalid action as all-NaN). RT-safe."""
         n = row.shape[0] - cls.HEADER
-        row[cls.SEQ] = float(msg.layout.data_offset)
-        if len(msg.data) == n:
-            row[cls.HEADER :] = np.frombuffer(msg.data, dtype=np.float64)
-            label = msg.layout.dim[0].label if msg.layout.dim else cls.LABEL_VALID
-            row[cls.VALID] = 1.0 if label != cls.LABEL_INVALID else 0.0
+        row[cls.SEQ] = float(SEQ_NONE)
+        pos = msg.position
+        if len(pos) == n:
+            tgt = row[cls.HEADER :]
+            tgt[:] = np.frombuffer(pos, dtype=np.float64)
+            row[cls.VALID] = 1.0 if math.isfinite(float(tgt.sum())) else 0.0  # NaN / Inf propagate
         else:
             row[cls.VALID] = 0.0
+        st = msg.header.stamp
+        return int(st.sec) * 1_000_000_000 + int(st.nanosec)
 
-
-def parse_seq(frame_id: str) -> int:
-    """The robot's state seq from ``header.frame_id`` (decimal), :data:`SEQ_NONE` when absent."""
-    if not frame_id:
-        return SEQ_NONE
-    try:
-        v = int(frame_id)
-    except ValueError:
-        return SEQ_NONE
-    return v if v >= 0 else SEQ_NONE
+    @classmethod
+    def to_msg(cls, msg: Any, stamp_ns: int, valid: bool, target: np.ndarray) -> None:
+        """Fill a preallocated ``JointState`` action (``name`` set once by the caller): stamp of
+        the state it answers, the targets, all-NaN when invalid. RT-safe (no allocation)."""
+        sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nsec
+        view = np.frombuffer(msg.position, dtype=np.float64)
+        if valid:
+            view[:] = target
+        else:
+            view.fill(np.nan)
 
 
 class JointStateReader:
@@ -97,16 +107,30 @@ class JointStateReader:
 
     Args:
         joint_names: the robot's joint order.
+        baseline_ns: shortest span of a velocity estimate [ns] (default 4 ms = 4 periods at 1 kHz):
+            the difference is taken to the newest accepted sample at least this old (the oldest
+            kept one, of :data:`VELOCITY_RING`, when none is).
+        match_names: False: ignore ``name`` (the robot's names are unknown; messages are taken in
+            order and must have exactly one position per joint).
 
-    After :meth:`read`: ``q`` (n,) [rad], ``dq`` (n,) [rad/s], ``seq`` (:data:`SEQ_NONE` when the
-    message has none), ``stamp_ns`` (header stamp, 0 when unset), ``velocity_estimated`` (this
-    message had no usable velocity), ``complete`` (every joint had a position), ``last_error``.
+    After :meth:`read`: ``q`` (n,) [rad], ``dq`` (n,) [rad/s], ``seq`` (always :data:`SEQ_NONE`:
+    ROS 2 headers carry no seq; consumers count states), ``stamp_ns`` (header stamp, 0 when
+    unset), ``velocity_estimated`` (this message had no usable velocity), ``complete`` (every
+    joint had a position), ``last_error``.
     Counters: ``estimated`` (messages whose velocity was estimated).
     """
 
-    def __init__(self, joint_names: list[str]) -> None:
+    def __init__(
+        self, joint_names: list[str], baseline_ns: int = 4_000_000, *, match_names: bool = True
+    ) -> None:
         self.joint_names = list(joint_names)
+        self.match_names = bool(match_names)
         n = len(self.joint_names)
+        self.baseline_ns = int(baseline_ns)
+        self._ring_q = np.zeros((VELOCITY_RING, n))
+        self._ring_t = np.zeros(VELOCITY_RING, dtype=np.int64)
+        self._ring_head = 0
+        self._ring_count = 0
         self.q = np.zeros(n)
         self.dq = np.zeros(n)
         self.seq = SEQ_NONE
@@ -117,8 +141,6 @@ class JointStateReader:
         self.last_error = ''
         self._index: np.ndarray | None = None
         self._names_seen: list[str] = []
-        self._prev_q = np.zeros(n)
-        self._prev_t_ns = -1
         self._t_ns = 0
 
     def _map_names(self, names: list[str]) -> None:
@@ -135,12 +157,10 @@ class JointStateReader:
 
     def read(self, msg: Any, rx_ns: int) -> None:
         """Decode `msg` received at `rx_ns` [ns, monotonic] into ``q``, ``dq``, ``seq``, ``stamp_ns``."""
-        h = msg.header
-        self.seq = parse_seq(h.frame_id)
-        self.stamp_ns = int(h.stamp.sec) * 1_000_000_000 + int(h.stamp.nanosec)
+        self.stamp_ns = stamp_ns_of(msg)
         self._t_ns = self.stamp_ns if self.stamp_ns else rx_ns
         n = self.q.shape[0]
-        names = msg.name
+        names = msg.name if self.match_names else None
         if names and names != self._names_seen:
             self._map_names(list(names))
         idx = self._index if names else None
@@ -169,22 +189,39 @@ class JointStateReader:
             return
         if self.velocity_estimated:
             self.estimated += 1
-            dt_ns = self._t_ns - self._prev_t_ns
-            if self._prev_t_ns >= 0 and dt_ns > 0:
-                np.subtract(self.q, self._prev_q, out=self.dq)
-                self.dq *= 1e9 / dt_ns
-            else:
-                self.dq.fill(0.0)  # first sample: no difference yet (the caller has warned)
+            self._estimate_velocity()
+
+    def _estimate_velocity(self) -> None:
+        """``dq`` from ``q`` and the newest accepted sample at least ``baseline_ns`` older (else the
+        oldest older one; none: 0, the first sample, the caller has warned). RT-safe."""
+        t = self._t_ns
+        best = -1
+        for k in range(self._ring_count):
+            i = (self._ring_head - 1 - k) % VELOCITY_RING
+            age = t - int(self._ring_t[i])
+            if age <= 0:
+                continue
+            best = i
+            if age >= self.baseline_ns:
+                break
+        if best < 0:
+            self.dq.fill(0.0)
+            return
+        np.subtract(self.q, self._ring_q[best], out=self.dq)
+        self.dq *= 1e9 / (t - int(self._ring_t[best]))
 
     def accept(self) -> None:
-        """The consumer used the last state: it is the base of the next velocity estimate."""
+        """The consumer used the last state: it is a base of the next velocity estimates."""
         if self.complete:
-            np.copyto(self._prev_q, self.q)
-            self._prev_t_ns = self._t_ns
+            h = self._ring_head
+            np.copyto(self._ring_q[h], self.q)
+            self._ring_t[h] = self._t_ns
+            self._ring_head = (h + 1) % VELOCITY_RING
+            self._ring_count = min(self._ring_count + 1, VELOCITY_RING)
 
     def reset(self) -> None:
-        """Forget the previous sample (replay from scratch)."""
-        self._prev_t_ns = -1
+        """Forget the previous samples (replay from scratch)."""
+        self._ring_count = 0
 
 
 def status_message(name: str, d: dict[str, Any]) -> Any:
@@ -221,3 +258,57 @@ def publisher_conflict(topic: str, infos: list[Any], allowed: list[str]) -> str:
     gids = ', '.join(bytes(i.endpoint_gid[:16]).hex()[-8:] for i in infos)
     why = f'not in safety.inputs.allowed_publishers {allowed}' if allowed else 'expected one'
     return f'{topic}: {len(pubs)} publisher(s) {sorted(pubs)} (gids {gids}); {why}'
+
+
+def stamp_ns_of(msg: Any) -> int:
+    """``header.stamp`` of `msg` in ns (0 = unset). RT-safe."""
+    st = msg.header.stamp
+    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
+
+
+def set_stamp(msg: Any, stamp_ns: int) -> None:
+    """Set ``header.stamp`` of `msg` from ns. RT-safe."""
+    st = msg.header.stamp
+    st.sec, st.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+
+
+class StateStamps:
+    """The joint states a robot (the simulator, the fault injector, a latency probe) published, as
+    seq <-> header stamp, so that the commands on ``safety/joint_command`` -- which name the state
+    they answer by its stamp -- are matched to the robot period they are for.
+
+    Args:
+        period_ns: the robot period [ns]. ring: states kept (a power of two).
+
+    :meth:`seq_of` gives the seq of a recorded stamp (exact, +-1 period of jitter searched), or for
+    a stamp ahead of the last state (commands the safety monitor sends while the states have
+    stopped: last stamp + k periods) the period it is for; -1 for an unknown older stamp. RT-safe.
+    """
+
+    def __init__(self, period_ns: int, ring: int = 4096) -> None:
+        if ring & (ring - 1):
+            raise ValueError(f'ring must be a power of two, got {ring}')
+        self.period_ns = int(period_ns)
+        self._stamps = np.zeros(ring, dtype=np.int64)
+        self._mask = ring - 1
+        self._last_seq = -1
+        self._last_stamp_ns = 0
+
+    def record(self, seq: int, stamp_ns: int) -> None:
+        """State `seq` was published with header stamp `stamp_ns`. RT-safe."""
+        self._stamps[seq & self._mask] = stamp_ns
+        self._last_seq = seq
+        self._last_stamp_ns = stamp_ns
+
+    def seq_of(self, stamp_ns: int) -> int:
+        """The seq of the state stamped `stamp_ns` (see the class docstring). RT-safe."""
+        last = self._last_seq
+        if last < 0 or stamp_ns <= 0:
+            return -1
+        guess = last - round((self._last_stamp_ns - stamp_ns) / self.period_ns)
+        if guess > last:
+            return guess
+        for s in (guess, guess - 1, guess + 1):
+            if 0 <= last - s <= self._mask and s >= 0 and self._stamps[s & self._mask] == stamp_ns:
+                return s
+        return -1

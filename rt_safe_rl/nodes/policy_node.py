@@ -11,11 +11,16 @@ configure: then there is no ``joint_states`` subscription): :meth:`PolicyRuntime
 (policy every ``1 / policy.rate_hz``, hold / linear in between), then the proposed target goes to
 
 - channel ``policy/action`` (resolved name; intra_process): one float64 row
-  ``[state_seq, valid (1.0 / 0.0), q_target_0 .. q_target_{n-1}]`` stamped with the state's stamp_ns
-  (see :data:`ACTION_HEADER`);
-- topic ``policy/action`` (``std_msgs/Float64MultiArray``, targets in rad, ``layout.data_offset`` =
-  state seq; an invalid action is published as all-NaN so any consumer fails closed); every cycle in
-  DDS mode, every ``topics.observer_decimation`` cycles when intra_process.
+  ``[state_seq, valid (1.0 / 0.0), q_target_0 .. q_target_{n-1}]`` stamped with the state's header
+  stamp (see :class:`~rt_safe_rl.nodes.msgs.ActionRecord`);
+- topic ``policy/action`` (``sensor_msgs/JointState``: ``header.stamp`` = the joint state's stamp,
+  ``name`` = the joints, ``position`` = the targets in rad; an invalid action is all-NaN so any
+  consumer fails closed); every cycle in DDS mode, every ``topics.observer_decimation`` cycles when
+  intra_process.
+
+``joint_states`` are decoded by the one :class:`~rt_safe_rl.nodes.msgs.JointStateReader` the safety
+node uses too (joints matched by name; a message that does not give every joint a position is an
+invalid action, logged once per distinct reason).
 
 Inputs: every pipeline input with a ``topic`` (e.g. ``command`` on ``policy/command``) is subscribed as
 ``Float64MultiArray`` in the same ``control`` group (never concurrent with the policy).
@@ -39,17 +44,18 @@ from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, Paramete
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.core.policy.config import PolicyNodeConfig
 from rt_safe_rl.nodes._sim_base import SimNodeBase, run_node
+from rt_safe_rl.nodes.msgs import ActionRecord, JointStateReader
 from rt_safe_rl.rt.metrics import registry
 
-ACTION_HEADER = 2
-"""Channel row = [state_seq, valid, q_target...]: values before the targets."""
+ACTION_HEADER = ActionRecord.HEADER
+"""Channel row = [state_seq, valid, q_target...]: values before the targets (:class:`ActionRecord`)."""
 
 _READ_ONLY = ('path', 'config', 'backend', 'rate_hz', 'sha256', 'cache')
 
@@ -156,20 +162,15 @@ class PolicyInferenceNode(SimNodeBase):
             rt.joint_names = [f'joint{i}' for i in range(rt.n_joints)]
         self.joint_names = rt.joint_names
         n = rt.n_joints
-        self._q = np.zeros(n)
-        self._dq = np.zeros(n)
         self._target = np.zeros(n)
-        self._js_names: list[str] = []
-        self._js_idx = np.arange(n, dtype=np.int64)
-        self._js_m = n
-        msg = Float64MultiArray()
-        msg.layout.dim = [MultiArrayDimension(label='valid', size=n, stride=n)]
-        msg.data = [0.0] * n
+        self._reader = JointStateReader(list(self.joint_names), match_names=self._match_names)
+        msg = JointState()
+        msg.name = list(self.joint_names)
+        msg.position = [0.0] * n
         self._msg = msg
-        self._msg_view = np.frombuffer(msg.data, dtype=np.float64)
         depth = app.topics.qos_depth
         group = named_group(self, 'control')
-        self._pub = self.create_lifecycle_publisher(Float64MultiArray, app.topics.policy_action, depth)
+        self._pub = self.create_lifecycle_publisher(JointState, app.topics.policy_action, depth)
         if not self.direct_cycle:
             self._subs.append(
                 self.create_subscription(
@@ -261,41 +262,18 @@ class PolicyInferenceNode(SimNodeBase):
 
     # ------------------------------------------------------------------ callbacks
     def _on_joint_state(self, msg: JointState) -> None:
-        """joint_states -> process_state (control group). Message joints are matched to the robot's
-        joint order by name when names are given (the index is recomputed only when they change);
-        an unnamed message must already be in robot order."""
-        try:
-            seq = int(msg.header.frame_id) if msg.header.frame_id else 0
-        except ValueError:
-            seq = 0
-        n = self._q.shape[0]
-        names = msg.name if self._match_names else None
-        if names and names != self._js_names:
-            pos = {j: i for i, j in enumerate(names)}
-            missing = [j for j in self.joint_names if j not in pos]
-            if missing:
-                self._publish_invalid(time.monotonic_ns(), seq, f'joint_states lacks joints {missing}')
-                return
-            self._js_names = list(names)
-            self._js_idx = np.array([pos[j] for j in self.joint_names], dtype=np.int64)
-            self._js_m = len(names)
-        m = self._js_m if names else n
-        if len(msg.position) != m or (len(msg.velocity) not in (0, m)):
-            self._publish_invalid(time.monotonic_ns(), seq, 'joint_states of wrong size')
+        """joint_states -> process_state (control group), decoded by the shared JointStateReader
+        (joints matched by name when the robot's names are known, else taken in order)."""
+        r = self._reader
+        now = time.monotonic_ns()
+        r.read(msg, now)
+        if not r.complete:
+            self._publish_invalid(
+                now, r.seq, r.last_error or 'joint_states without a position for every joint', r.stamp_ns
+            )
             return
-        if names:
-            np.take(np.frombuffer(msg.position, dtype=np.float64), self._js_idx, out=self._q)
-            if len(msg.velocity):
-                np.take(np.frombuffer(msg.velocity, dtype=np.float64), self._js_idx, out=self._dq)
-            else:
-                self._dq.fill(0.0)
-        else:
-            self._q[:] = msg.position
-            if len(msg.velocity):
-                self._dq[:] = msg.velocity
-            else:
-                self._dq.fill(0.0)
-        self.process_state(time.monotonic_ns(), seq, self._q, self._dq)
+        self.process_state(now, r.seq, r.q, r.dq, header_stamp_ns=r.stamp_ns)
+        r.accept()
 
     def _input_callback(self, name: str) -> Any:
         def on_input(msg: Float64MultiArray) -> None:
@@ -329,8 +307,10 @@ class PolicyInferenceNode(SimNodeBase):
             self.runtime.reset()
 
     # ------------------------------------------------------------------ RT path
-    def process_state(self, stamp_ns: int, seq: int, q: Any, dq: Any) -> None:
-        """One control cycle for state `seq` (positions rad, velocities rad/s, robot order)."""
+    def process_state(self, stamp_ns: int, seq: int, q: Any, dq: Any, *, header_stamp_ns: int = 0) -> None:
+        """One control cycle for state `seq` (-1: none) received at `stamp_ns` (the policy's
+        schedule clock) with header stamp `header_stamp_ns` (names the state in the action; 0 =
+        `stamp_ns`). Positions rad, velocities rad/s, robot order."""
         rt = self.runtime
         if rt is None or not self._active:
             return
@@ -352,29 +332,25 @@ class PolicyInferenceNode(SimNodeBase):
                 self._faults.inc()
         if not valid:
             self.invalid_cycles += 1
-        self._emit(stamp_ns, seq, valid, target)
+        self._emit(header_stamp_ns or stamp_ns, seq, valid, target)
 
-    def _publish_invalid(self, stamp_ns: int, seq: int, why: str) -> None:
+    def _publish_invalid(self, stamp_ns: int, seq: int, why: str, header_stamp_ns: int = 0) -> None:
+        if why != self.last_error:
+            self.get_logger().error(f'invalid action: {why}')
         self.last_error = why
         self.invalid_cycles += 1
         self._target.fill(np.nan)
-        self._emit(stamp_ns, seq, False, self._target)
+        self._emit(header_stamp_ns or stamp_ns, seq, False, self._target)
 
-    def _emit(self, stamp_ns: int, seq: int, valid: bool, target: Any) -> None:
+    def _emit(self, state_stamp_ns: int, seq: int, valid: bool, target: Any) -> None:
+        """The action for the state stamped `state_stamp_ns` (seq -1: none) to the channel and the
+        topic (:class:`ActionRecord`). RT path."""
         ch = self.action_channel
         if ch is not None:
-            row = ch.loan()
-            row[0] = seq
-            row[1] = 1.0 if valid else 0.0
-            row[ACTION_HEADER:] = target
-            ch.commit(stamp_ns)
+            ActionRecord.write(ch.loan(), seq, valid, target)
+            ch.commit(state_stamp_ns)
         if self._pub is not None and self.cycles % self._decim == 0:
-            if valid:
-                np.copyto(self._msg_view, target)
-            else:
-                self._msg_view.fill(np.nan)
-            self._msg.layout.data_offset = seq if seq >= 0 else 0
-            self._msg.layout.dim[0].label = 'valid' if valid else 'invalid'
+            ActionRecord.to_msg(self._msg, state_stamp_ns, valid, target)
             self._pub.publish(self._msg)
 
 

@@ -11,8 +11,13 @@ either runs :meth:`process_action`; ``human/position`` (``PointStamped``) or ``h
 (``PoseArray``), robot base frame [m]; ``operator/command`` (``Float64MultiArray``, rad).
 
 Outputs: the safe command on ``forward_position_controller/commands`` (``Float64MultiArray``, rad,
-``layout.data_offset`` = the state seq; optionally ``trajectory_msgs/JointTrajectory`` on
-``safety/joint_trajectory``), channel ``<command topic>`` (``[state_seq, q...]``),
+a plain forward command; or the ros2_control output mode's message, :mod:`.command_output`) and
+on ``safety/joint_command`` (``sensor_msgs/JointState``: ``header.stamp`` = the stamp of the joint
+state the command answers -- for the commands the monitor sends while states have stopped, that
+stamp + one robot period per period since -- ``position`` rad, ``velocity`` rad/s: what a robot
+simulator or a latency probe matches to its states; no field is repurposed); optionally
+``trajectory_msgs/JointTrajectory`` on ``safety/joint_trajectory``; channel ``<command topic>``
+(``[state_seq, q...]``),
 ``safety/status`` (``DiagnosticStatus`` at ``safety.status_rate_hz``: OK / WARN (limiting, holding)
 / ERROR (latched), message = fault [+ detail] [+ active constraints], values = the report and the
 counters), metrics (stage ``safety``; counters ``safety_interventions``, ``faults``,
@@ -214,13 +219,21 @@ class SafetyFilterNode(SimNodeBase):
 
         n = model.n_joints
         period_ns = round(1e9 / self.app.control.rate_hz)
-        self._reader = JointStateReader(list(model.joint_names))
+        self._reader = JointStateReader(list(model.joint_names), 4 * period_ns)
         self._act = np.zeros(ActionRecord.size(n))
+        self._act_stamp_ns = 0
         cmd = Float64MultiArray()
         cmd.layout.dim = [MultiArrayDimension(label='position', size=n, stride=n)]
         cmd.data = [0.0] * n
         self._cmd_msg = cmd
         self._cmd_view = np.frombuffer(cmd.data, dtype=np.float64)
+        jc = JointState()
+        jc.name = list(model.joint_names)
+        jc.position = [0.0] * n
+        jc.velocity = [0.0] * n
+        self._jc_msg = jc
+        self._jc_q = np.frombuffer(jc.position, dtype=np.float64)
+        self._jc_v = np.frombuffer(jc.velocity, dtype=np.float64)
         pt = JointTrajectoryPoint(positions=[0.0] * n, time_from_start=Duration(sec=0, nanosec=period_ns))
         self._traj_msg = JointTrajectory(joint_names=list(model.joint_names), points=[pt])
         self._traj_view = np.frombuffer(pt.positions, dtype=np.float64)
@@ -228,8 +241,9 @@ class SafetyFilterNode(SimNodeBase):
         depth = topics.qos_depth
         grp = named_group(self, 'safety')
         self._cmd_pub = self.create_lifecycle_publisher(Float64MultiArray, topics.robot_command, depth)
+        self._jc_pub = self.create_lifecycle_publisher(JointState, topics.joint_command, depth)
         self._status_pub = self.create_lifecycle_publisher(DiagnosticStatus, topics.safety_status, depth)
-        self._pubs = [self._cmd_pub, self._status_pub]
+        self._pubs = [self._cmd_pub, self._jc_pub, self._status_pub]
         self._output = None  # a ros2_control output besides the position stream (README)
         if self._cfg.output_mode != 'position' or self._cfg.output_topic:
             self._output = CommandOutput(
@@ -278,7 +292,7 @@ class SafetyFilterNode(SimNodeBase):
             self._input_topics.append(topics.policy_action)
             self._subs.append(
                 self.create_subscription(
-                    Float64MultiArray, topics.policy_action, self._on_action, depth, callback_group=grp
+                    JointState, topics.policy_action, self._on_action, depth, callback_group=grp
                 )
             )
         mon_grp = named_group(self, 'safety_monitor')
@@ -484,9 +498,9 @@ class SafetyFilterNode(SimNodeBase):
         if self.supervisor is not None:
             self.supervisor.set_operator(stamp_ns, values)
 
-    def _on_action(self, msg: Float64MultiArray) -> None:
+    def _on_action(self, msg: JointState) -> None:
         """DDS action (not intra_process): decode into the action row, then process it."""
-        ActionRecord.from_msg(msg, self._act)
+        self._act_stamp_ns = ActionRecord.from_msg(msg, self._act)
         self.process_action(-1)
 
     # ------------------------------------------------------------------ RT path
@@ -497,23 +511,37 @@ class SafetyFilterNode(SimNodeBase):
         if sup is None:
             return
         row = self._act
+        stamp_ns = self._act_stamp_ns
         if self.action_channel is not None and seq != -1:
-            ch_seq, _stamp = self.action_channel.try_read(row)
+            ch_seq, stamp_ns = self.action_channel.try_read(row)
             if ch_seq <= 0:
                 row[ActionRecord.VALID] = 0.0
-        sup.process_action(ActionRecord.seq(row), ActionRecord.target(row), ActionRecord.valid(row))
+        state_seq = ActionRecord.seq(row)
+        sup.process_action(
+            state_seq,
+            ActionRecord.target(row),
+            ActionRecord.valid(row),
+            state_stamp_ns=stamp_ns if state_seq < 0 else 0,  # no seq: the state is named by its stamp
+        )
 
     def _emit(self, cmd: np.ndarray, seq: int, t_ns: int, repeat: bool) -> None:
         """Publish a command (called by the supervisor under its lock). RT path."""
         out = self._output
         if repeat:
-            self._cmd_pub.publish(self._cmd_msg)  # the held command again, same seq
+            self._cmd_pub.publish(self._cmd_msg)  # the held command again
+            self._jc_pub.publish(self._jc_msg)  # same stamp: the same robot period's command
             if out is not None:
                 out.republish()
             return
         np.copyto(self._cmd_view, cmd)
-        self._cmd_msg.layout.data_offset = seq
         self._cmd_pub.publish(self._cmd_msg)
+        sup = self.supervisor
+        if sup is not None:
+            sec, nsec = divmod(sup.stamp_for_label(seq), 1_000_000_000)
+            self._jc_msg.header.stamp.sec, self._jc_msg.header.stamp.nanosec = sec, nsec
+            np.copyto(self._jc_q, cmd)
+            np.copyto(self._jc_v, sup.filter.command_state[1])
+        self._jc_pub.publish(self._jc_msg)
         if out is not None:
             out.publish(cmd)
         if self._traj_pub is not None:

@@ -12,13 +12,14 @@ drive it:
 * **DDS** (default; the robot as its own process, like a ros2_control robot with a
   forward_position_controller and a joint_state_broadcaster): a
   :class:`~rt_safe_rl.rt.executor.PeriodicTask` (rt group ``sim``, ``control.rate_hz``, absolute
-  deadlines) reads the arm and publishes ``sensor_msgs/JointState``; ``std_msgs/Float64MultiArray``
-  commands arriving on ``topics.robot_command`` (subscription in the same ``sim`` group, best
-  effort) are written to it.
+  deadlines) reads the arm and publishes ``sensor_msgs/JointState``; the commands arriving on
+  ``topics.joint_command`` (``sensor_msgs/JointState`` from the safety node; subscription in the
+  same ``sim`` group, best effort) are written to it.
 
-End-to-end latency (DEVELOPERS.md): each state carries its sequence number (the robot's period
-index) in ``header.frame_id``; commands carry the seq of the state they were computed from in
-``layout.data_offset``; the robot measures state read -> command receipt by seq, exactly. Every
+End-to-end latency (DEVELOPERS.md): each state is stamped (``header.stamp``, wall clock) and the
+robot remembers which period each stamp was (:class:`~rt_safe_rl.nodes.msgs.StateStamps`); each
+command names the state it answers by that stamp; the robot measures state read -> command
+receipt per period, exactly. No field is repurposed (``frame_id`` stays empty). Every
 command is audited against the limits (:class:`~rt_safe_rl.sim.arm.CommandAudit`). With no
 command for ``sim.robot.command_timeout_s`` the robot holds its position.
 RT path (``_tick`` and ``_on_command``): preallocated arrays and message, no logging.
@@ -34,11 +35,11 @@ import numpy as np
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
 
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.nodes._sim_base import PeriodicSimNode, run_node
+from rt_safe_rl.nodes.msgs import StateStamps, set_stamp, stamp_ns_of
 from rt_safe_rl.rt.cycle import RobotState
 from rt_safe_rl.rt.ring import SpscRing
 from rt_safe_rl.sim.arm import ArmLimits
@@ -153,6 +154,7 @@ class SimRobotNode(PeriodicSimNode):
         sc = app.sim.robot
         self.interface = SimArmInterface(lim, q0, period_ns, sc.command_timeout_s, sc.limit_tolerance)
         self._state = RobotState(n)
+        self._stamps = StateStamps(period_ns)
         depth = app.topics.qos_depth
         self._pub = self.create_lifecycle_publisher(JointState, app.topics.joint_states, depth)
         msg = JointState()
@@ -185,8 +187,8 @@ class SimRobotNode(PeriodicSimNode):
         else:
             group = named_group(self, 'sim')
             self._sub = self.create_subscription(
-                Float64MultiArray,
-                app.topics.robot_command,
+                JointState,
+                app.topics.joint_command,
                 self._on_command,
                 QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT),
                 callback_group=group,
@@ -268,10 +270,8 @@ class SimRobotNode(PeriodicSimNode):
 
     def _stamp(self, seq: int) -> None:
         wall = time.time_ns()
-        msg = self._msg
-        msg.header.stamp.sec = wall // 1_000_000_000
-        msg.header.stamp.nanosec = wall % 1_000_000_000
-        msg.header.frame_id = str(seq)
+        set_stamp(self._msg, wall)
+        self._stamps.record(seq, wall)
 
     def _tick(self, deadline_ns: int) -> None:
         """DDS mode, one control period: read the arm, publish the state."""
@@ -285,16 +285,16 @@ class SimRobotNode(PeriodicSimNode):
         self._stamp(st.seq)
         self._pub.publish(self._msg)
 
-    def _on_command(self, msg: Float64MultiArray) -> None:
-        """DDS mode: a position command (rad) -> the interface's write."""
+    def _on_command(self, msg: JointState) -> None:
+        """DDS mode: a position command (rad), for the period its stamp names -> the interface."""
         iface = self.interface
         assert iface is not None
-        data = msg.data
+        data = msg.position
         if len(data) != iface.n_joints:
             iface.commands_rejected += 1
             return
         cmd = np.frombuffer(data, dtype=np.float64) if not isinstance(data, list) else np.asarray(data)
-        iface.write(int(msg.layout.data_offset), cmd)
+        iface.write(self._stamps.seq_of(stamp_ns_of(msg)), cmd)
 
     # ------------------------------------------------------------------ non-RT readers
     def stats(self) -> dict[str, Any]:

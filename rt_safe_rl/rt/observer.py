@@ -30,9 +30,8 @@ Fill = Callable[[Any, npt.NDArray[Any], int, int], None]
 
 
 def fill_float64_multiarray(msg: Any, values: npt.NDArray[Any], seq: int, stamp_ns: int) -> None:
-    """Default filler for ``std_msgs/Float64MultiArray``: data = values, layout.data_offset = seq."""
+    """Default filler for ``std_msgs/Float64MultiArray``: data = values (no field carries `seq`)."""
     msg.data = values.tolist()
-    msg.layout.data_offset = int(seq) & 0xFFFFFFFF
 
 
 class ChannelMirror:

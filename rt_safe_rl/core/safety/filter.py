@@ -700,6 +700,8 @@ class SafetyFilter:
                 size_ok = False
         if not size_ok and code == 0:
             code = FaultCode.BAD_SIZE
+        if code == 0 and self._initialized and not (kn._finite_all(self._q) and kn._finite_all(self._dq)):
+            code = FaultCode.NONFINITE_INPUT  # the state itself, before the policy's reaction to it
         # ---- time ----
         last = self._last_t_ns
         if last >= 0 and (t_ns < last or t_ns - last > self._max_gap_ns) and code == 0:

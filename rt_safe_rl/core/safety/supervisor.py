@@ -58,6 +58,8 @@ SEQ_RESTART_GAP = 1000
 closer below (or equal) it is out of order / a duplicate (dropped)."""
 STAMP_RESTART_GAP_NS = 1_000_000_000
 """Same for header stamps [ns]."""
+STAMP_RING = 32
+"""Accepted states whose header stamp -> label the supervisor remembers (actions name states by stamp)."""
 
 
 @nb.njit(cache=True, nogil=True)
@@ -137,6 +139,10 @@ class SafetySupervisor:
         self._seq_restart = False
         self._was_latched = False
         self._rest_stop = False
+        self._deferred_label = -1
+        self._ring_stamp = np.zeros(STAMP_RING, dtype=np.int64)
+        self._ring_label = np.zeros(STAMP_RING, dtype=np.int64)
+        self._ring_head = 0
         self._guard_seen = 0
         self._drop_bucket = 0.0
         self._drop_t_ns = 0
@@ -263,11 +269,48 @@ class SafetySupervisor:
             self._seq_restart = True
         if header_stamp_ns:
             self._hdr_stamp_ns = header_stamp_ns
+            h = self._ring_head
+            self._ring_stamp[h] = header_stamp_ns
+            self._ring_label[h] = seq
+            self._ring_head = (h + 1) % STAMP_RING
         # receipt time first, seq second: the monitor reads seq first, so it never pairs a new
         # seq with the previous state's receipt time (which would predict a seq too far ahead)
         self._state_rx_ns = stamp_ns
         self._state_seq = seq
+        if self._deferred_label == seq:
+            self._deferred_label = -1
+            self.process_action(seq, None, False)  # judged now, with the state it was computed from
         return True
+
+    def stamp_for_label(self, label: int) -> int:
+        """Header stamp [ns] of the accepted state with seq `label`; for a label ahead of the
+        latest state (the monitor braking while states have stopped) the latest's stamp + one
+        period per label ahead; 0 when the states carry no stamps or `label` is too old. RT-safe."""
+        latest = self._state_seq
+        if self._hdr_stamp_ns == 0:
+            return 0
+        if label >= latest:
+            return self._hdr_stamp_ns + (label - latest) * self.period_ns
+        for k in range(STAMP_RING):
+            i = (self._ring_head - 1 - k) % STAMP_RING
+            if self._ring_label[i] == label:
+                return int(self._ring_stamp[i])
+        return 0
+
+    def label_for_stamp(self, stamp_ns: int) -> int:
+        """The label (state seq) of the accepted state whose header stamp is `stamp_ns`: the
+        latest's + 1 when it is newer than every accepted state (not here yet), -1 when it is older
+        than the last :data:`STAMP_RING` ones; `stamp_ns` 0: the latest. RT-safe."""
+        latest = self._state_seq
+        if stamp_ns == 0 or self._hdr_stamp_ns == 0:
+            return latest
+        if stamp_ns > self._hdr_stamp_ns:
+            return latest + 1
+        for k in range(STAMP_RING):
+            i = (self._ring_head - 1 - k) % STAMP_RING
+            if self._ring_stamp[i] == stamp_ns:
+                return int(self._ring_label[i])
+        return -1
 
     def _count_drop(self, now_ns: int, duplicate: bool) -> None:
         """Count a dropped state; fail closed above the configured rate (leaky bucket). RT-safe."""
@@ -329,14 +372,27 @@ class SafetySupervisor:
         self._op_stamp_ns = stamp_ns
 
     # ------------------------------------------------------------------ RT path
-    def process_action(self, state_seq: int, target: np.ndarray | None, valid: bool) -> bool:
+    def process_action(
+        self, state_seq: int, target: np.ndarray | None, valid: bool, *, state_stamp_ns: int = 0
+    ) -> bool:
         """Filter the policy's action for robot state `state_seq` and emit the safe command (RT
         path, control thread). Returns False when it was dropped: that period already has its
         command (the monitor covered it while the chain was late) -- the filter advances at most
-        once per robot period. `state_seq` <= 0: the latest state's own count."""
+        once per robot period. `state_seq` <= 0: the latest state's own count; `state_stamp_ns`
+        (> 0) names the state by its header stamp instead (:meth:`label_for_stamp`). An invalid
+        action for a state that has not arrived here yet is judged when it arrives (so a stop
+        names the bad state, not the policy's reaction to it)."""
         f = self.filter
         if not self.active or self._state_rx_ns == 0:
             return False
+        if state_stamp_ns > 0:
+            state_seq = self.label_for_stamp(state_stamp_ns)
+            if state_seq < 0:
+                self.skipped_actions += 1  # older than every state kept: its period is long gone
+                return False
+            if not valid and state_seq > self._state_seq:
+                self._deferred_label = state_seq
+                return False
         t0 = self.clock()
         self._action_rx_ns = t0
         with self._lock:
