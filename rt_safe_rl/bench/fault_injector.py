@@ -2,10 +2,10 @@
 bench's own process (the system under test runs in another one), over DDS.
 
 * robot: publishes ``joint_states`` at ``control.rate_hz`` (~1 kHz from a Python thread with
-  absolute deadlines; slower on a loaded machine), each state = the last command received (the
-  loop is closed), velocity = the command stream's (last two commands over their seq spacing,
-  as a position-controlled robot tracking it would report); ``header.stamp`` = now (the ROS
-  clock), ``frame_id`` empty (no field is repurposed);
+  absolute deadlines; slower on a loaded machine); the arm tracks the last command received (the
+  loop is closed), no faster than v_max over the real time elapsed, as a position-controlled arm
+  does; velocity = the motion since the previous state; ``header.stamp`` = now (the ROS clock),
+  ``frame_id`` empty (no field is repurposed);
 * person: ``human/position`` at 100 Hz; task goals on ``policy/command``;
 * audit: every command on ``safety/joint_command`` (the safe command, stamped with the state it
   answers: :class:`~rt_safe_rl.nodes.msgs.StateStamps` gives the robot period) is checked on
@@ -91,6 +91,9 @@ class FaultInjector:
         self.home = model.home().astype(np.float64)
         self.q = self.home.copy()
         self.dq = np.zeros(n)
+        self.target: np.ndarray | None = None  # the last finite command received
+        self._v_max = np.asarray(model.v_max, dtype=np.float64)
+        self._tick_ns = 0
         self.last_cmd: np.ndarray | None = None
         self.last_label = -1
         self._eff_seq = 0
@@ -141,12 +144,9 @@ class FaultInjector:
 
     # ---------------------------------------------------------------- robot + person
     def make_state(self, seq: int, q: np.ndarray, dq: np.ndarray) -> Any:
-        """A JointState for the robot's joints (stamp = now, recorded as period `seq`)."""
+        """A JointState for the robot's joints (stamp = now; recorded as period `seq` when published)."""
         msg = self._JointState()
-        now_ns = self.node.get_clock().now().nanoseconds
-        set_stamp(msg, now_ns)
-        with self._lock:
-            self.stamps.record(seq, now_ns)
+        set_stamp(msg, self.node.get_clock().now().nanoseconds)
         msg.name = list(self.names)
         msg.position = [float(x) for x in q]
         msg.velocity = [float(x) for x in dq]
@@ -186,11 +186,13 @@ class FaultInjector:
             elif next_ns > now:
                 time.sleep((next_ns - now) * 1e-9)
             with self._lock:
-                q, dq = self.q.copy(), self.dq.copy()
+                q, dq = self._follow(time.monotonic_ns())
             self.seq += 1
             msg = self.make_state(self.seq, q, dq)
             hook = self.state_hook
             for m in hook(msg, self.seq) if hook is not None else [msg]:
+                with self._lock:
+                    self.stamps.record(self.seq, stamp_ns_of(m))  # the stamp the SUT will answer
                 self._state_pub.publish(m)
             k += 1
             if k % 10 == 0:
@@ -242,12 +244,24 @@ class FaultInjector:
             self.audit.check(eff, c)
             self._eff_seq, self._last_rx_ns = eff, now
             if np.all(np.isfinite(c)):
-                if label > self.last_label >= 0 and self.last_cmd is not None:  # command velocity
-                    self.dq = (c - self.last_cmd) / ((label - self.last_label) * self.period_s)
-                self.q = c.copy()  # the robot follows its command exactly
+                self.target = c.copy()  # the robot tracks it (:meth:`_follow`)
             self.last_label = max(label, self.last_label)
             self.last_cmd = c
             self.commands += 1
+
+    def _follow(self, now_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """The robot's measured state at `now_ns` (caller holds the lock): it moves to its latest
+        command, no faster than v_max over the real time since the previous state (a burst of
+        commands after a stall is not a teleport), and reports the velocity it really moved at."""
+        el_s = (now_ns - self._tick_ns) * 1e-9 if self._tick_ns else self.period_s
+        self._tick_ns = now_ns
+        if self.target is None or el_s <= 0.0:
+            self.dq = np.zeros_like(self.q)
+            return self.q.copy(), self.dq.copy()
+        step = np.clip(self.target - self.q, -self._v_max * el_s, self._v_max * el_s)
+        self.q = self.q + step
+        self.dq = step / el_s
+        return self.q.copy(), self.dq.copy()
 
     def violations(self) -> int:
         """Commands that broke a limit so far (position, velocity, acceleration, non-finite)."""

@@ -272,7 +272,7 @@ def _violation_text(inj: Any, since: int) -> str:
     return text or 'non-finite or malformed commands'
 
 
-def _check_fault(name: str, handled: bool, fault: str, detail: str) -> tuple[bool, str]:
+def _check_fault(name: str, handled: bool, fault: str, detail: str, status: str = '') -> tuple[bool, str]:
     """A latched fault other than the ones the case expects is not the expected reaction."""
     from rt_safe_rl.bench.fault_cases import EXPECTED_FAULTS
     from rt_safe_rl.core.safety import FaultCode
@@ -281,7 +281,7 @@ def _check_fault(name: str, handled: bool, fault: str, detail: str) -> tuple[boo
     if expected is None or fault not in FaultCode.__members__ or fault in expected:
         return handled, detail
     want = ' or '.join(expected) if expected else 'no stop'
-    return False, f'{detail}; latched {fault}, expected {want}'
+    return False, f'{detail}; latched {fault}, expected {want}; status: {status[:300]}'
 
 
 def run_case(ctx: Ctx, name: str, fault: str, expect: str, fn: Callable[[Ctx], Any]) -> dict[str, Any]:
@@ -294,7 +294,7 @@ def run_case(ctx: Ctx, name: str, fault: str, expect: str, fn: Callable[[Ctx], A
         handled, fault_named, detail = out.handled, out.fault, out.detail
     except Exception as err:  # broad on purpose: a broken case is reported, the campaign goes on
         handled, fault_named, detail = False, 'error', f'case failed: {type(err).__name__}: {err}'
-    handled, detail = _check_fault(name, handled, fault_named, detail)
+    handled, detail = _check_fault(name, handled, fault_named, detail, ctx.status_texts())
     v = inj.violations() - v0
     if v:
         detail += f'; violations: {_violation_text(inj, log0)}'

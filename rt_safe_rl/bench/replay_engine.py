@@ -321,14 +321,14 @@ def analyse(
 
 
 def fidelity(run: RunResult, inputs: Inputs) -> dict[str, Any]:
-    """How close the replayed safe commands are to the recorded ones (matched by state seq).
+    """How close the replayed safe commands are to the recorded ones (matched to their states).
 
     The recorded loop ran with live timing (skipped cycles, operator and human updates landing
     between states), so small differences are expected; a large one means the replay does not
-    reproduce what ran. Empty dict when the bag has no recorded commands or no seq.
+    reproduce what ran. Empty dict when the bag has no recorded commands or nothing to match.
     """
     rec = inputs.recorded_commands
-    seqs = inputs.states.frame_seq
+    seqs = inputs.states.header_ns if rec.keys_are_stamps else inputs.states.frame_seq
     if rec.n == 0 or seqs.size == 0 or rec.values.shape[1] != run.commands.shape[1]:
         return {}
     row_of = {int(s): i for i, s in enumerate(rec.offsets)}
@@ -344,7 +344,11 @@ def fidelity(run: RunResult, inputs: Inputs) -> dict[str, Any]:
         'compared': len(diffs),
         'max_abs_diff_rad': {k: v for k, v in stats.summarize(diffs).items() if k != 'count'},
         'method': 'per state: max over joints of |replayed - recorded| safe command (rad), '
-        'matched by seq (frame_id / layout.data_offset)',
+        + (
+            'matched by the header stamp of the state each command answers'
+            if rec.keys_are_stamps
+            else 'matched by seq (frame_id / layout.data_offset: an older recording)'
+        ),
     }
 
 
@@ -382,15 +386,30 @@ def load_inputs(
     pcmd = bagmod.auto_side_topic(
         info, cfg.policy_command_topic, getattr(topics, 'policy_command', 'policy/command'), f64
     )
-    cmd_name = getattr(topics, 'robot_command', 'forward_position_controller/commands')
-    cmd = bagmod.auto_side_topic(info, cfg.command_topic, cmd_name, f64)
     return Inputs(
         states,
         bagmod.load_side_stream(info, human),
         bagmod.load_side_stream(info, oper),
         bagmod.load_side_stream(info, pcmd),
-        bagmod.load_side_stream(info, cmd),
+        _recorded_commands(info, cfg, joint_names, topics),
     )
+
+
+def _recorded_commands(
+    info: bagmod.BagInfo, cfg: BenchmarkConfig, joint_names: Sequence[str], topics: Any
+) -> bagmod.SideStream:
+    """The recorded safe commands: ``safety/joint_command`` (JointState, keyed by the stamp of the
+    state each answers), else a Float64MultiArray command topic (older recordings: keyed by
+    ``layout.data_offset``)."""
+    if not cfg.command_topic:
+        jc_name = getattr(topics, 'joint_command', 'safety/joint_command')
+        jc = bagmod.auto_side_topic(info, '', jc_name, bagmod.JOINT_STATE)
+        if jc:
+            st = bagmod.load_joint_states(info, jc, joint_names, cfg.joint_map, cfg.fill_q_rad, 0)
+            return bagmod.SideStream(jc, st.recv_ns, st.q, st.header_ns, keys_are_stamps=True)
+    cmd_name = getattr(topics, 'robot_command', 'forward_position_controller/commands')
+    cmd = bagmod.auto_side_topic(info, cfg.command_topic, cmd_name, bagmod.FLOAT64_ARRAY)
+    return bagmod.load_side_stream(info, cmd)
 
 
 def robot_joint_names(app: Any) -> list[str]:

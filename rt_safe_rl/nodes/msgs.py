@@ -31,6 +31,8 @@ import numpy as np
 
 SEQ_NONE = -1
 """Sequence number of a state without one (the consumer counts states)."""
+STAMP_SEARCH_PERIODS = 16
+"""How far (robot periods) :meth:`StateStamps.seq_of` looks around a stamp's place in time."""
 VELOCITY_RING = 16
 """Accepted samples a :class:`JointStateReader` keeps for its velocity estimate."""
 
@@ -280,9 +282,11 @@ class StateStamps:
     Args:
         period_ns: the robot period [ns]. ring: states kept (a power of two).
 
-    :meth:`seq_of` gives the seq of a recorded stamp (exact, +-1 period of jitter searched), or for
-    a stamp ahead of the last state (commands the safety monitor sends while the states have
-    stopped: last stamp + k periods) the period it is for; -1 for an unknown older stamp. RT-safe.
+    :meth:`seq_of` gives the seq of a recorded stamp (searched within :data:`STAMP_SEARCH_PERIODS`
+    of where the stamp's time puts it, so stamps off the period grid -- jitter, a faulty driver's
+    clock -- are still found), or for a stamp newer than every recorded one (commands the safety
+    monitor sends while the states have stopped: last stamp + k periods) the period it is for; -1
+    for an unknown older stamp. RT-safe.
     """
 
     def __init__(self, period_ns: int, ring: int = 4096) -> None:
@@ -292,23 +296,27 @@ class StateStamps:
         self._stamps = np.zeros(ring, dtype=np.int64)
         self._mask = ring - 1
         self._last_seq = -1
-        self._last_stamp_ns = 0
+        self._max_seq = -1
+        self._max_stamp_ns = 0
 
     def record(self, seq: int, stamp_ns: int) -> None:
-        """State `seq` was published with header stamp `stamp_ns`. RT-safe."""
+        """State `seq` was published with header stamp `stamp_ns` (seqs never decrease). RT-safe."""
         self._stamps[seq & self._mask] = stamp_ns
         self._last_seq = seq
-        self._last_stamp_ns = stamp_ns
+        if stamp_ns > self._max_stamp_ns:
+            self._max_stamp_ns, self._max_seq = stamp_ns, seq
 
     def seq_of(self, stamp_ns: int) -> int:
         """The seq of the state stamped `stamp_ns` (see the class docstring). RT-safe."""
         last = self._last_seq
         if last < 0 or stamp_ns <= 0:
             return -1
-        guess = last - round((self._last_stamp_ns - stamp_ns) / self.period_ns)
-        if guess > last:
-            return guess
-        for s in (guess, guess - 1, guess + 1):
-            if 0 <= last - s <= self._mask and s >= 0 and self._stamps[s & self._mask] == stamp_ns:
+        ahead = round((stamp_ns - self._max_stamp_ns) / self.period_ns)
+        if stamp_ns > self._max_stamp_ns:
+            return max(self._max_seq + max(ahead, 1), last + 1)
+        guess = self._max_seq + ahead
+        lo = max(0, last - self._mask, guess - STAMP_SEARCH_PERIODS)
+        for s in range(min(last, guess + STAMP_SEARCH_PERIODS), lo - 1, -1):
+            if self._stamps[s & self._mask] == stamp_ns:
                 return s
         return -1

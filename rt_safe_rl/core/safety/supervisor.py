@@ -73,6 +73,25 @@ def state_violation(q: np.ndarray, dq: np.ndarray, lim: np.ndarray, ptol: float,
     return False
 
 
+def state_violation_detail(q: np.ndarray, dq: np.ndarray, lim: np.ndarray, ptol: float, vtol: float) -> str:
+    """One line naming the first joint and value :func:`state_violation` objects to (allocates:
+    the fault path only)."""
+    for j in range(q.shape[0]):
+        if not (math.isfinite(q[j]) and math.isfinite(dq[j])):
+            return f'measured state of joint {j} is non-finite (q {q[j]:.6g}, dq {dq[j]:.6g})'
+        if q[j] < lim[0, j] - ptol or q[j] > lim[1, j] + ptol:
+            return (
+                f'measured position of joint {j} {q[j]:.6g} rad beyond [{lim[0, j]:.6g}, {lim[1, j]:.6g}]'
+                f' + tolerance {ptol:g}'
+            )
+        if abs(dq[j]) > lim[2, j] + vtol:
+            return (
+                f'measured velocity of joint {j} {dq[j]:.6g} rad/s beyond v_max {lim[2, j]:.6g}'
+                f' + tolerance {vtol:g}'
+            )
+    return ''
+
+
 class SafetySupervisor:
     """Runs a :class:`SafetyFilter` for one robot (see the module docstring).
 
@@ -464,6 +483,10 @@ class SafetySupervisor:
             c = self._counters.get('faults')
             if c is not None:
                 c.inc()
+            if not self.fault_detail and f.latched_fault == FaultCode.STATE_OUT_OF_LIMITS:
+                self.fault_detail = state_violation_detail(  # the fault path: allocates once
+                    self._q, self._dq, f.limits, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
+                )
         self._was_latched = latched
         gv = f.guard_violations
         if gv != self._guard_seen:
@@ -514,6 +537,9 @@ class SafetySupervisor:
         ):
             if not f.stop_latched:
                 self.monitor_stops += 1
+                self.fault_detail = state_violation_detail(
+                    self._q, self._dq, f.limits, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
+                )
             f.trigger_stop(FaultCode.STATE_OUT_OF_LIMITS)
         stale = now - self._state_rx_ns > int(cfg.state_timeout_s * 1e9)
         if stale:
