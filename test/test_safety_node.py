@@ -918,3 +918,19 @@ def test_a_refused_reset_changes_no_parameter(rclpy_context: Any, monkeypatch: A
         assert node.supervisor.cfg.velocity_scale == before
     finally:
         node.destroy_node()
+
+
+def test_state_stamps_match_commands_to_the_periods_they_answer() -> None:
+    from rt_safe_rl.nodes.msgs import StateStamps
+
+    st = StateStamps(1_000_000, ring=64)
+    assert st.seq_of(5) == -1  # nothing recorded
+    rng = np.random.default_rng(2)
+    stamps = {}
+    for seq in range(100, 200):
+        stamps[seq] = 7_000_000_000 + seq * 1_000_000 + int(rng.integers(-300_000, 300_000))
+        st.record(seq, stamps[seq])
+    assert all(st.seq_of(stamps[s]) == s for s in range(140, 200))  # exact, off the period grid
+    assert st.seq_of(stamps[199] + 3_000_000) == 202  # newer than every state: the period it is for
+    assert st.seq_of(stamps[150] + 100_000) == 150  # extrapolated by the monitor: the nearest
+    assert st.seq_of(1_000) == -1  # unknown and old

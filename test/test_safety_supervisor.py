@@ -236,3 +236,49 @@ def test_brake_to_rest_at_rest_is_immediate_and_keeps_an_earlier_latch() -> None
     rig.sup.activate()
     rig.cycle(40, home)
     assert rig.sup.status()['fault'] == 'CONTROLLED_STOP'  # a stop not made by brake_to_rest stays
+
+
+@pytest.mark.parametrize(('bad_state', 'expected'), [(True, 'NONFINITE_INPUT'), (False, 'POLICY_INVALID')])
+def test_an_invalid_action_ahead_of_its_state_is_judged_with_that_state(
+    bad_state: bool, expected: str
+) -> None:
+    """The policy may see a state before the safety does (two subscriptions). An invalid action
+    for a state not here yet is judged when that state arrives: a NaN state is named as such,
+    not as the policy's reaction to it; a finite one makes it the policy's fault."""
+    rig = Rig()
+    home = rig.model.home()
+    sup = rig.sup
+
+    def state(k: int, q: np.ndarray) -> None:
+        rig.t_ns += MS
+        sup.set_human(rig.t_ns, np.array([2.0, 0.0, 0.5]))
+        sup.process_state(rig.t_ns, -1, q, np.zeros(7), header_stamp_ns=5_000 * MS + k * MS)
+
+    for k in range(1, 50):
+        state(k, rig.q)
+        assert sup.process_action(-1, home + 0.1, True, state_stamp_ns=5_000 * MS + k * MS)
+    assert not sup.status()['latched']
+    # the action for state 50 arrives first
+    assert not sup.process_action(-1, None, False, state_stamp_ns=5_000 * MS + 50 * MS)
+    assert not sup.status()['latched']
+    state(50, np.full(7, np.nan) if bad_state else rig.q)
+    st = sup.status()
+    assert st['latched'] and st['fault'] == expected, st
+    assert rig.audit.violations == 0, rig.audit.summary()
+
+
+def test_actions_name_their_state_by_stamp() -> None:
+    rig = Rig()
+    sup = rig.sup
+    assert sup.label_for_stamp(0) == -1  # nothing yet
+    for k in range(40):
+        rig.t_ns += MS
+        sup.process_state(rig.t_ns, -1, rig.q, np.zeros(7), header_stamp_ns=1_000 * MS + k * MS)
+    assert sup.state_seq == 39  # no seq in ROS 2 headers: states are counted
+    assert sup.label_for_stamp(1_000 * MS + 39 * MS) == 39
+    assert sup.label_for_stamp(1_000 * MS + 30 * MS) == 30
+    assert sup.label_for_stamp(1_000 * MS + 40 * MS) == 40  # not here yet: the next one
+    assert sup.stamp_for_label(40) == 1_000 * MS + 40 * MS  # named exactly by that action
+    assert sup.label_for_stamp(1_000 * MS - 5 * MS) == -1  # older than every state kept
+    assert sup.stamp_for_label(35) == 1_000 * MS + 35 * MS
+    assert sup.stamp_for_label(42) == 1_000 * MS + 42 * MS  # ahead (monitor): one period each

@@ -284,9 +284,10 @@ class StateStamps:
 
     :meth:`seq_of` gives the seq of a recorded stamp (searched within :data:`STAMP_SEARCH_PERIODS`
     of where the stamp's time puts it, so stamps off the period grid -- jitter, a faulty driver's
-    clock -- are still found), or for a stamp newer than every recorded one (commands the safety
-    monitor sends while the states have stopped: last stamp + k periods) the period it is for; -1
-    for an unknown older stamp. RT-safe.
+    clock -- are still found), else of the recorded stamp nearest to it within half a period (the
+    safety monitor's commands for periods whose state it had not received: last stamp + k
+    periods), or for a stamp newer than every recorded one the period it is for; -1 otherwise.
+    RT-safe.
     """
 
     def __init__(self, period_ns: int, ring: int = 4096) -> None:
@@ -316,7 +317,11 @@ class StateStamps:
             return max(self._max_seq + max(ahead, 1), last + 1)
         guess = self._max_seq + ahead
         lo = max(0, last - self._mask, guess - STAMP_SEARCH_PERIODS)
+        best, best_err = -1, self.period_ns // 2
         for s in range(min(last, guess + STAMP_SEARCH_PERIODS), lo - 1, -1):
-            if self._stamps[s & self._mask] == stamp_ns:
+            err = abs(int(self._stamps[s & self._mask]) - stamp_ns)
+            if err == 0:
                 return s
-        return -1
+            if err <= best_err:
+                best, best_err = s, err
+        return best  # nearest within half a period: a period the safety monitor extrapolated

@@ -159,6 +159,8 @@ class SafetySupervisor:
         self._was_latched = False
         self._rest_stop = False
         self._deferred_label = -1
+        self._ahead_label = -1
+        self._ahead_stamp_ns = 0
         self._ring_stamp = np.zeros(STAMP_RING, dtype=np.int64)
         self._ring_label = np.zeros(STAMP_RING, dtype=np.int64)
         self._ring_head = 0
@@ -308,6 +310,8 @@ class SafetySupervisor:
         latest = self._state_seq
         if self._hdr_stamp_ns == 0:
             return 0
+        if label == self._ahead_label and label > latest:
+            return self._ahead_stamp_ns  # an action for a state not here yet named it exactly
         if label >= latest:
             return self._hdr_stamp_ns + (label - latest) * self.period_ns
         for k in range(STAMP_RING):
@@ -324,6 +328,7 @@ class SafetySupervisor:
         if stamp_ns == 0 or self._hdr_stamp_ns == 0:
             return latest
         if stamp_ns > self._hdr_stamp_ns:
+            self._ahead_label, self._ahead_stamp_ns = latest + 1, stamp_ns  # its exact stamp, for emit
             return latest + 1
         for k in range(STAMP_RING):
             i = (self._ring_head - 1 - k) % STAMP_RING
