@@ -42,8 +42,9 @@ TOPIC_TYPES: dict[str, str] = {
     'human_position': 'geometry_msgs/msg/PointStamped',
     'operator_command': 'std_msgs/msg/Float64MultiArray',
     'policy_command': 'std_msgs/msg/Float64MultiArray',
-    'policy_action': 'std_msgs/msg/Float64MultiArray',
+    'policy_action': 'sensor_msgs/msg/JointState',
     'robot_command': 'std_msgs/msg/Float64MultiArray',
+    'joint_command': 'sensor_msgs/msg/JointState',
     'safety_status': 'diagnostic_msgs/msg/DiagnosticStatus',
     'diagnostics': 'diagnostic_msgs/msg/DiagnosticArray',
 }
