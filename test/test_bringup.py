@@ -43,7 +43,9 @@ def test_compose_with_namespace_and_remapped_robot_topic(rclpy_context: Any, dir
             assert comp.cycle is not None and robot._sub is None
         else:
             assert comp.cycle is None
-            assert robot._sub.topic_name == '/robot_x/cmd'  # remapped
+            # the robot takes the package's stamped command stream; the remapped controller
+            # topic is published by the safety node (checked below)
+            assert robot._sub.topic_name == '/arm/safety/joint_command'
 
         def pubs() -> set[str]:
             return {

@@ -37,8 +37,8 @@ def test_fault_case_is_handled_without_a_limit_violation(campaign: dict[str, Any
     cases = {c['name']: c for c in campaign['cases']}
     assert name in cases, f'{name} did not run: {sorted(cases)}'
     case = cases[name]
-    assert case['violations'] == 0, case
-    assert case['handled'], case
+    assert case['violations'] == 0, f'{case["fault"]}: {case["detail"]}'
+    assert case['handled'], f'{case["fault"]}: {case["detail"]}'
 
 
 def test_recoveries_between_cases_stay_within_the_limits(campaign: dict[str, Any]) -> None:

@@ -282,3 +282,23 @@ def test_actions_name_their_state_by_stamp() -> None:
     assert sup.label_for_stamp(1_000 * MS - 5 * MS) == -1  # older than every state kept
     assert sup.stamp_for_label(35) == 1_000 * MS + 35 * MS
     assert sup.stamp_for_label(42) == 1_000 * MS + 42 * MS  # ahead (monitor): one period each
+
+
+def test_the_deadline_runs_from_the_receipt_of_the_state_the_action_answers() -> None:
+    """A policy stalled for 20 ms while the safety kept receiving states: its action for the old
+    state is 20 ms late, however fresh the latest state is (it was judged on time before)."""
+    rig = Rig(replace(load_config(None).safety, state_timeout_s=0.5, action_timeout_s=0.5, deadline_s=0.005))
+    sup = rig.sup
+    for k in range(1, 30):
+        rig.t_ns += MS
+        sup.set_human(rig.t_ns, np.array([2.0, 0.0, 0.5]))
+        sup.process_state(rig.t_ns, -1, rig.q, np.zeros(7), header_stamp_ns=3_000 * MS + k * MS)
+        if k < 10:
+            sup.process_action(-1, rig.q, True, state_stamp_ns=3_000 * MS + k * MS)
+    assert not sup.status()['latched']
+    sup.process_action(-1, rig.q, True, state_stamp_ns=3_000 * MS + 10 * MS)  # 20 ms after its state
+    rig.t_ns += MS
+    sup.process_state(rig.t_ns, -1, rig.q, np.zeros(7), header_stamp_ns=3_000 * MS + 30 * MS)
+    sup.process_action(-1, rig.q, True, state_stamp_ns=3_000 * MS + 30 * MS)
+    st = sup.status()
+    assert st['fault'] == 'DEADLINE_MISS' and sup.deadline_misses == 1, st

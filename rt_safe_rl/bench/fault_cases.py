@@ -318,7 +318,7 @@ CASES: list[tuple[str, str, str, Callable[[Ctx], Outcome]]] = [
     ('operator_wrong_size', 'operator command with 3 values', 'drop', _operator(lambda n: [0.0] * 3)),
     ('operator_nan', 'operator command NaN', 'drop', _operator(lambda n: [math.nan] * n)),
     ('policy_nan', 'policy returns NaN', 'stop', _policy(MAGIC_NAN_RAD)),
-    ('policy_slow', 'policy takes ~20 ms per step', 'stop', _policy(MAGIC_SLOW_RAD)),
+    ('policy_slow', 'policy takes 3x safety.deadline_s per step', 'stop', _policy(MAGIC_SLOW_RAD)),
     ('policy_raises', 'policy raises mid-run', 'stop', _policy(MAGIC_RAISE_RAD)),
     ('reset_while_moving', '~/reset with nothing latched, arm moving', 'refuse', _reset_moving),
     ('reset_while_latched', '~/reset after a latched stop, arm at rest', 'continue', _reset_latched),

@@ -4,7 +4,8 @@ bench's own process (the system under test runs in another one), over DDS.
 * robot: publishes ``joint_states`` at ``control.rate_hz`` (~1 kHz from a Python thread with
   absolute deadlines; slower on a loaded machine); the arm tracks the last command received (the
   loop is closed), no faster than v_max over the real time elapsed, as a position-controlled arm
-  does; velocity = the motion since the previous state; ``header.stamp`` = now (the ROS clock),
+  does; velocity = the motion since the previous state; ``header.stamp`` = the period's scheduled
+  time on the ROS clock (system time),
   ``frame_id`` empty (no field is repurposed);
 * person: ``human/position`` at 100 Hz; task goals on ``policy/command``;
 * audit: every command on ``safety/joint_command`` (the safe command, stamped with the state it
@@ -104,6 +105,7 @@ class FaultInjector:
         self.cmd_log: list[tuple[int, float]] = []  # (arrival ns, max |step| / (v_max dt)) per command
         self.seq = 0
         self.stamps = StateStamps(round(self.period_s * 1e9))
+        self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
         self.state_hook: StateHook | None = None
         self.human_xyz: np.ndarray | None = np.array([2.5, 0.0, 0.6])
         self.goals = [self.home.copy(), self.home + np.array([0.6, 0.3, -0.5, 0.4, 0.5, -0.3, 0.6])[:n]]
@@ -143,10 +145,11 @@ class FaultInjector:
                     return
 
     # ---------------------------------------------------------------- robot + person
-    def make_state(self, seq: int, q: np.ndarray, dq: np.ndarray) -> Any:
-        """A JointState for the robot's joints (stamp = now; recorded as period `seq` when published)."""
+    def make_state(self, seq: int, q: np.ndarray, dq: np.ndarray, stamp_ns: int = 0) -> Any:
+        """A JointState for the robot's joints, stamped `stamp_ns` (0 = now; recorded as period
+        `seq` when published)."""
         msg = self._JointState()
-        set_stamp(msg, self.node.get_clock().now().nanoseconds)
+        set_stamp(msg, stamp_ns or self.node.get_clock().now().nanoseconds)
         msg.name = list(self.names)
         msg.position = [float(x) for x in q]
         msg.velocity = [float(x) for x in dq]
@@ -188,7 +191,9 @@ class FaultInjector:
             with self._lock:
                 q, dq = self._follow(time.monotonic_ns())
             self.seq += 1
-            msg = self.make_state(self.seq, q, dq)
+            # stamped with the period's scheduled time (as a robot stamps its control cycle), on the
+            # ROS clock (system time)
+            msg = self.make_state(self.seq, q, dq, self._wall_offset_ns + next_ns)
             hook = self.state_hook
             for m in hook(msg, self.seq) if hook is not None else [msg]:
                 with self._lock:

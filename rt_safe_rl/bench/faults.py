@@ -4,7 +4,7 @@
 
 The system under test is ``bringup --no-monitor`` (policy + safety nodes, no simulator) in a child
 process, running a small TorchScript policy written at run time (:func:`write_fault_policy`: a
-proportional reach toward the task goal that returns NaN, becomes slow (~20 ms) or raises when
+proportional reach toward the task goal that returns NaN, becomes slow (3x ``safety.deadline_s``) or raises when
 the goal's last joint is set to a magic offset, so the injector can make the policy fail
 mid-run). The injector (:mod:`rt_safe_rl.bench.fault_injector`, in this process) is the robot
 driver (joint_states at ~1 kHz, each state = the last command) and the person tracker, and
@@ -344,7 +344,10 @@ def run_campaign(
     recovery_v, complete, interrupted = 0, False, False
     recovery_why: list[str] = []
     with tempfile.TemporaryDirectory(prefix='rt_safe_rl_faults_') as tmp:
-        policy = write_fault_policy(Path(tmp) / 'fault_policy.pt', model.n_joints)
+        # slow = 3x the configured deadline: a command that late is a fault by the config itself
+        policy = write_fault_policy(
+            Path(tmp) / 'fault_policy.pt', model.n_joints, 3.0 * cfg.safety.deadline_s
+        )
         rctx = Context()
         rclpy.init(context=rctx, args=[], signal_handler_options=SignalHandlerOptions.NO)
         inj = FaultInjector(cfg, model, rctx)

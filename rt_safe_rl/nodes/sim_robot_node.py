@@ -16,7 +16,8 @@ drive it:
   ``topics.joint_command`` (``sensor_msgs/JointState`` from the safety node; subscription in the
   same ``sim`` group, best effort) are written to it.
 
-End-to-end latency (DEVELOPERS.md): each state is stamped (``header.stamp``, wall clock) and the
+End-to-end latency (DEVELOPERS.md): each state is stamped (``header.stamp``: its period's scheduled
+time on the wall clock) and the
 robot remembers which period each stamp was (:class:`~rt_safe_rl.nodes.msgs.StateStamps`); each
 command names the state it answers by that stamp; the robot measures state read -> command
 receipt per period, exactly. No field is repurposed (``frame_id`` stays empty). Every
@@ -155,6 +156,7 @@ class SimRobotNode(PeriodicSimNode):
         self.interface = SimArmInterface(lim, q0, period_ns, sc.command_timeout_s, sc.limit_tolerance)
         self._state = RobotState(n)
         self._stamps = StateStamps(period_ns)
+        self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
         depth = app.topics.qos_depth
         self._pub = self.create_lifecycle_publisher(JointState, app.topics.joint_states, depth)
         msg = JointState()
@@ -268,8 +270,10 @@ class SimRobotNode(PeriodicSimNode):
         np.copyto(self._eff_view, row[1 + 2 * n :])
         self._stamp(int(row[0]))
 
-    def _stamp(self, seq: int) -> None:
-        wall = time.time_ns()
+    def _stamp(self, seq: int, deadline_ns: int = 0) -> None:
+        """Stamp the state of period `seq`: its scheduled time `deadline_ns` (monotonic) on the wall
+        clock, as a robot stamps its control cycle (0: now)."""
+        wall = self._wall_offset_ns + deadline_ns if deadline_ns else time.time_ns()
         set_stamp(self._msg, wall)
         self._stamps.record(seq, wall)
 
@@ -282,7 +286,7 @@ class SimRobotNode(PeriodicSimNode):
         np.copyto(self._pos_view, st.q)
         np.copyto(self._vel_view, st.dq)
         np.copyto(self._eff_view, iface.arm.effort)
-        self._stamp(st.seq)
+        self._stamp(st.seq, deadline_ns)
         self._pub.publish(self._msg)
 
     def _on_command(self, msg: JointState) -> None:

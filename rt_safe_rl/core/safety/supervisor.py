@@ -163,6 +163,8 @@ class SafetySupervisor:
         self._ahead_stamp_ns = 0
         self._ring_stamp = np.zeros(STAMP_RING, dtype=np.int64)
         self._ring_label = np.zeros(STAMP_RING, dtype=np.int64)
+        self._ring_rx = np.zeros(STAMP_RING, dtype=np.int64)
+        self._named_rx_ns = 0
         self._ring_head = 0
         self._guard_seen = 0
         self._drop_bucket = 0.0
@@ -266,7 +268,15 @@ class SafetySupervisor:
         a restart of the robot's numbering: the one-step-per-seq bookkeeping starts over. RT-safe."""
         last = self._state_seq
         if seq < 0:
-            seq = last + 1
+            # no seq (ROS 2 headers have none): the robot periods elapsed between the stamps, at least
+            # one, so a period whose state was lost is not given to the next state
+            hs0 = self._hdr_stamp_ns
+            gap = (
+                round((header_stamp_ns - hs0) / self.period_ns)
+                if header_stamp_ns and hs0 and last >= 0
+                else 1
+            )
+            seq = last + max(1, gap)
         drop = 0
         if last >= 0 and seq <= last and last - seq < SEQ_RESTART_GAP:
             drop = 1 if seq < last else 2
@@ -293,6 +303,7 @@ class SafetySupervisor:
             h = self._ring_head
             self._ring_stamp[h] = header_stamp_ns
             self._ring_label[h] = seq
+            self._ring_rx[h] = stamp_ns
             self._ring_head = (h + 1) % STAMP_RING
         # receipt time first, seq second: the monitor reads seq first, so it never pairs a new
         # seq with the previous state's receipt time (which would predict a seq too far ahead)
@@ -333,6 +344,7 @@ class SafetySupervisor:
         for k in range(STAMP_RING):
             i = (self._ring_head - 1 - k) % STAMP_RING
             if self._ring_stamp[i] == stamp_ns:
+                self._named_rx_ns = int(self._ring_rx[i])
                 return int(self._ring_label[i])
         return -1
 
@@ -424,7 +436,10 @@ class SafetySupervisor:
             stepped = self._claim_label(label)
             if stepped:
                 t_ns = self.clock()  # under the lock: step times never go backwards across threads
-                if t_ns - self._state_rx_ns > int(self._cfg.deadline_s * 1e9):
+                # the deadline runs from the receipt of the state the action answers (an action for
+                # an older state than the latest is that much later)
+                rx_ns = self._named_rx_ns if state_stamp_ns > 0 and state_seq <= self._state_seq else 0
+                if t_ns - (rx_ns or self._state_rx_ns) > int(self._cfg.deadline_s * 1e9):
                     self.deadline_misses += 1
                     f.trigger_stop(FaultCode.DEADLINE_MISS)
                 self._step_and_emit(f, t_ns, target, valid, label)
