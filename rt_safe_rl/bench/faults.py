@@ -4,8 +4,8 @@
 
 The system under test is ``bringup --no-monitor`` (policy + safety nodes, no simulator) in a child
 process, running a small TorchScript policy written at run time (:func:`write_fault_policy`: a
-proportional reach toward the task goal that returns NaN, becomes slow (3x ``safety.deadline_s``) or raises when
-the goal's last joint is set to a magic offset, so the injector can make the policy fail
+proportional reach toward the task goal that returns NaN, becomes slow (3x ``safety.deadline_s``)
+or raises when the goal's last joint is set to a magic offset, so the injector can make the policy fail
 mid-run). The injector (:mod:`rt_safe_rl.bench.fault_injector`, in this process) is the robot
 driver (joint_states at ~1 kHz, each state = the last command) and the person tracker, and
 audits every command against the URDF limits relative to the previous one over the real
