@@ -189,7 +189,7 @@ class FaultInjector:
             elif next_ns > now:
                 time.sleep((next_ns - now) * 1e-9)
             with self._lock:
-                q, dq = self._follow(time.monotonic_ns())
+                q, dq = self._follow(next_ns)  # the state at the scheduled sample time
             self.seq += 1
             # stamped with the period's scheduled time (as a robot stamps its control cycle), on the
             # ROS clock (system time)
@@ -255,9 +255,9 @@ class FaultInjector:
             self.commands += 1
 
     def _follow(self, now_ns: int) -> tuple[np.ndarray, np.ndarray]:
-        """The robot's measured state at `now_ns` (caller holds the lock): it moves to its latest
-        command, no faster than v_max over the real time since the previous state (a burst of
-        commands after a stall is not a teleport), and reports the velocity it really moved at."""
+        """The robot's measured state at its sample time `now_ns` (caller holds the lock): it moves
+        to its latest command, no faster than v_max over the time since the previous sample (a
+        burst of commands after a stall is not a teleport), and reports the velocity it moved at."""
         el_s = (now_ns - self._tick_ns) * 1e-9 if self._tick_ns else self.period_s
         self._tick_ns = now_ns
         if self.target is None or el_s <= 0.0:
