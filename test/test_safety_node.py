@@ -934,3 +934,14 @@ def test_state_stamps_match_commands_to_the_periods_they_answer() -> None:
     assert st.seq_of(stamps[199] + 3_000_000) == 202  # newer than every state: the period it is for
     assert st.seq_of(stamps[150] + 100_000) == 150  # extrapolated by the monitor: the nearest
     assert st.seq_of(1_000) == -1  # unknown and old
+
+
+def test_state_stamps_take_the_first_state_of_a_reused_stamp() -> None:
+    """A faulty driver re-uses an old stamp (the safety drops that state: not newer); a command
+    answering the stamp belongs to the first state that had it."""
+    from rt_safe_rl.nodes.msgs import StateStamps
+
+    st = StateStamps(1_000_000)
+    for seq in range(10, 30):
+        st.record(seq, 5_000_000_000 + (seq - 7 if seq == 21 else seq) * 1_000_000)
+    assert st.seq_of(5_000_000_000 + 14 * 1_000_000) == 14

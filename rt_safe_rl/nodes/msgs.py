@@ -318,10 +318,10 @@ class StateStamps:
         guess = self._max_seq + ahead
         lo = max(0, last - self._mask, guess - STAMP_SEARCH_PERIODS)
         best, best_err = -1, self.period_ns // 2
-        for s in range(min(last, guess + STAMP_SEARCH_PERIODS), lo - 1, -1):
+        for s in range(lo, min(last, guess + STAMP_SEARCH_PERIODS) + 1):
             err = abs(int(self._stamps[s & self._mask]) - stamp_ns)
             if err == 0:
-                return s
-            if err <= best_err:
+                return s  # the first state with it: a later one re-using a stamp is never accepted
+            if err < best_err:
                 best, best_err = s, err
         return best  # nearest within half a period: a period the safety monitor extrapolated
