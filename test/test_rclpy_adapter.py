@@ -85,7 +85,7 @@ class _Dispatch:
         self.skip = False
 
     def on_sub(self, sub: Subscription) -> None:
-        msg_info = ad.take_message(sub)
+        msg_info = ad.try_take(sub)
         if msg_info is not None:
             ad.call_subscription(sub, msg_info)
 

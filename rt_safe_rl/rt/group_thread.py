@@ -310,7 +310,7 @@ class _GroupThread:
         return self._pending or self._stop
 
     def _take_sub(self, sub: Subscription) -> None:
-        msg_info = rclpy_adapter.take_message(sub)
+        msg_info = rclpy_adapter.try_take(sub)
         if msg_info is None:
             return
         self.busy_task = sub.topic_name

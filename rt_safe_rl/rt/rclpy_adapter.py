@@ -8,7 +8,7 @@ module references them):
 
 * ``rclpy.impl.implementation_singleton.rclpy_implementation.WaitSet`` (:class:`EntityWaitSet`),
 * ``entity.handle.__enter__/__exit__`` around the wait (the handle use counts rclpy's executor takes),
-* ``sub.handle.take_message`` and ``Subscription._callback_type`` (:func:`take_message`,
+* ``sub.handle.take_message`` and ``Subscription._callback_type`` (:func:`try_take`,
   :func:`call_subscription`),
 * ``timer.handle.is_timer_ready`` / ``call_timer`` (:func:`try_fire_timer`),
 * ``SingleThreadedExecutor._spin_once_impl(timeout_sec, wait_condition)`` (:func:`spin_once_until`),
@@ -215,8 +215,9 @@ class EntityWaitSet:
                 h.__exit__(None, None, None)
 
 
-def take_message(sub: Subscription) -> Any:
-    """The subscription's next message as rclpy's ``(msg, info)`` pair, or None when there is none.
+def try_take(sub: Subscription) -> Any:
+    """The subscription's next message as rclpy's ``(msg, info)`` pair, or None when there is none
+    (never blocks).
 
     Call only inside :meth:`EntityWaitSet.wait`'s ``on_sub`` (the handle is held). RT-safe.
     """
@@ -224,7 +225,7 @@ def take_message(sub: Subscription) -> Any:
 
 
 def call_subscription(sub: Subscription, msg_info: Any) -> None:
-    """Run the subscription's callback with what :func:`take_message` returned, as rclpy's executor
+    """Run the subscription's callback with what :func:`try_take` returned, as rclpy's executor
     does (``callback(msg)`` or ``callback(msg, info)`` by the callback's signature). RT-safe;
     exceptions of the callback propagate."""
     if sub._callback_type is _MESSAGE_ONLY:
@@ -281,7 +282,7 @@ __all__ = [
     'missing_internals',
     'rclpy_version',
     'spin_once_until',
-    'take_message',
     'try_fire_timer',
+    'try_take',
     'with_timer_info',
 ]
