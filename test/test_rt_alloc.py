@@ -145,7 +145,7 @@ def test_executor_loop_rt_threads_allocate_nothing(rclpy_context: Any) -> None:
     """tracemalloc: no heap block allocated by the RT threads is alive after 10^4 more cycles."""
     import tracemalloc
 
-    from rt_safe_rl.rt import executor as executor_mod
+    from rt_safe_rl.rt import group_thread as executor_mod  # the RT loop lives there
 
     snaps = _run_loop(rclpy_context, use_tracemalloc=True)['snaps']
     assert len(snaps) == 2

@@ -1,0 +1,221 @@
+"""RT tasks and callback groups: what runs in the RT group threads (see :mod:`rt_safe_rl.rt.executor`).
+
+* :func:`named_group` tags an rclpy callback group with a group name from ``rt.groups``.
+* :class:`PeriodicTask` runs ``fn(deadline_ns)`` at absolute deadlines ``t0 + k * period_ns``.
+* :class:`TriggeredTask` runs ``fn(seq)`` when its :class:`~rt_safe_rl.rt.channel.Channel` is written.
+
+Tasks are plain objects: their counters are written by the owning RT thread only and read by
+anyone (non-RT) through :meth:`stats`. Constructing a task is not RT-safe; reading its counters is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rclpy.callback_groups import CallbackGroup, MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+
+from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.rt.channel import Channel
+from rt_safe_rl.rt.metrics import registry
+from rt_safe_rl.rt.ring import SpscRing
+
+
+class RtCallbackGroup(MutuallyExclusiveCallbackGroup):
+    """A MutuallyExclusiveCallbackGroup tagged with an ``rt.groups`` name."""
+
+    def __init__(self, rt_group: str) -> None:
+        super().__init__()
+        self.rt_group = rt_group
+
+
+def named_group(node: Node, name: str) -> RtCallbackGroup:
+    """The node's callback group for rt group `name` (created once per node and name).
+
+    Use it as ``callback_group=`` for subscriptions/timers that must run in that group's thread,
+    and as the `group` of :class:`PeriodicTask` / :class:`TriggeredTask`. If the node is already in
+    an :class:`RtExecutor`, an unknown name raises :class:`ConfigError` here. Not RT-safe.
+    """
+    groups: dict[str, RtCallbackGroup] = node.__dict__.setdefault('_rt_safe_rl_groups', {})
+    grp = groups.get(name)
+    if grp is None:
+        owner = getattr(node.executor, '_rt_owner', None)
+        if owner is not None:
+            owner.config.thread_of(name)  # raises ConfigError for an unknown group
+        grp = RtCallbackGroup(name)
+        groups[name] = grp
+    return grp
+
+
+def _group_name(group: CallbackGroup | str) -> str:
+    if isinstance(group, str):
+        return group
+    if isinstance(group, RtCallbackGroup):
+        return group.rt_group
+    raise ConfigError(f'task group must be an rt group name or named_group(node, name), got {group!r}')
+
+
+class _TaskBase:
+    """Shared statistics of periodic and triggered tasks (written by the owning RT thread only)."""
+
+    def __init__(self, name: str, group: CallbackGroup | str, stats_capacity: int) -> None:
+        if not name:
+            raise ConfigError('task name must not be empty')
+        self.name = name
+        self.group = _group_name(group)
+        self._enabled = False
+        self.runs = 0
+        self.errors = 0
+        self.last_error = ''
+        self.max_duration_ns = 0
+        # (reference_ns, start_ns, end_ns): deadline or channel write time, callback start, end
+        self.samples = SpscRing(stats_capacity, 3)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the task runs (toggled by the node at activate/deactivate)."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._on_enable(bool(value))
+        self._enabled = bool(value)
+
+    def _on_enable(self, value: bool) -> None:
+        pass
+
+    def stats(self) -> dict[str, Any]:
+        """Counters as a plain dict (non-RT)."""
+        return {
+            'group': self.group,
+            'enabled': self._enabled,
+            'runs': self.runs,
+            'errors': self.errors,
+            'last_error': self.last_error,
+            'max_duration_us': round(self.max_duration_ns / 1e3, 1),
+            'samples_dropped': self.samples.dropped,
+        }
+
+
+class PeriodicTask(_TaskBase):
+    """``fn(deadline_ns)`` every `period_ns` at absolute ``CLOCK_MONOTONIC`` deadlines.
+
+    Created disabled (``enabled=False``): nodes create tasks at configure and enable them at
+    activate (a plain user sets ``task.enabled = True``). Deadlines are aligned to multiples of
+    the period plus `phase_ns`. ``fn`` must not block; it runs in the group's RT thread.
+
+    Counters: ``runs``, ``misses`` (started more than one period late; a catch-up run is not a
+    new miss), ``overruns`` (ran longer
+    than a period), ``skipped`` (periods dropped by the skip policy), ``caught_up`` (extra
+    back-to-back runs by the catch-up policy), ``errors`` (exceptions raised by ``fn``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        group: CallbackGroup | str,
+        period_ns: int,
+        fn: Callable[[int], None],
+        *,
+        phase_ns: int = 0,
+        enabled: bool = False,
+        stats_capacity: int = 1 << 14,
+    ) -> None:
+        super().__init__(name, group, stats_capacity)
+        if int(period_ns) < 10_000:
+            raise ConfigError(f'task {name!r}: period_ns must be >= 10000 (100 kHz), got {period_ns}')
+        self.period_ns = int(period_ns)
+        self.phase_ns = int(phase_ns) % self.period_ns
+        self.fn = fn
+        self.next_deadline_ns = 0  # 0 = (re)start at the next grid point
+        self.misses = 0
+        self.overruns = 0
+        self.skipped = 0
+        self.caught_up = 0
+        self.max_lateness_ns = 0
+        self._catch_up_left = 0
+        self._catching_up = False  # the next run is a catch-up run (not counted as a miss)
+        self._miss_counter = registry().counter('deadline_misses')
+        self.enabled = enabled
+
+    def _on_enable(self, value: bool) -> None:
+        if value and not self._enabled:
+            self.next_deadline_ns = 0
+
+    def stats(self) -> dict[str, Any]:
+        """Counters as a plain dict (non-RT)."""
+        d = super().stats()
+        d.update(
+            period_us=self.period_ns / 1e3,
+            misses=self.misses,
+            overruns=self.overruns,
+            skipped=self.skipped,
+            caught_up=self.caught_up,
+            max_lateness_us=round(self.max_lateness_ns / 1e3, 1),
+        )
+        return d
+
+
+class TriggeredTask(_TaskBase):
+    """``fn(seq)`` whenever `channel` gets a new record (latest-value: records written while the
+    task was busy collapse into one run with the newest seq; counted in ``coalesced``).
+
+    Created disabled like :class:`PeriodicTask`. The hand-off latency (channel write -> ``fn``
+    start) is recorded per run in ``samples``. With ``decimation=N`` the task runs (and its thread
+    is woken) once per N records, e.g. to mirror a 1 kHz channel to a ROS topic at 100 Hz.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        group: CallbackGroup | str,
+        channel: Channel,
+        fn: Callable[[int], None],
+        *,
+        enabled: bool = False,
+        decimation: int = 1,
+        stats_capacity: int = 1 << 14,
+    ) -> None:
+        super().__init__(name, group, stats_capacity)
+        if not isinstance(channel, Channel):
+            raise ConfigError(
+                f'task {name!r}: channel must be an rt.channel.Channel, got {type(channel).__name__}'
+            )
+        if not 1 <= int(decimation) <= 1_000_000:
+            raise ConfigError(f'task {name!r}: decimation must be >= 1, got {decimation}')
+        self.channel = channel
+        self.fn = fn
+        self.decimation = int(decimation)
+        self.last_seq = channel.seq
+        self.coalesced = 0
+        self._waker: Callable[[], None] | None = None
+        self.enabled = enabled
+
+    def _on_enable(self, value: bool) -> None:
+        if value and not self._enabled:
+            self.last_seq = self.channel.seq  # do not replay a record written while disabled
+
+    def stats(self) -> dict[str, Any]:
+        """Counters as a plain dict (non-RT)."""
+        d = super().stats()
+        d.update(channel=self.channel.name, coalesced=self.coalesced)
+        return d
+
+
+class _DecimatedWake:
+    """Waker that passes on every Nth call (called in the producer's thread only; RT-safe)."""
+
+    __slots__ = ('k', 'n', 'wake')
+
+    def __init__(self, wake: Callable[[], None], n: int) -> None:
+        self.wake = wake
+        self.n = n
+        self.k = 0
+
+    def __call__(self) -> None:
+        k = self.k + 1
+        if k >= self.n:
+            k = 0
+            self.wake()
+        self.k = k
