@@ -32,13 +32,11 @@ allocation-free in the steady state; reset, status, update_config, fail_closed a
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numba as nb
 import numpy as np
 
 from rt_safe_rl.core.robot_model import RobotModel
@@ -50,7 +48,13 @@ from rt_safe_rl.core.safety.filter import (
     SafetyReport,
     build_params,
 )
-from rt_safe_rl.core.safety.kernel import L_AMAX
+from rt_safe_rl.core.safety.labels import (
+    StampLabels,
+    next_label,
+    state_violation,
+    state_violation_detail,
+)
+from rt_safe_rl.core.safety.stops import brake_to_rest, reset_blocker
 
 EmitFn = Callable[[np.ndarray, int, int, bool], None]
 SEQ_RESTART_GAP = 1000
@@ -58,38 +62,6 @@ SEQ_RESTART_GAP = 1000
 closer below (or equal) it is out of order / a duplicate (dropped)."""
 STAMP_RESTART_GAP_NS = 1_000_000_000
 """Same for header stamps [ns]."""
-STAMP_RING = 32
-"""Accepted states whose header stamp -> label the supervisor remembers (actions name states by stamp)."""
-
-
-@nb.njit(cache=True, nogil=True)
-def state_violation(q: np.ndarray, dq: np.ndarray, lim: np.ndarray, ptol: float, vtol: float) -> bool:
-    """True when the measured state is non-finite or beyond the limits + tolerance. RT-safe."""
-    for j in range(q.shape[0]):
-        if not (math.isfinite(q[j]) and math.isfinite(dq[j])):
-            return True
-        if q[j] < lim[0, j] - ptol or q[j] > lim[1, j] + ptol or abs(dq[j]) > lim[2, j] + vtol:
-            return True
-    return False
-
-
-def state_violation_detail(q: np.ndarray, dq: np.ndarray, lim: np.ndarray, ptol: float, vtol: float) -> str:
-    """One line naming the first joint and value :func:`state_violation` objects to (allocates:
-    the fault path only)."""
-    for j in range(q.shape[0]):
-        if not (math.isfinite(q[j]) and math.isfinite(dq[j])):
-            return f'measured state of joint {j} is non-finite (q {q[j]:.6g}, dq {dq[j]:.6g})'
-        if q[j] < lim[0, j] - ptol or q[j] > lim[1, j] + ptol:
-            return (
-                f'measured position of joint {j} {q[j]:.6g} rad beyond [{lim[0, j]:.6g}, {lim[1, j]:.6g}]'
-                f' + tolerance {ptol:g}'
-            )
-        if abs(dq[j]) > lim[2, j] + vtol:
-            return (
-                f'measured velocity of joint {j} {dq[j]:.6g} rad/s beyond v_max {lim[2, j]:.6g}'
-                f' + tolerance {vtol:g}'
-            )
-    return ''
 
 
 class SafetySupervisor:
@@ -124,6 +96,7 @@ class SafetySupervisor:
         self.filter = SafetyFilter(model, cfg, MAX_HUMAN_POINTS)
         n = model.n_joints
         self.period_ns = round(1e9 / cfg.rate_hz)
+        self._labels = StampLabels(self.period_ns)
         self._q = np.zeros(n)
         self._dq = np.zeros(n)
         self._out = np.zeros(n)
@@ -159,13 +132,7 @@ class SafetySupervisor:
         self._was_latched = False
         self._rest_stop = False
         self._deferred_label = -1
-        self._ahead_label = -1
-        self._ahead_stamp_ns = 0
-        self._ring_stamp = np.zeros(STAMP_RING, dtype=np.int64)
-        self._ring_label = np.zeros(STAMP_RING, dtype=np.int64)
-        self._ring_rx = np.zeros(STAMP_RING, dtype=np.int64)
-        self._named_rx_ns = 0
-        self._ring_head = 0
+        self._labels.clear()
         self._guard_seen = 0
         self._drop_bucket = 0.0
         self._drop_t_ns = 0
@@ -229,33 +196,27 @@ class SafetySupervisor:
         self.active = False
 
     def brake_to_rest(self, reason: str, timeout_s: float | None = None) -> tuple[bool, str]:
-        """Bring a moving command to rest within the limits before the output goes silent
-        (deactivation): a latched ``CONTROLLED_STOP`` (cleared again by :meth:`activate`), stepped
-        here at the robot period whenever the chain does not step it, then the rest command sent
-        once more (velocity outputs: zeros). ``(at_rest, why)``; False when the command still moves
-        after `timeout_s` (None: twice the braking time + 0.5 s). Blocks: lifecycle thread, non-RT."""
-        f = self.filter
-        if not self.active or self._state_rx_ns == 0 or f.is_stopped:
+        """Brake a moving command to rest before the output goes silent (deactivation); see
+        :func:`~rt_safe_rl.core.safety.stops.brake_to_rest`. Blocks: lifecycle thread, non-RT."""
+        if not self.active or self._state_rx_ns == 0 or self.filter.is_stopped:
             return True, 'at rest'
-        if not f.stop_latched:
+        if not self.filter.stop_latched:
             self._rest_stop = True
         self.fail_closed(FaultCode.CONTROLLED_STOP, f'controlled stop: {reason}')
-        v = np.abs(f.command_state[1])
-        t_brake_s = float(np.max(v / f.limits[L_AMAX])) if v.size else 0.0
-        limit_s = 2.0 * t_brake_s + 0.5 if timeout_s is None else timeout_s
-        end_ns = self.clock() + int(limit_s * 1e9)
-        period_s = self.period_ns * 1e-9
-        for _ in range(int(limit_s / period_s) + 10):  # bounded even on a clock that stands still
-            if self.clock() >= end_ns:
-                break
-            with self._lock:
-                stopped = f.is_stopped and f.stop_latched
-                self._monitor_step(f)  # steps when the chain has not for this period; else no-op
-                if stopped and self._last_pub_seq >= 0:
-                    self.emit(self._out, self._last_pub_seq, self.clock(), True)
-                    return True, 'at rest'
-            self.sleep(period_s)
-        return False, f'still moving {limit_s:.2f} s after the stop was commanded'
+        return brake_to_rest(self, timeout_s)
+
+    def step_at_rest_check(self) -> bool:
+        """One monitor step under the lock (it steps when the chain has not for this period); when
+        the command was already at rest and latched, sends the rest command once more and returns
+        True. For :func:`~rt_safe_rl.core.safety.stops.brake_to_rest`. RT-safe."""
+        f = self.filter
+        with self._lock:
+            stopped = f.is_stopped and f.stop_latched
+            self._monitor_step(f)
+            if stopped and self._last_pub_seq >= 0:
+                self.emit(self._out, self._last_pub_seq, self.clock(), True)
+                return True
+        return False
 
     # ------------------------------------------------------------------ inputs
     def process_state(
@@ -267,16 +228,8 @@ class SafetySupervisor:
         accepted one (out of order, duplicate). A seq far below the last (``SEQ_RESTART_GAP``) is
         a restart of the robot's numbering: the one-step-per-seq bookkeeping starts over. RT-safe."""
         last = self._state_seq
-        if seq < 0:
-            # no seq (ROS 2 headers have none): the robot periods elapsed between the stamps, at least
-            # one, so a period whose state was lost is not given to the next state
-            hs0 = self._hdr_stamp_ns
-            gap = (
-                round((header_stamp_ns - hs0) / self.period_ns)
-                if header_stamp_ns and hs0 and last >= 0
-                else 1
-            )
-            seq = last + max(1, gap)
+        if seq < 0:  # ROS 2 headers have none: the robot periods elapsed between the stamps
+            seq = next_label(last, header_stamp_ns, self._hdr_stamp_ns, self.period_ns)
         drop = 0
         if last >= 0 and seq <= last and last - seq < SEQ_RESTART_GAP:
             drop = 1 if seq < last else 2
@@ -300,11 +253,7 @@ class SafetySupervisor:
             self._seq_restart = True
         if header_stamp_ns:
             self._hdr_stamp_ns = header_stamp_ns
-            h = self._ring_head
-            self._ring_stamp[h] = header_stamp_ns
-            self._ring_label[h] = seq
-            self._ring_rx[h] = stamp_ns
-            self._ring_head = (h + 1) % STAMP_RING
+        self._labels.record(seq, header_stamp_ns, stamp_ns)
         # receipt time first, seq second: the monitor reads seq first, so it never pairs a new
         # seq with the previous state's receipt time (which would predict a seq too far ahead)
         self._state_rx_ns = stamp_ns
@@ -315,38 +264,12 @@ class SafetySupervisor:
         return True
 
     def stamp_for_label(self, label: int) -> int:
-        """Header stamp [ns] of the accepted state with seq `label`; for a label ahead of the
-        latest state (the monitor braking while states have stopped) the latest's stamp + one
-        period per label ahead; 0 when the states carry no stamps or `label` is too old. RT-safe."""
-        latest = self._state_seq
-        if self._hdr_stamp_ns == 0:
-            return 0
-        if label == self._ahead_label and label > latest:
-            return self._ahead_stamp_ns  # an action for a state not here yet named it exactly
-        if label >= latest:
-            return self._hdr_stamp_ns + (label - latest) * self.period_ns
-        for k in range(STAMP_RING):
-            i = (self._ring_head - 1 - k) % STAMP_RING
-            if self._ring_label[i] == label:
-                return int(self._ring_stamp[i])
-        return 0
+        """Header stamp [ns] a command for `label` is sent with (:meth:`StampLabels.stamp_for_label`)."""
+        return self._labels.stamp_for_label(label)
 
     def label_for_stamp(self, stamp_ns: int) -> int:
-        """The label (state seq) of the accepted state whose header stamp is `stamp_ns`: the
-        latest's + 1 when it is newer than every accepted state (not here yet), -1 when it is older
-        than the last :data:`STAMP_RING` ones; `stamp_ns` 0: the latest. RT-safe."""
-        latest = self._state_seq
-        if stamp_ns == 0 or self._hdr_stamp_ns == 0:
-            return latest
-        if stamp_ns > self._hdr_stamp_ns:
-            self._ahead_label, self._ahead_stamp_ns = latest + 1, stamp_ns  # its exact stamp, for emit
-            return latest + 1
-        for k in range(STAMP_RING):
-            i = (self._ring_head - 1 - k) % STAMP_RING
-            if self._ring_stamp[i] == stamp_ns:
-                self._named_rx_ns = int(self._ring_rx[i])
-                return int(self._ring_label[i])
-        return -1
+        """Label of the state stamped `stamp_ns` (:meth:`StampLabels.label_for_stamp`). RT-safe."""
+        return self._labels.label_for_stamp(stamp_ns)
 
     def _count_drop(self, now_ns: int, duplicate: bool) -> None:
         """Count a dropped state; fail closed above the configured rate (leaky bucket). RT-safe."""
@@ -438,7 +361,7 @@ class SafetySupervisor:
                 t_ns = self.clock()  # under the lock: step times never go backwards across threads
                 # the deadline runs from the receipt of the state the action answers (an action for
                 # an older state than the latest is that much later)
-                rx_ns = self._named_rx_ns if state_stamp_ns > 0 and state_seq <= self._state_seq else 0
+                rx_ns = self._labels.named_rx_ns if state_stamp_ns > 0 and state_seq <= self._state_seq else 0
                 if t_ns - (rx_ns or self._state_rx_ns) > int(self._cfg.deadline_s * 1e9):
                     self.deadline_misses += 1
                     f.trigger_stop(FaultCode.DEADLINE_MISS)
@@ -631,24 +554,9 @@ class SafetySupervisor:
         return ok, why
 
     def reset_blocker(self) -> str:
-        """Why a reset now would latch again at once ('' = it would not). Non-RT."""
-        cfg = self._cfg
-        now = self.clock()
-        if self._state_rx_ns == 0:
-            return 'no joint state received yet'
-        age_s = (now - self._state_rx_ns) * 1e-9
-        if age_s > cfg.state_timeout_s:
-            return f'state is {age_s * 1e3:.0f} ms old > state_timeout_s {cfg.state_timeout_s * 1e3:g} ms'
-        if state_violation(
-            self._q, self._dq, self.filter.limits, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
-        ):
-            return 'the measured state is non-finite or beyond the limits (+ tolerance)'
-        if cfg.ssm.enabled and self._human_stamp_ns:
-            h_s = (now - self._human_stamp_ns) * 1e-9
-            lim_ms = cfg.ssm.human_timeout_s * 1e3
-            if h_s > cfg.ssm.human_timeout_s:
-                return f'human data is {h_s * 1e3:.0f} ms old > ssm.human_timeout_s {lim_ms:g} ms'
-        return ''
+        """Why a reset now would latch again at once ('' = it would not): :func:`.stops.reset_blocker`."""
+        args = (self._state_rx_ns, self._q, self._dq, self.filter.limits, self._human_stamp_ns)
+        return reset_blocker(self._cfg, self.clock(), *args)
 
     def status(self) -> dict[str, Any]:
         """The last report plus counters as a dict (non-RT). The report is copied under the lock
