@@ -273,6 +273,11 @@ class FaultInjector:
         a = self.audit
         return a.position_violations + a.velocity_violations + a.acceleration_violations + a.nonfinite
 
+    def last_step_ratio(self) -> float:
+        """The last command's step as a fraction of one period of v_max (0 = at rest)."""
+        with self._lock:
+            return self.cmd_log[-1][1] if self.cmd_log else 0.0
+
     def moving_ratio(self, window_s: float = 0.05) -> float:
         """Largest command step over the last `window_s`, as a fraction of v_max (0 = at rest)."""
         end = time.monotonic_ns() - int(window_s * 1e9)
