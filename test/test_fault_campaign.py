@@ -20,6 +20,9 @@ from rt_safe_rl.bench.fault_cases import CASE_NAMES
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 WINDOW_S = 1.0  # seconds each fault is applied (the bench's default is 1.5)
+# a case whose fault is a duration (3x the deadline, a calibrated CPU loop): on a loaded machine it
+# may not be slow enough to be a fault; a stop it makes must still name an expected fault
+TIMING_DEPENDENT = {'policy_slow'}
 
 
 @pytest.fixture(scope='module')
@@ -38,6 +41,10 @@ def test_fault_case_is_handled_without_a_limit_violation(campaign: dict[str, Any
     assert name in cases, f'{name} did not run: {sorted(cases)}'
     case = cases[name]
     assert case['violations'] == 0, f'{case["fault"]}: {case["detail"]}'
+    if name in TIMING_DEPENDENT and case['fault'] == 'none':
+        # no stop: the machine ran the slow policy within the deadline (its slowness is a CPU
+        # loop calibrated at start); then no command may break a limit (checked above)
+        return
     assert case['handled'], f'{case["fault"]}: {case["detail"]}'
 
 

@@ -273,10 +273,12 @@ class FaultInjector:
         a = self.audit
         return a.position_violations + a.velocity_violations + a.acceleration_violations + a.nonfinite
 
-    def last_step_ratio(self) -> float:
-        """The last command's step as a fraction of one period of v_max (0 = at rest)."""
+    def min_step_ratio(self, t0_ns: int, t1_ns: int) -> float:
+        """Smallest command step received in [t0_ns, t1_ns] (monotonic), as a fraction of one
+        period of v_max (0 = a command at rest came); inf when none arrived."""
         with self._lock:
-            return self.cmd_log[-1][1] if self.cmd_log else 0.0
+            steps = [r for t, r in self.cmd_log[-2000:] if t0_ns <= t <= t1_ns]
+        return min(steps) if steps else float('inf')
 
     def moving_ratio(self, window_s: float = 0.05) -> float:
         """Largest command step over the last `window_s`, as a fraction of v_max (0 = at rest)."""
