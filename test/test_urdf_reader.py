@@ -224,5 +224,7 @@ def test_loading_the_model_imports_no_mesh_or_xml_library() -> None:
         'RobotModel.from_config(RobotConfig())\n'
         "print(sorted(m for m in ('yourdfpy', 'trimesh', 'lxml') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == '[]', out.stdout + out.stderr
