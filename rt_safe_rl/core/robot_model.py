@@ -1,10 +1,12 @@
 """Robot description -> :class:`RobotModel`: joint names, limits, PD gains, compiled kinematics.
 
-The URDF is parsed once (configure time) with ``yourdfpy``; the kinematic tree from the base to
+The URDF is parsed once (configure time) by :mod:`rt_safe_rl.core.urdf` (standard-library XML, no
+DOCTYPE / entities); the kinematic tree from the base to
 every monitored link is then *compiled* into flat numpy arrays (one row per frame: parent index,
 fixed origin transform, joint type/axis/index, mimic multiplier/offset). The per-cycle forward
 kinematics of the monitored points (and their positional Jacobians) run in numba ``njit`` kernels
-over those arrays and preallocated work buffers: no Python objects, no heap allocation per call.
+over those arrays and preallocated work buffers (:mod:`rt_safe_rl.core.kinematics`): no Python
+objects, no heap allocation per call.
 
 Units: rad, rad/s, rad/s^2, rad/s^3, N*m (revolute) or m, m/s, ... (prismatic), metres for points.
 
@@ -22,12 +24,19 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numba as nb
 import numpy as np
 
 from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.core.kinematics import (  # fk kernels re-exported: the safety kernels import them here
+    JT_FIXED,
+    JT_PRISMATIC,
+    JT_REVOLUTE,
+    fk_frames_kernel,
+    jacobian_kernel,
+    points_kernel,
+)
+from rt_safe_rl.core.urdf import Robot, chain_urdf, parse_urdf, read_urdf  # noqa: F401 - chain_urdf re-exported
 
 # Franka Panda datasheet values (per joint, joint 1..7).
 PANDA_ACC_RAD_S2: tuple[float, ...] = (15.0, 7.5, 10.0, 12.5, 15.0, 20.0, 20.0)
@@ -35,10 +44,6 @@ PANDA_JERK_RAD_S3: tuple[float, ...] = (7500.0, 3750.0, 5000.0, 6250.0, 7500.0, 
 # libfranka joint-impedance example gains (used by the PD model of the position-controlled arm).
 PANDA_KP: tuple[float, ...] = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)
 PANDA_KD: tuple[float, ...] = (50.0, 50.0, 50.0, 20.0, 20.0, 20.0, 10.0)
-
-JT_FIXED = 0
-JT_REVOLUTE = 1
-JT_PRISMATIC = 2
 
 
 @dataclass(frozen=True)
@@ -118,166 +123,6 @@ class RobotConfig:
         names = [p.name for p in self.monitored_points]
         if len(set(names)) != len(names):
             raise ConfigError(f'monitored_points: duplicate point names in {names}')
-
-
-# --------------------------------------------------------------------------------------------
-# numba kernels (RT path): no allocation, arrays in, arrays out.
-# --------------------------------------------------------------------------------------------
-
-
-@nb.njit(cache=True, nogil=True, fastmath=False)
-def fk_frames_kernel(
-    q: np.ndarray,
-    parent: np.ndarray,
-    origin: np.ndarray,
-    jtype: np.ndarray,
-    qidx: np.ndarray,
-    mult: np.ndarray,
-    offs: np.ndarray,
-    axis: np.ndarray,
-    frames: np.ndarray,
-) -> None:
-    """World transforms of all compiled frames into `frames` (F,4,4). RT-safe, no allocation."""
-    n_frames = parent.shape[0]
-    for f in range(n_frames):
-        # M = origin[f] @ motion(q)
-        jt = jtype[f]
-        if jt == JT_FIXED or qidx[f] < 0:
-            x = 0.0
-        else:
-            x = mult[f] * q[qidx[f]] + offs[f]
-        # motion transform entries
-        m00 = 1.0
-        m01 = 0.0
-        m02 = 0.0
-        m10 = 0.0
-        m11 = 1.0
-        m12 = 0.0
-        m20 = 0.0
-        m21 = 0.0
-        m22 = 1.0
-        tx = 0.0
-        ty = 0.0
-        tz = 0.0
-        ax = axis[f, 0]
-        ay = axis[f, 1]
-        az = axis[f, 2]
-        if jt == JT_REVOLUTE:
-            c = math.cos(x)
-            s = math.sin(x)
-            t = 1.0 - c
-            m00 = t * ax * ax + c
-            m01 = t * ax * ay - s * az
-            m02 = t * ax * az + s * ay
-            m10 = t * ax * ay + s * az
-            m11 = t * ay * ay + c
-            m12 = t * ay * az - s * ax
-            m20 = t * ax * az - s * ay
-            m21 = t * ay * az + s * ax
-            m22 = t * az * az + c
-        elif jt == JT_PRISMATIC:
-            tx = ax * x
-            ty = ay * x
-            tz = az * x
-        p = parent[f]
-        for r in range(3):
-            # L = (parent world, or identity) @ origin  (row r)
-            if p >= 0:
-                l0 = (
-                    frames[p, r, 0] * origin[f, 0, 0]
-                    + frames[p, r, 1] * origin[f, 1, 0]
-                    + frames[p, r, 2] * origin[f, 2, 0]
-                )
-                l1 = (
-                    frames[p, r, 0] * origin[f, 0, 1]
-                    + frames[p, r, 1] * origin[f, 1, 1]
-                    + frames[p, r, 2] * origin[f, 2, 1]
-                )
-                l2 = (
-                    frames[p, r, 0] * origin[f, 0, 2]
-                    + frames[p, r, 1] * origin[f, 1, 2]
-                    + frames[p, r, 2] * origin[f, 2, 2]
-                )
-                l3 = (
-                    frames[p, r, 0] * origin[f, 0, 3]
-                    + frames[p, r, 1] * origin[f, 1, 3]
-                    + frames[p, r, 2] * origin[f, 2, 3]
-                    + frames[p, r, 3]
-                )
-            else:
-                l0 = origin[f, r, 0]
-                l1 = origin[f, r, 1]
-                l2 = origin[f, r, 2]
-                l3 = origin[f, r, 3]
-            frames[f, r, 0] = l0 * m00 + l1 * m10 + l2 * m20
-            frames[f, r, 1] = l0 * m01 + l1 * m11 + l2 * m21
-            frames[f, r, 2] = l0 * m02 + l1 * m12 + l2 * m22
-            frames[f, r, 3] = l0 * tx + l1 * ty + l2 * tz + l3
-        frames[f, 3, 0] = 0.0
-        frames[f, 3, 1] = 0.0
-        frames[f, 3, 2] = 0.0
-        frames[f, 3, 3] = 1.0
-
-
-@nb.njit(cache=True, nogil=True)
-def points_kernel(frames: np.ndarray, pt_frame: np.ndarray, pt_offset: np.ndarray, out_p: np.ndarray) -> None:
-    """World positions (M,3) of the monitored points from computed `frames`. RT-safe."""
-    for i in range(pt_frame.shape[0]):
-        f = pt_frame[i]
-        for r in range(3):
-            out_p[i, r] = (
-                frames[f, r, 0] * pt_offset[i, 0]
-                + frames[f, r, 1] * pt_offset[i, 1]
-                + frames[f, r, 2] * pt_offset[i, 2]
-                + frames[f, r, 3]
-            )
-
-
-@nb.njit(cache=True, nogil=True)
-def jacobian_kernel(
-    frames: np.ndarray,
-    jtype: np.ndarray,
-    qidx: np.ndarray,
-    mult: np.ndarray,
-    axis: np.ndarray,
-    pt_frame: np.ndarray,
-    ancestor: np.ndarray,
-    points: np.ndarray,
-    out_j: np.ndarray,
-) -> None:
-    """Positional Jacobians d p_i / d q (M,3,N) of the monitored points. RT-safe, no allocation.
-
-    `ancestor[f_point, f]` is True when frame f moves the point's frame (f on its root path).
-    """
-    m_pts = pt_frame.shape[0]
-    n_frames = jtype.shape[0]
-    out_j[:, :, :] = 0.0
-    for i in range(m_pts):
-        fp = pt_frame[i]
-        for f in range(n_frames):
-            if not ancestor[fp, f]:
-                continue
-            jt = jtype[f]
-            k = qidx[f]
-            if jt == JT_FIXED or k < 0:
-                continue
-            # joint axis in world: R_f @ axis (frames[f] already includes the joint rotation,
-            # which leaves the axis unchanged)
-            zx = frames[f, 0, 0] * axis[f, 0] + frames[f, 0, 1] * axis[f, 1] + frames[f, 0, 2] * axis[f, 2]
-            zy = frames[f, 1, 0] * axis[f, 0] + frames[f, 1, 1] * axis[f, 1] + frames[f, 1, 2] * axis[f, 2]
-            zz = frames[f, 2, 0] * axis[f, 0] + frames[f, 2, 1] * axis[f, 1] + frames[f, 2, 2] * axis[f, 2]
-            w = mult[f]
-            if jt == JT_REVOLUTE:
-                dx = points[i, 0] - frames[f, 0, 3]
-                dy = points[i, 1] - frames[f, 1, 3]
-                dz = points[i, 2] - frames[f, 2, 3]
-                out_j[i, 0, k] += w * (zy * dz - zz * dy)
-                out_j[i, 1, k] += w * (zz * dx - zx * dz)
-                out_j[i, 2, k] += w * (zx * dy - zy * dx)
-            else:
-                out_j[i, 0, k] += w * zx
-                out_j[i, 1, k] += w * zy
-                out_j[i, 2, k] += w * zz
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,18 +213,7 @@ class RobotModel:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f'robot.urdf: file not found: {p}')
-        try:
-            import yourdfpy
-
-            urdf = yourdfpy.URDF.load(
-                str(p),
-                load_meshes=False,
-                build_scene_graph=False,
-                build_collision_scene_graph=False,
-                load_collision_meshes=False,
-            )
-        except Exception as err:
-            raise ConfigError(f'robot.urdf: cannot parse {p}: {err}') from None
+        urdf = read_urdf(p)
         return cls._compile(urdf, cfg, str(p))
 
     @classmethod
@@ -387,26 +221,12 @@ class RobotModel:
         cls, text: str, config: RobotConfig | None = None, where: str = '<urdf string>'
     ) -> RobotModel:
         """Like :meth:`from_urdf` for URDF XML text (generated robots, tests). Not RT-safe."""
-        import io
-
         cfg = config or RobotConfig()
-        try:
-            import yourdfpy
-
-            urdf = yourdfpy.URDF.load(
-                io.StringIO(text),
-                load_meshes=False,
-                build_scene_graph=False,
-                build_collision_scene_graph=False,
-                load_collision_meshes=False,
-            )
-        except Exception as err:  # any parser failure is a config error for the user
-            raise ConfigError(f'robot.urdf: cannot parse {where}: {err}') from None
+        urdf = parse_urdf(text, where)
         return cls._compile(urdf, cfg, where)
 
     @classmethod
-    def _compile(cls, urdf: Any, cfg: RobotConfig, where: str) -> RobotModel:
-        robot = urdf.robot
+    def _compile(cls, robot: Robot, cfg: RobotConfig, where: str) -> RobotModel:
         joints = {j.name: j for j in robot.joints}
         child_joint = {j.child: j for j in robot.joints}
         links = {lk.name: lk for lk in robot.links}
@@ -540,9 +360,9 @@ class RobotModel:
         )
         radius = np.array([pt.radius_m for pt in cfg.monitored_points], dtype=np.float64)
         mass = 0.0
-        for lk in robot.links:
-            if lk.name != root and lk.inertial is not None and lk.inertial.mass is not None:
-                mass += float(lk.inertial.mass)
+        for link in robot.links:
+            if link.name != root and link.inertial is not None and link.inertial.mass is not None:
+                mass += float(link.inertial.mass)
         return cls(
             name=str(robot.name),
             joint_names=names,
@@ -612,27 +432,3 @@ class RobotModel:
             return np.array([0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4])
         mid = 0.5 * (self.q_min + self.q_max)
         return np.where(np.isfinite(mid), mid, 0.0)
-
-
-def chain_urdf(n_joints: int, name: str = 'chain', link_length_m: float = 0.1) -> str:
-    """URDF text of a serial chain of `n_joints` revolute joints with alternating z/y axes.
-
-    Used by benchmarks and tests to build robots of any size (e.g. 29 joints like a humanoid).
-    Limits: +-2.5 rad, 2 rad/s, 50 Nm. Each link carries 1 kg.
-    """
-    parts = [f'<?xml version="1.0"?>\n<robot name="{name}">', '<link name="base_link"/>']
-    for i in range(1, n_joints + 1):
-        ax = '0 0 1' if i % 2 else '0 1 0'
-        parts.append(
-            f'<link name="link{i}"><inertial><mass value="1.0"/>'
-            '<inertia ixx="0.01" ixy="0" ixz="0" iyy="0.01" iyz="0" izz="0.01"/></inertial></link>'
-        )
-        prev = 'base_link' if i == 1 else f'link{i - 1}'
-        z = 0.0 if i == 1 else link_length_m
-        parts.append(
-            f'<joint name="j{i}" type="revolute"><parent link="{prev}"/><child link="link{i}"/>'
-            f'<origin xyz="0 0 {z}" rpy="0 0 0"/><axis xyz="{ax}"/>'
-            '<limit lower="-2.5" upper="2.5" velocity="2.0" effort="50"/></joint>'
-        )
-    parts.append('</robot>\n')
-    return '\n'.join(parts)

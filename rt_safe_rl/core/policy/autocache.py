@@ -36,12 +36,11 @@ def cache_dir(cfg: PolicyNodeConfig) -> Path:
 
 
 def _versions() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for mod in ('torch', 'numba', 'onnxruntime', 'numpy', 'rt_safe_rl'):
-        try:
-            out[mod] = str(getattr(__import__(mod), '__version__', '?'))
-        except ImportError:
-            out[mod] = 'absent'
+    """Versions from package metadata: never imports torch / onnxruntime (that is most of a start)."""
+    from rt_safe_rl.core.policy.progcache import dist_version
+
+    out = {mod: dist_version(mod) for mod in ('torch', 'numba', 'onnxruntime', 'numpy')}
+    out['rt_safe_rl'] = str(getattr(__import__('rt_safe_rl'), '__version__', '?'))
     return out
 
 

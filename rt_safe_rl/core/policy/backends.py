@@ -118,6 +118,7 @@ class NumbaBackend(Backend):
         from rt_safe_rl.core.policy.extract import CompiledProgram
 
         super().__init__(program.in_dim, program.out_dim)
+        self.program = program  # the Program (kernels.Program): what the program cache stores
         self._cp = CompiledProgram(program)
         self.summary = program.summary
 

@@ -5,6 +5,12 @@ recurrence), builds the configured backend (or every available one for ``auto``)
 vs the reference and latency (:func:`~rt_safe_rl.core.policy.backends.evaluate_backends`), picks
 one, refuses a policy that writes to stdout or returns non-finite values, and warms it up.
 
+Fast start: when the numba backend is the one to run (``backend: numba``, or ``auto`` whose cached
+choice is numba) and :mod:`~rt_safe_rl.core.policy.progcache` holds the compiled program for this
+model file, the program is loaded from disk and re-checked against the stored reference outputs:
+no trace, no torch import. Otherwise the full path runs (trace, check vs the reference) and a
+program that passed the check is written to the cache.
+
 Not RT-safe (configure time). :meth:`PolicyModel.forward` is the RT path of the chosen backend.
 """
 
@@ -18,20 +24,24 @@ from typing import Any
 import numpy as np
 
 from rt_safe_rl.core.errors import PolicyLoadError
+from rt_safe_rl.core.policy import progcache
 from rt_safe_rl.core.policy.autocache import cache_dir, cache_key, load_choice, store_choice
 from rt_safe_rl.core.policy.backends import (
     F32,
     Backend,
     BackendResult,
+    NumbaBackend,
     build_backend,
     evaluate_backends,
     format_table,
     reference_name,
+    rollout,
     sample_observations,
     select_backend,
+    tolerance_for,
 )
 from rt_safe_rl.core.policy.config import BACKENDS, ModelConfig, PolicyNodeConfig
-from rt_safe_rl.core.policy.loading import PolicyInfo
+from rt_safe_rl.core.policy.loading import PolicyInfo, detect_format, sha256_file
 from rt_safe_rl.core.policy.probe import inspect_policy
 from rt_safe_rl.core.policy.stdio import capture_stdout_fd, drop_stdout
 
@@ -178,12 +188,17 @@ def load_policy_model(
         PolicyLoadError: bad file/hash/size, configured backend unavailable or not exact, a policy that
             prints on every call or returns non-finite values.
     """
-    import torch
-
     log = logger or _LOG
-    torch.set_num_threads(cfg.num_threads)
     p = Path(path)
     model_cfg = model_cfg or ModelConfig()
+    explicit = backends is not None
+    if not explicit and not keep_all and obs_dim is not None and cfg.auto_cache:
+        cached = _from_program_cache(p, cfg, model_cfg, obs_dim, pipeline_key, log)
+        if cached is not None:
+            return cached
+    import torch
+
+    torch.set_num_threads(cfg.num_threads)
     with drop_stdout():  # probing runs the model: what it prints is not a policy step's output
         info = inspect_policy(
             p,
@@ -198,7 +213,6 @@ def load_policy_model(
             f'{p}: the model expects {info.obs_dim} inputs, the policy config builds {obs_dim}{size_note}'
         )
     ref = reference_name(info)
-    explicit = backends is not None
     if backends is None:
         backends = _default_backends() if cfg.backend == 'auto' else [cfg.backend]
     names = [ref] + [b for b in backends if b != ref]
@@ -251,10 +265,29 @@ def load_policy_model(
             why = store_choice(cfg, key, {'selected': selected, 'table': [r.as_dict() for r in rows]})
             if why:
                 log.info(f'policy {p.name}: auto choice not cached: {why}')
+    if cfg.auto_cache and not keep_all:
+        _store_program(p, cfg, model_cfg, info, built, rows, ref, obs, log)
     log.info(
         f'policy {p.name}: sha256 {info.sha256[:12]}, {info.obs_dim} -> {info.act_dim}, '
         f'recurrent={info.recurrent}; backend {selected!r}\n{format_table(rows, selected)}'
     )
+    return _finish(p, cfg, info, built, selected, ref, rows, obs, keep_all, from_cache, log)
+
+
+def _finish(
+    p: Path,
+    cfg: PolicyNodeConfig,
+    info: PolicyInfo,
+    built: dict[str, Backend],
+    selected: str,
+    ref: str,
+    rows: list[BackendResult],
+    obs: F32,
+    keep_all: bool,
+    from_cache: bool,
+    log: Any,
+) -> PolicyModel:
+    """Warm the chosen backend up (refusing one that prints, per ``policy.stdout``) and wrap it."""
     chosen = built[selected]
     out = np.zeros(info.act_dim, np.float32)
     with capture_stdout_fd() as printed:
@@ -278,3 +311,109 @@ def load_policy_model(
         backends=kept,
         from_cache=from_cache,
     )
+
+
+def _warn(log: Any) -> Any:
+    return getattr(log, 'warning', None) or log.info
+
+
+def _from_program_cache(
+    p: Path, cfg: PolicyNodeConfig, model_cfg: ModelConfig, obs_dim: int, pipeline_key: str, log: Any
+) -> PolicyModel | None:
+    """The policy from the program cache (no trace, no torch), or None: run the full path.
+
+    Used when numba is the backend to run: ``backend: numba``, or ``auto`` with a cached choice of
+    numba for this model, pipeline and settings. The cached program is re-checked against the
+    stored reference outputs with the numba tolerance; anything unusable is None (the full path
+    then reports errors such as a missing file or a wrong SHA-256 itself).
+    """
+    if cfg.backend not in ('auto', 'numba') or not p.is_file():
+        return None
+    try:
+        digest = sha256_file(p)
+        fmt = detect_format(p, model_cfg.format)
+    except (OSError, PolicyLoadError):
+        return None
+    if cfg.sha256 and digest.lower() != cfg.sha256.lower():
+        return None
+    cached_rows: list[dict[str, Any]] | None = None
+    if cfg.backend == 'auto':
+        ref = 'onnxruntime' if fmt == 'onnx' else 'eager'
+        names = [ref] + [b for b in _default_backends() if b != ref]
+        choice = load_choice(cfg, cache_key(digest, pipeline_key + f'|obs_dim={obs_dim}', cfg, names))
+        if choice is None or choice['selected'] != 'numba':
+            return None
+        cached_rows = choice.get('table') if isinstance(choice.get('table'), list) else None
+    key = progcache.program_key(digest, obs_dim, model_cfg, cfg.input_sizes_strict)
+    entry = progcache.load(cfg, key, _warn(log))
+    if entry is None:
+        return None
+    info = entry.info
+    if info.sha256 != digest or info.obs_dim != obs_dim or info.format != fmt:
+        _warn(log)(
+            f'policy program cache: ignoring {entry.path}: it describes another model; compiling again'
+        )
+        return None
+    info.path = str(p)
+    backend = NumbaBackend(entry.program)
+    tol = tolerance_for('numba', cfg)
+    ok, err = progcache.verify(entry, backend, tol)
+    if not ok:
+        _warn(log)(
+            f'policy program cache: ignoring {entry.path}: the cached program differs from the stored '
+            f'{entry.reference} outputs by {err:.3g} > tolerance {tol:g}; compiling again'
+        )
+        return None
+    rows = _rows_from_cache(cached_rows, err, tol, entry.reference)
+    log.info(
+        f'policy {p.name}: sha256 {digest[:12]}, {info.obs_dim} -> {info.act_dim}, '
+        f'recurrent={info.recurrent}; '
+        f"backend 'numba' from the program cache ({entry.path.parent}): max abs error {err:.3g} vs the "
+        f'stored {entry.reference} outputs over {len(entry.check_obs)} steps (tolerance {tol:g}); no trace, '
+        f'no torch\n{format_table(rows, "numba")}'
+    )
+    return _finish(
+        p, cfg, info, {'numba': backend}, 'numba', entry.reference, rows, entry.check_obs, False, True, log
+    )
+
+
+def _rows_from_cache(
+    rows: list[dict[str, Any]] | None, err: float, tol: float, ref: str
+) -> list[BackendResult]:
+    """The backend table measured when the choice was made, with the numba row's error as re-checked now."""
+    fields = set(BackendResult.__dataclass_fields__)
+    out: list[BackendResult] = []
+    for r in rows or []:
+        if isinstance(r, dict) and isinstance(r.get('name'), str):
+            out.append(BackendResult(**{k: v for k, v in r.items() if k in fields}))
+    numba = next((r for r in out if r.name == 'numba'), None)
+    if numba is None:
+        numba = BackendResult('numba', True)
+        out.append(numba)
+    numba.available, numba.ok, numba.max_abs_err, numba.tolerance = True, True, err, tol
+    numba.reason = f'program cache, checked vs stored {ref} outputs'
+    return out
+
+
+def _store_program(
+    p: Path,
+    cfg: PolicyNodeConfig,
+    model_cfg: ModelConfig,
+    info: PolicyInfo,
+    built: dict[str, Backend],
+    rows: list[BackendResult],
+    ref: str,
+    obs: F32,
+    log: Any,
+) -> None:
+    """Write the numba program to the program cache when it passed the check vs the reference."""
+    be = built.get('numba')
+    row = next((r for r in rows if r.name == 'numba'), None)
+    if not isinstance(be, NumbaBackend) or row is None or not (row.available and row.ok) or ref not in built:
+        return
+    with drop_stdout():
+        ref_out = rollout(built[ref], obs)
+    key = progcache.program_key(info.sha256, info.obs_dim, model_cfg, cfg.input_sizes_strict)
+    why = progcache.store(cfg, key, be.program, info, obs, ref_out, ref)
+    if why:
+        log.info(f'policy {p.name}: compiled program not cached: {why}')
