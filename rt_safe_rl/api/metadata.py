@@ -1,7 +1,7 @@
 """InferenceMetadata: what one :meth:`RtSystem.execute_rt_inference` call did.
 
-Built once per call in one constructor call (the per-call path of the API); everything derived
-(stage times, the safety report as a dict, fault names) is computed when read, not per call.
+Built once per call from one tuple (the per-call path of the API); everything else (the fields,
+stage times, the safety report as a dict, fault names) is computed when read, not per call.
 """
 
 from __future__ import annotations
@@ -22,45 +22,34 @@ class InferenceMetadata:
     too; :meth:`as_dict` is JSON-ready.
     """
 
-    __slots__ = (
-        '_report',
-        '_t',
-        'backend',
-        'deadline_met',
-        'deadline_us',
-        'policy_ran',
-        'policy_valid',
-        'seq',
-        'stamp_ns',
-        'thread',
-        'total_us',
-    )
+    __slots__ = ('_d',)
 
-    def __init__(
-        self,
-        report: Any,
-        seq: int = 0,
-        stamp_ns: int = 0,
-        t: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0),
-        policy_ran: bool = False,
-        policy_valid: bool = False,
-        backend: str = '',
-        thread: str = '',
-        deadline_us: float = 0.0,
-    ) -> None:
-        """`report`: a SafetyReport copy owned by this object; `t`: (entry, submit, start, policy
-        done, safety done) monotonic ns; `deadline_us`: the end-to-end budget (us)."""
-        self._report = report
-        self.seq = seq
-        self.stamp_ns = stamp_ns
-        self._t = t
-        self.total_us = total = (t[4] - t[0]) / 1e3
-        self.deadline_us = deadline_us
-        self.deadline_met = total <= deadline_us
-        self.policy_ran = policy_ran
-        self.policy_valid = policy_valid
-        self.backend = backend
-        self.thread = thread
+    def __init__(self, d: tuple[Any, ...]) -> None:
+        """`d` = (SafetyReport copy owned by this object, entry, submit, start, policy done, safety
+        done [monotonic ns], seq, stamp_ns, policy_ran, policy_valid, backend, thread, deadline_us):
+        one tuple built by the call, nothing derived until read."""
+        self._d = d
+
+    _report = property(lambda self: self._d[0])
+    _t = property(lambda self: self._d[1:6], doc='(entry, submit, start, policy done, safety done) ns.')
+    seq = property(lambda self: self._d[6], doc='Call number (1, 2, ...).')
+    stamp_ns = property(lambda self: self._d[7], doc="The state's stamp [ns] (its stamp_ns, else the call).")
+    policy_ran = property(lambda self: self._d[8], doc='A policy step ran this cycle.')
+    policy_valid = property(lambda self: self._d[9], doc="The policy's action was valid.")
+    backend = property(lambda self: self._d[10], doc='Policy backend.')
+    thread = property(lambda self: self._d[11], doc="'caller' | 'event_loop' | 'rt_worker'.")
+    deadline_us = property(lambda self: self._d[12], doc='End-to-end budget [us].')
+
+    @property
+    def total_us(self) -> float:
+        """Call entry -> result ready [us]."""
+        d = self._d
+        return float((d[5] - d[1]) / 1e3)
+
+    @property
+    def deadline_met(self) -> bool:
+        """total_us <= deadline_us."""
+        return self.total_us <= self._d[12]
 
     fault = property(lambda self: self._report.fault, doc='Safety fault name (OK when none).')
     fault_code = property(lambda self: self._report.fault_code, doc='FaultCode value (0 = OK).')
@@ -120,8 +109,16 @@ class InferenceMetadata:
 
 
 _META_KEYS = frozenset(
-    [s for s in InferenceMetadata.__slots__ if not s.startswith('_')]
-    + [
+    [
+        'seq',
+        'stamp_ns',
+        'policy_ran',
+        'policy_valid',
+        'backend',
+        'thread',
+        'deadline_us',
+        'total_us',
+        'deadline_met',
         'stage_us',
         'fault',
         'fault_code',

@@ -49,6 +49,10 @@ from rt_safe_rl.api.state import F64, RobotState, StateError, as_vector, human_a
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.rt import sched
 
+_mono = time.monotonic_ns  # the clock of every stamp here (CLOCK_MONOTONIC, = perf_counter_ns on Linux)
+_NDARRAY = np.ndarray
+_F64 = np.dtype(np.float64)
+
 
 class SystemNotRunningError(RtSafeRlError, RuntimeError):
     """execute_rt_inference called outside ``async with`` / ``with`` (or after close)."""
@@ -83,6 +87,8 @@ class RtSystem:
         self.input_names: tuple[str, ...] = tuple(runtime.obs_builder.inputs)
         self._input_set = frozenset(self.input_names)
         self._max_human = int(safety.max_human_points)
+        self._shape = (n,)
+        self._human_shapes = frozenset([(3,), *((k, 3) for k in range(1, self._max_human + 1))])
         self._target = np.zeros(n)
         self._cmd = np.zeros(n)
         # latest human points [m] with their stamp [ns] (kept across calls, like the node's)
@@ -93,6 +99,7 @@ class RtSystem:
         self._lock = threading.Lock()
         self._seq = 0
         self._deadline_us = float(app.monitor.thresholds.e2e_budget_s) * 1e6
+        self._deadline_ns = self._deadline_us * 1e3  # compared with int ns (no division per call)
         self._backend = str(runtime.info['backend'])
         self._mode = ''  # '' | 'sync' | 'async'
         self._worker: _Worker | None = None
@@ -122,15 +129,21 @@ class RtSystem:
 
     def _parse(self, state: Any) -> tuple[Any, ...]:
         """Shape checks at the boundary: (q, dq, inputs, human, human_stamp_ns, operator, stamp_ns).
+        Arrays that already are float64 of the right shape pass as they are (one identity and one
+        shape test each); anything else goes through the converting checks of :mod:`.state`.
         Raises StateError (one line)."""
         if type(state) is not RobotState:
             if isinstance(state, Mapping):
                 state = split_mapping(state, self.input_names)
             elif not isinstance(state, RobotState):
                 raise StateError(f'state: expected a RobotState or a dict, got {type(state).__name__}')
-        n = self.n_joints
-        q = as_vector(state.q, n, 'q')
-        dq = as_vector(state.dq, n, 'dq')
+        shape = self._shape
+        q = state.q
+        if type(q) is not _NDARRAY or q.dtype is not _F64 or q.shape != shape:
+            q = as_vector(q, self.n_joints, 'q')
+        dq = state.dq
+        if type(dq) is not _NDARRAY or dq.dtype is not _F64 or dq.shape != shape:
+            dq = as_vector(dq, self.n_joints, 'dq')
         inputs = state.inputs or None
         if inputs and not self._input_set.issuperset(inputs):
             bad = next(k for k in inputs if k not in self._input_set)
@@ -138,11 +151,13 @@ class RtSystem:
                 f'state.inputs: unknown input {bad!r}; the policy takes {list(self.input_names)}'
             )
         human = state.human_points
-        if human is not None:
+        if human is not None and (
+            type(human) is not _NDARRAY or human.dtype is not _F64 or human.shape not in self._human_shapes
+        ):
             human = human_array(human, self._max_human)
         op = state.operator_command
-        if op is not None:
-            op = as_vector(op, n, 'operator_command')
+        if op is not None and (type(op) is not _NDARRAY or op.dtype is not _F64 or op.shape != shape):
+            op = as_vector(op, self.n_joints, 'operator_command')
         return q, dq, inputs, human, state.human_stamp_ns, op, state.stamp_ns
 
     # ------------------------------------------------------------------ the core
@@ -150,11 +165,11 @@ class RtSystem:
         self, parsed: tuple[Any, ...], t_entry_ns: int, t_submit_ns: int, thread: str
     ) -> tuple[F64, InferenceMetadata]:
         q, dq, inputs, human, human_stamp, op, stamp = parsed
-        mono = time.monotonic_ns  # the same clock as perf_counter_ns on Linux (CLOCK_MONOTONIC)
+        mono = _mono
         with self._lock:
             if human is not None:  # a new human measurement: stamped at its arrival when unstamped
                 k = 1 if human.ndim == 1 else human.shape[0]
-                np.copyto(self._human_views[k], human)
+                self._human_views[k][...] = human
                 self._n_human = k
                 self._human_stamp_ns = t_entry_ns if human_stamp is None else int(human_stamp)
             k = self._n_human
@@ -180,18 +195,24 @@ class RtSystem:
             self._seq = seq = self._seq + 1
             ran = self.runtime.ran_policy
         meta = InferenceMetadata(
-            report,
-            seq,
-            st,
-            (t_entry_ns, t_submit_ns, t0, t1, t2),
-            ran,
-            valid,
-            self._backend,
-            thread,
-            self._deadline_us,
+            (
+                report,
+                t_entry_ns,
+                t_submit_ns,
+                t0,
+                t1,
+                t2,
+                seq,
+                st,
+                ran,
+                valid,
+                self._backend,
+                thread,
+                self._deadline_us,
+            )
         )
         self.calls += 1
-        if not meta.deadline_met:
+        if t2 - t_entry_ns > self._deadline_ns:
             self.deadline_misses += 1
         return action, meta
 
@@ -206,11 +227,11 @@ class RtSystem:
         Raises:
             StateError: wrong shape / unknown key. SystemNotRunningError: not inside ``with``/``async with``.
         """
-        t_entry = time.monotonic_ns()
+        t_entry = _mono()
         if not self._mode:
             raise SystemNotRunningError('execute_rt_inference_sync: enter the system first (`with system:`)')
         parsed = self._parse(state)
-        return self._run(parsed, t_entry, time.monotonic_ns(), 'caller')
+        return self._run(parsed, t_entry, _mono(), 'caller')
 
     async def execute_rt_inference(self, state: Any) -> tuple[F64, InferenceMetadata]:
         """One control cycle on the RT worker thread (inside ``async with system:``).
@@ -219,7 +240,7 @@ class RtSystem:
             StateError: wrong shape / unknown key (before anything runs).
             SystemNotRunningError: not inside ``async with system:``.
         """
-        t_entry = time.monotonic_ns()
+        t_entry = _mono()
         worker = self._worker
         if worker is None:
             if self._mode != 'async':
@@ -227,11 +248,11 @@ class RtSystem:
                     'execute_rt_inference: enter the system first (`async with system:`)'
                 )
             parsed = self._parse(state)  # inline: this (event-loop) thread was made RT by `async with`
-            return self._run(parsed, t_entry, time.monotonic_ns(), 'event_loop')
+            return self._run(parsed, t_entry, _mono(), 'event_loop')
         parsed = self._parse(state)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[F64, InferenceMetadata]] = loop.create_future()
-        worker.submit((parsed, t_entry, time.monotonic_ns(), fut, loop))
+        worker.submit((parsed, t_entry, _mono(), fut, loop))
         return await fut
 
     def execute_batch(self, states: Any) -> tuple[F64, list[str]]:
