@@ -228,3 +228,27 @@ def test_execute_batch_fails_closed_per_robot(system: RtSystem) -> None:
             system.execute_batch([good])
     finally:
         system.reset_batch()
+
+
+def test_exact_float64_fast_path_keeps_every_shape_check(system: RtSystem) -> None:
+    """The per-call fast path (float64 arrays of the right shape pass as they are) still refuses
+    every wrong shape, and other dtypes / layouts are converted, not trusted."""
+    s = system.initial_state()
+    q = np.asarray(s.q, np.float64)
+    too_many = np.tile(FAR_HUMAN, (system.safety.max_human_points + 1, 1))
+    with system:
+        for bad, message in [
+            ({'q': q.reshape(7, 1), 'dq': s.dq}, r'state.q: expected shape \(7,\)'),
+            ({'q': q, 'dq': np.zeros(8)}, r'state.dq: expected shape \(7,\)'),
+            ({'q': q, 'dq': s.dq, 'human_points': np.zeros((2, 2))}, 'state.human_points'),
+            ({'q': q, 'dq': s.dq, 'human_points': too_many}, 'state.human_points'),
+            ({'q': q, 'dq': s.dq, 'operator_command': np.zeros(6)}, 'state.operator_command'),
+        ]:
+            with pytest.raises(StateError, match=message):
+                system.execute_rt_inference_sync(bad)
+        wide = np.zeros((7, 2))
+        wide[:, 0] = q
+        _, m = system.execute_rt_inference_sync(
+            {'q': q.astype(np.float32), 'dq': wide[:, 1], 'human_points': FAR_HUMAN[0].tolist()}
+        )
+        assert m.fault == 'OK', 'float32, a strided view and a list are converted'

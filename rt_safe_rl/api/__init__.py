@@ -25,15 +25,16 @@ if TYPE_CHECKING:
         create_production_system,
         create_system,
     )
+    from rt_safe_rl.api.metadata import InferenceMetadata
     from rt_safe_rl.api.options import RTOptimizationConfig, TimingRequirements
     from rt_safe_rl.api.state import RobotState
-    from rt_safe_rl.api.system import InferenceMetadata, RtSystem
+    from rt_safe_rl.api.system import RtSystem
 
 _NAMES: dict[str, str] = {
     'RTOptimizationConfig': 'rt_safe_rl.api.options',
     'TimingRequirements': 'rt_safe_rl.api.options',
     'RobotState': 'rt_safe_rl.api.state',
-    'InferenceMetadata': 'rt_safe_rl.api.system',
+    'InferenceMetadata': 'rt_safe_rl.api.metadata',
     'RtSystem': 'rt_safe_rl.api.system',
     'create_system': 'rt_safe_rl.api.factory',
     'create_development_system': 'rt_safe_rl.api.factory',

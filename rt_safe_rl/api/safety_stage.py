@@ -2,11 +2,14 @@
 :class:`~rt_safe_rl.core.safety.filter.SafetyFilter`'s public API (same fail-closed rules as the
 safety node). Switching to another ROS-free supervisor means changing this class only.
 
-RT-safety: :meth:`SafetyStage.step` is the filter's RT-safe step (no allocation).
+``SafetyStage.step`` IS :meth:`SafetyFilter.step` of the current filter (a bound method, rebound by
+:meth:`SafetyStage.restart`): the API's per-call path pays no adapter call. RT-safety: that step is
+RT-safe (no allocation).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,7 +18,12 @@ from rt_safe_rl.core.safety.filter import MAX_HUMAN_POINTS, FaultCode, SafetyFil
 
 
 class SafetyStage:
-    """Safety filter stage of the API system (see module docstring)."""
+    """Safety filter stage of the API system (see module docstring).
+
+    ``step(t_ns, q, dq, q_proposed, proposed_valid, human_points, human_stamp_ns, operator_cmd,
+    out_cmd, *, state_stamp_ns)``: one filter cycle, writes the safe command into `out_cmd` (rad),
+    returns the reused report (:meth:`SafetyFilter.step`).
+    """
 
     max_human_points = MAX_HUMAN_POINTS
 
@@ -24,6 +32,7 @@ class SafetyStage:
         self._cfg = cfg
         self.n_joints = model.n_joints
         self._filter = SafetyFilter(model, cfg, MAX_HUMAN_POINTS)
+        self.step: Callable[..., SafetyReport] = self._filter.step
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -35,37 +44,12 @@ class SafetyStage:
         human = np.array([[5.0, 5.0, 0.0]])
         f.step(1, q, np.zeros(self.n_joints), q, True, human, 1, None, out)
         f.step(1_000_001, q, np.zeros(self.n_joints), q, True, human, 1_000_001, q, out)
+        f.guard.brake(out)  # and the output guard's brake, which runs first on a guard trip
 
     def restart(self) -> None:
         """A fresh filter (activation: no latched stop, no history), like the node's activate."""
         self._filter = SafetyFilter(self._model, self._cfg, MAX_HUMAN_POINTS)
-
-    def step(
-        self,
-        t_ns: int,
-        q: np.ndarray,
-        dq: np.ndarray,
-        q_proposed: np.ndarray,
-        proposed_valid: bool,
-        human_points: np.ndarray | None,
-        human_stamp_ns: int,
-        operator_cmd: np.ndarray | None,
-        out_cmd: np.ndarray,
-        state_stamp_ns: int,
-    ) -> SafetyReport:
-        """One filter cycle: writes the safe command into `out_cmd` (rad); the reused report."""
-        return self._filter.step(
-            t_ns,
-            q,
-            dq,
-            q_proposed,
-            proposed_valid,
-            human_points,
-            human_stamp_ns,
-            operator_cmd,
-            out_cmd,
-            state_stamp_ns=state_stamp_ns,
-        )
+        self.step = self._filter.step
 
     def reset(self) -> tuple[bool, str]:
         """Clear a latched stop (refused while moving); (ok, reason)."""

@@ -21,6 +21,14 @@ than ``safety.state_timeout_s`` latches a controlled stop like in the nodes (``r
 once stopped). A bad state (NaN, beyond limits) returns a controlled-stop action with the fault in
 ``metadata.fault``; a state of the wrong shape raises :class:`~rt_safe_rl.api.state.StateError`.
 
+Human data works like the safety node's topic: ``state.human_points`` is a new measurement, stamped
+``state.human_stamp_ns`` or, without one, at its arrival (the call's entry time); the system keeps
+the latest one, and a state without ``human_points`` reuses it with its stamp. So a caller who
+stops sending a human gets ``HUMAN_STALE`` (a latched stop) once the last measurement is older than
+``safety.ssm.human_timeout_s``. Pass ``human_points`` only with a new measurement (or give its
+``human_stamp_ns``): points passed again unstamped every call are taken as fresh each time.
+Entering the system (a fresh filter) forgets the human.
+
 RT-safety: the per-call path allocates only the returned action and metadata (small objects).
 """
 
@@ -36,128 +44,18 @@ from typing import Any
 
 import numpy as np
 
+from rt_safe_rl.api.metadata import InferenceMetadata
 from rt_safe_rl.api.state import F64, RobotState, StateError, as_vector, human_array, split_mapping
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.rt import sched
 
+_mono = time.monotonic_ns  # the clock of every stamp here (CLOCK_MONOTONIC, = perf_counter_ns on Linux)
+_NDARRAY = np.ndarray
+_F64 = np.dtype(np.float64)
+
 
 class SystemNotRunningError(RtSafeRlError, RuntimeError):
     """execute_rt_inference called outside ``async with`` / ``with`` (or after close)."""
-
-
-class InferenceMetadata:
-    """What one call did: stage times (us), deadline status, safety report, backend.
-
-    Attributes: ``seq`` (call number), ``stamp_ns``, ``stage_us`` ({'parse', 'queue', 'policy',
-    'safety'}), ``total_us`` (call entry -> result ready), ``deadline_us`` / ``deadline_met``
-    (``monitor.thresholds.e2e_budget_s``), ``policy_ran`` (a policy step ran this cycle: the policy
-    runs at ``policy.rate_hz``), ``policy_valid``, ``backend``, ``thread`` ('rt_worker'|'caller'),
-    and from the safety report: ``fault``, ``fault_code``, ``active_constraints``,
-    ``intervention_rad``, ``safety_intervention_rad``, ``human_distance_m``, ``stopping``,
-    ``latched``, ``command_valid``; ``safety`` (the whole report as a dict). ``m['fault']`` works
-    too; :meth:`as_dict` is JSON-ready.
-    """
-
-    __slots__ = (
-        '_report',
-        '_t',
-        'backend',
-        'deadline_met',
-        'deadline_us',
-        'policy_ran',
-        'policy_valid',
-        'seq',
-        'stamp_ns',
-        'thread',
-        'total_us',
-    )
-
-    def __init__(self, report: Any) -> None:
-        self._report = report
-        self.seq = 0
-        self.stamp_ns = 0
-        self._t = (0, 0, 0, 0, 0)  # entry, submit, start, policy done, safety done (ns)
-        self.total_us = 0.0
-        self.deadline_us = 0.0
-        self.deadline_met = True
-        self.policy_ran = False
-        self.policy_valid = False
-        self.backend = ''
-        self.thread = ''
-
-    fault = property(lambda self: self._report.fault, doc='Safety fault name (OK when none).')
-    fault_code = property(lambda self: self._report.fault_code, doc='FaultCode value (0 = OK).')
-    active_constraints = property(lambda self: self._report.active_names(), doc='Binding constraints.')
-    intervention_rad = property(lambda self: self._report.intervention_rad, doc='||safe - proposed|| rad.')
-    safety_intervention_rad = property(lambda self: self._report.safety_intervention_rad)
-    human_distance_m = property(lambda self: self._report.human_distance_m, doc='inf without human data.')
-    stopping = property(lambda self: self._report.stopping, doc='Braking (stop, SSM stop or fault).')
-    latched = property(lambda self: self._report.latched, doc='A latched stop needs reset().')
-    command_valid = property(lambda self: self._report.command_valid, doc='False before any valid state.')
-
-    @property
-    def stage_us(self) -> dict[str, float]:
-        """Stage times (us): parse (state checks), queue (hand-off to the RT thread), policy, safety."""
-        e, sub, t0, t1, t2 = self._t
-        return {
-            'parse': (sub - e) / 1e3,
-            'queue': (t0 - sub) / 1e3,
-            'policy': (t1 - t0) / 1e3,
-            'safety': (t2 - t1) / 1e3,
-        }
-
-    @property
-    def safety(self) -> dict[str, Any]:
-        """The safety report as a dict (fault, active constraints, intervention, margins, ...)."""
-        d = dict(self._report.as_dict())
-        d['active_constraints'] = self._report.active_names()
-        return d
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready copy."""
-        return {
-            'seq': self.seq,
-            'stamp_ns': self.stamp_ns,
-            'stage_us': dict(self.stage_us),
-            'total_us': self.total_us,
-            'deadline_us': self.deadline_us,
-            'deadline_met': self.deadline_met,
-            'policy_ran': self.policy_ran,
-            'policy_valid': self.policy_valid,
-            'backend': self.backend,
-            'thread': self.thread,
-            'fault': self.fault,
-            'safety': self.safety,
-        }
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in _META_KEYS:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __repr__(self) -> str:
-        return (
-            f'InferenceMetadata(seq={self.seq}, fault={self.fault}, total_us={self.total_us:.1f}, '
-            f'deadline_met={self.deadline_met}, backend={self.backend!r})'
-        )
-
-
-_META_KEYS = frozenset(
-    [s for s in InferenceMetadata.__slots__ if not s.startswith('_')]
-    + [
-        'stage_us',
-        'fault',
-        'fault_code',
-        'active_constraints',
-        'intervention_rad',
-        'safety_intervention_rad',
-        'human_distance_m',
-        'stopping',
-        'latched',
-        'command_valid',
-        'safety',
-    ]
-)
 
 
 def _resolve(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -187,11 +85,21 @@ class RtSystem:
         self.n_joints = n
         self.joint_names: list[str] = list(model.joint_names)
         self.input_names: tuple[str, ...] = tuple(runtime.obs_builder.inputs)
+        self._input_set = frozenset(self.input_names)
+        self._max_human = int(safety.max_human_points)
+        self._shape = (n,)
+        self._human_shapes = frozenset([(3,), *((k, 3) for k in range(1, self._max_human + 1))])
         self._target = np.zeros(n)
         self._cmd = np.zeros(n)
+        # latest human points [m] with their stamp [ns] (kept across calls, like the node's)
+        self._human = np.zeros((self._max_human, 3))
+        self._human_views = [self._human[:k] for k in range(self._max_human + 1)]
+        self._n_human = 0
+        self._human_stamp_ns = 0
         self._lock = threading.Lock()
         self._seq = 0
         self._deadline_us = float(app.monitor.thresholds.e2e_budget_s) * 1e6
+        self._deadline_ns = self._deadline_us * 1e3  # compared with int ns (no division per call)
         self._backend = str(runtime.info['backend'])
         self._mode = ''  # '' | 'sync' | 'async'
         self._worker: _Worker | None = None
@@ -220,32 +128,36 @@ class RtSystem:
         return RobotState(q=q, dq=np.zeros(self.n_joints), inputs=inputs)
 
     def _parse(self, state: Any) -> tuple[Any, ...]:
-        if type(state) is RobotState:
-            pass
-        elif isinstance(state, Mapping):
-            state = split_mapping(state, self.input_names)
-        elif not isinstance(state, RobotState):
-            raise StateError(f'state: expected a RobotState or a dict, got {type(state).__name__}')
-        n = self.n_joints
-        q = as_vector(state.q, n, 'q')
-        dq = as_vector(state.dq, n, 'dq')
+        """Shape checks at the boundary: (q, dq, inputs, human, human_stamp_ns, operator, stamp_ns).
+        Arrays that already are float64 of the right shape pass as they are (one identity and one
+        shape test each); anything else goes through the converting checks of :mod:`.state`.
+        Raises StateError (one line)."""
+        if type(state) is not RobotState:
+            if isinstance(state, Mapping):
+                state = split_mapping(state, self.input_names)
+            elif not isinstance(state, RobotState):
+                raise StateError(f'state: expected a RobotState or a dict, got {type(state).__name__}')
+        shape = self._shape
+        q = state.q
+        if type(q) is not _NDARRAY or q.dtype is not _F64 or q.shape != shape:
+            q = as_vector(q, self.n_joints, 'q')
+        dq = state.dq
+        if type(dq) is not _NDARRAY or dq.dtype is not _F64 or dq.shape != shape:
+            dq = as_vector(dq, self.n_joints, 'dq')
         inputs = state.inputs or None
-        if inputs:
-            for name in inputs:
-                if name not in self.input_names:
-                    raise StateError(
-                        f'state.inputs: unknown input {name!r}; the policy takes {list(self.input_names)}'
-                    )
-        human = (
-            None
-            if state.human_points is None
-            else human_array(state.human_points, self.safety.max_human_points)
-        )
-        op = (
-            None
-            if state.operator_command is None
-            else as_vector(state.operator_command, n, 'operator_command')
-        )
+        if inputs and not self._input_set.issuperset(inputs):
+            bad = next(k for k in inputs if k not in self._input_set)
+            raise StateError(
+                f'state.inputs: unknown input {bad!r}; the policy takes {list(self.input_names)}'
+            )
+        human = state.human_points
+        if human is not None and (
+            type(human) is not _NDARRAY or human.dtype is not _F64 or human.shape not in self._human_shapes
+        ):
+            human = human_array(human, self._max_human)
+        op = state.operator_command
+        if op is not None and (type(op) is not _NDARRAY or op.dtype is not _F64 or op.shape != shape):
+            op = as_vector(op, self.n_joints, 'operator_command')
         return q, dq, inputs, human, state.human_stamp_ns, op, state.stamp_ns
 
     # ------------------------------------------------------------------ the core
@@ -253,8 +165,14 @@ class RtSystem:
         self, parsed: tuple[Any, ...], t_entry_ns: int, t_submit_ns: int, thread: str
     ) -> tuple[F64, InferenceMetadata]:
         q, dq, inputs, human, human_stamp, op, stamp = parsed
-        mono = time.monotonic_ns  # the same clock as perf_counter_ns on Linux (CLOCK_MONOTONIC)
+        mono = _mono
         with self._lock:
+            if human is not None:  # a new human measurement: stamped at its arrival when unstamped
+                k = 1 if human.ndim == 1 else human.shape[0]
+                self._human_views[k][...] = human
+                self._n_human = k
+                self._human_stamp_ns = t_entry_ns if human_stamp is None else int(human_stamp)
+            k = self._n_human
             t0 = mono()
             st = t0 if stamp is None else int(stamp)
             valid = self.runtime.control_step(st, q, dq, inputs, self._target)
@@ -265,45 +183,55 @@ class RtSystem:
                 dq,
                 self._target,
                 valid,
-                human,
-                st if human_stamp is None else int(human_stamp),
+                self._human_views[k] if k else None,
+                self._human_stamp_ns,
                 op,
                 self._cmd,
-                st,
+                state_stamp_ns=st,
             )
             t2 = mono()
             action = self._cmd.copy()
-            meta = InferenceMetadata(rep.copy())
-            self._seq += 1
-            meta.seq = self._seq
-            meta.policy_ran = self.runtime.ran_policy
-        meta.stamp_ns = st
-        meta.policy_valid = valid
-        meta.backend = self._backend
-        meta.thread = thread
-        meta._t = (t_entry_ns, t_submit_ns, t0, t1, t2)
-        total = (t2 - t_entry_ns) / 1e3
-        meta.total_us = total
-        meta.deadline_us = self._deadline_us
-        meta.deadline_met = ok = total <= self._deadline_us
+            report = rep.copy()
+            self._seq = seq = self._seq + 1
+            ran = self.runtime.ran_policy
+        meta = InferenceMetadata(
+            (
+                report,
+                t_entry_ns,
+                t_submit_ns,
+                t0,
+                t1,
+                t2,
+                seq,
+                st,
+                ran,
+                valid,
+                self._backend,
+                thread,
+                self._deadline_us,
+            )
+        )
         self.calls += 1
-        if not ok:
+        if t2 - t_entry_ns > self._deadline_ns:
             self.deadline_misses += 1
         return action, meta
 
     def execute_rt_inference_sync(self, state: Any) -> tuple[F64, InferenceMetadata]:
         """One control cycle in the calling thread (inside ``with system:``).
 
-        Returns (safe action (n,) rad, :class:`InferenceMetadata`).
+        Returns (safe action (n,) rad, :class:`InferenceMetadata`). ``state.human_points`` without
+        ``human_stamp_ns`` are stamped at this call's entry; a state without them reuses the last
+        ones with their stamp (``HUMAN_STALE`` after ``safety.ssm.human_timeout_s``, see the module
+        docstring).
 
         Raises:
             StateError: wrong shape / unknown key. SystemNotRunningError: not inside ``with``/``async with``.
         """
-        t_entry = time.monotonic_ns()
+        t_entry = _mono()
         if not self._mode:
             raise SystemNotRunningError('execute_rt_inference_sync: enter the system first (`with system:`)')
         parsed = self._parse(state)
-        return self._run(parsed, t_entry, time.monotonic_ns(), 'caller')
+        return self._run(parsed, t_entry, _mono(), 'caller')
 
     async def execute_rt_inference(self, state: Any) -> tuple[F64, InferenceMetadata]:
         """One control cycle on the RT worker thread (inside ``async with system:``).
@@ -312,7 +240,7 @@ class RtSystem:
             StateError: wrong shape / unknown key (before anything runs).
             SystemNotRunningError: not inside ``async with system:``.
         """
-        t_entry = time.monotonic_ns()
+        t_entry = _mono()
         worker = self._worker
         if worker is None:
             if self._mode != 'async':
@@ -320,16 +248,20 @@ class RtSystem:
                     'execute_rt_inference: enter the system first (`async with system:`)'
                 )
             parsed = self._parse(state)  # inline: this (event-loop) thread was made RT by `async with`
-            return self._run(parsed, t_entry, time.monotonic_ns(), 'event_loop')
+            return self._run(parsed, t_entry, _mono(), 'event_loop')
         parsed = self._parse(state)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[F64, InferenceMetadata]] = loop.create_future()
-        worker.submit((parsed, t_entry, time.monotonic_ns(), fut, loop))
+        worker.submit((parsed, t_entry, _mono(), fut, loop))
         return await fut
 
     def execute_batch(self, states: Any) -> tuple[F64, list[str]]:
         """Throughput path (cloud profile): one cycle of B independent robots (B fixed at the first
-        call), safety filter batched (:mod:`rt_safe_rl.api.batch`, its fail-closed rules there).
+        call) at the call time, safety filter batched (:mod:`rt_safe_rl.api.batch`). Each robot
+        slot follows the single step's rules: the same output guard against its previous command
+        over the real elapsed time, ``operator_command`` blended, human points kept with their
+        stamp, timing faults; slot i returns what a fresh system's ``execute_rt_inference_sync``
+        returns for the same states.
 
         Returns (actions (B, n) rad, fault name per robot). Not RT code; no context needed.
 
@@ -363,6 +295,7 @@ class RtSystem:
         with self._lock:
             self.safety.restart()
             self.runtime.reset()
+            self._n_human = 0  # a fresh filter: the human must be seen again
 
     def _process_rt_on(self) -> None:
         from rt_safe_rl.rt.memory import GcPolicy

@@ -44,6 +44,7 @@ class BatchSafetyFilter:
         mode: np.ndarray | None = None,
         out: np.ndarray | None = None,
         n_threads: int | None = None,
+        has_operator: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Filter every state b; returns (out (B,n) safe commands, rep (B, N_REP) reports).
 
@@ -56,6 +57,8 @@ class BatchSafetyFilter:
             mode: (B,) 0 normal / 1 controlled stop (default 0).
             out: optional (B, n) output array.
             n_threads: chunks run in parallel (default numba's thread count).
+            has_operator: (B,) bool, which states blend `q_operator` (default: all of them
+                when `q_operator` is given).
         """
         b, n = q.shape
         if cmd_state.shape != (b, 3, n) or n != self.model.n_joints:
@@ -63,8 +66,10 @@ class BatchSafetyFilter:
         has_op = np.zeros(b, dtype=np.bool_)
         if q_operator is None:
             q_operator = np.zeros((b, n))
-        else:
+        elif has_operator is None:
             has_op[:] = True
+        else:
+            has_op[:] = has_operator
         if human is None:
             human = np.zeros((b, 0, 3))
         if n_human is None:

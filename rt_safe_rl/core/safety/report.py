@@ -173,8 +173,8 @@ class SafetyReport:
     def copy(self) -> SafetyReport:
         """An independent copy (allocates). Another thread's snapshot of a report that the RT thread
         keeps rewriting: take it under the lock the steps run under, then read it at leisure."""
-        c = SafetyReport()
-        c._rep[:] = self._rep
+        c = SafetyReport.__new__(SafetyReport)  # no zero-filled array to overwrite (API per-call path)
+        c._rep = self._rep.copy()
         c._latched = self._latched
         c._valid = self._valid
         return c
