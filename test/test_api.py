@@ -226,6 +226,11 @@ def test_execute_batch_fails_closed_per_robot(system: RtSystem) -> None:
         assert faults[1] != 'OK', 'latched until reset_batch()'
         with pytest.raises(StateError, match='serves 3 robots'):
             system.execute_batch([good])
+        stage = system._batch
+        last = list(stage.last_t_ns)
+        with pytest.raises(StateError, match=r'state\.q'):
+            system.execute_batch([good, good, dict(good, q=np.zeros(3))])
+        assert stage.last_t_ns == last, 'a wrong shape in any state raises before any slot steps'
     finally:
         system.reset_batch()
 

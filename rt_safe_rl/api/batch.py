@@ -144,10 +144,10 @@ class BatchStage:
         """Parse every state into `q`, `dq`, the slots' human / operator buffers; run the policies
         and the rules. Returns the hold code per slot (-1: no valid state yet, nothing commanded)."""
         parse = self.system._parse
+        parsed = [parse(st) for st in states]  # every shape checked before anything runs
         holds: list[int] = []
         lim = self._lim
-        for i, st in enumerate(states):
-            qi, dqi, inputs, human, h_stamp, op, stamp = parse(st)
+        for i, (qi, dqi, inputs, human, h_stamp, op, stamp) in enumerate(parsed):
             q[i] = qi
             dq[i] = dqi
             if human is not None:
