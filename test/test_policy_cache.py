@@ -238,7 +238,6 @@ def test_key_covers_the_compiler_sources() -> None:
         h.update(name.encode())
         h.update((here / name).read_bytes())
     assert progcache.compiler_hash() == h.hexdigest()
-    assert {'graph.py', 'kernels.py', 'extract.py', 'progcache.py'} <= set(progcache.COMPILER_FILES)
 
 
 def test_entry_is_plain_arrays(tmp_path: Path) -> None:
