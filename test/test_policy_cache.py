@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_policy_core import _Lstm  # the legged_gym-style recurrent exporter
 from torch import nn
 
 from rt_safe_rl.core.policy import progcache
@@ -31,24 +32,6 @@ from rt_safe_rl.core.policy.model import load_policy_model
 
 OBS, ACT = 9, 3
 REPO = Path(__file__).resolve().parent.parent
-
-
-class _Lstm(nn.Module):
-    """legged_gym-style recurrent exporter (state in buffers)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(1)
-        self.memory = nn.LSTM(OBS, 16)
-        self.actor = nn.Sequential(nn.Linear(16, 16), nn.ELU(), nn.Linear(16, ACT))
-        self.register_buffer('hidden_state', torch.zeros(1, 1, 16))
-        self.register_buffer('cell_state', torch.zeros(1, 1, 16))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, (h, c) = self.memory(x.unsqueeze(0), (self.hidden_state, self.cell_state))
-        self.hidden_state.copy_(h)
-        self.cell_state.copy_(c)
-        return self.actor(out.squeeze(0))
 
 
 def _mlp_file(tmp: Path, name: str = 'p.pt', seed: int = 0) -> Path:
@@ -125,7 +108,7 @@ def test_second_load_uses_the_cached_program_without_torch(tmp_path: Path, backe
 
 def test_recurrent_program_round_trip_keeps_the_state_semantics(tmp_path: Path) -> None:
     p = tmp_path / 'lstm.pt'
-    torch.jit.script(_Lstm().eval()).save(str(p))
+    torch.jit.script(_Lstm(OBS, ACT).eval()).save(str(p))
     cfg = _cfg(tmp_path, backend='numba')
     first = _load(p, cfg)
     assert first.info.recurrent and not first.from_cache
