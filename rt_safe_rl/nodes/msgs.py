@@ -92,12 +92,11 @@ class ActionRecord:
         return int(st.sec) * 1_000_000_000 + int(st.nanosec)
 
     @classmethod
-    def to_msg(cls, msg: Any, stamp_ns: int, valid: bool, target: np.ndarray) -> None:
-        """Fill a preallocated ``JointState`` action (``name`` set once by the caller): stamp of
-        the state it answers, the targets, all-NaN when invalid. RT-safe (no allocation)."""
-        sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nsec
-        view = np.frombuffer(msg.position, dtype=np.float64)
+    def to_msg(cls, msg: Any, view: np.ndarray, stamp_ns: int, valid: bool, target: np.ndarray) -> None:
+        """Fill a preallocated ``JointState`` action (``name`` set once by the caller; `view` =
+        ``np.frombuffer(msg.position)``, made once): stamp of the state it answers, the targets,
+        all-NaN when invalid. RT-safe (no allocation)."""
+        set_stamp(msg, stamp_ns)
         if valid:
             view[:] = target
         else:

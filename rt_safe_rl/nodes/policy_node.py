@@ -168,6 +168,7 @@ class PolicyInferenceNode(SimNodeBase):
         msg.name = list(self.joint_names)
         msg.position = [0.0] * n
         self._msg = msg
+        self._msg_view = np.frombuffer(msg.position, dtype=np.float64)
         depth = app.topics.qos_depth
         group = named_group(self, 'control')
         self._pub = self.create_lifecycle_publisher(JointState, app.topics.policy_action, depth)
@@ -350,7 +351,7 @@ class PolicyInferenceNode(SimNodeBase):
             ActionRecord.write(ch.loan(), seq, valid, target)
             ch.commit(state_stamp_ns)
         if self._pub is not None and self.cycles % self._decim == 0:
-            ActionRecord.to_msg(self._msg, state_stamp_ns, valid, target)
+            ActionRecord.to_msg(self._msg, self._msg_view, state_stamp_ns, valid, target)
             self._pub.publish(self._msg)
 
 

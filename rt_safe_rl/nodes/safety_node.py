@@ -68,7 +68,13 @@ from rt_safe_rl.nodes._safety_params import (  # noqa: F401  (re-exported)
 )
 from rt_safe_rl.nodes._sim_base import SimNodeBase, run_node
 from rt_safe_rl.nodes.command_output import CommandOutput
-from rt_safe_rl.nodes.msgs import ActionRecord, JointStateReader, publisher_conflict, status_message
+from rt_safe_rl.nodes.msgs import (
+    ActionRecord,
+    JointStateReader,
+    publisher_conflict,
+    set_stamp,
+    status_message,
+)
 from rt_safe_rl.rt.metrics import registry
 
 ACTION_HEADER = ActionRecord.HEADER
@@ -537,10 +543,9 @@ class SafetyFilterNode(SimNodeBase):
         self._cmd_pub.publish(self._cmd_msg)
         sup = self.supervisor
         if sup is not None:
-            sec, nsec = divmod(sup.stamp_for_label(seq), 1_000_000_000)
-            self._jc_msg.header.stamp.sec, self._jc_msg.header.stamp.nanosec = sec, nsec
+            set_stamp(self._jc_msg, sup.stamp_for_label(seq))
             np.copyto(self._jc_q, cmd)
-            np.copyto(self._jc_v, sup.filter.command_state[1])
+            sup.copy_command_velocity(self._jc_v)
         self._jc_pub.publish(self._jc_msg)
         if out is not None:
             out.publish(cmd)

@@ -122,7 +122,6 @@ class SafetySupervisor:
         self._human_speed = -1.0
         self._op_stamp_ns = 0
         self._state_seq = -1
-        self._hdr_stamp_ns = 0
         self._state_rx_ns = 0
         self._action_rx_ns = 0
         self._last_pub_ns = 0
@@ -229,11 +228,11 @@ class SafetySupervisor:
         a restart of the robot's numbering: the one-step-per-seq bookkeeping starts over. RT-safe."""
         last = self._state_seq
         if seq < 0:  # ROS 2 headers have none: the robot periods elapsed between the stamps
-            seq = next_label(last, header_stamp_ns, self._hdr_stamp_ns, self.period_ns)
+            seq = next_label(last, header_stamp_ns, self._labels.latest_stamp_ns, self.period_ns)
         drop = 0
         if last >= 0 and seq <= last and last - seq < SEQ_RESTART_GAP:
             drop = 1 if seq < last else 2
-        hs = self._hdr_stamp_ns
+        hs = self._labels.latest_stamp_ns  # of the last accepted state that had one
         if (
             not drop
             and header_stamp_ns
@@ -251,8 +250,6 @@ class SafetySupervisor:
             np.copyto(self._dq, dq)
         if seq < last:
             self._seq_restart = True
-        if header_stamp_ns:
-            self._hdr_stamp_ns = header_stamp_ns
         self._labels.record(seq, header_stamp_ns, stamp_ns)
         # receipt time first, seq second: the monitor reads seq first, so it never pairs a new
         # seq with the previous state's receipt time (which would predict a seq too far ahead)
@@ -262,6 +259,11 @@ class SafetySupervisor:
             self._deferred_label = -1
             self.process_action(seq, None, False)  # judged now, with the state it was computed from
         return True
+
+    def copy_command_velocity(self, out: np.ndarray) -> None:
+        """Copy the command trajectory's velocity [rad/s] (n,) into `out` (in `emit`: that of the
+        command being sent). RT-safe (no view allocated)."""
+        np.copyto(out, self.filter._cs[1])
 
     def stamp_for_label(self, label: int) -> int:
         """Header stamp [ns] a command for `label` is sent with (:meth:`StampLabels.stamp_for_label`)."""
