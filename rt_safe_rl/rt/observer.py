@@ -39,7 +39,7 @@ class ChannelMirror:
 
     Usage (at configure)::
 
-        self._mirror = ChannelMirror(self, ch, Float64MultiArray, 'policy/action', decimation=10)
+        self._mirror = ChannelMirror(self, ch, Float64MultiArray, 'my_values', decimation=10)
         ... rt_tasks() returns [..., self._mirror.task]; enable it at activate like other tasks.
 
     Attributes:
