@@ -72,7 +72,12 @@ def test_compose_with_namespace_and_remapped_robot_topic(rclpy_context: Any, dir
         th.join(10.0)
         assert robot.commands_rx > 0, robot.stats()  # safety -> robot (cycle or remapped topic)
         assert robot.audit.violations == 0
-        assert robot.commands_unmatched == 0  # every command carries the seq of a state read
+        # every command names the robot period it is for by its stamp: a state read, or (states late
+        # on a loaded machine) a period the safety monitor extrapolated -- never more of those than
+        # the monitor sent
+        assert robot.commands_unmatched == 0, robot.stats()
+        assert robot.commands_extrapolated <= safety.monitor_publishes, robot.stats()
+        assert robot.e2e_hist.count > 0, robot.stats()
     finally:
         comp.destroy()
 

@@ -39,7 +39,7 @@ NS = f'cli{os.getpid()}'
 CMD_TOPIC = f'/{NS}/arm/commands'
 STATES_TOPIC = f'/{NS}/arm/joint_states'
 START_TIMEOUT_S = 600.0  # first command after launch (numba / backend selection under load)
-CLI_TIMEOUT_S = 240.0
+CLI_TIMEOUT_S = 120.0  # one CLI call (import + discovery + answer) on a loaded machine
 
 
 def _ros2_executable() -> str | None:
@@ -106,12 +106,28 @@ def ros2(env: dict[str, str], *args: str, timeout: float = CLI_TIMEOUT_S) -> str
     assert exe is not None
     end = time.monotonic() + 60.0
     while True:
-        res = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout)
+        try:
+            res = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            # seen on a loaded CI machine: `ros2 param set` printed the node's answer, then its
+            # process never exited (shutting down its own DDS participant / daemon client); the
+            # answer came from the node, the hang is the CLI's -- keep the answer, say so
+            out = _text(e.stdout) + _text(e.stderr)
+            if not out.strip():
+                raise
+            return f'{out}\n[ros2 CLI killed after {timeout:.0f} s: it answered, then did not exit]'
         out = res.stdout + res.stderr
         if not any(t in out for t in TRANSIENT) or time.monotonic() > end:
             break
         time.sleep(2.0)
     return out if res.returncode == 0 else f'{out}\n[exit status {res.returncode}]'
+
+
+def _text(data: bytes | str | None) -> str:
+    """Partial output of a timed-out subprocess as text (bytes on POSIX even with text=True)."""
+    if data is None:
+        return ''
+    return data.decode(errors='replace') if isinstance(data, bytes) else data
 
 
 class Deployment:
@@ -236,7 +252,7 @@ def test_launch_with_namespace_remaps_and_arguments(deployment: Deployment) -> N
         f'/{NS}/{n}'
         for n in ('safety_node', 'policy_node', 'monitor', 'sim_robot', 'sim_human', 'sim_operator')
     ]
-    end = time.monotonic() + CLI_TIMEOUT_S
+    end = time.monotonic() + 2 * CLI_TIMEOUT_S
     while True:  # discovery of every participant can lag the first command on a loaded machine
         nodes = ros2(env, 'node', 'list', '--no-daemon', '--spin-time', '5')
         missing = [n for n in want if n not in nodes.split()]

@@ -941,6 +941,19 @@ def test_state_stamps_match_commands_to_the_periods_they_answer() -> None:
     assert st.seq_of(1_000) == -1  # unknown and old
 
 
+def test_state_stamps_name_a_period_the_robot_published_no_state_for() -> None:
+    """A late robot integrates several periods and publishes one state; a command the safety
+    monitor sent for a skipped period names that period, not -1 (it is not an unknown stamp)."""
+    from rt_safe_rl.nodes.msgs import StateStamps
+
+    st = StateStamps(1_000_000, ring=64)
+    base = 3_000_000_000
+    for seq in [*range(10, 20), *range(24, 30)]:  # periods 20..23 integrated without a state
+        st.record(seq, base + seq * 1_000_000)
+    assert [st.seq_of(base + s * 1_000_000) for s in range(19, 25)] == [19, 20, 21, 22, 23, 24]
+    assert st.seq_of(base - 100 * 1_000_000) == -1  # before every recorded state
+
+
 def test_state_stamps_take_the_first_state_of_a_reused_stamp() -> None:
     """A faulty driver re-uses an old stamp (the safety drops that state: not newer); a command
     answering the stamp belongs to the first state that had it."""

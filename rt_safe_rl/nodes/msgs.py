@@ -285,7 +285,9 @@ class StateStamps:
     of where the stamp's time puts it, so stamps off the period grid -- jitter, a faulty driver's
     clock -- are still found), else of the recorded stamp nearest to it within half a period (the
     safety monitor's commands for periods whose state it had not received: last stamp + k
-    periods), or for a stamp newer than every recorded one the period it is for; -1 otherwise.
+    periods), else the period its time puts it at between recorded states (a period whose state
+    was never published: a robot that was late integrated it without publishing), or for a stamp
+    newer than every recorded one the period it is for; -1 otherwise (older than the ring).
     RT-safe.
     """
 
@@ -323,4 +325,6 @@ class StateStamps:
                 return s  # the first state with it: a later one re-using a stamp is never accepted
             if err < best_err:
                 best, best_err = s, err
+        if best < 0 and lo <= guess <= last:
+            return guess  # on the grid between recorded states: a period the robot published no state for
         return best  # nearest within half a period: a period the safety monitor extrapolated

@@ -123,8 +123,13 @@ class SimRobotNode(PeriodicSimNode):
 
     @property
     def commands_unmatched(self) -> int:
-        """Commands whose seq matched no state read in the last 4 s."""
+        """Commands for no known robot period (older than the last 4 s of states, or unknown)."""
         return self._count('commands_unmatched')
+
+    @property
+    def commands_extrapolated(self) -> int:
+        """Commands for a period whose state was never read (the safety monitor's, while late)."""
+        return self._count('commands_extrapolated')
 
     @property
     def commands_rejected(self) -> int:

@@ -42,8 +42,12 @@ class SimArmInterface:
             ``(t_rx_ns, latency_ns)`` (one reader: the demo).
         trace: ``(t_ns, seq, max |dq| / v_max, q...)`` per simulated period, t on the wall clock
             grid (one reader: the demo / e2e test).
-        ticks: simulated periods; reads: states read; commands_rx, commands_unmatched,
-        commands_rejected, holds: counters; first_command_ns: monotonic time of the first command.
+        ticks: simulated periods; reads: states read; commands_rx, commands_rejected, holds:
+        counters; commands_extrapolated: commands for a period whose state was never read (the
+        safety monitor keeps the robot's rate while states are late: for a period the late robot
+        integrated without a read, or one it has not reached yet), no latency measured;
+        commands_unmatched: commands for no known period (older than the ring, or unknown);
+        first_command_ns: monotonic time of the first command.
     """
 
     def __init__(self, limits: ArmLimits, q0: F64, period_ns: int, command_timeout_s: float, tol: float):
@@ -76,6 +80,7 @@ class SimArmInterface:
         self.reads = 0
         self.commands_rx = 0
         self.commands_unmatched = 0
+        self.commands_extrapolated = 0
         self.commands_rejected = 0
         self.holds = 0
         self.seq = 0
@@ -155,6 +160,8 @@ class SimArmInterface:
             self.e2e_hist.record_ns(lat)
             self.e2e_ring.try_push2(float(now), float(lat))
             self._e2e_stage.record_ns(now, lat)
+        elif self.seq - PUB_RING < seq <= self.seq + MAX_STEPS_PER_READ and seq > 0:
+            self.commands_extrapolated += 1
         else:
             self.commands_unmatched += 1
 
@@ -166,6 +173,7 @@ class SimArmInterface:
             'reads': self.reads,
             'commands_rx': self.commands_rx,
             'commands_unmatched': self.commands_unmatched,
+            'commands_extrapolated': self.commands_extrapolated,
             'commands_rejected': self.commands_rejected,
             'holds': self.holds,
             'audit': self.audit.summary(),
