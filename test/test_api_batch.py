@@ -20,7 +20,8 @@ FAR_HUMAN = np.array([[3.0, 3.0, 0.5]])  # far: no SSM effect, the blend gives t
 GAP_S = 1.0
 OVERRIDES: dict[str, Any] = {
     'policy': {'backend': 'eager'},
-    'safety': {'state_timeout_s': 5.0, 'max_step_gap_s': GAP_S},
+    # human points are sent every 3rd cycle: on a loaded machine 3 cycles can exceed the 0.2 s default
+    'safety': {'state_timeout_s': 5.0, 'max_step_gap_s': GAP_S, 'ssm': {'human_timeout_s': 5.0}},
 }
 
 

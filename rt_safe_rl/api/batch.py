@@ -99,6 +99,7 @@ class BatchStage:
         g = OutputGuard(self._lim, self.guards[0].dt_s, 1.0)
         g.check(0, self._lim, q[0], True)
         g.brake(q[0])
+        g.record(0, q[0])
 
     def _latch(self, i: int, code: int) -> None:
         if not self.latched[i]:

@@ -189,6 +189,17 @@ def ramp_proposal(cs: np.ndarray, goal: np.ndarray, lim: np.ndarray, dt: float, 
     return err
 
 
+@nb.njit(cache=True, nogil=True)
+def guard_record(prev: np.ndarray, hist: int, cmd: np.ndarray, dt: float) -> None:
+    """Shift `cmd` (n,) [rad] into the stream history `prev` (3, n): position, velocity by
+    difference over `dt` [s] (0 without a previous position), acceleration likewise. RT-safe."""
+    for j in range(cmd.shape[0]):
+        v = (cmd[j] - prev[0, j]) / dt if hist >= 1 else 0.0
+        prev[2, j] = (v - prev[1, j]) / dt if hist >= 2 else 0.0
+        prev[1, j] = v
+        prev[0, j] = cmd[j]
+
+
 class OutputGuard:
     """Stream history + limits of the last-line output check (see the module docstring).
 
@@ -258,14 +269,8 @@ class OutputGuard:
 
     def record(self, t_ns: int, cmd: np.ndarray) -> None:
         """`cmd` (n,) [rad] was sent at `t_ns` [ns]: shift it into the stream history. RT-safe."""
-        p = self._prev
-        dt = self.dt_s
         h = self._hist
-        for j in range(cmd.shape[0]):
-            v = (cmd[j] - p[0, j]) / dt if h >= 1 else 0.0
-            p[2, j] = (v - p[1, j]) / dt if h >= 2 else 0.0
-            p[1, j] = v
-            p[0, j] = cmd[j]
+        guard_record(self._prev, h, cmd, self.dt_s)
         self._hist = min(h + 1, 3)
         self._t_prev_ns = t_ns
 
