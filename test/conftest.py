@@ -16,6 +16,13 @@ import pytest
 
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(101, 199)))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+# many rclpy Contexts (DDS participants) live in this one process: Fast DDS 3.2's intraprocess path
+# can livelock between them (two async threads at 100% CPU for the rest of the run); the profile
+# turns it off -- see its comment. Child processes (ros2 launch, executables) inherit it.
+os.environ.setdefault(
+    'FASTDDS_DEFAULT_PROFILES_FILE',
+    str(Path(__file__).resolve().parent.parent / 'config' / 'fastdds_no_intraprocess.xml'),
+)
 os.environ['RT_SAFE_RL_CACHE_DIR'] = tempfile.mkdtemp(prefix='rt_safe_rl_cache_')  # policy auto-choice cache
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
