@@ -23,6 +23,11 @@ OP_ROWS       per-row reductions / normalisations over the last dim: sum, mean, 
 Transcendentals on the linear/LSTM path use a vectorisable float32 exp (Cody-Waite reduction +
 degree-7 expm1 polynomial, abs error < 1e-7 on the ranges used); OP_MAP uses libm.
 RT-safety: :func:`run_program` is allocation-free and lock-free once compiled (compile at configure).
+
+This module exceeds the house limit of 600 lines on purpose: the numba kernels are one compilation
+unit cached on disk (``cache=True``), and numba's cache does not notice a change in an njit function
+defined in another file, so :func:`run_program` and every kernel it calls stay in this module (with
+the op-code constants and the row layout they read).
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ from rt_safe_rl.core.policy.loading import PolicyInfo
 
 FORMAT_VERSION = 1
 COMPILER_FILES = (
-    'backends.py', 'extract.py', 'graph.py', 'kernels.py', 'loading.py', 'probe.py', 'progcache.py',
+    'backends.py', 'extract.py', 'graph.py', 'graph_base.py', 'graph_ops.py', 'graph_trace.py', 'kernels.py',
+    'loading.py', 'probe.py', 'progcache.py',
 )  # fmt: skip
 """Sources whose content is part of the key: a change of the compiler invalidates every entry."""
 _ARRAYS = ('ops', 'params', 'iparams', 'template', 'state', 'check_obs', 'check_out')
