@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
@@ -134,12 +134,38 @@ class PeriodicSimNode(SimNodeBase):
         return [self._task] if self._task is not None else []
 
 
-def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | None = None) -> int:
-    """Body of a node executable: init rclpy (``argv`` = ROS args), build the node, RtExecutor,
+class RunnableNode(Protocol):
+    """What :func:`run_node` needs of a node: a LifecycleNode with ``app`` (the AppConfig), an
+    ``autostart`` parameter and ``lifecycle_state`` (:class:`SimNodeBase` and ``MonitorNode``)."""
+
+    @property
+    def app(self) -> Any: ...
+
+    @property
+    def lifecycle_state(self) -> str: ...
+
+    def get_parameter(self, name: str) -> Any: ...
+
+    def trigger_configure(self) -> TransitionCallbackReturn: ...
+
+    def trigger_activate(self) -> TransitionCallbackReturn: ...
+
+    def destroy_node(self) -> None: ...
+
+
+def run_node(
+    prog: str,
+    factory: Callable[[], RunnableNode],
+    argv: list[str] | None = None,
+    *,
+    summary: str = '',
+) -> int:
+    """THE body of every node executable (``main`` of each module in ``nodes/``; a test checks it):
+    init rclpy (``argv`` = ROS args, without the program name), build the node, RtExecutor,
     configure + activate when ``autostart``, spin until SIGINT / SIGTERM / shutdown. Both signals
     give the same controlled shutdown (:mod:`rt_safe_rl.signals`): a safety node commands the
     stop and holds it before the node is torn down; exit 0. Expected errors print one line and
-    return 2 (no traceback).
+    return 2 (no traceback). ``summary``: the --help line ('' = the generic one).
     """
     from rclpy.signals import SignalHandlerOptions
 
@@ -152,7 +178,8 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
     early = check_node_args(
         prog,
         argv,
-        f'{prog}: rt_safe_rl lifecycle node (configures and activates itself '
+        summary
+        or f'{prog}: rt_safe_rl lifecycle node (configures and activates itself '
         'when the autostart parameter is true).',
     )
     if early is not None:
@@ -161,7 +188,7 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
     rclpy.init(
         args=sys.argv if argv is None else [prog, *argv], signal_handler_options=SignalHandlerOptions.NO
     )
-    node: SimNodeBase | None = None
+    node: RunnableNode | None = None
     executor: Any = None
     try:
         node = factory()
@@ -196,12 +223,12 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
     return 0
 
 
-def _why(node: SimNodeBase) -> str:
+def _why(node: RunnableNode) -> str:
     why = getattr(node, 'last_error', '')
     return f': {why}' if why else ' (see the log above)'
 
 
-def _stop_on_signal(prog: str, node: SimNodeBase, executor: Any, sig: int) -> None:
+def _stop_on_signal(prog: str, node: RunnableNode, executor: Any, sig: int) -> None:
     """The controlled stop after SIGINT/SIGTERM: a safety node commands the stop and holds."""
     from rt_safe_rl import signals
 
