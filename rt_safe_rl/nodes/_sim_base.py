@@ -6,6 +6,7 @@ Thin ROS glue only; the simulation itself lives in :mod:`rt_safe_rl.sim`. Not RT
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -159,13 +160,20 @@ def run_node(
     argv: list[str] | None = None,
     *,
     summary: str = '',
+    start: Callable[[str, Any, Any], int | None] | None = None,
+    finish: Callable[[Any, int | None], int] | None = None,
+    process_stats: bool = True,
 ) -> int:
     """THE body of every node executable (``main`` of each module in ``nodes/``; a test checks it):
     init rclpy (``argv`` = ROS args, without the program name), build the node, RtExecutor,
     configure + activate when ``autostart``, spin until SIGINT / SIGTERM / shutdown. Both signals
     give the same controlled shutdown (:mod:`rt_safe_rl.signals`): a safety node commands the
     stop and holds it before the node is torn down; exit 0. Expected errors print one line and
-    return 2 (no traceback). ``summary``: the --help line ('' = the generic one).
+    return 2 (no traceback). ``summary``: the --help line ('' = the generic one). Hooks for an
+    executable with its own contract (``benchmark_node``): ``start(prog, node, executor)`` replaces
+    the autostart step (an int = exit now with it); ``finish(node, signal or None)`` gives the exit
+    code once the spin has ended (before the node is destroyed); ``process_stats=False`` does
+    not attach the process statistics publisher.
     """
     from rclpy.signals import SignalHandlerOptions
 
@@ -190,27 +198,30 @@ def run_node(
     )
     node: RunnableNode | None = None
     executor: Any = None
+    sig: int | None = None
     try:
         node = factory()
         executor = RtExecutor(placement_from_parameters(node, node.app.rt))
         executor.add_node(node)
-        attach_process_stats(executor, [node], node.app)
-        if node.get_parameter('autostart').value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                print(f'{prog}: error: configure failed{_why(node)}', file=sys.stderr)
-                return 2
-            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                print(f'{prog}: error: activate failed{_why(node)}', file=sys.stderr)
-                return 2
+        if process_stats:
+            attach_process_stats(executor, [node], node.app)
+        early = (start or _autostart)(prog, node, executor)
+        if early is not None:
+            return early
         with signals.wake_on_signal(executor.shutdown):
             executor.spin()
         sig = signals.received()
         if sig is not None:
             _stop_on_signal(prog, node, executor, sig)
+        if finish is not None:
+            return finish(node, sig)
     except (KeyboardInterrupt, ExternalShutdownException):
         sig = signals.received()
         if sig is not None and node is not None and executor is not None:
             _stop_on_signal(prog, node, executor, sig)
+        if finish is not None and node is not None:
+            return finish(node, sig if sig is not None else signal.SIGINT)
+        return 0
     except RtSafeRlError as err:
         print(f'{prog}: error: {err}', file=sys.stderr)
         return 2
@@ -220,6 +231,20 @@ def run_node(
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    return 0
+
+
+def _autostart(prog: str, node: RunnableNode, executor: Any) -> int | None:
+    """Default ``start`` of :func:`run_node`: configure + activate when the ``autostart`` parameter
+    is true; the exit code 2 (one line) when either fails, else None (spin)."""
+    if node.get_parameter('autostart').value:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            print(f'{prog}: error: configure failed{_why(node)}', file=sys.stderr)
+            return 2
+        if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            print(f'{prog}: error: activate failed{_why(node)}', file=sys.stderr)
+            return 2
+    return None
     return 0
 
 
