@@ -53,7 +53,6 @@ def test_node_class_modules_are_under_300_lines() -> None:
     sizes = {m: len(_node_modules()[m].read_text().splitlines()) for m in node_modules}
     too_long = {m: n for m, n in sizes.items() if n >= MAX_NODE_LINES}
     assert not too_long, f'node modules of {MAX_NODE_LINES}+ lines (move logic to core/ or rt/): {too_long}'
-    )
 
 
 def test_every_node_main_goes_through_run_node() -> None:
