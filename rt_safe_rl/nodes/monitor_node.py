@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         MonitorNode,
         None if argv is None else argv[1:],
         summary='Health monitor: /diagnostics and Prometheus /metrics for the RT pipeline.',
+        process_stats=False,  # as before run_node: the monitor process publishes no rt_stats of its own
     )
 
 
