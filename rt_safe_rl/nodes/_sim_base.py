@@ -6,9 +6,10 @@ Thin ROS glue only; the simulation itself lives in :mod:`rt_safe_rl.sim`. Not RT
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
@@ -134,12 +135,45 @@ class PeriodicSimNode(SimNodeBase):
         return [self._task] if self._task is not None else []
 
 
-def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | None = None) -> int:
-    """Body of a node executable: init rclpy (``argv`` = ROS args), build the node, RtExecutor,
+class RunnableNode(Protocol):
+    """What :func:`run_node` needs of a node: a LifecycleNode with ``app`` (the AppConfig), an
+    ``autostart`` parameter and ``lifecycle_state`` (:class:`SimNodeBase` and ``MonitorNode``)."""
+
+    @property
+    def app(self) -> Any: ...
+
+    @property
+    def lifecycle_state(self) -> str: ...
+
+    def get_parameter(self, name: str) -> Any: ...
+
+    def trigger_configure(self) -> TransitionCallbackReturn: ...
+
+    def trigger_activate(self) -> TransitionCallbackReturn: ...
+
+    def destroy_node(self) -> None: ...
+
+
+def run_node(
+    prog: str,
+    factory: Callable[[], RunnableNode],
+    argv: list[str] | None = None,
+    *,
+    summary: str = '',
+    start: Callable[[str, Any, Any], int | None] | None = None,
+    finish: Callable[[Any, int | None], int] | None = None,
+    process_stats: bool = True,
+) -> int:
+    """THE body of every node executable (``main`` of each module in ``nodes/``; a test checks it):
+    init rclpy (``argv`` = ROS args, without the program name), build the node, RtExecutor,
     configure + activate when ``autostart``, spin until SIGINT / SIGTERM / shutdown. Both signals
     give the same controlled shutdown (:mod:`rt_safe_rl.signals`): a safety node commands the
     stop and holds it before the node is torn down; exit 0. Expected errors print one line and
-    return 2 (no traceback).
+    return 2 (no traceback). ``summary``: the --help line ('' = the generic one). Hooks for an
+    executable with its own contract (``benchmark_node``): ``start(prog, node, executor)`` replaces
+    the autostart step (an int = exit now with it); ``finish(node, signal or None)`` gives the exit
+    code once the spin has ended (before the node is destroyed); ``process_stats=False`` does
+    not attach the process statistics publisher.
     """
     from rclpy.signals import SignalHandlerOptions
 
@@ -152,7 +186,8 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
     early = check_node_args(
         prog,
         argv,
-        f'{prog}: rt_safe_rl lifecycle node (configures and activates itself '
+        summary
+        or f'{prog}: rt_safe_rl lifecycle node (configures and activates itself '
         'when the autostart parameter is true).',
     )
     if early is not None:
@@ -161,29 +196,32 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
     rclpy.init(
         args=sys.argv if argv is None else [prog, *argv], signal_handler_options=SignalHandlerOptions.NO
     )
-    node: SimNodeBase | None = None
+    node: RunnableNode | None = None
     executor: Any = None
+    sig: int | None = None
     try:
         node = factory()
         executor = RtExecutor(placement_from_parameters(node, node.app.rt))
         executor.add_node(node)
-        attach_process_stats(executor, [node], node.app)
-        if node.get_parameter('autostart').value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                print(f'{prog}: error: configure failed{_why(node)}', file=sys.stderr)
-                return 2
-            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                print(f'{prog}: error: activate failed{_why(node)}', file=sys.stderr)
-                return 2
+        if process_stats:
+            attach_process_stats(executor, [node], node.app)
+        early = (start or _autostart)(prog, node, executor)
+        if early is not None:
+            return early
         with signals.wake_on_signal(executor.shutdown):
             executor.spin()
         sig = signals.received()
         if sig is not None:
             _stop_on_signal(prog, node, executor, sig)
+        if finish is not None:
+            return finish(node, sig)
     except (KeyboardInterrupt, ExternalShutdownException):
         sig = signals.received()
         if sig is not None and node is not None and executor is not None:
             _stop_on_signal(prog, node, executor, sig)
+        if finish is not None and node is not None:
+            return finish(node, sig if sig is not None else signal.SIGINT)
+        return 0
     except RtSafeRlError as err:
         print(f'{prog}: error: {err}', file=sys.stderr)
         return 2
@@ -196,12 +234,26 @@ def run_node(prog: str, factory: Callable[[], SimNodeBase], argv: list[str] | No
     return 0
 
 
-def _why(node: SimNodeBase) -> str:
+def _autostart(prog: str, node: RunnableNode, executor: Any) -> int | None:
+    """Default ``start`` of :func:`run_node`: configure + activate when the ``autostart`` parameter
+    is true; the exit code 2 (one line) when either fails, else None (spin)."""
+    if node.get_parameter('autostart').value:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            print(f'{prog}: error: configure failed{_why(node)}', file=sys.stderr)
+            return 2
+        if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            print(f'{prog}: error: activate failed{_why(node)}', file=sys.stderr)
+            return 2
+    return None
+    return 0
+
+
+def _why(node: RunnableNode) -> str:
     why = getattr(node, 'last_error', '')
     return f': {why}' if why else ' (see the log above)'
 
 
-def _stop_on_signal(prog: str, node: SimNodeBase, executor: Any, sig: int) -> None:
+def _stop_on_signal(prog: str, node: RunnableNode, executor: Any, sig: int) -> None:
     """The controlled stop after SIGINT/SIGTERM: a safety node commands the stop and holds."""
     from rt_safe_rl import signals
 

@@ -27,9 +27,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from std_msgs.msg import String
 
@@ -101,6 +99,16 @@ class BenchmarkNode(LifecycleNode):
         self.declare_parameter('exit_when_done', True, ro('executable: exit after the report'))
 
     # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def app(self) -> Any:
+        """The app config (``config`` or the ``config_file`` parameter's)."""
+        return self._app
+
+    @property
+    def lifecycle_state(self) -> str:
+        """Label of the current lifecycle state ('unconfigured', 'inactive', 'active', ...)."""
+        return str(self._state_machine.current_state[1])
+
     def _bench_config(self) -> Any:
         from rt_safe_rl.bench.replay import parse_joint_map
 
@@ -251,64 +259,19 @@ class BenchmarkNode(LifecycleNode):
 
 def main(argv: list[str] | None = None) -> int:
     """``benchmark_node`` executable: configure + activate (autostart), exit when the report is done."""
-    from rt_safe_rl.nodes._args import check_node_args
-    from rt_safe_rl.rt.executor import RtExecutor
+    from rt_safe_rl.nodes._benchmark_exec import _finish, _start
+    from rt_safe_rl.nodes._sim_base import run_node
 
-    early = check_node_args(
+    return run_node(
         'benchmark_node',
+        BenchmarkNode,
         argv,
-        'Replay benchmark as a lifecycle node: -p bag:=DIR '
+        summary='Replay benchmark as a lifecycle node: -p bag:=DIR '
         'replays a rosbag2 recording through the pipeline and writes the report.',
+        start=_start,
+        finish=_finish,
+        process_stats=False,
     )
-    if early is not None:
-        return early
-    rclpy.init(args=sys.argv if argv is None else ['benchmark_node', *argv])
-    node: BenchmarkNode | None = None
-    executor: Any = None
-    rc = 0
-    try:
-        node = BenchmarkNode()
-        executor = RtExecutor(node._app.rt)
-        executor.add_node(node)
-        if bool(node.get_parameter('exit_when_done').value):
-            node.on_done = executor.shutdown
-        if node.get_parameter('autostart').value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                print(f'benchmark_node: error: {node.last_error}', file=sys.stderr)
-                return 2
-            # activate from inside the spinning executor, after its one-time RT setup (mlockall,
-            # heap prefault, GC freeze) is done, so that setup never overlaps the measured replay
-            timer: Any = None
-
-            def start() -> None:
-                timer.cancel()
-                if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                    executor.shutdown()
-
-            timer = node.create_timer(0.3, start)
-        executor.spin()
-        if node.last_error:
-            print(f'benchmark_node: error: {node.last_error}', file=sys.stderr)
-            rc = 2
-        elif node.last_report is not None and not node.last_report.get('complete', False):
-            rc = 130
-        elif node.last_report is not None and not node.last_report.get('comparison', {}).get('passed', True):
-            rc = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        if node is not None:
-            node._stop.set()
-            node.done.wait(timeout=30.0)
-        rc = 130
-    except RtSafeRlError as err:
-        print(f'benchmark_node: error: {err}', file=sys.stderr)
-        rc = 2
-    finally:
-        if executor is not None:
-            executor.destroy()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return rc
 
 
 if __name__ == '__main__':

@@ -35,33 +35,31 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from typing import Any
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from rt_safe_rl.core.configutil import from_mapping
-from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
+from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.core.monitoring import (
-    ComponentStatus,
     Level,
     MonitorConfig,
     MonitorCore,
     RegistryReader,
     SystemSampler,
     apply_env_overrides,
-    decode_process_stats,
     load_benchmark_baseline,
     reader_for,
 )
-from rt_safe_rl.core.monitoring.process_stats import LayoutError, process_source_id
-from rt_safe_rl.nodes.process_stats import from_message
-from rt_safe_rl.nodes.prometheus_exporter import MetricsEndpointError, MetricsSnapshot, PrometheusExporter
+from rt_safe_rl.core.monitoring.process_stats import process_source_id
+from rt_safe_rl.nodes._monitor_work import GIL_YIELD_S, MonitorWork, _yield_gil  # noqa: F401
+from rt_safe_rl.nodes._params import flatten_dataclass as _flatten
+from rt_safe_rl.nodes._params import nest_flat as _nest
+from rt_safe_rl.nodes._sim_base import run_node
+from rt_safe_rl.nodes.prometheus_exporter import PrometheusExporter
 from rt_safe_rl.rt.metrics import MetricsRegistry, registry
 
 #: ``monitor.*`` parameters that can be changed while running (prefix match); the rest are read-only.
@@ -75,35 +73,6 @@ TUNABLE_PREFIXES: tuple[str, ...] = (
     'regression.tolerance_fraction',
     'regression.min_samples',
 )
-GIL_YIELD_S = 20e-6  # sleep between pieces of monitor work so RT threads get the GIL promptly
-
-
-def _yield_gil() -> None:
-    """Release the GIL briefly (a sleep hands it to a waiting thread; sleep(0) may not)."""
-    time.sleep(GIL_YIELD_S)
-
-
-def _flatten(obj: Any, prefix: str = '') -> dict[str, Any]:
-    """Leaves of a (nested) config dataclass as {'a.b': value}."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            out.update(_flatten(v, f'{prefix}{f.name}.'))
-        else:
-            out[f'{prefix}{f.name}'] = v
-    return out
-
-
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, v in flat.items():
-        cur = out
-        parts = key.split('.')
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {})
-        cur[parts[-1]] = v
-    return out
 
 
 def _load_app_config(path: str) -> Any:
@@ -112,7 +81,7 @@ def _load_app_config(path: str) -> Any:
     return load_config(path or None)
 
 
-class MonitorNode(LifecycleNode):
+class MonitorNode(MonitorWork):
     """Lifecycle node publishing /diagnostics and serving Prometheus metrics (non-RT only).
 
     Args:
@@ -185,6 +154,16 @@ class MonitorNode(LifecycleNode):
             ParameterDescriptor(description='main(): configure + activate on start', read_only=True),
         )
         self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    @property
+    def app(self) -> Any:
+        """The app config (None when built from a bare MonitorConfig)."""
+        return self._app
+
+    @property
+    def lifecycle_state(self) -> str:
+        """Label of the current lifecycle state ('unconfigured', 'inactive', 'active', ...)."""
+        return str(self._state_machine.current_state[1])
 
     # ------------------------------------------------------------------ parameters
 
@@ -277,274 +256,26 @@ class MonitorNode(LifecycleNode):
             self.get_logger().info(f'regression baseline: {baseline}')
         return TransitionCallbackReturn.SUCCESS
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Start the Prometheus endpoint (failure -> logged, disabled, node stays up) and the timer."""
-        assert self._cfg is not None and self._exporter is not None
-        if not self._cfg.enabled:
-            self.get_logger().info(
-                'monitor.enabled is false: active but inert (no drain, no /diagnostics, no Prometheus)'
-            )
-            return super().on_activate(state)
-        if self._cfg.metrics.enabled:
-            try:
-                port = self._exporter.start()
-                self._prom_level = Level.OK
-                self._prom_message = f'serving http://{self._cfg.metrics.address}:{port}/metrics'
-                self.get_logger().info(
-                    f'Prometheus metrics on http://{self._cfg.metrics.address}:{port}/metrics'
-                )
-            except MetricsEndpointError as err:
-                self._prom_level = Level.WARN
-                self._prom_message = f'Prometheus disabled: {err}'
-                self.get_logger().error(str(err) + '; continuing without Prometheus')
-        self._tick = 0
-        self._last_eval_wall = time.monotonic()
-        self._cpu_at_last_eval = self._cpu_ns
-        self._timer = self.create_timer(self._cfg.drain_period_s, self._on_timer, callback_group=self._group)
-        return super().on_activate(state)
-
-    def _callback_group(self) -> Any:
-        """The rt group named by monitor.callback_group, else None (the node's default group)."""
-        assert self._cfg is not None
-        name = self._cfg.callback_group
-        self._group_note = 'default (non-RT)'
-        if not name:
-            return None
-        try:
-            from rt_safe_rl.rt.executor import named_group
-
-            group = named_group(self, name)
-        except (ImportError, ConfigError) as err:
-            self.get_logger().warning(
-                f'monitor.callback_group {name!r} unusable ({err}); using the default group'
-            )
-            return None
-        self._group_note = name
-        return group
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop the timer and the HTTP endpoint."""
-        self._stop_runtime()
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release the publisher and the core."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop everything."""
-        self._stop_runtime()
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def destroy_node(self) -> None:
-        """Stop the endpoint and timer (releases the port) and destroy the node."""
-        self._stop_runtime()
-        self._release()
-        super().destroy_node()
-
-    def _stop_runtime(self) -> None:
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-            self._timer = None
-        if self._exporter is not None:
-            self._exporter.stop()
-        self._prom_level, self._prom_message = Level.OK, 'stopped'
-
-    def _release(self) -> None:
-        if self._stats_sub is not None:
-            self.destroy_subscription(self._stats_sub)
-            self._stats_sub = None
-        if self._pub is not None:
-            self.destroy_lifecycle_publisher(self._pub)
-            self._pub = None
-        self._core = None
-        self._exporter = None
-        self._sampler = None
-
     def rt_tasks(self) -> list[Any]:
         """The monitor has no RT tasks (everything runs in the non-RT group)."""
         return []
-
-    # ------------------------------------------------------------------ work
-
-    @property
-    def core(self) -> MonitorCore | None:
-        """The monitoring core (None before configure)."""
-        return self._core
-
-    @property
-    def exporter(self) -> PrometheusExporter | None:
-        """The Prometheus exporter (None before configure)."""
-        return self._exporter
-
-    @property
-    def cpu_time_s(self) -> float:
-        """Thread CPU time spent in the monitor's callbacks so far (s)."""
-        return self._cpu_ns / 1e9
-
-    def drain(self) -> int:
-        """Move pending stage samples of this process's registry into the windows; returns the count
-        (non-RT; the windows are the process's one :class:`RegistryReader`'s, shared with the
-        statistics publisher)."""
-        if self._core is None or self._reader is None:
-            return 0
-        n = self._reader.drain(_yield_gil)
-        self._dropped = dict(self._reader.dropped)
-        return n
-
-    def _on_stats(self, msg: DiagnosticArray) -> None:
-        """Another process's ``rt_stats`` (layout: core/monitoring/process_stats.py) -> the core."""
-        core = self._core
-        if core is None:
-            return
-        try:
-            stats = decode_process_stats(from_message(msg))
-        except LayoutError as err:
-            self._remote_rejected += 1
-            if str(err) != self._remote_error:
-                self._remote_error = str(err)
-                self.get_logger().warning(f'{self._stats_sub.topic_name}: message ignored: {err}')
-            return
-        if core.ingest_remote(stats, time.monotonic_ns()):
-            self._remote_received += 1
-
-    def _on_timer(self) -> None:
-        t0 = time.thread_time_ns()
-        try:
-            self.drain()
-            self._tick += 1
-            if self._tick >= self._ticks_per_eval:
-                self._tick = 0
-                self.evaluate_and_publish()
-        finally:
-            self._cpu_ns += time.thread_time_ns() - t0
-
-    def _monitor_status(self, now_s: float) -> ComponentStatus:
-        assert self._cfg is not None
-        dt = max(now_s - self._last_eval_wall, 1e-9)
-        cpu_pct = 100.0 * (self._cpu_ns - self._cpu_at_last_eval) / 1e9 / dt
-        self._last_eval_wall, self._cpu_at_last_eval = now_s, self._cpu_ns
-        dropped = sum(self._dropped.values())
-        level, msg = self._prom_level, self._prom_message
-        if dropped > 0 and level == Level.OK:
-            level, msg = Level.WARN, f'{dropped} stage samples dropped (metrics rings overflowed); {msg}'
-        vals = [
-            ('prometheus', self._prom_message),
-            ('monitor cpu (% of one core)', f'{cpu_pct:.2f}'),
-            ('drain period (s)', f'{self._cfg.drain_period_s:g}'),
-            ('callback group', self._group_note),
-            ('http thread', self._exporter.priority_note if self._exporter else '-'),
-            ('window (s)', f'{self._cfg.window_s:g}'),
-            ('dropped samples', str(dropped)),
-            ('remote processes', ', '.join(self._remote_labels()) or 'none'),
-            ('remote reports received', str(self._remote_received)),
-            ('remote reports rejected', str(self._remote_rejected)),
-        ]
-        return ComponentStatus('monitor', 'monitor', level, msg, vals)
-
-    def _remote_labels(self) -> list[str]:
-        core = self._core
-        if core is None:
-            return []
-        return [f'{",".join(st.nodes) or "?"} ({src})' for src, (st, _, _) in core.remote.items()]
-
-    def evaluate_and_publish(self) -> list[ComponentStatus]:
-        """Evaluate all components, publish /diagnostics, log alerts, update /metrics (non-RT)."""
-        core = self._core
-        if core is None:
-            return []
-        now_ns = time.monotonic_ns()
-        core.ingest_counters(
-            self._registry.snapshot_counters(), {k: g.value for k, g in list(self._registry.gauges.items())}
-        )
-        if self._sampler is not None:
-            core.ingest_system(self._sampler.sample(now_ns / 1e9))
-            _yield_gil()
-        core.extra_status = [self._monitor_status(now_ns / 1e9)]
-        statuses = core.evaluate(now_ns)
-        log = self.get_logger()
-        for ev in core.alerts.drain_events():
-            extra = f' ({ev.suppressed} earlier raises not logged)' if ev.suppressed else ''
-            if ev.kind == 'cleared':
-                log.info(f'alert cleared: {ev.name}')
-            elif ev.level >= Level.ERROR:
-                log.error(f'alert {ev.name}: {ev.message}{extra}')
-            else:
-                log.warning(f'alert {ev.name}: {ev.message}{extra}')
-        if self._pub is not None:
-            msg = DiagnosticArray()
-            msg.header.stamp = self.get_clock().now().to_msg()
-            prefix = self.get_name()
-            for st in statuses:
-                msg.status.append(
-                    DiagnosticStatus(
-                        level=bytes([int(st.level)]),
-                        name=f'{prefix}: {st.title}',
-                        message=st.message,
-                        hardware_id='rt_safe_rl',
-                        values=[KeyValue(key=k, value=v) for k, v in st.values],
-                    )
-                )
-            self._pub.publish(msg)
-            _yield_gil()
-        if self._exporter is not None and self._exporter.running:
-            self._exporter.publish(
-                MetricsSnapshot.from_core(core, dropped=self._dropped, monitor_cpu_s=self._cpu_ns / 1e9)
-            )
-        return statuses
 
 
 def _default_registry() -> MetricsRegistry:
     return registry()
 
 
-def _make_executor(node: MonitorNode) -> Any:
-    """RtExecutor with the placement parameters (``rt.<thread>.cpus`` ...) applied, or a
-    SingleThreadedExecutor when the node was built without an app config."""
-    from rt_safe_rl.rt.executor import RtExecutor
-    from rt_safe_rl.rt.placement import placement_from_parameters
-
-    app = node._app
-    return (
-        RtExecutor(placement_from_parameters(node, app.rt)) if app is not None else SingleThreadedExecutor()
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
-    """`monitor_node` executable: init, build, configure+activate (autostart), spin until Ctrl-C."""
-    from rt_safe_rl.nodes._args import check_node_args
-
-    early = check_node_args(
+    """`monitor_node` executable: ``argv`` WITH the program name (as ``rclpy.init``); the common
+    :func:`~rt_safe_rl.nodes._sim_base.run_node` body (configure + activate when autostart, spin
+    until SIGINT / SIGTERM, exit 2 with one line on a bad config)."""
+    return run_node(
         'monitor_node',
+        MonitorNode,
         None if argv is None else argv[1:],
-        'Health monitor: /diagnostics and Prometheus /metrics for the RT pipeline.',
+        summary='Health monitor: /diagnostics and Prometheus /metrics for the RT pipeline.',
+        process_stats=False,  # as before run_node: the monitor process publishes no rt_stats of its own
     )
-    if early is not None:
-        return early
-    rclpy.init(args=argv)
-    node: MonitorNode | None = None
-    try:
-        node = MonitorNode()
-        executor = _make_executor(node)
-        executor.add_node(node)
-        if node.get_parameter('autostart').value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                print('monitor_node: error: configure failed (see the log above)', file=sys.stderr)
-                return 2
-            node.trigger_activate()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RtSafeRlError as err:
-        print(f'monitor_node: error: {err}', file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
 
 
 if __name__ == '__main__':

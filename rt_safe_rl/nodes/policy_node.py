@@ -27,20 +27,16 @@ Inputs: every pipeline input with a ``topic`` (e.g. ``command`` on ``policy/comm
 Service ``~/reset_memory`` (std_srvs/Trigger): reset recurrent state at the next control cycle.
 Metrics: stage ``inference`` per policy step, counter ``policy_steps``, counter ``faults`` per invalid step.
 
-Parameters (declared with descriptors; structural ones read-only; initial values from the config file):
-``policy.path``, ``policy.config``, ``policy.backend``, ``policy.rate_hz``, ``policy.sha256``,
-``policy.cache`` (read-only); ``policy.interpolation`` ('hold' | 'linear', tunable at run time).
+Parameters ``policy.*``: :mod:`._policy_params` (descriptors; structural ones read-only).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from typing import Any
 
 import numpy as np
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -49,18 +45,16 @@ from std_srvs.srv import Trigger
 
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
-from rt_safe_rl.core.policy.config import PolicyNodeConfig
-from rt_safe_rl.nodes._sim_base import SimNodeBase, run_node
+from rt_safe_rl.nodes._policy_params import PolicyNodeParams
+from rt_safe_rl.nodes._sim_base import run_node
 from rt_safe_rl.nodes.msgs import ActionRecord, JointStateReader
 from rt_safe_rl.rt.metrics import registry
 
 ACTION_HEADER = ActionRecord.HEADER
 """Channel row = [state_seq, valid, q_target...]: values before the targets (:class:`ActionRecord`)."""
 
-_READ_ONLY = ('path', 'config', 'backend', 'rate_hz', 'sha256', 'cache')
 
-
-class PolicyInferenceNode(SimNodeBase):
+class PolicyInferenceNode(PolicyNodeParams):
     """Lifecycle node running :class:`~rt_safe_rl.core.policy.runtime.PolicyRuntime` (see module docstring).
 
     Attributes after configure (non-RT readers): runtime (``.info`` has the backend table),
@@ -79,30 +73,6 @@ class PolicyInferenceNode(SimNodeBase):
         super().__init__(
             node_name, config=config, namespace=namespace, intra_process=intra_process, **node_kwargs
         )
-        pc: PolicyNodeConfig = self.app.policy
-        desc = {
-            'path': 'policy file (.pt TorchScript / weights_only checkpoint, .onnx); package:// allowed',
-            'config': 'per-policy observation/action pipeline YAML (config/policies/*.yaml)',
-            'backend': 'auto | eager | torchscript | numba | fp16 | int8 | onnxruntime | cuda',
-            'rate_hz': 'policy steps per second inside the control loop (Hz)',
-            'sha256': "expected SHA-256 of the policy file ('' = no check)",
-            'cache': 'exact-match output cache (refused for recurrent policies)',
-        }
-        for name in _READ_ONLY:
-            d = ParameterDescriptor(description=desc[name], read_only=True)
-            if name == 'rate_hz':  # rclpy enforces the range, also on overrides at declaration
-                d.floating_point_range = [FloatingPointRange(from_value=0.1, to_value=10000.0, step=0.0)]
-            self.declare_parameter(f'policy.{name}', getattr(pc, name), d)
-        self.declare_parameter(
-            'policy.interpolation',
-            pc.interpolation,
-            ParameterDescriptor(
-                type=ParameterType.PARAMETER_STRING,
-                description="between policy steps: 'hold' the target or 'linear'ly interpolate (tunable)",
-                additional_constraints='one of: hold, linear',
-            ),
-        )
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.runtime: Any = None
         self.joint_names: list[str] = []
         self.action_channel: Any = None
@@ -116,25 +86,6 @@ class PolicyInferenceNode(SimNodeBase):
         self.invalid_cycles = 0
         #: set True before configure when a ControlCycle calls process_state (no joint_states input)
         self.direct_cycle = False
-
-    # ------------------------------------------------------------------ parameters
-    def node_config(self) -> PolicyNodeConfig:
-        """PolicyNodeConfig from the current parameter values."""
-        pc: PolicyNodeConfig = self.app.policy
-        values = {n: self.get_parameter(f'policy.{n}').value for n in (*_READ_ONLY, 'interpolation')}
-        return dataclasses.replace(pc, **values)
-
-    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
-        for p in params:
-            if p.name == 'policy.interpolation':
-                if p.value not in ('hold', 'linear'):
-                    return SetParametersResult(
-                        successful=False,
-                        reason=f"policy.interpolation must be 'hold' or 'linear', got {p.value!r}",
-                    )
-                if self.runtime is not None:
-                    self.runtime.interpolate = p.value == 'linear'  # one attribute store: atomic
-        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -213,25 +164,6 @@ class PolicyInferenceNode(SimNodeBase):
         )
         return TransitionCallbackReturn.SUCCESS
 
-    def _robot_joint_names(self, cfg: PolicyNodeConfig) -> list[str] | None:
-        """Robot joint order: the robot model's; else the pipeline's joint names (same order)."""
-        try:
-            from rt_safe_rl.core.robot_model import RobotModel
-
-            model = RobotModel.from_config(self.app.robot, self.app.base_dir)
-            return list(model.joint_names)
-        except Exception as err:
-            from rt_safe_rl import paths
-            from rt_safe_rl.core.policy.config import load_pipeline_config
-
-            pipe = load_pipeline_config(paths.resolve(cfg.config, self.app.base_dir))
-            if pipe.joints.names:
-                self.get_logger().warning(
-                    f'robot model unavailable ({err}); robot joint order = policy joint names'
-                )
-                return list(pipe.joints.names)
-            return None
-
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Reset recurrent state and start processing joint states."""
         ret = super().on_activate(state)
@@ -245,21 +177,6 @@ class PolicyInferenceNode(SimNodeBase):
         """Stop processing joint states (nothing more is proposed)."""
         self._active = False
         return super().on_deactivate(state)
-
-    def _release(self) -> None:
-        """Release I/O and the model. (cleanup and shutdown, see SimNodeBase)."""
-        self._active = False
-        for s in self._subs:
-            self.destroy_subscription(s)
-        self._subs = []
-        if self._pub is not None:
-            self.destroy_publisher(self._pub)
-            self._pub = None
-        if self._srv is not None:
-            self.destroy_service(self._srv)
-            self._srv = None
-        self.runtime = None
-        self.action_channel = None
 
     # ------------------------------------------------------------------ callbacks
     def _on_joint_state(self, msg: JointState) -> None:
@@ -357,17 +274,13 @@ class PolicyInferenceNode(SimNodeBase):
 
 def main(argv: list[str] | None = None) -> int:
     """`policy_node` executable (ROS args in `argv`, e.g. ``--ros-args -p policy.backend:=numba``)."""
-    from rt_safe_rl.nodes._args import check_node_args
-
-    early = check_node_args(
+    return run_node(
         'policy_node',
+        PolicyInferenceNode,
         argv,
-        'The learned policy as a lifecycle node (autostart: '
+        summary='The learned policy as a lifecycle node (autostart: '
         'configure + activate), publishing its action at policy.rate_hz.',
     )
-    if early is not None:
-        return early
-    return run_node('policy_node', PolicyInferenceNode, argv)
 
 
 if __name__ == '__main__':

@@ -39,15 +39,15 @@ from sensor_msgs.msg import JointState
 
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
-from rt_safe_rl.nodes._sim_base import PeriodicSimNode, run_node
+from rt_safe_rl.nodes._sim_base import run_node
+from rt_safe_rl.nodes._sim_robot_views import SimRobotViews
 from rt_safe_rl.nodes.msgs import StateStamps, set_stamp, stamp_ns_of
 from rt_safe_rl.rt.cycle import RobotState
-from rt_safe_rl.rt.ring import SpscRing
 from rt_safe_rl.sim.arm import ArmLimits
 from rt_safe_rl.sim.interface import SimArmInterface
 
 
-class SimRobotNode(PeriodicSimNode):
+class SimRobotNode(SimRobotViews):
     """Simulated 7-DoF arm (see the module docstring).
 
     Attributes after configure (read by the demo / tests in the same process, non-RT readers):
@@ -74,72 +74,6 @@ class SimRobotNode(PeriodicSimNode):
         self._sub: Any = None
         self._mirror: Any = None
         self._state_ch: Any = None
-
-    # -- the interface's readers (kept as node attributes for the demo and tests)
-    @property
-    def arm(self) -> Any:
-        """The simulated arm (None before configure)."""
-        return self.interface.arm if self.interface is not None else None
-
-    @property
-    def audit(self) -> Any:
-        """The command audit (None before configure)."""
-        return self.interface.audit if self.interface is not None else None
-
-    @property
-    def trace(self) -> SpscRing | None:
-        """Per-period trace ring (None before configure)."""
-        return self.interface.trace if self.interface is not None else None
-
-    @property
-    def e2e_ring(self) -> SpscRing:
-        """``(t_rx_ns, latency_ns)`` per matched command."""
-        assert self.interface is not None
-        return self.interface.e2e_ring
-
-    @property
-    def e2e_hist(self) -> Any:
-        """LogHistogram of state read -> command receipt (ns)."""
-        assert self.interface is not None
-        return self.interface.e2e_hist
-
-    @property
-    def limits(self) -> Any:
-        """The arm's limits (None before configure)."""
-        return self.interface.limits if self.interface is not None else None
-
-    def _count(self, name: str) -> int:
-        return int(getattr(self.interface, name)) if self.interface is not None else 0
-
-    @property
-    def ticks(self) -> int:
-        """Simulated periods since activation."""
-        return self._count('ticks')
-
-    @property
-    def commands_rx(self) -> int:
-        """Commands received (written)."""
-        return self._count('commands_rx')
-
-    @property
-    def commands_unmatched(self) -> int:
-        """Commands for no known robot period (older than the last 4 s of states, or unknown)."""
-        return self._count('commands_unmatched')
-
-    @property
-    def commands_extrapolated(self) -> int:
-        """Commands for a period whose state was never read (the safety monitor's, while late)."""
-        return self._count('commands_extrapolated')
-
-    @property
-    def commands_rejected(self) -> int:
-        """Commands of the wrong size or non-finite (not applied)."""
-        return self._count('commands_rejected')
-
-    @property
-    def holds(self) -> int:
-        """Times the arm latched its position after the command timeout."""
-        return self._count('holds')
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -304,14 +238,6 @@ class SimRobotNode(PeriodicSimNode):
             return
         cmd = np.frombuffer(data, dtype=np.float64) if not isinstance(data, list) else np.asarray(data)
         iface.write(self._stamps.seq_of(stamp_ns_of(msg)), cmd)
-
-    # ------------------------------------------------------------------ non-RT readers
-    def stats(self) -> dict[str, Any]:
-        """Counters and the command audit as a plain dict (non-RT)."""
-        out: dict[str, Any] = self.interface.stats() if self.interface is not None else {'ticks': 0}
-        if self._task is not None:
-            out['task'] = self._task.stats()
-        return out
 
 
 def main(argv: list[str] | None = None) -> int:
