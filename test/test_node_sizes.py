@@ -11,6 +11,9 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip('rclpy', reason='rclpy not installed (ROS 2 wheels or a sourced ROS 2 needed)')
 from rclpy.node import Node
 
 ROOT = Path(__file__).resolve().parent.parent

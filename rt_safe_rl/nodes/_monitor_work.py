@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 
 from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.core.monitoring import (
@@ -23,6 +23,7 @@ from rt_safe_rl.core.monitoring import (
     decode_process_stats,
 )
 from rt_safe_rl.core.monitoring.process_stats import LayoutError
+from rt_safe_rl.nodes._sim_base import LabelledLifecycleNode
 from rt_safe_rl.nodes.process_stats import from_message
 from rt_safe_rl.nodes.prometheus_exporter import MetricsEndpointError, MetricsSnapshot, PrometheusExporter
 from rt_safe_rl.rt.metrics import MetricsRegistry
@@ -35,7 +36,7 @@ def _yield_gil() -> None:
     time.sleep(GIL_YIELD_S)
 
 
-class MonitorWork(LifecycleNode):
+class MonitorWork(LabelledLifecycleNode):
     """Base of :class:`~rt_safe_rl.nodes.monitor_node.MonitorNode` (see the module docstring); the
     subclass sets the attributes in its constructor and ``on_configure``."""
 

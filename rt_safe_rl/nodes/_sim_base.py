@@ -20,7 +20,17 @@ from rt_safe_rl.config import AppConfig, load_config
 from rt_safe_rl.core.errors import RtSafeRlError
 
 
-class SimNodeBase(LifecycleNode):
+class LabelledLifecycleNode(LifecycleNode):
+    """LifecycleNode whose current state reads as its label (what :func:`run_node` and the
+    transitions below check): the one base of every node in this package."""
+
+    @property
+    def lifecycle_state(self) -> str:
+        """Label of the current lifecycle state ('unconfigured', 'inactive', 'active', ...)."""
+        return str(self._state_machine.current_state[1])
+
+
+class SimNodeBase(LabelledLifecycleNode):
     """LifecycleNode with the package's common constructor contract (DEVELOPERS.md).
 
     ``config=None`` reads the read-only ``config_file`` parameter ('' = the shipped default) at
@@ -58,11 +68,6 @@ class SimNodeBase(LifecycleNode):
     def rt_tasks(self) -> list[Any]:
         """RT tasks of this node (created at configure); empty by default."""
         return []
-
-    @property
-    def lifecycle_state(self) -> str:
-        """Label of the current lifecycle state ('unconfigured', 'inactive', 'active', ...)."""
-        return str(self._state_machine.current_state[1])
 
     def trigger_deactivate(self) -> TransitionCallbackReturn:
         """Deactivate; a node that is not active (e.g. its configure failed) has nothing to

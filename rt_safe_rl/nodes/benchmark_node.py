@@ -28,13 +28,14 @@ from dataclasses import replace
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from std_msgs.msg import String
 
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.nodes._sim_base import LabelledLifecycleNode
 
 
-class BenchmarkNode(LifecycleNode):
+class BenchmarkNode(LabelledLifecycleNode):
     """Replays a bag through the composed pipeline and reports percentiles (see module doc)."""
 
     def __init__(
@@ -103,11 +104,6 @@ class BenchmarkNode(LifecycleNode):
     def app(self) -> Any:
         """The app config (``config`` or the ``config_file`` parameter's)."""
         return self._app
-
-    @property
-    def lifecycle_state(self) -> str:
-        """Label of the current lifecycle state ('unconfigured', 'inactive', 'active', ...)."""
-        return str(self._state_machine.current_state[1])
 
     def _bench_config(self) -> Any:
         from rt_safe_rl.bench.replay import parse_joint_map

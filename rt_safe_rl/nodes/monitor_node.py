@@ -160,11 +160,6 @@ class MonitorNode(MonitorWork):
         """The app config (None when built from a bare MonitorConfig)."""
         return self._app
 
-    @property
-    def lifecycle_state(self) -> str:
-        """Label of the current lifecycle state ('unconfigured', 'inactive', 'active', ...)."""
-        return str(self._state_machine.current_state[1])
-
     # ------------------------------------------------------------------ parameters
 
     def _declare_monitor_parameters(self, cfg: MonitorConfig) -> None:
