@@ -182,11 +182,10 @@ class FaultInjector:
         t0 = time.monotonic()
         k = 0
         while not self._stop.is_set():
-            next_ns += period_ns
             now = time.monotonic_ns()
-            if next_ns < now - 20 * period_ns:  # far behind (loaded machine): no burst catch-up
-                next_ns = now
-            elif next_ns > now:
+            next_ns, skipped = next_period(next_ns, now, period_ns)
+            self.seq += skipped
+            if next_ns > now:
                 time.sleep((next_ns - now) * 1e-9)
             with self._lock:
                 q, dq = self._follow(next_ns)  # the state at the scheduled sample time
@@ -329,6 +328,23 @@ class FaultInjector:
         if not fut.done() or fut.result() is None:
             return False, 'timeout'
         return conv(fut.result())
+
+
+def next_period(prev_ns: int, now_ns: int, period_ns: int, max_behind: int = 20) -> tuple[int, int]:
+    """The robot's next sample time after the one at `prev_ns` [ns, monotonic] at time `now_ns`, and
+    the periods skipped before it.
+
+    Normally ``prev_ns + period_ns`` (a little late: published at once, catching up). More than
+    `max_behind` periods behind (a stall of the loaded machine): no burst catch-up, the periods it
+    could not publish are skipped -- and counted, as a robot's cycle counter counts periods, not
+    messages -- so the stamps stay on the period grid and the seqs count the real time: the audit's
+    labels never under-count the time elapsed. RT-safe (arithmetic only).
+    """
+    next_ns = prev_ns + period_ns
+    if next_ns >= now_ns - max_behind * period_ns:
+        return next_ns, 0
+    skipped = (now_ns - next_ns) // period_ns
+    return next_ns + skipped * period_ns, skipped
 
 
 def _try_fifo() -> None:

@@ -64,8 +64,9 @@ def write_fault_policy(path: Path, n_joints: int, slow_s: float = 0.02) -> Path:
     """Write the campaign's TorchScript policy to `path` (obs = [q - q0, 0.1 dq, goal - q], 3n).
 
     Normal: target offset ``(q - q0) + 0.5 (goal - q)``. When ``|goal - q|`` of the last joint is
-    near MAGIC_NAN_RAD it returns NaN, near MAGIC_SLOW_RAD it holds after ~`slow_s` of matrix
-    products (calibrated here), near MAGIC_RAISE_RAD it raises.
+    near MAGIC_NAN_RAD it returns NaN, near MAGIC_SLOW_RAD it holds after at least ~`slow_s` of
+    matrix products (calibrated here on the fastest of 5 probes, so a busy moment during the
+    calibration cannot make it fast enough to meet the deadline), near MAGIC_RAISE_RAD it raises.
     """
     import torch
 
@@ -95,9 +96,12 @@ def write_fault_policy(path: Path, n_joints: int, slow_s: float = 0.02) -> Path:
     x = torch.zeros(1, 3 * n_joints)
     x[0, -1] = MAGIC_SLOW_RAD
     probe(x)
-    t0 = time.perf_counter()
-    probe(x)
-    per_iter = max((time.perf_counter() - t0) / 200, 1e-7)
+    trials_s = []
+    for _ in range(5):  # the fastest of 5: a busy moment here must not make the policy too fast
+        t0 = time.perf_counter()
+        probe(x)
+        trials_s.append(time.perf_counter() - t0)
+    per_iter = max(min(trials_s) / 200, 1e-7)
     mod = torch.jit.script(FaultPolicy(n_joints, max(1, int(slow_s / per_iter))))
     mod.save(str(path))
     return path
