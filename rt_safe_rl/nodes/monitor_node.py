@@ -42,7 +42,6 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
-from rt_safe_rl.core.configutil import from_mapping
 from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.core.monitoring import (
     Level,
@@ -56,8 +55,7 @@ from rt_safe_rl.core.monitoring import (
 )
 from rt_safe_rl.core.monitoring.process_stats import process_source_id
 from rt_safe_rl.nodes._monitor_work import GIL_YIELD_S, MonitorWork, _yield_gil  # noqa: F401
-from rt_safe_rl.nodes._params import flatten_dataclass as _flatten
-from rt_safe_rl.nodes._params import nest_flat as _nest
+from rt_safe_rl.nodes._params import config_from_values, declare_config
 from rt_safe_rl.nodes._sim_base import run_node
 from rt_safe_rl.nodes.prometheus_exporter import PrometheusExporter
 from rt_safe_rl.rt.metrics import MetricsRegistry, registry
@@ -163,22 +161,14 @@ class MonitorNode(MonitorWork):
     # ------------------------------------------------------------------ parameters
 
     def _declare_monitor_parameters(self, cfg: MonitorConfig) -> None:
-        self._param_names: list[str] = []
-        for key, value in _flatten(cfg).items():
-            tunable = key.startswith(TUNABLE_PREFIXES)
-            desc = ParameterDescriptor(
-                description=f'monitor.{key} (see rt_safe_rl.core.monitoring.MonitorConfig)'
-                + ('' if tunable else '; structural: read-only'),
-                read_only=not tunable,
-            )
-            self.declare_parameter(f'monitor.{key}', value, desc)
-            self._param_names.append(key)
+        values = declare_config(self, cfg, 'monitor', lambda leaf: not leaf.startswith(TUNABLE_PREFIXES))
+        self._param_names: list[str] = [name[len('monitor.') :] for name in values]
 
     def _config_from_params(self, changes: dict[str, Any] | None = None) -> MonitorConfig:
         flat = {k: self.get_parameter(f'monitor.{k}').value for k in self._param_names}
         flat.update(changes or {})
         # ROS doubles declared from a YAML int come back as int: from_mapping accepts int for float.
-        return from_mapping(MonitorConfig, _nest(flat), 'monitor (parameters)')
+        return config_from_values(MonitorConfig, flat, None, 'monitor')
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         changes = {p.name[len('monitor.') :]: p.value for p in params if p.name.startswith('monitor.')}

@@ -61,7 +61,7 @@ class SsmConfig:
         intrusion_m, human_uncertainty_m, robot_uncertainty_m: C, Z_d, Z_r.
         human_speed_m_s: v_h when the human's speed is not measured (ISO 13855 K = 1.6 m/s).
         human_speed_near_m_s: v_h used where the separation is <= near_distance_m (ISO 13855: 2.0).
-        near_distance_m: see above.
+        near_distance_m: separation up to which human_speed_near_m_s applies.
         human_timeout_s: human data older than this -> fault (fail closed).
         require_human: with SSM on and no human data at all -> fault (fail closed). Set false only
             where no person can enter the cell.
@@ -147,10 +147,16 @@ class BlendConfig:
     the remote operator has full authority while nobody is near the robot and hands it back to
     the policy (trained for the shared cell) as a person approaches; SSM limits apply either way.
     Without an operator command alpha_h = 0 (policy only).
+
+    Attributes:
+        mode: ``fixed`` (alpha_operator) or ``distance`` (alpha_h from the human separation).
+        alpha_operator: operator authority alpha_h in [0, 1] with ``mode: fixed``.
+        d_min_m: with ``mode: distance``, separation at and below which the operator has none.
+        d_max_m: with ``mode: distance``, separation at and above which the operator has full authority.
     """
 
     mode: Literal['fixed', 'distance'] = 'distance'
-    alpha_operator: float = 0.5
+    alpha_operator: float = field(default=0.5, metadata={'range': (0.0, 1.0)})
     d_min_m: float = 0.5
     d_max_m: float = 1.5
 
@@ -174,7 +180,10 @@ class WorkspaceConfig:
     already outside the box (e.g. a box tightened at run time) may move back in, never further out.
 
     Attributes:
-        enabled: on/off. points: monitored point names (empty = all). min_m, max_m: box corners.
+        enabled: workspace limits on/off.
+        points: monitored point names (empty = all).
+        min_m, max_m: box corners (x, y, z) in the robot base frame.
+        brake_decel_m_s2: a, the Cartesian braking deceleration toward a face.
     """
 
     enabled: bool = True
@@ -204,7 +213,7 @@ class InputConfig:
         max_dropped_states: joint states arriving out of order or twice (sequence number or header
             stamp not newer than the last accepted one) are dropped and counted; more than this many
             within ``drop_window_s`` (a leaky bucket) fails closed (``INPUT_ORDER``).
-        drop_window_s: see above.
+        drop_window_s: the window of the max_dropped_states leaky bucket.
         missing_velocity: a joint state without a velocity field, or with one of the wrong length:
             ``estimate`` (finite differences of consecutive positions over their stamps, with a
             warning) or ``fail`` (latched ``MISSING_VELOCITY`` stop).
@@ -243,6 +252,12 @@ class SafetyConfig:
 
     Attributes:
         rate_hz: command rate (the trajectory of commands is integrated with dt = 1 / rate_hz).
+        q_min_rad, q_max_rad: position range per joint (empty = the robot model's; may only tighten).
+        v_max_rad_s: velocity limit per joint (empty = the robot model's; may only tighten).
+        a_max_rad_s2: acceleration limit per joint (empty = the robot model's; may only tighten).
+        j_max_rad_s3: jerk limit per joint (empty = the robot model's; may only tighten).
+        effort_max_nm: effort limit per joint (empty = the robot model's; may only tighten).
+        velocity_scale: factor in (0, 1] on every velocity limit.
         enforce_jerk: jerk + libfranka-style acceleration shaping near the velocity limit
             (relaxed, and reported, only when incompatible with the hard limits).
         enforce_effort: effort limits through the PD model tau = kp (q_cmd - q) - kd dq
@@ -277,7 +292,7 @@ class SafetyConfig:
     a_max_rad_s2: list[float] = field(default_factory=list)
     j_max_rad_s3: list[float] = field(default_factory=list)
     effort_max_nm: list[float] = field(default_factory=list)
-    velocity_scale: float = 1.0
+    velocity_scale: float = field(default=1.0, metadata={'range': (0.0, 1.0)})
     enforce_jerk: bool = True
     enforce_effort: bool = True
     state_timeout_s: float = 0.01
