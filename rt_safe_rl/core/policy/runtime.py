@@ -190,7 +190,7 @@ class PolicyRuntime:
             obs_dim=epipe.obs_dim,
             logger=logger,
             check_obs=plausible_observations(epipe, self.cfg.auto_samples),
-            size_note=epipe.size_note(),
+            size_note=epipe.size_note('encoder.observation'),
         )
         if model.info.act_dim != enc.output_size:
             raise PolicyLoadError(
