@@ -88,7 +88,7 @@ def _write(tmp: Path, enc_name: str, pol_name: str, enc: nn.Module | None = None
     return pol, y
 
 
-def _runtime(pol: Path, pipe: Path, backend: str = 'auto') -> PolicyRuntime:
+def _runtime(pol: Path, pipe: Path, backend: str = 'auto', cache_dir: Path | None = None) -> PolicyRuntime:
     cfg = PolicyNodeConfig(
         path=str(pol),
         config=str(pipe),
@@ -96,7 +96,8 @@ def _runtime(pol: Path, pipe: Path, backend: str = 'auto') -> PolicyRuntime:
         auto_samples=50,
         auto_timing_iters=20,
         warmup_iters=2,
-        auto_cache=False,
+        auto_cache=cache_dir is not None,
+        cache_dir=str(cache_dir or ''),
     )
     return PolicyRuntime.from_config(cfg)
 
@@ -190,6 +191,19 @@ def test_reset_restarts_the_encoder_history(tmp_path: Path) -> None:
     first = _run_actions(rt, states)
     rt.reset()
     np.testing.assert_allclose(_run_actions(rt, states), first, rtol=0, atol=1e-6)
+
+
+def test_second_start_from_the_caches_computes_the_same(tmp_path: Path) -> None:
+    """With the auto-choice and program caches on (the node default), the next start of the same
+    two-model pipeline gives the by-hand actions too."""
+    pol, pipe = _write(tmp_path, 'enc.onnx', 'pol.pt')
+    states = _states()
+    expected = _by_hand(states)
+    cache = tmp_path / 'cache'
+    for _start in range(2):
+        rt = _runtime(pol, pipe, cache_dir=cache)
+        np.testing.assert_allclose(_run_actions(rt, states), expected, rtol=0, atol=1e-5)
+    assert any(cache.rglob('*.npz')), 'no compiled program was cached'
 
 
 @pytest.mark.parametrize('suffix', ['.pt', '.onnx'])
