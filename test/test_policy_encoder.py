@@ -206,6 +206,37 @@ def test_second_start_from_the_caches_computes_the_same(tmp_path: Path) -> None:
     assert any(cache.rglob('*.npz')), 'no compiled program was cached'
 
 
+class _RaisingEncoder(nn.Module):
+    """The encoder above, raising when its newest joint_vel value is below -100 (scaled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _encoder()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x[0, 0] < -100.0):
+            raise RuntimeError('encoder boom')
+        return self.net(x)
+
+
+def test_an_encoder_that_raises_is_an_invalid_step_not_a_crash(tmp_path: Path) -> None:
+    """The exception gives False (the safety filter stops); good frames bring valid steps back."""
+    pol, pipe = _write(tmp_path, 'raising.pt', 'pol.pt', enc=_RaisingEncoder().eval())
+    rt = _runtime(pol, pipe, 'eager')
+    states = _states()
+    target = np.zeros(N)
+    q, dq = states[0]
+    assert rt.control_step(0, q, dq, None, target)
+    held = target.copy()
+    assert not rt.control_step(PERIOD_NS, q, np.array([-1000.0, 0.0, 0.0]), None, target)
+    assert rt.last_error.startswith('encoder raised') and 'encoder boom' in rt.last_error, rt.last_error
+    np.testing.assert_array_equal(target, held)  # the last valid target is held
+    rt.reset()
+    np.testing.assert_allclose(
+        _run_actions(rt, states), _by_hand(states), rtol=0, atol=1e-5
+    )  # the same model computes as before once its inputs are good again
+
+
 @pytest.mark.parametrize('suffix', ['.pt', '.onnx'])
 def test_mis_sized_encoder_input_is_one_line_naming_file_and_sizes(tmp_path: Path, suffix: str) -> None:
     name = 'enc_wide' + suffix
