@@ -195,3 +195,24 @@ def test_policy_inspect_says_silent_for_a_model_that_does_not_print(tmp_path: Pa
     r = _cli('policy', 'inspect', str(p), '--json')
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)['stdout'] == {'prints': False, 'bytes_per_call': 0.0, 'reason': ''}
+
+
+def test_drop_works_at_the_file_descriptor_level() -> None:
+    """C-level writes (``write(1, ...)``, libc ``printf``) inside drop_stdout never reach stdout, and
+    capture_stdout_fd sees them; run in a subprocess so that fd 1 is a real pipe."""
+    code = (
+        'import ctypes, json, os\n'
+        'from rt_safe_rl.core.policy.stdio import capture_stdout_fd, drop_stdout\n'
+        'libc = ctypes.CDLL(None)\n'
+        'with drop_stdout():\n'
+        "    os.write(1, b'FD-WRITE\\n'); libc.printf(b'C-PRINTF\\n'); print('PY-PRINT')\n"
+        'with capture_stdout_fd() as got:\n'
+        "    os.write(1, b'FD-WRITE\\n'); libc.printf(b'C-PRINTF\\n'); print('PY-PRINT')\n"
+        "print(json.dumps({'captured': got().decode()}))\n"
+    )
+    env = {**os.environ, 'PYTHONPATH': str(REPO)}
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    captured = json.loads(r.stdout)['captured']  # stdout is that one JSON line, nothing else
+    for s in ('FD-WRITE', 'C-PRINTF', 'PY-PRINT'):
+        assert s in captured
