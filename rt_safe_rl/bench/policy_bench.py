@@ -16,8 +16,9 @@ Several files (``FILE=CONFIG.yaml`` pairs or bare files) give ``{"policies": [..
 {"compiled_fraction", "median_speedup_vs_eager_mlp", "median_speedup_vs_eager_recurrent",
 "max_heap_growth_bytes_compiled", "not_compiled", ...}}``. Without a config the pipeline is the
 skeleton of ``rt-safe-rl policy inspect`` (observations "skeleton"). The compiled backend's heap is
-measured too when it is not the selected one. What a policy prints is dropped (``--stdout drop``,
-default), so stdout holds only the JSON.
+measured too when it is not the selected one. A two-model pipeline's encoder is measured the same
+way (``"encoder": {"backends", "selected", "compiled", "heap", ...}``; null without one). What a
+policy prints is dropped (``--stdout drop``, default), so stdout holds only the JSON.
 
 Speedups are reference / selected, measured in the same run. Timings are noisy on a shared machine.
 Exit 0 on success; expected errors exit 2 with one line (via ``rt-safe-rl``).
@@ -192,6 +193,7 @@ def _run(
             'heap': heap if model.selected == 'numba' else heap_numba,
         },
         'heap': heap,
+        'encoder': _encoder_report(pipe, Path(config), cfg, backends, samples, heap_calls),
         'load_and_measure_s': load_s,
         'metadata': {
             'sha256': model.info.sha256,
@@ -207,6 +209,65 @@ def _run(
         },
     }
     return report
+
+
+def _encoder_report(
+    pipe: Any,
+    config: Path,
+    cfg: PolicyNodeConfig,
+    backends: list[str] | None,
+    samples: int,
+    heap_calls: int,
+) -> dict[str, Any] | None:
+    """The encoder of a two-model pipeline, measured like the policy (None without one).
+
+    Its file is relative to the pipeline YAML; its observations are built by its own
+    ``encoder.observation`` pipeline from plausible states.
+    """
+    if pipe.encoder is None:
+        return None
+    from rt_safe_rl import paths
+
+    epipe = pipe.encoder_pipeline()
+    path = paths.resolve(pipe.encoder.path, config.parent)
+    if not path.is_file():
+        raise ConfigError(f'{config}: encoder file not found: {path}')
+    obs = plausible_observations(epipe, samples)
+    model = load_policy_model(
+        path,
+        cfg,
+        epipe.model,
+        obs_dim=epipe.obs_dim,
+        backends=backends,
+        keep_all=True,
+        logger=_Quiet(),
+        check_obs=obs,
+        size_note=epipe.size_note('encoder.observation'),
+    )
+    if model.info.act_dim != pipe.encoder.output_size:
+        raise ConfigError(
+            f'{path}: the encoder gives {model.info.act_dim} values, '
+            f'encoder.output_size is {pipe.encoder.output_size}'
+        )
+    by = {r.name: r for r in model.table}
+    ref, sel, nb = by[model.reference], by[model.selected], by.get('numba')
+    numba = model.backends.get('numba')
+    return {
+        'path': str(path),
+        'obs_dim': model.info.obs_dim,
+        'act_dim': model.info.act_dim,
+        'backends': [r.as_dict() for r in model.table],
+        'selected': model.selected,
+        'reference': model.reference,
+        'speedup_median': ref.median_us / sel.median_us if sel.median_us > 0 else None,
+        'compiled': {
+            'ok': bool(nb is not None and nb.available and nb.ok),
+            'summary': getattr(numba, 'summary', '') if numba is not None else '',
+            'reason': nb.reason if nb is not None else 'not measured',
+            'max_abs_err': nb.max_abs_err if nb is not None else None,
+        },
+        'heap': heap_growth(model, obs, heap_calls),
+    }
 
 
 class _Single:
@@ -338,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
             f'{report["heap"]["growth_bytes"]} B over {report["heap"]["calls"]} calls',
             file=sys.stderr,
         )
+        enc = report['encoder']
+        if enc is not None:
+            erows = [BackendResult(**r) for r in enc['backends']]
+            table = format_table(erows, enc['selected'])
+            print(f'encoder {Path(enc["path"]).name}:\n{table}', file=sys.stderr)
         reports.append(report)
     result: dict[str, Any] = (
         reports[0] if len(reports) == 1 else {'policies': reports, 'summary': summary(reports)}

@@ -3,7 +3,8 @@
 Prints the format found in the file's content, input / output tensors with their shapes, recurrent
 state, whether the model slices its input (and which elements it really reads), the history frame
 size and order where the model's own slicing tells them (e.g. an estimator that reads the first
-frame of a stacked history: newest first), and the backend that would compile it. With
+frame of a stacked history: newest first), the backend that would compile it, and whether the model
+prints to stdout when called (what it prints never reaches this command's stdout). With
 ``--write-config`` it writes a pipeline YAML skeleton with the sizes filled in that runs unchanged
 (one named input of the frame size, stacked as detected; default_q zeros) and, as comments, a guess
 of the usual legged-robot term layout that fits the frame size. ``rt-safe-rl bench policy`` without
@@ -22,7 +23,13 @@ from typing import Any
 
 from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.core.policy.config import ModelConfig
-from rt_safe_rl.core.policy.loading import PolicyInfo, content_format, load_torch_module, reset_torch_state
+from rt_safe_rl.core.policy.loading import (
+    PolicyInfo,
+    content_format,
+    error_line,
+    load_torch_module,
+    reset_torch_state,
+)
 from rt_safe_rl.core.policy.probe import inspect_policy
 from rt_safe_rl.core.policy.stdio import drop_stdout
 
@@ -67,6 +74,32 @@ def layout_guess(frame: int, n_joints: int) -> list[str]:
     return [name for name, base in LEGGED_LAYOUTS if sum(s for _t, s in base) + 3 * n_joints == frame]
 
 
+def stdout_per_call(p: Path, info: PolicyInfo, model_cfg: ModelConfig, calls: int = 3) -> dict[str, Any]:
+    """{'prints', 'bytes_per_call', 'reason'}: whether the model writes to stdout when called (the
+    reference backend on zero observations, captured at the fd level and on ``sys.stdout``). What
+    it writes is not kept: it must never reach a command's stdout. ``prints`` is None when the
+    model could not be called (``reason`` says why)."""
+    import numpy as np
+
+    from rt_safe_rl.core.errors import PolicyLoadError
+    from rt_safe_rl.core.policy.backends import build_backend, reference_name
+    from rt_safe_rl.core.policy.stdio import capture_stdout_fd
+
+    obs = np.zeros(info.obs_dim, np.float32)
+    out = np.zeros(info.act_dim, np.float32)
+    try:
+        be = build_backend(reference_name(info), p, info, model_cfg)
+        with capture_stdout_fd() as printed:
+            for _ in range(calls):
+                be.forward(obs, out)
+        be.reset()
+    except Exception as err:  # a model that cannot run here: say so, inspect the rest
+        why = str(err) if isinstance(err, PolicyLoadError) else f'{type(err).__name__}: {error_line(err)}'
+        return {'prints': None, 'bytes_per_call': None, 'reason': why}
+    n_bytes = len(printed())
+    return {'prints': n_bytes > 0, 'bytes_per_call': n_bytes / calls, 'reason': ''}
+
+
 def describe(path: str | Path, model_cfg: ModelConfig | None = None) -> dict[str, Any]:
     """The inspection report (JSON-ready).
 
@@ -93,6 +126,7 @@ def describe(path: str | Path, model_cfg: ModelConfig | None = None) -> dict[str
             compiled = compile_program(p, info, model_cfg or ModelConfig()).summary
         except PolicyLoadError as err:
             compiled = f'not compiled: {err}'
+        stdout = stdout_per_call(p, info, model_cfg or ModelConfig())
     used = info.input_used or [0, info.obs_dim]
     return {
         'file': str(p),
@@ -110,6 +144,7 @@ def describe(path: str | Path, model_cfg: ModelConfig | None = None) -> dict[str
         'history': hist,
         'layout_guess': layout_guess(int(hist['frame_size']), info.act_dim),
         'compiled': compiled,
+        'stdout': stdout,
     }
 
 
@@ -126,6 +161,11 @@ def skeleton(report: dict[str, Any]) -> str:
     if report['slices_input']:
         lo, hi = report['input_used']
         lines.append(f'# the model reads only inputs [{lo}:{hi}] of {report["input"]["size"]}')
+    if report['stdout'].get('prints'):
+        lines.append(
+            f'# the model prints to stdout on every call ({report["stdout"]["bytes_per_call"]:.0f} bytes): '
+            'the node refuses it unless policy.stdout: drop'
+        )
     if h.get('evidence'):
         lines.append(
             f'# history: {h["history_length"]} frames of {frame}, {h["history_order"]} ({h["evidence"]})'
@@ -171,6 +211,25 @@ def _print_human(r: dict[str, Any]) -> None:
     for g in r['layout_guess']:
         print(f'  frame layout  {g}?', file=out)
     print(f'  compiled      {r["compiled"]}', file=out)
+    print(f'  stdout        {_stdout_line(r)}', file=out)
+
+
+def _stdout_line(r: dict[str, Any]) -> str:
+    """'silent' / 'prints on every call (...)' / 'not checked: why' for the human report."""
+    so = r['stdout']
+    if so['prints'] is None:
+        return f'not checked: {so["reason"]}'
+    if not so['prints']:
+        return 'silent'
+    then = (
+        'the compiled backend, which does not print, runs'
+        if not str(r['compiled']).startswith('not compiled')
+        else 'its output is dropped around calls off the RT path only'
+    )
+    return (
+        f'prints on every call ({so["bytes_per_call"]:.0f} bytes): refused unless '
+        f'policy.stdout: drop ({then})'
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

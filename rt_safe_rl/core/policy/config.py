@@ -464,11 +464,13 @@ class PolicyPipelineConfig:
             inputs=dict(self.inputs),
         )
 
-    def size_note(self) -> str:
-        """' (terms: base_ang_vel 3 + ... = 47 x history 1)' for size-mismatch messages."""
+    def size_note(self, section: str = '') -> str:
+        """' (terms: base_ang_vel 3 + ... = 47 x history 2)' for size-mismatch messages; with
+        `section` (e.g. 'encoder.observation') ' in <section> (terms: ...)'."""
         parts = ' + '.join(f'{t.term} {self.term_size(t)}' for t in self.observation.terms)
         h = self.observation.history_length
-        return f' (terms: {parts} = {self.frame_dim}' + (f' x history {h})' if h > 1 else ')')
+        where = f' in {section}' if section else ''
+        return f'{where} (terms: {parts} = {self.frame_dim}' + (f' x history {h})' if h > 1 else ')')
 
     def term_size(self, t: ObsTermConfig) -> int:
         """Size of one observation term (one frame)."""

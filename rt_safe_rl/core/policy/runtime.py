@@ -6,9 +6,9 @@ so a recurrent state advances once per policy step) and between steps holds the 
 interpolates linearly from the target commanded when the step ran to the new one over one period.
 
 Invalid input or output (wrong size, NaN/Inf in the state, the inputs, the observation or the action,
-an exception from the backend) makes ``control_step`` return False until the next good policy step;
-the output then holds the last valid target (or the measured position), and the safety filter turns
-the flag into a controlled stop.
+an exception from the backend or from the encoder of a two-model pipeline) makes ``control_step``
+return False until the next good policy step; the output then holds the last valid target (or the
+measured position), and the safety filter turns the flag into a controlled stop.
 
 Optional exact-match output cache (``cache: true``; refused for recurrent policies): keyed on the
 observation bytes, hits verified element-wise, hit rate reported in ``info``.
@@ -190,7 +190,7 @@ class PolicyRuntime:
             obs_dim=epipe.obs_dim,
             logger=logger,
             check_obs=plausible_observations(epipe, self.cfg.auto_samples),
-            size_note=epipe.size_note(),
+            size_note=epipe.size_note('encoder.observation'),
         )
         if model.info.act_dim != enc.output_size:
             raise PolicyLoadError(
@@ -311,7 +311,12 @@ class PolicyRuntime:
         t0 = time.perf_counter_ns()
         self.ran_policy = True
         obs, act = self._obs, self._act
-        self.obs_builder.build((t_ns - self._t0_ns) * 1e-9, q, dq, self._last_action, obs)
+        try:  # runs the encoder of a two-model pipeline: its exceptions are a bad step too
+            self.obs_builder.build((t_ns - self._t0_ns) * 1e-9, q, dq, self._last_action, obs)
+        except Exception as err:
+            who = 'encoder' if self.encoder is not None else 'observation builder'
+            self._fail(f'{who} raised {type(err).__name__}: {error_line(err)}')
+            return
         if not np.isfinite(obs).all():
             self._fail('non-finite observation')
             return
