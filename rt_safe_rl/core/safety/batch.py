@@ -28,6 +28,7 @@ class BatchSafetyFilter:
 
     def __init__(self, model: RobotModel, cfg: SafetyConfig | None = None) -> None:
         self.model = model
+        self._model_arrays = kn.model_arrays(model)  # filter_kernel's model arguments, once
         self.cfg = cfg or SafetyConfig()
         self._lim, self._sp, self._ws = build_params(model, self.cfg)
 
@@ -82,22 +83,11 @@ class BatchSafetyFilter:
             out = np.zeros((b, n))
         rep = np.zeros((b, kn.N_REP))
         chunks = int(n_threads or nb.get_num_threads())
-        m = self.model
         kn.batch_kernel(
             self._lim,
             self._sp,
             self._ws,
-            m.parent,
-            m.origin,
-            m.jtype,
-            m.qidx,
-            m.mult,
-            m.offs,
-            m.axis,
-            m.pt_frame,
-            m.pt_offset,
-            m.ancestor,
-            m.point_radius_m,
+            *self._model_arrays,  # parent .. pt_radius
             cmd_state,
             np.ascontiguousarray(q, dtype=np.float64),
             np.ascontiguousarray(dq, dtype=np.float64),

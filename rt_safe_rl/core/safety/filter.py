@@ -89,6 +89,7 @@ class SafetyFilter:
         self, model: RobotModel, cfg: SafetyConfig | None = None, max_human_points: int = MAX_HUMAN_POINTS
     ) -> None:
         self.model = model
+        self._model_arrays = kn.model_arrays(model)  # filter_kernel's model arguments, once
         self.cfg = cfg or SafetyConfig()
         n = model.n_joints
         self.n_joints = n
@@ -489,22 +490,11 @@ class SafetyFilter:
         if self._resync or self._ramping:
             mode, hold, prop = self._resync_step(mode, hold, code)
         w = self._work
-        m = self.model
         kn.filter_kernel(  # type: ignore[call-arg]
             self._lim,
             self._sp,
             self._ws,
-            m.parent,
-            m.origin,
-            m.jtype,
-            m.qidx,
-            m.mult,
-            m.offs,
-            m.axis,
-            m.pt_frame,
-            m.pt_offset,
-            m.ancestor,
-            m.point_radius_m,
+            *self._model_arrays,  # parent .. pt_radius
             self._cs,
             self._q,
             self._dq,

@@ -41,6 +41,7 @@ set reads best in one place (the GPU twin, :mod:`rt_safe_rl.gpu.kernels`, mirror
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -143,6 +144,33 @@ FALLBACK_BISECTIONS = 10
 
 # indices of the per-state work arrays tuple (see `alloc_work`)
 W_FRAMES, W_PTS, W_JAC, W_LO, W_HI, W_VDES, W_TARGET, W_G, W_H, W_ROWKIND = range(10)
+
+
+ModelArrays = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+]  # fmt: skip
+"""The 11 robot-model arguments of the kernels (see :func:`model_arrays`)."""
+
+
+def model_arrays(model: Any) -> ModelArrays:
+    """The robot model's arrays in :func:`filter_kernel` / :func:`batch_kernel` argument order
+    (``parent`` .. ``pt_radius``): one tuple, built once at configure time and splatted into the
+    kernel call."""
+    m = model
+    return (
+        m.parent,
+        m.origin,
+        m.jtype,
+        m.qidx,
+        m.mult,
+        m.offs,
+        m.axis,
+        m.pt_frame,
+        m.pt_offset,
+        m.ancestor,
+        m.point_radius_m,
+    )
 
 
 def alloc_work(n: int, n_frames: int, m_points: int, h_max: int) -> tuple[np.ndarray, ...]:
