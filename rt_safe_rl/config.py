@@ -299,8 +299,3 @@ def load_config(
         msg = str(err)
         msg = msg[len(f'{src}: ') :] if msg.startswith(f'{src}: ') else msg
         raise ConfigError(f'override {msg}') from None
-
-
-def default_config() -> AppConfig:
-    """The shipped default configuration (``config/default.yaml``)."""
-    return load_config(None)

@@ -422,10 +422,6 @@ class RobotModel:
             fr, self.jtype, self.qidx, self.mult, self.axis, self.pt_frame, self.ancestor, out_p, out_j
         )
 
-    def clamp_to_limits(self, q: np.ndarray) -> np.ndarray:
-        """Copy of `q` clipped into [q_min, q_max]. Allocates (not for the RT path)."""
-        return np.clip(np.asarray(q, dtype=np.float64), self.q_min, self.q_max)
-
     def home(self) -> np.ndarray:
         """A safe default configuration: mid-range per joint (Panda ready pose for arm7). Allocates."""
         if self.name == 'arm7' and self.n_joints == 7:

@@ -205,17 +205,7 @@ def get_channel(name: str, n: int, dtype: npt.DTypeLike = np.float64, slots: int
         return ch
 
 
-def find_channel(name: str) -> Channel | None:
-    """The channel `name` if some node in this process created it, else None."""
-    return _REGISTRY.get(name)
-
-
 def drop_channel(name: str) -> None:
     """Remove `name` from the registry (tests, node cleanup). Existing references stay usable."""
     with _REGISTRY_LOCK:
         _REGISTRY.pop(name, None)
-
-
-def channel_names() -> list[str]:
-    """Names of all channels in this process."""
-    return sorted(_REGISTRY)

@@ -42,7 +42,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from rclpy.context import Context
@@ -69,7 +68,6 @@ __all__ = [
     'TriggeredTask',
     'format_report',
     'named_group',
-    'spin_nodes',
 ]
 
 _REFRESH_NS = 500_000_000  # rt_tasks() re-read at least this often (and after any non-RT callback)
@@ -507,20 +505,3 @@ class RtExecutor:
             'warnings': list(self.warnings),
             'errors': list(self.errors),
         }
-
-
-def spin_nodes(
-    nodes: Iterable[Node],
-    rt_cfg: RtConfig | None = None,
-    context: Context | None = None,
-    duration_s: float | None = None,
-) -> dict[str, Any]:
-    """Convenience: add `nodes` to a fresh RtExecutor, spin, return its report."""
-    ex = RtExecutor(rt_cfg, context)
-    for n in nodes:
-        ex.add_node(n)
-    try:
-        ex.spin(duration_s)
-    finally:
-        ex.destroy()
-    return ex.report()
