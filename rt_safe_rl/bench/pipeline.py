@@ -1,11 +1,12 @@
 """Pipelines driven by the replay bench.
 
 * :class:`NodePipeline` — ours: :class:`~rt_safe_rl.nodes.policy_node.PolicyInferenceNode` and
-  :class:`~rt_safe_rl.nodes.safety_node.SafetyFilterNode` composed in this process
-  (``intra_process=True``, own rclpy context, namespace ``rt_safe_rl_bench``), configured and
-  activated, and driven in one thread through ``process_state`` / ``process_action``
-  (DEVELOPERS.md, "Benchmarks may call these methods directly"). No executor spins them, so no
-  timer or DDS callback runs concurrently with the measured calls.
+  :class:`~rt_safe_rl.nodes.safety_node.SafetyFilterNode` composed in this process by
+  :func:`rt_safe_rl.bringup.compose` (``intra_process=True``, own rclpy context, namespace
+  ``rt_safe_rl_bench``), configured and activated by ``Composition.start``, and driven in one
+  thread through ``process_state`` / ``process_action`` (DEVELOPERS.md, "Benchmarks may call these
+  methods directly"). Its executor is never spun, so no timer or DDS callback runs concurrently
+  with the measured calls.
 * :func:`naive_runner_for` — the naive plain-rclpy pipeline (:mod:`rt_safe_rl.bench.naive`)
   configured like ours (same policy file, decimation, joint limits).
 
@@ -61,8 +62,7 @@ class NodePipeline:
             from rclpy.context import Context
             from rclpy.signals import SignalHandlerOptions
 
-            from rt_safe_rl.nodes.policy_node import PolicyInferenceNode
-            from rt_safe_rl.nodes.safety_node import SafetyFilterNode
+            from rt_safe_rl.bringup import compose
         except ImportError as err:
             raise PipelineError(f'the policy/safety nodes are not importable: {err}') from None
         from rt_safe_rl.rt.metrics import registry
@@ -72,23 +72,20 @@ class NodePipeline:
         self._ctx = Context()
         # Ctrl-C must stay a KeyboardInterrupt (partial report), not an rclpy context shutdown
         rclpy.init(context=self._ctx, args=[], signal_handler_options=SignalHandlerOptions.NO)
-        self._nodes: list[Any] = []
+        self._comp: Any = None
         try:
-            self.policy = PolicyInferenceNode(
-                config=app, namespace=BENCH_NAMESPACE, intra_process=True, context=self._ctx
+            # the nodes exactly as bringup composes them (its executor is never spun here)
+            self._comp = compose(
+                app, ['safety', 'policy'], context=self._ctx, namespace=BENCH_NAMESPACE, intra_process=True
             )
-            self._nodes.append(self.policy)
-            self.safety = SafetyFilterNode(
-                config=app, namespace=BENCH_NAMESPACE, intra_process=True, context=self._ctx
-            )
-            self._nodes.append(self.safety)
-            for node in self._nodes:
-                self._transition(node, 'configure')
-            for node in self._nodes:
-                self._transition(node, 'activate')
+            errors = self._comp.start()
+            if errors:
+                raise PipelineError('; '.join(f'{k}: {why}' for k, why in errors.items()))
         except BaseException:
             self.close()
             raise
+        self.policy = self._comp.nodes['policy']
+        self.safety = self._comp.nodes['safety']
         self.joint_names = list(self._joint_names())
         self.n_command = len(self.joint_names)
         self._interventions = registry().counter('safety_interventions')
@@ -99,21 +96,12 @@ class NodePipeline:
         info = getattr(getattr(self.policy, 'runtime', None), 'info', {}) or {}
         backend = info.get('backend', '?') if isinstance(info, dict) else '?'
         self.description = (
-            f'ours: PolicyInferenceNode + SafetyFilterNode composed in one process '
-            f'(intra_process channel), driven by direct process_state/process_action calls '
-            f'in one thread; policy backend {backend}'
+            f'ours: PolicyInferenceNode + SafetyFilterNode composed in one process by '
+            f'bringup.compose (intra_process channel), driven by direct process_state/process_action '
+            f'calls in one thread; policy backend {backend}'
         )
 
     # -- construction helpers (adapt to the nodes' public API) -------------------------------
-
-    @staticmethod
-    def _transition(node: Any, which: str) -> None:
-        from rclpy.lifecycle import TransitionCallbackReturn
-
-        ret = getattr(node, f'trigger_{which}')()
-        if ret != TransitionCallbackReturn.SUCCESS:
-            reason = getattr(node, 'last_error', '') or getattr(node, 'error', '') or 'see the node log'
-            raise PipelineError(f'{node.get_name()}: {which} failed ({ret}): {reason}')
 
     def _joint_names(self) -> list[str]:
         for obj in (getattr(self.policy, 'runtime', None), getattr(self.safety, 'model', None), self.policy):
@@ -205,17 +193,9 @@ class NodePipeline:
         """Deactivate, clean up and destroy the nodes; shut the context down. Idempotent."""
         import rclpy
 
-        for node in reversed(self._nodes):
-            for which in ('deactivate', 'cleanup'):
-                try:
-                    getattr(node, f'trigger_{which}')()
-                except Exception:  # broad on purpose: best-effort teardown
-                    pass
-            try:
-                node.destroy_node()
-            except Exception:  # broad on purpose: best-effort teardown
-                pass
-        self._nodes.clear()
+        comp, self._comp = self._comp, None
+        if comp is not None:
+            comp.destroy()  # deactivate + clean up (best effort), then destroy
         if self._ctx.ok():
             rclpy.shutdown(context=self._ctx)
 
