@@ -355,81 +355,15 @@ class SafetyFilter:
         Returns:
             the reused :class:`SafetyReport` (valid until the next call).
         """
-        pend = self._pending
-        if pend is not None:
-            self._lim, self._sp, self._ws, cfg = pend
-            self.cfg = cfg
-            self._apply_timing(cfg)
-            self._pending = None
-        code = 0
-        hold = 0
-        ext = self._ext_fault
-        if self._reset_req:
-            self._reset_req = False
-            if ext == 0:
-                self._latched = False
-                self._latched_code = 0
-                self._resync_req = True
-        if self._resync_req:
-            self._resync_req = False
-            self._resync = True
-            self._ramping = False
-            self._had_valid = False
-            self._human_seen = False
-            self._last_t_ns = -1
-        if ext:
-            self._ext_fault = 0
-            code = ext
-        # ---- sizes (copy into owned, typed buffers) ----
-        try:
-            np.copyto(self._q, q)
-            np.copyto(self._dq, dq)
-            size_ok = True
-        except (ValueError, TypeError):
-            size_ok = False
-        if size_ok and q_proposed is not None:
-            try:
-                np.copyto(self._prop, q_proposed)
-            except (ValueError, TypeError):
-                size_ok = False
-        has_op = operator_cmd is not None
-        if size_ok and operator_cmd is not None:
-            try:
-                np.copyto(self._op, operator_cmd)
-            except (ValueError, TypeError):
-                size_ok = False
-        n_h = 0
-        if human_points is not None and size_ok:
-            hp = human_points
-            if hp.ndim == 1 and hp.shape[0] == 3:
-                self._human[0, 0] = hp[0]
-                self._human[0, 1] = hp[1]
-                self._human[0, 2] = hp[2]
-                n_h = 1
-            elif hp.ndim == 2 and hp.shape[1] == 3 and hp.shape[0] <= self._max_h:
-                n_h = hp.shape[0]
-                for i in range(n_h):
-                    self._human[i, 0] = hp[i, 0]
-                    self._human[i, 1] = hp[i, 1]
-                    self._human[i, 2] = hp[i, 2]
-            else:
-                size_ok = False
-        if not size_ok and code == 0:
+        code = self._take_requests()
+        n_h = self._copy_inputs(q, dq, q_proposed, operator_cmd, human_points)
+        if n_h < 0 and code == 0:
             code = FaultCode.BAD_SIZE
         if code == 0 and self._initialized and not (kn._finite_all(self._q) and kn._finite_all(self._dq)):
             code = FaultCode.NONFINITE_INPUT  # the state itself, before the policy's reaction to it
-        # ---- time ----
-        last = self._last_t_ns
-        if last >= 0 and (t_ns < last or t_ns - last > self._max_gap_ns) and code == 0:
-            code = FaultCode.CLOCK_JUMP
-        self._last_t_ns = t_ns
-        st = t_ns if state_stamp_ns is None else state_stamp_ns
-        if code == 0 and (t_ns - st > self._state_timeout_ns):
-            code = FaultCode.STALE_STATE
-        if code == 0 and (st - t_ns > self._max_gap_ns):
-            code = FaultCode.CLOCK_JUMP
-        # ---- policy ----
-        if q_proposed is None or not proposed_valid:
+        code = self._time_fault(t_ns, t_ns if state_stamp_ns is None else state_stamp_ns, code)
+        hold = 0
+        if q_proposed is None or not proposed_valid:  # ---- policy ----
             if self._had_valid:
                 if code == 0:
                     code = FaultCode.POLICY_INVALID
@@ -439,9 +373,8 @@ class SafetyFilter:
                 self._prop[:] = self._cs[0] if self._initialized else self._q
         elif not self._latched and not (self._resync or self._ramping):
             self._had_valid = True  # (a re-synchronisation makes the policy wait until it is done)
-        # ---- human ----
-        if self._ssm_on:
-            if n_h == 0:
+        if self._ssm_on:  # ---- human ----
+            if n_h <= 0:
                 if self._human_seen:
                     if code == 0:
                         code = FaultCode.HUMAN_MISSING
@@ -457,29 +390,8 @@ class SafetyFilter:
             else:
                 self._latch(code)
         rep = self.report
-        if not self._initialized:
-            ok = size_ok
-            for v in self._q:
-                if not math.isfinite(v):
-                    ok = False
-            if not ok:
-                out_cmd.fill(0.0)
-                rep._rep.fill(0.0)
-                rep._rep[kn.R_FAULT] = self._latched_code if self._latched else FaultCode.NO_STATE
-                rep._rep[kn.R_STOPPING] = 1.0
-                rep._latched = self._latched
-                rep._valid = False
-                return rep
-            np.clip(self._q, self._lim[kn.L_QMIN], self._lim[kn.L_QMAX], out=self._cs[0])
-            self._cs[1].fill(0.0)
-            self._cs[2].fill(0.0)
-            self._initialized = True
-            self._resync = False
-            self._ramping = False
-            if self.guard.history == 0:
-                # the stream starts at rest at the measured state: the first command is checked for
-                # velocity and acceleration too, not only for position
-                self.guard.seed(self._cs[0], self._cs[1], self._cs[2])
+        if not self._initialized and not self._start_stream(n_h >= 0, out_cmd, rep):
+            return rep
         if self.guard.held(t_ns):
             # the last command was sent longer than max_step_gap_s ago: the robot has been holding
             # it, so the command trajectory continues from rest (no velocity carried over the gap)
@@ -489,7 +401,23 @@ class SafetyFilter:
         prop = self._prop
         if self._resync or self._ramping:
             mode, hold, prop = self._resync_step(mode, hold, code)
-        w = self._work
+        has_op = operator_cmd is not None and prop is self._prop
+        return self._project(t_ns, prop, has_op, max(n_h, 0), float(human_speed_m_s), mode, hold, out_cmd)
+
+    def _project(
+        self,
+        t_ns: int,
+        prop: np.ndarray,
+        has_op: bool,
+        n_h: int,
+        human_speed_m_s: float,
+        mode: int,
+        hold: int,
+        out_cmd: np.ndarray,
+    ) -> SafetyReport:
+        """The projection of proposal `prop` (kernel, ``mode`` 1 = brake / hold), then the output
+        guard on `out_cmd`; the report says the latched fault, else the hold reason. RT-safe."""
+        rep = self.report
         kn.filter_kernel(  # type: ignore[call-arg]
             self._lim,
             self._sp,
@@ -500,12 +428,12 @@ class SafetyFilter:
             self._dq,
             prop,
             self._op,
-            has_op and prop is self._prop,
+            has_op,
             self._human,
             n_h,
-            float(human_speed_m_s),
+            human_speed_m_s,
             mode,
-            *w,  # the preallocated work arrays, in alloc_work order
+            *self._work,  # the preallocated work arrays, in alloc_work order
             out_cmd,
             rep._rep,
         )
@@ -520,3 +448,107 @@ class SafetyFilter:
         rep._latched = self._latched
         rep._valid = True
         return rep
+
+    def _take_requests(self) -> int:
+        """Apply what was asked between cycles (a config update, reset, re-synchronisation, an
+        external fault); the external fault's code, else 0. RT-safe."""
+        pend = self._pending
+        if pend is not None:
+            self._lim, self._sp, self._ws, cfg = pend
+            self.cfg = cfg
+            self._apply_timing(cfg)
+            self._pending = None
+        if self._reset_req:
+            self._reset_req = False
+            if self._ext_fault == 0:
+                self._latched = False
+                self._latched_code = 0
+                self._resync_req = True
+        if self._resync_req:
+            self._resync_req = False
+            self._resync = True
+            self._ramping = False
+            self._had_valid = False
+            self._human_seen = False
+            self._last_t_ns = -1
+        ext = self._ext_fault
+        self._ext_fault = 0
+        return ext
+
+    def _copy_inputs(
+        self,
+        q: np.ndarray,
+        dq: np.ndarray,
+        q_proposed: np.ndarray | None,
+        operator_cmd: np.ndarray | None,
+        human_points: np.ndarray | None,
+    ) -> int:
+        """Copy the inputs into the owned, typed buffers; the number of human points (0: none),
+        -1 when an input has the wrong size. RT-safe (no allocation)."""
+        try:
+            np.copyto(self._q, q)
+            np.copyto(self._dq, dq)
+            if q_proposed is not None:
+                np.copyto(self._prop, q_proposed)
+            if operator_cmd is not None:
+                np.copyto(self._op, operator_cmd)
+        except (ValueError, TypeError):
+            return -1
+        if human_points is None:
+            return 0
+        hp = human_points
+        if hp.ndim == 1 and hp.shape[0] == 3:
+            self._human[0, 0] = hp[0]
+            self._human[0, 1] = hp[1]
+            self._human[0, 2] = hp[2]
+            return 1
+        if hp.ndim == 2 and hp.shape[1] == 3 and hp.shape[0] <= self._max_h:
+            n_h = hp.shape[0]
+            for i in range(n_h):
+                self._human[i, 0] = hp[i, 0]
+                self._human[i, 1] = hp[i, 1]
+                self._human[i, 2] = hp[i, 2]
+            return int(n_h)
+        return -1
+
+    def _time_fault(self, t_ns: int, st_ns: int, code: int) -> int:
+        """`code`, else the timing fault of this cycle at `t_ns` for a state stamped `st_ns` [ns]:
+        a clock jump (backwards, or a gap > max_step_gap_s) or a stale state. RT-safe."""
+        last = self._last_t_ns
+        self._last_t_ns = t_ns
+        if code:
+            return code
+        if last >= 0 and (t_ns < last or t_ns - last > self._max_gap_ns):
+            return FaultCode.CLOCK_JUMP
+        if t_ns - st_ns > self._state_timeout_ns:
+            return FaultCode.STALE_STATE
+        if st_ns - t_ns > self._max_gap_ns:
+            return FaultCode.CLOCK_JUMP
+        return 0
+
+    def _start_stream(self, size_ok: bool, out_cmd: np.ndarray, rep: SafetyReport) -> bool:
+        """First cycle: the command stream starts at rest at the measured state (clipped into the
+        position range); False (an invalid report, zero command) while no valid state has come."""
+        ok = size_ok
+        for v in self._q:
+            if not math.isfinite(v):
+                ok = False
+        if not ok:
+            out_cmd.fill(0.0)
+            rep._rep.fill(0.0)
+            rep._rep[kn.R_FAULT] = self._latched_code if self._latched else FaultCode.NO_STATE
+            rep._rep[kn.R_STOPPING] = 1.0
+            rep._latched = self._latched
+            rep._valid = False
+            return False
+        np.clip(self._q, self._lim[kn.L_QMIN], self._lim[kn.L_QMAX], out=self._cs[0])
+        self._cs[1].fill(0.0)
+        self._cs[2].fill(0.0)
+        self._initialized = True
+        self._resync = False
+        self._ramping = False
+        if self.guard.history == 0:
+            # the stream starts at rest at the measured state: the first command is checked for
+            # velocity and acceleration too, not only for position
+            self.guard.seed(self._cs[0], self._cs[1], self._cs[2])
+        return True
