@@ -118,3 +118,108 @@ def test_sim_arm_integrates_every_elapsed_period() -> None:
     # no command for command_timeout_s: the arm holds (latches its position)
     assert arm.read(t0 + 200 * per, st)
     assert arm.holds == 1
+
+
+def _spin_listener(ctx: Any, topic: str) -> tuple[Any, Any, list[Any], threading.Thread]:
+    """A separate node subscribed to `topic` (sensor_msgs/JointState), spun in its own thread."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from sensor_msgs.msg import JointState
+
+    node = Node('late_listener', context=ctx)
+    got: list[Any] = []
+    node.create_subscription(JointState, topic, got.append, 100)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    return node, ex, got, th
+
+
+def test_commands_reach_robot_and_guard_with_no_listener_and_a_late_listener_gets_them(
+    rclpy_context: Any,
+) -> None:
+    """Nobody subscribed to safety/joint_command: the DDS publish is skipped, yet every command
+    is stepped, guarded and written to the in-process robot; a subscriber that joins later gets
+    the commands once the listener count is refreshed (here: the refresh task's function)."""
+    cfg, comp = _compose(rclpy_context, 'cyc3')
+    listener = None
+    try:
+        cycle, robot, safety = comp.cycle, comp.nodes['sim_robot'], comp.nodes['safety']
+        cycle.enabled = False  # driven by hand
+        jc_pub = safety._jc_pub
+        assert jc_pub.get_subscription_count() == 0
+        safety._refresh_listeners()
+        assert not safety._jc_heard and not safety._cmd_heard
+        per = cfg.control.period_ns
+        t = time.monotonic_ns() // per * per
+        guard = safety.filter.guard
+        n = 200
+        for _ in range(n):
+            t += per
+            safety.set_human(time.monotonic_ns(), np.array([2.0, 0.0, 1.0]))
+            cycle._cycle(t)
+            # the command the robot got is the one the output guard checked and recorded last
+            assert np.array_equal(cycle._cmd, guard.last_sent[0])
+        assert cycle.commands_written == n and robot.commands_rx == n
+        assert robot.audit.violations == 0, robot.audit.summary()
+        assert safety.commands_unheard >= n  # none published (the monitor may add held repeats)
+        # a subscriber joins: once DDS matched it and the count is refreshed, commands flow
+        listener, ex, got, th = _spin_listener(rclpy_context, jc_pub.topic_name)
+        end = time.monotonic() + 30.0
+        while jc_pub.get_subscription_count() == 0 and time.monotonic() < end:
+            time.sleep(0.01)
+        assert jc_pub.get_subscription_count() > 0
+        safety._refresh_listeners()
+        assert safety._jc_heard
+        unheard = safety.commands_unheard
+        written = cycle.commands_written
+        end = time.monotonic() + 30.0
+        while not got and time.monotonic() < end:
+            t += per
+            safety.set_human(time.monotonic_ns(), np.array([2.0, 0.0, 1.0]))
+            cycle._cycle(t)
+            time.sleep(0.001)
+        assert got, 'the late subscriber received no command'
+        assert safety.commands_unheard == unheard  # published since the refresh
+        assert robot.commands_rx == cycle.commands_written > written
+        last = got[-1]
+        assert len(last.position) == robot.interface.n_joints
+    finally:
+        if listener is not None:
+            ex.shutdown()
+            th.join(5.0)
+            listener.destroy_node()
+        comp.destroy()
+
+
+def test_a_late_subscriber_gets_commands_from_the_running_executor(rclpy_context: Any) -> None:
+    """With the executor running, nobody calls the refresh by hand: the low-priority listener task
+    notices the late subscriber and the commands reach it; the robot got commands all along."""
+    _cfg, comp = _compose(rclpy_context, 'cyc4')
+    robot, safety = comp.nodes['sim_robot'], comp.nodes['safety']
+    spin = threading.Thread(target=comp.executor.spin, daemon=True)
+    spin.start()
+    listener = None
+    try:
+        end = time.monotonic() + 60.0  # the executor's set-up (GC freeze, mlockall) comes first
+        while time.monotonic() < end and robot.commands_rx < 100:
+            time.sleep(0.02)
+        assert robot.commands_rx >= 100 and safety.commands_unheard > 0  # nobody listened yet
+        listener, ex, got, th = _spin_listener(rclpy_context, safety._jc_pub.topic_name)
+        end = time.monotonic() + 30.0
+        while not got and time.monotonic() < end:
+            time.sleep(0.02)
+        assert got, 'the late subscriber received no command'
+    finally:
+        comp.executor.shutdown()
+        spin.join(10.0)
+        if listener is not None:
+            ex.shutdown()
+            th.join(5.0)
+            listener.destroy_node()
+    rep = comp.executor.report()
+    comp.destroy()
+    assert rep['tasks']['safety_node_listeners']['runs'] > 0, list(rep['tasks'])
+    assert rep['tasks']['safety_node_listeners']['errors'] == 0
+    assert robot.audit.violations == 0, robot.audit.summary()

@@ -16,6 +16,16 @@ simulator or a latency probe matches to its states; no field is repurposed); opt
 counters), metrics (stage ``safety``; counters ``safety_interventions``, ``faults``,
 ``output_guard_errors``, ``dropped_states``; gauge ``human_distance_m``).
 
+Publishing only to listeners: the command, joint_command and trajectory topics are published only
+while they have a matched subscription (``get_subscription_count``, ~0.5 us, may take an rmw lock:
+not called on the RT path). Their counts are cached at activate and refreshed every
+:data:`LISTENER_REFRESH_PERIOD_S` by a task in the low-priority ``observers`` group; a subscriber
+that joins gets the commands from the next refresh on (a late joiner of a volatile topic misses
+the earlier ones anyway). Everything else happens for every command whether or not anyone
+listens: the filter's step and output guard, the message fill, the command channel (and through
+the cycle the in-process robot and its audit). ``commands_unheard`` counts the joint_command
+publishes skipped.
+
 The input callbacks, ``on_configure`` and the RT input path stay in :mod:`.safety_node` (they read
 its ``_mono`` clock, which tests replace).
 """
@@ -29,6 +39,7 @@ import numpy as np
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PointStamped, PoseArray
+from rclpy.exceptions import InvalidHandle
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
@@ -47,6 +58,9 @@ from rt_safe_rl.nodes.msgs import (
 
 HUMAN_POINTS_TOPIC = 'human/points'
 TRAJECTORY_TOPIC = 'safety/joint_trajectory'
+LISTENER_REFRESH_PERIOD_S = 0.1
+"""Period [s] of the listener-count refresh (``observers`` group): a new subscriber of the command
+topics gets them at most this long after DDS matched it."""
 
 
 class SafetyNodeIO(SafetyNodeParams):
@@ -186,12 +200,33 @@ class SafetyNodeIO(SafetyNodeParams):
             self._publish_status,
         )
         self._tasks.append(self._status_task)
+        self._cmd_heard = self._jc_heard = self._traj_heard = True  # until the first count
+        self.commands_unheard = 0
+        self._listener_task = PeriodicTask(
+            f'{self.get_name()}_listeners',
+            named_group(self, 'observers'),
+            round(LISTENER_REFRESH_PERIOD_S * 1e9),
+            self._refresh_listeners,
+        )
+        self._tasks.append(self._listener_task)
+
+    def _refresh_listeners(self, deadline_ns: int = 0) -> None:
+        """Cache whether each gated publisher has a matched subscription (``observers`` group task
+        and activate; not the RT path: ``get_subscription_count`` may take an rmw lock)."""
+        try:
+            self._cmd_heard = self._cmd_pub.get_subscription_count() > 0
+            self._jc_heard = self._jc_pub.get_subscription_count() > 0
+            tp = self._traj_pub
+            self._traj_heard = tp is not None and tp.get_subscription_count() > 0
+        except (InvalidHandle, RuntimeError):
+            pass  # publishers being destroyed (cleanup): nothing is emitted any more
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start filtering: the command re-synchronises (no jump) and holds until a valid action."""
         ret = super().on_activate(state)
         if self._output is not None:
             self._output.reset()  # the first derived velocity after (re)activation is 0
+        self._refresh_listeners()  # the first commands already go to those listening now
         if self.supervisor is not None:
             self.supervisor.activate()
         for t in self._tasks:
@@ -234,7 +269,7 @@ class SafetyNodeIO(SafetyNodeParams):
         self.command_channel = None
 
     def rt_tasks(self) -> list[Any]:
-        """The action TriggeredTask (intra_process), the safety monitor and the status PeriodicTasks."""
+        """The action TriggeredTask (intra_process), the safety monitor, status and listener PeriodicTasks."""
         return list(self._tasks)
 
     # ------------------------------------------------------------------ output (RT path)
@@ -242,24 +277,35 @@ class SafetyNodeIO(SafetyNodeParams):
         """Publish a command (called by the supervisor under its lock). RT path."""
         out = self._output
         if repeat:
-            self._cmd_pub.publish(self._cmd_msg)  # the held command again
-            self._jc_pub.publish(self._jc_msg)  # same stamp: the same robot period's command
+            if self._cmd_heard:
+                self._cmd_pub.publish(self._cmd_msg)  # the held command again
+            if self._jc_heard:
+                self._jc_pub.publish(self._jc_msg)  # same stamp: the same robot period's command
+            else:
+                self.commands_unheard += 1
             if out is not None:
                 out.republish()
             return
+        # the messages are filled for every command (a repeat after a listener joined sends the
+        # latest); only the DDS publish is skipped while nobody listens (see the module docstring)
         np.copyto(self._cmd_view, cmd)
-        self._cmd_pub.publish(self._cmd_msg)
+        if self._cmd_heard:
+            self._cmd_pub.publish(self._cmd_msg)
         sup = self.supervisor
         if sup is not None:
             set_stamp(self._jc_msg, sup.stamp_for_label(seq))
             np.copyto(self._jc_q, cmd)
             sup.copy_command_velocity(self._jc_v)
-        self._jc_pub.publish(self._jc_msg)
+        if self._jc_heard:
+            self._jc_pub.publish(self._jc_msg)
+        else:
+            self.commands_unheard += 1
         if out is not None:
             out.publish(cmd)
         if self._traj_pub is not None:
             np.copyto(self._traj_view, cmd)
-            self._traj_pub.publish(self._traj_msg)
+            if self._traj_heard:
+                self._traj_pub.publish(self._traj_msg)
         ch = self.command_channel
         if ch is not None:
             buf = ch.loan()
