@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from rt_safe_rl.core.errors import ConfigError
-from rt_safe_rl.core.kinematics import (  # fk kernels re-exported: the safety kernels import them here
+from rt_safe_rl.core.kinematics import (  # fk kernels re-exported (__all__): safety kernels import them here
     JT_FIXED,
     JT_PRISMATIC,
     JT_REVOLUTE,
@@ -36,7 +36,25 @@ from rt_safe_rl.core.kinematics import (  # fk kernels re-exported: the safety k
     jacobian_kernel,
     points_kernel,
 )
-from rt_safe_rl.core.urdf import Robot, chain_urdf, parse_urdf, read_urdf  # noqa: F401 - chain_urdf re-exported
+from rt_safe_rl.core.urdf import Robot, chain_urdf, parse_urdf, read_urdf
+
+__all__ = [  # the public names, re-exports included (explicit for `mypy --strict` and ruff)
+    'JT_FIXED',
+    'JT_PRISMATIC',
+    'JT_REVOLUTE',
+    'PANDA_ACC_RAD_S2',
+    'PANDA_JERK_RAD_S3',
+    'PANDA_KD',
+    'PANDA_KP',
+    'JointLimitOverride',
+    'MonitoredPoint',
+    'RobotConfig',
+    'RobotModel',
+    'chain_urdf',
+    'fk_frames_kernel',
+    'jacobian_kernel',
+    'points_kernel',
+]
 
 # Franka Panda datasheet values (per joint, joint 1..7).
 PANDA_ACC_RAD_S2: tuple[float, ...] = (15.0, 7.5, 10.0, 12.5, 15.0, 20.0, 20.0)

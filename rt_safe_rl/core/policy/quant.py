@@ -17,7 +17,7 @@ def _program_module(program: Any) -> Any:
     import torch
     from torch import nn
 
-    from rt_safe_rl.core.policy import extract as ex
+    from rt_safe_rl.core.policy import kernels as kn
 
     class ProgramModule(nn.Module):
         def __init__(self) -> None:
@@ -28,7 +28,7 @@ def _program_module(program: Any) -> Any:
             self.register_buffer('scratch', torch.zeros(1, program.scratch_size))
             for row in program.ops.tolist():
                 op = row[0]
-                if op == ex.OP_LINEAR:
+                if op == kn.OP_LINEAR:
                     src, k, dst, n, w, b, act = row[1:8]
                     lin = nn.Linear(k, n, bias=b >= 0)
                     with torch.no_grad():
@@ -37,7 +37,7 @@ def _program_module(program: Any) -> Any:
                             lin.bias.copy_(p[b : b + n])
                     self.steps.append(('linear', len(self.layers), src, k, dst, n, act))
                     self.layers.append(lin)
-                elif op == ex.OP_LSTM:
+                elif op == kn.OP_LSTM:
                     src, k, h, c, hs, wih, whh, b = row[1:9]
                     cell = nn.LSTMCell(k, hs)
                     with torch.no_grad():
@@ -47,7 +47,7 @@ def _program_module(program: Any) -> Any:
                         cell.bias_hh.zero_()
                     self.steps.append(('lstm', len(self.layers), src, k, h, c, hs))
                     self.layers.append(cell)
-                elif op == ex.OP_NORMALIZE:
+                elif op == kn.OP_NORMALIZE:
                     src, n, dst, mean, std, eps = row[1:7]
                     self.steps.append(
                         (
@@ -60,11 +60,11 @@ def _program_module(program: Any) -> Any:
                             dst,
                         )
                     )
-                elif op == ex.OP_COPY:
+                elif op == kn.OP_COPY:
                     self.steps.append(('copy', row[1], row[2], row[3]))
-                elif op == ex.OP_ADD:
+                elif op == kn.OP_ADD:
                     self.steps.append(('add', row[1], row[2], row[3]))
-                elif op == ex.OP_L2NORM:
+                elif op == kn.OP_L2NORM:
                     self.steps.append(('l2', row[1], row[2], row[3], float(p[row[4]])))
             self.in_off, self.in_dim = program.in_off, program.in_dim
             self.out_off, self.out_dim = program.out_off, program.out_dim
@@ -73,10 +73,10 @@ def _program_module(program: Any) -> Any:
             s: Any = self.scratch
             s[:, self.in_off : self.in_off + self.in_dim] = x
             acts = {
-                ex.ACT_ELU: torch.nn.functional.elu,
-                ex.ACT_RELU: torch.relu,
-                ex.ACT_TANH: torch.tanh,
-                ex.ACT_LEAKY: torch.nn.functional.leaky_relu,
+                kn.ACT_ELU: torch.nn.functional.elu,
+                kn.ACT_RELU: torch.relu,
+                kn.ACT_TANH: torch.tanh,
+                kn.ACT_LEAKY: torch.nn.functional.leaky_relu,
             }
             for st in self.steps:
                 if st[0] == 'linear':
@@ -104,7 +104,8 @@ def _program_module(program: Any) -> Any:
                     _, src, n, dst, eps = st
                     v = s[:, src : src + n]
                     s[:, dst : dst + n] = v / torch.clamp(v.norm(dim=1, keepdim=True), min=eps)
-            return s[:, self.out_off : self.out_off + self.out_dim].clone()
+            out: torch.Tensor = s[:, self.out_off : self.out_off + self.out_dim].clone()
+            return out
 
         def reset_memory(self) -> None:
             scratch: Any = self.scratch
@@ -138,7 +139,7 @@ def int8_module(module: Any, info: PolicyInfo, program: Any = None) -> Any:
 
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            return torch.ao.quantization.quantize_dynamic(
+            return torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]  # torch: untyped
                 module, {nn.Linear, nn.LSTMCell, nn.LSTM}, dtype=torch.qint8
             )
     except Exception as err:
