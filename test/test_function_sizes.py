@@ -51,7 +51,6 @@ ALLOWED: dict[str, int] = {
     'rt_safe_rl.core.policy.extract:extract_onnx_program': 88,
     'rt_safe_rl.core.policy.model:load_policy_model': 121,
     'rt_safe_rl.core.policy.quant:_program_module': 100,
-    'rt_safe_rl.core.robot_model:RobotModel._compile': 165,
     'rt_safe_rl.core.safety.batch:BatchSafetyFilter.run': 82,
     'rt_safe_rl.core.safety.filter:SafetyFilter.step': 208,
     'rt_safe_rl.core.safety.numpy_ref:NumpySafetyFilter.step': 118,
