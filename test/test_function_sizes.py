@@ -57,8 +57,6 @@ ALLOWED: dict[str, int] = {
     'rt_safe_rl.core.safety.numpy_ref:project_numpy': 95,
     'rt_safe_rl.core.safety.params:build_params': 98,
     'rt_safe_rl.dashboards.generate:overview': 108,
-    'rt_safe_rl.demo:_summary': 83,
-    'rt_safe_rl.demo:run_demo': 158,
     'rt_safe_rl.gpu.kernels:get_kernel': 104,
     'rt_safe_rl.nodes._safety_io:SafetyNodeIO._create_io': 99,
     'rt_safe_rl.nodes.prometheus_exporter:_SnapshotCollector.collect': 99,
