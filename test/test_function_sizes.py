@@ -47,7 +47,6 @@ ALLOWED: dict[str, int] = {
     'rt_safe_rl.bench.safety_bench:bench_per_cycle': 97,
     'rt_safe_rl.bench.safety_bench:bench_properties': 92,
     'rt_safe_rl.bench.safety_monitor_bench:bench_monitor': 123,
-    'rt_safe_rl.core.monitoring.core:MonitorCore._evaluate_component': 137,
     'rt_safe_rl.core.policy.extract:extract_onnx_program': 88,
     'rt_safe_rl.core.policy.model:load_policy_model': 121,
     'rt_safe_rl.core.policy.quant:_program_module': 100,
