@@ -47,7 +47,6 @@ ALLOWED: dict[str, int] = {
     'rt_safe_rl.bench.safety_bench:bench_per_cycle': 97,
     'rt_safe_rl.bench.safety_bench:bench_properties': 92,
     'rt_safe_rl.bench.safety_monitor_bench:bench_monitor': 123,
-    'rt_safe_rl.core.policy.extract:extract_onnx_program': 88,
     'rt_safe_rl.core.safety.batch:BatchSafetyFilter.run': 82,
     'rt_safe_rl.core.safety.filter:SafetyFilter.step': 208,
     'rt_safe_rl.core.safety.numpy_ref:NumpySafetyFilter.step': 118,
