@@ -41,7 +41,6 @@ ALLOWED: dict[str, int] = {
     'rt_safe_rl.bench.policy_bench:_run': 93,
     'rt_safe_rl.bench.replay_engine:ReplayEngine.run': 86,
     'rt_safe_rl.bench.replay_run:run_benchmark': 110,
-    'rt_safe_rl.bench.report:render_markdown': 84,
     'rt_safe_rl.bench.rt_bench:main': 104,
     'rt_safe_rl.bench.rt_phases:phase_handoff': 127,
     'rt_safe_rl.bench.safety_bench:bench_per_cycle': 97,
