@@ -43,6 +43,7 @@ lint: venv
 	$(VENV)/bin/ruff check rt_safe_rl test launch
 	$(VENV)/bin/ruff format --check rt_safe_rl test launch
 	$(VENV)/bin/mypy rt_safe_rl
+	$(VENV)/bin/mypy --strict rt_safe_rl/core rt_safe_rl/rt
 
 colcon: venv
 	rm -rf build install log && $(VENV)/bin/colcon build --paths . --merge-install

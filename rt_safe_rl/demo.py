@@ -46,7 +46,6 @@ import numpy.typing as npt
 
 from rt_safe_rl import signals
 from rt_safe_rl.bringup import (
-    Composition,
     build_arg_parser,
     compose,
     config_from_args,
@@ -54,9 +53,8 @@ from rt_safe_rl.bringup import (
     split_ros_args,
 )
 from rt_safe_rl.config import AppConfig
-from rt_safe_rl.core import stats
 from rt_safe_rl.core.errors import RtSafeRlError
-from rt_safe_rl.rt.cycle import cpu_share, thread_cpu_s
+from rt_safe_rl.demo_loop import Collector, pct_us, per_1e4, run_loop, start_floor
 from rt_safe_rl.rt.metrics import registry
 
 F64 = npt.NDArray[np.float64]
@@ -115,119 +113,6 @@ class DemoResult:
     interrupted: bool = False
 
 
-class _Collector:
-    """Drains the sim nodes' rings (their single reader) and keeps running figures."""
-
-    def __init__(self, comp: Composition) -> None:
-        self.robot = comp.nodes['sim_robot']
-        self.human = comp.nodes['sim_human']
-        self.rows: list[F64] = []
-        self.hrows: list[F64] = []
-        self.e2e: list[F64] = []
-        self._buf_r = np.zeros((0, 3))  # sized at the first drain (the trace exists after configure)
-        self._buf_h = np.zeros((1 << 13, 4))
-        self._buf_e = np.zeros((1 << 14, 2))
-        self._last_ticks = 0
-        self._last_t = time.monotonic()
-        self.rate_hz = math.nan
-        self.window_e2e_ns: F64 = np.zeros(0)
-
-    def _cycles(self) -> int:
-        iface = self.robot.interface
-        return int(iface.reads) if iface is not None else 0
-
-    def restart_rate(self) -> None:
-        """Start the loop-rate window now (call when the executor starts spinning)."""
-        self._last_ticks = self._cycles()
-        self._last_t = time.monotonic()
-
-    def drain(self) -> None:
-        if self.robot.trace is not None:
-            if self._buf_r.shape[1] != self.robot.trace.width:
-                self._buf_r = np.zeros((self.robot.trace.capacity, self.robot.trace.width))
-            k = self.robot.trace.drain(self._buf_r)
-            if k:
-                self.rows.append(self._buf_r[:k].copy())
-        k = self.human.trace.drain(self._buf_h)
-        if k:
-            self.hrows.append(self._buf_h[:k].copy())
-        k = self.robot.e2e_ring.drain(self._buf_e)
-        self.window_e2e_ns = self._buf_e[:k, 1].copy()
-        if k:
-            self.e2e.append(self._buf_e[:k].copy())
-        now = time.monotonic()
-        ticks = self._cycles()
-        if now > self._last_t:
-            self.rate_hz = (ticks - self._last_ticks) / (now - self._last_t)
-        self._last_ticks, self._last_t = ticks, now
-
-    @staticmethod
-    def _cat(parts: list[F64], width: int) -> F64:
-        return np.concatenate(parts) if parts else np.zeros((0, width))
-
-
-def _floor(cfg: AppConfig, seconds: float) -> Any:
-    """Start the C floor loop on the control group's CPU and priority (None: unavailable)."""
-    from rt_safe_rl.bench.rt_bench import CFloorLoop
-
-    if seconds <= 0:
-        return None
-    g = cfg.rt.groups['control']
-    cpu = g.real_cpus[0] if g.real_cpus else -1
-    try:
-        return CFloorLoop(cfg.control.period_ns, seconds, g.priority if g.is_rt else 1, cpu)
-    except RtSafeRlError as err:
-        return str(err)
-
-
-def _floor_result(floor: Any, period_ns: int) -> dict[str, Any]:
-    """Misses per 10^4 and lateness of the floor loop (or why it did not run)."""
-    from rt_safe_rl.bench.rt_bench import loop_stats
-
-    if floor is None:
-        return {'skipped': 'not run'}
-    if isinstance(floor, str):
-        return {'skipped': floor}
-    dl, st, fifo = floor.samples()
-    res = loop_stats(dl, st, period_ns)
-    return {
-        'misses_per_1e4': res['misses_per_1e4'],
-        'misses': res['misses'],
-        'cycles': res['cycles'],
-        'lateness_us': res['lateness_us'],
-        'fifo': fifo,
-    }
-
-
-def _per_1e4(misses: int, cycles: int) -> float:
-    return round(misses * 1e4 / cycles, 2) if cycles else math.nan
-
-
-def _pct_us(x_ns: F64, q: float) -> float:
-    return stats.percentile(x_ns, q) / 1e3
-
-
-def _status_text(
-    col: _Collector,
-    dist_m: float,
-    cycle: Any,
-    floor_1e4: float,
-    interventions: int,
-    elapsed_s: float,
-    stop_m: float,
-) -> str:
-    w = col.window_e2e_ns
-    flag = ' STOP' if dist_m <= stop_m else ''
-    misses = cycle.misses if cycle is not None else 0
-    runs = cycle.runs if cycle is not None else 0
-    cpu = cycle.budget.summary()['total']['mean_us'] if cycle is not None else math.nan
-    return (
-        f't {elapsed_s:4.1f}s | loop {col.rate_hz:4.0f} Hz | miss {misses:3d} = {_per_1e4(misses, runs):5.1f}'
-        f'/1e4 (floor {floor_1e4:4.1f}) | e2e p50 {_pct_us(w, 50):4.0f} p99 {_pct_us(w, 99):5.0f} us | '
-        f'cpu {cpu:4.0f} us/cycle | interv {interventions:5d} | human {dist_m:4.2f} m{flag}'
-    )
-
-
 def run_demo(
     config: AppConfig,
     *,
@@ -258,171 +143,74 @@ def run_demo(
     reg = registry()
     c_int = reg.counter('safety_interventions')
     int0 = c_int.value
-    floor = _floor(cfg, floor_s)
+    floor = start_floor(cfg, floor_s)
     try:
         comp = compose(cfg, keys, context=context, namespace=namespace, cli_args=cli_args)
     except BaseException:
         if floor is not None and not isinstance(floor, str):
             floor.stop()
         raise
-    interrupted = False
-    thread: threading.Thread | None = None
-    spin_error: list[BaseException] = []
-    col = _Collector(comp)
-    min_dist = math.inf
-    dist_m = math.nan
-    live_ctx: Any = None
-    floor_res: dict[str, Any] = {'skipped': 'not run'}
-    t_start = time.monotonic()
-    reads0 = loop_reads = 0
-    cpu0: dict[str, float] = {}
-    try:
-        comp.start(log=log)
-        floor_res = _floor_result(floor, cfg.control.period_ns)
-        floor = None
-        floor_1e4 = float(floor_res.get('misses_per_1e4', math.nan))
-        if log is not None:
-            log(f'floor (C SCHED_FIFO loop, {floor_s:g} s before the loop): {_floor_text(floor_res)}')
-
-        def _spin() -> None:
-            try:
-                comp.executor.spin()
-            except BaseException as err:
-                spin_error.append(err)
-
-        thread = threading.Thread(target=_spin, name='rt_safe_rl_demo_spin', daemon=True)
-        thread.start()
-        _wait_first_cycle(comp, thread, stop_event)  # the executor's set-up (GC freeze, mlock) first
-        t_start = time.monotonic()
-        reads0 = _robot_reads(comp)
-        cpu0 = thread_cpu_s()
-        col.restart_rate()
-        if live:
-            from rich.console import Console
-            from rich.live import Live
-
-            live_ctx = Live('', console=Console(stderr=True), refresh_per_second=8, transient=False)
-            live_ctx.__enter__()
-        last_plain = 0.0
-        period = cfg.demo.status_period_s
-        while True:
-            elapsed = time.monotonic() - t_start
-            if (duration_s > 0 and elapsed >= duration_s) or (stop_event is not None and stop_event.is_set()):
-                break
-            if spin_error or not thread.is_alive():
-                break
-            time.sleep(min(period, max(0.0, duration_s - elapsed)) if duration_s > 0 else period)
-            col.drain()
-            arm = comp.nodes['sim_robot'].arm
-            robot_q = arm.q.copy() if arm is not None else None
-            human = comp.nodes['sim_human']._pos.copy()
-            if robot_q is not None and comp.nodes['sim_human'].published:
-                dist_m = dist(robot_q, human)
-                min_dist = min(min_dist, dist_m)
-            text = _status_text(
-                col,
-                dist_m,
-                comp.cycle,
-                floor_1e4,
-                c_int.value - int0,
-                time.monotonic() - t_start,
-                stop_m,
-            )
-            if live_ctx is not None:
-                live_ctx.update(text)
-            elif log is not None and time.monotonic() - last_plain >= 1.0:
-                last_plain = time.monotonic()
-                log(text)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        run_s = time.monotonic() - t_start
-        loop_reads = _robot_reads(comp) - reads0  # the shutdown's own reads are not the loop's rate
-        cpu1 = thread_cpu_s()
-        if floor is not None and not isinstance(floor, str):
-            floor.stop()
-        if live_ctx is not None:
-            live_ctx.__exit__(None, None, None)
-        if interrupted and thread is not None and thread.is_alive():  # SIGINT/SIGTERM: stop, hold
-            signals.stop_while_spinning(comp.nodes.values(), 'demo: controlled shutdown')
-        # the filter's state while the loop still runs (once the control thread has stopped, the
-        # safety monitor would latch STALE_STATE on the silence of our own shutdown)
-        safety_state = _safety_state(comp.nodes.get('safety'))
-        comp.executor.shutdown()
-        if thread is not None:
-            thread.join(10.0)
-        col.drain()
-        robot = comp.nodes['sim_robot']
-        robot_stats = robot.stats()
-        first_ns = robot.interface.first_command_ns if robot.interface is not None else 0
-        cycle_stats = comp.cycle.stats() if comp.cycle is not None else {}
-        errors = dict(comp.errors)
-        if spin_error:
-            errors['executor'] = repr(spin_error[0])
-        try:
-            rt_report = comp.executor.report()
-        except Exception:
-            rt_report = {}
-        comp.destroy()
+    out = run_loop(
+        comp,
+        cfg,
+        floor,
+        floor_s,
+        dist,
+        stop_m,
+        lambda: c_int.value - int0,
+        duration_s=duration_s,
+        stop_event=stop_event,
+        live=live,
+        log=log,
+    )
+    col, end = out.col, out.end
     summary = _summary(
         col=col,
-        run_s=run_s,
-        loop_reads=loop_reads,
-        robot_stats=robot_stats,
-        cycle_stats=cycle_stats,
-        floor_res=floor_res,
-        cpu=cpu_share(cpu0, cpu1, run_s) if cpu0 else {},
-        first_command_s=(first_ns - t_begin_ns) * 1e-9 if first_ns else math.nan,
+        run_s=out.run_s,
+        loop_reads=out.loop_reads,
+        robot_stats=end.robot_stats,
+        cycle_stats=end.cycle_stats,
+        floor_res=out.floor_res,
+        cpu=out.cpu,
+        first_command_s=(end.first_command_ns - t_begin_ns) * 1e-9 if end.first_command_ns else math.nan,
         age_at_begin_s=age_at_begin_s,
         interventions=int(c_int.value - int0),
-        dist=(min_dist, dist_m, stop_m),
-        safety_state=safety_state,
-        nodes_active=[k for k in keys if k not in errors],
-        errors=errors,
-        rt_report=rt_report,
-        interrupted=interrupted,
+        dist=(out.watch.min_dist_m, out.watch.dist_m, stop_m),
+        safety_state=end.safety_state,
+        nodes_active=[k for k in keys if k not in end.errors],
+        errors=end.errors,
+        rt_report=end.rt_report,
+        interrupted=out.interrupted,
     )
     return DemoResult(
         summary=summary,
-        robot_trace=_Collector._cat(col.rows, col._buf_r.shape[1]),
-        human_trace=_Collector._cat(col.hrows, 4),
-        e2e_ns=_Collector._cat(col.e2e, 2),
-        errors=errors,
-        interrupted=interrupted,
+        robot_trace=col.robot_trace(),
+        human_trace=col.human_trace(),
+        e2e_ns=col.e2e_ns(),
+        errors=end.errors,
+        interrupted=out.interrupted,
     )
 
 
-def _wait_first_cycle(comp: Composition, thread: threading.Thread, stop: threading.Event | None) -> None:
-    """Block until the control cycle ran once (or the spin ended / 60 s), so the demo's duration
-    counts the loop, not the executor's set-up."""
-    end = time.monotonic() + 60.0
-    while comp.cycle is not None and comp.cycle.runs == 0 and thread.is_alive() and time.monotonic() < end:
-        if stop is not None and stop.is_set():
-            return
-        time.sleep(0.01)
+# command-audit counters that are limit violations
+_VIOLATION_KEYS = ('position_violations', 'velocity_violations', 'acceleration_violations', 'nonfinite')
 
 
-def _floor_text(res: dict[str, Any]) -> str:
-    if 'skipped' in res:
-        return f'skipped ({res["skipped"]})'
-    lat = res.get('lateness_us', {})
-    return (
-        f'{res["misses_per_1e4"]} misses per 1e4 ({res["misses"]} of {res["cycles"]}), lateness p50 '
-        f'{lat.get("p50")} p99 {lat.get("p99")} max {lat.get("max")} us'
-        + ('' if res.get('fifo') else ' (NOT SCHED_FIFO)')
-    )
-
-
-def _robot_reads(comp: Any) -> int:
-    """States the in-process robot has handed to the control cycle so far (0 without one)."""
-    robot = comp.nodes.get('sim_robot')
-    iface = getattr(robot, 'interface', None)
-    return int(iface.reads) if iface is not None else 0
+def _rt_summary(rt_report: dict[str, Any]) -> dict[str, Any]:
+    """The summary's ``rt`` part: the executor report's OS / warning / wake-up / stall entries and,
+    per task, its runs, misses, skips, catch-ups and max lateness [us]."""
+    return {
+        **{k: rt_report[k] for k in ('os', 'warnings', 'non_rt_wakeups', 'stalls') if k in rt_report},
+        'tasks': {
+            name: {k: t.get(k) for k in ('runs', 'misses', 'skipped', 'caught_up', 'max_lateness_us')}
+            for name, t in rt_report.get('tasks', {}).items()
+        },
+    }
 
 
 def _summary(
     *,
-    col: _Collector,
+    col: Collector,
     run_s: float,
     loop_reads: int,
     robot_stats: dict[str, Any],
@@ -440,7 +228,7 @@ def _summary(
     interrupted: bool,
 ) -> dict[str, Any]:
     """The summary dict (see the module docstring)."""
-    e2e = _Collector._cat(col.e2e, 2)
+    e2e = col.e2e_ns()
     lat = e2e[:, 1] if e2e.size else np.zeros(0)
     audit = robot_stats.get('audit', {})
     min_dist, dist_m, stop_m = dist
@@ -450,13 +238,13 @@ def _summary(
         'duration_s': round(run_s, 3),
         'loop_rate_hz': round(loop_reads / run_s, 1) if run_s > 0 else math.nan,
         'e2e_latency_us': {
-            'p50': round(_pct_us(lat, 50), 1),
-            'p99': round(_pct_us(lat, 99), 1),
+            'p50': round(pct_us(lat, 50), 1),
+            'p99': round(pct_us(lat, 99), 1),
             'max': round(float(lat.max()) / 1e3, 1) if lat.size else math.nan,
             'count': int(lat.size),
         },
         'deadline_misses': misses,
-        'misses_per_1e4': _per_1e4(misses, runs),
+        'misses_per_1e4': per_1e4(misses, runs),
         'floor': floor_res,
         'cycle': {
             k: cycle_stats.get(k) for k in ('runs', 'misses', 'caught_up', 'skipped', 'max_lateness_us')
@@ -478,43 +266,16 @@ def _summary(
         'robot_ticks': robot_stats.get('ticks', 0),
         'robot_reads': robot_stats.get('reads', 0),
         'commands_received': robot_stats.get('commands_rx', 0),
-        'command_limit_violations': int(
-            sum(
-                audit.get(k, 0)
-                for k in (
-                    'position_violations',
-                    'velocity_violations',
-                    'acceleration_violations',
-                    'nonfinite',
-                )
-            )
-        ),
+        'command_limit_violations': int(sum(audit.get(k, 0) for k in _VIOLATION_KEYS)),
         'command_audit': audit,
         'robot_holds': robot_stats.get('holds', 0),
         'safety': safety_state,
         'nodes_active': nodes_active,
         'node_errors': errors,
-        'rt': {
-            **{k: rt_report[k] for k in ('os', 'warnings', 'non_rt_wakeups', 'stalls') if k in rt_report},
-            'tasks': {
-                name: {k: t.get(k) for k in ('runs', 'misses', 'skipped', 'caught_up', 'max_lateness_us')}
-                for name, t in rt_report.get('tasks', {}).items()
-            },
-        },
+        'rt': _rt_summary(rt_report),
         'interrupted': interrupted,
         'signal': signals.signal_name(signals.received()) if interrupted else None,
     }
-
-
-def _safety_state(node: Any) -> dict[str, Any]:
-    """Latched stop and last fault of the safety filter at the end of the run ({} if absent)."""
-    f = getattr(node, 'filter', None)
-    if f is None:
-        return {}
-    try:
-        return {'stop_latched': bool(f.stop_latched), 'fault': str(f.report.fault)}
-    except Exception:
-        return {}
 
 
 def _jsonable(x: Any) -> Any:

@@ -195,20 +195,25 @@ def _run(
         'heap': heap,
         'encoder': _encoder_report(pipe, Path(config), cfg, backends, samples, heap_calls),
         'load_and_measure_s': load_s,
-        'metadata': {
-            'sha256': model.info.sha256,
-            'format': model.info.format,
-            **_versions(),
-            'cpu': cpu_model(),
-            'python': platform.python_version(),
-            'threads': cfg.num_threads,
-            'tolerance': cfg.tolerance,
-            'tolerance_fp16': cfg.tolerance_fp16,
-            'tolerance_int8': cfg.tolerance_int8,
-            'time_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-        },
+        'metadata': _metadata(model, cfg),
     }
     return report
+
+
+def _metadata(model: Any, cfg: PolicyNodeConfig) -> dict[str, Any]:
+    """The report's ``metadata``: the policy file, library versions, machine, tolerances."""
+    return {
+        'sha256': model.info.sha256,
+        'format': model.info.format,
+        **_versions(),
+        'cpu': cpu_model(),
+        'python': platform.python_version(),
+        'threads': cfg.num_threads,
+        'tolerance': cfg.tolerance,
+        'tolerance_fp16': cfg.tolerance_fp16,
+        'tolerance_int8': cfg.tolerance_int8,
+        'time_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+    }
 
 
 def _encoder_report(

@@ -173,8 +173,9 @@ def _rate_text(report: Mapping[str, Any]) -> str:
     return f'fixed {_fmt(rate.get("hz"))} Hz'
 
 
-def render_markdown(report: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
-    """The report as Markdown (tables of stages, naive comparison, determinism, comparison)."""
+def _md_head(report: Mapping[str, Any]) -> list[str]:
+    """The Markdown report's title, run description (bag, rates, pipeline, model, machine), headline
+    figures and latency table."""
     md = report.get('metadata', {})
     title = '# Replay benchmark' + ('' if report.get('complete') else ' (INCOMPLETE: interrupted)')
     lines = [title, '']
@@ -203,6 +204,12 @@ def render_markdown(report: Mapping[str, Any], plots: Sequence[str] = ()) -> str
         _md_table(STAGE_HEADER, stage_rows(report.get('stages', {}))),
         '',
     ]
+    return lines
+
+
+def render_markdown(report: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
+    """The report as Markdown (tables of stages, naive comparison, determinism, comparison)."""
+    lines = _md_head(report)
     proc = report.get('process', {})
     if proc:
         lines += [

@@ -132,7 +132,7 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     missing = [
         n
         for n, f in fields.items()
-        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f'{where}: missing required key(s) {missing}')

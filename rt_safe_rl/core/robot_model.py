@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from rt_safe_rl.core.errors import ConfigError
-from rt_safe_rl.core.kinematics import (  # fk kernels re-exported: the safety kernels import them here
+from rt_safe_rl.core.kinematics import (  # fk kernels re-exported (__all__): safety kernels import them here
     JT_FIXED,
     JT_PRISMATIC,
     JT_REVOLUTE,
@@ -36,7 +36,25 @@ from rt_safe_rl.core.kinematics import (  # fk kernels re-exported: the safety k
     jacobian_kernel,
     points_kernel,
 )
-from rt_safe_rl.core.urdf import Robot, chain_urdf, parse_urdf, read_urdf  # noqa: F401 - chain_urdf re-exported
+from rt_safe_rl.core.urdf import Joint, Robot, chain_urdf, parse_urdf, read_urdf
+
+__all__ = [  # the public names, re-exports included (explicit for `mypy --strict` and ruff)
+    'JT_FIXED',
+    'JT_PRISMATIC',
+    'JT_REVOLUTE',
+    'PANDA_ACC_RAD_S2',
+    'PANDA_JERK_RAD_S3',
+    'PANDA_KD',
+    'PANDA_KP',
+    'JointLimitOverride',
+    'MonitoredPoint',
+    'RobotConfig',
+    'RobotModel',
+    'chain_urdf',
+    'fk_frames_kernel',
+    'jacobian_kernel',
+    'points_kernel',
+]
 
 # Franka Panda datasheet values (per joint, joint 1..7).
 PANDA_ACC_RAD_S2: tuple[float, ...] = (15.0, 7.5, 10.0, 12.5, 15.0, 20.0, 20.0)
@@ -141,6 +159,190 @@ def _rpy_xyz_matrix(origin: np.ndarray | None) -> np.ndarray:
     return np.eye(4) if origin is None else np.asarray(origin, dtype=np.float64).copy()
 
 
+def _controlled_joints(robot: Robot, cfg: RobotConfig, joints: dict[str, Joint], where: str) -> list[str]:
+    """The controlled joints in command order (``cfg.joint_names`` or the URDF's actuated, non-mimic
+    joints), checked. Not RT-safe.
+
+    Raises:
+        ConfigError: none, unknown, not actuated or duplicate names; overrides of unknown joints.
+    """
+    actuated = [
+        j.name for j in robot.joints if j.type in ('revolute', 'continuous', 'prismatic') and j.mimic is None
+    ]
+    names = list(cfg.joint_names) if cfg.joint_names else actuated
+    if not names:
+        raise ConfigError(f'{where}: no actuated joints')
+    for jn in names:
+        if jn not in joints:
+            raise ConfigError(f'robot.joint_names: joint {jn!r} not in {where} (has {sorted(joints)})')
+        if joints[jn].type not in ('revolute', 'continuous', 'prismatic'):
+            raise ConfigError(f'robot.joint_names: joint {jn!r} is {joints[jn].type}, not actuated')
+    if len(set(names)) != len(names):
+        raise ConfigError(f'robot.joint_names: duplicates in {names}')
+    unknown = sorted(set(cfg.overrides) - set(names))
+    if unknown:
+        raise ConfigError(f'robot.overrides: unknown joint(s) {unknown}; joints: {names}')
+    return names
+
+
+# RobotModel limit field -> JointLimitOverride field
+_OVERRIDE_FIELDS = (
+    ('q_min', 'q_min_rad'),
+    ('q_max', 'q_max_rad'),
+    ('v_max', 'v_max_rad_s'),
+    ('a_max', 'a_max_rad_s2'),
+    ('j_max', 'j_max_rad_s3'),
+    ('effort_max', 'effort_max_nm'),
+    ('kp', 'kp'),
+    ('kd', 'kd'),
+)
+
+
+def _joint_limits(joints: dict[str, Joint], names: list[str], cfg: RobotConfig) -> dict[str, np.ndarray]:
+    """Per-joint limits and gains (the RobotModel fields q_min, q_max [rad], v_max [rad/s], a_max
+    [rad/s^2], j_max [rad/s^3], effort_max [Nm], kp, kd) from the URDF, the config lists and the
+    overrides, unchecked (NaN: missing in the URDF). Not RT-safe.
+
+    Raises:
+        ConfigError: a config list of the wrong size.
+    """
+    n = len(names)
+    q_min = np.empty(n)
+    q_max = np.empty(n)
+    v_max = np.empty(n)
+    eff = np.empty(n)
+    for i, jn in enumerate(names):
+        j = joints[jn]
+        lim = j.limit
+        if j.type == 'continuous':
+            q_min[i], q_max[i] = -np.inf, np.inf
+        else:
+            if lim is None or lim.lower is None or lim.upper is None:
+                q_min[i], q_max[i] = np.nan, np.nan
+            else:
+                q_min[i], q_max[i] = float(lim.lower), float(lim.upper)
+        v_max[i] = float(lim.velocity) if lim is not None and lim.velocity else np.nan
+        eff[i] = float(lim.effort) if lim is not None and lim.effort else np.inf
+    limits = {
+        'q_min': q_min,
+        'q_max': q_max,
+        'v_max': v_max,
+        'a_max': _per_joint(cfg.a_max_rad_s2, n, 'a_max_rad_s2'),
+        'j_max': _per_joint(cfg.j_max_rad_s3, n, 'j_max_rad_s3'),
+        'effort_max': eff,
+        'kp': _per_joint(cfg.kp, n, 'kp'),
+        'kd': _per_joint(cfg.kd, n, 'kd'),
+    }
+    for jn, ov in cfg.overrides.items():
+        i = names.index(jn)
+        for field_name, attr in _OVERRIDE_FIELDS:
+            val = getattr(ov, attr)
+            if val is not None:
+                limits[field_name][i] = float(val)
+    return limits
+
+
+def _check_limits(names: list[str], limits: dict[str, np.ndarray], where: str) -> None:
+    """Raise ConfigError for a joint with missing or inconsistent limits (see :func:`_joint_limits`)."""
+    q_min, q_max, eff, kp, kd = (limits[k] for k in ('q_min', 'q_max', 'effort_max', 'kp', 'kd'))
+    for i, jn in enumerate(names):
+        if np.isnan(q_min[i]) or np.isnan(q_max[i]):
+            raise ConfigError(f'{where}: joint {jn!r} has no position limits (set robot.overrides.{jn})')
+        if not q_min[i] < q_max[i]:
+            raise ConfigError(f'joint {jn!r}: lower limit {q_min[i]} must be < upper {q_max[i]}')
+        for label, key in (('velocity', 'v_max'), ('acceleration', 'a_max'), ('jerk', 'j_max')):
+            arr = limits[key]
+            if not (np.isfinite(arr[i]) and arr[i] > 0):
+                raise ConfigError(
+                    f'joint {jn!r}: {label} limit must be finite and > 0, got {arr[i]}'
+                    f' (set robot.overrides.{jn})'
+                )
+        if not eff[i] > 0:
+            raise ConfigError(f'joint {jn!r}: effort limit must be > 0, got {eff[i]}')
+        if not (np.isfinite(kp[i]) and kp[i] >= 0 and np.isfinite(kd[i]) and kd[i] >= 0):
+            raise ConfigError(f'joint {jn!r}: kp/kd must be finite and >= 0')
+
+
+def _frame_names(
+    robot: Robot, cfg: RobotConfig, child_joint: dict[str, Joint], where: str
+) -> tuple[str, list[str]]:
+    """The root link and the frames FK needs: the links on the root paths of the monitored links,
+    parents before children. Not RT-safe.
+
+    Raises:
+        ConfigError: not exactly one root link; a monitored link not in the URDF.
+    """
+    links = {lk.name: lk for lk in robot.links}
+    roots = [lk.name for lk in robot.links if lk.name not in child_joint]
+    if len(roots) != 1:
+        raise ConfigError(f'{where}: expected one root link, found {roots}')
+    root = roots[0]
+    needed: list[str] = []
+    for pt in cfg.monitored_points:
+        if pt.link not in links:
+            raise ConfigError(f'robot.monitored_points: link {pt.link!r} (point {pt.name!r}) not in {where}')
+        chain = []
+        lk = pt.link
+        while lk != root:
+            chain.append(lk)
+            lk = child_joint[lk].parent
+        for c in reversed(chain):
+            if c not in needed:
+                needed.append(c)
+    return root, needed  # root paths are already ordered parents first
+
+
+_JOINT_TYPE = {'revolute': JT_REVOLUTE, 'continuous': JT_REVOLUTE, 'prismatic': JT_PRISMATIC}
+
+
+def _compile_chain(
+    frame_names: list[str], child_joint: dict[str, Joint], root: str, names: list[str]
+) -> dict[str, np.ndarray]:
+    """The flat kinematic-chain arrays of the RobotModel fields parent, origin, jtype, qidx, mult,
+    offs, axis and ancestor (one row per frame, see :mod:`rt_safe_rl.core.kinematics`). Not RT-safe."""
+    index = {name: f for f, name in enumerate(frame_names)}
+    nf = len(frame_names)
+    parent = np.full(nf, -1, dtype=np.int64)
+    origin = np.zeros((nf, 4, 4))
+    jtype = np.zeros(nf, dtype=np.int64)
+    qidx = np.full(nf, -1, dtype=np.int64)
+    mult = np.ones(nf)
+    offs = np.zeros(nf)
+    axis = np.zeros((nf, 3))
+    for f, lk in enumerate(frame_names):
+        j = child_joint[lk]
+        parent[f] = index[j.parent] if j.parent != root else -1
+        origin[f] = _rpy_xyz_matrix(j.origin)
+        ax = np.asarray(j.axis if j.axis is not None else (1.0, 0.0, 0.0), dtype=np.float64)
+        nrm = float(np.linalg.norm(ax))
+        axis[f] = ax / nrm if nrm > 0 else ax
+        jt = _JOINT_TYPE.get(j.type, JT_FIXED)
+        jtype[f] = jt
+        src = j.name
+        if j.mimic is not None:
+            src = j.mimic.joint
+            mult[f] = float(j.mimic.multiplier if j.mimic.multiplier is not None else 1.0)
+            offs[f] = float(j.mimic.offset if j.mimic.offset is not None else 0.0)
+        if jt != JT_FIXED and src in names:
+            qidx[f] = names.index(src)
+    ancestor = np.zeros((nf, nf), dtype=np.bool_)
+    for f in range(nf):
+        g = f
+        while g >= 0:
+            ancestor[f, g] = True
+            g = int(parent[g])
+    return {
+        'parent': parent,
+        'origin': origin,
+        'jtype': jtype,
+        'qidx': qidx,
+        'mult': mult,
+        'offs': offs,
+        'axis': axis,
+        'ancestor': ancestor,
+    }
+
+
 @dataclass
 class RobotModel:
     """Compiled robot: limits (numpy, per joint in command order) and FK of monitored points.
@@ -229,131 +431,12 @@ class RobotModel:
     def _compile(cls, robot: Robot, cfg: RobotConfig, where: str) -> RobotModel:
         joints = {j.name: j for j in robot.joints}
         child_joint = {j.child: j for j in robot.joints}
-        links = {lk.name: lk for lk in robot.links}
-        actuated = [
-            j.name
-            for j in robot.joints
-            if j.type in ('revolute', 'continuous', 'prismatic') and j.mimic is None
-        ]
-        names = list(cfg.joint_names) if cfg.joint_names else actuated
-        if not names:
-            raise ConfigError(f'{where}: no actuated joints')
-        for jn in names:
-            if jn not in joints:
-                raise ConfigError(f'robot.joint_names: joint {jn!r} not in {where} (has {sorted(joints)})')
-            if joints[jn].type not in ('revolute', 'continuous', 'prismatic'):
-                raise ConfigError(f'robot.joint_names: joint {jn!r} is {joints[jn].type}, not actuated')
-        if len(set(names)) != len(names):
-            raise ConfigError(f'robot.joint_names: duplicates in {names}')
-        unknown = sorted(set(cfg.overrides) - set(names))
-        if unknown:
-            raise ConfigError(f'robot.overrides: unknown joint(s) {unknown}; joints: {names}')
-        n = len(names)
-        q_min = np.empty(n)
-        q_max = np.empty(n)
-        v_max = np.empty(n)
-        eff = np.empty(n)
-        for i, jn in enumerate(names):
-            j = joints[jn]
-            lim = j.limit
-            if j.type == 'continuous':
-                q_min[i], q_max[i] = -np.inf, np.inf
-            else:
-                if lim is None or lim.lower is None or lim.upper is None:
-                    q_min[i], q_max[i] = np.nan, np.nan
-                else:
-                    q_min[i], q_max[i] = float(lim.lower), float(lim.upper)
-            v_max[i] = float(lim.velocity) if lim is not None and lim.velocity else np.nan
-            eff[i] = float(lim.effort) if lim is not None and lim.effort else np.inf
-        a_max = _per_joint(cfg.a_max_rad_s2, n, 'a_max_rad_s2')
-        j_max = _per_joint(cfg.j_max_rad_s3, n, 'j_max_rad_s3')
-        kp = _per_joint(cfg.kp, n, 'kp')
-        kd = _per_joint(cfg.kd, n, 'kd')
-        for jn, ov in cfg.overrides.items():
-            i = names.index(jn)
-            for attr, arr in (
-                ('q_min_rad', q_min),
-                ('q_max_rad', q_max),
-                ('v_max_rad_s', v_max),
-                ('a_max_rad_s2', a_max),
-                ('j_max_rad_s3', j_max),
-                ('effort_max_nm', eff),
-                ('kp', kp),
-                ('kd', kd),
-            ):
-                val = getattr(ov, attr)
-                if val is not None:
-                    arr[i] = float(val)
-        for i, jn in enumerate(names):
-            if np.isnan(q_min[i]) or np.isnan(q_max[i]):
-                raise ConfigError(f'{where}: joint {jn!r} has no position limits (set robot.overrides.{jn})')
-            if not q_min[i] < q_max[i]:
-                raise ConfigError(f'joint {jn!r}: lower limit {q_min[i]} must be < upper {q_max[i]}')
-            for label, arr in (('velocity', v_max), ('acceleration', a_max), ('jerk', j_max)):
-                if not (np.isfinite(arr[i]) and arr[i] > 0):
-                    raise ConfigError(
-                        f'joint {jn!r}: {label} limit must be finite and > 0, got {arr[i]}'
-                        f' (set robot.overrides.{jn})'
-                    )
-            if not eff[i] > 0:
-                raise ConfigError(f'joint {jn!r}: effort limit must be > 0, got {eff[i]}')
-            if not (np.isfinite(kp[i]) and kp[i] >= 0 and np.isfinite(kd[i]) and kd[i] >= 0):
-                raise ConfigError(f'joint {jn!r}: kp/kd must be finite and >= 0')
-
-        # ---- compile the kinematic tree (frames = links on root paths of monitored links) ----
-        roots = [lk.name for lk in robot.links if lk.name not in child_joint]
-        if len(roots) != 1:
-            raise ConfigError(f'{where}: expected one root link, found {roots}')
-        root = roots[0]
-        needed: list[str] = []
-        for pt in cfg.monitored_points:
-            if pt.link not in links:
-                raise ConfigError(
-                    f'robot.monitored_points: link {pt.link!r} (point {pt.name!r}) not in {where}'
-                )
-            chain = []
-            lk = pt.link
-            while lk != root:
-                chain.append(lk)
-                lk = child_joint[lk].parent
-            for c in reversed(chain):
-                if c not in needed:
-                    needed.append(c)
-        # order frames so parents precede children (root paths are already ordered)
-        frame_names = needed
+        names = _controlled_joints(robot, cfg, joints, where)
+        limits = _joint_limits(joints, names, cfg)
+        _check_limits(names, limits, where)
+        root, frame_names = _frame_names(robot, cfg, child_joint, where)
+        chain = _compile_chain(frame_names, child_joint, root, names)
         index = {name: f for f, name in enumerate(frame_names)}
-        nf = len(frame_names)
-        parent = np.full(nf, -1, dtype=np.int64)
-        origin = np.zeros((nf, 4, 4))
-        jtype = np.zeros(nf, dtype=np.int64)
-        qidx = np.full(nf, -1, dtype=np.int64)
-        mult = np.ones(nf)
-        offs = np.zeros(nf)
-        axis = np.zeros((nf, 3))
-        for f, lk in enumerate(frame_names):
-            j = child_joint[lk]
-            parent[f] = index[j.parent] if j.parent != root else -1
-            origin[f] = _rpy_xyz_matrix(j.origin)
-            ax = np.asarray(j.axis if j.axis is not None else (1.0, 0.0, 0.0), dtype=np.float64)
-            nrm = float(np.linalg.norm(ax))
-            axis[f] = ax / nrm if nrm > 0 else ax
-            jt = {'revolute': JT_REVOLUTE, 'continuous': JT_REVOLUTE, 'prismatic': JT_PRISMATIC}.get(
-                j.type, JT_FIXED
-            )
-            jtype[f] = jt
-            src = j.name
-            if j.mimic is not None:
-                src = j.mimic.joint
-                mult[f] = float(j.mimic.multiplier if j.mimic.multiplier is not None else 1.0)
-                offs[f] = float(j.mimic.offset if j.mimic.offset is not None else 0.0)
-            if jt != JT_FIXED and src in names:
-                qidx[f] = names.index(src)
-        ancestor = np.zeros((nf, nf), dtype=np.bool_)
-        for f in range(nf):
-            g = f
-            while g >= 0:
-                ancestor[f, g] = True
-                g = int(parent[g])
         pt_frame = np.array([index[pt.link] for pt in cfg.monitored_points], dtype=np.int64)
         pt_offset = np.array([list(pt.offset_m) for pt in cfg.monitored_points], dtype=np.float64).reshape(
             -1, 3
@@ -366,28 +449,28 @@ class RobotModel:
         return cls(
             name=str(robot.name),
             joint_names=names,
-            q_min=q_min,
-            q_max=q_max,
-            v_max=v_max,
-            a_max=a_max,
-            j_max=j_max,
-            effort_max=eff,
-            kp=kp,
-            kd=kd,
+            q_min=limits['q_min'],
+            q_max=limits['q_max'],
+            v_max=limits['v_max'],
+            a_max=limits['a_max'],
+            j_max=limits['j_max'],
+            effort_max=limits['effort_max'],
+            kp=limits['kp'],
+            kd=limits['kd'],
             point_names=[pt.name for pt in cfg.monitored_points],
             point_radius_m=radius,
             moving_mass_kg=mass,
             payload_kg=float(cfg.payload_kg),
-            parent=parent,
-            origin=origin,
-            jtype=jtype,
-            qidx=qidx,
-            mult=mult,
-            offs=offs,
-            axis=axis,
+            parent=chain['parent'],
+            origin=chain['origin'],
+            jtype=chain['jtype'],
+            qidx=chain['qidx'],
+            mult=chain['mult'],
+            offs=chain['offs'],
+            axis=chain['axis'],
             pt_frame=pt_frame,
             pt_offset=pt_offset,
-            ancestor=ancestor,
+            ancestor=chain['ancestor'],
             frame_names=frame_names,
         )
 

@@ -111,21 +111,7 @@ class SafetyNodeIO(SafetyNodeParams):
         self._reader = JointStateReader(list(model.joint_names), 4 * period_ns)
         self._act = np.zeros(ActionRecord.size(n))
         self._act_stamp_ns = 0
-        cmd = Float64MultiArray()
-        cmd.layout.dim = [MultiArrayDimension(label='position', size=n, stride=n)]
-        cmd.data = [0.0] * n
-        self._cmd_msg = cmd
-        self._cmd_view = np.frombuffer(cmd.data, dtype=np.float64)
-        jc = JointState()
-        jc.name = list(model.joint_names)
-        jc.position = [0.0] * n
-        jc.velocity = [0.0] * n
-        self._jc_msg = jc
-        self._jc_q = np.frombuffer(jc.position, dtype=np.float64)
-        self._jc_v = np.frombuffer(jc.velocity, dtype=np.float64)
-        pt = JointTrajectoryPoint(positions=[0.0] * n, time_from_start=Duration(sec=0, nanosec=period_ns))
-        self._traj_msg = JointTrajectory(joint_names=list(model.joint_names), points=[pt])
-        self._traj_view = np.frombuffer(pt.positions, dtype=np.float64)
+        self._make_messages(model, period_ns)
         topics = self.app.topics
         depth = topics.qos_depth
         grp = named_group(self, 'safety')
@@ -190,6 +176,31 @@ class SafetyNodeIO(SafetyNodeParams):
         )
         self._tasks.append(self._monitor_task)
         self._srv = self.create_service(Trigger, '~/reset', self._on_reset)
+        self._add_observer_tasks()
+
+    def _make_messages(self, model: RobotModel, period_ns: int) -> None:
+        """The preallocated outgoing messages and the numpy views the RT path writes into."""
+        n = model.n_joints
+        cmd = Float64MultiArray()
+        cmd.layout.dim = [MultiArrayDimension(label='position', size=n, stride=n)]
+        cmd.data = [0.0] * n
+        self._cmd_msg = cmd
+        self._cmd_view = np.frombuffer(cmd.data, dtype=np.float64)
+        jc = JointState()
+        jc.name = list(model.joint_names)
+        jc.position = [0.0] * n
+        jc.velocity = [0.0] * n
+        self._jc_msg = jc
+        self._jc_q = np.frombuffer(jc.position, dtype=np.float64)
+        self._jc_v = np.frombuffer(jc.velocity, dtype=np.float64)
+        pt = JointTrajectoryPoint(positions=[0.0] * n, time_from_start=Duration(sec=0, nanosec=period_ns))
+        self._traj_msg = JointTrajectory(joint_names=list(model.joint_names), points=[pt])
+        self._traj_view = np.frombuffer(pt.positions, dtype=np.float64)
+
+    def _add_observer_tasks(self) -> None:
+        """The status report and the listener count, tasks of the low-priority ``observers`` group."""
+        from rt_safe_rl.rt.executor import PeriodicTask, named_group
+
         # status as a task in the low-priority FIFO 'observers' group, not an rclpy timer: each wake
         # of the non-RT spinning thread rebuilds its wait set holding the GIL for 0.4-0.5 ms
         status_period_ns = round(1e9 / self._cfg.status_rate_hz)

@@ -148,103 +148,122 @@ class _SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self._exporter.snapshot
-        h = _fam('rt_execution_time_seconds', ['stage'])
-        for stage, (buckets, sum_s) in snap.histograms.items():
-            h.add_metric([stage], buckets, sum_s)
-        yield h
-        ops = _fam('rt_operations', ['stage'])
-        for stage, n in snap.operations.items():
-            ops.add_metric([stage], n)
-        yield ops
-        errs = _fam('rt_errors', ['kind'])
-        for name, iv in snap.counters.items():
-            if name == 'faults' or name.endswith('_errors'):
-                errs.add_metric([name], iv)
-        yield errs
-        for fam_name, names in (
-            ('rt_safety_violations', VIOLATION_COUNTERS),
-            ('rt_safety_interventions', ('safety_interventions',)),
-            ('rt_deadline_misses', ('deadline_misses',)),
-            ('rt_policy_steps', ('policy_steps',)),
-        ):
-            f = _fam(fam_name)
-            f.add_metric([], sum(snap.counters.get(n, 0) for n in names))
-            yield f
-        c = _fam('rt_counter', ['name'])
-        for name, iv in snap.counters.items():
-            c.add_metric([name], iv)
-        yield c
-        lat = _fam('rt_latency_seconds', ['stage', 'quantile'])
-        for stage, (p50, p99, mx) in snap.latency.items():
-            for q, v in (('0.5', p50), ('0.99', p99), ('1', mx)):
-                lat.add_metric([stage, q], v)
-        yield lat
-        jit = _fam('rt_jitter_seconds', ['stage'])
-        for stage, v in snap.jitter.items():
-            jit.add_metric([stage], v)
-        yield jit
-        rate = _fam('rt_stage_rate_hz', ['stage'])
-        for stage, v in snap.rate_hz.items():
-            rate.add_metric([stage], v)
-        yield rate
-        loop = _fam('rt_loop_rate_hz')
-        loop.add_metric([], snap.loop_rate_hz)
-        yield loop
-        exp = _fam('rt_expected_loop_rate_hz')
-        exp.add_metric([], snap.expected_rate_hz)
-        yield exp
-        bud = _fam('rt_latency_budget_seconds', ['stage'])
-        for stage, v in snap.budgets_s.items():
-            bud.add_metric([stage], v)
-        yield bud
-        hd = _fam('rt_human_distance_meters')
-        hd.add_metric([], snap.gauges.get('human_distance_m', math.nan))
-        yield hd
-        g = _fam('rt_gauge', ['name'])
-        for name, v in snap.gauges.items():
-            g.add_metric([name], v)
-        yield g
-        sysm = snap.system
-        if sysm is not None:
-            for fam_name, v in (
-                ('rt_system_cpu_percent', sysm.system_cpu_percent),
-                ('rt_system_memory_percent', sysm.system_memory_percent),
-                ('rt_process_cpu_percent', sysm.process_cpu_percent),
-                ('rt_process_resident_memory_bytes', float(sysm.process_rss_bytes)),
-            ):
-                f = _fam(fam_name)
-                f.add_metric([], v)
-                yield f
-            cs = _fam('rt_process_context_switches', ['kind'])
-            cs.add_metric(['voluntary'], sysm.ctx_switches_voluntary)
-            cs.add_metric(['involuntary'], sysm.ctx_switches_involuntary)
-            yield cs
-            th = _fam('rt_thread_cpu_percent', ['thread'])
-            for name, v in sysm.threads_cpu_percent.items():
-                th.add_metric([name], v)
-            yield th
-        comp = _fam('rt_component_status', ['component'])
-        for name, lvl in snap.components.items():
-            comp.add_metric([name], lvl)
-        yield comp
-        act = _fam('rt_alert_active', ['alert', 'component'])
-        raised = _fam('rt_alerts_raised', ['alert', 'component'])
-        for name, (component, active, count) in snap.alerts.items():
-            act.add_metric([name, component], 1.0 if active else 0.0)
-            raised.add_metric([name, component], count)
-        yield act
-        yield raised
-        reg = _fam('rt_regression_ratio', ['stage', 'quantile'])
-        for (stage, q), v in snap.regression.items():
-            reg.add_metric([stage, q], v)
-        yield reg
-        dr = _fam('rt_metrics_dropped', ['stage'])
-        for stage, n in snap.dropped.items():
-            dr.add_metric([stage], n)
-        yield dr
-        mc = _fam('rt_monitor_cpu_seconds')
-        mc.add_metric([], snap.monitor_cpu_s)
-        yield mc
+        yield from _counter_families(snap)
+        yield from _stage_families(snap)
+        if snap.system is not None:
+            yield from _system_families(snap.system)
+        yield from _status_families(snap)
+
+
+def _counter_families(snap: MetricsSnapshot) -> Iterator[Metric]:
+    """Execution-time histograms, operation / error / safety / deadline / policy counters."""
+    h = _fam('rt_execution_time_seconds', ['stage'])
+    for stage, (buckets, sum_s) in snap.histograms.items():
+        h.add_metric([stage], buckets, sum_s)
+    yield h
+    ops = _fam('rt_operations', ['stage'])
+    for stage, n in snap.operations.items():
+        ops.add_metric([stage], n)
+    yield ops
+    errs = _fam('rt_errors', ['kind'])
+    for name, iv in snap.counters.items():
+        if name == 'faults' or name.endswith('_errors'):
+            errs.add_metric([name], iv)
+    yield errs
+    for fam_name, names in (
+        ('rt_safety_violations', VIOLATION_COUNTERS),
+        ('rt_safety_interventions', ('safety_interventions',)),
+        ('rt_deadline_misses', ('deadline_misses',)),
+        ('rt_policy_steps', ('policy_steps',)),
+    ):
+        f = _fam(fam_name)
+        f.add_metric([], sum(snap.counters.get(n, 0) for n in names))
+        yield f
+    c = _fam('rt_counter', ['name'])
+    for name, iv in snap.counters.items():
+        c.add_metric([name], iv)
+    yield c
+
+
+def _stage_families(snap: MetricsSnapshot) -> Iterator[Metric]:
+    """Per-stage latency quantiles, jitter, rates and budgets; loop rates; gauges."""
+    lat = _fam('rt_latency_seconds', ['stage', 'quantile'])
+    for stage, (p50, p99, mx) in snap.latency.items():
+        for q, v in (('0.5', p50), ('0.99', p99), ('1', mx)):
+            lat.add_metric([stage, q], v)
+    yield lat
+    jit = _fam('rt_jitter_seconds', ['stage'])
+    for stage, v in snap.jitter.items():
+        jit.add_metric([stage], v)
+    yield jit
+    rate = _fam('rt_stage_rate_hz', ['stage'])
+    for stage, v in snap.rate_hz.items():
+        rate.add_metric([stage], v)
+    yield rate
+    loop = _fam('rt_loop_rate_hz')
+    loop.add_metric([], snap.loop_rate_hz)
+    yield loop
+    exp = _fam('rt_expected_loop_rate_hz')
+    exp.add_metric([], snap.expected_rate_hz)
+    yield exp
+    bud = _fam('rt_latency_budget_seconds', ['stage'])
+    for stage, v in snap.budgets_s.items():
+        bud.add_metric([stage], v)
+    yield bud
+    hd = _fam('rt_human_distance_meters')
+    hd.add_metric([], snap.gauges.get('human_distance_m', math.nan))
+    yield hd
+    g = _fam('rt_gauge', ['name'])
+    for name, v in snap.gauges.items():
+        g.add_metric([name], v)
+    yield g
+
+
+def _system_families(sysm: SystemSample) -> Iterator[Metric]:
+    """System and process CPU / memory, context switches, per-thread CPU."""
+    for fam_name, v in (
+        ('rt_system_cpu_percent', sysm.system_cpu_percent),
+        ('rt_system_memory_percent', sysm.system_memory_percent),
+        ('rt_process_cpu_percent', sysm.process_cpu_percent),
+        ('rt_process_resident_memory_bytes', float(sysm.process_rss_bytes)),
+    ):
+        f = _fam(fam_name)
+        f.add_metric([], v)
+        yield f
+    cs = _fam('rt_process_context_switches', ['kind'])
+    cs.add_metric(['voluntary'], sysm.ctx_switches_voluntary)
+    cs.add_metric(['involuntary'], sysm.ctx_switches_involuntary)
+    yield cs
+    th = _fam('rt_thread_cpu_percent', ['thread'])
+    for name, v in sysm.threads_cpu_percent.items():
+        th.add_metric([name], v)
+    yield th
+
+
+def _status_families(snap: MetricsSnapshot) -> Iterator[Metric]:
+    """Component status, alerts, baseline regression ratios, dropped samples, the monitor's CPU."""
+    comp = _fam('rt_component_status', ['component'])
+    for name, lvl in snap.components.items():
+        comp.add_metric([name], lvl)
+    yield comp
+    act = _fam('rt_alert_active', ['alert', 'component'])
+    raised = _fam('rt_alerts_raised', ['alert', 'component'])
+    for name, (component, active, count) in snap.alerts.items():
+        act.add_metric([name, component], 1.0 if active else 0.0)
+        raised.add_metric([name, component], count)
+    yield act
+    yield raised
+    reg = _fam('rt_regression_ratio', ['stage', 'quantile'])
+    for (stage, q), v in snap.regression.items():
+        reg.add_metric([stage, q], v)
+    yield reg
+    dr = _fam('rt_metrics_dropped', ['stage'])
+    for stage, n in snap.dropped.items():
+        dr.add_metric([stage], n)
+    yield dr
+    mc = _fam('rt_monitor_cpu_seconds')
+    mc.add_metric([], snap.monitor_cpu_s)
+    yield mc
 
 
 class PrometheusExporter:

@@ -21,6 +21,54 @@ from rt_safe_rl.rt.tasks import PeriodicTask, RtCallbackGroup, TriggeredTask
 Work = tuple[list[Any], list[Any], list[Any], list[Any]]
 
 
+Slot = Callable[[str, str], Work | None]
+"""``slot(group, what)``: the Work of `group`'s thread (None: not run; warned about or raised)."""
+
+
+def _collect_node(node: Node, slot: Slot, tasks: list[Any], warn_once: Callable[[str, str], None]) -> None:
+    """Add `node`'s ``rt_tasks()`` to `tasks` and its RT-group subscriptions and timers to their
+    thread's Work; warn about services and clients in an RT group (they run in non_rt). Not RT-safe."""
+    get = getattr(node, 'rt_tasks', None)
+    if callable(get):
+        try:
+            tasks.extend(get() or [])
+        except Exception as err:
+            warn_once(f'rt_tasks:{node.get_name()}', f'{node.get_name()}.rt_tasks() failed: {err!r}')
+    for sub in node.subscriptions:
+        cg = sub.callback_group
+        if isinstance(cg, RtCallbackGroup) and cg.rt_group != NON_RT:
+            s = slot(cg.rt_group, f'subscription {sub.topic_name}')
+            if s is not None:
+                s[2].append(sub)
+    for tmr in node.timers:
+        cg = tmr.callback_group  # type: ignore[assignment]
+        if isinstance(cg, RtCallbackGroup) and cg.rt_group != NON_RT:
+            s = slot(cg.rt_group, f'timer of {node.get_name()}')
+            if s is not None:
+                s[3].append(tmr)
+    for kind, ents in (('service', node.services), ('client', node.clients)):
+        for ent in ents:
+            cg = ent.callback_group
+            if isinstance(cg, RtCallbackGroup) and cg.rt_group != NON_RT:
+                warn_once(
+                    f'{kind}:{id(ent)}',
+                    f'{node.get_name()}: a {kind} in rt group '
+                    f'{cg.rt_group!r} runs in the non_rt thread (services are never RT)',
+                )
+
+
+def _inline_channels(config: RtConfig, tasks: list[Any]) -> set[tuple[int, str]]:
+    """(id(channel), thread) of the channels that a periodic task consumes inline
+    (rt.cycle.ControlCycle): a triggered consumer of such a channel in the same thread would run
+    the same step a second time. Not RT-safe."""
+    inline: set[tuple[int, str]] = set()
+    for t in tasks:
+        for ch in getattr(t, 'inline_channels', ()):
+            with contextlib.suppress(ConfigError):
+                inline.add((id(ch), config.thread_of(t.group)))
+    return inline
+
+
 def collect_work(
     config: RtConfig,
     nodes: Iterable[Node],
@@ -54,40 +102,8 @@ def collect_work(
 
     tasks: list[Any] = list(extra_tasks)
     for node in list(nodes):
-        get = getattr(node, 'rt_tasks', None)
-        if callable(get):
-            try:
-                tasks.extend(get() or [])
-            except Exception as err:
-                warn_once(f'rt_tasks:{node.get_name()}', f'{node.get_name()}.rt_tasks() failed: {err!r}')
-        for sub in node.subscriptions:
-            cg = sub.callback_group
-            if isinstance(cg, RtCallbackGroup) and cg.rt_group != NON_RT:
-                s = slot(cg.rt_group, f'subscription {sub.topic_name}')
-                if s is not None:
-                    s[2].append(sub)
-        for tmr in node.timers:
-            cg = tmr.callback_group  # type: ignore[assignment]
-            if isinstance(cg, RtCallbackGroup) and cg.rt_group != NON_RT:
-                s = slot(cg.rt_group, f'timer of {node.get_name()}')
-                if s is not None:
-                    s[3].append(tmr)
-        for kind, ents in (('service', node.services), ('client', node.clients)):
-            for ent in ents:
-                cg = ent.callback_group
-                if isinstance(cg, RtCallbackGroup) and cg.rt_group != NON_RT:
-                    warn_once(
-                        f'{kind}:{id(ent)}',
-                        f'{node.get_name()}: a {kind} in rt group '
-                        f'{cg.rt_group!r} runs in the non_rt thread (services are never RT)',
-                    )
-    # channels that a periodic task consumes inline (rt.cycle.ControlCycle): a triggered
-    # consumer of such a channel in the same thread would run the same step a second time
-    inline: set[tuple[int, str]] = set()
-    for t in tasks:
-        for ch in getattr(t, 'inline_channels', ()):
-            with contextlib.suppress(ConfigError):
-                inline.add((id(ch), config.thread_of(t.group)))
+        _collect_node(node, slot, tasks, warn_once)
+    inline = _inline_channels(config, tasks)
     for t in tasks:
         if isinstance(t, TriggeredTask) and inline:
             with contextlib.suppress(ConfigError):

@@ -45,7 +45,7 @@ class _GroupThread:
         self.max_catch_up = cfg.max_catch_up
         self.periodic: tuple[PeriodicTask, ...] = ()
         self.triggered: tuple[TriggeredTask, ...] = ()
-        self.subs: tuple[Subscription, ...] = ()
+        self.subs: tuple[Subscription[Any], ...] = ()
         self.timers: tuple[Timer, ...] = ()
         self._next: tuple[Any, ...] | None = None  # pending (periodic, triggered, subs, timers)
         self._stop = False
@@ -90,7 +90,7 @@ class _GroupThread:
         self,
         periodic: tuple[PeriodicTask, ...],
         triggered: tuple[TriggeredTask, ...],
-        subs: tuple[Subscription, ...],
+        subs: tuple[Subscription[Any], ...],
         timers: tuple[Timer, ...],
     ) -> None:
         """Hand a new task/entity set to the thread (applied at its next loop iteration)."""
@@ -309,7 +309,7 @@ class _GroupThread:
     def _should_skip_wait(self) -> bool:
         return self._pending or self._stop
 
-    def _take_sub(self, sub: Subscription) -> None:
+    def _take_sub(self, sub: Subscription[Any]) -> None:
         msg_info = rclpy_adapter.try_take(sub)
         if msg_info is None:
             return
@@ -332,7 +332,7 @@ class _GroupThread:
         self.busy_task = 'timer'
         self.busy_since_ns = time.monotonic_ns()
         try:
-            tmr.callback()  # type: ignore[call-arg,misc]
+            tmr.callback()  # type: ignore[call-arg,misc]  # rclpy: Optional, or TimerInfo-taking; ours take none
         except Exception:
             self.ros_errors += 1
             if self.ros_errors <= 3:

@@ -164,12 +164,12 @@ class EntityWaitSet:
     def wait(
         self,
         context: Context,
-        subs: Sequence[Subscription],
+        subs: Sequence[Subscription[Any]],
         timers: Sequence[Timer],
         guard: GuardCondition,
         timeout_ns: int,
         skip: Callable[[], bool],
-        on_sub: Callable[[Subscription], None],
+        on_sub: Callable[[Subscription[Any]], None],
         on_timer: Callable[[Timer], None],
     ) -> None:
         """Wait up to `timeout_ns` (<= 0: poll) for the entities, then ``on_sub(sub)`` for each ready
@@ -215,7 +215,7 @@ class EntityWaitSet:
                 h.__exit__(None, None, None)
 
 
-def try_take(sub: Subscription) -> Any:
+def try_take(sub: Subscription[Any]) -> Any:
     """The subscription's next message as rclpy's ``(msg, info)`` pair, or None when there is none
     (never blocks).
 
@@ -224,14 +224,15 @@ def try_take(sub: Subscription) -> Any:
     return sub.handle.take_message(sub.msg_type, sub.raw)
 
 
-def call_subscription(sub: Subscription, msg_info: Any) -> None:
+def call_subscription(sub: Subscription[Any], msg_info: Any) -> None:
     """Run the subscription's callback with what :func:`try_take` returned, as rclpy's executor
     does (``callback(msg)`` or ``callback(msg, info)`` by the callback's signature). RT-safe;
     exceptions of the callback propagate."""
+    callback: Callable[..., None] = sub.callback  # one of two signatures, chosen by _callback_type
     if sub._callback_type is _MESSAGE_ONLY:
-        sub.callback(msg_info[0])  # type: ignore[call-arg]
+        callback(msg_info[0])
     else:
-        sub.callback(*msg_info)  # type: ignore[call-arg]
+        callback(*msg_info)
 
 
 def try_fire_timer(tmr: Timer) -> bool:

@@ -81,7 +81,7 @@ class SpscRing:
         tail = self._tail
         head = self._head
         avail = (head - tail) % self.capacity
-        n = min(avail, out.shape[0])
+        n: int = min(avail, out.shape[0])
         first = min(n, self.capacity - tail)
         out[:first] = self._buf[tail : tail + first]
         if n > first:

@@ -250,7 +250,9 @@ class MonitorCore:
     def _evaluate_component(
         self, spec: ComponentSpec, now_ns: int, dc: dict[str, int], ds: dict[str, int]
     ) -> ComponentStatus:
-        cfg, th, al = self.cfg, self.cfg.thresholds, self.alerts
+        """One component's status at `now_ns` from its stages' window summaries and the counter
+        (`dc`) and stage-total (`ds`) increments over the window; updates its alerts."""
+        cfg = self.cfg
         vals: list[tuple[str, str]] = []
         seen = [s for s in spec.stages if self.stages[s].total > 0]
         newest = max((self.stages[s].last_t_ns for s in seen), default=math.nan)
@@ -258,96 +260,126 @@ class MonitorCore:
         stale = age_s > cfg.stale_timeout_s
         stale_msg = f'no samples for {age_s:.1f} s' if seen else 'no data'
         stale_msg += f' (stages {", ".join(spec.stages)})'
-        al.update(
+        self.alerts.update(
             f'{spec.name}.stale', spec.name, Level.STALE if stale and seen else Level.OK, stale_msg, now_ns
         )
-
         for s in spec.stages:
-            summ = self.summaries[s]
-            if self.stages[s].total == 0:
-                continue
-            if isinstance(self.stages[s], RemoteStage):
-                vals.append((f'{s} source', self.source_label(s)))
-            vals += [
-                (f'{s} samples in window', str(summ.n_samples)),
-                (f'{s} p50 (us)', _fmt_us(summ.p50_s)),
-                (f'{s} p99 (us)', _fmt_us(summ.p99_s)),
-                (f'{s} max (us)', _fmt_us(summ.max_s)),
-                (f'{s} jitter p99 (us)', _fmt_us(summ.jitter_p99_s)),
+            if self.stages[s].total > 0:
+                self._check_stage(spec, s, now_ns, stale, vals)
+        self._check_rate(spec, now_ns, stale, vals)
+        self._check_counters(spec, now_ns, dc, ds, vals)
+        if stale:  # STALE is a fact, reported at once; only its log line goes through hysteresis
+            return ComponentStatus(spec.name, spec.title, Level.STALE, stale_msg, vals)
+        return self._status(spec.name, spec.title, vals, 'running')
+
+    def _check_stage(
+        self, spec: ComponentSpec, s: str, now_ns: int, stale: bool, vals: list[tuple[str, str]]
+    ) -> None:
+        """Stage `s`'s figures into `vals`; its p99 budget, anomaly, drift and regression alerts."""
+        cfg, th, al = self.cfg, self.cfg.thresholds, self.alerts
+        summ = self.summaries[s]
+        if isinstance(self.stages[s], RemoteStage):
+            vals.append((f'{s} source', self.source_label(s)))
+        vals += [
+            (f'{s} samples in window', str(summ.n_samples)),
+            (f'{s} p50 (us)', _fmt_us(summ.p50_s)),
+            (f'{s} p99 (us)', _fmt_us(summ.p99_s)),
+            (f'{s} max (us)', _fmt_us(summ.max_s)),
+            (f'{s} jitter p99 (us)', _fmt_us(summ.jitter_p99_s)),
+        ]
+        budget = th.budget_s(s)
+        lvl = Level.OK
+        if budget > 0 and summ.n_samples > 0 and not stale:
+            if summ.p99_s > budget * th.p99_error_factor:
+                lvl = Level.ERROR
+            elif summ.p99_s > budget:
+                lvl = Level.WARN
+        al.update(
+            f'{s}.p99_budget',
+            spec.name,
+            lvl,
+            f'{s} p99 {_fmt_us(summ.p99_s)} us > budget {_fmt_us(budget)} us',
+            now_ns,
+        )
+        hist = self.history[s]
+        anom, thr = hist.anomaly(now_ns, summ.p99_s, th.anomaly_mad_k, th.drift_min_s, cfg.trend)
+        al.update(
+            f'{s}.p99_anomaly',
+            spec.name,
+            Level.WARN if anom and not stale else Level.OK,
+            f'{s} p99 {_fmt_us(summ.p99_s)} us above its rolling baseline ({_fmt_us(thr)} us)',
+            now_ns,
+        )
+        drift, recent, base = hist.drift(now_ns, th.drift_fraction, th.drift_min_s, cfg.trend)
+        al.update(
+            f'{s}.p99_drift',
+            spec.name,
+            Level.WARN if drift and not stale else Level.OK,
+            f'{s} p99 drifting up: {_fmt_us(recent)} us over the last '
+            f'{cfg.trend.recent_window_s:g} s vs {_fmt_us(base)} us before',
+            now_ns,
+        )
+        self._check_regression(spec, s, now_ns, stale, vals)
+
+    def _check_regression(
+        self, spec: ComponentSpec, s: str, now_ns: int, stale: bool, vals: list[tuple[str, str]]
+    ) -> None:
+        """Stage `s`'s p50/p99 against the benchmark baseline (when one is loaded for it)."""
+        cfg, summ = self.cfg, self.summaries[s]
+        base_q = self.baseline.get(s)
+        if not base_q:
+            return
+        reg = []
+        if summ.n_samples >= cfg.regression.min_samples and not stale:
+            tol = 1.0 + cfg.regression.tolerance_fraction
+            live = {'p50': summ.p50_s, 'p99': summ.p99_s}
+            reg = [
+                f'{q} {_fmt_us(live[q])} us vs {_fmt_us(b)} us'
+                for q, b in base_q.items()
+                if live[q] > b * tol
             ]
-            budget = th.budget_s(s)
-            lvl = Level.OK
-            if budget > 0 and summ.n_samples > 0 and not stale:
-                if summ.p99_s > budget * th.p99_error_factor:
-                    lvl = Level.ERROR
-                elif summ.p99_s > budget:
-                    lvl = Level.WARN
-            al.update(
-                f'{s}.p99_budget',
-                spec.name,
-                lvl,
-                f'{s} p99 {_fmt_us(summ.p99_s)} us > budget {_fmt_us(budget)} us',
-                now_ns,
-            )
-            hist = self.history[s]
-            anom, thr = hist.anomaly(now_ns, summ.p99_s, th.anomaly_mad_k, th.drift_min_s, cfg.trend)
-            al.update(
-                f'{s}.p99_anomaly',
-                spec.name,
-                Level.WARN if anom and not stale else Level.OK,
-                f'{s} p99 {_fmt_us(summ.p99_s)} us above its rolling baseline ({_fmt_us(thr)} us)',
-                now_ns,
-            )
-            drift, recent, base = hist.drift(now_ns, th.drift_fraction, th.drift_min_s, cfg.trend)
-            al.update(
-                f'{s}.p99_drift',
-                spec.name,
-                Level.WARN if drift and not stale else Level.OK,
-                f'{s} p99 drifting up: {_fmt_us(recent)} us over the last '
-                f'{cfg.trend.recent_window_s:g} s vs {_fmt_us(base)} us before',
-                now_ns,
-            )
-            base_q = self.baseline.get(s)
-            if base_q:
-                reg = []
-                if summ.n_samples >= cfg.regression.min_samples and not stale:
-                    tol = 1.0 + cfg.regression.tolerance_fraction
-                    live = {'p50': summ.p50_s, 'p99': summ.p99_s}
-                    reg = [
-                        f'{q} {_fmt_us(live[q])} us vs {_fmt_us(b)} us'
-                        for q, b in base_q.items()
-                        if live[q] > b * tol
-                    ]
-                    vals += [
-                        (f'{s} {q} / baseline', f'{live[q] / b:.2f}') for q, b in base_q.items() if b > 0
-                    ]
-                al.update(
-                    f'{s}.regression',
-                    spec.name,
-                    Level.WARN if reg else Level.OK,
-                    f'{s} regressed against the benchmark baseline: {"; ".join(reg)}',
-                    now_ns,
-                )
+            vals += [(f'{s} {q} / baseline', f'{live[q] / b:.2f}') for q, b in base_q.items() if b > 0]
+        self.alerts.update(
+            f'{s}.regression',
+            spec.name,
+            Level.WARN if reg else Level.OK,
+            f'{s} regressed against the benchmark baseline: {"; ".join(reg)}',
+            now_ns,
+        )
 
+    def _check_rate(self, spec: ComponentSpec, now_ns: int, stale: bool, vals: list[tuple[str, str]]) -> None:
+        """The loop rate [Hz] against the expected rate (components with a ``rate_stage``)."""
+        th = self.cfg.thresholds
         rate_stage = self.loop_rate_stage() if spec.rate_stage else ''
-        if rate_stage and self.stages[rate_stage].total > 0:
-            summ = self.summaries[rate_stage]
-            exp = self.expected_rate_hz
-            vals += [('rate (Hz)', f'{summ.rate_hz:.1f}'), ('expected rate (Hz)', f'{exp:.1f}')]
-            lvl = Level.OK
-            if not stale and exp > 0:
-                if summ.rate_hz < exp * th.rate_error_fraction:
-                    lvl = Level.ERROR
-                elif summ.rate_hz < exp * th.rate_warn_fraction:
-                    lvl = Level.WARN
-            al.update(
-                f'{spec.name}.rate',
-                spec.name,
-                lvl,
-                f'rate {summ.rate_hz:.1f} Hz < {th.rate_warn_fraction:g} x {exp:g} Hz',
-                now_ns,
-            )
+        if not (rate_stage and self.stages[rate_stage].total > 0):
+            return
+        summ = self.summaries[rate_stage]
+        exp = self.expected_rate_hz
+        vals += [('rate (Hz)', f'{summ.rate_hz:.1f}'), ('expected rate (Hz)', f'{exp:.1f}')]
+        lvl = Level.OK
+        if not stale and exp > 0:
+            if summ.rate_hz < exp * th.rate_error_fraction:
+                lvl = Level.ERROR
+            elif summ.rate_hz < exp * th.rate_warn_fraction:
+                lvl = Level.WARN
+        self.alerts.update(
+            f'{spec.name}.rate',
+            spec.name,
+            lvl,
+            f'rate {summ.rate_hz:.1f} Hz < {th.rate_warn_fraction:g} x {exp:g} Hz',
+            now_ns,
+        )
 
+    def _check_counters(
+        self,
+        spec: ComponentSpec,
+        now_ns: int,
+        dc: dict[str, int],
+        ds: dict[str, int],
+        vals: list[tuple[str, str]],
+    ) -> None:
+        """Miss / error rates per control cycle over the window (alerts), info counters and gauges."""
+        th = self.cfg.thresholds
         # Rates are per control cycle (loop ticks in the window), whatever the component's own stage rate.
         cycles = ds.get(self.loop_rate_stage(), 0) or max((ds.get(s, 0) for s in spec.stages), default=0)
         checks = (
@@ -366,7 +398,7 @@ class MonitorCore:
                 lvl = Level.ERROR
             elif delta > 0 and rate > warn:
                 lvl = Level.WARN
-            al.update(
+            self.alerts.update(
                 f'{spec.name}.{kind}_rate',
                 spec.name,
                 lvl,
@@ -380,10 +412,6 @@ class MonitorCore:
         for g in spec.gauges:
             if g in self.gauges:
                 vals.append((g, f'{self.gauges[g]:.3f}'))
-
-        if stale:  # STALE is a fact, reported at once; only its log line goes through hysteresis
-            return ComponentStatus(spec.name, spec.title, Level.STALE, stale_msg, vals)
-        return self._status(spec.name, spec.title, vals, 'running')
 
     def _status(self, name: str, title: str, vals: list[tuple[str, str]], ok_msg: str) -> ComponentStatus:
         active = sorted(self.alerts.active(name), key=lambda a: -a.level)

@@ -115,7 +115,7 @@ class NumbaBackend(Backend):
     name = 'numba'
 
     def __init__(self, program: Any) -> None:
-        from rt_safe_rl.core.policy.extract import CompiledProgram
+        from rt_safe_rl.core.policy.kernels import CompiledProgram
 
         super().__init__(program.in_dim, program.out_dim)
         self.program = program  # the Program (kernels.Program): what the program cache stores
@@ -179,7 +179,7 @@ class CudaGraphBackend(Backend):
         self._xnp = self._xh.numpy().reshape(obs_dim)
         self._ynp = self._yh.numpy().reshape(act_dim)
         self._xd = torch.zeros(shape, device='cuda')
-        side = torch.cuda.Stream()
+        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch: untyped __new__
         side.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode(), torch.cuda.stream(side):
             for _ in range(3):

@@ -277,6 +277,38 @@ def _himloco(b: _Builder, module: Any, x: int, in_dim: int) -> Program:
     return b.build(x, in_dim, out, n)
 
 
+def _onnx_constants(g: Any, numpy_helper: Any) -> dict[str, Any]:
+    """Initializers and ``Constant`` node outputs of the ONNX graph `g`, by tensor name (arrays)."""
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    consts = {}
+    for node in g.node:
+        if node.op_type == 'Constant':
+            for a in node.attribute:
+                if a.name == 'value':
+                    consts[node.output[0]] = numpy_helper.to_array(a.t)
+    inits.update(consts)
+    return inits
+
+
+# ONNX activation operator -> the activation code fused into the Linear before it
+_ONNX_ACT = {'Elu': ACT_ELU, 'Relu': ACT_RELU, 'Tanh': ACT_TANH, 'LeakyRelu': ACT_LEAKY, 'Identity': ACT_NONE}
+
+
+def _fuse_onnx_activation(row: list[int], t: str, attrs: dict[str, Any]) -> None:
+    """Set the activation of the Linear op `row` (its column 7) to ONNX operator `t`.
+
+    Raises:
+        Unsupported: the Linear has an activation already; Elu alpha != 1; LeakyRelu alpha != 0.01.
+    """
+    if row[7] != ACT_NONE:
+        raise Unsupported('two activations in a row')
+    if t == 'Elu' and abs(float(attrs.get('alpha', 1.0)) - 1.0) > 0.0:
+        raise Unsupported('Elu alpha != 1')
+    if t == 'LeakyRelu' and abs(float(attrs.get('alpha', 0.01)) - 0.01) > 1e-9:
+        raise Unsupported('LeakyRelu alpha != 0.01')
+    row[7] = _ONNX_ACT[t]
+
+
 def extract_onnx_program(path: str | Path) -> Program:
     """Compile an ONNX graph of Gemm / MatMul+Add / activations to a :class:`Program`.
 
@@ -290,14 +322,7 @@ def extract_onnx_program(path: str | Path) -> Program:
         raise Unsupported('the onnx package is not installed') from None
     model = onnx.load(str(path))
     g = model.graph
-    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    consts = {}
-    for node in g.node:
-        if node.op_type == 'Constant':
-            for a in node.attribute:
-                if a.name == 'value':
-                    consts[node.output[0]] = numpy_helper.to_array(a.t)
-    inits.update(consts)
+    inits = _onnx_constants(g, numpy_helper)
     graph_inputs = [i for i in g.input if i.name not in inits]
     if len(graph_inputs) != 1 or len(g.output) != 1:
         raise Unsupported('ONNX graph with several inputs or outputs')
@@ -337,24 +362,11 @@ def extract_onnx_program(path: str | Path) -> Program:
             where[node.output[0]] = (dst, n)
             last_linear[node.output[0]] = len(b.rows) - 1
             sizes.append(n)
-        elif t in ('Elu', 'Relu', 'Tanh', 'LeakyRelu', 'Identity'):
+        elif t in _ONNX_ACT:
             a = node.input[0]
             if a not in last_linear:
                 raise Unsupported(f'{t} that does not follow a Linear')
-            row = b.rows[last_linear[a]]
-            if row[7] != ACT_NONE:
-                raise Unsupported('two activations in a row')
-            if t == 'Elu' and abs(float(attrs.get('alpha', 1.0)) - 1.0) > 0.0:
-                raise Unsupported('Elu alpha != 1')
-            if t == 'LeakyRelu' and abs(float(attrs.get('alpha', 0.01)) - 0.01) > 1e-9:
-                raise Unsupported('LeakyRelu alpha != 0.01')
-            row[7] = {
-                'Elu': ACT_ELU,
-                'Relu': ACT_RELU,
-                'Tanh': ACT_TANH,
-                'LeakyRelu': ACT_LEAKY,
-                'Identity': ACT_NONE,
-            }[t]
+            _fuse_onnx_activation(b.rows[last_linear[a]], t, attrs)
             where[node.output[0]] = where[a]
             last_linear[node.output[0]] = last_linear[a]
         else:

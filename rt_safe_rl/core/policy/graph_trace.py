@@ -76,7 +76,7 @@ def trace(module: Any, x: Any) -> tuple[list[OpRec], TRec, Any]:
     def rec_any(a: Any) -> Any:
         return rec_of(a) if isinstance(a, torch.Tensor) else a
 
-    class Recorder(TorchDispatchMode):
+    class Recorder(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch: untyped __init_subclass__
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
             schema = func._schema
@@ -106,7 +106,7 @@ def trace(module: Any, x: Any) -> tuple[list[OpRec], TRec, Any]:
             return out
 
     keep.append(x)
-    with torch.inference_mode(), Recorder():
+    with torch.inference_mode(), Recorder():  # type: ignore[no-untyped-call]  # torch: untyped __init__
         y = module(x)
     return ops, rec_of(x), y
 

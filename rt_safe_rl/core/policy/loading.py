@@ -231,7 +231,8 @@ def _lstm_policy_cls() -> Any:
             out, (h, c) = self.memory(x.unsqueeze(0), (self.hidden_state, self.cell_state))
             self.hidden_state.copy_(h)  # type: ignore[operator]
             self.cell_state.copy_(c)  # type: ignore[operator]
-            return self.actor(out.squeeze(0))
+            y: torch.Tensor = self.actor(out.squeeze(0))
+            return y
 
         @torch.jit.export
         def reset_memory(self) -> None:
@@ -268,7 +269,7 @@ def load_torch_module(path: Path, fmt: str, model_cfg: ModelConfig, use_actor: b
 
     if fmt == 'torchscript':
         with _torch_errors(path, 'TorchScript'):
-            mod = torch.jit.load(str(path), map_location='cpu').eval()
+            mod = torch.jit.load(str(path), map_location='cpu').eval()  # type: ignore[no-untyped-call]  # torch: untyped
         return mod.actor if use_actor else mod
     if fmt == 'state_dict':
         if model_cfg.architecture is None:

@@ -196,6 +196,48 @@ def load_policy_model(
         cached = _from_program_cache(p, cfg, model_cfg, obs_dim, pipeline_key, log)
         if cached is not None:
             return cached
+    info = _inspect(p, cfg, model_cfg, obs_dim, size_note)
+    ref = reference_name(info)
+    if backends is None:
+        backends = _default_backends() if cfg.backend == 'auto' else [cfg.backend]
+    names = [ref] + [b for b in backends if b != ref]
+    obs = _check_observations(info.obs_dim, check_obs, n_check or cfg.auto_samples, obs_scale)
+    use_cache = cfg.backend == 'auto' and cfg.auto_cache and not explicit
+    key = cache_key(info.sha256, pipeline_key + f'|obs_dim={info.obs_dim}', cfg, names) if use_cache else ''
+    entry = load_choice(cfg, key) if use_cache else None
+    selected, from_cache = '', False
+    if entry is not None and entry['selected'] in names:
+        built, rows, selected = _recheck_cached_choice(
+            p, info, model_cfg, cfg, ref, entry['selected'], obs, log
+        )
+        from_cache = bool(selected)
+    if not selected:
+        pick_best = cfg.backend == 'auto' or backends != [cfg.backend]
+        built, rows, selected = _measure_and_select(
+            p, info, model_cfg, cfg, ref, names, obs, timing_iters, log, pick_best, use_cache
+        )
+        if use_cache:
+            why = store_choice(cfg, key, {'selected': selected, 'table': [r.as_dict() for r in rows]})
+            if why:
+                log.info(f'policy {p.name}: auto choice not cached: {why}')
+    if cfg.auto_cache and not keep_all:
+        _store_program(p, cfg, model_cfg, info, built, rows, ref, obs, log)
+    log.info(
+        f'policy {p.name}: sha256 {info.sha256[:12]}, {info.obs_dim} -> {info.act_dim}, '
+        f'recurrent={info.recurrent}; backend {selected!r}\n{format_table(rows, selected)}'
+    )
+    return _finish(p, cfg, info, built, selected, ref, rows, obs, keep_all, from_cache, log)
+
+
+def _inspect(
+    p: Path, cfg: PolicyNodeConfig, model_cfg: ModelConfig, obs_dim: int | None, size_note: str
+) -> PolicyInfo:
+    """Probe the policy file (torch on ``cfg.num_threads`` threads, its prints dropped) and check it
+    takes `obs_dim` inputs (when given). Not RT-safe.
+
+    Raises:
+        PolicyLoadError: bad file or hash, or the model's input size is not `obs_dim`.
+    """
     import torch
 
     torch.set_num_threads(cfg.num_threads)
@@ -212,66 +254,90 @@ def load_policy_model(
         raise PolicyLoadError(
             f'{p}: the model expects {info.obs_dim} inputs, the policy config builds {obs_dim}{size_note}'
         )
-    ref = reference_name(info)
-    if backends is None:
-        backends = _default_backends() if cfg.backend == 'auto' else [cfg.backend]
-    names = [ref] + [b for b in backends if b != ref]
-    if check_obs is not None:
-        if check_obs.ndim != 2 or check_obs.shape[1] != info.obs_dim:
-            raise PolicyLoadError(
-                f'check observations of shape {check_obs.shape}, model takes {info.obs_dim}'
-            )
-        obs = np.ascontiguousarray(check_obs, dtype=np.float32)
-    else:
-        obs = sample_observations(info.obs_dim, n_check or cfg.auto_samples, scale=obs_scale)
-    use_cache = cfg.backend == 'auto' and cfg.auto_cache and not explicit
-    key = cache_key(info.sha256, pipeline_key + f'|obs_dim={info.obs_dim}', cfg, names) if use_cache else ''
-    entry = load_choice(cfg, key) if use_cache else None
-    selected = ''
-    from_cache = False
-    if entry is not None and entry['selected'] in names:
-        sel = entry['selected']
-        log.info(f'policy {p.name}: auto: re-checking the cached choice {sel!r} ({cache_dir(cfg)})')
-        built, rows = _measure(p, info, model_cfg, cfg, ref, list(dict.fromkeys([ref, sel])), obs, 50, log)
-        row = next((r for r in rows if r.name == sel), None)
-        if row is not None and row.ok:
-            selected, from_cache = sel, True
-        else:
-            log.info(
-                f'policy {p.name}: the cached choice {sel!r} fails the tolerance check now: measuring all'
-            )
-    if not selected:
-        if cfg.backend == 'auto' and len(names) > 1:
-            log.info(
-                f'policy {p.name}: auto: measuring {len(names)} backends (error vs {ref}, latency)'
-                + (f'; the choice is cached in {cache_dir(cfg)}' if use_cache else '')
-            )
-        built, rows = _measure(p, info, model_cfg, cfg, ref, names, obs, timing_iters, log)
-        if cfg.backend == 'auto' or backends != [cfg.backend]:
-            selected = select_backend(rows, cfg, ref)
-        else:
-            selected = cfg.backend
-            row = next((r for r in rows if r.name == selected), None)
-            if row is not None and not row.available:
-                raise PolicyLoadError(f'backend {selected!r} is not available: {row.reason}')
-            if row is None or not row.ok:
-                why = row.reason if row is not None else 'not evaluated'
-                err_s = f'{row.max_abs_err:.3g}' if row is not None else '?'
-                raise PolicyLoadError(
-                    f'backend {selected!r} rejected: {why} (max abs error {err_s} vs {ref}, '
-                    f'tolerance {row.tolerance if row else "?"})'
-                )
-        if use_cache:
-            why = store_choice(cfg, key, {'selected': selected, 'table': [r.as_dict() for r in rows]})
-            if why:
-                log.info(f'policy {p.name}: auto choice not cached: {why}')
-    if cfg.auto_cache and not keep_all:
-        _store_program(p, cfg, model_cfg, info, built, rows, ref, obs, log)
-    log.info(
-        f'policy {p.name}: sha256 {info.sha256[:12]}, {info.obs_dim} -> {info.act_dim}, '
-        f'recurrent={info.recurrent}; backend {selected!r}\n{format_table(rows, selected)}'
-    )
-    return _finish(p, cfg, info, built, selected, ref, rows, obs, keep_all, from_cache, log)
+    return info
+
+
+def _measure_and_select(
+    p: Path,
+    info: PolicyInfo,
+    model_cfg: ModelConfig,
+    cfg: PolicyNodeConfig,
+    ref: str,
+    names: list[str],
+    obs: F32,
+    timing_iters: int | None,
+    log: Any,
+    pick_best: bool,
+    use_cache: bool,
+) -> tuple[dict[str, Backend], list[BackendResult], str]:
+    """Measure the backends `names` against `ref`; the built backends, the rows and the choice: the
+    best (`pick_best`, :func:`select_backend`) or the configured backend, which must pass. Not RT-safe.
+
+    Raises:
+        PolicyLoadError: the configured backend is unavailable or rejected.
+    """
+    if cfg.backend == 'auto' and len(names) > 1:
+        log.info(
+            f'policy {p.name}: auto: measuring {len(names)} backends (error vs {ref}, latency)'
+            + (f'; the choice is cached in {cache_dir(cfg)}' if use_cache else '')
+        )
+    built, rows = _measure(p, info, model_cfg, cfg, ref, names, obs, timing_iters, log)
+    selected = select_backend(rows, cfg, ref) if pick_best else _require_configured(rows, cfg.backend, ref)
+    return built, rows, selected
+
+
+def _check_observations(obs_dim: int, check_obs: F32 | None, n: int, obs_scale: float) -> F32:
+    """The error-check observations: `check_obs` checked against the model's `obs_dim`, or `n`
+    samples of N(0, `obs_scale`). Not RT-safe.
+
+    Raises:
+        PolicyLoadError: `check_obs` is not [N, obs_dim].
+    """
+    if check_obs is None:
+        return sample_observations(obs_dim, n, scale=obs_scale)
+    if check_obs.ndim != 2 or check_obs.shape[1] != obs_dim:
+        raise PolicyLoadError(f'check observations of shape {check_obs.shape}, model takes {obs_dim}')
+    return np.ascontiguousarray(check_obs, dtype=np.float32)
+
+
+def _recheck_cached_choice(
+    p: Path,
+    info: PolicyInfo,
+    model_cfg: ModelConfig,
+    cfg: PolicyNodeConfig,
+    ref: str,
+    sel: str,
+    obs: F32,
+    log: Any,
+) -> tuple[dict[str, Backend], list[BackendResult], str]:
+    """Re-measure the cached auto choice `sel` against `ref` (50 timed calls): the built backends,
+    the rows and `sel`, or '' when it fails the tolerance check now. Not RT-safe."""
+    log.info(f'policy {p.name}: auto: re-checking the cached choice {sel!r} ({cache_dir(cfg)})')
+    built, rows = _measure(p, info, model_cfg, cfg, ref, list(dict.fromkeys([ref, sel])), obs, 50, log)
+    row = next((r for r in rows if r.name == sel), None)
+    if row is not None and row.ok:
+        return built, rows, sel
+    log.info(f'policy {p.name}: the cached choice {sel!r} fails the tolerance check now: measuring all')
+    return built, rows, ''
+
+
+def _require_configured(rows: list[BackendResult], selected: str, ref: str) -> str:
+    """`selected` (the configured backend) when its row is available and within tolerance of `ref`.
+
+    Raises:
+        PolicyLoadError: the backend is unavailable, or rejected (says why, with its error).
+    """
+    row = next((r for r in rows if r.name == selected), None)
+    if row is not None and not row.available:
+        raise PolicyLoadError(f'backend {selected!r} is not available: {row.reason}')
+    if row is None or not row.ok:
+        why = row.reason if row is not None else 'not evaluated'
+        err_s = f'{row.max_abs_err:.3g}' if row is not None else '?'
+        raise PolicyLoadError(
+            f'backend {selected!r} rejected: {why} (max abs error {err_s} vs {ref}, '
+            f'tolerance {row.tolerance if row else "?"})'
+        )
+    return selected
 
 
 def _finish(

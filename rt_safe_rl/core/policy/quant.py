@@ -12,60 +12,73 @@ from rt_safe_rl.core.errors import PolicyLoadError
 from rt_safe_rl.core.policy.loading import PolicyInfo, error_line
 
 
+def _program_steps(program: Any) -> tuple[list[Any], list[tuple[Any, ...]]]:
+    """The Program's ops as torch layers (nn.Linear / nn.LSTMCell holding its weights, in op order)
+    and the step tuples :func:`_program_module`'s forward runs (layer index, scratch offsets, ...)."""
+    import torch
+    from torch import nn
+
+    from rt_safe_rl.core.policy import kernels as kn
+
+    layers: list[Any] = []
+    steps: list[tuple[Any, ...]] = []
+    p = torch.from_numpy(program.params.copy())
+    for row in program.ops.tolist():
+        op = row[0]
+        if op == kn.OP_LINEAR:
+            src, k, dst, n, w, b, act = row[1:8]
+            lin = nn.Linear(k, n, bias=b >= 0)
+            with torch.no_grad():
+                lin.weight.copy_(p[w : w + n * k].reshape(n, k))
+                if b >= 0:
+                    lin.bias.copy_(p[b : b + n])
+            steps.append(('linear', len(layers), src, k, dst, n, act))
+            layers.append(lin)
+        elif op == kn.OP_LSTM:
+            src, k, h, c, hs, wih, whh, b = row[1:9]
+            cell = nn.LSTMCell(k, hs)
+            with torch.no_grad():
+                cell.weight_ih.copy_(p[wih : wih + 4 * hs * k].reshape(4 * hs, k))
+                cell.weight_hh.copy_(p[whh : whh + 4 * hs * hs].reshape(4 * hs, hs))
+                cell.bias_ih.copy_(p[b : b + 4 * hs])
+                cell.bias_hh.zero_()
+            steps.append(('lstm', len(layers), src, k, h, c, hs))
+            layers.append(cell)
+        elif op == kn.OP_NORMALIZE:
+            src, n, dst, mean, std, eps = row[1:7]
+            steps.append(
+                (
+                    'norm',
+                    p[mean : mean + n].clone(),
+                    p[std : std + n].clone(),
+                    float(p[eps]),
+                    src,
+                    n,
+                    dst,
+                )
+            )
+        elif op == kn.OP_COPY:
+            steps.append(('copy', row[1], row[2], row[3]))
+        elif op == kn.OP_ADD:
+            steps.append(('add', row[1], row[2], row[3]))
+        elif op == kn.OP_L2NORM:
+            steps.append(('l2', row[1], row[2], row[3], float(p[row[4]])))
+    return layers, steps
+
+
 def _program_module(program: Any) -> Any:
     """A plain nn.Module that executes a Program with nn.Linear / nn.LSTMCell (for quantization)."""
     import torch
     from torch import nn
 
-    from rt_safe_rl.core.policy import extract as ex
+    from rt_safe_rl.core.policy import kernels as kn
 
     class ProgramModule(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.layers = nn.ModuleList()
-            self.steps: list[tuple[Any, ...]] = []
-            p = torch.from_numpy(program.params.copy())
+            layers, self.steps = _program_steps(program)
+            self.layers = nn.ModuleList(layers)
             self.register_buffer('scratch', torch.zeros(1, program.scratch_size))
-            for row in program.ops.tolist():
-                op = row[0]
-                if op == ex.OP_LINEAR:
-                    src, k, dst, n, w, b, act = row[1:8]
-                    lin = nn.Linear(k, n, bias=b >= 0)
-                    with torch.no_grad():
-                        lin.weight.copy_(p[w : w + n * k].reshape(n, k))
-                        if b >= 0:
-                            lin.bias.copy_(p[b : b + n])
-                    self.steps.append(('linear', len(self.layers), src, k, dst, n, act))
-                    self.layers.append(lin)
-                elif op == ex.OP_LSTM:
-                    src, k, h, c, hs, wih, whh, b = row[1:9]
-                    cell = nn.LSTMCell(k, hs)
-                    with torch.no_grad():
-                        cell.weight_ih.copy_(p[wih : wih + 4 * hs * k].reshape(4 * hs, k))
-                        cell.weight_hh.copy_(p[whh : whh + 4 * hs * hs].reshape(4 * hs, hs))
-                        cell.bias_ih.copy_(p[b : b + 4 * hs])
-                        cell.bias_hh.zero_()
-                    self.steps.append(('lstm', len(self.layers), src, k, h, c, hs))
-                    self.layers.append(cell)
-                elif op == ex.OP_NORMALIZE:
-                    src, n, dst, mean, std, eps = row[1:7]
-                    self.steps.append(
-                        (
-                            'norm',
-                            p[mean : mean + n].clone(),
-                            p[std : std + n].clone(),
-                            float(p[eps]),
-                            src,
-                            n,
-                            dst,
-                        )
-                    )
-                elif op == ex.OP_COPY:
-                    self.steps.append(('copy', row[1], row[2], row[3]))
-                elif op == ex.OP_ADD:
-                    self.steps.append(('add', row[1], row[2], row[3]))
-                elif op == ex.OP_L2NORM:
-                    self.steps.append(('l2', row[1], row[2], row[3], float(p[row[4]])))
             self.in_off, self.in_dim = program.in_off, program.in_dim
             self.out_off, self.out_dim = program.out_off, program.out_dim
 
@@ -73,10 +86,10 @@ def _program_module(program: Any) -> Any:
             s: Any = self.scratch
             s[:, self.in_off : self.in_off + self.in_dim] = x
             acts = {
-                ex.ACT_ELU: torch.nn.functional.elu,
-                ex.ACT_RELU: torch.relu,
-                ex.ACT_TANH: torch.tanh,
-                ex.ACT_LEAKY: torch.nn.functional.leaky_relu,
+                kn.ACT_ELU: torch.nn.functional.elu,
+                kn.ACT_RELU: torch.relu,
+                kn.ACT_TANH: torch.tanh,
+                kn.ACT_LEAKY: torch.nn.functional.leaky_relu,
             }
             for st in self.steps:
                 if st[0] == 'linear':
@@ -104,7 +117,8 @@ def _program_module(program: Any) -> Any:
                     _, src, n, dst, eps = st
                     v = s[:, src : src + n]
                     s[:, dst : dst + n] = v / torch.clamp(v.norm(dim=1, keepdim=True), min=eps)
-            return s[:, self.out_off : self.out_off + self.out_dim].clone()
+            out: torch.Tensor = s[:, self.out_off : self.out_off + self.out_dim].clone()
+            return out
 
         def reset_memory(self) -> None:
             scratch: Any = self.scratch
@@ -138,7 +152,7 @@ def int8_module(module: Any, info: PolicyInfo, program: Any = None) -> Any:
 
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            return torch.ao.quantization.quantize_dynamic(
+            return torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]  # torch: untyped
                 module, {nn.Linear, nn.LSTMCell, nn.LSTM}, dtype=torch.qint8
             )
     except Exception as err:

@@ -158,7 +158,7 @@ class TensorRtBackend(Backend):
         self._ynp = self._yh.numpy().reshape(act_dim)
         self._ctx.set_tensor_address(ins[0], self._xd.data_ptr())
         self._ctx.set_tensor_address(outs[0], self._yd.data_ptr())
-        self._stream = torch.cuda.Stream()
+        self._stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch: untyped __new__
 
     def forward(self, obs: F32, out: F32) -> None:
         """One inference with host-device copies (pinned staging). RT path."""
