@@ -147,10 +147,10 @@ def test_commands_reach_robot_and_guard_with_no_listener_and_a_late_listener_get
     try:
         cycle, robot, safety = comp.cycle, comp.nodes['sim_robot'], comp.nodes['safety']
         cycle.enabled = False  # driven by hand
-        jc_pub = safety._jc_pub
+        jc_pub = safety.command_out.jc_pub
         assert jc_pub.get_subscription_count() == 0
         safety._refresh_listeners()
-        assert not safety._jc_heard and not safety._cmd_heard
+        assert not safety.command_out.jc_heard and not safety.command_out.cmd_heard
         per = cfg.control.period_ns
         t = time.monotonic_ns() // per * per
         guard = safety.filter.guard
@@ -171,7 +171,7 @@ def test_commands_reach_robot_and_guard_with_no_listener_and_a_late_listener_get
             time.sleep(0.01)
         assert jc_pub.get_subscription_count() > 0
         safety._refresh_listeners()
-        assert safety._jc_heard
+        assert safety.command_out.jc_heard
         unheard = safety.commands_unheard
         written = cycle.commands_written
         end = time.monotonic() + 30.0
@@ -206,7 +206,7 @@ def test_a_late_subscriber_gets_commands_from_the_running_executor(rclpy_context
         while time.monotonic() < end and robot.commands_rx < 100:
             time.sleep(0.02)
         assert robot.commands_rx >= 100 and safety.commands_unheard > 0  # nobody listened yet
-        listener, ex, got, th = _spin_listener(rclpy_context, safety._jc_pub.topic_name)
+        listener, ex, got, th = _spin_listener(rclpy_context, safety.command_out.jc_pub.topic_name)
         end = time.monotonic() + 30.0
         while not got and time.monotonic() < end:
             time.sleep(0.02)

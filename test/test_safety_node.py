@@ -188,13 +188,17 @@ def test_hold_filter_latch_reset_over_dds(rclpy_context: Any) -> None:
         assert not st['latched'] and st['fault'] == 'OK', st
         assert not np.array_equal(rig.cmds[-1][1], held)
         # a person steps close to the tool: SSM stop (not latched), reported on safety/status
+        # (placed by the filter's own latest command, the configuration it checks: the peer's
+        # copy of the command stream lags it on a loaded machine)
+        q_cmd = np.zeros(rig.model.n_joints)
+        rig.node.read_command(q_cmd)
         p = np.zeros((rig.model.n_points, 3))
-        rig.model.fk_points(rig.q, p)
+        rig.model.fk_points(q_cmd, p)
         rig.human = p[rig.model.point_names.index('tcp')] + np.array([0.1, 0.0, 0.0])
         for _ in range(60):
             rig.tick(target)
         st = rig.node.status()
-        assert 'ssm_stop' in st['active'] and not st['latched'], st
+        assert 'ssm_stop' in st['active'] and not st['latched'], (sorted(st.items()), rig.human, q_cmd)
         assert _wait(lambda: any('ssm_stop' in s.message for s in rig.status), 3.0)
         _check_commands(rig.model, rig.cmds)
     finally:
@@ -364,7 +368,7 @@ def test_callbacks_map_joint_names_human_poses_operator_and_trajectory(rclpy_con
         assert node.read_command(out) == 0
         assert node.filter is not None and node.filter.report.fault_code == 0
         assert node.filter.report.human_distance_m < 2.0  # the PoseArray points were used
-        np.testing.assert_array_equal(np.asarray(node._traj_msg.points[0].positions), out)
+        np.testing.assert_array_equal(np.asarray(node.command_out._traj_msg.points[0].positions), out)
         # a joint_states without the robot's joints fails closed
         bad = JointState()
         bad.name = ['a', 'b']

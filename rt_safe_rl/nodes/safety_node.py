@@ -43,7 +43,11 @@ from rt_safe_rl.core.robot_model import RobotModel
 from rt_safe_rl.core.safety import FaultCode, SafetyConfig
 from rt_safe_rl.core.safety.filter import MAX_HUMAN_POINTS
 from rt_safe_rl.core.safety.supervisor import SafetySupervisor
-from rt_safe_rl.nodes._safety_io import HUMAN_POINTS_TOPIC, TRAJECTORY_TOPIC, SafetyNodeIO  # noqa: F401
+from rt_safe_rl.nodes._safety_io import HUMAN_POINTS_TOPIC, SafetyNodeIO  # noqa: F401
+from rt_safe_rl.nodes._safety_output import (
+    TRAJECTORY_TOPIC,  # noqa: F401
+    SafetyCommandPublisher,
+)
 from rt_safe_rl.nodes._safety_params import (  # noqa: F401  (re-exported)
     READ_ONLY,
     config_from_values,
@@ -51,7 +55,6 @@ from rt_safe_rl.nodes._safety_params import (  # noqa: F401  (re-exported)
     flatten_config,
 )
 from rt_safe_rl.nodes._sim_base import run_node
-from rt_safe_rl.nodes.command_output import CommandOutput
 from rt_safe_rl.nodes.msgs import (
     ActionRecord,
 )
@@ -93,7 +96,7 @@ class SafetyFilterNode(SafetyNodeIO):
             node_name, config=config, namespace=namespace, intra_process=intra_process, **node_kwargs
         )
         self._cfg: SafetyConfig = declare_safety_parameters(self, self.app.safety)
-        self._output: CommandOutput | None = None  # configure creates it (mode other than position)
+        self.command_out: SafetyCommandPublisher | None = None  # configure creates it
         self._operator_rejected = 0  # operator commands of the wrong size (dropped)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
@@ -128,11 +131,12 @@ class SafetyFilterNode(SafetyNodeIO):
             self.get_logger().error(f'configure failed: {err}')
             return TransitionCallbackReturn.FAILURE
         self._create_io(self.model)
+        cmd_topic = self.command_out.cmd_pub.topic_name if self.command_out is not None else '?'
         self.get_logger().info(
             f'configured: {self.model.n_joints} joints, {self.model.n_points} monitored points, SSM '
             f'{"on" if self._cfg.ssm.enabled else "off"}, monitor {self._cfg.monitor_rate_hz:g} Hz, '
             f'actions from {"channel" if self.intra_process else "topic"} '
-            f'{self.resolve_topic_name(app.topics.policy_action)}, commands on {self._cmd_pub.topic_name}'
+            f'{self.resolve_topic_name(app.topics.policy_action)}, commands on {cmd_topic}'
         )
         return TransitionCallbackReturn.SUCCESS
 
