@@ -278,15 +278,16 @@ def _summary(
     }
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """JSON-able copy of a summary: numpy scalars -> Python, non-finite floats -> None."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, (np.floating, np.integer)):
-        return _jsonable(x.item())
+        return jsonable(x.item())
     return x
 
 
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if ctx.ok():
             rclpy.shutdown(context=ctx)
-    summary = _jsonable(result.summary)
+    summary = jsonable(result.summary)
     summary['summary_path'] = str(summary_path.resolve())
     text = json.dumps({'summary': summary})
     try:

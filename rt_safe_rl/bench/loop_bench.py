@@ -495,23 +495,13 @@ def main(argv: list[str] | None = None) -> int:
             if any('error' in r for r in rs)
         },
     }
-    text = json.dumps(_jsonable(res))
+    from rt_safe_rl.demo import jsonable  # (imports rclpy: only once the phases have run)
+
+    text = json.dumps(jsonable(res))
     if a.json:
-        Path(a.json).write_text(json.dumps(_jsonable(res), indent=2) + '\n')
+        Path(a.json).write_text(json.dumps(jsonable(res), indent=2) + '\n')
     print(text)
     return 0
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        return _jsonable(x.item())
-    return x
 
 
 if __name__ == '__main__':

@@ -97,7 +97,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from rt_safe_rl.core.configutil import from_mapping, load_yaml
 from rt_safe_rl.core.errors import ConfigError
@@ -116,17 +116,8 @@ BackendName = Literal[
 ]
 """Inference backends; ``auto`` measures the available ones at configure, picks the fastest exact one."""
 
-BACKENDS: tuple[str, ...] = (
-    'eager',
-    'torchscript',
-    'numba',
-    'fp16',
-    'int8',
-    'onnxruntime',
-    'cuda',
-    'tensorrt',
-    'tensorrt_fp16',
-)
+BACKENDS: tuple[str, ...] = tuple(b for b in get_args(BackendName) if b != 'auto')
+"""The concrete backends (``auto`` picks one of them)."""
 
 TermName = Literal[
     'joint_pos_rel',
