@@ -44,10 +44,7 @@ from rt_safe_rl.core.safety import FaultCode, SafetyConfig
 from rt_safe_rl.core.safety.filter import MAX_HUMAN_POINTS
 from rt_safe_rl.core.safety.supervisor import SafetySupervisor
 from rt_safe_rl.nodes._safety_io import HUMAN_POINTS_TOPIC, SafetyNodeIO  # noqa: F401
-from rt_safe_rl.nodes._safety_output import (
-    TRAJECTORY_TOPIC,  # noqa: F401
-    SafetyCommandPublisher,
-)
+from rt_safe_rl.nodes._safety_output import SafetyCommandPublisher
 from rt_safe_rl.nodes._safety_params import (  # noqa: F401  (re-exported)
     READ_ONLY,
     config_from_values,
