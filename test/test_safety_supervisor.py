@@ -302,3 +302,40 @@ def test_the_deadline_runs_from_the_receipt_of_the_state_the_action_answers() ->
     sup.process_action(-1, rig.q, True, state_stamp_ns=3_000 * MS + 30 * MS)
     st = sup.status()
     assert st['fault'] == 'DEADLINE_MISS' and sup.deadline_misses == 1, st
+
+
+def test_a_reset_accepted_while_the_policy_is_silent_is_applied() -> None:
+    """CI found it over DDS: the policy had been silent > action_timeout_s when a reset of its
+    ACTION_TIMEOUT latch was accepted; the monitor's next tick re-triggered ACTION_TIMEOUT before
+    the reset was applied, the step dropped the reset and the service's "applies at the next
+    cycle" was untrue. A reset forgets the valid action (the robot waits for a fresh one), so
+    the old silence must not re-latch it."""
+    rig = Rig()
+    goal = rig.model.home() + 0.3
+    for s in range(1, 200):
+        rig.cycle(s, goal)
+    seq = 200
+    for _ in range(1500):  # the policy falls silent; the robot keeps sending its state
+        rig.t_ns += MS
+        rig.sup.set_human(rig.t_ns, np.array([2.0, 0.0, 0.5]))
+        rig.sup.process_state(rig.t_ns, seq, rig.q, np.zeros(7))
+        rig.sup.monitor_tick()
+        seq += 1
+    st = rig.sup.status()
+    assert st['latched'] and st['fault'] == 'ACTION_TIMEOUT' and rig.sup.filter.is_stopped, st
+    ok, why = rig.sup.reset()
+    assert ok, why
+    rig.t_ns += MS  # the next period: a new state, the policy still silent (> action_timeout_s)
+    rig.sup.set_human(rig.t_ns, np.array([2.0, 0.0, 0.5]))
+    rig.sup.process_state(rig.t_ns, seq, rig.q, np.zeros(7))
+    seq += 1
+    rig.sup.monitor_tick()
+    st = rig.sup.status()
+    assert not st['latched'], st
+    assert st['fault'] in ('AWAITING_POLICY', 'RESYNC'), st
+    q_hold = rig.q.copy()
+    for s in range(seq, seq + 300):
+        rig.cycle(s, goal)  # a fresh action: it moves again
+    assert not rig.sup.status()['latched']
+    assert np.abs(rig.q - q_hold).max() > 0.01
+    assert rig.audit.violations == 0, rig.audit.summary()

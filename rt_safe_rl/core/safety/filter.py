@@ -68,6 +68,7 @@ _TIMING = frozenset(
         FaultCode.HUMAN_STALE,
     )
 )
+_ACTION_TIMEOUT = int(FaultCode.ACTION_TIMEOUT)
 _AWAITING = (int(FaultCode.AWAITING_POLICY), int(FaultCode.AWAITING_HUMAN), int(FaultCode.RESYNC))
 RAMP_DONE_RAD = 1e-5
 """A re-synchronisation ramp ends this close to the measured state [rad] (then holds there)."""
@@ -460,6 +461,10 @@ class SafetyFilter:
             self._pending = None
         if self._reset_req:
             self._reset_req = False
+            if self._ext_fault == _ACTION_TIMEOUT:
+                # the reset forgets the valid action (the command holds until a fresh one): a
+                # silence the monitor saw before it was applied cannot latch it again
+                self._ext_fault = 0
             if self._ext_fault == 0:
                 self._latched = False
                 self._latched_code = 0
