@@ -1,0 +1,62 @@
+"""`rt-safe-rl bench loop`: its JSON contract from a real short run, and how it pools rounds (a loop
+cannot read more periods than the clock gives: the start-up backlog and the shutdown's cycles are
+not the loop's rate)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rt_safe_rl.bench.loop_bench import _pool_loop
+
+
+def test_rounds_pool_their_own_rates_weighted_by_their_windows(tmp_path: Path) -> None:
+    rounds = [
+        {'rate_hz': 1000.0, 'runs': 5050, 'misses': 1, 'duration_s': 5.0},  # 50 backlog runs
+        {'rate_hz': 900.0, 'runs': 2800, 'misses': 9, 'duration_s': 3.0},
+    ]
+    files = []
+    for i in range(2):
+        f = tmp_path / f'loop_{i}.npy'
+        np.save(f, np.full(10, 50.0 + i))
+        files.append(f)
+    pooled = _pool_loop(rounds, files)
+    assert pooled['rate_hz'] == pytest.approx((1000.0 * 5 + 900.0 * 3) / 8, abs=0.05)
+    assert pooled['cycles'] == 7850 and pooled['misses'] == 10
+    assert pooled['e2e_us']['count'] == 20
+
+
+@pytest.mark.ros
+def test_bench_loop_prints_its_contract(tmp_path: Path) -> None:
+    out = tmp_path / 'loop.json'
+    args = ['bench', 'loop', '--duration', '1', '--rounds', '1', '--no-naive', '--json', str(out)]
+    proc = subprocess.run(
+        [sys.executable, '-m', 'rt_safe_rl.cli', *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert json.loads(proc.stdout[proc.stdout.index('{') :]) == res
+    assert 'misses_per_1e4' in res['floor_c'] or 'skipped' in res['floor_c']
+    loop = res['loop']
+    assert not res['run']['errors'], res['run']['errors']
+    for key in ('rate_hz', 'misses_per_1e4', 'cpu_per_cycle_us'):
+        assert key in loop, loop
+    assert loop['e2e_us']['count'] > 0 and loop['e2e_us']['p50'] <= loop['e2e_us']['p99']
+    assert loop['command_limit_violations'] == 0
+    # the loop's rate counts periods inside its window: never more than the clock gives (one
+    # period of slack for the window's edges in a 1 s window)
+    assert 0 < loop['rate_hz'] <= 1000.0 * 1.002, loop
+    assert res['naive'] == {'skipped': '--no-naive'}
+    assert set(res['ratios']) == {'loop_misses_over_floor', 'e2e_p99_naive_over_loop'}
+    assert 'verdict' in res['machine']
