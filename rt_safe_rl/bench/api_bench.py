@@ -137,6 +137,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _memory_mb(backend: str) -> dict[str, Any]:
+    """Resident memory (MB) of a development, an edge and a production system, each measured in a
+    fresh interpreter, plus the edge/development RSS ratio when both were measured."""
+    print('[bench api] memory: development and edge systems in fresh interpreters...', file=sys.stderr)
+    dev, edge = _memory('development', backend), _memory('edge', backend)
+    out: dict[str, Any] = {'development': dev, 'edge': edge, 'production': _memory('production', backend)}
+    if 'rss_mb' in dev and 'rss_mb' in edge and dev['rss_mb'] > 0:
+        out['edge_over_development_rss'] = round(edge['rss_mb'] / dev['rss_mb'], 3)
+    return out
+
+
+def _emit(res: dict[str, Any], json_path: str) -> None:
+    """Print the result as JSON on stdout and, when ``json_path`` is set, write it there too."""
+    text = json.dumps(res, indent=2)
+    print(text)
+    if json_path:
+        try:
+            Path(json_path).write_text(text + '\n')
+        except OSError as err:
+            raise RtSafeRlError(f'cannot write --json {json_path}: {err}') from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rt-safe-rl bench api``; prints one JSON document."""
     from rt_safe_rl.api import create_system
@@ -200,25 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     if a.memory:
-        print('[bench api] memory: development and edge systems in fresh interpreters...', file=sys.stderr)
-        dev, edge = _memory('development', a.backend or 'auto'), _memory('edge', a.backend or 'auto')
-        res['memory_mb'] = {
-            'development': dev,
-            'edge': edge,
-            'production': _memory('production', a.backend or 'auto'),
-        }
-        if 'rss_mb' in dev and 'rss_mb' in edge and dev['rss_mb'] > 0:
-            res['memory_mb']['edge_over_development_rss'] = round(edge['rss_mb'] / dev['rss_mb'], 3)
+        res['memory_mb'] = _memory_mb(a.backend or 'auto')
     line = verdict_line(measure_s=1.0)
     res['machine'] = {'verdict': line}
     print(line, file=sys.stderr)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if a.json:
-        try:
-            Path(a.json).write_text(text + '\n')
-        except OSError as err:
-            raise RtSafeRlError(f'cannot write --json {a.json}: {err}') from None
+    _emit(res, a.json)
     return 0
 
 

@@ -450,6 +450,25 @@ def _stamp_ns(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
+def _deserialize(store: Any, raw: bytes, msgtype: str, info: BagInfo, topic: str, i: int) -> Any:
+    """Message ``i`` of ``topic`` decoded from its CDR bytes; a corrupt payload -> :class:`BagError`."""
+    try:
+        return store.deserialize_cdr(raw, msgtype)
+    except Exception as err:  # broad on purpose: corrupt payload -> one clear line
+        raise BagError(
+            f'{info.path}: message {i} on {topic} does not decode as {msgtype}: {type(err).__name__}: {err}'
+        ) from None
+
+
+def _check_all_read(info: BagInfo, topic: str, n_read: int, n_expected: int) -> None:
+    """Raise :class:`BagError` when fewer than ``n_expected`` messages of ``topic`` could be read."""
+    if n_read < n_expected:
+        raise BagError(
+            f'{info.path}: only {n_read} of the {n_expected} messages of {topic} listed in the bag could '
+            f'be read (corrupt or truncated storage?)'
+        )
+
+
 def load_joint_states(
     info: BagInfo,
     topic: str,
@@ -490,13 +509,7 @@ def load_joint_states(
     for _topic, t_ns, raw in iter_raw(info, [t.name]):
         if i >= cap:
             break
-        try:
-            msg = store.deserialize_cdr(raw, JOINT_STATE)
-        except Exception as err:
-            raise BagError(
-                f'{info.path}: message {i} on {t.name} does not decode as {JOINT_STATE}: '
-                f'{type(err).__name__}: {err}'
-            ) from None
+        msg = _deserialize(store, raw, JOINT_STATE, info, t.name, i)
         names = tuple(msg.name)
         if not first_names:
             first_names = list(names)
@@ -521,11 +534,7 @@ def load_joint_states(
         i += 1
     if i == 0:
         raise BagError(f'{info.path}: no message could be read from {t.name}')
-    if i < cap:
-        raise BagError(
-            f'{info.path}: only {i} of the {cap} messages of {t.name} listed in the bag could be '
-            f'read (corrupt or truncated storage?)'
-        )
+    _check_all_read(info, t.name, i, cap)
     return StateStream(
         t.name,
         list(robot_joint_names),
@@ -562,13 +571,7 @@ def load_side_stream(info: BagInfo, topic: str) -> SideStream:
     rows: list[FloatArray] = []
     offs: list[int] = []
     for _topic, t_ns, raw in iter_raw(info, [t.name]):
-        try:
-            msg = store.deserialize_cdr(raw, msgtype)
-        except Exception as err:  # broad on purpose: corrupt payload -> one clear line
-            raise BagError(
-                f'{info.path}: message {len(rows)} on {t.name} does not decode as {msgtype}: '
-                f'{type(err).__name__}: {err}'
-            ) from None
+        msg = _deserialize(store, raw, msgtype, info, t.name, len(rows))
         if msgtype == POINT_STAMPED:
             row = np.array([msg.point.x, msg.point.y, msg.point.z], dtype=np.float64)
         else:
@@ -581,11 +584,7 @@ def load_side_stream(info: BagInfo, topic: str) -> SideStream:
         recv.append(t_ns)
         rows.append(row)
         offs.append(int(msg.layout.data_offset) if msg_is_array else -1)
-    if len(rows) < t.count:
-        raise BagError(
-            f'{info.path}: only {len(rows)} of the {t.count} messages of {t.name} listed in the '
-            f'bag could be read (corrupt or truncated storage?)'
-        )
+    _check_all_read(info, t.name, len(rows), t.count)
     if not rows:
         return SideStream(t.name)
     return SideStream(t.name, np.array(recv, dtype=np.int64), np.vstack(rows), np.array(offs, dtype=np.int64))
