@@ -40,12 +40,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rt_safe_rl.config import AppConfig, load_config
 from rt_safe_rl.core.errors import RtSafeRlError
+
+if TYPE_CHECKING:
+    from rt_safe_rl.bench.fault_injector import FaultInjector
+    from rt_safe_rl.bench.stress import StressWorkers
 
 MAGIC_NAN_RAD, MAGIC_SLOW_RAD, MAGIC_RAISE_RAD = 100.0, 200.0, 300.0
 DROP_KEYS = ('drop', 'duplicate', 'out_of_order', 'reorder', 'rejected', 'stale_state', 'ignored')
@@ -315,6 +319,51 @@ def run_case(ctx: Ctx, name: str, fault: str, expect: str, fn: Callable[[Ctx], A
     }
 
 
+def _recovery_result(violations: int, why: list[str]) -> dict[str, Any]:
+    """The pseudo-case 'recovery': violations (count) seen during the resets between the cases."""
+    return {
+        'name': 'recovery',
+        'handled': True,
+        'violations': int(violations),
+        'fault': 'none',
+        'detail': 'normal inputs and ~/reset between the cases (violations of the resets themselves)'
+        + (f'; violations: {" | ".join(why)}' if why else ''),
+        'injected': 'none',
+        'expect': 'continue',
+    }
+
+
+def _campaign_report(
+    results: list[dict[str, Any]],
+    complete: bool,
+    interrupted: bool,
+    window_s: float,
+    workers: StressWorkers,
+    inj: FaultInjector,
+    cfg: AppConfig,
+    argv: list[str] | None,
+) -> dict[str, Any]:
+    """The campaign's report (module docstring) from its case results and the injector's audit."""
+    from rt_safe_rl.bench.report import collect_metadata
+
+    total = sum(r['violations'] for r in results)
+    return {
+        'cases': results,
+        'total_violations': int(total),
+        'all_handled': all(r['handled'] for r in results) and complete,
+        'complete': complete,
+        'interrupted': interrupted,
+        'window_s': window_s,
+        'stress': workers.summary(),
+        'commands_audited': int(inj.commands),
+        'audit': {
+            **{k: int(getattr(inj.audit, k)) for k in ('seq_gaps', 'duplicates', 'nonfinite')},
+            'label_clamps': int(inj.label_clamps),
+        },
+        'machine': collect_metadata(config={'source': str(cfg.source)}, argv=argv),
+    }
+
+
 def run_campaign(
     cfg: AppConfig,
     *,
@@ -334,7 +383,6 @@ def run_campaign(
 
     from rt_safe_rl.bench.fault_cases import CASE_NAMES, CASES
     from rt_safe_rl.bench.fault_injector import FaultInjector
-    from rt_safe_rl.bench.report import collect_metadata
     from rt_safe_rl.bench.stress import StressWorkers
     from rt_safe_rl.core.robot_model import RobotModel
 
@@ -386,34 +434,8 @@ def run_campaign(
                 sut.stop()
             inj.close()
             rclpy.try_shutdown(context=rctx)
-    results.append(
-        {
-            'name': 'recovery',
-            'handled': True,
-            'violations': int(recovery_v),
-            'fault': 'none',
-            'detail': 'normal inputs and ~/reset between the cases (violations of the resets themselves)'
-            + (f'; violations: {" | ".join(recovery_why)}' if recovery_why else ''),
-            'injected': 'none',
-            'expect': 'continue',
-        }
-    )
-    total = sum(r['violations'] for r in results)
-    return {
-        'cases': results,
-        'total_violations': int(total),
-        'all_handled': all(r['handled'] for r in results) and complete,
-        'complete': complete,
-        'interrupted': interrupted,
-        'window_s': window_s,
-        'stress': workers.summary(),
-        'commands_audited': int(inj.commands),
-        'audit': {
-            **{k: int(getattr(inj.audit, k)) for k in ('seq_gaps', 'duplicates', 'nonfinite')},
-            'label_clamps': int(inj.label_clamps),
-        },
-        'machine': collect_metadata(config={'source': str(cfg.source)}, argv=argv),
-    }
+    results.append(_recovery_result(recovery_v, recovery_why))
+    return _campaign_report(results, complete, interrupted, window_s, workers, inj, cfg, argv)
 
 
 def _missed(name: str, fault: str, expect: str, why: str) -> dict[str, Any]:

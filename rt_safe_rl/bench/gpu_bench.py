@@ -74,41 +74,15 @@ def copy_bandwidth(cuda: Any, nbytes: int = 1 << 30, repeats: int = 5) -> float:
     return 2.0 * nbytes / t
 
 
-def bench_batch(info: GpuInfo, states: int, check_states: int, seed: int, cpu_states: int) -> dict[str, Any]:
-    """Section 2 (see the module docstring)."""
-    from dataclasses import replace
+def _time_device_resident(
+    cuda: Any, gf: Any, src: dict[str, Any], states: int, n: int, h: int
+) -> tuple[float, Any]:
+    """Upload every GPU's share of the inputs ``src`` once, then time the kernels alone:
+    (median seconds per run over all states, the per-state deferral flags)."""
+    from rt_safe_rl.gpu.batch import state_layout
 
-    from numba import cuda
-
-    from rt_safe_rl.core.robot_model import RobotConfig, RobotModel
-    from rt_safe_rl.core.safety.batch import BatchSafetyFilter
-    from rt_safe_rl.gpu.batch import GpuBatchSafetyFilter, bytes_per_state, state_layout
-    from rt_safe_rl.gpu.cases import CONFIGS, case_config, compare, random_cases
-    from rt_safe_rl.gpu.config import GpuConfig
-    from rt_safe_rl.gpu.memory import DevicePool
-
-    model = RobotModel.from_config(RobotConfig())
-    n = model.n_joints
-    gcfg = GpuConfig.from_env()
-    res: dict[str, Any] = {
-        'robot': model.name,
-        'n_joints': n,
-        'monitored_points': model.n_points,
-        'gpu_config': gcfg.__dict__,
-    }
-    res['check'] = {
-        name: compare(model, case_config(name), check_states, seed + i, with_op=i % 2 == 1)
-        for i, name in enumerate(CONFIGS)
-    }
-    cfg = case_config('default')
-    gf = GpuBatchSafetyFilter(model, cfg, gcfg)
-    d = random_cases(model, states, seed + 100)
-    args = (d['q'], d['dq'], d['prop'], None, d['human'], d['n_h'], d['v_h'], d['mode'])
-    h = d['human'].shape[1]
-    # device-resident: every GPU gets its share uploaded once; time the kernels alone
     shares = np.array_split(np.arange(states), len(gf.gpus))
     resident: list[tuple[Any, dict[str, Any], int]] = []
-    src = gf._inputs(d['cs'].copy(), *args)
     for g, idx in zip(gf.gpus, shares, strict=True):
         with cuda.gpus[g.index]:
             dev = {
@@ -132,8 +106,19 @@ def bench_batch(info: GpuInfo, states: int, check_states: int, seed: int, cpu_st
     kernels_only()  # compile + warm up
     t_res = _median_s(kernels_only, 5)
     flags = np.concatenate([dev['flag'].copy_to_host() for _g, dev, _m in resident])
-    up_b, down_b = bytes_per_state(n, h)
-    # with transfers: the stream pipeline (host arrays in, host arrays out), and the CPU fallback
+    return t_res, flags
+
+
+def _pipeline_figures(
+    model: Any, cfg: Any, gcfg: Any, gf: Any, d: dict[str, Any], args: tuple[Any, ...], states: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stream pipeline with host-device transfers (and the CPU fallback), then the same with one
+    stream: the report's (``with_transfers``, ``stream_overlap``) sections (seconds, states/s)."""
+    from dataclasses import replace
+
+    from rt_safe_rl.gpu.batch import GpuBatchSafetyFilter
+
+    n = model.n_joints
     gf.run(d['cs'].copy(), *args)
     runs = []
     for _ in range(3):
@@ -145,55 +130,48 @@ def bench_batch(info: GpuInfo, states: int, check_states: int, seed: int, cpu_st
     one.run(d['cs'].copy(), *args)
     t_one = _median_s(lambda: one.run(d['cs'].copy(), *args), 3)
     t_one_gpu = float(one.stats['gpu_s'])
+    with_transfers = {
+        'seconds_gpu_pipeline': gpu_s,
+        'states_per_s': states / gpu_s,
+        'joint_checks_per_s': states * n / gpu_s,
+        'seconds_including_cpu_fallback': total_s,
+        'joint_checks_per_s_including_cpu_fallback': states * n / total_s,
+        'stats': runs[-1],
+    }
+    overlap = {
+        'streams': gcfg.streams,
+        'seconds_1_stream': t_one_gpu,
+        'seconds_n_streams': gpu_s,
+        'gain': t_one_gpu / gpu_s,
+        'seconds_1_stream_total': t_one,
+    }
+    return with_transfers, overlap
+
+
+def _cpu_batch_figures(
+    model: Any, cfg: Any, d: dict[str, Any], args: tuple[Any, ...], m_cpu: int
+) -> dict[str, Any]:
+    """The CPU batch path on the first ``m_cpu`` states: the report's ``cpu_batch`` section."""
+    from rt_safe_rl.core.safety.batch import BatchSafetyFilter
+
     cpu = BatchSafetyFilter(model, cfg)
-    m_cpu = min(states, cpu_states)
     cpu_args: tuple[Any, ...] = tuple(a[:m_cpu] if a is not None else None for a in args)
     warm: tuple[Any, ...] = tuple(a[:8] if a is not None else None for a in args)
     cpu.run(d['cs'][:8].copy(), *warm)
     t_cpu = _median_s(lambda: cpu.run(d['cs'][:m_cpu].copy(), *cpu_args), 3)
-    dev0 = info.devices[gf.gpus[0].index]
-    peak_bw = sum(info.devices[g.index].peak_bandwidth_bytes_s for g in gf.gpus)
-    peak_fp64 = sum(info.devices[g.index].peak_fp64_flops for g in gf.gpus)
-    flops = flops_per_state_estimate(model, h, cfg.enforce_jerk)
-    res.update(
-        {
-            'states': states,
-            'gpus_used': [g.index for g in gf.gpus],
-            'gpu_resolved_fraction': float(np.mean(flags == 0)),
-            'bytes_per_state': {'to_device': up_b, 'to_host': down_b},
-            'device_resident': {
-                'seconds': t_res,
-                'states_per_s': states / t_res,
-                'joint_checks_per_s': states * n / t_res,
-                'bandwidth_bytes_s': states * (up_b + down_b) / t_res,
-                'fraction_of_peak_bandwidth': states * (up_b + down_b) / t_res / peak_bw,
-                'fp64_flops_per_state_estimate': flops,
-                'fraction_of_fp64_peak_estimate': states * flops / t_res / peak_fp64,
-            },
-            'with_transfers': {
-                'seconds_gpu_pipeline': gpu_s,
-                'states_per_s': states / gpu_s,
-                'joint_checks_per_s': states * n / gpu_s,
-                'seconds_including_cpu_fallback': total_s,
-                'joint_checks_per_s_including_cpu_fallback': states * n / total_s,
-                'stats': runs[-1],
-            },
-            'cpu_batch': {
-                'states': m_cpu,
-                'states_per_s': m_cpu / t_cpu,
-                'joint_checks_per_s': m_cpu * n / t_cpu,
-            },
-            'stream_overlap': {
-                'streams': gcfg.streams,
-                'seconds_1_stream': t_one_gpu,
-                'seconds_n_streams': gpu_s,
-                'gain': t_one_gpu / gpu_s,
-                'seconds_1_stream_total': t_one,
-            },
-            'device': dev0.name,
-        }
-    )
-    # memory pool: chunk-sized buffers, cudaMalloc/cudaFree each time vs the pool
+    return {
+        'states': m_cpu,
+        'states_per_s': m_cpu / t_cpu,
+        'joint_checks_per_s': m_cpu * model.n_joints / t_cpu,
+    }
+
+
+def _memory_pool_figures(cuda: Any, gf: Any, gcfg: Any, n: int, h: int) -> dict[str, Any]:
+    """Chunk-sized buffers, cudaMalloc/cudaFree each time vs the pool: the ``memory_pool`` section
+    (us per buffer)."""
+    from rt_safe_rl.gpu.batch import state_layout
+    from rt_safe_rl.gpu.memory import DevicePool
+
     lay = state_layout(n, h)
     chunk = gf.chunk_for(h)
     shapes = [((chunk, *s), dt) for s, dt in lay.values()]
@@ -222,7 +200,7 @@ def bench_batch(info: GpuInfo, states: int, check_states: int, seed: int, cpu_st
         t_raw = _median_s(raw, 20)
         t_pool = _median_s(pooled, 20)
         pool.release()
-    res['memory_pool'] = {
+    return {
         'kind': pool.kind,
         'buffers': len(shapes),
         'chunk_states': chunk,
@@ -230,6 +208,69 @@ def bench_batch(info: GpuInfo, states: int, check_states: int, seed: int, cpu_st
         'us_per_buffer_pool': t_pool / len(shapes) * 1e6,
         'speedup': t_raw / t_pool,
     }
+
+
+def bench_batch(info: GpuInfo, states: int, check_states: int, seed: int, cpu_states: int) -> dict[str, Any]:
+    """Section 2 (see the module docstring)."""
+    from numba import cuda
+
+    from rt_safe_rl.core.robot_model import RobotConfig, RobotModel
+    from rt_safe_rl.gpu.batch import GpuBatchSafetyFilter, bytes_per_state
+    from rt_safe_rl.gpu.cases import CONFIGS, case_config, compare, random_cases
+    from rt_safe_rl.gpu.config import GpuConfig
+
+    model = RobotModel.from_config(RobotConfig())
+    n = model.n_joints
+    gcfg = GpuConfig.from_env()
+    res: dict[str, Any] = {
+        'robot': model.name,
+        'n_joints': n,
+        'monitored_points': model.n_points,
+        'gpu_config': gcfg.__dict__,
+    }
+    res['check'] = {
+        name: compare(model, case_config(name), check_states, seed + i, with_op=i % 2 == 1)
+        for i, name in enumerate(CONFIGS)
+    }
+    cfg = case_config('default')
+    gf = GpuBatchSafetyFilter(model, cfg, gcfg)
+    d = random_cases(model, states, seed + 100)
+    args = (d['q'], d['dq'], d['prop'], None, d['human'], d['n_h'], d['v_h'], d['mode'])
+    h = d['human'].shape[1]
+    # device-resident: every GPU gets its share uploaded once; time the kernels alone
+    src = gf._inputs(d['cs'].copy(), *args)
+    t_res, flags = _time_device_resident(cuda, gf, src, states, n, h)
+    up_b, down_b = bytes_per_state(n, h)
+    # with transfers: the stream pipeline (host arrays in, host arrays out), and the CPU fallback
+    with_transfers, overlap = _pipeline_figures(model, cfg, gcfg, gf, d, args, states)
+    cpu_batch = _cpu_batch_figures(model, cfg, d, args, min(states, cpu_states))
+    dev0 = info.devices[gf.gpus[0].index]
+    peak_bw = sum(info.devices[g.index].peak_bandwidth_bytes_s for g in gf.gpus)
+    peak_fp64 = sum(info.devices[g.index].peak_fp64_flops for g in gf.gpus)
+    flops = flops_per_state_estimate(model, h, cfg.enforce_jerk)
+    res.update(
+        {
+            'states': states,
+            'gpus_used': [g.index for g in gf.gpus],
+            'gpu_resolved_fraction': float(np.mean(flags == 0)),
+            'bytes_per_state': {'to_device': up_b, 'to_host': down_b},
+            'device_resident': {
+                'seconds': t_res,
+                'states_per_s': states / t_res,
+                'joint_checks_per_s': states * n / t_res,
+                'bandwidth_bytes_s': states * (up_b + down_b) / t_res,
+                'fraction_of_peak_bandwidth': states * (up_b + down_b) / t_res / peak_bw,
+                'fp64_flops_per_state_estimate': flops,
+                'fraction_of_fp64_peak_estimate': states * flops / t_res / peak_fp64,
+            },
+            'with_transfers': with_transfers,
+            'cpu_batch': cpu_batch,
+            'stream_overlap': overlap,
+            'device': dev0.name,
+        }
+    )
+    # memory pool: chunk-sized buffers, cudaMalloc/cudaFree each time vs the pool
+    res['memory_pool'] = _memory_pool_figures(cuda, gf, gcfg, n, h)
     return res
 
 
