@@ -225,6 +225,15 @@ def _default_switch_interval_s() -> float:
         return 0.0005
 
 
+def _start_scraper(port: int) -> subprocess.Popen[bytes]:
+    """A separate process fetching ``http://127.0.0.1:<port>/metrics`` once per second."""
+    return subprocess.Popen(
+        [sys.executable, '-c', _SCRAPER, str(port), '1.0'],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def run(
     duration_s: float,
     pairs: int,
@@ -262,117 +271,28 @@ def _run(
     executor: str,
     spin_us: int,
 ) -> dict[str, Any]:
+    """:func:`run` without the GIL switch interval's set-up."""
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
 
-    from rt_safe_rl.nodes.monitor_node import MonitorNode
+    from rt_safe_rl.bench import monitor_rigs
 
     port = _free_port()
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    params = [Parameter('monitor.metrics.port', value=port)]
-    params += [Parameter(f'monitor.{k}', value=v) for k, v in monitor_overrides.items()]
     reg = MetricsRegistry()
     cap = int(rate_hz * (warmup_s + 2 * pairs * duration_s + 30))
     loop: Any = ControlLikeLoop(rate_hz, rt and executor == 'thread', cap, reg)
-    extra_nodes: list[Any] = []
-    rt_report: dict[str, Any] = {}
     stop = threading.Event()
-    comp: Any = None
-    if executor == 'pipeline':
-        # The real closed loop composed by bringup (sim robot, human, operator, safety, policy,
-        # monitor) on the RtExecutor; e2e from the robot's own seq-matched measurement.
-        from rt_safe_rl.bringup import compose, select_nodes
-        from rt_safe_rl.config import deep_merge, load_config
-
-        nested: dict[str, Any] = {}
-        for k, v in monitor_overrides.items():
-            cur = nested
-            *head, last = k.split('.')
-            for h in head:
-                cur = cur.setdefault(h, {})
-            cur[last] = v
-        app = load_config(None, {'monitor': deep_merge(nested, {'metrics': {'port': port}})})
-        comp = compose(app, select_nodes(with_sim=True, with_monitor=True), context=ctx)
-        errors = comp.start()
-        if errors:
-            comp.destroy()
-            rclpy.shutdown(context=ctx)
-            raise RtSafeRlError(f'monitor bench: pipeline nodes not active: {errors}')
-        node = comp.nodes['monitor']
-        node.trigger_deactivate()  # segments switch it on and off
-        from rt_safe_rl.rt.metrics import registry as _process_registry
-
-        loop = RobotE2E(comp.nodes['sim_robot'], cap, _process_registry())
-        rate_hz = app.control.rate_hz
-        ex: Any = comp.executor
-        spinner = threading.Thread(target=ex.spin, name='rt_spin', daemon=True)
-        miss_counter = _process_registry().counter('deadline_misses')
-
-        def misses() -> int:
-            return int(miss_counter.value)
-    else:
-        node = MonitorNode(context=ctx, parameter_overrides=params, node_name='monitor_bench', registry=reg)
-    if executor == 'rt':
-        # Production layout: the loop is a PeriodicTask in the 'control' RT group of the RtExecutor
-        # (rt section of the shipped config), the monitor runs in its non-RT group.
-        from rt_safe_rl.config import load_config
-        from rt_safe_rl.rt.executor import PeriodicTask, RtExecutor
-
-        over: dict[str, Any] = {}
-        if spin_us >= 0:  # the control group and the groups sharing its thread must agree
-            shipped = load_config(None).rt.groups
-            over = {
-                'rt': {
-                    'groups': {
-                        n: {'spin_us': spin_us}
-                        for n, g in shipped.items()
-                        if n == 'control' or g.thread == 'control'
-                    }
-                }
-            }
-        rt_cfg = load_config(None, over).rt
-
-        def cycle(deadline_ns: int) -> None:
-            loop.step(deadline_ns)
-
-        task = PeriodicTask('bench_loop', 'control', loop.period_ns, cycle, enabled=True)
-        loop_node = rclpy.create_node('monitor_bench_loop', context=ctx)
-        loop_node.rt_tasks = lambda: [task]  # type: ignore[attr-defined]
-        extra_nodes.append(loop_node)
-        ex = RtExecutor(rt_cfg, context=ctx)
-        ex.add_node(loop_node)
-        ex.add_node(node)
-        spinner = threading.Thread(target=ex.spin, name='rt_spin', daemon=True)
-
-        def misses() -> int:
-            return int(task.misses)
-    elif executor == 'thread':
-        ex = SingleThreadedExecutor(context=ctx)
-        ex.add_node(node)
-
-        def spin() -> None:
-            while not stop.is_set():
-                ex.spin_once(timeout_sec=0.1)
-
-        spinner = threading.Thread(target=spin, name='monitor_exec', daemon=True)
-
-        def misses() -> int:
-            return loop.misses
-
-    if comp is None and node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+    rig = monitor_rigs.build_rig(executor, ctx, port, monitor_overrides, reg, loop, stop, cap, spin_us)
+    node, loop, misses = rig.node, rig.loop, rig.misses
+    if rig.comp is None and node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
         raise RtSafeRlError(f'monitor bench: MonitorNode configure failed: {node.last_error}')
-    scraper = subprocess.Popen(
-        [sys.executable, '-c', _SCRAPER, str(port), '1.0'],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    scraper = _start_scraper(port)
     segments: list[dict[str, Any]] = []
     samples: dict[str, list[npt.NDArray[np.int64]]] = {'off': [], 'on': []}
     try:
-        spinner.start()
+        rig.spinner.start()
         if executor == 'thread':
             loop.start()
         time.sleep(warmup_s)
@@ -404,29 +324,31 @@ def _run(
                 segments.append(seg)
                 samples[mode].append(e2e)
     finally:
-        scraper.terminate()
-        scraper.wait(timeout=5)
-        if executor == 'thread':
-            loop.stop()
-        stop.set()
-        ex.shutdown()
-        spinner.join(timeout=5)
-        if executor in ('rt', 'pipeline'):
-            rt_report = ex.report()
-        if comp is not None:
-            comp.destroy()
-        else:
-            if executor == 'rt':
-                ex.destroy()
-            node.destroy_node()
-        for n in extra_nodes:
-            n.destroy_node()
-        rclpy.shutdown(context=ctx)
-    if executor in ('rt', 'pipeline'):
-        th = rt_report.get('threads', {})
-        granted = {n: th[n].get('granted') for n in ('control', 'sim') if n in th}
-        loop.rt_granted = f'RtExecutor: {granted}'
+        monitor_rigs.shut_down(rig, executor, stop, ctx, scraper)
+    config = {
+        'executor': executor,
+        'duration_s': duration_s,
+        'pairs': pairs,
+        'rate_hz': rate_hz if rig.rate_hz is None else rig.rate_hz,
+        'warmup_s': warmup_s,
+        'monitor_overrides': monitor_overrides,
+        'scrape_period_s': 1.0,
+        'gil_switch_interval_s': switch_interval_s,
+        'control_spin_us': spin_us,
+        'settle_s': SETTLE_S,
+    }
+    return _report(config, segments, samples, loop)
 
+
+def _report(
+    config: dict[str, Any],
+    segments: list[dict[str, Any]],
+    samples: dict[str, list[npt.NDArray[np.int64]]],
+    loop: Any,
+) -> dict[str, Any]:
+    """The report (module docstring) from the run's ``config`` block, its segments, their e2e
+    samples (ns) per mode and the loop that measured them."""
+    pairs = int(config['pairs'])
     allv = {m: np.concatenate(v) if v else np.zeros(0, np.int64) for m, v in samples.items()}
     off, on = _summary_us(allv['off']), _summary_us(allv['on'])
     change = 100.0 * (on['p50_us'] - off['p50_us']) / off['p50_us'] if off['p50_us'] > 0 else math.nan
@@ -448,18 +370,7 @@ def _run(
     return {
         'bench': 'monitor',
         'machine': {'cpus': os.cpu_count(), 'loop_rt': loop.rt_granted or 'off', 'host': os.uname().nodename},
-        'config': {
-            'executor': executor,
-            'duration_s': duration_s,
-            'pairs': pairs,
-            'rate_hz': rate_hz,
-            'warmup_s': warmup_s,
-            'monitor_overrides': monitor_overrides,
-            'scrape_period_s': 1.0,
-            'gil_switch_interval_s': switch_interval_s,
-            'control_spin_us': spin_us,
-            'settle_s': SETTLE_S,
-        },
+        'config': config,
         'off': off,
         'on': on,
         'e2e_p50_change_pct': round(change, 2),
