@@ -29,7 +29,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +75,8 @@ def _load_model(path: str) -> Any:
 # child process: the naive policy and safety nodes
 
 
-def child_main(argv: Sequence[str] | None = None) -> int:
-    """Run the naive policy + safety nodes (``python -m rt_safe_rl.bench.naive ...``)."""
+def _child_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The child's command line (written by :class:`NaiveRunner`; joint vectors as JSON, rad)."""
     ap = argparse.ArgumentParser()
     ap.add_argument('--model', required=True)
     ap.add_argument('--decimation', type=int, default=20)
@@ -86,11 +86,43 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument('--default-q', required=True)
     ap.add_argument('--threads', type=int, default=0)
     ap.add_argument('--goal', default='')
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def _spin_child_nodes(make_nodes: Callable[[], list[Any]]) -> None:
+    """Init rclpy, spin the nodes ``make_nodes`` builds on one SingleThreadedExecutor until
+    Ctrl-C or the parent process exits (checked every 0.5 s), then destroy them."""
     import rclpy
-    import torch
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    rclpy.init()
+    executor = SingleThreadedExecutor()
+    nodes = make_nodes()
+    for n in nodes:
+        executor.add_node(n)
+    parent = os.getppid()
+
+    def check_parent() -> None:  # never outlive the benchmark (killed parent -> stop)
+        if os.getppid() != parent:
+            raise ExternalShutdownException()
+
+    nodes[1].create_timer(0.5, check_parent)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        for n in nodes:
+            n.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+def child_main(argv: Sequence[str] | None = None) -> int:
+    """Run the naive policy + safety nodes (``python -m rt_safe_rl.bench.naive ...``)."""
+    args = _child_args(argv)
+
+    import torch
     from rclpy.node import Node
     from sensor_msgs.msg import JointState
 
@@ -147,27 +179,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
             out.position = safe
             self.pub.publish(out)
 
-    rclpy.init()
-    executor = SingleThreadedExecutor()
-    nodes = [NaivePolicyNode(), NaiveSafetyNode()]
-    for n in nodes:
-        executor.add_node(n)
-    parent = os.getppid()
-
-    def check_parent() -> None:  # never outlive the benchmark (killed parent -> stop)
-        if os.getppid() != parent:
-            raise ExternalShutdownException()
-
-    nodes[1].create_timer(0.5, check_parent)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        for n in nodes:
-            n.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    _spin_child_nodes(lambda: [NaivePolicyNode(), NaiveSafetyNode()])
     return 0
 
 
@@ -263,27 +275,7 @@ class NaiveRunner:
         t_start = 0
         t_end = 0
         try:
-            # readiness: the child imports torch and discovers the topics; ping until it answers
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            ready = False
-            while time.monotonic() < deadline:
-                if child.poll() is not None:
-                    err = (child.stderr.read() if child.stderr else b'').decode(errors='replace').strip()
-                    raise NaiveError(
-                        f'naive pipeline process exited ({child.returncode}): '
-                        f'{err.splitlines()[-1] if err else "no output"}'
-                    )
-                msg = self._state(JointState, names, q[0], dq[0])
-                pub.publish(msg)
-                ping = stamp_ns_of(msg)
-                end = time.monotonic() + 0.2
-                while time.monotonic() < end and got['stamp'] != ping:
-                    executor.spin_once(timeout_sec=0.05)
-                if got['stamp'] == ping:
-                    ready = True
-                    break
-            if not ready:
-                raise NaiveError(f'naive pipeline did not answer within {READY_TIMEOUT_S:.0f} s')
+            self._wait_ready(child, pub, executor, got, JointState, q[0], dq[0])
             total = warmup + n
             t_start = time.monotonic_ns()
             for k in range(total):
@@ -306,16 +298,47 @@ class NaiveRunner:
             complete = False
             t_end = time.monotonic_ns()
         finally:
-            child.terminate()
-            try:
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(timeout=5)
+            _stop_child(child)
             executor.shutdown()
             node.destroy_node()
             if ctx.ok():
                 rclpy.shutdown(context=ctx)
+        return self._fields(e2e, lost, complete, t_start, t_end)
+
+    def _wait_ready(
+        self,
+        child: subprocess.Popen[bytes],
+        pub: Any,
+        executor: Any,
+        got: dict[str, Any],
+        msg_type: Any,
+        q0: Any,
+        dq0: Any,
+    ) -> None:
+        """Readiness: the child imports torch and discovers the topics; ping it with the state
+        ``q0``/``dq0`` until its command answers (``got``), for at most ``READY_TIMEOUT_S``."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                err = (child.stderr.read() if child.stderr else b'').decode(errors='replace').strip()
+                raise NaiveError(
+                    f'naive pipeline process exited ({child.returncode}): '
+                    f'{err.splitlines()[-1] if err else "no output"}'
+                )
+            msg = self._state(msg_type, list(self.joint_names), q0, dq0)
+            pub.publish(msg)
+            ping = stamp_ns_of(msg)
+            end = time.monotonic() + 0.2
+            while time.monotonic() < end and got['stamp'] != ping:
+                executor.spin_once(timeout_sec=0.05)
+            if got['stamp'] == ping:
+                return
+        raise NaiveError(f'naive pipeline did not answer within {READY_TIMEOUT_S:.0f} s')
+
+    def _fields(
+        self, e2e: npt.NDArray[np.float64], lost: int, complete: bool, t_start: int, t_end: int
+    ) -> dict[str, Any]:
+        """The report fields from the e2e latencies (us, NaN = lost) and the run's start/end (ns)."""
         measured = np.isfinite(e2e)
         wall_s = max(1e-9, (t_end - t_start) / 1e9)
         return {
@@ -341,6 +364,16 @@ class NaiveRunner:
         msg.position = [float(x) for x in q]
         msg.velocity = [float(x) for x in dq]
         return msg
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    """Terminate the naive child; kill it if it has not exited within 5 s."""
+    child.terminate()
+    try:
+        child.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(timeout=5)
 
 
 def add_misses(fields: dict[str, Any], deadline_ns: int, samples_us: npt.NDArray[np.float64]) -> None:

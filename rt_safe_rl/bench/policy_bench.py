@@ -130,17 +130,7 @@ def _run(
     pipe = load_pipeline_config(config)
     use_pipe = obs_mode in ('auto', 'pipeline')
     check_obs = plausible_observations(pipe, samples) if use_pipe else None
-    kwargs: dict[str, Any] = {
-        'backend': 'auto',
-        'auto_samples': samples,
-        'auto_timing_iters': iters,
-        'warmup_iters': 50,
-        'stdout': stdout,
-        'auto_cache': False,
-    }
-    if tolerance is not None:
-        kwargs['tolerance'] = tolerance
-    cfg = PolicyNodeConfig(**kwargs)
+    cfg = _node_config(samples, iters, tolerance, stdout)
     t0 = time.perf_counter()
     model = load_policy_model(
         path,
@@ -165,8 +155,6 @@ def _run(
     numba = model.backends.get('numba')
     if numba is not None and model.selected != 'numba' and by['numba'].available:
         heap_numba = heap_growth(_Single(model, numba), obs, heap_calls)
-    eager = by.get('eager')
-    nb_row = by.get('numba')
     report: dict[str, Any] = {
         'policy': model.info.path,
         'config': None if skeleton else config,
@@ -182,22 +170,46 @@ def _run(
         'reference': model.reference,
         'speedup_median': ref.median_us / sel.median_us if sel.median_us > 0 else None,
         'speedup_p99': ref.p99_us / sel.p99_us if sel.p99_us > 0 else None,
-        'compiled': {
-            'ok': bool(nb_row is not None and nb_row.available and nb_row.ok),
-            'summary': getattr(numba, 'summary', '') if numba is not None else '',
-            'reason': nb_row.reason if nb_row is not None else 'not measured',
-            'max_abs_err': nb_row.max_abs_err if nb_row is not None else None,
-            'speedup_vs_eager': (eager.median_us / nb_row.median_us)
-            if eager is not None and nb_row is not None and nb_row.ok and eager.available
-            else None,
-            'heap': heap if model.selected == 'numba' else heap_numba,
-        },
+        'compiled': _compiled(by, numba, heap if model.selected == 'numba' else heap_numba),
         'heap': heap,
         'encoder': _encoder_report(pipe, Path(config), cfg, backends, samples, heap_calls),
         'load_and_measure_s': load_s,
         'metadata': _metadata(model, cfg),
     }
     return report
+
+
+def _node_config(samples: int, iters: int, tolerance: float | None, stdout: str) -> PolicyNodeConfig:
+    """The policy node config of the measurement: backend 'auto' over ``samples`` check
+    observations and ``iters`` timed calls, 50 warm-up calls, no selection cache."""
+    kwargs: dict[str, Any] = {
+        'backend': 'auto',
+        'auto_samples': samples,
+        'auto_timing_iters': iters,
+        'warmup_iters': 50,
+        'stdout': stdout,
+        'auto_cache': False,
+    }
+    if tolerance is not None:
+        kwargs['tolerance'] = tolerance
+    return PolicyNodeConfig(**kwargs)
+
+
+def _compiled(by: dict[str, Any], numba: Any, heap: Any) -> dict[str, Any]:
+    """The report's ``compiled`` block: the numba backend's row (``by``: backend name -> table
+    row) against eager (median speed-up), and ``heap``, its heap growth."""
+    eager = by.get('eager')
+    nb_row = by.get('numba')
+    return {
+        'ok': bool(nb_row is not None and nb_row.available and nb_row.ok),
+        'summary': getattr(numba, 'summary', '') if numba is not None else '',
+        'reason': nb_row.reason if nb_row is not None else 'not measured',
+        'max_abs_err': nb_row.max_abs_err if nb_row is not None else None,
+        'speedup_vs_eager': (eager.median_us / nb_row.median_us)
+        if eager is not None and nb_row is not None and nb_row.ok and eager.available
+        else None,
+        'heap': heap,
+    }
 
 
 def _metadata(model: Any, cfg: PolicyNodeConfig) -> dict[str, Any]:
