@@ -181,12 +181,7 @@ class ReplayEngine:
         q, dq, stamps = states.q, states.dq, states.recv_ns
         records = np.zeros((n, RECORD_WIDTH), dtype=np.float64)
         commands = np.zeros((n, self.pipeline.n_command), dtype=np.float64)
-        feeders = self._side_feeders()
-        # prime every side input with its first message, so each repeat starts from the same
-        # inputs whatever the previous pass left in the nodes (human, operator, task command)
-        for stream, fn in feeders:
-            fn(int(stream.recv_ns[0]), stream.values[0])
-        side_pos = [1 if stream.recv_ns[0] <= states.recv_ns[0] else 0 for stream, _ in feeders]
+        feeders, side_pos = self._primed_side_feeders(int(states.recv_ns[0]))
         recv = states.recv_ns
         ring, row, cmd = self._ring, self._row, self._cmd
         policy_step, safety_step = self.pipeline.policy_step, self.pipeline.safety_step
@@ -250,10 +245,30 @@ class ReplayEngine:
         except (KeyboardInterrupt, ReplayInterruptedError):
             complete = False
         wall = mono() - t0
-        drained += ring.drain(records[drained:])
+        return self._finish(records, commands, drained, wall, complete)
+
+    def _primed_side_feeders(
+        self, first_state_ns: int
+    ) -> tuple[list[tuple[bagmod.SideStream, Callable[[int, FloatArray], None]]], list[int]]:
+        """The side feeders, each primed with its first message, so each repeat starts from the
+        same inputs whatever the previous pass left in the nodes (human, operator, task command);
+        with each one's next message index (1 if that first message is not after the first state's
+        receive time ``first_state_ns`` [ns], else 0)."""
+        feeders = self._side_feeders()
+        for stream, fn in feeders:
+            fn(int(stream.recv_ns[0]), stream.values[0])
+        side_pos = [1 if stream.recv_ns[0] <= first_state_ns else 0 for stream, _ in feeders]
+        return feeders, side_pos
+
+    def _finish(
+        self, records: FloatArray, commands: FloatArray, drained: int, wall_ns: int, complete: bool
+    ) -> RunResult:
+        """Drain the rest of the record ring after the pass (``drained`` rows so far), report the
+        progress, and wrap the pass (``wall_ns``: its wall time, ns) as a :class:`RunResult`."""
+        drained += self._ring.drain(records[drained:])
         if self.on_progress is not None:
-            self.on_progress(drained, n)
-        return RunResult(records, commands, drained, wall, complete)
+            self.on_progress(drained, self._n)
+        return RunResult(records, commands, drained, wall_ns, complete)
 
 
 # ---------------------------------------------------------------------------------------------

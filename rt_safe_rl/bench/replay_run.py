@@ -293,11 +293,8 @@ def run_benchmark(
             stress.stop()
         if complete and cfg.repeat == 1:
             # determinism needs two complete passes: one extra unmeasured max-rate pass
-            engine = ReplayEngine(pipeline, inputs, 'max', 0.0, None, stop_event)
-            pipeline.reset()
-            extra = engine.run()
-            extra_det.append(extra)
-            complete = extra.complete
+            extra_det.append(_unmeasured_pass(pipeline, inputs, stop_event))
+            complete = extra_det[0].complete
     fields, samples, t_s = analyse(
         runs,
         min(cfg.warmup_messages, max(0, (runs[0].count if runs else 0) - 1)),
@@ -308,11 +305,7 @@ def run_benchmark(
     )
     fields['complete'] = complete
     fields['repeats'] = len(runs)
-    fields['rate'] = {
-        'mode': mode,
-        'hz': hz if mode == 'fixed' else inputs.states.rate_hz(),
-        'recorded_hz': inputs.states.rate_hz(),
-    }
+    fields['rate'] = _rate_fields(mode, hz, inputs)
     fields['deadline_us'] = deadline_ns / 1e3
     fields['process'] = meter.result
     fields['stages'].update(node_stages.summaries())
@@ -321,6 +314,42 @@ def run_benchmark(
     status = getattr(pipeline, 'safety_status', None)
     if callable(status):
         fields['safety_status_at_end'] = status()
+    _add_run_fields(fields, pipeline, cfg, grants, stress, runs, extra_det, inputs)
+    stopped = stop_event is not None and stop_event.is_set()
+    if cfg.naive and complete and not stopped and naive_runner is not None:
+        _add_naive(fields, naive_runner(inputs, cfg))
+    return fields, samples, t_s
+
+
+def _unmeasured_pass(pipeline: ReplayPipeline, inputs: Inputs, stop_event: threading.Event) -> RunResult:
+    """One extra replay at the maximal rate, not measured (for the determinism check)."""
+    engine = ReplayEngine(pipeline, inputs, 'max', 0.0, None, stop_event)
+    pipeline.reset()
+    return engine.run()
+
+
+def _rate_fields(mode: str, hz: float, inputs: Inputs) -> dict[str, Any]:
+    """The report's ``rate``: the replay's rate mode and rate (Hz), and the recording's rate (Hz)."""
+    return {
+        'mode': mode,
+        'hz': hz if mode == 'fixed' else inputs.states.rate_hz(),
+        'recorded_hz': inputs.states.rate_hz(),
+    }
+
+
+def _add_run_fields(
+    fields: dict[str, Any],
+    pipeline: ReplayPipeline,
+    cfg: BenchmarkConfig,
+    grants: list[dict[str, Any]],
+    stress: StressWorkers,
+    runs: list[RunResult],
+    extra_det: list[RunResult],
+    inputs: Inputs,
+) -> None:
+    """Add the report's ``rt``, ``stress``, ``determinism``, ``fidelity``, ``pipeline`` and ``lost``
+    fields: the RT settings (``grants``: the replay thread's), the stress workers, the measured
+    ``runs`` (plus the unmeasured ``extra_det``) compared pass to pass and with the recording."""
     fields['rt'] = {
         'gc_disabled': cfg.rt_settings,
         'replay_thread': grants[0] if grants else 'caller thread (rt_settings off / no rt group)',
@@ -337,17 +366,17 @@ def run_benchmark(
     }
     if hasattr(pipeline, 'lost'):
         fields['lost'] = int(pipeline.lost)
-    stopped = stop_event is not None and stop_event.is_set()
-    if cfg.naive and complete and not stopped and naive_runner is not None:
-        naive = naive_runner(inputs, cfg)
-        fields['naive'] = naive
-        ours, theirs = fields['stages']['e2e_us'], naive.get('stages', {}).get('e2e_us', {})
-        fields['ratios'] = {
-            f'e2e_{p}_naive_over_ours': stats.ratio(
-                float(theirs.get(p) or math.nan), float(ours.get(p) or math.nan)
-            )
-            for p in ('p50', 'p99', 'p999', 'max')
-        }
-        if not naive.get('complete', True):
-            fields['complete'] = False
-    return fields, samples, t_s
+
+
+def _add_naive(fields: dict[str, Any], naive: dict[str, Any]) -> None:
+    """Add the naive pipeline's report fields and its e2e percentiles over ours (ratios)."""
+    fields['naive'] = naive
+    ours, theirs = fields['stages']['e2e_us'], naive.get('stages', {}).get('e2e_us', {})
+    fields['ratios'] = {
+        f'e2e_{p}_naive_over_ours': stats.ratio(
+            float(theirs.get(p) or math.nan), float(ours.get(p) or math.nan)
+        )
+        for p in ('p50', 'p99', 'p999', 'max')
+    }
+    if not naive.get('complete', True):
+        fields['complete'] = False
