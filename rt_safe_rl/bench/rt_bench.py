@@ -214,9 +214,8 @@ def _pool(name: str, results: list[dict[str, Any]], files: list[Path], period_ns
     return merged
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``rt-safe-rl bench rt``; prints one JSON document. Returns the exit code."""
-    a = _parser().parse_args(argv)
+def _check_args(a: argparse.Namespace) -> None:
+    """Refuse out-of-range flags and an unreadable ``--config`` (ConfigError) before anything starts."""
     if not 1.0 <= a.rate_hz <= 20000.0:
         raise ConfigError(f'--rate-hz must be in [1, 20000], got {a.rate_hz}')
     if not 0.1 <= a.duration <= 3600.0:
@@ -230,6 +229,39 @@ def main(argv: list[str] | None = None) -> int:
     _rt_cfg(a.config or None, a.spin_us)  # validate the config before starting anything
     if not 1 <= a.rounds <= 20:
         raise ConfigError(f'--rounds must be in [1, 20], got {a.rounds}')
+
+
+def _rt_granted(ex: Any) -> dict[str, Any]:
+    """The report's ``rt`` block: what the executor phase's control thread and process were
+    granted (policy, priority, CPUs, mlock, GIL switch interval in s) and its warnings."""
+    thr = ex.get('report', {}).get('threads', {}).get('control', {}) if isinstance(ex, dict) else {}
+    granted = thr.get('granted') or {}
+    proc = ex.get('report', {}).get('process', {}) if isinstance(ex, dict) else {}
+    return {
+        'policy': granted.get('policy'),
+        'priority': granted.get('priority'),
+        'affinity': granted.get('cpus'),
+        'mlock': (proc.get('mlock') or {}).get('granted'),
+        'gil_switch_interval_s': proc.get('gil_switch_interval_s'),
+        'warnings': ex.get('report', {}).get('warnings', []) if isinstance(ex, dict) else [],
+    }
+
+
+def _emit(res: dict[str, Any], json_path: str) -> None:
+    """Print the result as JSON on stdout and, when ``json_path`` is set, write it there too."""
+    text = json.dumps(res, indent=2)
+    print(text)
+    if json_path:
+        try:
+            Path(json_path).write_text(text + '\n')
+        except OSError as err:
+            raise RtSafeRlError(f'cannot write --json {json_path}: {err}') from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``rt-safe-rl bench rt``; prints one JSON document. Returns the exit code."""
+    a = _parser().parse_args(argv)
+    _check_args(a)
     if a.phase:
         out = run_phase(a.phase, a)
         if a.samples:
@@ -290,18 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             '(machine.foreign_rt_threads_*); they compete with the measured threads',
             file=sys.stderr,
         )
-    ex = res.get('executor', {})
-    thr = ex.get('report', {}).get('threads', {}).get('control', {}) if isinstance(ex, dict) else {}
-    granted = thr.get('granted') or {}
-    proc = ex.get('report', {}).get('process', {}) if isinstance(ex, dict) else {}
-    res['rt'] = {
-        'policy': granted.get('policy'),
-        'priority': granted.get('priority'),
-        'affinity': granted.get('cpus'),
-        'mlock': (proc.get('mlock') or {}).get('granted'),
-        'gil_switch_interval_s': proc.get('gil_switch_interval_s'),
-        'warnings': ex.get('report', {}).get('warnings', []) if isinstance(ex, dict) else [],
-    }
+    res['rt'] = _rt_granted(res.get('executor', {}))
     res['targets'] = _targets(res)
     from rt_safe_rl.doctor import verdict_line  # the machine's share of the misses [api]
 
@@ -309,13 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     given = {'c': {**fc, 'rate_hz': a.rate_hz}} if isinstance(fc, dict) and 'lateness_us' in fc else None
     res['machine']['verdict'] = verdict_line(given)
     print(f'[bench rt] {res["machine"]["verdict"]}', file=sys.stderr)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if a.json:
-        try:
-            Path(a.json).write_text(text + '\n')
-        except OSError as err:
-            raise RtSafeRlError(f'cannot write --json {a.json}: {err}') from None
+    _emit(res, a.json)
     failed = [k for k, v in res.items() if isinstance(v, dict) and 'error' in v]
     return 1 if failed else 0
 

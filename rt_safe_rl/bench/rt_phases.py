@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from rt_safe_rl.bench.rt_loops import _SAMPLES, CFloorLoop, _pct, _warm_cut, loop_stats
 from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
@@ -226,129 +228,182 @@ def phase_handoff(a: argparse.Namespace) -> dict[str, Any]:
     """Policy -> safety hand-off through the channel vs a DDS topic, same thread and cross-thread."""
     import rclpy
     from rclpy.context import Context
-    from rclpy.node import Node
-    from rclpy.qos import QoSProfile
-    from std_msgs.msg import Float64MultiArray
-
-    from rt_safe_rl.rt.channel import get_channel
-    from rt_safe_rl.rt.executor import PeriodicTask, RtExecutor, TriggeredTask, named_group
 
     rt = _rt_cfg(a.config, a.spin_us)
-    period = round(1e9 / a.rate_hz)
     n = int((a.duration + a.warmup) * a.rate_hz) + 1000
     lat = {k: np.zeros(n, dtype=np.int64) for k in ('ch_same', 'ch_x', 'dds_same', 'dds_x')}
     cnt = dict.fromkeys(lat, 0)
-    t_measure = [0]
     ctx = Context()
     rclpy.init(context=ctx)
     try:
-        node = Node('rt_bench_handoff', context=ctx)
-        ch_same = get_channel('/rt_bench/handoff_same', 8)
-        ch_x = get_channel('/rt_bench/handoff_x', 8)
-        qos = QoSProfile(depth=1)
-        pub_same = node.create_publisher(Float64MultiArray, 'rt_bench/handoff_same', qos)
-        pub_x = node.create_publisher(Float64MultiArray, 'rt_bench/handoff_x', qos)
-        msg = Float64MultiArray()
-        msg.data = [0.0] * 8
-        vals = np.zeros(8)
-        mono = time.monotonic_ns
-        cycle = [0]
-
-        def record(key: str, t_write: float) -> None:
-            t = mono()
-            if t_write < t_measure[0]:
-                return
-            i = cnt[key]
-            if i < n:
-                lat[key][i] = t - int(t_write)
-                cnt[key] = i + 1
-
-        first = [0]
-        window_ns = int((a.warmup + a.duration) * 1e9)
-
-        def produce(deadline_ns: int) -> None:
-            c = cycle[0]
-            cycle[0] = c + 1
-            if c == 0:
-                first[0] = deadline_ns
-                t_measure[0] = deadline_ns + int(a.warmup * 1e9)
-            elif deadline_ns - first[0] > window_ns:
-                ex.shutdown()
-            which = c & 3
-            if which == 0:
-                ch_same.try_write(vals, deadline_ns)
-            elif which == 1:
-                ch_x.try_write(vals, deadline_ns)
-            elif which == 2:
-                msg.data[0] = float(mono())
-                pub_same.publish(msg)
-            else:
-                msg.data[0] = float(mono())
-                pub_x.publish(msg)
-
-        # Consumers read the producer's row in place (zero-copy view, as the safety node does);
-        # latency = write -> consumer callback start with the data readable, like the DDS
-        # callback start with the message deserialized.
-        sink = np.zeros(2)
-
-        def on_ch_same(seq: int) -> None:
-            record('ch_same', ch_same.write_ns)
-            sink[0] = ch_same.view_of(seq)[0]
-
-        def on_ch_x(seq: int) -> None:
-            record('ch_x', ch_x.write_ns)
-            sink[1] = ch_x.view_of(seq)[0]
-
-        node.create_subscription(
-            Float64MultiArray,
-            'rt_bench/handoff_same',
-            lambda m: record('dds_same', m.data[0]),
-            qos,
-            callback_group=named_group(node, 'safety'),
-        )
-        node.create_subscription(
-            Float64MultiArray,
-            'rt_bench/handoff_x',
-            lambda m: record('dds_x', m.data[0]),
-            qos,
-            callback_group=named_group(node, 'safety_monitor'),
-        )
-        tasks = [
-            PeriodicTask('policy', named_group(node, 'control'), period, produce, enabled=True),
-            TriggeredTask('safety_same', named_group(node, 'safety'), ch_same, on_ch_same, enabled=True),
-            TriggeredTask('safety_x', named_group(node, 'safety_monitor'), ch_x, on_ch_x, enabled=True),
-        ]
-        node.rt_tasks = lambda: tasks  # type: ignore[attr-defined]
-        ex = RtExecutor(rt, context=ctx)
-        ex.add_node(node)
-        t_measure[0] = 1 << 62  # set by the first produce() call
-        ex.spin(a.warmup + a.duration + 30.0)  # ends when the producer saw the whole window
-        rep = ex.report()
-        ex.destroy()
-        node.destroy_node()
-
-        for key in lat:
-            _SAMPLES[key] = lat[key][: cnt[key]]
-
-        def summ(key: str) -> dict[str, Any]:
-            x = lat[key][: cnt[key]] / 1e3
-            d: dict[str, Any] = _pct(x, ('p50', 'p99', 'p999', 'max'))
-            d['count'] = int(x.size)
-            return d
-
-        return {
-            'channel_us': summ('ch_same'),
-            'dds_us': summ('dds_same'),
-            'channel_xthread_us': summ('ch_x'),
-            'dds_xthread_us': summ('dds_x'),
-            'placement': 'producer in group control; *_us consumers in group safety (same thread as '
-            'control), '
-            '*_xthread_us consumers in group safety_monitor (another RT thread)',
-            'threads': rep['threads'],
-            'errors': rep['errors'],
-        }
+        rep = _spin_handoff(a, rt, ctx, lat, cnt)
+        return _handoff_result(lat, cnt, rep)
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def _spin_handoff(
+    a: argparse.Namespace, rt: Any, ctx: Any, lat: dict[str, npt.NDArray[np.int64]], cnt: dict[str, int]
+) -> dict[str, Any]:
+    """The hand-off run: a producer in group control alternates channel/DDS, same-thread/other-thread
+    writes each cycle; the consumers record write -> callback latencies (ns) into ``lat`` (``cnt``
+    filled) after the warm-up. Returns the RtExecutor's report."""
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile
+
+    period = round(1e9 / a.rate_hz)
+    n = lat['ch_same'].shape[0]
+    t_measure = [0]
+    node = Node('rt_bench_handoff', context=ctx)
+    qos = QoSProfile(depth=1)
+    ch_same, ch_x, pub_same, pub_x, msg = _handoff_writers(node, qos)
+    vals = np.zeros(8)
+    mono = time.monotonic_ns
+    cycle = [0]
+
+    def record(key: str, t_write: float) -> None:
+        t = mono()
+        if t_write < t_measure[0]:
+            return
+        i = cnt[key]
+        if i < n:
+            lat[key][i] = t - int(t_write)
+            cnt[key] = i + 1
+
+    first = [0]
+    window_ns = int((a.warmup + a.duration) * 1e9)
+
+    def produce(deadline_ns: int) -> None:
+        c = cycle[0]
+        cycle[0] = c + 1
+        if c == 0:
+            first[0] = deadline_ns
+            t_measure[0] = deadline_ns + int(a.warmup * 1e9)
+        elif deadline_ns - first[0] > window_ns:
+            ex.shutdown()
+        which = c & 3
+        if which == 0:
+            ch_same.try_write(vals, deadline_ns)
+        elif which == 1:
+            ch_x.try_write(vals, deadline_ns)
+        elif which == 2:
+            msg.data[0] = float(mono())
+            pub_same.publish(msg)
+        else:
+            msg.data[0] = float(mono())
+            pub_x.publish(msg)
+
+    # Consumers read the producer's row in place (zero-copy view, as the safety node does);
+    # latency = write -> consumer callback start with the data readable, like the DDS
+    # callback start with the message deserialized.
+    sink = np.zeros(2)
+
+    def on_ch_same(seq: int) -> None:
+        record('ch_same', ch_same.write_ns)
+        sink[0] = ch_same.view_of(seq)[0]
+
+    def on_ch_x(seq: int) -> None:
+        record('ch_x', ch_x.write_ns)
+        sink[1] = ch_x.view_of(seq)[0]
+
+    _dds_consumers(node, qos, record)
+    ex = _handoff_executor(rt, ctx, node, period, produce, (ch_same, on_ch_same), (ch_x, on_ch_x))
+    t_measure[0] = 1 << 62  # set by the first produce() call
+    ex.spin(a.warmup + a.duration + 30.0)  # ends when the producer saw the whole window
+    rep: dict[str, Any] = ex.report()
+    ex.destroy()
+    node.destroy_node()
+    return rep
+
+
+def _handoff_writers(node: Any, qos: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """The producer's ends: the same-thread and cross-thread channels (8 values), their DDS
+    publishers, and the one message it reuses: (ch_same, ch_x, pub_same, pub_x, msg)."""
+    from std_msgs.msg import Float64MultiArray
+
+    from rt_safe_rl.rt.channel import get_channel
+
+    ch_same = get_channel('/rt_bench/handoff_same', 8)
+    ch_x = get_channel('/rt_bench/handoff_x', 8)
+    pub_same = node.create_publisher(Float64MultiArray, 'rt_bench/handoff_same', qos)
+    pub_x = node.create_publisher(Float64MultiArray, 'rt_bench/handoff_x', qos)
+    msg = Float64MultiArray()
+    msg.data = [0.0] * 8
+    return ch_same, ch_x, pub_same, pub_x, msg
+
+
+def _handoff_executor(
+    rt: Any,
+    ctx: Any,
+    node: Any,
+    period_ns: int,
+    produce: Callable[[int], None],
+    same: tuple[Any, Callable[[int], None]],
+    xthread: tuple[Any, Callable[[int], None]],
+) -> Any:
+    """An RtExecutor spinning ``node`` with the producer (group control, every ``period_ns``) and
+    the channel consumers ``same`` (group safety) and ``xthread`` (group safety_monitor), each a
+    (channel, callback) pair."""
+    from rt_safe_rl.rt.executor import PeriodicTask, RtExecutor, TriggeredTask, named_group
+
+    tasks = [
+        PeriodicTask('policy', named_group(node, 'control'), period_ns, produce, enabled=True),
+        TriggeredTask('safety_same', named_group(node, 'safety'), same[0], same[1], enabled=True),
+        TriggeredTask('safety_x', named_group(node, 'safety_monitor'), xthread[0], xthread[1], enabled=True),
+    ]
+    node.rt_tasks = lambda: tasks
+    ex = RtExecutor(rt, context=ctx)
+    ex.add_node(node)
+    return ex
+
+
+def _dds_consumers(node: Any, qos: Any, record: Callable[[str, float], None]) -> None:
+    """The DDS consumers of the hand-off: 'dds_same' in group safety (the producer's thread),
+    'dds_x' in group safety_monitor (another RT thread); each records its message's write stamp."""
+    from std_msgs.msg import Float64MultiArray
+
+    from rt_safe_rl.rt.executor import named_group
+
+    node.create_subscription(
+        Float64MultiArray,
+        'rt_bench/handoff_same',
+        lambda m: record('dds_same', m.data[0]),
+        qos,
+        callback_group=named_group(node, 'safety'),
+    )
+    node.create_subscription(
+        Float64MultiArray,
+        'rt_bench/handoff_x',
+        lambda m: record('dds_x', m.data[0]),
+        qos,
+        callback_group=named_group(node, 'safety_monitor'),
+    )
+
+
+def _handoff_result(
+    lat: dict[str, npt.NDArray[np.int64]], cnt: dict[str, int], rep: dict[str, Any]
+) -> dict[str, Any]:
+    """The phase's result: latency percentiles (us) per hand-off kind; raw samples to _SAMPLES."""
+    for key in lat:
+        _SAMPLES[key] = lat[key][: cnt[key]]
+
+    def summ(key: str) -> dict[str, Any]:
+        x = lat[key][: cnt[key]] / 1e3
+        d: dict[str, Any] = _pct(x, ('p50', 'p99', 'p999', 'max'))
+        d['count'] = int(x.size)
+        return d
+
+    return {
+        'channel_us': summ('ch_same'),
+        'dds_us': summ('dds_same'),
+        'channel_xthread_us': summ('ch_x'),
+        'dds_xthread_us': summ('dds_x'),
+        'placement': 'producer in group control; *_us consumers in group safety (same thread as '
+        'control), '
+        '*_xthread_us consumers in group safety_monitor (another RT thread)',
+        'threads': rep['threads'],
+        'errors': rep['errors'],
+    }
 
 
 def run_phase(name: str, a: argparse.Namespace) -> dict[str, Any]:
