@@ -79,16 +79,7 @@ def _bench_config(link_length_m: float, n_joints: int) -> SafetyConfig:
 def bench_per_cycle(n_joints: int, n_points: int, cycles: int, seed: int) -> dict[str, Any]:
     """Full filter vs plain numpy, interleaved, same inputs; agreement and allocation."""
     link = 0.05
-    model = chain_model(
-        n_joints,
-        n_points=n_points,
-        kp=200.0,
-        kd=10.0,
-        effort=150.0,
-        link_length_m=link,
-        a_max=10.0,
-        j_max=5000.0,
-    )
+    model = _bench_model(n_joints, n_points, link)
     cfg = _bench_config(link, n_joints)
     ours = SafetyFilter(model, cfg)
     ref = NumpySafetyFilter(model, cfg)
@@ -150,13 +141,34 @@ def bench_per_cycle(n_joints: int, n_points: int, cycles: int, seed: int) -> dic
     finally:
         if gc_was:
             gc.enable()
+    allocation = {
+        'cycles': n_alloc,
+        'tracemalloc_growth_bytes': int(m1 - m0),
+        'tracemalloc_peak_bytes': int(peak - m0),
+        'allocated_blocks_delta': int(blocks1 - blocks0),
+        'no_growth': bool(m1 - m0 < 1024),
+    }
+    return _per_cycle_report(n_joints, n_points, t_ours, t_ref, worst, active, allocation)
+
+
+def _per_cycle_report(
+    n_joints: int,
+    n_points: int,
+    t_ours: np.ndarray,
+    t_ref: np.ndarray,
+    worst: float,
+    active: int,
+    allocation: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``per_cycle`` section: our and numpy's cycle times (``t_*``: ns per cycle) summarised in
+    us with their ratios, the worst disagreement (rad), the cycles with an active constraint."""
     s_ours = summarize_ns(t_ours)
     s_ref = summarize_ns(t_ref)
     ratio = s_ref['p99'] / s_ours['p99'] if s_ours['p99'] > 0 else math.nan
     return {
         'robot': f'{n_joints}-joint chain, {n_points} monitored points, 1 person, SSM + workspace + '
         f'jerk + effort on',
-        'cycles': cycles,
+        'cycles': int(t_ours.size),
         'filter_us': s_ours,
         'numpy_reference_us': s_ref,
         'p99_ratio_numpy_over_ours': ratio,
@@ -165,14 +177,23 @@ def bench_per_cycle(n_joints: int, n_points: int, cycles: int, seed: int) -> dic
         'target_met': bool(ratio >= 5.0),
         'agreement_max_abs_rad': worst,
         'cycles_with_active_constraints': int(active),
-        'allocation': {
-            'cycles': n_alloc,
-            'tracemalloc_growth_bytes': int(m1 - m0),
-            'tracemalloc_peak_bytes': int(peak - m0),
-            'allocated_blocks_delta': int(blocks1 - blocks0),
-            'no_growth': bool(m1 - m0 < 1024),
-        },
+        'allocation': allocation,
     }
+
+
+def _bench_model(n_joints: int, n_points: int, link_m: float) -> RobotModel:
+    """The per-cycle benchmark's robot: an ``n_joints`` chain of ``link_m`` links, ``n_points``
+    monitored points, PD gains 200/10, effort 150 N m, a_max 10 rad/s^2, j_max 5000 rad/s^3."""
+    return chain_model(
+        n_joints,
+        n_points=n_points,
+        kp=200.0,
+        kd=10.0,
+        effort=150.0,
+        link_length_m=link_m,
+        a_max=10.0,
+        j_max=5000.0,
+    )
 
 
 def _random_batch(model: RobotModel, b: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -260,10 +281,10 @@ def _check_batch(
     return viol
 
 
-def bench_properties(cases: int, seed: int, threads: int | None) -> dict[str, Any]:
-    """>= 10^5 randomized property cases through the batch path (see the module docstring)."""
-    model = RobotModel.from_config(RobotConfig())
-    cfg = replace(
+def _property_config() -> SafetyConfig:
+    """The default safety config with the step-gap, state-timeout and tracking checks opened up
+    (random states are not a trajectory) and no person required."""
+    return replace(
         SafetyConfig(),
         max_step_gap_s=1e3,
         state_timeout_s=1e3,
@@ -271,6 +292,76 @@ def bench_properties(cases: int, seed: int, threads: int | None) -> dict[str, An
         velocity_tolerance_rad_s=1e3,
         ssm=SsmConfig(require_human=False),
     )
+
+
+def _run_split(
+    bf: BatchSafetyFilter,
+    d: dict[str, np.ndarray],
+    cs: np.ndarray,
+    op: np.ndarray,
+    with_op: np.ndarray,
+    threads: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One batch step of the random cases ``d`` from the command states ``cs`` (updated in place):
+    operator blending only for the rows ``with_op`` (split: the batch API takes all-or-none).
+    Returns (outputs [rad], reports)."""
+    b = cs.shape[0]
+    out = np.zeros((b, cs.shape[2]))
+    rep = np.zeros((b, kn.N_REP))
+    for sel, use_op in ((with_op, True), (~with_op, False)):
+        idx = np.flatnonzero(sel)
+        if idx.size == 0:
+            continue
+        cs_sel = cs[idx]
+        o, r = bf.run(
+            cs_sel,
+            d['q'][idx],
+            d['dq'][idx],
+            d['prop'][idx],
+            op[idx] if use_op else None,
+            d['human'][idx],
+            d['n_h'][idx],
+            n_threads=threads,
+        )
+        cs[idx] = cs_sel
+        out[idx] = o
+        rep[idx] = r
+    return out, rep
+
+
+def _idempotence_dev(
+    bf: BatchSafetyFilter,
+    d: dict[str, np.ndarray],
+    cs0: np.ndarray,
+    out: np.ndarray,
+    rep: np.ndarray,
+    threads: int | None,
+) -> np.ndarray:
+    """Idempotence: re-filter the outputs ``out`` from the same states ``cs0`` (policy rows only,
+    not stopping); per re-filtered row not stopping again, its max deviation (rad)."""
+    rows_sel = np.flatnonzero((rep[:, kn.R_STOPPING] == 0) & (rep[:, kn.R_ALPHA] == 0))
+    if not rows_sel.size:
+        return np.zeros(0)
+    cs_again = cs0[rows_sel].copy()
+    o2, r2 = bf.run(
+        cs_again,
+        d['q'][rows_sel],
+        d['dq'][rows_sel],
+        out[rows_sel],
+        None,
+        d['human'][rows_sel],
+        d['n_h'][rows_sel],
+        n_threads=threads,
+    )
+    again_ok = r2[:, kn.R_STOPPING] == 0
+    dev: np.ndarray = np.max(np.abs(o2[again_ok] - out[rows_sel][again_ok]), axis=1, initial=0.0)
+    return dev
+
+
+def bench_properties(cases: int, seed: int, threads: int | None) -> dict[str, Any]:
+    """>= 10^5 randomized property cases through the batch path (see the module docstring)."""
+    model = RobotModel.from_config(RobotConfig())
+    cfg = _property_config()
     bf = BatchSafetyFilter(model, cfg)
     rng = np.random.default_rng(seed)
     totals: dict[str, int] = {}
@@ -286,53 +377,18 @@ def bench_properties(cases: int, seed: int, threads: int | None) -> dict[str, An
         op = np.where(with_op[:, None], d['op'], np.nan)
         cs0 = d['cs'].copy()
         cs1 = d['cs'].copy()
-        # operator blending only for the rows that have one (split: batch API takes all-or-none)
-        out = np.zeros((b, model.n_joints))
-        rep = np.zeros((b, kn.N_REP))
-        for sel, use_op in ((with_op, True), (~with_op, False)):
-            idx = np.flatnonzero(sel)
-            if idx.size == 0:
-                continue
-            cs_sel = cs1[idx]
-            o, r = bf.run(
-                cs_sel,
-                d['q'][idx],
-                d['dq'][idx],
-                d['prop'][idx],
-                op[idx] if use_op else None,
-                d['human'][idx],
-                d['n_h'][idx],
-                n_threads=threads,
-            )
-            cs1[idx] = cs_sel
-            out[idx] = o
-            rep[idx] = r
+        out, rep = _run_split(bf, d, cs1, op, with_op, threads)
         for k, v in _check_batch(model, cfg, cs0, cs1, out, rep, d['q'], d['dq']).items():
             totals[k] = totals.get(k, 0) + v
         mask = rep[:, kn.R_MASK].astype(np.int64)
         relaxed_jerk += int(np.sum((mask & ACTIVE_BITS['jerk_relaxed']) != 0))
         fallback += int(np.sum((mask & ACTIVE_BITS['qp_fallback']) != 0))
         faults += int(np.sum(rep[:, kn.R_FAULT] != 0))
-        # idempotence: re-filter the outputs from the same states (policy only, not stopping)
-        rows_sel = np.flatnonzero((rep[:, kn.R_STOPPING] == 0) & (rep[:, kn.R_ALPHA] == 0))
-        if rows_sel.size:
-            cs_again = cs0[rows_sel].copy()
-            o2, r2 = bf.run(
-                cs_again,
-                d['q'][rows_sel],
-                d['dq'][rows_sel],
-                out[rows_sel],
-                None,
-                d['human'][rows_sel],
-                d['n_h'][rows_sel],
-                n_threads=threads,
-            )
-            again_ok = r2[:, kn.R_STOPPING] == 0
-            idem_checked += int(again_ok.sum())
-            dev = np.max(np.abs(o2[again_ok] - out[rows_sel][again_ok]), axis=1, initial=0.0)
-            idem_not_bitwise += int(np.count_nonzero(dev > 0.0))
-            idem_failed += int(np.count_nonzero(dev > IDEMPOTENCE_TOL_RAD))
-            idem_max_dev = max(idem_max_dev, float(dev.max(initial=0.0)))
+        dev = _idempotence_dev(bf, d, cs0, out, rep, threads)
+        idem_checked += int(dev.size)
+        idem_not_bitwise += int(np.count_nonzero(dev > 0.0))
+        idem_failed += int(np.count_nonzero(dev > IDEMPOTENCE_TOL_RAD))
+        idem_max_dev = max(idem_max_dev, float(dev.max(initial=0.0)))
         done += b
     elapsed = time.perf_counter() - t0
     violations = sum(totals.values()) + idem_failed
