@@ -37,9 +37,6 @@ ALLOWED: dict[str, int] = {
     'rt_safe_rl.dashboards.generate:overview': 108,
     'rt_safe_rl.gpu.kernels:get_kernel': 104,
     'rt_safe_rl.tools.policy_exports:_modules': 107,
-    'rt_safe_rl.tools.record:_main': 88,
-    'rt_safe_rl.tools.train_default_policy:main': 87,
-    'rt_safe_rl.tools.train_default_policy:train': 100,
 }
 
 

@@ -209,6 +209,35 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _topics(spec: str, app: Any) -> dict[str, str]:
+    """``--topics`` (comma-separated keys of TOPIC_TYPES, '' = all) as topic name -> message type."""
+    keys = [k.strip() for k in spec.split(',') if k.strip()] or list(TOPIC_TYPES)
+    unknown = [k for k in keys if k not in TOPIC_TYPES]
+    if unknown:
+        raise ConfigError(f'--topics: unknown {unknown}; allowed: {list(TOPIC_TYPES)}')
+    return {getattr(app.topics, k): TOPIC_TYPES[k] for k in keys}
+
+
+def _out_path(out: str) -> Path:
+    """The bag folder: ``--out`` or ``rt_safe_rl_<UTC time>``; an existing one is refused."""
+    stamp = _dt.datetime.now(_dt.UTC).strftime('%Y%m%d_%H%M%S')
+    path = Path(out or f'rt_safe_rl_{stamp}')
+    if path.exists():
+        raise ConfigError(f'{path} already exists; refusing to overwrite a recording')
+    return path
+
+
+def _stop_sim(sim: subprocess.Popen[bytes]) -> None:
+    """Stop the simulator if it still runs: SIGINT, then kill after 10 s."""
+    if sim.poll() is None:
+        sim.send_signal(signal.SIGINT)
+        try:
+            sim.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+            sim.wait(timeout=5)
+
+
 def _main(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.context import Context
@@ -222,15 +251,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.with_sim and args.duration == 0:
         raise ConfigError('--with-sim needs a finite --duration')
     app = load_config(args.config)
-    keys = [k.strip() for k in args.topics.split(',') if k.strip()] or list(TOPIC_TYPES)
-    unknown = [k for k in keys if k not in TOPIC_TYPES]
-    if unknown:
-        raise ConfigError(f'--topics: unknown {unknown}; allowed: {list(TOPIC_TYPES)}')
-    topics = {getattr(app.topics, k): TOPIC_TYPES[k] for k in keys}
-    stamp = _dt.datetime.now(_dt.UTC).strftime('%Y%m%d_%H%M%S')
-    out = Path(args.out or f'rt_safe_rl_{stamp}')
-    if out.exists():
-        raise ConfigError(f'{out} already exists; refusing to overwrite a recording')
+    topics = _topics(args.topics, app)
+    out = _out_path(args.out)
 
     ctx = Context()
     rclpy.init(context=ctx, args=[], signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C closes the bag
@@ -266,13 +288,8 @@ def _main(args: argparse.Namespace) -> int:
     finally:
         if recorder is not None:
             recorder.close()
-        if sim is not None and sim.poll() is None:
-            sim.send_signal(signal.SIGINT)
-            try:
-                sim.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                sim.wait(timeout=5)
+        if sim is not None:
+            _stop_sim(sim)
         executor.shutdown()
         if rnode is not None:
             rnode.destroy_node()

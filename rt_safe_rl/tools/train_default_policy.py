@@ -27,6 +27,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,19 +204,7 @@ def train(
     opt = torch.optim.Adam(policy.parameters(), lr=s.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, s.iterations), eta_min=s.lr * 0.05)
 
-    def obs_of(q: Any, dq: Any, goal: Any) -> Any:
-        parts = []
-        for name, sc in scales:
-            if name == 'joint_pos_rel':
-                parts.append((q - default_q) * sc)
-            elif name == 'joint_pos':
-                parts.append(q * sc)
-            elif name == 'joint_vel':
-                parts.append(dq * sc)
-            else:
-                parts.append((goal - q) * sc)
-        return torch.cat(parts, dim=-1)
-
+    obs_of = _obs_fn(scales, default_q)
     history = []
     t0 = time.perf_counter()
     for it in range(s.iterations):
@@ -251,11 +240,7 @@ def train(
                 + s.limit_weight * (over * over).sum(-1).mean()
             )
         loss = loss / steps
-        opt.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        _descend(loss, policy, opt, sched)
         final_err = float((q - goal).detach().abs().mean())
         history.append((float(loss.detach()), final_err))
         if it % 20 == 0 or it == s.iterations - 1:
@@ -264,7 +249,45 @@ def train(
                 f'mean final |q - goal| {final_err:.4f} rad  ({time.perf_counter() - t0:.0f} s)'
             )
     policy.eval()
-    return policy, {
+    return policy, _train_stats(history, t0)
+
+
+def _obs_fn(scales: list[tuple[str, Any]], default_q: Any) -> Callable[[Any, Any, Any], Any]:
+    """The torch observation of (q, dq, goal) [rad, rad/s, rad]: the layout's terms, each times its
+    scale, concatenated in order (as :func:`build_obs_np`)."""
+    import torch
+
+    def obs_of(q: Any, dq: Any, goal: Any) -> Any:
+        parts = []
+        for name, sc in scales:
+            if name == 'joint_pos_rel':
+                parts.append((q - default_q) * sc)
+            elif name == 'joint_pos':
+                parts.append(q * sc)
+            elif name == 'joint_vel':
+                parts.append(dq * sc)
+            else:
+                parts.append((goal - q) * sc)
+        return torch.cat(parts, dim=-1)
+
+    return obs_of
+
+
+def _descend(loss: Any, policy: Any, opt: Any, sched: Any) -> None:
+    """One optimiser step on ``loss``: backprop, clip the gradient norm to 1, Adam step, LR schedule."""
+    import torch
+
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+    opt.step()
+    sched.step()
+
+
+def _train_stats(history: list[tuple[float, float]], t0: float) -> dict[str, Any]:
+    """The training stats: wall time since ``t0`` (s), the last iteration's loss and mean final
+    error (rad)."""
+    return {
         'train_wall_s': round(time.perf_counter() - t0, 2),
         'final_loss': round(history[-1][0], 6),
         'final_train_error_rad': round(history[-1][1], 6),
@@ -352,8 +375,8 @@ def load_training_setup(config_path: str | None) -> tuple[ArmLimits, ObsLayout, 
     return limits, layout, (GoalGenerator, op.goal_margin_rad, op.goal_span), home, cfg.policy.rate_hz
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``rt-safe-rl train``; returns the exit code."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line of ``rt-safe-rl train``."""
     ap = argparse.ArgumentParser(prog='rt-safe-rl train', description=__doc__.split('\n\n')[0])
     ap.add_argument(
         '--out', default=str(DEFAULT_OUT), help='TorchScript output (.pt); a .json goes beside it'
@@ -365,26 +388,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--horizon-s', type=float, default=TrainSettings.horizon_s)
     ap.add_argument('--eval-goals', type=int, default=TrainSettings.eval_goals)
     ap.add_argument('--quiet', action='store_true')
-    args = ap.parse_args(argv)
-    if args.iterations < 1 or args.batch < 1 or args.horizon_s <= 0 or args.eval_goals < 1:
-        raise ConfigError('--iterations, --batch, --eval-goals must be >= 1 and --horizon-s > 0')
+    return ap
+
+
+def _evaluate_learned_and_baseline(
+    policy: Any, limits: ArmLimits, layout: ObsLayout, settings: TrainSettings, eval_gen: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`evaluate` the trained ``policy`` and the baseline (target = goal) on the same
+    ``settings.eval_goals`` starts and goals drawn from ``eval_gen``: (learned, baseline) metrics."""
     import torch
 
-    log = (lambda *_a, **_k: None) if args.quiet else print
-    t_start = time.perf_counter()
-    limits, layout, (goal_cls, margin, span), home, policy_rate_hz = load_training_setup(args.config)
-    settings = TrainSettings(
-        seed=args.seed,
-        iterations=args.iterations,
-        batch=args.batch,
-        horizon_s=args.horizon_s,
-        policy_rate_hz=policy_rate_hz,
-        eval_goals=args.eval_goals,
-    )
-    train_goals = goal_cls(limits.q_min, limits.q_max, home, margin, span, seed=settings.seed)
-    policy, stats = train(limits, layout, train_goals.sample, settings, log=log)
-
-    eval_gen = goal_cls(limits.q_min, limits.q_max, home, margin, span, seed=settings.seed + 10_000)
     starts, goals = eval_gen.sample(settings.eval_goals), eval_gen.sample(settings.eval_goals)
 
     def learned(obs: F64, q: F64, dq: F64, goal: F64) -> F64:
@@ -404,8 +417,31 @@ def main(argv: list[str] | None = None) -> int:
         settings.policy_rate_hz,
         settings.control_rate_hz,
     )
-    metrics = evaluate(learned, *ev_args)
-    base = evaluate(baseline, *ev_args)
+    return evaluate(learned, *ev_args), evaluate(baseline, *ev_args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``rt-safe-rl train``; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.iterations < 1 or args.batch < 1 or args.horizon_s <= 0 or args.eval_goals < 1:
+        raise ConfigError('--iterations, --batch, --eval-goals must be >= 1 and --horizon-s > 0')
+    import torch
+
+    log = (lambda *_a, **_k: None) if args.quiet else print
+    t_start = time.perf_counter()
+    limits, layout, (goal_cls, margin, span), home, policy_rate_hz = load_training_setup(args.config)
+    settings = TrainSettings(
+        seed=args.seed,
+        iterations=args.iterations,
+        batch=args.batch,
+        horizon_s=args.horizon_s,
+        policy_rate_hz=policy_rate_hz,
+        eval_goals=args.eval_goals,
+    )
+    train_goals = goal_cls(limits.q_min, limits.q_max, home, margin, span, seed=settings.seed)
+    policy, stats = train(limits, layout, train_goals.sample, settings, log=log)
+    eval_gen = goal_cls(limits.q_min, limits.q_max, home, margin, span, seed=settings.seed + 10_000)
+    metrics, base = _evaluate_learned_and_baseline(policy, limits, layout, settings, eval_gen)
     log(f'[train] eval learned : {metrics}')
     log(f'[train] eval baseline (target = goal): {base}')
 
