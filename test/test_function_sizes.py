@@ -34,9 +34,7 @@ ALLOWED: dict[str, int] = {
     'rt_safe_rl.core.safety.numpy_ref:NumpySafetyFilter.step': 118,
     'rt_safe_rl.core.safety.numpy_ref:project_numpy': 95,
     'rt_safe_rl.core.safety.params:build_params': 98,
-    'rt_safe_rl.dashboards.generate:overview': 108,
     'rt_safe_rl.gpu.kernels:get_kernel': 104,
-    'rt_safe_rl.tools.policy_exports:_modules': 107,
 }
 
 

@@ -147,6 +147,19 @@ def _dashboard(uid: str, title: str, layout: _Layout, description: str) -> dict[
 def overview() -> dict[str, Any]:
     """System overview: rate, e2e latency, misses, interventions, alerts, component states."""
     lo = _Layout()
+    _overview_stats(lo)
+    _overview_trends(lo)
+    return _dashboard(
+        'rt-safe-rl-overview',
+        'rt_safe_rl / Overview',
+        lo,
+        'Control loop at a glance: rate, e2e latency vs its budget, misses, safety, alerts.',
+    )
+
+
+def _overview_stats(lo: _Layout) -> None:
+    """The overview's top row of stat panels: loop rate, e2e p99, misses, interventions,
+    violations, active alerts."""
     stat = {'options': {'reduceOptions': {'calcs': ['lastNotNull']}, 'colorMode': 'background'}}
     lo.add(
         'stat',
@@ -201,6 +214,11 @@ def overview() -> dict[str, Any]:
         extra=stat,
     )
     lo.add('stat', 'Active alerts', [(f'sum(rt_alert_active{{{SEL}}})', 'alerts')], w=4, h=4, extra=stat)
+
+
+def _overview_trends(lo: _Layout) -> None:
+    """The overview's component-status timeline and its time series: e2e latency vs budget, loop
+    rate, operations by stage, errors and misses."""
     lo.add(
         'state-timeline',
         'Component status (0 OK, 1 WARN, 2 ERROR, 3 STALE)',
@@ -245,12 +263,6 @@ def overview() -> dict[str, Any]:
             (f'rate(rt_deadline_misses_total{{{SEL}}}[1m])', 'deadline misses'),
         ],
         unit='ops',
-    )
-    return _dashboard(
-        'rt-safe-rl-overview',
-        'rt_safe_rl / Overview',
-        lo,
-        'Control loop at a glance: rate, e2e latency vs its budget, misses, safety, alerts.',
     )
 
 

@@ -48,10 +48,18 @@ def _mlp(n_in: int, n_out: int, hidden: tuple[int, ...] = (128, 64), act: Any = 
 
 
 def _modules() -> dict[str, Any]:
+    """Every TorchScript-able export, name -> module, built in a fixed order from seed 0."""
     import torch
-    from torch import nn
 
     torch.manual_seed(0)
+    return {**_feedforward_modules(), **_recurrent_modules()}
+
+
+def _feedforward_modules() -> dict[str, Any]:
+    """The stateless exports (container, fx graph, wrapper, index_put, printing), built in order
+    from the global torch RNG."""
+    import torch
+    from torch import nn
 
     class ActorCritic(nn.Module):
         def __init__(self) -> None:
@@ -104,6 +112,21 @@ def _modules() -> dict[str, Any]:
             print('obs', x.shape)
             return self.mlp(x)
 
+    return {
+        'ac_container': ActorCritic(),
+        'fx_graph': torch.fx.symbolic_trace(FxNet()),
+        'wrapper_slicing': Wrapper(),
+        'index_put': IndexPut(),
+        'printing': Printer(),
+    }
+
+
+def _recurrent_modules() -> dict[str, Any]:
+    """The exports with state in buffers (2-layer LSTM, GRU) and the encoder's policy, built in
+    order from the global torch RNG."""
+    import torch
+    from torch import nn
+
     class Lstm2(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -145,11 +168,6 @@ def _modules() -> dict[str, Any]:
             return self.actor(x)
 
     return {
-        'ac_container': ActorCritic(),
-        'fx_graph': torch.fx.symbolic_trace(FxNet()),
-        'wrapper_slicing': Wrapper(),
-        'index_put': IndexPut(),
-        'printing': Printer(),
         'lstm2_cell': Lstm2(),
         'gru': Gru(),
         'encoder_policy': EncoderPolicy(),
