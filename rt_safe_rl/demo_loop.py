@@ -310,6 +310,8 @@ class LoopOutcome:
     floor_res: dict[str, Any]
     run_s: float
     loop_reads: int  # states the loop read in run_s (the shutdown's own reads are not the loop's rate)
+    loop_runs: int  # control-cycle runs in run_s (start-up backlog and shutdown excluded)
+    loop_misses: int  # of them, cycles that started more than one period late
     cpu: dict[str, float]  # per-thread CPU share over run_s ({}: the loop did not start)
     end: Ending
     interrupted: bool
@@ -340,7 +342,7 @@ def run_loop(
     watch = Watch()
     floor_res: dict[str, Any] = {'skipped': 'not run'}
     t_start = time.monotonic()
-    reads0 = 0
+    reads0 = runs0 = misses0 = 0
     cpu0: dict[str, float] = {}
     try:
         comp.start(log=log)
@@ -352,6 +354,7 @@ def run_loop(
         wait_first_cycle(comp, thread, stop_event)  # the executor's set-up (GC freeze, mlock) first
         t_start = time.monotonic()
         reads0 = col._cycles()
+        runs0, misses0 = _cycle_counts(comp)
         cpu0 = thread_cpu_s()
         col.restart_rate()
         status = functools.partial(
@@ -378,6 +381,8 @@ def run_loop(
     finally:
         run_s = time.monotonic() - t_start
         loop_reads = col._cycles() - reads0 if cpu0 else 0
+        runs1, misses1 = _cycle_counts(comp)
+        loop_runs, loop_misses = (runs1 - runs0, misses1 - misses0) if cpu0 else (0, 0)
         cpu1 = thread_cpu_s()
         if floor is not None and not isinstance(floor, str):
             floor.stop()
@@ -385,7 +390,14 @@ def run_loop(
             watch.live.__exit__(None, None, None)
         end = shut_down(comp, thread, col, spin_error, interrupted)
     cpu = cpu_share(cpu0, cpu1, run_s) if cpu0 else {}
-    return LoopOutcome(col, watch, floor_res, run_s, loop_reads, cpu, end, interrupted)
+    counts = (loop_reads, loop_runs, loop_misses)
+    return LoopOutcome(col, watch, floor_res, run_s, *counts, cpu, end, interrupted)
+
+
+def _cycle_counts(comp: Composition) -> tuple[int, int]:
+    """(runs, misses) of the control cycle so far ((0, 0) without one). Any thread."""
+    cyc = comp.cycle
+    return (int(cyc.runs), int(cyc.misses)) if cyc is not None else (0, 0)
 
 
 def filter_state(node: Any) -> dict[str, Any]:

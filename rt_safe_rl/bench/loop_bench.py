@@ -96,8 +96,8 @@ def phase_loop(a: argparse.Namespace, out: Path) -> dict[str, Any]:
     np.save(out, lat_us)
     return {
         'rate_hz': s['loop_rate_hz'],
-        'runs': s['cycle'].get('runs'),
-        'misses': s['cycle'].get('misses'),
+        'runs': s['cycles_measured'],  # of the measured window, like the rate
+        'misses': s['deadline_misses'],
         'caught_up': s['cycle'].get('caught_up'),
         'skipped': s['cycle'].get('skipped'),
         'duration_s': s['duration_s'],
