@@ -12,7 +12,7 @@ import numpy as np
 from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.core.robot_model import RobotModel
 from rt_safe_rl.core.safety import kernel as kn
-from rt_safe_rl.core.safety.config import BODY_MODEL, SafetyConfig
+from rt_safe_rl.core.safety.config import BODY_MODEL, SafetyConfig, WorkspaceConfig
 from rt_safe_rl.core.safety.formulas import pfl_v_max
 
 
@@ -23,6 +23,29 @@ def build_params(model: RobotModel, cfg: SafetyConfig) -> tuple[np.ndarray, np.n
         ConfigError: a limit list of the wrong length, a limit looser than the robot model's
             (URDF / robot section) one, unknown workspace point names.
     """
+    lim = _limits(model, cfg)
+    sp = np.zeros(kn.N_SP)
+    sp[kn.SP_DT] = cfg.dt_s
+    _ssm_pfl_params(sp, model, cfg)
+    ws_mask = _workspace_params(sp, model, cfg.workspace)
+    b = cfg.blend
+    sp[kn.SP_BLEND_MODE] = 0.0 if b.mode == 'fixed' else 1.0
+    sp[kn.SP_ALPHA_FIXED] = b.alpha_operator
+    sp[kn.SP_BLEND_DMIN] = b.d_min_m
+    sp[kn.SP_BLEND_DMAX] = b.d_max_m
+    sp[kn.SP_JERK_ON] = 1.0 if cfg.enforce_jerk else 0.0
+    sp[kn.SP_EFFORT_ON] = 1.0 if cfg.enforce_effort else 0.0
+    sp[kn.SP_POS_TOL] = cfg.position_tolerance_rad
+    sp[kn.SP_VEL_TOL] = cfg.velocity_tolerance_rad_s
+    sp[kn.SP_QP_TOL] = cfg.qp_tol
+    sp[kn.SP_QP_MAXIT] = float(cfg.qp_max_iter)
+    return lim, sp, ws_mask
+
+
+def _limits(model: RobotModel, cfg: SafetyConfig) -> np.ndarray:
+    """The (N_LIM_ROWS, n) joint limit array: the model's limits [rad, rad/s, rad/s^2, rad/s^3,
+    N*m] and PD gains, tightened by the config's per-joint lists, velocities scaled by
+    ``velocity_scale``. Raises ConfigError (wrong length, looser than the model, q_min >= q_max)."""
     n = model.n_joints
     lim = np.zeros((kn.N_LIM_ROWS, n))
     lim[kn.L_QMIN] = model.q_min
@@ -60,8 +83,12 @@ def build_params(model: RobotModel, cfg: SafetyConfig) -> tuple[np.ndarray, np.n
         i = int(np.argmax(lim[kn.L_QMIN] >= lim[kn.L_QMAX]))
         raise ConfigError(f'safety: q_min >= q_max for joint {model.joint_names[i]!r}')
     lim[kn.L_VMAX] *= cfg.velocity_scale
-    sp = np.zeros(kn.N_SP)
-    sp[kn.SP_DT] = cfg.dt_s
+    return lim
+
+
+def _ssm_pfl_params(sp: np.ndarray, model: RobotModel, cfg: SafetyConfig) -> None:
+    """Fill the SSM entries [m, m/s, m/s^2, s] and the PFL speed limits [m/s] (default region,
+    then one per human-point slot) of `sp` in place. Raises ConfigError (too many point regions)."""
     s = cfg.ssm
     sp[kn.SP_SSM_ON] = 1.0 if s.enabled else 0.0
     sp[kn.SP_SSM_A] = s.brake_decel_m_s2
@@ -84,7 +111,11 @@ def build_params(model: RobotModel, cfg: SafetyConfig) -> tuple[np.ndarray, np.n
         raise ConfigError(f'safety.pfl.point_regions: at most {kn.PFL_SLOTS} entries')
     for c, region in enumerate(cfg.pfl.point_regions):
         sp[kn.SP_PFL_BASE + c] = v_pfl(region)
-    w = cfg.workspace
+
+
+def _workspace_params(sp: np.ndarray, model: RobotModel, w: WorkspaceConfig) -> np.ndarray:
+    """Fill the workspace box entries [m, m/s^2] of `sp` in place; return the (n_points,) bool mask
+    of the monitored points it applies to. Raises ConfigError (unknown point names)."""
     sp[kn.SP_WS_ON] = 1.0 if w.enabled else 0.0
     sp[kn.SP_WS_A] = w.brake_decel_m_s2
     sp[kn.SP_WS_MIN_X : kn.SP_WS_MIN_X + 3] = w.min_m
@@ -102,15 +133,4 @@ def build_params(model: RobotModel, cfg: SafetyConfig) -> tuple[np.ndarray, np.n
                 ws_mask[model.point_names.index(name)] = True
         else:
             ws_mask[:] = True
-    b = cfg.blend
-    sp[kn.SP_BLEND_MODE] = 0.0 if b.mode == 'fixed' else 1.0
-    sp[kn.SP_ALPHA_FIXED] = b.alpha_operator
-    sp[kn.SP_BLEND_DMIN] = b.d_min_m
-    sp[kn.SP_BLEND_DMAX] = b.d_max_m
-    sp[kn.SP_JERK_ON] = 1.0 if cfg.enforce_jerk else 0.0
-    sp[kn.SP_EFFORT_ON] = 1.0 if cfg.enforce_effort else 0.0
-    sp[kn.SP_POS_TOL] = cfg.position_tolerance_rad
-    sp[kn.SP_VEL_TOL] = cfg.velocity_tolerance_rad_s
-    sp[kn.SP_QP_TOL] = cfg.qp_tol
-    sp[kn.SP_QP_MAXIT] = float(cfg.qp_max_iter)
-    return lim, sp, ws_mask
+    return ws_mask
