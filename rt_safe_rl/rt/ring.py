@@ -26,32 +26,38 @@ class SpscRing:
         self._tail = 0  # next slot to read; written by the consumer only
         self.dropped = 0  # producer-side count of records lost because the ring was full
 
+    def _next_head(self) -> int:
+        """The head index after one more record, or -1 when the ring is full (then counts a drop).
+
+        Producer side only; RT-safe (no allocation). The caller writes the record at ``_head`` and
+        then publishes the returned index to ``_head``.
+        """
+        nxt = self._head + 1
+        if nxt == self.capacity:
+            nxt = 0
+        if nxt == self._tail:
+            self.dropped += 1
+            return -1
+        return nxt
+
     def try_push(self, record: npt.ArrayLike) -> bool:
         """Append one record (RT-safe: no allocation for a float64 ndarray or scalar input).
 
         Returns False (and increments ``dropped``) when the ring is full.
         """
-        head = self._head
-        nxt = head + 1
-        if nxt == self.capacity:
-            nxt = 0
-        if nxt == self._tail:
-            self.dropped += 1
+        nxt = self._next_head()
+        if nxt < 0:
             return False
-        self._buf[head] = record
+        self._buf[self._head] = record
         self._head = nxt
         return True
 
     def try_push2(self, a: float, b: float) -> bool:
         """Append a 2-value record without building an array (RT-safe)."""
-        head = self._head
-        nxt = head + 1
-        if nxt == self.capacity:
-            nxt = 0
-        if nxt == self._tail:
-            self.dropped += 1
+        nxt = self._next_head()
+        if nxt < 0:
             return False
-        row = self._buf[head]
+        row = self._buf[self._head]
         row[0] = a
         row[1] = b
         self._head = nxt
@@ -59,14 +65,10 @@ class SpscRing:
 
     def try_push3(self, a: float, b: float, c: float) -> bool:
         """Append a 3-value record without building an array (RT-safe)."""
-        head = self._head
-        nxt = head + 1
-        if nxt == self.capacity:
-            nxt = 0
-        if nxt == self._tail:
-            self.dropped += 1
+        nxt = self._next_head()
+        if nxt < 0:
             return False
-        row = self._buf[head]
+        row = self._buf[self._head]
         row[0] = a
         row[1] = b
         row[2] = c
