@@ -33,12 +33,12 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
+from rt_safe_rl.bench.child import emit_json
+from rt_safe_rl.core.errors import ConfigError
 
 FAR_HUMAN = np.array([[3.0, 3.0, 0.5]])
 TARGETS_US = {'async': 30.0, 'sync': 5.0}
@@ -148,17 +148,6 @@ def _memory_mb(backend: str) -> dict[str, Any]:
     return out
 
 
-def _emit(res: dict[str, Any], json_path: str) -> None:
-    """Print the result as JSON on stdout and, when ``json_path`` is set, write it there too."""
-    text = json.dumps(res, indent=2)
-    print(text)
-    if json_path:
-        try:
-            Path(json_path).write_text(text + '\n')
-        except OSError as err:
-            raise RtSafeRlError(f'cannot write --json {json_path}: {err}') from None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rt-safe-rl bench api``; prints one JSON document."""
     from rt_safe_rl.api import create_system
@@ -226,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     line = verdict_line(measure_s=1.0)
     res['machine'] = {'verdict': line}
     print(line, file=sys.stderr)
-    _emit(res, a.json)
+    emit_json(res, a.json)
     return 0
 
 

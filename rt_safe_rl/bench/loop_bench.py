@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rt_safe_rl.bench.child import run_child
 from rt_safe_rl.core.errors import ConfigError
 
 F64 = npt.NDArray[np.float64]
@@ -282,19 +281,7 @@ def _child(name: str, a: argparse.Namespace, duration_s: float, out: Path) -> di
         cmd += ['--config', a.config]
     for s in a.set or []:
         cmd += ['--set', s]
-    env = dict(os.environ)
-    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    timeout = duration_s + 240.0
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {'error': f'phase {name} did not finish within {timeout:.0f} s'}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {'error': f'phase {name} failed (rc {proc.returncode}): ' + ' | '.join(tail)}
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    return run_child(cmd, name, duration_s + 240.0)
 
 
 # ------------------------------------------------------------------------------------------------

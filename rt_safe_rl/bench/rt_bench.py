@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from rt_safe_rl.bench.child import emit_json, run_child
 
 # loops, statistics and phases live in rt_loops / rt_phases; re-exported here for their users
 # (bench loop, doctor, demo, tests import them from this module)
@@ -103,19 +103,7 @@ def _child(name: str, a: argparse.Namespace, duration_s: float, samples: Path) -
         cmd += ['--config', a.config]
     if a.spin_us is not None:
         cmd += ['--spin-us', str(a.spin_us)]
-    env = dict(os.environ)
-    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    timeout = duration_s + a.warmup + 60
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {'error': f'phase {name} did not finish within {timeout:.0f} s'}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {'error': f'phase {name} failed (rc {proc.returncode}): ' + ' | '.join(tail)}
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    return run_child(cmd, name, duration_s + a.warmup + 60)
 
 
 def _ratio(num: float, den: float) -> float:
@@ -247,17 +235,6 @@ def _rt_granted(ex: Any) -> dict[str, Any]:
     }
 
 
-def _emit(res: dict[str, Any], json_path: str) -> None:
-    """Print the result as JSON on stdout and, when ``json_path`` is set, write it there too."""
-    text = json.dumps(res, indent=2)
-    print(text)
-    if json_path:
-        try:
-            Path(json_path).write_text(text + '\n')
-        except OSError as err:
-            raise RtSafeRlError(f'cannot write --json {json_path}: {err}') from None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rt-safe-rl bench rt``; prints one JSON document. Returns the exit code."""
     a = _parser().parse_args(argv)
@@ -330,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     given = {'c': {**fc, 'rate_hz': a.rate_hz}} if isinstance(fc, dict) and 'lateness_us' in fc else None
     res['machine']['verdict'] = verdict_line(given)
     print(f'[bench rt] {res["machine"]["verdict"]}', file=sys.stderr)
-    _emit(res, a.json)
+    emit_json(res, a.json)
     failed = [k for k, v in res.items() if isinstance(v, dict) and 'error' in v]
     return 1 if failed else 0
 
