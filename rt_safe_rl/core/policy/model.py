@@ -85,18 +85,26 @@ def _default_backends() -> list[str]:
     return list(BACKENDS) + registered_backends()
 
 
+@dataclass(frozen=True)
+class _Check:
+    """What one policy's backends are built from and checked against (configure time): the file,
+    its probed info, the model and node configs, the reference backend, the check observations
+    (float32 [N, obs_dim]) and the logger."""
+
+    p: Path
+    info: PolicyInfo
+    model_cfg: ModelConfig
+    cfg: PolicyNodeConfig
+    ref: str
+    obs: F32
+    log: Any
+
+
 def _measure(
-    p: Path,
-    info: PolicyInfo,
-    model_cfg: ModelConfig,
-    cfg: PolicyNodeConfig,
-    ref: str,
-    names: list[str],
-    obs: F32,
-    timing_iters: int | None,
-    log: Any,
+    c: _Check, names: list[str], timing_iters: int | None
 ) -> tuple[dict[str, Backend], list[BackendResult]]:
     """Build `names` (the reference first), check them against it and time them; stdout per policy.stdout."""
+    p, info, model_cfg, cfg, ref, obs, log = c.p, c.info, c.model_cfg, c.cfg, c.ref, c.obs, c.log
     built: dict[str, Backend] = {}
     unavailable: dict[str, str] = {}
     for i, name in enumerate(names):
@@ -205,17 +213,14 @@ def load_policy_model(
     use_cache = cfg.backend == 'auto' and cfg.auto_cache and not explicit
     key = cache_key(info.sha256, pipeline_key + f'|obs_dim={info.obs_dim}', cfg, names) if use_cache else ''
     entry = load_choice(cfg, key) if use_cache else None
+    check = _Check(p, info, model_cfg, cfg, ref, obs, log)
     selected, from_cache = '', False
     if entry is not None and entry['selected'] in names:
-        built, rows, selected = _recheck_cached_choice(
-            p, info, model_cfg, cfg, ref, entry['selected'], obs, log
-        )
+        built, rows, selected = _recheck_cached_choice(check, entry['selected'])
         from_cache = bool(selected)
     if not selected:
         pick_best = cfg.backend == 'auto' or backends != [cfg.backend]
-        built, rows, selected = _measure_and_select(
-            p, info, model_cfg, cfg, ref, names, obs, timing_iters, log, pick_best, use_cache
-        )
+        built, rows, selected = _measure_and_select(check, names, timing_iters, pick_best, use_cache)
         if use_cache:
             why = store_choice(cfg, key, {'selected': selected, 'table': [r.as_dict() for r in rows]})
             if why:
@@ -258,30 +263,21 @@ def _inspect(
 
 
 def _measure_and_select(
-    p: Path,
-    info: PolicyInfo,
-    model_cfg: ModelConfig,
-    cfg: PolicyNodeConfig,
-    ref: str,
-    names: list[str],
-    obs: F32,
-    timing_iters: int | None,
-    log: Any,
-    pick_best: bool,
-    use_cache: bool,
+    c: _Check, names: list[str], timing_iters: int | None, pick_best: bool, use_cache: bool
 ) -> tuple[dict[str, Backend], list[BackendResult], str]:
-    """Measure the backends `names` against `ref`; the built backends, the rows and the choice: the
+    """Measure the backends `names` against `c.ref`; the built backends, the rows and the choice: the
     best (`pick_best`, :func:`select_backend`) or the configured backend, which must pass. Not RT-safe.
 
     Raises:
         PolicyLoadError: the configured backend is unavailable or rejected.
     """
+    cfg, ref = c.cfg, c.ref
     if cfg.backend == 'auto' and len(names) > 1:
-        log.info(
-            f'policy {p.name}: auto: measuring {len(names)} backends (error vs {ref}, latency)'
+        c.log.info(
+            f'policy {c.p.name}: auto: measuring {len(names)} backends (error vs {ref}, latency)'
             + (f'; the choice is cached in {cache_dir(cfg)}' if use_cache else '')
         )
-    built, rows = _measure(p, info, model_cfg, cfg, ref, names, obs, timing_iters, log)
+    built, rows = _measure(c, names, timing_iters)
     selected = select_backend(rows, cfg, ref) if pick_best else _require_configured(rows, cfg.backend, ref)
     return built, rows, selected
 
@@ -300,20 +296,12 @@ def _check_observations(obs_dim: int, check_obs: F32 | None, n: int, obs_scale: 
     return np.ascontiguousarray(check_obs, dtype=np.float32)
 
 
-def _recheck_cached_choice(
-    p: Path,
-    info: PolicyInfo,
-    model_cfg: ModelConfig,
-    cfg: PolicyNodeConfig,
-    ref: str,
-    sel: str,
-    obs: F32,
-    log: Any,
-) -> tuple[dict[str, Backend], list[BackendResult], str]:
-    """Re-measure the cached auto choice `sel` against `ref` (50 timed calls): the built backends,
+def _recheck_cached_choice(c: _Check, sel: str) -> tuple[dict[str, Backend], list[BackendResult], str]:
+    """Re-measure the cached auto choice `sel` against `c.ref` (50 timed calls): the built backends,
     the rows and `sel`, or '' when it fails the tolerance check now. Not RT-safe."""
-    log.info(f'policy {p.name}: auto: re-checking the cached choice {sel!r} ({cache_dir(cfg)})')
-    built, rows = _measure(p, info, model_cfg, cfg, ref, list(dict.fromkeys([ref, sel])), obs, 50, log)
+    p, log = c.p, c.log
+    log.info(f'policy {p.name}: auto: re-checking the cached choice {sel!r} ({cache_dir(c.cfg)})')
+    built, rows = _measure(c, list(dict.fromkeys([c.ref, sel])), 50)
     row = next((r for r in rows if r.name == sel), None)
     if row is not None and row.ok:
         return built, rows, sel
