@@ -313,6 +313,45 @@ def _project_or_retry(
     return st, it + it2
 
 
+@nb.njit(cache=True, nogil=True, inline='always')
+def _project_fallback(
+    x0: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    g_mat: np.ndarray,
+    hvec: np.ndarray,
+    k_rows: int,
+    sp: np.ndarray,
+    qw: tuple[np.ndarray, ...],
+) -> tuple[int, int]:
+    """:func:`project_box_halfspaces` of `x0` with the solver limits of `sp` and the QP workspace
+    `qw` = (x, bsign, u_b, sidx, u_s, chol, rhs, c_s, z, r_b, in_s) of :func:`alloc_work`; the
+    result is in ``qw[0]``. For the least-violation fallback of :func:`filter_kernel`; inlined
+    (numba IR), RT-safe, no allocation. Returns (status, iterations)."""
+    qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins = qw
+    return project_box_halfspaces(
+        x0,
+        lo,
+        hi,
+        g_mat,
+        hvec,
+        k_rows,
+        int(sp[SP_QP_MAXIT]),
+        sp[SP_QP_TOL],
+        qx,
+        qbsign,
+        qub,
+        qsidx,
+        qus,
+        qchol,
+        qrhs,
+        qcs,
+        qz,
+        qrb,
+        qins,
+    )
+
+
 @nb.njit(cache=True, nogil=True)
 def filter_kernel(
     lim: np.ndarray,
@@ -661,6 +700,7 @@ def filter_kernel(
             # function of the state alone: re-filtering the output finds the same relaxed set and
             # returns the output (idempotence).
             mask |= A_QP_FALLBACK
+            qw = (qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
             sync_brake_velocity(cs[1], lim[L_AMAX], dt, qx)
             s_hi = 0.0
             for j in range(n):
@@ -680,27 +720,7 @@ def filter_kernel(
                     for k in range(k_rows):
                         hvec[k] += s_mid - s_cur
                     s_cur = s_mid
-                    st, it3 = project_box_halfspaces(
-                        vref,
-                        lo,
-                        hi,
-                        g_mat,
-                        hvec,
-                        k_rows,
-                        int(sp[SP_QP_MAXIT]),
-                        sp[SP_QP_TOL],
-                        qx,
-                        qbsign,
-                        qub,
-                        qsidx,
-                        qus,
-                        qchol,
-                        qrhs,
-                        qcs,
-                        qz,
-                        qrb,
-                        qins,
-                    )
+                    st, it3 = _project_fallback(vref, lo, hi, g_mat, hvec, k_rows, sp, qw)
                     qp_iters += it3
                     if st == QP_OK:
                         s_hi = s_mid
@@ -708,50 +728,10 @@ def filter_kernel(
                         s_lo = s_mid
                 for k in range(k_rows):
                     hvec[k] += s_hi - s_cur
-                st, it3 = project_box_halfspaces(
-                    vdes,
-                    lo,
-                    hi,
-                    g_mat,
-                    hvec,
-                    k_rows,
-                    int(sp[SP_QP_MAXIT]),
-                    sp[SP_QP_TOL],
-                    qx,
-                    qbsign,
-                    qub,
-                    qsidx,
-                    qus,
-                    qchol,
-                    qrhs,
-                    qcs,
-                    qz,
-                    qrb,
-                    qins,
-                )
+                st, it3 = _project_fallback(vdes, lo, hi, g_mat, hvec, k_rows, sp, qw)
                 qp_iters += it3
                 if st != QP_OK:  # from the braking point, where the bisection found the set
-                    st, it3 = project_box_halfspaces(
-                        vref,
-                        lo,
-                        hi,
-                        g_mat,
-                        hvec,
-                        k_rows,
-                        int(sp[SP_QP_MAXIT]),
-                        sp[SP_QP_TOL],
-                        qx,
-                        qbsign,
-                        qub,
-                        qsidx,
-                        qus,
-                        qchol,
-                        qrhs,
-                        qcs,
-                        qz,
-                        qrb,
-                        qins,
-                    )
+                    st, it3 = _project_fallback(vref, lo, hi, g_mat, hvec, k_rows, sp, qw)
                     qp_iters += it3
                 if st != QP_OK:  # numerically at the edge: the braking point satisfies s_hi
                     for j in range(n):
