@@ -5,6 +5,7 @@ live parameters (over the SetParameters service, as ``ros2 param set`` does), st
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import threading
 import time
@@ -189,10 +190,16 @@ def test_hold_filter_latch_reset_over_dds(rclpy_context: Any) -> None:
             if fut.result().success or 'old >' not in msg:
                 break  # refused only for data that went stale while the loaded machine stalled
         assert fut.result().success, msg
+        t_prev, max_gap_s = time.monotonic(), 0.0
         for _ in range(100):
             rig.tick(target)
+            t_now = time.monotonic()
+            max_gap_s, t_prev = max(max_gap_s, t_now - t_prev), t_now
         st = rig.node.status()
-        assert not st['latched'] and st['fault'] == 'OK', st
+        assert not st['latched'] and st['fault'] == 'OK', (
+            f'reset answered {msg!r}; the test thread ticked with gaps up to {max_gap_s:.3f} s; '
+            f'status {json.dumps(st, default=str)}'
+        )
         assert not np.array_equal(rig.cmds[-1][1], held)
         # a person steps close to the tool: SSM stop (not latched), reported on safety/status
         # (placed by the filter's own latest command, the configuration it checks: the peer's

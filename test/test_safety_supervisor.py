@@ -13,6 +13,7 @@ from rt_safe_rl.config import load_config
 from rt_safe_rl.core.robot_model import RobotModel
 from rt_safe_rl.core.safety import SafetyConfig
 from rt_safe_rl.core.safety.config import InputConfig
+from rt_safe_rl.core.safety.report import FaultCode
 from rt_safe_rl.core.safety.supervisor import SafetySupervisor
 from rt_safe_rl.sim.arm import ArmLimits, CommandAudit
 
@@ -333,9 +334,36 @@ def test_a_reset_accepted_while_the_policy_is_silent_is_applied() -> None:
     st = rig.sup.status()
     assert not st['latched'], st
     assert st['fault'] in ('AWAITING_POLICY', 'RESYNC'), st
+    assert st['resets_applied'] == 1
     q_hold = rig.q.copy()
     for s in range(seq, seq + 300):
         rig.cycle(s, goal)  # a fresh action: it moves again
     assert not rig.sup.status()['latched']
     assert np.abs(rig.q - q_hold).max() > 0.01
+    assert rig.audit.violations == 0, rig.audit.summary()
+
+
+def test_a_reset_overtaken_by_a_new_fault_says_so() -> None:
+    """An accepted reset applies at the next step; a new fault triggered before that step wins
+    (the stop stays latched) and the status says that the reset was not applied, and why."""
+    rig = Rig()
+    goal = rig.model.home() + 0.3
+    for s in range(1, 100):
+        rig.cycle(s, goal)
+    rig.sup.controlled_stop('test')
+    for s in range(100, 1200):
+        rig.cycle(s, goal)
+    assert rig.sup.filter.is_stopped and rig.sup.status()['fault'] == 'CONTROLLED_STOP'
+    ok, why = rig.sup.reset()
+    assert ok, why
+    rig.sup.fail_closed(FaultCode.DEADLINE_MISS, 'a late action')  # before the next step
+    rig.cycle(1200, goal)
+    st = rig.sup.status()
+    assert st['latched'] and st['resets_applied'] == 0, st
+    assert 'the last reset was not applied: DEADLINE_MISS came first' in st['fault_detail'], st
+    ok, why = rig.sup.reset()  # a second reset, nothing in its way: applied
+    assert ok, why
+    rig.cycle(1201, goal)
+    st = rig.sup.status()
+    assert not st['latched'] and st['resets_applied'] == 1 and st['fault_detail'] == '', st
     assert rig.audit.violations == 0, rig.audit.summary()

@@ -112,6 +112,8 @@ class SafetyFilter:
         self._latched_code = 0
         self._ext_fault = 0
         self._reset_req = False
+        self.resets_applied = 0  # accepted resets that cleared the latch at the next step
+        self.reset_dropped_by = 0  # FaultCode of the fault that came first and kept the last one latched
         self._resync_req = False
         self._ramping = False
         self._ramp_goal = np.zeros(n)
@@ -469,6 +471,10 @@ class SafetyFilter:
                 self._latched = False
                 self._latched_code = 0
                 self._resync_req = True
+                self.resets_applied += 1
+                self.reset_dropped_by = 0
+            else:
+                self.reset_dropped_by = self._ext_fault  # a new fault came before it: still latched
         if self._resync_req:
             self._resync_req = False
             self._resync = True
