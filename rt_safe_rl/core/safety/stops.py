@@ -19,6 +19,7 @@ import numpy as np
 from rt_safe_rl.core.safety.config import SafetyConfig
 from rt_safe_rl.core.safety.kernel import L_AMAX
 from rt_safe_rl.core.safety.labels import state_violation
+from rt_safe_rl.core.safety.report import FAULT_NAMES
 
 if TYPE_CHECKING:
     from rt_safe_rl.core.safety.supervisor import SafetySupervisor
@@ -68,3 +69,11 @@ def reset_blocker(
             lim_ms = cfg.ssm.human_timeout_s * 1e3
             return f'human data is {h_s * 1e3:.0f} ms old > ssm.human_timeout_s {lim_ms:g} ms'
     return ''
+
+
+def reset_dropped_detail(detail: str, code: int) -> str:
+    """The status detail `detail` plus why the last accepted reset left the stop latched: the fault
+    `code` (:class:`FaultCode`) was triggered before the step that would have applied it. Non-RT."""
+    name = FAULT_NAMES[code] if 0 <= code < len(FAULT_NAMES) else str(code)
+    why = f'the last reset was not applied: {name} came first'
+    return f'{detail}; {why}' if detail else why

@@ -54,8 +54,7 @@ from rt_safe_rl.core.safety.labels import (
     state_violation,
     state_violation_detail,
 )
-from rt_safe_rl.core.safety.report import FAULT_NAMES
-from rt_safe_rl.core.safety.stops import brake_to_rest, reset_blocker
+from rt_safe_rl.core.safety.stops import brake_to_rest, reset_blocker, reset_dropped_detail
 
 EmitFn = Callable[[np.ndarray, int, int, bool], None]
 SEQ_RESTART_GAP = 1000
@@ -584,10 +583,7 @@ class SafetySupervisor:
             resets_applied=f.resets_applied,
         )
         if f.reset_dropped_by and rep.latched:
-            code = f.reset_dropped_by
-            name = FAULT_NAMES[code] if code < len(FAULT_NAMES) else str(code)
-            why = f'the last reset was not applied: {name} came first'
-            d['fault_detail'] = f'{d["fault_detail"]}; {why}' if d['fault_detail'] else why
+            d['fault_detail'] = reset_dropped_detail(d['fault_detail'], f.reset_dropped_by)
         if rep.fault_code == FaultCode.OUTPUT_GUARD and not d['fault_detail']:
             d['fault_detail'] = guard_last
         return d
