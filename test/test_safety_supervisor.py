@@ -367,3 +367,43 @@ def test_a_reset_overtaken_by_a_new_fault_says_so() -> None:
     st = rig.sup.status()
     assert not st['latched'] and st['resets_applied'] == 1 and st['fault_detail'] == '', st
     assert rig.audit.violations == 0, rig.audit.summary()
+
+
+def test_a_reset_is_not_dropped_for_a_stale_state_that_is_fresh_again() -> None:
+    """CI (twice): the states paused > state_timeout_s while latched (the monitor flagged
+    STALE_STATE, pending: a stopped command takes no step), then a fresh state arrived, the reset
+    was accepted against it, and the step that should apply the reset found the old STALE_STATE
+    pending and dropped the reset. Conditions the reset re-checked when it was accepted (state age
+    and limits; the policy's silence is void anyway) no longer drop it."""
+    rig = Rig()
+    goal = rig.model.home() + 0.3
+    for s in range(1, 100):
+        rig.cycle(s, goal)
+    rig.sup.controlled_stop('test')
+    for s in range(100, 1200):
+        rig.cycle(s, goal)
+    assert rig.sup.filter.is_stopped
+    for _ in range(1400):  # no states for 0.7 s > state_timeout_s 0.5 s: STALE_STATE flagged
+        rig.t_ns += MS // 2
+        rig.sup.monitor_tick()
+    # then the policy's next action arrives just before its state (two topics: no order between
+    # them): it takes a step (the pending fault is consumed) and the monitor flags the state again
+    rig.t_ns += MS
+    rig.sup.process_action(1200, goal, True)
+    rig.sup.monitor_tick()
+    assert rig.sup.filter._ext_fault == FaultCode.STALE_STATE  # (what the CI runs had pending)
+    rig.sup.set_human(rig.t_ns, np.array([2.0, 0.0, 0.5]))
+    rig.sup.process_state(rig.t_ns, 1200, rig.q, np.zeros(7))  # fresh again
+    ok, why = rig.sup.reset()
+    assert ok, why
+    rig.t_ns += MS
+    rig.sup.set_human(rig.t_ns, np.array([2.0, 0.0, 0.5]))
+    rig.sup.process_state(rig.t_ns, 1201, rig.q, np.zeros(7))
+    rig.sup.process_action(1201, goal, True)  # the step that applies the reset
+    st = rig.sup.status()
+    assert not st['latched'] and st['resets_applied'] == 1, st
+    for s in range(1202, 1500):
+        rig.cycle(s, goal)
+    st = rig.sup.status()
+    assert not st['latched'] and st['fault'] == 'OK', st
+    assert rig.audit.violations == 0, rig.audit.summary()

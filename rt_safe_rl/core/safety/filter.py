@@ -68,7 +68,14 @@ _TIMING = frozenset(
         FaultCode.HUMAN_STALE,
     )
 )
-_ACTION_TIMEOUT = int(FaultCode.ACTION_TIMEOUT)
+# conditions (not events) a monitor flags while they hold: one flagged before an accepted reset is
+# re-evaluated when the reset applies (the step's own checks and the monitor's next tick flag it
+# again if it still holds), not carried over; the policy's silence is void once the reset forgets
+# the valid action. An event (deadline miss, input order, competing publisher, a controlled stop)
+# triggered before the reset applies wins over it.
+_REEVALUATED = frozenset(
+    int(c) for c in (FaultCode.ACTION_TIMEOUT, FaultCode.STALE_STATE, FaultCode.STATE_OUT_OF_LIMITS)
+)
 _AWAITING = (int(FaultCode.AWAITING_POLICY), int(FaultCode.AWAITING_HUMAN), int(FaultCode.RESYNC))
 RAMP_DONE_RAD = 1e-5
 """A re-synchronisation ramp ends this close to the measured state [rad] (then holds there)."""
@@ -233,7 +240,10 @@ class SafetyFilter:
         An accepted reset applies at the next step and re-synchronises (:meth:`resync`): the command
         resumes from where it holds when the measured state is within ``position_tolerance_rad``
         of it, else it ramps there from the held command within every limit; a fresh valid policy
-        action is required before the robot moves again.
+        action is required before the robot moves again. A condition flagged before it applies
+        (stale state, state out of limits, the policy's silence) is re-evaluated then; an event
+        triggered before then (deadline miss, input order, a controlled stop, ...) keeps the stop
+        latched (``reset_dropped_by``).
         """
         if not self._latched and self._ext_fault == 0:
             return True, 'nothing latched: reset is a no-op (the command continues unchanged)'
@@ -463,10 +473,8 @@ class SafetyFilter:
             self._pending = None
         if self._reset_req:
             self._reset_req = False
-            if self._ext_fault == _ACTION_TIMEOUT:
-                # the reset forgets the valid action (the command holds until a fresh one): a
-                # silence the monitor saw before it was applied cannot latch it again
-                self._ext_fault = 0
+            if self._ext_fault in _REEVALUATED:
+                self._ext_fault = 0  # flagged before the reset; re-evaluated from now on
             if self._ext_fault == 0:
                 self._latched = False
                 self._latched_code = 0
