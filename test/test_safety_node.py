@@ -761,6 +761,11 @@ def test_a_second_publisher_on_joint_states_fails_closed_naming_both(rclpy_conte
             rig.tick()  # (the executor's threads may still be starting)
         st = rig.node.status()
         assert st['latched'] and st['fault'] == 'COMPETING_PUBLISHER' and 'intruder' in st['fault_detail'], st
+        end = time.monotonic() + 10.0
+        while not rig.node.filter.is_stopped and time.monotonic() < end:
+            rig.tick()
+        ok, why = rig.node.reset_filter()  # the intruder is still there: refused, naming it
+        assert not ok and 'reset refused' in why and '/sn14/intruder' in why, why
     finally:
         intruder.destroy_node()
         rig.close()

@@ -391,7 +391,7 @@ def test_a_reset_is_not_dropped_for_a_stale_state_that_is_fresh_again() -> None:
     rig.t_ns += MS
     rig.sup.process_action(1200, goal, True)
     rig.sup.monitor_tick()
-    assert rig.sup.filter._ext_fault == FaultCode.STALE_STATE  # (what the CI runs had pending)
+    assert rig.sup.filter._pending_fault() == FaultCode.STALE_STATE  # (what CI had pending)
     rig.sup.set_human(rig.t_ns, np.array([2.0, 0.0, 0.5]))
     rig.sup.process_state(rig.t_ns, 1200, rig.q, np.zeros(7))  # fresh again
     ok, why = rig.sup.reset()
@@ -407,3 +407,83 @@ def test_a_reset_is_not_dropped_for_a_stale_state_that_is_fresh_again() -> None:
     st = rig.sup.status()
     assert not st['latched'] and st['fault'] == 'OK', st
     assert rig.audit.violations == 0, rig.audit.summary()
+
+
+def _latched_at_rest(rig: Rig, goal: np.ndarray) -> int:
+    """Move, then a controlled stop ('test') braked to rest; the next state seq."""
+    for s in range(1, 100):
+        rig.cycle(s, goal)
+    rig.sup.controlled_stop('test')
+    for s in range(100, 1200):
+        rig.cycle(s, goal)
+    assert rig.sup.filter.is_stopped and rig.sup.status()['latched']
+    return 1200
+
+
+def _state(rig: Rig, seq: int, dq: np.ndarray | None = None) -> None:
+    rig.t_ns += MS
+    rig.sup.set_human(rig.t_ns, np.array([2.0, 0.0, 0.5]))
+    rig.sup.process_state(rig.t_ns, seq, rig.q, np.zeros(7) if dq is None else dq)
+
+
+def test_a_stop_requested_while_a_reset_is_pending_is_not_lost() -> None:
+    """Review: SIGTERM's controlled stop arrived after an accepted reset while the policy was
+    silent; the monitor's next tick re-flagged the silence into the same single slot, the reset
+    voided it and applied, and a fresh action moved the robot after SIGTERM. Events and conditions
+    now have their own slots: the event wins, the reset is not applied, the status says so."""
+    rig = Rig()
+    goal = rig.model.home() + 0.3
+    seq = _latched_at_rest(rig, goal)
+    for _ in range(700):  # the policy is silent (> action_timeout_s) while latched
+        _state(rig, seq)
+        rig.sup.monitor_tick()
+        seq += 1
+    ok, why = rig.sup.reset()
+    assert ok, why
+    rig.sup.controlled_stop('SIGTERM')  # the signal thread, before the next step
+    rig.t_ns += MS // 4
+    rig.sup.monitor_tick()  # still silent: ACTION_TIMEOUT flagged again
+    _state(rig, seq)
+    rig.sup.monitor_tick()  # the step
+    seq += 1
+    st = rig.sup.status()
+    assert st['latched'] and st['fault'] == 'CONTROLLED_STOP' and st['resets_applied'] == 0, st
+    assert 'the last reset was not applied: CONTROLLED_STOP came first' in st['fault_detail'], st
+    assert 'controlled stop: test' in st['fault_detail'], st  # the latch's own reason is kept
+    q0 = rig.q.copy()
+    for s in range(seq, seq + 200):
+        rig.cycle(s, goal)
+    assert rig.sup.status()['latched']
+    np.testing.assert_array_equal(rig.q, q0)
+    assert rig.audit.violations == 0, rig.audit.summary()
+
+
+def test_a_reset_is_refused_while_a_stop_event_is_pending() -> None:
+    rig = Rig()
+    goal = rig.model.home() + 0.3
+    seq = _latched_at_rest(rig, goal)
+    _state(rig, seq)
+    rig.sup.fail_closed(FaultCode.DEADLINE_MISS, 'a late action')  # not yet taken by a step
+    ok, why = rig.sup.reset()
+    assert not ok and 'DEADLINE_MISS stop was just triggered' in why, why
+
+
+def test_a_stop_that_latches_again_in_the_step_applying_the_reset_says_why() -> None:
+    """Review: the measured velocity beyond v_max at the step that applies the reset re-latched
+    STATE_OUT_OF_LIMITS in that step with an empty detail (the latch never went off and on)."""
+    rig = Rig()
+    goal = rig.model.home() + 0.3
+    seq = _latched_at_rest(rig, goal)
+    _state(rig, seq)
+    ok, why = rig.sup.reset()
+    assert ok, why
+    dq_bad = np.zeros(7)
+    dq_bad[0] = rig.sup.filter.limits[2, 0] + 1.0
+    for _ in range(5):
+        seq += 1
+        _state(rig, seq, dq_bad)
+        rig.sup.monitor_tick()
+        rig.sup.process_action(seq, goal, True)
+    st = rig.sup.status()
+    assert st['latched'] and st['fault'] == 'STATE_OUT_OF_LIMITS' and st['resets_applied'] == 1, st
+    assert 'beyond v_max' in st['fault_detail'], st

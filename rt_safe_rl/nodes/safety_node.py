@@ -142,6 +142,9 @@ class SafetyFilterNode(SafetyNodeIO):
         """Clear a latched stop (next cycle); ``(accepted, why)`` -- see :meth:`SafetySupervisor.reset`."""
         if self.supervisor is None:
             return False, 'not configured'
+        conflict = self.check_publishers()  # (its periodic check only adds to a latched stop's detail)
+        if conflict:
+            return False, f'reset refused: {conflict}'
         return self.supervisor.reset()
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:

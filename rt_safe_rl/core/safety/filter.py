@@ -40,6 +40,7 @@ arrays that :meth:`step` picks up atomically at the start of the next cycle.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -117,7 +118,13 @@ class SafetyFilter:
         self._resync = False
         self._latched = False
         self._latched_code = 0
-        self._ext_fault = 0
+        # external stop requests from other threads, under _req_lock (trigger_stop / reset write,
+        # the step reads and clears): an event (deadline miss, controlled stop, ...) is kept until
+        # the step takes it (the first one wins); a condition (_REEVALUATED) in its own slot, so a
+        # monitor re-flagging a condition every tick never overwrites a pending event
+        self._req_lock = threading.Lock()
+        self._ext_event = 0
+        self._ext_cond = 0
         self._reset_req = False
         self.resets_applied = 0  # accepted resets that cleared the latch at the next step
         self.reset_dropped_by = 0  # FaultCode of the fault that came first and kept the last one latched
@@ -150,7 +157,8 @@ class SafetyFilter:
         configuration stays in force).
         """
         lim, sp, ws = build_params(self.model, new_cfg)
-        self._pending = (lim, sp, ws, new_cfg)
+        with self._req_lock:
+            self._pending = (lim, sp, ws, new_cfg)
 
     @property
     def limits(self) -> np.ndarray:
@@ -229,9 +237,19 @@ class SafetyFilter:
     def trigger_stop(self, code: int = FaultCode.MONITOR) -> None:
         """Request a latched controlled stop from another thread (deadline miss, monitor).
 
-        RT-safe (sets a flag); takes effect at the next :meth:`step`.
+        RT-safe (sets a flag under a lock held for a few bytecodes); takes effect at the next
+        :meth:`step`. A pending event is never replaced (the first one is the cause).
         """
-        self._ext_fault = int(code)
+        c = int(code)
+        with self._req_lock:
+            if c in _REEVALUATED:
+                self._ext_cond = c
+            elif self._ext_event == 0:
+                self._ext_event = c
+
+    def _pending_fault(self) -> int:
+        """The external stop request that the next step takes (event first), 0 if none."""
+        return self._ext_event or self._ext_cond
 
     def reset(self) -> tuple[bool, str]:
         """Clear a latched stop; ``(accepted, why)``. Refused while the command or the robot is
@@ -245,18 +263,19 @@ class SafetyFilter:
         triggered before then (deadline miss, input order, a controlled stop, ...) keeps the stop
         latched (``reset_dropped_by``).
         """
-        if not self._latched and self._ext_fault == 0:
+        pending = self._pending_fault()
+        if not self._latched and pending == 0:
             return True, 'nothing latched: reset is a no-op (the command continues unchanged)'
-        if not self._latched:
-            name = (
-                _FAULT_NAMES[self._ext_fault] if self._ext_fault < len(_FAULT_NAMES) else str(self._ext_fault)
-            )
+        if not self._latched or self._ext_event:
+            code = pending if not self._latched else self._ext_event
+            name = _FAULT_NAMES[code] if code < len(_FAULT_NAMES) else str(code)
             return False, f'a {name} stop was just triggered: it latches at the next cycle'
         if np.any(self._cs[1] != 0.0):
             return False, 'still stopping: the command velocity is not zero yet'
         if np.any(np.abs(self._dq) > RESET_MAX_SPEED_RAD_S):
             return False, f'still stopping: the robot moves faster than {RESET_MAX_SPEED_RAD_S} rad/s'
-        self._reset_req = True
+        with self._req_lock:  # (an event that came since the check above still wins at the step)
+            self._reset_req = True
         err = float(np.max(np.abs(self._q - self._cs[0]))) if self._initialized else 0.0
         how = (
             'resumes from the held command'
@@ -274,7 +293,8 @@ class SafetyFilter:
         the measured state is more than ``position_tolerance_rad`` away, the command ramps to it
         (:func:`~rt_safe_rl.core.safety.guard.ramp_proposal`, filtered like any proposal; report
         ``RESYNC``). A latched stop stays latched. RT-safe (sets a flag)."""
-        self._resync_req = True
+        with self._req_lock:
+            self._resync_req = True
 
     @property
     def ramping(self) -> bool:
@@ -464,35 +484,35 @@ class SafetyFilter:
 
     def _take_requests(self) -> int:
         """Apply what was asked between cycles (a config update, reset, re-synchronisation, an
-        external fault); the external fault's code, else 0. RT-safe."""
-        pend = self._pending
+        external fault); the external fault's code, else 0. Each request is read and cleared
+        under the lock its writer takes (none is lost to a thread switch). RT-safe."""
+        with self._req_lock:
+            pend, reset, resync = self._pending, self._reset_req, self._resync_req
+            event, cond = self._ext_event, self._ext_cond
+            self._pending = None
+            self._reset_req = self._resync_req = False
+            self._ext_event = self._ext_cond = 0
         if pend is not None:
             self._lim, self._sp, self._ws, cfg = pend
             self.cfg = cfg
             self._apply_timing(cfg)
-            self._pending = None
-        if self._reset_req:
-            self._reset_req = False
-            if self._ext_fault in _REEVALUATED:
-                self._ext_fault = 0  # flagged before the reset; re-evaluated from now on
-            if self._ext_fault == 0:
+        if reset:
+            cond = 0  # a condition flagged before the reset is re-evaluated from now on
+            if event == 0:
                 self._latched = False
                 self._latched_code = 0
-                self._resync_req = True
+                resync = True
                 self.resets_applied += 1
                 self.reset_dropped_by = 0
             else:
-                self.reset_dropped_by = self._ext_fault  # a new fault came before it: still latched
-        if self._resync_req:
-            self._resync_req = False
+                self.reset_dropped_by = event  # an event came before it: still latched
+        if resync:
             self._resync = True
             self._ramping = False
             self._had_valid = False
             self._human_seen = False
             self._last_t_ns = -1
-        ext = self._ext_fault
-        self._ext_fault = 0
-        return ext
+        return event or cond
 
     def _copy_inputs(
         self,

@@ -129,6 +129,7 @@ class SafetySupervisor:
         self._last_label = -1
         self._seq_restart = False
         self._was_latched = False
+        self._resets_seen = 0  # filter.resets_applied at the last step
         self._rest_stop = False
         self._deferred_label = -1
         self._labels.clear()
@@ -173,6 +174,7 @@ class SafetySupervisor:
             self.filter = SafetyFilter(self.model, self._cfg, MAX_HUMAN_POINTS)
             self._clear_stream()
             self.fault_detail = ''
+            self._resets_seen = 0
 
     def activate(self) -> None:
         """Start: the command re-synchronises (no jump) and holds until a valid action arrives. The
@@ -424,6 +426,9 @@ class SafetySupervisor:
             human_speed_m_s=self._human_speed,
         )
         latched = rep.latched
+        if f.resets_applied != self._resets_seen:  # this step applied a reset: that latch is over
+            self._resets_seen, self._was_latched = f.resets_applied, False
+            self.fault_detail, self._drop_bucket = '', 0.0
         if latched and not self._was_latched:
             c = self._counters.get('faults')
             if c is not None:
@@ -545,15 +550,10 @@ class SafetySupervisor:
         so) when nothing is latched; refused, with the reason, while still braking or when the stop
         would latch again at once. Non-RT."""
         f = self.filter
-        if f.stop_latched:
-            why = self.reset_blocker()
-            if why:
-                return False, f'reset refused: {why}'
-        ok, why = f.reset()
-        if ok and f.stop_latched:
-            self.fault_detail = ''
-            self._drop_bucket = 0.0
-        return ok, why
+        why = self.reset_blocker() if f.stop_latched else ''
+        if why:
+            return False, f'reset refused: {why}'
+        return f.reset()  # (its detail is cleared by the step that applies it: _step_and_emit)
 
     def reset_blocker(self) -> str:
         """Why a reset now would latch again at once ('' = it would not): :func:`.stops.reset_blocker`."""
