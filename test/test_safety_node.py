@@ -232,6 +232,14 @@ def test_hold_filter_latch_reset_over_dds(rclpy_context: Any) -> None:
         assert 'ssm_stop' in st['active'] and not st['latched'], (why, n_ticks, rig.human, q_cmd)
         assert _wait(lambda: any('ssm_stop' in s.message for s in rig.status), 3.0)
         _check_commands(rig.model, rig.cmds)
+        # SIGTERM's controlled stop is final: no reset clears it while the node goes down
+        rig.node.controlled_stop('SIGTERM')
+        end = time.monotonic() + 10.0
+        while not (f.stop_latched and f.is_stopped) and time.monotonic() < end:
+            rig.tick(target)
+        ok, why = rig.node.reset_filter()
+        assert not ok and 'the node is stopping (SIGTERM)' in why, why
+        assert rig.node.status()['fault'] == 'CONTROLLED_STOP'
     finally:
         rig.close()
 

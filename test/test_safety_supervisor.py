@@ -487,3 +487,20 @@ def test_a_stop_that_latches_again_in_the_step_applying_the_reset_says_why() -> 
     st = rig.sup.status()
     assert st['latched'] and st['fault'] == 'STATE_OUT_OF_LIMITS' and st['resets_applied'] == 1, st
     assert 'beyond v_max' in st['fault_detail'], st
+
+
+def test_a_pending_stop_keeps_its_reason_when_the_monitor_sees_a_condition_too() -> None:
+    """Review: after controlled_stop (pending), the monitor's out-of-limits detail overwrote the
+    controlled stop's reason, then the controlled stop won the latch: fault and detail disagreed."""
+    rig = Rig()
+    goal = rig.model.home() + 0.3
+    for s in range(1, 100):
+        rig.cycle(s, goal)
+    rig.sup.controlled_stop('SIGTERM')
+    dq_bad = np.zeros(7)
+    dq_bad[0] = rig.sup.filter.limits[2, 0] + 1.0
+    _state(rig, 100, dq_bad)
+    rig.sup.monitor_tick()
+    rig.sup.process_action(100, goal, True)
+    st = rig.sup.status()
+    assert st['fault'] == 'CONTROLLED_STOP' and st['fault_detail'] == 'controlled stop: SIGTERM', st

@@ -107,6 +107,7 @@ class SafetyFilterNode(SafetyNodeIO):
         self._pubs: list[Any] = []
         self._srv: Any = None
         self._status_ticks = 0
+        self._final_stop = ''  # the reason of a controlled_stop (SIGTERM / SIGINT): no reset after it
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -142,6 +143,8 @@ class SafetyFilterNode(SafetyNodeIO):
         """Clear a latched stop (next cycle); ``(accepted, why)`` -- see :meth:`SafetySupervisor.reset`."""
         if self.supervisor is None:
             return False, 'not configured'
+        if self._final_stop:
+            return False, f'reset refused: the node is stopping ({self._final_stop}); restart it'
         conflict = self.check_publishers()  # (its periodic check only adds to a latched stop's detail)
         if conflict:
             return False, f'reset refused: {conflict}'
@@ -158,7 +161,9 @@ class SafetyFilterNode(SafetyNodeIO):
             self._reader.reset()
 
     def controlled_stop(self, reason: str) -> None:
-        """Command the braking stop and hold, latched (SIGTERM / SIGINT path). Any thread."""
+        """Command the braking stop and hold, latched (SIGTERM / SIGINT path): final, no reset
+        clears it (the process is going down). Any thread."""
+        self._final_stop = reason
         if self.supervisor is not None:
             self.supervisor.controlled_stop(reason)
             self.get_logger().warning(f'controlled stop: {reason}')

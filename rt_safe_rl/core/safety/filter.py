@@ -69,11 +69,8 @@ _TIMING = frozenset(
         FaultCode.HUMAN_STALE,
     )
 )
-# conditions (not events) a monitor flags while they hold: one flagged before an accepted reset is
-# re-evaluated when the reset applies (the step's own checks and the monitor's next tick flag it
-# again if it still holds), not carried over; the policy's silence is void once the reset forgets
-# the valid action. An event (deadline miss, input order, competing publisher, a controlled stop)
-# triggered before the reset applies wins over it.
+# conditions a monitor flags while they hold (not events): one flagged before an accepted reset is
+# re-evaluated when the reset applies, not carried over (see reset); a pending event wins
 _REEVALUATED = frozenset(
     int(c) for c in (FaultCode.ACTION_TIMEOUT, FaultCode.STALE_STATE, FaultCode.STATE_OUT_OF_LIMITS)
 )
@@ -118,14 +115,13 @@ class SafetyFilter:
         self._resync = False
         self._latched = False
         self._latched_code = 0
-        # external stop requests from other threads, under _req_lock (trigger_stop / reset write,
-        # the step reads and clears): an event (deadline miss, controlled stop, ...) is kept until
-        # the step takes it (the first one wins); a condition (_REEVALUATED) in its own slot, so a
-        # monitor re-flagging a condition every tick never overwrites a pending event
+        # requests from other threads (trigger_stop, reset, resync, update_config), read and cleared
+        # by the step, all under _req_lock; events (the first wins) and conditions in their own slots
         self._req_lock = threading.Lock()
         self._ext_event = 0
         self._ext_cond = 0
         self._reset_req = False
+        self.latch_gen = 0  # +1 at each latch and each event taken while latched (a reset checks it)
         self.resets_applied = 0  # accepted resets that cleared the latch at the next step
         self.reset_dropped_by = 0  # FaultCode of the fault that came first and kept the last one latched
         self._resync_req = False
@@ -247,22 +243,28 @@ class SafetyFilter:
             elif self._ext_event == 0:
                 self._ext_event = c
 
+    @property
+    def event_pending(self) -> bool:
+        """True while a stop event (not a condition) waits for the next step. Any thread."""
+        return self._ext_event != 0
+
     def _pending_fault(self) -> int:
         """The external stop request that the next step takes (event first), 0 if none."""
         return self._ext_event or self._ext_cond
 
-    def reset(self) -> tuple[bool, str]:
+    def reset(self, latch_gen: int | None = None) -> tuple[bool, str]:
         """Clear a latched stop; ``(accepted, why)``. Refused while the command or the robot is
         still moving. With nothing latched it is a no-op (and says so): the command continues.
-
         An accepted reset applies at the next step and re-synchronises (:meth:`resync`): the command
         resumes from where it holds when the measured state is within ``position_tolerance_rad``
         of it, else it ramps there from the held command within every limit; a fresh valid policy
         action is required before the robot moves again. A condition flagged before it applies
         (stale state, state out of limits, the policy's silence) is re-evaluated then; an event
         triggered before then (deadline miss, input order, a controlled stop, ...) keeps the stop
-        latched (``reset_dropped_by``).
+        latched (``reset_dropped_by``). `latch_gen`: :attr:`latch_gen` when the caller judged the
+        latch (None: now); a stop latched or triggered since then refuses the reset.
         """
+        gen0 = self.latch_gen if latch_gen is None else latch_gen
         pending = self._pending_fault()
         if not self._latched and pending == 0:
             return True, 'nothing latched: reset is a no-op (the command continues unchanged)'
@@ -274,7 +276,9 @@ class SafetyFilter:
             return False, 'still stopping: the command velocity is not zero yet'
         if np.any(np.abs(self._dq) > RESET_MAX_SPEED_RAD_S):
             return False, f'still stopping: the robot moves faster than {RESET_MAX_SPEED_RAD_S} rad/s'
-        with self._req_lock:  # (an event that came since the check above still wins at the step)
+        with self._req_lock:
+            if self._ext_event or self.latch_gen != gen0:  # a stop came while it was checked
+                return False, 'a stop was triggered while the reset was checked: try again'
             self._reset_req = True
         err = float(np.max(np.abs(self._q - self._cs[0]))) if self._initialized else 0.0
         how = (
@@ -355,6 +359,7 @@ class SafetyFilter:
         if not self._latched:
             self._latched = True
             self._latched_code = code
+            self.latch_gen += 1
 
     def step(
         self,
@@ -496,6 +501,8 @@ class SafetyFilter:
             self._lim, self._sp, self._ws, cfg = pend
             self.cfg = cfg
             self._apply_timing(cfg)
+        if event and self._latched:
+            self.latch_gen += 1  # taken into the latch in force: a reset checked before it is void
         if reset:
             cond = 0  # a condition flagged before the reset is re-evaluated from now on
             if event == 0:

@@ -278,8 +278,7 @@ class SafetySupervisor:
     def _count_drop(self, now_ns: int, duplicate: bool) -> None:
         """Count a dropped state; fail closed above the configured rate (leaky bucket). RT-safe."""
         self.dropped_states += 1
-        if duplicate:
-            self.duplicate_states += 1
+        self.duplicate_states += int(duplicate)
         c = self._counters.get('dropped_states')
         if c is not None:
             c.inc()
@@ -289,8 +288,9 @@ class SafetySupervisor:
             self._drop_bucket = max(0.0, self._drop_bucket - (now_ns - self._drop_t_ns) * leak_per_ns)
         self._drop_t_ns = now_ns
         self._drop_bucket += 1.0
-        if self._drop_bucket > inp.max_dropped_states and not self.filter.stop_latched:
-            self.filter.trigger_stop(FaultCode.INPUT_ORDER)
+        f = self.filter
+        if self._drop_bucket > inp.max_dropped_states and not f.stop_latched and not f.event_pending:
+            f.trigger_stop(FaultCode.INPUT_ORDER)
             self.fault_detail = (
                 f'more than {inp.max_dropped_states} joint states out of order or duplicated within '
                 f'{inp.drop_window_s:g} s ({self.dropped_states} dropped, {self.duplicate_states} duplicates)'
@@ -485,7 +485,7 @@ class SafetySupervisor:
         if state_violation(
             self._q, self._dq, f.limits, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
         ):
-            if not f.stop_latched:
+            if not f.stop_latched and not f.event_pending:  # (a pending event's detail stands)
                 self.monitor_stops += 1
                 self.fault_detail = state_violation_detail(
                     self._q, self._dq, f.limits, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
@@ -546,14 +546,14 @@ class SafetySupervisor:
         self.fail_closed(FaultCode.CONTROLLED_STOP, f'controlled stop: {reason}')
 
     def reset(self) -> tuple[bool, str]:
-        """Clear a latched stop (applies at the next cycle); ``(accepted, why)``. A no-op (and says
-        so) when nothing is latched; refused, with the reason, while still braking or when the stop
-        would latch again at once. Non-RT."""
+        """Clear a latched stop at the next cycle; ``(accepted, why)``: a no-op (says so) when nothing
+        is latched; refused with the reason while braking or when it would latch again. Non-RT."""
         f = self.filter
+        gen = f.latch_gen  # the latch judged here (a stop that latches meanwhile refuses the reset)
         why = self.reset_blocker() if f.stop_latched else ''
         if why:
             return False, f'reset refused: {why}'
-        return f.reset()  # (its detail is cleared by the step that applies it: _step_and_emit)
+        return f.reset(gen)  # (its detail is cleared by the step that applies it: _step_and_emit)
 
     def reset_blocker(self) -> str:
         """Why a reset now would latch again at once ('' = it would not): :func:`.stops.reset_blocker`."""
@@ -567,9 +567,10 @@ class SafetySupervisor:
         with self._lock:
             rep = f.report.copy()
             guard_last = f.guard.describe()
+            detail, resets, dropped_by = self.fault_detail, f.resets_applied, f.reset_dropped_by
         d = rep.as_dict()
         d.update(
-            fault_detail=self.fault_detail if rep.latched else '',
+            fault_detail=detail if rep.latched else '',
             cycles=self.cycles,
             monitor_publishes=self.monitor_publishes,
             deadline_misses=self.deadline_misses,
@@ -580,10 +581,10 @@ class SafetySupervisor:
             guard_last=guard_last,
             ramping=f.ramping,
             last_command_seq=self._last_pub_seq,
-            resets_applied=f.resets_applied,
+            resets_applied=resets,
         )
-        if f.reset_dropped_by and rep.latched:
-            d['fault_detail'] = reset_dropped_detail(d['fault_detail'], f.reset_dropped_by)
+        if dropped_by and rep.latched:
+            d['fault_detail'] = reset_dropped_detail(d['fault_detail'], dropped_by)
         if rep.fault_code == FaultCode.OUTPUT_GUARD and not d['fault_detail']:
             d['fault_detail'] = guard_last
         return d
