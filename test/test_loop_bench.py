@@ -52,11 +52,13 @@ def test_bench_loop_prints_its_contract(tmp_path: Path) -> None:
     assert not res['run']['errors'], res['run']['errors']
     for key in ('rate_hz', 'misses_per_1e4', 'cpu_per_cycle_us'):
         assert key in loop, loop
-    assert loop['e2e_us']['count'] > 0 and loop['e2e_us']['p50'] <= loop['e2e_us']['p99']
+    assert loop['e2e_us']['count'] > 0 and loop['cycles'] > 0
     assert loop['command_limit_violations'] == 0
-    # the loop's rate counts periods inside its window: never more than the clock gives (one
-    # period of slack for the window's edges in a 1 s window)
-    assert 0 < loop['rate_hz'] <= 1000.0 * 1.002, loop
+    # a counting rule, not a speed: the states read inside the window are at most the periods the
+    # clock gave it (+2 for its edges), however slow or loaded the machine; the start-up backlog
+    # counted in made this read 1049.5 Hz over 2 s
+    # (rate = states read in the window / its length >= the 1 s asked for; only an upper bound)
+    assert loop['rate_hz'] <= 1000.0 + 2.0 / res['run']['duration_s'], loop
     assert res['naive'] == {'skipped': '--no-naive'}
     assert set(res['ratios']) == {'loop_misses_over_floor', 'e2e_p99_naive_over_loop'}
     assert 'verdict' in res['machine']

@@ -343,17 +343,30 @@ def test_a_reset_accepted_while_the_policy_is_silent_is_applied() -> None:
     assert rig.audit.violations == 0, rig.audit.summary()
 
 
-def test_a_reset_overtaken_by_a_new_fault_says_so() -> None:
-    """An accepted reset applies at the next step; a new fault triggered before that step wins
-    (the stop stays latched) and the status says that the reset was not applied, and why."""
-    rig = Rig()
-    goal = rig.model.home() + 0.3
+def _latched_at_rest(rig: Rig, goal: np.ndarray) -> int:
+    """Move, then a controlled stop ('test') braked to rest; the next state seq."""
     for s in range(1, 100):
         rig.cycle(s, goal)
     rig.sup.controlled_stop('test')
     for s in range(100, 1200):
         rig.cycle(s, goal)
-    assert rig.sup.filter.is_stopped and rig.sup.status()['fault'] == 'CONTROLLED_STOP'
+    assert rig.sup.filter.is_stopped and rig.sup.status()['latched']
+    return 1200
+
+
+def _state(rig: Rig, seq: int, dq: np.ndarray | None = None) -> None:
+    rig.t_ns += MS
+    rig.sup.set_human(rig.t_ns, np.array([2.0, 0.0, 0.5]))
+    rig.sup.process_state(rig.t_ns, seq, rig.q, np.zeros(7) if dq is None else dq)
+
+
+def test_a_reset_overtaken_by_a_new_fault_says_so() -> None:
+    """An accepted reset applies at the next step; a new fault triggered before that step wins
+    (the stop stays latched) and the status says that the reset was not applied, and why."""
+    rig = Rig()
+    goal = rig.model.home() + 0.3
+    _latched_at_rest(rig, goal)
+    assert rig.sup.status()['fault'] == 'CONTROLLED_STOP'
     ok, why = rig.sup.reset()
     assert ok, why
     rig.sup.fail_closed(FaultCode.DEADLINE_MISS, 'a late action')  # before the next step
@@ -377,12 +390,7 @@ def test_a_reset_is_not_dropped_for_a_stale_state_that_is_fresh_again() -> None:
     and limits; the policy's silence is void anyway) no longer drop it."""
     rig = Rig()
     goal = rig.model.home() + 0.3
-    for s in range(1, 100):
-        rig.cycle(s, goal)
-    rig.sup.controlled_stop('test')
-    for s in range(100, 1200):
-        rig.cycle(s, goal)
-    assert rig.sup.filter.is_stopped
+    _latched_at_rest(rig, goal)
     for _ in range(1400):  # no states for 0.7 s > state_timeout_s 0.5 s: STALE_STATE flagged
         rig.t_ns += MS // 2
         rig.sup.monitor_tick()
@@ -391,14 +399,12 @@ def test_a_reset_is_not_dropped_for_a_stale_state_that_is_fresh_again() -> None:
     rig.t_ns += MS
     rig.sup.process_action(1200, goal, True)
     rig.sup.monitor_tick()
-    assert rig.sup.filter._pending_fault() == FaultCode.STALE_STATE  # (what CI had pending)
-    rig.sup.set_human(rig.t_ns, np.array([2.0, 0.0, 0.5]))
-    rig.sup.process_state(rig.t_ns, 1200, rig.q, np.zeros(7))  # fresh again
+    assert rig.sup.filter._ext_cond == FaultCode.STALE_STATE  # (what CI had pending)
+    rig.t_ns -= MS
+    _state(rig, 1200)  # fresh again
     ok, why = rig.sup.reset()
     assert ok, why
-    rig.t_ns += MS
-    rig.sup.set_human(rig.t_ns, np.array([2.0, 0.0, 0.5]))
-    rig.sup.process_state(rig.t_ns, 1201, rig.q, np.zeros(7))
+    _state(rig, 1201)
     rig.sup.process_action(1201, goal, True)  # the step that applies the reset
     st = rig.sup.status()
     assert not st['latched'] and st['resets_applied'] == 1, st
@@ -407,23 +413,6 @@ def test_a_reset_is_not_dropped_for_a_stale_state_that_is_fresh_again() -> None:
     st = rig.sup.status()
     assert not st['latched'] and st['fault'] == 'OK', st
     assert rig.audit.violations == 0, rig.audit.summary()
-
-
-def _latched_at_rest(rig: Rig, goal: np.ndarray) -> int:
-    """Move, then a controlled stop ('test') braked to rest; the next state seq."""
-    for s in range(1, 100):
-        rig.cycle(s, goal)
-    rig.sup.controlled_stop('test')
-    for s in range(100, 1200):
-        rig.cycle(s, goal)
-    assert rig.sup.filter.is_stopped and rig.sup.status()['latched']
-    return 1200
-
-
-def _state(rig: Rig, seq: int, dq: np.ndarray | None = None) -> None:
-    rig.t_ns += MS
-    rig.sup.set_human(rig.t_ns, np.array([2.0, 0.0, 0.5]))
-    rig.sup.process_state(rig.t_ns, seq, rig.q, np.zeros(7) if dq is None else dq)
 
 
 def test_a_stop_requested_while_a_reset_is_pending_is_not_lost() -> None:

@@ -248,10 +248,6 @@ class SafetyFilter:
         """True while a stop event (not a condition) waits for the next step. Any thread."""
         return self._ext_event != 0
 
-    def _pending_fault(self) -> int:
-        """The external stop request that the next step takes (event first), 0 if none."""
-        return self._ext_event or self._ext_cond
-
     def reset(self, latch_gen: int | None = None) -> tuple[bool, str]:
         """Clear a latched stop; ``(accepted, why)``. Refused while the command or the robot is
         still moving. With nothing latched it is a no-op (and says so): the command continues.
@@ -265,7 +261,7 @@ class SafetyFilter:
         latch (None: now); a stop latched or triggered since then refuses the reset.
         """
         gen0 = self.latch_gen if latch_gen is None else latch_gen
-        pending = self._pending_fault()
+        pending = self._ext_event or self._ext_cond  # what the next step takes (event first)
         if not self._latched and pending == 0:
             return True, 'nothing latched: reset is a no-op (the command continues unchanged)'
         if not self._latched or self._ext_event:
@@ -491,6 +487,8 @@ class SafetyFilter:
         """Apply what was asked between cycles (a config update, reset, re-synchronisation, an
         external fault); the external fault's code, else 0. Each request is read and cleared
         under the lock its writer takes (none is lost to a thread switch). RT-safe."""
+        if not (self._reset_req or self._resync_req or self._ext_event or self._ext_cond or self._pending):
+            return 0  # nothing asked (the usual cycle): no lock; a request set now waits a step
         with self._req_lock:
             pend, reset, resync = self._pending, self._reset_req, self._resync_req
             event, cond = self._ext_event, self._ext_cond
