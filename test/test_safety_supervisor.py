@@ -493,3 +493,22 @@ def test_a_pending_stop_keeps_its_reason_when_the_monitor_sees_a_condition_too()
     rig.sup.process_action(100, goal, True)
     st = rig.sup.status()
     assert st['fault'] == 'CONTROLLED_STOP' and st['fault_detail'] == 'controlled stop: SIGTERM', st
+
+
+def test_a_reset_checked_before_a_stop_was_taken_into_the_latch_is_refused() -> None:
+    """Second review: a SIGTERM stop absorbed into the latch in force between the reset's check and
+    its request was cleared by that reset. The reset is bound to the latch it judged (latch_gen)."""
+    rig = Rig()
+    goal = rig.model.home() + 0.3
+    seq = _latched_at_rest(rig, goal)
+    f = rig.sup.filter
+    gen = f.latch_gen  # the service thread judged the latch here ...
+    rig.sup.controlled_stop('SIGTERM')  # ... then the stop came and a step took it into the latch
+    _state(rig, seq)
+    rig.sup.process_action(seq, goal, True)
+    assert not f.event_pending
+    ok, why = f.reset(gen)
+    assert not ok and 'while the reset was checked' in why, why
+    for s in range(seq + 1, seq + 200):
+        rig.cycle(s, goal)
+    assert rig.sup.status()['latched'] and f.is_stopped
