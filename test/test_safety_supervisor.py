@@ -399,7 +399,7 @@ def test_a_reset_is_not_dropped_for_a_stale_state_that_is_fresh_again() -> None:
     rig.t_ns += MS
     rig.sup.process_action(1200, goal, True)
     rig.sup.monitor_tick()
-    assert rig.sup.filter._ext_cond == FaultCode.STALE_STATE  # (what CI had pending)
+    assert rig.sup.filter._req.cond == FaultCode.STALE_STATE  # (what CI had pending)
     rig.t_ns -= MS
     _state(rig, 1200)  # fresh again
     ok, why = rig.sup.reset()

@@ -40,7 +40,6 @@ arrays that :meth:`step` picks up atomically at the start of the next cycle.
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 
@@ -50,6 +49,7 @@ from rt_safe_rl.core.safety.config import SafetyConfig
 from rt_safe_rl.core.safety.guard import OutputGuard, ramp_proposal
 from rt_safe_rl.core.safety.params import build_params
 from rt_safe_rl.core.safety.report import ACTIVE_BITS, FAULT_NAMES, FaultCode, SafetyReport
+from rt_safe_rl.core.safety.requests import FilterRequests
 
 MAX_HUMAN_POINTS = kn.PFL_SLOTS
 RESET_MAX_SPEED_RAD_S = 0.05
@@ -68,11 +68,6 @@ _TIMING = frozenset(
         FaultCode.ACTION_TIMEOUT,
         FaultCode.HUMAN_STALE,
     )
-)
-# conditions a monitor flags while they hold (not events): one flagged before an accepted reset is
-# re-evaluated when the reset applies, not carried over (see reset); a pending event wins
-_REEVALUATED = frozenset(
-    int(c) for c in (FaultCode.ACTION_TIMEOUT, FaultCode.STALE_STATE, FaultCode.STATE_OUT_OF_LIMITS)
 )
 _AWAITING = (int(FaultCode.AWAITING_POLICY), int(FaultCode.AWAITING_HUMAN), int(FaultCode.RESYNC))
 RAMP_DONE_RAD = 1e-5
@@ -100,7 +95,6 @@ class SafetyFilter:
         n = model.n_joints
         self.n_joints = n
         self._lim, self._sp, self._ws = build_params(model, self.cfg)
-        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray, SafetyConfig] | None = None
         self._max_h = int(max_human_points)
         self._work = kn.alloc_work(n, model.parent.shape[0], model.n_points, self._max_h)
         self._cs = np.zeros((3, n))
@@ -115,16 +109,9 @@ class SafetyFilter:
         self._resync = False
         self._latched = False
         self._latched_code = 0
-        # requests from other threads (trigger_stop, reset, resync, update_config), read and cleared
-        # by the step, all under _req_lock; events (the first wins) and conditions in their own slots
-        self._req_lock = threading.Lock()
-        self._ext_event = 0
-        self._ext_cond = 0
-        self._reset_req = False
-        self.latch_gen = 0  # +1 at each latch and each event taken while latched (a reset checks it)
+        self._req = FilterRequests()  # what other threads ask (trigger_stop, reset, resync, update_config)
         self.resets_applied = 0  # accepted resets that cleared the latch at the next step
         self.reset_dropped_by = 0  # FaultCode of the fault that came first and kept the last one latched
-        self._resync_req = False
         self._ramping = False
         self._ramp_goal = np.zeros(n)
         self._ramp_prop = np.zeros(n)
@@ -153,8 +140,7 @@ class SafetyFilter:
         configuration stays in force).
         """
         lim, sp, ws = build_params(self.model, new_cfg)
-        with self._req_lock:
-            self._pending = (lim, sp, ws, new_cfg)
+        self._req.request_config((lim, sp, ws, new_cfg))
 
     @property
     def limits(self) -> np.ndarray:
@@ -234,19 +220,21 @@ class SafetyFilter:
         """Request a latched controlled stop from another thread (deadline miss, monitor).
 
         RT-safe (sets a flag under a lock held for a few bytecodes); takes effect at the next
-        :meth:`step`. A pending event is never replaced (the first one is the cause).
+        :meth:`step`. A pending event is never replaced (the first one is the cause); see
+        :mod:`.requests` for events and conditions.
         """
-        c = int(code)
-        with self._req_lock:
-            if c in _REEVALUATED:
-                self._ext_cond = c
-            elif self._ext_event == 0:
-                self._ext_event = c
+        self._req.trigger(int(code))
 
     @property
     def event_pending(self) -> bool:
         """True while a stop event (not a condition) waits for the next step. Any thread."""
-        return self._ext_event != 0
+        return self._req.event != 0
+
+    @property
+    def latch_gen(self) -> int:
+        """Latches and events taken into a latch in force so far; a :meth:`reset` judged at one
+        value is refused once it has moved on. Any thread."""
+        return self._req.latch_gen
 
     def reset(self, latch_gen: int | None = None) -> tuple[bool, str]:
         """Clear a latched stop; ``(accepted, why)``. Refused while the command or the robot is
@@ -260,22 +248,22 @@ class SafetyFilter:
         latched (``reset_dropped_by``). `latch_gen`: :attr:`latch_gen` when the caller judged the
         latch (None: now); a stop latched or triggered since then refuses the reset.
         """
-        gen0 = self.latch_gen if latch_gen is None else latch_gen
-        pending = self._ext_event or self._ext_cond  # what the next step takes (event first)
+        req = self._req
+        gen0 = req.latch_gen if latch_gen is None else latch_gen
+        event = req.event
+        pending = event or req.cond  # what the next step takes (event first)
         if not self._latched and pending == 0:
             return True, 'nothing latched: reset is a no-op (the command continues unchanged)'
-        if not self._latched or self._ext_event:
-            code = pending if not self._latched else self._ext_event
+        if not self._latched or event:
+            code = pending if not self._latched else event
             name = _FAULT_NAMES[code] if code < len(_FAULT_NAMES) else str(code)
             return False, f'a {name} stop was just triggered: it latches at the next cycle'
         if np.any(self._cs[1] != 0.0):
             return False, 'still stopping: the command velocity is not zero yet'
         if np.any(np.abs(self._dq) > RESET_MAX_SPEED_RAD_S):
             return False, f'still stopping: the robot moves faster than {RESET_MAX_SPEED_RAD_S} rad/s'
-        with self._req_lock:
-            if self._ext_event or self.latch_gen != gen0:  # a stop came while it was checked
-                return False, 'a stop was triggered while the reset was checked: try again'
-            self._reset_req = True
+        if not req.try_request_reset(gen0):  # a stop came while it was checked
+            return False, 'a stop was triggered while the reset was checked: try again'
         err = float(np.max(np.abs(self._q - self._cs[0]))) if self._initialized else 0.0
         how = (
             'resumes from the held command'
@@ -293,8 +281,7 @@ class SafetyFilter:
         the measured state is more than ``position_tolerance_rad`` away, the command ramps to it
         (:func:`~rt_safe_rl.core.safety.guard.ramp_proposal`, filtered like any proposal; report
         ``RESYNC``). A latched stop stays latched. RT-safe (sets a flag)."""
-        with self._req_lock:
-            self._resync_req = True
+        self._req.request_resync()
 
     @property
     def ramping(self) -> bool:
@@ -355,7 +342,7 @@ class SafetyFilter:
         if not self._latched:
             self._latched = True
             self._latched_code = code
-            self.latch_gen += 1
+            self._req.latch_gen += 1  # (the step thread is its only writer)
 
     def step(
         self,
@@ -487,20 +474,14 @@ class SafetyFilter:
         """Apply what was asked between cycles (a config update, reset, re-synchronisation, an
         external fault); the external fault's code, else 0. Each request is read and cleared
         under the lock its writer takes (none is lost to a thread switch). RT-safe."""
-        if not (self._reset_req or self._resync_req or self._ext_event or self._ext_cond or self._pending):
+        if not self._req.any():
             return 0  # nothing asked (the usual cycle): no lock; a request set now waits a step
-        with self._req_lock:
-            pend, reset, resync = self._pending, self._reset_req, self._resync_req
-            event, cond = self._ext_event, self._ext_cond
-            self._pending = None
-            self._reset_req = self._resync_req = False
-            self._ext_event = self._ext_cond = 0
+        # (an event taken into the latch in force advances latch_gen: a reset checked before is void)
+        pend, reset, resync, event, cond = self._req.take(self._latched)
         if pend is not None:
             self._lim, self._sp, self._ws, cfg = pend
             self.cfg = cfg
             self._apply_timing(cfg)
-        if event and self._latched:
-            self.latch_gen += 1  # taken into the latch in force: a reset checked before it is void
         if reset:
             cond = 0  # a condition flagged before the reset is re-evaluated from now on
             if event == 0:
