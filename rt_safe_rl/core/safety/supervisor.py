@@ -48,6 +48,7 @@ from rt_safe_rl.core.safety.filter import (
     SafetyReport,
     build_params,
 )
+from rt_safe_rl.core.safety.intake import DUPLICATE, DropBudget, order_drop
 from rt_safe_rl.core.safety.labels import (
     StampLabels,
     next_label,
@@ -57,11 +58,6 @@ from rt_safe_rl.core.safety.labels import (
 from rt_safe_rl.core.safety.stops import brake_to_rest, reset_blocker, reset_dropped_detail
 
 EmitFn = Callable[[np.ndarray, int, int, bool], None]
-SEQ_RESTART_GAP = 1000
-"""A state seq this far below the last one is a restart of the robot's numbering (accepted);
-closer below (or equal) it is out of order / a duplicate (dropped)."""
-STAMP_RESTART_GAP_NS = 1_000_000_000
-"""Same for header stamps [ns]."""
 
 
 class SafetySupervisor:
@@ -97,6 +93,7 @@ class SafetySupervisor:
         n = model.n_joints
         self.period_ns = round(1e9 / cfg.rate_hz)
         self._labels = StampLabels(self.period_ns)
+        self._drops = DropBudget()
         self._q = np.zeros(n)
         self._dq = np.zeros(n)
         self._out = np.zeros(n)
@@ -134,15 +131,12 @@ class SafetySupervisor:
         self._deferred_label = -1
         self._labels.clear()
         self._guard_seen = 0
-        self._drop_bucket = 0.0
-        self._drop_t_ns = 0
+        self._drops.clear()
         self.cycles = 0
         self.monitor_publishes = 0
         self.monitor_stops = 0
         self.deadline_misses = 0
         self.skipped_actions = 0
-        self.dropped_states = 0
-        self.duplicate_states = 0
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -227,24 +221,15 @@ class SafetySupervisor:
         (< 0: none, the states are counted), receipt time [ns] and header stamp [ns] (0 = unset).
         Returns False when the state was dropped: its seq or stamp is not newer than the last
         accepted one (out of order, duplicate). A seq far below the last (``SEQ_RESTART_GAP``) is
-        a restart of the robot's numbering: the one-step-per-seq bookkeeping starts over. RT-safe."""
+        a restart of the robot's numbering: the one-step-per-seq bookkeeping starts over
+        (:func:`~rt_safe_rl.core.safety.intake.order_drop`). RT-safe."""
         last = self._state_seq
-        if seq < 0:  # ROS 2 headers have none: the robot periods elapsed between the stamps
-            seq = next_label(last, header_stamp_ns, self._labels.latest_stamp_ns, self.period_ns)
-        drop = 0
-        if last >= 0 and seq <= last and last - seq < SEQ_RESTART_GAP:
-            drop = 1 if seq < last else 2
         hs = self._labels.latest_stamp_ns  # of the last accepted state that had one
-        if (
-            not drop
-            and header_stamp_ns
-            and hs
-            and header_stamp_ns <= hs
-            and hs - header_stamp_ns < STAMP_RESTART_GAP_NS
-        ):
-            drop = 1 if header_stamp_ns < hs else 2
+        if seq < 0:  # ROS 2 headers have none: the robot periods elapsed between the stamps
+            seq = next_label(last, header_stamp_ns, hs, self.period_ns)
+        drop = order_drop(seq, last, header_stamp_ns, hs)
         if drop:
-            self._count_drop(stamp_ns, drop == 2)
+            self._count_drop(stamp_ns, drop == DUPLICATE)
             return False
         if q is not self._q:
             np.copyto(self._q, q)
@@ -277,24 +262,25 @@ class SafetySupervisor:
 
     def _count_drop(self, now_ns: int, duplicate: bool) -> None:
         """Count a dropped state; fail closed above the configured rate (leaky bucket). RT-safe."""
-        self.dropped_states += 1
-        self.duplicate_states += int(duplicate)
         c = self._counters.get('dropped_states')
         if c is not None:
             c.inc()
         inp = self._cfg.inputs
-        leak_per_ns = inp.max_dropped_states / (inp.drop_window_s * 1e9)
-        if self._drop_t_ns:
-            self._drop_bucket = max(0.0, self._drop_bucket - (now_ns - self._drop_t_ns) * leak_per_ns)
-        self._drop_t_ns = now_ns
-        self._drop_bucket += 1.0
+        over = self._drops.count(now_ns, duplicate, inp)
         f = self.filter
-        if self._drop_bucket > inp.max_dropped_states and not f.stop_latched and not f.event_pending:
+        if over and not f.stop_latched and not f.event_pending:
             f.trigger_stop(FaultCode.INPUT_ORDER)
-            self.fault_detail = (
-                f'more than {inp.max_dropped_states} joint states out of order or duplicated within '
-                f'{inp.drop_window_s:g} s ({self.dropped_states} dropped, {self.duplicate_states} duplicates)'
-            )
+            self.fault_detail = self._drops.detail(inp)
+
+    @property
+    def dropped_states(self) -> int:
+        """Joint states dropped (out of order or duplicated) since activation."""
+        return self._drops.dropped
+
+    @property
+    def duplicate_states(self) -> int:
+        """Of those, duplicates (the same seq / stamp again)."""
+        return self._drops.duplicates
 
     def human_buffer(self) -> np.ndarray:
         """Writable (MAX_HUMAN_POINTS, 3) buffer for the human points; then :meth:`commit_human`."""
