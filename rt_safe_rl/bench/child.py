@@ -2,8 +2,9 @@
 
 :func:`run_child` runs one benchmark phase in a fresh interpreter and returns the JSON document
 of its last ``{``-line on stdout (or an ``{'error': ...}`` record); :func:`emit_json` prints the
-final result and optionally writes it to a file. Parent-process only, not RT: spawns processes,
-allocates, blocks.
+final result and optionally writes it to a file; :func:`run_as_script` is the ``python -m`` entry
+of a CLI module (``rt-safe-rl bench ...``, ``rt-safe-rl doctor``). Parent-process only, not RT:
+spawns processes, allocates, blocks.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rt_safe_rl.core.errors import RtSafeRlError
 
@@ -35,8 +38,9 @@ def run_child(cmd: list[str], name: str, timeout_s: float) -> dict[str, Any]:
     return result
 
 
-def emit_json(res: dict[str, Any], json_path: str) -> None:
-    """Print the result as JSON on stdout and, when ``json_path`` is set, write it there too.
+def emit_json(res: dict[str, Any], json_path: str, option: str = '--json') -> None:
+    """Print the result as JSON (indented) on stdout and, when ``json_path`` is set, write the same
+    text there too. ``option``: the CLI option that named the file (for the error message).
 
     Raises:
         RtSafeRlError: `json_path` cannot be written.
@@ -47,4 +51,15 @@ def emit_json(res: dict[str, Any], json_path: str) -> None:
         try:
             Path(json_path).write_text(text + '\n')
         except OSError as err:
-            raise RtSafeRlError(f'cannot write --json {json_path}: {err}') from None
+            raise RtSafeRlError(f'cannot write {option} {json_path}: {err.strerror or err}') from None
+
+
+def run_as_script(main: Callable[[], int], prog: str) -> NoReturn:
+    """Exit with ``main()``'s exit code (``if __name__ == '__main__'`` of a CLI module run with
+    ``python -m``); an expected error (:class:`RtSafeRlError`) prints ``<prog>: error: <message>``
+    on stderr and exits 2, as ``rt-safe-rl`` does."""
+    try:
+        sys.exit(main())
+    except RtSafeRlError as err:
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        sys.exit(2)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rt_safe_rl.bench.child import run_child
+from rt_safe_rl.bench.child import run_as_script, run_child
 from rt_safe_rl.core.errors import ConfigError
 
 F64 = npt.NDArray[np.float64]
@@ -495,10 +495,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    from rt_safe_rl.core.errors import RtSafeRlError
-
-    try:
-        sys.exit(main())
-    except RtSafeRlError as err:
-        print(f'rt-safe-rl bench loop: error: {err}', file=sys.stderr)
-        sys.exit(2)
+    run_as_script(main, 'rt-safe-rl bench loop')

@@ -33,18 +33,19 @@ Timings are noisy on a shared machine: compare only within one run. Not RT-safe 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from rt_safe_rl.bench.child import emit_json, run_as_script
 from rt_safe_rl.core import stats
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.rt.metrics import MetricsRegistry
@@ -250,81 +251,38 @@ def run(
     ``switch_interval_s`` is applied with ``sys.setswitchinterval`` for the run (as the RtExecutor
     does while spinning): the longest a waiting thread waits for the GIL held by Python code.
     """
-    old_switch = sys.getswitchinterval()
-    sys.setswitchinterval(switch_interval_s)
-    try:
-        return _run(
-            duration_s, pairs, rate_hz, rt, warmup_s, monitor_overrides, switch_interval_s, executor, spin_us
-        )
-    finally:
-        sys.setswitchinterval(old_switch)
-
-
-def _run(
-    duration_s: float,
-    pairs: int,
-    rate_hz: float,
-    rt: bool,
-    warmup_s: float,
-    monitor_overrides: dict[str, Any],
-    switch_interval_s: float,
-    executor: str,
-    spin_us: int,
-) -> dict[str, Any]:
-    """:func:`run` without the GIL switch interval's set-up."""
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
 
     from rt_safe_rl.bench import monitor_rigs
 
-    port = _free_port()
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    reg = MetricsRegistry()
-    cap = int(rate_hz * (warmup_s + 2 * pairs * duration_s + 30))
-    loop: Any = ControlLikeLoop(rate_hz, rt and executor == 'thread', cap, reg)
-    stop = threading.Event()
-    rig = monitor_rigs.build_rig(executor, ctx, port, monitor_overrides, reg, loop, stop, cap, spin_us)
-    node, loop, misses = rig.node, rig.loop, rig.misses
-    if rig.comp is None and node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-        raise RtSafeRlError(f'monitor bench: MonitorNode configure failed: {node.last_error}')
-    scraper = _start_scraper(port)
-    segments: list[dict[str, Any]] = []
-    samples: dict[str, list[npt.NDArray[np.int64]]] = {'off': [], 'on': []}
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(switch_interval_s)
     try:
-        rig.spinner.start()
-        if executor == 'thread':
-            loop.start()
-        time.sleep(warmup_s)
-        # drain what warm-up left in the rings so 'on' segments start clean
-        node.drain()
-        for i in range(pairs):
-            order = ('off', 'on') if i % 2 == 0 else ('on', 'off')  # ABBA: cancel slow drifts
-            for mode in order:
-                if mode == 'on':
-                    node.trigger_activate()
-                time.sleep(SETTLE_S)  # steady state only: the (de)activation transient is not measured
-                i0 = loop.mark()
-                cpu0, proc0, w0, miss0 = node.cpu_time_s, time.process_time(), time.monotonic(), misses()
-                time.sleep(duration_s)
-                e2e = loop.between(i0, loop.mark())
-                wall = time.monotonic() - w0
-                seg = {
-                    'pair': i,
-                    'mode': mode,
-                    'wall_s': round(wall, 3),
-                    **_summary_us(e2e),
-                    'misses': misses() - miss0,
-                    'process_cpu_percent': 100.0 * (time.process_time() - proc0) / wall,
-                    'monitor_callbacks_cpu_percent': 100.0 * (node.cpu_time_s - cpu0) / wall,
-                }
-                if mode == 'on':
-                    node.trigger_deactivate()
-                    node.drain()  # nothing left for the off segment to inherit
-                segments.append(seg)
-                samples[mode].append(e2e)
+        port = _free_port()
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx)
+        reg = MetricsRegistry()
+        cap = int(rate_hz * (warmup_s + 2 * pairs * duration_s + 30))
+        loop: Any = ControlLikeLoop(rate_hz, rt and executor == 'thread', cap, reg)
+        stop = threading.Event()
+        rig = monitor_rigs.build_rig(executor, ctx, port, monitor_overrides, reg, loop, stop, cap, spin_us)
+        node, loop = rig.node, rig.loop
+        if rig.comp is None and node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise RtSafeRlError(f'monitor bench: MonitorNode configure failed: {node.last_error}')
+        scraper = _start_scraper(port)
+        try:
+            rig.spinner.start()
+            if executor == 'thread':
+                loop.start()
+            time.sleep(warmup_s)
+            # drain what warm-up left in the rings so 'on' segments start clean
+            node.drain()
+            segments, samples = _segments(node, loop, rig.misses, pairs, duration_s)
+        finally:
+            monitor_rigs.shut_down(rig, executor, stop, ctx, scraper)
     finally:
-        monitor_rigs.shut_down(rig, executor, stop, ctx, scraper)
+        sys.setswitchinterval(old_switch)
     config = {
         'executor': executor,
         'duration_s': duration_s,
@@ -338,6 +296,42 @@ def _run(
         'settle_s': SETTLE_S,
     }
     return _report(config, segments, samples, loop)
+
+
+def _segments(
+    node: Any, loop: Any, misses: Callable[[], int], pairs: int, duration_s: float
+) -> tuple[list[dict[str, Any]], dict[str, list[npt.NDArray[np.int64]]]]:
+    """Measure ``pairs`` off/on segment pairs of ``duration_s`` [s] each (ABBA order), the monitor
+    ``node`` deactivated / activated around each; returns the segments and their e2e samples [ns]
+    per mode."""
+    segments: list[dict[str, Any]] = []
+    samples: dict[str, list[npt.NDArray[np.int64]]] = {'off': [], 'on': []}
+    for i in range(pairs):
+        order = ('off', 'on') if i % 2 == 0 else ('on', 'off')  # ABBA: cancel slow drifts
+        for mode in order:
+            if mode == 'on':
+                node.trigger_activate()
+            time.sleep(SETTLE_S)  # steady state only: the (de)activation transient is not measured
+            i0 = loop.mark()
+            cpu0, proc0, w0, miss0 = node.cpu_time_s, time.process_time(), time.monotonic(), misses()
+            time.sleep(duration_s)
+            e2e = loop.between(i0, loop.mark())
+            wall = time.monotonic() - w0
+            seg = {
+                'pair': i,
+                'mode': mode,
+                'wall_s': round(wall, 3),
+                **_summary_us(e2e),
+                'misses': misses() - miss0,
+                'process_cpu_percent': 100.0 * (time.process_time() - proc0) / wall,
+                'monitor_callbacks_cpu_percent': 100.0 * (node.cpu_time_s - cpu0) / wall,
+            }
+            if mode == 'on':
+                node.trigger_deactivate()
+                node.drain()  # nothing left for the off segment to inherit
+            segments.append(seg)
+            samples[mode].append(e2e)
+    return segments, samples
 
 
 def _report(
@@ -468,17 +462,9 @@ def main(argv: list[str] | None = None) -> int:
         args.executor,
         args.spin_us,
     )
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text + '\n')
+    emit_json(report, args.out, '--out')
     return 0
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except RtSafeRlError as err:
-        print(f'monitor_bench: error: {err}', file=sys.stderr)
-        sys.exit(2)
+    run_as_script(main, 'monitor_bench')

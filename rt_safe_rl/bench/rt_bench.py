@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from rt_safe_rl.bench.child import emit_json, run_child
+from rt_safe_rl.bench.child import emit_json, run_as_script, run_child
 
 # loops, statistics and phases live in rt_loops / rt_phases; re-exported here for their users
 # (bench loop, doctor, demo, tests import them from this module)
@@ -60,7 +60,7 @@ from rt_safe_rl.bench.rt_phases import (
     phase_rclpy,
     run_phase,
 )
-from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
+from rt_safe_rl.core.errors import ConfigError
 
 __all__ = [
     'DEFAULT_PHASES',
@@ -313,8 +313,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except RtSafeRlError as err:
-        print(f'rt-safe-rl bench rt: error: {err}', file=sys.stderr)
-        sys.exit(2)
+    run_as_script(main, 'rt-safe-rl bench rt')

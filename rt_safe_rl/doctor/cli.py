@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rt_safe_rl.bench.child import emit_json, run_as_script
 from rt_safe_rl.core.errors import RtSafeRlError
 
 
@@ -113,19 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     text = verdict(checks, floor, ctx.rt_cpus)
     out = {'checks': [c.as_dict() for c in checks], 'floor': floor, 'verdict': text, **report}
     print(_table(checks, text), file=sys.stderr)
-    doc = json.dumps(out, indent=2)
-    print(doc)
-    if a.json:
-        try:
-            Path(a.json).write_text(doc + '\n')
-        except OSError as err:
-            raise RtSafeRlError(f'cannot write --json {a.json}: {err.strerror or err}') from None
+    emit_json(out, a.json)
     return 0
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except RtSafeRlError as err:
-        print(f'rt-safe-rl doctor: error: {err}', file=sys.stderr)
-        sys.exit(2)
+    run_as_script(main, 'rt-safe-rl doctor')
