@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from _helpers import wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -19,15 +19,6 @@ def _app(**policy: Any) -> Any:
     from rt_safe_rl.config import load_config
 
     return load_config(None, {'policy': {**FAST, **policy}})
-
-
-def _wait(pred: Any, timeout_s: float) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def test_missing_policy_file_fails_configure_with_the_path(rclpy_context: Any, tmp_path: Path) -> None:
@@ -147,24 +138,24 @@ def test_dds_topic_command_input_and_reset_service(rclpy_context: Any) -> None:
             msg.velocity = [0.0] * 7
             state_pub.publish(msg)
 
-        assert _wait(
+        assert wait_for(
             lambda: state_pub.get_subscription_count() > 0 and cmd_pub.get_subscription_count() > 0, 5.0
         )
         cmd_pub.publish(Float64MultiArray(data=goal))
-        assert _wait(lambda: np.allclose(node.runtime.obs_builder.inputs['command'], goal), 5.0)
+        assert wait_for(lambda: np.allclose(node.runtime.obs_builder.inputs['command'], goal), 5.0)
         for seq in range(1, 30):
             publish_state(seq)
             pex.spin_once(timeout_sec=0.005)
-        assert _wait(lambda: (pex.spin_once(timeout_sec=0.01), len(actions) >= 5)[1], 5.0)
+        assert wait_for(lambda: (pex.spin_once(timeout_sec=0.01), len(actions) >= 5)[1], 5.0)
         seq, label, data = actions[-1]
         assert 0 < seq <= 29 and label == 'valid' and len(data) == 7 and np.all(np.isfinite(data))
-        assert _wait(client.service_is_ready, 5.0)
+        assert wait_for(client.service_is_ready, 5.0)
         fut = client.call_async(Trigger.Request())
         pex.spin_until_future_complete(fut, timeout_sec=5.0)
         assert fut.result() is not None and fut.result().success
         assert node._reset_requested
         publish_state(100)
-        assert _wait(lambda: not node._reset_requested, 5.0)  # done by the control thread
+        assert wait_for(lambda: not node._reset_requested, 5.0)  # done by the control thread
         # joints matched by name: a shuffled message gives the same robot-order state
         shuffled = JointState()
         set_stamp(shuffled, 1_000_000_000 + 200 * 1_000_000)
@@ -173,20 +164,20 @@ def test_dds_topic_command_input_and_reset_service(rclpy_context: Any) -> None:
         shuffled.velocity = [float(i) for i in reversed(range(7))]
         state_pub.publish(shuffled)
         r = node._reader
-        assert _wait(lambda: np.allclose(r.q, q0) and np.allclose(r.dq, np.arange(7.0)), 5.0)
+        assert wait_for(lambda: np.allclose(r.q, q0) and np.allclose(r.dq, np.arange(7.0)), 5.0)
         lacking = JointState()
         set_stamp(lacking, 1_000_000_000 + 201 * 1_000_000)
         lacking.name = [f'joint{i + 1}' for i in range(6)]
         lacking.position = q0[:6]
         state_pub.publish(lacking)
-        assert _wait(lambda: (pex.spin_once(timeout_sec=0.01), any(a[0] == 201 for a in actions))[1], 5.0)
+        assert wait_for(lambda: (pex.spin_once(timeout_sec=0.01), any(a[0] == 201 for a in actions))[1], 5.0)
         assert next(a for a in actions if a[0] == 201)[1] == 'invalid'
         # wrong-size state: flagged invalid, published as NaN
         bad = JointState()
         set_stamp(bad, 1_000_000_000 + 101 * 1_000_000)
         bad.position = [0.0] * 3
         state_pub.publish(bad)
-        assert _wait(lambda: (pex.spin_once(timeout_sec=0.01), any(a[0] == 101 for a in actions))[1], 5.0)
+        assert wait_for(lambda: (pex.spin_once(timeout_sec=0.01), any(a[0] == 101 for a in actions))[1], 5.0)
         seq, label, data = next(a for a in actions if a[0] == 101)
         assert label == 'invalid' and np.all(np.isnan(data))
     finally:

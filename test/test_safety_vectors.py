@@ -259,39 +259,34 @@ def test_h1_stale_input_ramp_stop() -> None:
     f = SafetyFilter(chain_model(1, q_lim=10.0, a_max=10.0), cfg)
     f.set_command_state(np.zeros(1), np.array([0.5]))
     out = np.zeros(1)
-    cycles = 0
-    t0 = 10_000_000_000
-    while f.command_state[1, 0] != 0.0 and cycles < 1000:
-        t = t0 + cycles * 1_000_000
+
+    def step_at_rest(t_ns: int, human_stamp_ns: int, state_stamp_ns: int) -> None:
+        """One cycle at ``t_ns`` [ns]: measured q = dq = 0, target 1 rad, no human points (stamped
+        ``human_stamp_ns``), the state stamped ``state_stamp_ns`` [ns]; the command into ``out``."""
         f.step(
-            t,
+            t_ns,
             np.zeros(1),
             np.zeros(1),
             np.array([1.0]),
             True,
             None,
-            t,
+            human_stamp_ns,
             None,
             out,
-            state_stamp_ns=t0 - 10_000_000,
+            state_stamp_ns=state_stamp_ns,
         )
+
+    cycles = 0
+    t0 = 10_000_000_000
+    while f.command_state[1, 0] != 0.0 and cycles < 1000:
+        t = t0 + cycles * 1_000_000
+        step_at_rest(t, t, state_stamp_ns=t0 - 10_000_000)
         assert f.report.fault_code == FaultCode.STALE_STATE
         cycles += 1
     assert cycles == 50
     assert out[0] == pytest.approx(0.01225, abs=1e-12)
     # held afterwards, latched until reset
-    f.step(
-        t0 + 60_000_000,
-        np.zeros(1),
-        np.zeros(1),
-        np.array([1.0]),
-        True,
-        None,
-        0,
-        None,
-        out,
-        state_stamp_ns=t0 + 60_000_000,
-    )
+    step_at_rest(t0 + 60_000_000, 0, state_stamp_ns=t0 + 60_000_000)
     assert out[0] == pytest.approx(0.01225, abs=1e-12) and f.stop_latched
 
 

@@ -5,11 +5,11 @@ controller is silent; the human walks; the operator publishes goals."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import numpy as np
 import pytest
+from _helpers import wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -18,15 +18,6 @@ def _spin_in_thread(ex: Any) -> threading.Thread:
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
     return th
-
-
-def _wait(pred: Any, timeout_s: float) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 @pytest.fixture
@@ -73,9 +64,9 @@ def test_sim_robot_state_commands_latency_audit_and_hold(rclpy_context: Any, app
     ex.add_node(ctrl)
     th = _spin_in_thread(ex)
     try:
-        assert _wait(lambda: robot.commands_rx >= 200, 15.0), robot.stats()
+        assert wait_for(lambda: robot.commands_rx >= 200, 15.0), robot.stats()
         # controller goes silent after 300 states: the robot latches a hold
-        assert _wait(lambda: robot.holds >= 1 and len(states) > 500, 15.0), robot.stats()
+        assert wait_for(lambda: robot.holds >= 1 and len(states) > 500, 15.0), robot.stats()
     finally:
         ex.shutdown()
         th.join(5.0)
@@ -161,7 +152,7 @@ def test_sim_human_and_operator_publish(rclpy_context: Any) -> None:
         ex.add_node(n)
     th = _spin_in_thread(ex)
     try:
-        assert _wait(lambda: len(got['human']) > 50 and op.goals_sent >= 2 and len(got['op']) > 20, 15.0)
+        assert wait_for(lambda: len(got['human']) > 50 and op.goals_sent >= 2 and len(got['op']) > 20, 15.0)
     finally:
         ex.shutdown()
         th.join(5.0)
