@@ -16,6 +16,7 @@ from torch import nn
 from rt_safe_rl.core.policy.backends import build_backend, rollout, sample_observations
 from rt_safe_rl.core.policy.config import ModelConfig
 from rt_safe_rl.core.policy.loading import inspect_policy
+from rt_safe_rl.tools.policy_exports import lstm_actor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device visible to torch')
 
@@ -23,27 +24,12 @@ REPO = Path(__file__).resolve().parent.parent
 OBS, ACT, HID = 11, 3, 16
 
 
-class _Lstm(nn.Module):
-    """legged_gym-style exported LSTM actor: state in buffers, updated in place, reset_memory()."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(3)
-        self.memory = nn.LSTM(OBS, HID)
-        self.actor = nn.Sequential(nn.Linear(HID, 32), nn.ELU(), nn.Linear(32, ACT))
-        self.register_buffer('hidden_state', torch.zeros(1, 1, HID))
-        self.register_buffer('cell_state', torch.zeros(1, 1, HID))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, (h, c) = self.memory(x.unsqueeze(0), (self.hidden_state, self.cell_state))
-        self.hidden_state.copy_(h)
-        self.cell_state.copy_(c)
-        return self.actor(out.squeeze(0))
-
-    @torch.jit.export
-    def reset_memory(self) -> None:
-        self.hidden_state.zero_()
-        self.cell_state.zero_()
+def _lstm() -> nn.Module:
+    """legged_gym-style exported LSTM actor (the policy exports' one, small): state in buffers,
+    updated in place, reset_memory(); seed 3."""
+    torch.manual_seed(3)
+    module: nn.Module = lstm_actor(OBS, ACT, HID, actor_hidden=(32,))
+    return module
 
 
 def _pair(path: Path) -> tuple[object, object]:
@@ -64,7 +50,7 @@ def test_cuda_graph_matches_eager_on_the_default_policy() -> None:
 
 def test_cuda_graph_recurrent_rollout_reset_and_replay(tmp_path: Path) -> None:
     p = tmp_path / 'lstm.pt'
-    torch.jit.script(_Lstm().eval()).save(str(p))
+    torch.jit.script(_lstm().eval()).save(str(p))
     eager, cuda = _pair(p)
     obs = sample_observations(OBS, 1000, seed=2)
     ref = rollout(eager, obs)  # type: ignore[arg-type]
@@ -130,6 +116,6 @@ def test_tensorrt_from_an_onnx_file_and_refuses_recurrent(
     obs = sample_observations(info.obs_dim, 200, seed=5)
     assert float(np.abs(rollout(ort_be, obs) - rollout(trt, obs)).max()) <= 1e-4
     p = tmp_path / 'lstm.pt'
-    torch.jit.script(_Lstm().eval()).save(str(p))
+    torch.jit.script(_lstm().eval()).save(str(p))
     with pytest.raises(PolicyLoadError, match='recurrent'):
         build_backend('tensorrt', p, inspect_policy(p, ModelConfig()), ModelConfig())

@@ -121,19 +121,24 @@ def _feedforward_modules() -> dict[str, Any]:
     }
 
 
-def _recurrent_modules() -> dict[str, Any]:
-    """The exports with state in buffers (2-layer LSTM, GRU) and the encoder's policy, built in
-    order from the global torch RNG."""
+def lstm_actor(
+    n_obs: int, n_act: int, hidden: int, num_layers: int = 1, actor_hidden: tuple[int, ...] = (64,)
+) -> Any:
+    """A legged_gym-style exported LSTM actor: ``n_obs`` inputs -> an ``nn.LSTM`` of ``num_layers``
+    x ``hidden`` units whose state lives in the ``hidden_state`` / ``cell_state`` buffers (updated
+    in place by each ``forward``, zeroed by the exported ``reset_memory()``) -> an ELU MLP
+    (``actor_hidden`` widths) -> ``n_act`` actions. Weights from the global torch RNG; TorchScript-able.
+    """
     import torch
     from torch import nn
 
-    class Lstm2(nn.Module):
+    class LstmActor(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.memory = nn.LSTM(OBS, 64, num_layers=2)
-            self.actor = _mlp(64, ACT, (64,))
-            self.register_buffer('hidden_state', torch.zeros(2, 1, 64))
-            self.register_buffer('cell_state', torch.zeros(2, 1, 64))
+            self.memory = nn.LSTM(n_obs, hidden, num_layers=num_layers)
+            self.actor = _mlp(hidden, n_act, actor_hidden)
+            self.register_buffer('hidden_state', torch.zeros(num_layers, 1, hidden))
+            self.register_buffer('cell_state', torch.zeros(num_layers, 1, hidden))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             out, (h, c) = self.memory(x.unsqueeze(0), (self.hidden_state, self.cell_state))
@@ -145,6 +150,15 @@ def _recurrent_modules() -> dict[str, Any]:
         def reset_memory(self) -> None:
             self.hidden_state.zero_()
             self.cell_state.zero_()
+
+    return LstmActor()
+
+
+def _recurrent_modules() -> dict[str, Any]:
+    """The exports with state in buffers (2-layer LSTM, GRU) and the encoder's policy, built in
+    order from the global torch RNG."""
+    import torch
+    from torch import nn
 
     class Gru(nn.Module):
         def __init__(self) -> None:
@@ -168,7 +182,7 @@ def _recurrent_modules() -> dict[str, Any]:
             return self.actor(x)
 
     return {
-        'lstm2_cell': Lstm2(),
+        'lstm2_cell': lstm_actor(OBS, ACT, 64, num_layers=2),
         'gru': Gru(),
         'encoder_policy': EncoderPolicy(),
     }
