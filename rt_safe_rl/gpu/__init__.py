@@ -10,6 +10,7 @@ CUDA device is usable and why not. Modules:
 - :mod:`.kernels`  numba.cuda twin of the filter kernel (one thread per state)
 - :mod:`.batch`    ``GpuBatchSafetyFilter``: ``BatchSafetyFilter``'s interface on the GPU(s)
 - :mod:`.cases`    random batch cases shared by the tests and ``bench gpu``
+- :mod:`.ptx`      the kernel compiled to PTX / assembled by ptxas for a target GPU, without one
 """
 
 from rt_safe_rl.gpu.config import GpuConfig

@@ -58,6 +58,14 @@ def state_layout(n: int, h: int) -> dict[str, tuple[tuple[int, ...], Any]]:
     }
 
 
+def host_constants(cpu: BatchSafetyFilter) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """The kernel's constant arguments, C-contiguous: ((lim, sp, ws_mask), the robot model's arrays
+    in :func:`rt_safe_rl.core.safety.kernel.model_arrays` order, ``parent`` .. ``pt_radius``)."""
+    params = (cpu._lim, cpu._sp, cpu._ws)
+    model = tuple(kn.model_arrays(cpu.model))
+    return tuple(np.ascontiguousarray(a) for a in params), tuple(np.ascontiguousarray(a) for a in model)
+
+
 def bytes_per_state(n: int, h: int) -> tuple[int, int]:
     """(bytes copied to the device, bytes copied back) per state."""
     lay = state_layout(n, h)
@@ -83,7 +91,8 @@ class _Slot:
 class _Gpu:
     index: int
     pool: DevicePool
-    consts: tuple[Any, ...]
+    consts: tuple[tuple[Any, ...], ...]
+    """Device copies of :func:`host_constants` (same nesting)."""
     slots: list[_Slot] = field(default_factory=list)
     key: tuple[int, int, int] = (0, 0, 0)
     states: int = 0
@@ -121,28 +130,12 @@ class GpuBatchSafetyFilter:
         if self.gpu_cfg.device in ids:  # the configured device first (it gets the first share)
             ids.remove(self.gpu_cfg.device)
             ids.insert(0, self.gpu_cfg.device)
-        m = model
-        host_consts = (
-            self.cpu._lim,
-            self.cpu._sp,
-            self.cpu._ws,
-            m.parent,
-            m.origin,
-            m.jtype,
-            m.qidx,
-            m.mult,
-            m.offs,
-            m.axis,
-            m.pt_frame,
-            m.pt_offset.reshape(-1, 3),
-            m.ancestor,
-            m.point_radius_m,
-        )
+        host_consts = host_constants(self.cpu)
         self.gpus: list[_Gpu] = []
         for d in ids:
             pool = DevicePool(d, self.gpu_cfg.memory_pool_mb)
             with cuda.gpus[d]:
-                consts = tuple(cuda.to_device(np.ascontiguousarray(a)) for a in host_consts)
+                consts = tuple(tuple(cuda.to_device(a) for a in group) for group in host_consts)
             self.gpus.append(_Gpu(d, pool, consts))
         self.stats: dict[str, Any] = {}
 
@@ -177,11 +170,9 @@ class GpuBatchSafetyFilter:
         kern = get_kernel(mdl.n_joints, mdl.parent.shape[0], mdl.n_points, h)
         tpb = self.gpu_cfg.threads_per_block
         blocks = max(1, min(-(-m // tpb), 65535))
-        args = [
-            dev[k][:m]
-            for k in ('cs', 'q', 'dq', 'q_pol', 'q_op', 'has_op', 'human', 'n_human', 'v_h', 'mode')
-        ]
-        kern[blocks, tpb, stream](*g.consts, *args, dev['out'][:m], dev['rep'][:m], dev['flag'][:m])
+        ins = tuple(dev[k][:m] for k in INPUTS)
+        outs = tuple(dev[k][:m] for k in ('out', 'rep', 'flag'))
+        kern[blocks, tpb, stream](*g.consts, ins, outs)
 
     def run(
         self,

@@ -146,24 +146,12 @@ def _jerk_viab_up(
 
 
 @cuda.jit(device=True)
-def _fk_jacobian(
-    qc: Any,
-    b: int,
-    parent: Any,
-    origin: Any,
-    jtype: Any,
-    qidx: Any,
-    mult: Any,
-    offs: Any,
-    axis: Any,
-    pt_frame: Any,
-    pt_offset: Any,
-    ancestor: Any,
-    frames: Any,
-    pts: Any,
-    jac: Any,
-) -> None:
-    """Frames, monitored points and positional Jacobians at ``qc[b, 0, :]`` (robot_model kernels)."""
+def _fk_jacobian(qc: Any, b: int, model: Any, frames: Any, pts: Any, jac: Any) -> None:
+    """Frames, monitored points and positional Jacobians at ``qc[b, 0, :]`` (robot_model kernels).
+
+    `model`: the robot model's arrays in :func:`kernel.model_arrays` order (``parent`` .. ``pt_radius``).
+    """
+    parent, origin, jtype, qidx, mult, offs, axis, pt_frame, pt_offset, ancestor, _radius = model
     n_frames = parent.shape[0]
     for f in range(n_frames):
         jt = jtype[f]
@@ -636,57 +624,22 @@ def _joint_report(
 
 
 @cuda.jit(device=True)
-def _filter_state(
-    b: int,
-    lim: Any,
-    sp: Any,
-    ws_mask: Any,
-    parent: Any,
-    origin: Any,
-    jtype: Any,
-    qidx: Any,
-    mult: Any,
-    offs: Any,
-    axis: Any,
-    pt_frame: Any,
-    pt_offset: Any,
-    ancestor: Any,
-    pt_radius: Any,
-    cs: Any,
-    q_meas: Any,
-    dq_meas: Any,
-    q_pol: Any,
-    q_op: Any,
-    has_op: Any,
-    human: Any,
-    n_human: Any,
-    v_h_meas: Any,
-    mode: Any,
-    out: Any,
-    rep: Any,
-    frames: Any,
-    pts: Any,
-    jac: Any,
-    lo: Any,
-    hi: Any,
-    vdes: Any,
-    target: Any,
-    g_mat: Any,
-    hvec: Any,
-    rowkind: Any,
-    lo_hard: Any,
-    hi_hard: Any,
-    qx: Any,
-) -> int:
-    """One filter cycle of state b (see the module docstring); returns FLAG_DONE or FLAG_DEFERRED."""
+def _filter_state(b: int, params: Any, model: Any, ins: Any, outs: Any, work: Any) -> int:
+    """One filter cycle of state b (see the module docstring); returns FLAG_DONE or FLAG_DEFERRED.
+
+    Arguments grouped as the kernel's (:func:`get_kernel`); `work` holds this thread's local arrays.
+    """
+    lim, sp, ws_mask = params
+    cs, q_meas, dq_meas, q_pol, q_op, has_op, human, n_human, v_h_meas, mode = ins
+    out, rep = outs[0], outs[1]
+    frames, pts, jac, lo, hi, vdes, target, g_mat, hvec, rowkind, lo_hard, hi_hard, qx = work
+    pt_radius = model[10]
     n = lim.shape[1]
     dt = sp[SP_DT]
     fault, meas_ok, human_ok = _validate(b, lim, sp, q_meas, dq_meas, q_pol, q_op, has_op, human, n_human)
     stop = mode[b] != 0 or fault != K_OK
     mask = 0
-    _fk_jacobian(
-        cs, b, parent, origin, jtype, qidx, mult, offs, axis, pt_frame, pt_offset, ancestor, frames, pts, jac
-    )
+    _fk_jacobian(cs, b, model, frames, pts, jac)
     k_rows, d_min, ssm_margin, ssm_stop = _ssm_rows(
         b, sp, pts, jac, pt_radius, human, n_human, v_h_meas, human_ok, g_mat, hvec, rowkind
     )
@@ -797,10 +750,12 @@ def work_sizes(n: int, n_frames: int, m_points: int, h_max: int) -> tuple[int, i
 def get_kernel(n: int, n_frames: int, m_points: int, h_max: int) -> Any:
     """The batch kernel for a robot of that size (compiled at first launch, cached per size).
 
-    Launch: ``kernel[blocks, threads, stream](lim, sp, ws_mask, parent, origin, jtype, qidx, mult,
-    offs, axis, pt_frame, pt_offset, ancestor, pt_radius, cs, q, dq, q_pol, q_op, has_op, human,
-    n_human, v_h, mode, out, rep, flag)`` with device arrays shaped like :class:`BatchSafetyFilter`'s
-    (B leading), ``flag`` int64 (B,). Grid-stride over B: any grid size works.
+    Launch: ``kernel[blocks, threads, stream](params, model, ins, outs)``, four tuples of device
+    arrays: ``params = (lim, sp, ws_mask)`` and ``model`` (``parent`` .. ``pt_radius``) as
+    :func:`rt_safe_rl.gpu.batch.host_constants` builds them, ``ins = (cs, q, dq, q_pol, q_op, has_op,
+    human, n_human, v_h, mode)`` and ``outs = (out, rep, flag)`` shaped like :class:`BatchSafetyFilter`'s
+    (B leading), ``flag`` int64 (B,); ``cs`` is updated in place. numba passes a tuple's arrays as
+    separate kernel parameters (flattened in order). Grid-stride over B: any grid size works.
     """
     key = work_sizes(n, n_frames, m_points, h_max)
     if key in _KERNELS:
@@ -808,93 +763,27 @@ def get_kernel(n: int, n_frames: int, m_points: int, h_max: int) -> Any:
     nn, nf, mm, kk = key
 
     @cuda.jit
-    def batch_filter(
-        lim,
-        sp,
-        ws_mask,
-        parent,
-        origin,
-        jtype,
-        qidx,
-        mult,
-        offs,
-        axis,
-        pt_frame,  # type: ignore[no-untyped-def]
-        pt_offset,
-        ancestor,
-        pt_radius,
-        cs,
-        q_meas,
-        dq_meas,
-        q_pol,
-        q_op,
-        has_op,
-        human,
-        n_human,
-        v_h_meas,
-        mode,
-        out,
-        rep,
-        flag,
-    ):
-        frames = cuda.local.array((nf, 3, 4), float64)
-        pts = cuda.local.array((mm, 3), float64)
-        jac = cuda.local.array((mm, 3, nn), float64)
-        lo = cuda.local.array(nn, float64)
-        hi = cuda.local.array(nn, float64)
-        vdes = cuda.local.array(nn, float64)
-        target = cuda.local.array(nn, float64)
-        lo_hard = cuda.local.array(nn, float64)
-        hi_hard = cuda.local.array(nn, float64)
-        qx = cuda.local.array(nn, float64)
-        g_mat = cuda.local.array((kk, nn), float64)
-        hvec = cuda.local.array(kk, float64)
-        rowkind = cuda.local.array(kk, int64)
+    def batch_filter(params, model, ins, outs):  # type: ignore[no-untyped-def]
+        work = (
+            cuda.local.array((nf, 3, 4), float64),  # frames
+            cuda.local.array((mm, 3), float64),  # pts
+            cuda.local.array((mm, 3, nn), float64),  # jac
+            cuda.local.array(nn, float64),  # lo
+            cuda.local.array(nn, float64),  # hi
+            cuda.local.array(nn, float64),  # vdes
+            cuda.local.array(nn, float64),  # target
+            cuda.local.array((kk, nn), float64),  # g_mat
+            cuda.local.array(kk, float64),  # hvec
+            cuda.local.array(kk, int64),  # rowkind
+            cuda.local.array(nn, float64),  # lo_hard
+            cuda.local.array(nn, float64),  # hi_hard
+            cuda.local.array(nn, float64),  # qx
+        )
+        flag = outs[2]
         start = cuda.grid(1)  # type: ignore[call-arg,var-annotated]
         stride = cuda.gridsize(1)  # type: ignore[call-arg,var-annotated]
-        for b in range(start, cs.shape[0], stride):
-            flag[b] = _filter_state(
-                b,
-                lim,
-                sp,
-                ws_mask,
-                parent,
-                origin,
-                jtype,
-                qidx,
-                mult,
-                offs,
-                axis,
-                pt_frame,
-                pt_offset,
-                ancestor,
-                pt_radius,
-                cs,
-                q_meas,
-                dq_meas,
-                q_pol,
-                q_op,
-                has_op,
-                human,
-                n_human,
-                v_h_meas,
-                mode,
-                out,
-                rep,
-                frames,
-                pts,
-                jac,
-                lo,
-                hi,
-                vdes,
-                target,
-                g_mat,
-                hvec,
-                rowkind,
-                lo_hard,
-                hi_hard,
-                qx,
-            )
+        for b in range(start, flag.shape[0], stride):
+            flag[b] = _filter_state(b, params, model, ins, outs, work)
 
     _KERNELS[key] = batch_filter
     return batch_filter
