@@ -57,6 +57,7 @@ from rt_safe_rl.core.safety.formulas import viability_upper_vel
 from rt_safe_rl.core.safety.numpy_ref import NumpySafetyFilter
 from rt_safe_rl.core.safety.testing import IDEMPOTENCE_TOL_RAD, chain_model
 from rt_safe_rl.core.stats import summarize_ns
+from rt_safe_rl.gpu.cases import case_config  # GPU-free at import (numba.cuda only in its functions)
 
 __all__ = ['bench_batch', 'bench_closed_loop', 'bench_monitor', 'bench_per_cycle', 'bench_properties', 'main']
 
@@ -281,19 +282,6 @@ def _check_batch(
     return viol
 
 
-def _property_config() -> SafetyConfig:
-    """The default safety config with the step-gap, state-timeout and tracking checks opened up
-    (random states are not a trajectory) and no person required."""
-    return replace(
-        SafetyConfig(),
-        max_step_gap_s=1e3,
-        state_timeout_s=1e3,
-        position_tolerance_rad=1e3,
-        velocity_tolerance_rad_s=1e3,
-        ssm=SsmConfig(require_human=False),
-    )
-
-
 def _run_split(
     bf: BatchSafetyFilter,
     d: dict[str, np.ndarray],
@@ -361,7 +349,7 @@ def _idempotence_dev(
 def bench_properties(cases: int, seed: int, threads: int | None) -> dict[str, Any]:
     """>= 10^5 randomized property cases through the batch path (see the module docstring)."""
     model = RobotModel.from_config(RobotConfig())
-    cfg = _property_config()
+    cfg = case_config('default')  # step-gap/timeout/tracking checks opened up, no person required
     bf = BatchSafetyFilter(model, cfg)
     rng = np.random.default_rng(seed)
     totals: dict[str, int] = {}
