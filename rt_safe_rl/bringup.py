@@ -189,7 +189,7 @@ class _NoSafety:
 
 
 def _failure_reason(node: Any, step: str) -> str:
-    why = getattr(node, 'last_error', '') or getattr(node, 'configure_error', '')
+    why = node.last_error  # (LabelledLifecycleNode: every node of the package has it)
     return f'{step} failed' + (f': {why}' if why else ' (see the node log)')
 
 

@@ -19,13 +19,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.nodes.msgs import set_stamp, stamp_ns_of
+
+if TYPE_CHECKING:
+    from rt_safe_rl.nodes.policy_node import PolicyInferenceNode
+    from rt_safe_rl.nodes.safety_node import SafetyFilterNode
 
 FloatArray = npt.NDArray[np.float64]
 BENCH_NAMESPACE = 'rt_safe_rl_bench'
@@ -46,7 +50,7 @@ def _policy_yaml(app: Any) -> dict[str, Any]:
     try:
         import yaml
 
-        p = _resolve(getattr(app.policy, 'config', ''), app.base_dir)
+        p = _resolve(app.policy.config, app.base_dir)
         data = yaml.safe_load(p.read_text()) if p.is_file() else {}
         return data if isinstance(data, dict) else {}
     except Exception:  # broad on purpose: optional information for the naive pipeline
@@ -84,81 +88,39 @@ class NodePipeline:
         except BaseException:
             self.close()
             raise
-        self.policy = self._comp.nodes['policy']
-        self.safety = self._comp.nodes['safety']
-        self.joint_names = list(self._joint_names())
+        self.policy: PolicyInferenceNode = self._comp.nodes['policy']
+        self.safety: SafetyFilterNode = self._comp.nodes['safety']
+        self.joint_names = list(self.policy.joint_names)  # the robot's, in robot order (configure)
+        if not self.joint_names:
+            self.close()
+            raise PipelineError('the configured policy node has no robot joint names')
         self.n_command = len(self.joint_names)
         self._interventions = registry().counter('safety_interventions')
-        self._command_reader = self._make_command_reader()
-        self._human = self._make_side('human')
-        self._operator = self._make_side('operator')
-        self._pcmd = self._make_side('policy_command')
-        info = getattr(getattr(self.policy, 'runtime', None), 'info', {}) or {}
-        backend = info.get('backend', '?') if isinstance(info, dict) else '?'
+        backend = self.policy.runtime.info.get('backend', '?')
         self.description = (
             f'ours: PolicyInferenceNode + SafetyFilterNode composed in one process by '
             f'bringup.compose (intra_process channel), driven by direct process_state/process_action '
             f'calls in one thread; policy backend {backend}'
         )
 
-    # -- construction helpers (adapt to the nodes' public API) -------------------------------
-
-    def _joint_names(self) -> list[str]:
-        for obj in (getattr(self.policy, 'runtime', None), getattr(self.safety, 'model', None), self.policy):
-            names = getattr(obj, 'joint_names', None) if obj is not None else None
-            if names:
-                return list(names)
-        raise PipelineError('cannot find the robot joint names on the policy/safety nodes')
-
-    def _make_command_reader(self) -> Callable[[FloatArray], int]:
-        fn = getattr(self.safety, 'read_command', None)
-        if callable(fn):
-            return fn  # type: ignore[no-any-return]
-        from rt_safe_rl.rt.channel import get_channel
-
-        name = getattr(self.safety, 'command_channel_name', None) or 'command'
-        ch = getattr(self.safety, 'command_channel', None) or get_channel(name, self.n_command)
-        buf = np.zeros(ch.n, dtype=np.float64)
-
-        def read(out: FloatArray) -> int:
-            seq, _stamp = ch.try_read(buf)
-            if seq <= 0:
-                return -1
-            out[:] = buf[: out.shape[0]]
-            return int(self.safety.last_state_seq) if hasattr(self.safety, 'last_state_seq') else seq - 1
-
-        return read
-
-    def _make_side(self, kind: str) -> Callable[[int, FloatArray], None] | None:
-        for node in (self.safety, self.policy):
-            fn = getattr(node, f'set_{kind}', None)
-            if callable(fn):
-                return fn  # type: ignore[no-any-return]
-        return None
-
     # -- ReplayPipeline -------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Recurrent state -> zero, safety latch cleared (between repeats)."""
-        for node in (self.policy, self.safety):
-            fn = getattr(node, 'reset_for_replay', None) or getattr(node, 'reset', None)
-            if callable(fn):
-                fn()
+        """Recurrent state -> zero, fresh safety filter (between repeats)."""
+        self.policy.reset_for_replay()
+        self.safety.reset_for_replay()
 
     def set_human(self, stamp_ns: int, xyz: FloatArray) -> None:
         """Latest human position (m), stamped on receipt (monotonic, like the node's callback)."""
-        if self._human is not None:
-            self._human(time.monotonic_ns(), xyz)
+        self.safety.set_human(time.monotonic_ns(), xyz)
 
     def set_operator(self, stamp_ns: int, values: FloatArray) -> None:
         """Latest operator targets (rad), stamped on receipt (monotonic)."""
-        if self._operator is not None:
-            self._operator(time.monotonic_ns(), values)
+        self.safety.set_operator(time.monotonic_ns(), values)
 
     def set_policy_command(self, stamp_ns: int, values: FloatArray) -> None:
         """Latest task command of the policy."""
-        if self._pcmd is not None:
-            self._pcmd(stamp_ns, values)
+        self.policy.set_policy_command(stamp_ns, values)
 
     def policy_step(self, stamp_ns: int, seq: int, q: FloatArray, dq: FloatArray) -> None:
         """State receipt in both nodes, as their joint_states callbacks would do it.
@@ -178,14 +140,11 @@ class NodePipeline:
 
     def read_command(self, out: FloatArray) -> int:
         """Latest safe command and the state seq it was computed from."""
-        return self._command_reader(out)
+        return self.safety.read_command(out)
 
     def safety_status(self) -> dict[str, Any]:
         """Fault and margins of the safety filter after the last step (non-RT), when available."""
-        fn = getattr(self.safety, 'status', None)
-        if not callable(fn):
-            return {}
-        st = fn()
+        st = self.safety.status()
         keys = ('fault', 'fault_code', 'latched', 'active', 'stopping', 'deadline_misses', 'cycles')
         return {k: st[k] for k in keys if k in st}
 
@@ -211,7 +170,7 @@ def naive_runner_for(app: Any, pipeline: Any) -> Callable[[Any, Any], dict[str, 
         pol = _policy_yaml(app)
         default_q = pol.get('default_q') or model.home().tolist()
         scale = float((pol.get('action') or {}).get('scale', 1.0))
-        decimation = max(1, round(app.control.rate_hz / float(getattr(app.policy, 'rate_hz', 50.0))))
+        decimation = max(1, round(app.control.rate_hz / float(app.policy.rate_hz)))
         goal = inputs.policy_command.values[0] if inputs.policy_command.n else None
         runner = NaiveRunner(
             pipeline.model_path,

@@ -24,6 +24,10 @@ class LabelledLifecycleNode(LifecycleNode):
     """LifecycleNode whose current state reads as its label (what :func:`run_node` and the
     transitions below check): the one base of every node in this package."""
 
+    last_error: str = ''
+    """Why the last configure / activate (or input) failed, one line; '' = nothing failed. Each
+    node sets it where it fails; :func:`run_node` and ``bringup.compose`` report it."""
+
     @property
     def lifecycle_state(self) -> str:
         """Label of the current lifecycle state ('unconfigured', 'inactive', 'active', ...)."""
@@ -144,6 +148,8 @@ class RunnableNode(Protocol):
     """What :func:`run_node` needs of a node: a LifecycleNode with ``app`` (the AppConfig), an
     ``autostart`` parameter and ``lifecycle_state`` (:class:`SimNodeBase` and ``MonitorNode``)."""
 
+    last_error: str
+
     @property
     def app(self) -> Any: ...
 
@@ -254,7 +260,7 @@ def _autostart(prog: str, node: RunnableNode, executor: Any) -> int | None:
 
 
 def _why(node: RunnableNode) -> str:
-    why = getattr(node, 'last_error', '')
+    why = node.last_error
     return f': {why}' if why else ' (see the log above)'
 
 
