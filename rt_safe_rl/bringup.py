@@ -255,18 +255,24 @@ def compose(
     return Composition(config=config, nodes=nodes, executor=executor, context=context, direct=use_direct)
 
 
-def build_arg_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
-    """Options shared by ``bringup`` and ``demo``."""
-    ap = argparse.ArgumentParser(prog=prog, description=description or __doc__.split('\n\n')[0])
-    ap.add_argument('--config', default=None, help='YAML config (default: the shipped config/default.yaml)')
-    ap.add_argument(
+def add_set_option(parser: argparse.ArgumentParser, dest: str) -> None:
+    """Add the repeatable ``--set KEY=VALUE`` config override (``rt_safe_rl.config.parse_override``)
+    to ``parser``; the texts are collected, in order, in the list ``dest``."""
+    parser.add_argument(
         '--set',
-        dest='overrides',
+        dest=dest,
         action='append',
         default=[],
         metavar='KEY=VALUE',
         help='override a config value, e.g. --set safety.ssm.reaction_time_s=0.2 (repeatable)',
     )
+
+
+def build_arg_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """Options shared by ``bringup`` and ``demo``."""
+    ap = argparse.ArgumentParser(prog=prog, description=description or __doc__.split('\n\n')[0])
+    ap.add_argument('--config', default=None, help='YAML config (default: the shipped config/default.yaml)')
+    add_set_option(ap, 'overrides')
     ap.add_argument('--namespace', default='', help='namespace of every composed node')
     ap.add_argument('--profile', default=None, help='development|production|edge|cloud or an overlay YAML')
     return ap

@@ -10,7 +10,9 @@ The replay core (:class:`ReplayEngine`, analysis) is :mod:`rt_safe_rl.bench.repl
 running the passes as in production (:func:`run_benchmark`) is :mod:`rt_safe_rl.bench.replay_run`;
 this module is the CLI and the public replay API used by ``benchmark_node`` and ``fleet``:
 :func:`parse_joint_map`, :func:`parse_sets`, :func:`load_app`, :func:`make_pipeline`,
-:func:`finalize_report`, :func:`summary_for_stdout` (names of the two modules above are re-exported).
+:func:`finalize_report`, :func:`summary_for_stdout`, and from the two modules above
+:func:`run_benchmark`, :func:`load_inputs`, :class:`ReplayEngine`, :class:`Inputs` and the record
+columns (``COL_*``, ``RECORD_WIDTH``); the rest of the engine is imported from its own module.
 ``--set KEY=VALUE`` overrides any config value (``rt_safe_rl.config.parse_override``), like
 ``rt-safe-rl fleet replay --set``: the same bag, policy and overrides give the same command stream.
 
@@ -32,28 +34,22 @@ from typing import Any
 from rt_safe_rl.bench import bag as bagmod
 from rt_safe_rl.bench import report as reportmod
 from rt_safe_rl.bench.config import BenchmarkConfig
-from rt_safe_rl.bench.replay_engine import (  # noqa: F401  (re-exported: the replay API)
+from rt_safe_rl.bench.replay_engine import (  # noqa: F401  (re-exported: what the replay's users take from here)
     COL_IN,
     COL_INTERVENED,
     COL_OUT,
     COL_POLICY,
     COL_RELEASE,
     COL_SEQ,
-    DRAIN_EVERY,
     RECORD_WIDTH,
     FloatArray,
     Inputs,
     ReplayEngine,
-    ReplayInterruptedError,
-    ReplayPipeline,
-    RunResult,
-    analyse,
-    determinism,
-    fidelity,
     load_inputs,
     robot_joint_names,
 )
-from rt_safe_rl.bench.replay_run import NodeStages, ProcessMeter, gc_quiet, run_benchmark  # noqa: F401
+from rt_safe_rl.bench.replay_run import run_benchmark
+from rt_safe_rl.bringup import add_set_option
 from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
 
 # ---------------------------------------------------------------------------------------------
@@ -96,45 +92,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--max-messages', type=int, help='replay at most N state messages')
     p.add_argument('--warmup', type=int, help='messages discarded at the start (default: config)')
     p.add_argument('--deadline-us', type=float, help='e2e deadline for misses (default: the control period)')
-    p.add_argument(
-        '--set',
-        dest='sets',
-        action='append',
-        default=[],
-        metavar='KEY=VALUE',
-        help='override a config value, e.g. --set safety.ssm.reaction_time_s=0.2 (repeatable)',
-    )
+    add_set_option(p, 'sets')
     p.add_argument('--list', action='store_true', help='list the bag topics and exit')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     return p
 
 
+# (option dest, BenchmarkConfig field) of the options that replace the config's value when given
+_OPTION_FIELDS = (
+    ('rate', 'rate'),
+    ('repeat', 'repeat'),
+    ('stress', 'stress_workers'),
+    ('tolerance', 'regression_tolerance'),
+    ('max_messages', 'max_messages'),
+    ('warmup', 'warmup_messages'),
+    ('deadline_us', 'deadline_us'),
+)
+
+
 def _bench_config(args: argparse.Namespace, base: BenchmarkConfig) -> BenchmarkConfig:
-    changes: dict[str, Any] = {}
-    if args.rate is not None:
-        changes['rate'] = args.rate
-    if args.repeat is not None:
-        changes['repeat'] = args.repeat
-    if args.stress is not None:
-        changes['stress_workers'] = args.stress
+    """``base`` (the config's ``benchmark`` section) with the CLI options given in ``args``."""
+    changes: dict[str, Any] = {
+        key: getattr(args, dest) for dest, key in _OPTION_FIELDS if getattr(args, dest) is not None
+    }
     if args.naive:
         changes['naive'] = True
     if args.external:
         changes['pipeline'] = 'external'
-    if args.tolerance is not None:
-        changes['regression_tolerance'] = args.tolerance
     if args.out:
         changes['out_dir'] = args.out
     if args.state_topic:
         changes['state_topic'] = args.state_topic
     if args.joint_map:
         changes['joint_map'] = parse_joint_map(args.joint_map)
-    if args.max_messages is not None:
-        changes['max_messages'] = args.max_messages
-    if args.warmup is not None:
-        changes['warmup_messages'] = args.warmup
-    if args.deadline_us is not None:
-        changes['deadline_us'] = args.deadline_us
     if args.no_progress:
         changes['progress'] = False
     try:
