@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import stdout_json
 from test_bench_record import SHIPPED
 
 pytest.importorskip('rclpy', reason='rclpy not installed (ROS 2 wheels or a sourced ROS 2 needed)')
@@ -74,7 +75,8 @@ def test_cli_walker_bag(shared_data: Path, tmp_path: Path, capsys: pytest.Captur
     rc = replay.main([walker, '--out', str(tmp_path / 'w0'), '--no-progress'])
     err = capsys.readouterr().err
     assert rc == 2 and "['wheel_left_joint', 'wheel_right_joint']" in err and 'Traceback' not in err
-    rc = replay.main(
+    summary = stdout_json(
+        replay.main,
         [
             walker,
             '--out',
@@ -84,11 +86,9 @@ def test_cli_walker_bag(shared_data: Path, tmp_path: Path, capsys: pytest.Captur
             '2',
             '--joint-map',
             'wheel_left_joint=joint1,wheel_right_joint=joint2',
-        ]
+        ],
+        capsys,
     )
-    out = capsys.readouterr().out
-    assert rc == 0
-    summary = json.loads(out)
     assert summary['messages'] > 600 and summary['determinism']['identical']
     rep = json.loads((tmp_path / 'w' / 'report.json').read_text())
     assert 25 < rep['rate']['hz'] < 35 and rep['joint_map'] == {

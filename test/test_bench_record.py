@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from _helpers import cli_subprocess_json
 from test_bench_bag import ARM
 
 from rt_safe_rl.bench import bag
@@ -19,28 +18,9 @@ SHIPPED = Path(__file__).resolve().parent / 'data' / 'sim_arm7_1khz'
 def test_record_with_sim(tmp_path: Path) -> None:
     """Recording the in-process simulator for 1 s gives a ~1 kHz JointState stream + human/operator."""
     out = tmp_path / 'rec'
-    proc = subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'rt_safe_rl.cli',
-            'record',
-            '--with-sim',
-            '--duration',
-            '1.0',
-            '--settle',
-            '0.3',
-            '--out',
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ),
-        check=False,
+    summary = cli_subprocess_json(
+        ['record', '--with-sim', '--duration', '1.0', '--settle', '0.3', '--out', str(out)], 120.0
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(proc.stdout[proc.stdout.index('{') :])
     assert summary['bag'] == str(out) and not summary['interrupted']
     info = bag.inspect_bag(out)
     s = bag.load_joint_states(info, '/joint_states', ARM)

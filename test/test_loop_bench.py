@@ -5,13 +5,11 @@ not the loop's rate)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import cli_subprocess_json
 
 from rt_safe_rl.bench.loop_bench import _pool_loop
 
@@ -36,17 +34,9 @@ def test_rounds_pool_their_own_rates_weighted_by_their_windows(tmp_path: Path) -
 def test_bench_loop_prints_its_contract(tmp_path: Path) -> None:
     out = tmp_path / 'loop.json'
     args = ['bench', 'loop', '--duration', '1', '--rounds', '1', '--no-naive', '--json', str(out)]
-    proc = subprocess.run(
-        [sys.executable, '-m', 'rt_safe_rl.cli', *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ),
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = cli_subprocess_json(args, 300.0)
     res = json.loads(out.read_text())
-    assert json.loads(proc.stdout[proc.stdout.index('{') :]) == res
+    assert printed == res
     assert 'misses_per_1e4' in res['floor_c'] or 'skipped' in res['floor_c']
     loop = res['loop']
     assert not res['run']['errors'], res['run']['errors']

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from _helpers import stdout_json
 
 pytest.importorskip('rclpy', reason='rclpy not installed (ROS 2 wheels or a sourced ROS 2 needed)')
 
@@ -12,7 +11,8 @@ from rt_safe_rl.cli import main as cli_main
 
 
 def test_bench_monitor_smoke_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = cli_main(
+    report = stdout_json(
+        cli_main,
         [
             'bench',
             'monitor',
@@ -26,11 +26,9 @@ def test_bench_monitor_smoke_prints_json(capsys: pytest.CaptureFixture[str]) -> 
             '0.2',
             '--rate-hz',
             '500',
-        ]
+        ],
+        capsys,
     )
-    out = capsys.readouterr().out
-    assert rc == 0
-    report = json.loads(out)
     assert [s['mode'] for s in report['segments']] == ['off', 'on']
     assert report['off']['n'] > 0 and report['on']['n'] > 0  # the loop ran in both modes (how often: load)
     assert report['monitor_cpu_percent_of_core']['callbacks'] >= 0.0

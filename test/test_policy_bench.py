@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import stdout_json
 from torch import nn
 
 from rt_safe_rl.cli import main as cli
@@ -21,7 +22,8 @@ def _model(tmp: Path) -> Path:
 
 def test_bench_policy_writes_the_documented_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / 'r.json'
-    rc = cli(
+    printed = stdout_json(
+        cli,
         [
             'bench',
             'policy',
@@ -34,10 +36,9 @@ def test_bench_policy_writes_the_documented_json(tmp_path: Path, capsys: pytest.
             '500',
             '--json',
             str(out),
-        ]
+        ],
+        capsys,
     )
-    assert rc == 0
-    printed = json.loads(capsys.readouterr().out)
     report = json.loads(out.read_text())
     assert printed == report
     rows = {r['name']: r for r in report['backends']}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import stdout_json
 
 from rt_safe_rl.bench import safety_bench
 from rt_safe_rl.cli import main as cli_main
@@ -19,7 +20,8 @@ from rt_safe_rl.core.safety.numpy_ref import NumpySafetyFilter
 
 def test_bench_safety_small_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / 'safety.json'
-    rc = cli_main(
+    printed = stdout_json(
+        cli_main,
         [
             'bench',
             'safety',
@@ -39,10 +41,9 @@ def test_bench_safety_small_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
             '0',
             '--json',
             str(out),
-        ]
+        ],
+        capsys,
     )
-    assert rc == 0
-    printed = json.loads(capsys.readouterr().out)
     saved = json.loads(out.read_text())
     assert printed['per_cycle']['cycles'] == saved['per_cycle']['cycles'] == 300
     pc = saved['per_cycle']
