@@ -27,7 +27,7 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,19 +112,26 @@ def obs_layout_from_pipeline(path: str | Path) -> ObsLayout:
     )
 
 
-def build_obs_np(layout: ObsLayout, q: F64, dq: F64, goal: F64) -> F64:
-    """Observation of one state (numpy, the deployed layout) -- used by the evaluation."""
+def _obs_terms(terms: Sequence[tuple[str, Any]], default_q: Any, q: Any, dq: Any, goal: Any) -> list[Any]:
+    """The observation's parts in order: each of ``terms`` (name, scale; :data:`SUPPORTED_TERMS`) of
+    the state (q, dq, goal) [rad, rad/s, rad] times its scale (``default_q`` [rad] for
+    ``joint_pos_rel``). Arrays of numpy or torch alike (the caller concatenates them)."""
     parts = []
-    for name, scale in layout.terms:
+    for name, scale in terms:
         if name == 'joint_pos_rel':
-            parts.append((q - layout.default_q) * scale)
+            parts.append((q - default_q) * scale)
         elif name == 'joint_pos':
             parts.append(q * scale)
         elif name == 'joint_vel':
             parts.append(dq * scale)
         else:
             parts.append((goal - q) * scale)
-    return np.concatenate(parts)
+    return parts
+
+
+def build_obs_np(layout: ObsLayout, q: F64, dq: F64, goal: F64) -> F64:
+    """Observation of one state (numpy, the deployed layout) -- used by the evaluation."""
+    return np.concatenate(_obs_terms(layout.terms, layout.default_q, q, dq, goal))
 
 
 def action_to_target_np(layout: ObsLayout, action: F64) -> F64:
@@ -258,17 +265,7 @@ def _obs_fn(scales: list[tuple[str, Any]], default_q: Any) -> Callable[[Any, Any
     import torch
 
     def obs_of(q: Any, dq: Any, goal: Any) -> Any:
-        parts = []
-        for name, sc in scales:
-            if name == 'joint_pos_rel':
-                parts.append((q - default_q) * sc)
-            elif name == 'joint_pos':
-                parts.append(q * sc)
-            elif name == 'joint_vel':
-                parts.append(dq * sc)
-            else:
-                parts.append((goal - q) * sc)
-        return torch.cat(parts, dim=-1)
+        return torch.cat(_obs_terms(scales, default_q, q, dq, goal), dim=-1)
 
     return obs_of
 
