@@ -263,13 +263,7 @@ def layer_profile_and_env(
         from rt_safe_rl.core.configutil import load_yaml
 
         path = profile_path(name)
-        below = deep_merge(below, load_yaml(path))
-        _finish(below)
-        try:
-            validate(below, source)
-        except ConfigError as err:
-            msg = str(err).removeprefix(f'{source}: ')
-            raise ConfigError(f'profile {path}: {msg}') from None
+        below = _layered(below, load_yaml(path), source, validate, f'profile {path}')
     merged = below
     for ov in per_var.values():
         merged = deep_merge(merged, ov)
@@ -278,14 +272,33 @@ def layer_profile_and_env(
         validate(merged, source)
     except ConfigError:
         for var, ov in per_var.items():  # name the culprit: each variable alone over the layers below
-            alone = deep_merge(below, ov)
-            _finish(alone)
-            try:
-                validate(alone, source)
-            except ConfigError as err:
-                msg = str(err).removeprefix(f'{source}: ')
-                raise ConfigError(f'{var}={env.get(var)!r}: {msg}') from None
+            _layered(below, ov, source, validate, f'{var}={env.get(var)!r}')
         raise
+    return merged
+
+
+def _layered(
+    below: dict[str, Any],
+    layer: dict[str, Any],
+    source: Path,
+    validate: Callable[[dict[str, Any], Path], Any],
+    culprit: str,
+) -> dict[str, Any]:
+    """``layer`` merged over ``below``, with the derived rewrites (:func:`_finish`), validated.
+
+    Raises:
+        ConfigError: the merged mapping is invalid; the message is ``validate``'s located at
+            ``culprit`` (the layer, e.g. ``profile <file>`` or ``RT_X='v'``) instead of ``source``.
+    """
+    from rt_safe_rl.config import deep_merge
+
+    merged = deep_merge(below, layer)
+    _finish(merged)
+    try:
+        validate(merged, source)
+    except ConfigError as err:
+        msg = str(err).removeprefix(f'{source}: ')
+        raise ConfigError(f'{culprit}: {msg}') from None
     return merged
 
 
