@@ -41,8 +41,8 @@ from rt_safe_rl.bench.report import cpu_model
 from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.core.policy.backends import format_table
 from rt_safe_rl.core.policy.config import BACKENDS, PolicyNodeConfig, load_pipeline_config
-from rt_safe_rl.core.policy.model import load_policy_model
-from rt_safe_rl.core.policy.pipeline import plausible_observations
+from rt_safe_rl.core.policy.model import PolicyModel, load_policy_model
+from rt_safe_rl.core.policy.pipeline import F32, plausible_observations
 from rt_safe_rl.core.policy.stdio import drop_stdout
 
 
@@ -132,17 +132,7 @@ def _run(
     check_obs = plausible_observations(pipe, samples) if use_pipe else None
     cfg = _node_config(samples, iters, tolerance, stdout)
     t0 = time.perf_counter()
-    model = load_policy_model(
-        path,
-        cfg,
-        pipe.model,
-        obs_dim=pipe.obs_dim,
-        backends=backends,
-        keep_all=True,
-        logger=_Quiet(),
-        check_obs=check_obs,
-        size_note=pipe.size_note(),
-    )
+    model = _load_all_backends(path, cfg, pipe, backends, check_obs, pipe.size_note())
     load_s = time.perf_counter() - t0
     rows = model.table
     by = {r.name: r for r in rows}
@@ -228,6 +218,30 @@ def _metadata(model: Any, cfg: PolicyNodeConfig) -> dict[str, Any]:
     }
 
 
+def _load_all_backends(
+    path: str | Path,
+    cfg: PolicyNodeConfig,
+    pipe: Any,
+    backends: list[str] | None,
+    check_obs: F32 | None,
+    size_note: str,
+) -> PolicyModel:
+    """The model at ``path`` loaded as the policy node loads it (``cfg``; the ``model`` section and
+    observation size of the pipeline ``pipe``; ``check_obs``, ``size_note``: see
+    ``load_policy_model``), keeping every one of ``backends`` for measuring; its log dropped."""
+    return load_policy_model(
+        path,
+        cfg,
+        pipe.model,
+        obs_dim=pipe.obs_dim,
+        backends=backends,
+        keep_all=True,
+        logger=_Quiet(),
+        check_obs=check_obs,
+        size_note=size_note,
+    )
+
+
 def _encoder_report(
     pipe: Any,
     config: Path,
@@ -250,17 +264,7 @@ def _encoder_report(
     if not path.is_file():
         raise ConfigError(f'{config}: encoder file not found: {path}')
     obs = plausible_observations(epipe, samples)
-    model = load_policy_model(
-        path,
-        cfg,
-        epipe.model,
-        obs_dim=epipe.obs_dim,
-        backends=backends,
-        keep_all=True,
-        logger=_Quiet(),
-        check_obs=obs,
-        size_note=epipe.size_note('encoder.observation'),
-    )
+    model = _load_all_backends(path, cfg, epipe, backends, obs, epipe.size_note('encoder.observation'))
     if model.info.act_dim != pipe.encoder.output_size:
         raise ConfigError(
             f'{path}: the encoder gives {model.info.act_dim} values, '
