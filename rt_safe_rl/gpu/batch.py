@@ -15,9 +15,11 @@ within 1e-9 rad. Not RT code: a throughput path (allocates at the first call of 
 
 from __future__ import annotations
 
+import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -33,6 +35,24 @@ from rt_safe_rl.gpu.memory import DevicePool
 INPUTS = ('cs', 'q', 'dq', 'q_pol', 'q_op', 'has_op', 'human', 'n_human', 'v_h', 'mode')
 OUTPUTS = ('cs', 'out', 'rep', 'flag')
 """Device buffers of one chunk; ``cs`` goes both ways (the kernel updates it in place)."""
+
+
+P = ParamSpec('P')
+R = TypeVar('R')
+_CPU_RUN = inspect.signature(BatchSafetyFilter.run)
+
+
+def same_arguments_as(
+    cpu: Callable[Concatenate[BatchSafetyFilter, P], R],
+) -> Callable[[Callable[..., R]], Callable[Concatenate[GpuBatchSafetyFilter, P], R]]:
+    """Give a ``(self, *args, **kwargs)`` method the parameters of `cpu` (the CPU method it
+    mirrors) for type checkers and :func:`inspect.signature`: one definition of the interface."""
+
+    def deco(f: Callable[..., R]) -> Callable[Concatenate[GpuBatchSafetyFilter, P], R]:
+        f.__signature__ = inspect.signature(cpu)  # type: ignore[attr-defined]
+        return f
+
+    return deco
 
 
 class GpuUnavailableError(RtSafeRlError):
@@ -174,28 +194,20 @@ class GpuBatchSafetyFilter:
         outs = tuple(dev[k][:m] for k in ('out', 'rep', 'flag'))
         kern[blocks, tpb, stream](*g.consts, ins, outs)
 
-    def run(
-        self,
-        cmd_state: np.ndarray,
-        q: np.ndarray,
-        dq: np.ndarray,
-        q_policy: np.ndarray,
-        q_operator: np.ndarray | None = None,
-        human: np.ndarray | None = None,
-        n_human: np.ndarray | None = None,
-        human_speed_m_s: np.ndarray | None = None,
-        mode: np.ndarray | None = None,
-        out: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    @same_arguments_as(BatchSafetyFilter.run)
+    def run(self, *args: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
         """Filter every state b; returns (out (B,n), rep (B, N_REP)); `cmd_state` updated in place.
 
-        Same arguments and results as :meth:`BatchSafetyFilter.run` (no ``n_threads``).
+        :meth:`BatchSafetyFilter.run`'s arguments (bound against its signature, defaults
+        included) and results; ``n_threads`` is the CPU pass's, for the deferred states.
         """
         t0 = time.perf_counter()
+        kw = self._bind(*args, **kwargs)
+        cmd_state, q, out = kw['cmd_state'], kw['q'], kw['out']
         b, n = q.shape
         if cmd_state.shape != (b, 3, n) or n != self.model.n_joints:
             raise ValueError(f'cmd_state must be (B, 3, {self.model.n_joints}), got {cmd_state.shape}')
-        src = self._inputs(cmd_state, q, dq, q_policy, q_operator, human, n_human, human_speed_m_s, mode)
+        src = self._inputs(**kw)
         h = src['human'].shape[1]
         res = {
             'cs': cmd_state,
@@ -226,7 +238,7 @@ class GpuBatchSafetyFilter:
         t_gpu = time.perf_counter()
         idx = np.flatnonzero(res['flag'] != 0)
         if idx.size:
-            self._run_cpu(idx, src, res, q_operator is not None)
+            self._run_cpu(idx, src, res, kw['n_threads'])
         self.stats = {
             'states': b,
             'deferred_to_cpu': int(idx.size),
@@ -238,38 +250,37 @@ class GpuBatchSafetyFilter:
         }
         return res['out'], res['rep']
 
-    def _inputs(
-        self,
-        cs: np.ndarray,
-        q: np.ndarray,
-        dq: np.ndarray,
-        q_pol: np.ndarray,
-        q_op: np.ndarray | None,
-        human: np.ndarray | None,
-        n_human: np.ndarray | None,
-        v_h: np.ndarray | None,
-        mode: np.ndarray | None,
-    ) -> dict[str, np.ndarray]:
-        """The kernel's inputs with :class:`BatchSafetyFilter`'s defaults (>= 1 human slot)."""
+    def _bind(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`run`'s arguments by name, defaults applied (TypeError as the CPU run would raise)."""
+        bound = _CPU_RUN.bind(self.cpu, *args, **kwargs)
+        bound.apply_defaults()
+        return {k: v for k, v in bound.arguments.items() if k != 'self'}
+
+    def _inputs(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        """The kernel's inputs for :meth:`run`'s arguments, with :class:`BatchSafetyFilter`'s
+        defaults (and >= 1 human slot). Also used by ``bench gpu`` (device-resident timing)."""
+        kw = self._bind(*args, **kwargs)
+        q = kw['q']
         b, n = q.shape
         f64 = np.float64
+        human, n_human, q_op = kw['human'], kw['n_human'], kw['q_operator']
         if human is None or human.shape[1] == 0:
             hum = np.zeros((b, 1, 3))
             nh = np.zeros(b, dtype=np.int64)
         else:
             hum = np.ascontiguousarray(human, dtype=f64)
-            nh = (
-                np.full(b, human.shape[1], dtype=np.int64)
-                if n_human is None
-                else np.asarray(n_human, np.int64)
-            )
+            nh = np.full(b, human.shape[1], np.int64) if n_human is None else np.asarray(n_human, np.int64)
+        has_op = np.zeros(b, dtype=np.bool_)  # BatchSafetyFilter.run's rule
+        if q_op is not None:
+            has_op[:] = True if kw['has_operator'] is None else kw['has_operator']
+        v_h, mode = kw['human_speed_m_s'], kw['mode']
         return {
-            'cs': cs,
+            'cs': kw['cmd_state'],
             'q': np.ascontiguousarray(q, dtype=f64),
-            'dq': np.ascontiguousarray(dq, dtype=f64),
-            'q_pol': np.ascontiguousarray(q_pol, dtype=f64),
+            'dq': np.ascontiguousarray(kw['dq'], dtype=f64),
+            'q_pol': np.ascontiguousarray(kw['q_policy'], dtype=f64),
             'q_op': np.zeros((b, n)) if q_op is None else np.ascontiguousarray(q_op, dtype=f64),
-            'has_op': np.full(b, q_op is not None, dtype=np.bool_),
+            'has_op': has_op,
             'human': hum,
             'n_human': nh,
             'v_h': np.full(b, -1.0) if v_h is None else np.asarray(v_h, dtype=f64),
@@ -309,7 +320,7 @@ class GpuBatchSafetyFilter:
         slot.pending = None
 
     def _run_cpu(
-        self, idx: np.ndarray, src: dict[str, np.ndarray], res: dict[str, np.ndarray], has_op: bool
+        self, idx: np.ndarray, src: dict[str, np.ndarray], res: dict[str, np.ndarray], n_threads: int | None
     ) -> None:
         """The deferred states on the CPU kernel (their command states were left unchanged)."""
         cs = np.ascontiguousarray(res['cs'][idx])
@@ -318,11 +329,13 @@ class GpuBatchSafetyFilter:
             src['q'][idx],
             src['dq'][idx],
             src['q_pol'][idx],
-            src['q_op'][idx] if has_op else None,
+            src['q_op'][idx],
             src['human'][idx],
             src['n_human'][idx],
             src['v_h'][idx],
             src['mode'][idx],
+            n_threads=n_threads,
+            has_operator=src['has_op'][idx],
         )
         res['cs'][idx] = cs
         res['out'][idx] = o

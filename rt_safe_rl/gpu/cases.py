@@ -45,7 +45,8 @@ def case_config(name: str) -> SafetyConfig:
 
 def random_cases(model: RobotModel, b: int, seed: int = 0, h: int = 2) -> dict[str, np.ndarray]:
     """b random viable command states with measurements, proposals (1e-4 .. 1e12 rad off), up to
-    `h` human points, operator targets, measured human speeds and some controlled stops."""
+    `h` human points, operator targets (and which states use them), measured human speeds and some
+    controlled stops."""
     rng = np.random.default_rng(seed)
     n = model.n_joints
     q = rng.uniform(model.q_min, model.q_max, (b, n))
@@ -71,6 +72,7 @@ def random_cases(model: RobotModel, b: int, seed: int = 0, h: int = 2) -> dict[s
         'n_h': rng.integers(0, h + 1, b),
         'v_h': np.where(rng.random(b) < 0.3, rng.uniform(0, 2, b), -1.0),
         'mode': (rng.random(b) < 0.05).astype(np.int64),
+        'has_op': rng.random(b) < 0.7,  # which states blend the operator target (when one is given)
     }
 
 
@@ -92,11 +94,12 @@ def compare(
         d['v_h'],
         d['mode'],
     )
+    has_op = d['has_op'] if with_op else None
     cs_cpu = d['cs'].copy()
-    out_c, rep_c = BatchSafetyFilter(model, cfg).run(cs_cpu, *args)
+    out_c, rep_c = BatchSafetyFilter(model, cfg).run(cs_cpu, *args, has_operator=has_op)
     gf = gpu_filter or GpuBatchSafetyFilter(model, cfg)
     cs_gpu = d['cs'].copy()
-    out_g, rep_g = gf.run(cs_gpu, *args)
+    out_g, rep_g = gf.run(cs_gpu, *args, has_operator=has_op)
     gpu_rows = np.asarray(rep_g[:, kn.R_QP_ITERS] >= 0)  # all rows; deferred ones came from the CPU
     mask_diff = rep_c[:, kn.R_MASK] != rep_g[:, kn.R_MASK]
     fin = np.isfinite(rep_c) & np.isfinite(rep_g)
