@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from rt_safe_rl.bench.faults import (
+    DROP_KEYS,
     MAGIC_NAN_RAD,
     MAGIC_RAISE_RAD,
     MAGIC_SLOW_RAD,
@@ -28,6 +29,16 @@ from rt_safe_rl.nodes.msgs import set_stamp, stamp_ns_of
 
 # ---------------------------------------------------------------------------------------------
 # joint_states
+
+
+def _dropped_under(
+    ctx: Ctx, hook: Callable[[Any, int], list[Any]], keys: tuple[str, ...] = DROP_KEYS
+) -> Outcome:
+    """Run the case's window with ``hook`` rewriting each state message; handled when a drop
+    counter named by ``keys`` grew meanwhile or a fault latched (:meth:`Ctx.drop_outcome`)."""
+    before = ctx.counters()
+    _hook_window(ctx, hook)
+    return ctx.drop_outcome(before, keys)
 
 
 def _state_value(value: float) -> Callable[[Ctx], Outcome]:
@@ -61,9 +72,7 @@ def _js_long(ctx: Ctx) -> Outcome:
         msg.velocity = [*msg.velocity, 0.0]
         return [msg]
 
-    before = ctx.counters()
-    _hook_window(ctx, hook)
-    return ctx.drop_outcome(before)
+    return _dropped_under(ctx, hook)
 
 
 def _js_renamed(ctx: Ctx) -> Outcome:
@@ -93,9 +102,7 @@ def _js_no_velocity(ctx: Ctx) -> Outcome:
         msg.velocity = []
         return [msg]
 
-    before = ctx.counters()
-    _hook_window(ctx, hook)
-    return ctx.drop_outcome(before, ('velocity', 'estimat'))
+    return _dropped_under(ctx, hook, ('velocity', 'estimat'))
 
 
 def _js_stale(ctx: Ctx) -> Outcome:
@@ -110,9 +117,7 @@ def _js_stamps_out_of_order(ctx: Ctx) -> Outcome:
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
         return [msg]
 
-    before = ctx.counters()
-    _hook_window(ctx, hook)
-    return ctx.drop_outcome(before)
+    return _dropped_under(ctx, hook)
 
 
 def _js_stamps_shuffled(ctx: Ctx) -> Outcome:
@@ -125,18 +130,14 @@ def _js_stamps_shuffled(ctx: Ctx) -> Outcome:
         set_stamp(msg, stamp_ns_of(msg) + int(rng.integers(-7, 8)) * period_ns)
         return [msg]
 
-    before = ctx.counters()
-    _hook_window(ctx, hook)
-    return ctx.drop_outcome(before)
+    return _dropped_under(ctx, hook)
 
 
 def _js_duplicates(ctx: Ctx) -> Outcome:
     def hook(msg: Any, seq: int) -> list[Any]:
         return [msg, copy.deepcopy(msg)]
 
-    before = ctx.counters()
-    _hook_window(ctx, hook)
-    return ctx.drop_outcome(before)
+    return _dropped_under(ctx, hook)
 
 
 def _js_competing(ctx: Ctx) -> Outcome:

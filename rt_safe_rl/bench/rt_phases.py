@@ -364,20 +364,17 @@ def _dds_consumers(node: Any, qos: Any, record: Callable[[str, float], None]) ->
 
     from rt_safe_rl.rt.executor import named_group
 
-    node.create_subscription(
-        Float64MultiArray,
-        'rt_bench/handoff_same',
-        lambda m: record('dds_same', m.data[0]),
-        qos,
-        callback_group=named_group(node, 'safety'),
-    )
-    node.create_subscription(
-        Float64MultiArray,
-        'rt_bench/handoff_x',
-        lambda m: record('dds_x', m.data[0]),
-        qos,
-        callback_group=named_group(node, 'safety_monitor'),
-    )
+    def recorder(key: str) -> Callable[[Any], None]:
+        return lambda m: record(key, m.data[0])
+
+    for suffix, group in (('same', 'safety'), ('x', 'safety_monitor')):
+        node.create_subscription(
+            Float64MultiArray,
+            f'rt_bench/handoff_{suffix}',
+            recorder(f'dds_{suffix}'),
+            qos,
+            callback_group=named_group(node, group),
+        )
 
 
 def _handoff_result(
