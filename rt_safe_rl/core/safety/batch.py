@@ -28,7 +28,7 @@ class BatchSafetyFilter:
 
     def __init__(self, model: RobotModel, cfg: SafetyConfig | None = None) -> None:
         self.model = model
-        self._model_arrays = kn.model_arrays(model)  # filter_kernel's model arguments, once
+        self._model_arrays = kn.model_arrays(model)  # the kernels' `model` argument, once
         self.cfg = cfg or SafetyConfig()
         self._lim, self._sp, self._ws = build_params(model, self.cfg)
 
@@ -87,7 +87,7 @@ class BatchSafetyFilter:
             self._lim,
             self._sp,
             self._ws,
-            *self._model_arrays,  # parent .. pt_radius
+            self._model_arrays,
             cmd_state,
             np.ascontiguousarray(q, dtype=np.float64),
             np.ascontiguousarray(dq, dtype=np.float64),

@@ -90,7 +90,7 @@ class SafetyFilter:
         self, model: RobotModel, cfg: SafetyConfig | None = None, max_human_points: int = MAX_HUMAN_POINTS
     ) -> None:
         self.model = model
-        self._model_arrays = kn.model_arrays(model)  # filter_kernel's model arguments, once
+        self._model_arrays = kn.model_arrays(model)  # filter_kernel's `model` argument, once
         self.cfg = cfg or SafetyConfig()
         n = model.n_joints
         self.n_joints = n
@@ -206,15 +206,10 @@ class SafetyFilter:
         """Copies of the last cycle's projection problem (v_des, lo, hi, G, h) in command-velocity
         space [rad/s]; the safe command is q_prev + dt * argmin. For differential tests. Allocates.
         """
-        w = self._work
+        _frames, _pts, _jac, vec, bounds, g_mat, hvec, _rowkind, _qw = self._work
         k = int(self.report._rep[kn.R_N_ROWS])
-        return (
-            w[kn.W_VDES].copy(),
-            w[kn.W_LO].copy(),
-            w[kn.W_HI].copy(),
-            w[kn.W_G][:k].copy(),
-            w[kn.W_H][:k].copy(),
-        )
+        box = bounds[kn.B_TIERED]
+        return vec[kn.VEC_VDES].copy(), box[0].copy(), box[1].copy(), g_mat[:k].copy(), hvec[:k].copy()
 
     def trigger_stop(self, code: int = FaultCode.MONITOR) -> None:
         """Request a latched controlled stop from another thread (deadline miss, monitor).
@@ -439,11 +434,11 @@ class SafetyFilter:
         """The projection of proposal `prop` (kernel, ``mode`` 1 = brake / hold), then the output
         guard on `out_cmd`; the report says the latched fault, else the hold reason. RT-safe."""
         rep = self.report
-        kn.filter_kernel(  # type: ignore[call-arg]
+        kn.filter_kernel(
             self._lim,
             self._sp,
             self._ws,
-            *self._model_arrays,  # parent .. pt_radius
+            self._model_arrays,
             self._cs,
             self._q,
             self._dq,
@@ -454,7 +449,7 @@ class SafetyFilter:
             n_h,
             human_speed_m_s,
             mode,
-            *self._work,  # the preallocated work arrays, in alloc_work order
+            self._work,  # the preallocated work arrays (kn.alloc_work)
             out_cmd,
             rep._rep,
         )

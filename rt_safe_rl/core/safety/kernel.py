@@ -55,7 +55,14 @@ from rt_safe_rl.core.safety.formulas import (
     ssm_v_max,
     viability_upper_vel,
 )
-from rt_safe_rl.core.safety.qp import QP_OK, project_box_halfspaces
+from rt_safe_rl.core.safety.qp import (
+    QN_X,
+    QP_OK,
+    QW_N,
+    QpWork,
+    alloc_workspace,
+    project_box_halfspaces,
+)
 
 # rows of the per-joint limit array `lim` (8, n)
 L_QMIN, L_QMAX, L_VMAX, L_AMAX, L_JMAX, L_EFF, L_KP, L_KD = range(8)
@@ -142,21 +149,43 @@ K_NOT_VIABLE = 10
 FALLBACK_BISECTIONS = 10
 """Bisection steps on the uniform slack of the coupled rows when the projection is empty."""
 
-# indices of the per-state work arrays tuple (see `alloc_work`)
-W_FRAMES, W_PTS, W_JAC, W_LO, W_HI, W_VDES, W_TARGET, W_G, W_H, W_ROWKIND = range(10)
+# the per-state work tuple `work` of :func:`alloc_work` (fields in this order)
+W_FRAMES, W_PTS, W_JAC, W_VEC, W_BOUNDS, W_G, W_H, W_ROWKIND, W_QP = range(9)
+# rows of work[W_VEC] (3, n) float64
+VEC_VDES = 0
+"""Desired command velocity [rad/s]: toward the blended target in one period, 0 when braking."""
+VEC_TARGET = 1
+"""Blended target position [rad] (policy, or policy and operator)."""
+VEC_REF = 2
+"""[rad/s] The clipped proposal of a retried solve; in the fallback the clipped braking velocity,
+the fixed start point of the slack bisection."""
+N_VEC = 3
+# first index of work[W_BOUNDS] (2, 2, n) float64 [rad/s]; the second is 0 lower, 1 upper
+B_TIERED = 0
+"""The box the projection uses: hard, effort and jerk tiers (as far as they are compatible)."""
+B_HARD = 1
+"""Hard (+ effort) per-joint bounds, used when the jerk tier makes the coupled set empty."""
 
+Work = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, QpWork
+]
+"""The per-state work arrays of :func:`filter_kernel` (see :func:`alloc_work`)."""
 
 ModelArrays = tuple[
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
 ]  # fmt: skip
-"""The 11 robot-model arguments of the kernels (see :func:`model_arrays`)."""
+"""The robot-model argument `model` of the kernels (see :func:`model_arrays`)."""
 
 
 def model_arrays(model: Any) -> ModelArrays:
-    """The robot model's arrays in :func:`filter_kernel` / :func:`batch_kernel` argument order
-    (``parent`` .. ``pt_radius``): one tuple, built once at configure time and splatted into the
-    kernel call."""
+    """The robot model's arrays as the one `model` argument of :func:`filter_kernel` /
+    :func:`batch_kernel`, built once at configure time. In order (F compiled frames, M monitored
+    points): per frame ``parent`` (F,) int (-1 = root), ``origin`` (F, 4, 4) fixed transform [m],
+    ``jtype`` (F,) int, ``qidx`` (F,) int (joint index, -1 = none), ``mult``, ``offs`` (F,) mimic
+    multiplier / offset [rad or m], ``axis`` (F, 3); per point ``pt_frame`` (M,) int, ``pt_offset``
+    (M, 3) [m] in its frame, then ``ancestor`` (F, F) bool (frame f moves frame g), and
+    ``pt_radius`` (M,) [m] (the point's sphere)."""
     m = model
     return (
         m.parent,
@@ -173,38 +202,32 @@ def model_arrays(model: Any) -> ModelArrays:
     )
 
 
-def alloc_work(n: int, n_frames: int, m_points: int, h_max: int) -> tuple[np.ndarray, ...]:
-    """Preallocate every work array of :func:`filter_kernel` (configure time)."""
+@nb.njit(cache=True, nogil=True)
+def alloc_work(n: int, n_frames: int, m_points: int, h_max: int) -> Work:
+    """Preallocate every work array of :func:`filter_kernel` for n joints, F = `n_frames` frames,
+    M = `m_points` monitored points and up to `h_max` human points: configure time (and once per
+    chunk in :func:`batch_kernel`), never per cycle. The tuple ``work``, indexed by ``W_*``:
+
+    * ``W_FRAMES`` (F, 4, 4) world transforms [m]; ``W_PTS`` (M, 3) point positions [m];
+      ``W_JAC`` (M, 3, n) point Jacobians [m/rad], all at the command configuration;
+    * ``W_VEC`` (3, n) float64, rows ``VEC_VDES`` [rad/s], ``VEC_TARGET`` [rad], ``VEC_REF``
+      [rad/s];
+    * ``W_BOUNDS`` (2, 2, n) float64 [rad/s]: ``[B_TIERED]`` and ``[B_HARD]``, each (lower, upper);
+    * ``W_G`` (K, n), ``W_H`` (K,), ``W_ROWKIND`` (K,) int64: coupled rows ``G v' <= h`` [m/s]
+      (kind 0 SSM / PFL, 1 workspace), K = M * h_max + 6 M;
+    * ``W_QP``: the projection's workspace (:func:`.qp.alloc_workspace`).
+    """
     k_max = max(1, m_points * h_max + 6 * m_points)
     return (
         np.zeros((n_frames, 4, 4)),
         np.zeros((m_points, 3)),
         np.zeros((m_points, 3, n)),
-        np.zeros(n),
-        np.zeros(n),
-        np.zeros(n),
-        np.zeros(n),
+        np.zeros((N_VEC, n)),
+        np.zeros((2, 2, n)),
         np.zeros((k_max, n)),
         np.zeros(k_max),
         np.zeros(k_max, dtype=np.int64),
-        # qp workspace: x, bsign, u_b, sidx, u_s, chol, rhs, c_s, z, r_b, in_s
-        np.zeros(n),
-        np.zeros(n, dtype=np.int64),
-        np.zeros(n),
-        np.zeros(k_max, dtype=np.int64),
-        np.zeros(k_max),
-        np.zeros((k_max, k_max)),
-        np.zeros(k_max),
-        np.zeros(k_max),
-        np.zeros(n),
-        np.zeros(n),
-        np.zeros(k_max, dtype=np.bool_),
-        # hard (+ effort) per-joint bounds, used when the jerk tier makes the coupled set empty
-        np.zeros(n),
-        np.zeros(n),
-        # the clipped proposal of a retried solve; in the fallback the clipped braking velocity,
-        # the fixed start point of the slack bisection
-        np.zeros(n),
+        alloc_workspace(n, k_max),
     )
 
 
@@ -238,118 +261,30 @@ def sync_brake_velocity(v: np.ndarray, a_max: np.ndarray, dt: float, out: np.nda
 @nb.njit(cache=True, nogil=True)
 def _project_or_retry(
     vdes: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    g_mat: np.ndarray,
-    hvec: np.ndarray,
-    k_rows: int,
-    max_iter: int,
-    tol: float,
-    vtmp: np.ndarray,
-    qx: np.ndarray,
-    qbsign: np.ndarray,
-    qub: np.ndarray,
-    qsidx: np.ndarray,
-    qus: np.ndarray,
-    qchol: np.ndarray,
-    qrhs: np.ndarray,
-    qcs: np.ndarray,
-    qz: np.ndarray,
-    qrb: np.ndarray,
-    qins: np.ndarray,
-) -> tuple[int, int]:
-    """Project `vdes` onto {lo <= x <= hi, G x <= h}; if the solver fails, once more from
-    ``clip(vdes, lo, hi)`` (in `vtmp`). A far proposal (say 1e15 rad/s) gives box multipliers
-    that large and the solve can fail numerically on a set that is not empty; the set's emptiness
-    must not depend on how far away the proposal is (else re-filtering the output would find a set
-    the first pass gave up on). The retry's result is the closest point to the clipped proposal.
-    RT-safe."""
-    st, it = project_box_halfspaces(
-        vdes,
-        lo,
-        hi,
-        g_mat,
-        hvec,
-        k_rows,
-        max_iter,
-        tol,
-        qx,
-        qbsign,
-        qub,
-        qsidx,
-        qus,
-        qchol,
-        qrhs,
-        qcs,
-        qz,
-        qrb,
-        qins,
-    )
-    if st == QP_OK:
-        return st, it
-    for j in range(vdes.shape[0]):
-        vtmp[j] = min(max(vdes[j], lo[j]), hi[j])
-    st, it2 = project_box_halfspaces(
-        vtmp,
-        lo,
-        hi,
-        g_mat,
-        hvec,
-        k_rows,
-        max_iter,
-        tol,
-        qx,
-        qbsign,
-        qub,
-        qsidx,
-        qus,
-        qchol,
-        qrhs,
-        qcs,
-        qz,
-        qrb,
-        qins,
-    )
-    return st, it + it2
-
-
-@nb.njit(cache=True, nogil=True, inline='always')
-def _project_fallback(
-    x0: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
+    box: np.ndarray,
     g_mat: np.ndarray,
     hvec: np.ndarray,
     k_rows: int,
     sp: np.ndarray,
-    qw: tuple[np.ndarray, ...],
+    vtmp: np.ndarray,
+    qw: QpWork,
 ) -> tuple[int, int]:
-    """:func:`project_box_halfspaces` of `x0` with the solver limits of `sp` and the QP workspace
-    `qw` = (x, bsign, u_b, sidx, u_s, chol, rhs, c_s, z, r_b, in_s) of :func:`alloc_work`; the
-    result is in ``qw[0]``. For the least-violation fallback of :func:`filter_kernel`; inlined
-    (numba IR), RT-safe, no allocation. Returns (status, iterations)."""
-    qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins = qw
-    return project_box_halfspaces(
-        x0,
-        lo,
-        hi,
-        g_mat,
-        hvec,
-        k_rows,
-        int(sp[SP_QP_MAXIT]),
-        sp[SP_QP_TOL],
-        qx,
-        qbsign,
-        qub,
-        qsidx,
-        qus,
-        qchol,
-        qrhs,
-        qcs,
-        qz,
-        qrb,
-        qins,
-    )
+    """Project `vdes` onto {box[0] <= x <= box[1], G x <= h} (solver limits of `sp`, workspace
+    `qw`, result in ``qw[QW_N][QN_X]``); if the solver fails, once more from
+    ``clip(vdes, box[0], box[1])`` (in `vtmp`). A far proposal (say 1e15 rad/s) gives box
+    multipliers that large and the solve can fail numerically on a set that is not empty; the set's
+    emptiness must not depend on how far away the proposal is (else re-filtering the output would
+    find a set the first pass gave up on). The retry's result is the closest point to the clipped
+    proposal. RT-safe."""
+    max_iter = int(sp[SP_QP_MAXIT])
+    tol = sp[SP_QP_TOL]
+    st, it = project_box_halfspaces(vdes, box, g_mat, hvec, k_rows, max_iter, tol, qw)
+    if st == QP_OK:
+        return st, it
+    for j in range(vdes.shape[0]):
+        vtmp[j] = min(max(vdes[j], box[0, j]), box[1, j])
+    st, it2 = project_box_halfspaces(vtmp, box, g_mat, hvec, k_rows, max_iter, tol, qw)
+    return st, it + it2
 
 
 @nb.njit(cache=True, nogil=True)
@@ -357,17 +292,7 @@ def filter_kernel(
     lim: np.ndarray,
     sp: np.ndarray,
     ws_mask: np.ndarray,
-    parent: np.ndarray,
-    origin: np.ndarray,
-    jtype: np.ndarray,
-    qidx: np.ndarray,
-    mult: np.ndarray,
-    offs: np.ndarray,
-    axis: np.ndarray,
-    pt_frame: np.ndarray,
-    pt_offset: np.ndarray,
-    ancestor: np.ndarray,
-    pt_radius: np.ndarray,
+    model: ModelArrays,
     cs: np.ndarray,
     q_meas: np.ndarray,
     dq_meas: np.ndarray,
@@ -378,40 +303,32 @@ def filter_kernel(
     n_human: int,
     v_h_meas: float,
     mode: int,
-    frames: np.ndarray,
-    pts: np.ndarray,
-    jac: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    vdes: np.ndarray,
-    target: np.ndarray,
-    g_mat: np.ndarray,
-    hvec: np.ndarray,
-    rowkind: np.ndarray,
-    qx: np.ndarray,
-    qbsign: np.ndarray,
-    qub: np.ndarray,
-    qsidx: np.ndarray,
-    qus: np.ndarray,
-    qchol: np.ndarray,
-    qrhs: np.ndarray,
-    qcs: np.ndarray,
-    qz: np.ndarray,
-    qrb: np.ndarray,
-    qins: np.ndarray,
-    lo_hard: np.ndarray,
-    hi_hard: np.ndarray,
-    vref: np.ndarray,
+    work: Work,
     out: np.ndarray,
     rep: np.ndarray,
 ) -> None:
     """One filter cycle for one state. Reads/updates the command state `cs` (3, n) = (q, v, a).
 
-    Inputs: measured q/dq, policy target `q_pol`, operator target `q_op` (used when `has_op`),
-    human points `human[:n_human]` (m, robot base frame), measured human speed `v_h_meas` (m/s,
-    < 0 = unknown -> ISO 13855 defaults), `mode` (0 normal, 1 controlled stop). Writes the safe
-    command into `out` (rad) and the report into `rep`. RT-safe: no allocation.
+    Parameters: per-joint limits `lim` (8, n) (rows ``L_*``), scalars `sp` (``SP_*``), `ws_mask`
+    (M,) bool (points kept in the workspace box); `model`, the robot model's arrays
+    (:func:`model_arrays`); inputs: measured q/dq, policy target `q_pol`, operator target `q_op`
+    (used when `has_op`), human points `human[:n_human]` (m, robot base frame), measured human speed
+    `v_h_meas` (m/s, < 0 = unknown -> ISO 13855 defaults), `mode` (0 normal, 1 controlled stop);
+    `work`, the preallocated work arrays (:func:`alloc_work`). Writes the safe command into `out`
+    (rad) and the report into `rep` (``R_*``). RT-safe: no allocation (unpacking the tuples and
+    taking rows of the stacked arrays makes views).
     """
+    parent, origin, jtype, qidx, mult, offs, axis, pt_frame, pt_offset, ancestor, pt_radius = model
+    frames, pts, jac, vec, bounds, g_mat, hvec, rowkind, qw = work
+    vdes = vec[VEC_VDES]
+    target = vec[VEC_TARGET]
+    vref = vec[VEC_REF]
+    box = bounds[B_TIERED]
+    lo = box[0]
+    hi = box[1]
+    lo_hard = bounds[B_HARD, 0]
+    hi_hard = bounds[B_HARD, 1]
+    qx = qw[QW_N][QN_X]
     n = lim.shape[1]
     m_pts = pt_frame.shape[0]
     dt = sp[SP_DT]
@@ -639,56 +556,14 @@ def filter_kernel(
         for j in range(n):
             qx[j] = vdes[j]
     else:
-        qp_status, qp_iters = _project_or_retry(
-            vdes,
-            lo,
-            hi,
-            g_mat,
-            hvec,
-            k_rows,
-            int(sp[SP_QP_MAXIT]),
-            sp[SP_QP_TOL],
-            vref,
-            qx,
-            qbsign,
-            qub,
-            qsidx,
-            qus,
-            qchol,
-            qrhs,
-            qcs,
-            qz,
-            qrb,
-            qins,
-        )
+        qp_status, qp_iters = _project_or_retry(vdes, box, g_mat, hvec, k_rows, sp, vref, qw)
         if qp_status != QP_OK and jerk_on:
             # the jerk tier made the coupled set empty: relax jerk (reported), keep the hard box
             mask |= A_JERK_RELAXED
             for j in range(n):
                 lo[j] = lo_hard[j]
                 hi[j] = hi_hard[j]
-            qp_status, it2 = _project_or_retry(
-                vdes,
-                lo,
-                hi,
-                g_mat,
-                hvec,
-                k_rows,
-                int(sp[SP_QP_MAXIT]),
-                sp[SP_QP_TOL],
-                vref,
-                qx,
-                qbsign,
-                qub,
-                qsidx,
-                qus,
-                qchol,
-                qrhs,
-                qcs,
-                qz,
-                qrb,
-                qins,
-            )
+            qp_status, it2 = _project_or_retry(vdes, box, g_mat, hvec, k_rows, sp, vref, qw)
             qp_iters += it2
         if qp_status != QP_OK:
             # still empty: the bound dropped faster than the joint limits let the command follow
@@ -700,7 +575,8 @@ def filter_kernel(
             # function of the state alone: re-filtering the output finds the same relaxed set and
             # returns the output (idempotence).
             mask |= A_QP_FALLBACK
-            qw = (qx, qbsign, qub, qsidx, qus, qchol, qrhs, qcs, qz, qrb, qins)
+            max_iter = int(sp[SP_QP_MAXIT])
+            tol = sp[SP_QP_TOL]
             sync_brake_velocity(cs[1], lim[L_AMAX], dt, qx)
             s_hi = 0.0
             for j in range(n):
@@ -720,7 +596,7 @@ def filter_kernel(
                     for k in range(k_rows):
                         hvec[k] += s_mid - s_cur
                     s_cur = s_mid
-                    st, it3 = _project_fallback(vref, lo, hi, g_mat, hvec, k_rows, sp, qw)
+                    st, it3 = project_box_halfspaces(vref, box, g_mat, hvec, k_rows, max_iter, tol, qw)
                     qp_iters += it3
                     if st == QP_OK:
                         s_hi = s_mid
@@ -728,10 +604,10 @@ def filter_kernel(
                         s_lo = s_mid
                 for k in range(k_rows):
                     hvec[k] += s_hi - s_cur
-                st, it3 = _project_fallback(vdes, lo, hi, g_mat, hvec, k_rows, sp, qw)
+                st, it3 = project_box_halfspaces(vdes, box, g_mat, hvec, k_rows, max_iter, tol, qw)
                 qp_iters += it3
                 if st != QP_OK:  # from the braking point, where the bisection found the set
-                    st, it3 = _project_fallback(vref, lo, hi, g_mat, hvec, k_rows, sp, qw)
+                    st, it3 = project_box_halfspaces(vref, box, g_mat, hvec, k_rows, max_iter, tol, qw)
                     qp_iters += it3
                 if st != QP_OK:  # numerically at the edge: the braking point satisfies s_hi
                     for j in range(n):
@@ -840,17 +716,7 @@ def batch_kernel(
     lim: np.ndarray,
     sp: np.ndarray,
     ws_mask: np.ndarray,
-    parent: np.ndarray,
-    origin: np.ndarray,
-    jtype: np.ndarray,
-    qidx: np.ndarray,
-    mult: np.ndarray,
-    offs: np.ndarray,
-    axis: np.ndarray,
-    pt_frame: np.ndarray,
-    pt_offset: np.ndarray,
-    ancestor: np.ndarray,
-    pt_radius: np.ndarray,
+    model: ModelArrays,
     cs: np.ndarray,
     q_meas: np.ndarray,
     dq_meas: np.ndarray,
@@ -867,61 +733,28 @@ def batch_kernel(
 ) -> None:
     """:func:`filter_kernel` over B independent states (numba prange over chunks of states).
 
-    Arrays carry a leading batch dimension B. Work buffers are allocated once per chunk (not
-    RT-safe; this is the throughput path). Results are bit-identical to the per-cycle kernel.
+    The arguments of :func:`filter_kernel` (without `work`), the per-state ones with a leading
+    batch dimension B. Work buffers are allocated once per chunk (:func:`alloc_work`; not RT-safe,
+    this is the throughput path). Results are bit-identical to the per-cycle kernel.
     """
     b_total = cs.shape[0]
     n = lim.shape[1]
-    m_pts = pt_frame.shape[0]
+    n_frames = model[0].shape[0]  # parent
+    m_pts = model[7].shape[0]  # pt_frame
     h_max = human.shape[1]
-    k_max = max(1, m_pts * h_max + 6 * m_pts)
-    n_frames = parent.shape[0]
     chunk = (b_total + n_chunks - 1) // n_chunks
     for ch in nb.prange(n_chunks):
         start = ch * chunk
         stop = min(b_total, start + chunk)
         if start >= stop:
             continue
-        frames = np.zeros((n_frames, 4, 4))
-        pts = np.zeros((m_pts, 3))
-        jac = np.zeros((m_pts, 3, n))
-        lo = np.zeros(n)
-        hi = np.zeros(n)
-        vdes = np.zeros(n)
-        target = np.zeros(n)
-        g_mat = np.zeros((k_max, n))
-        hvec = np.zeros(k_max)
-        rowkind = np.zeros(k_max, dtype=np.int64)
-        lo_hard = np.zeros(n)
-        hi_hard = np.zeros(n)
-        qx = np.zeros(n)
-        qbsign = np.zeros(n, dtype=np.int64)
-        qub = np.zeros(n)
-        qsidx = np.zeros(k_max, dtype=np.int64)
-        qus = np.zeros(k_max)
-        qchol = np.zeros((k_max, k_max))
-        qrhs = np.zeros(k_max)
-        qcs = np.zeros(k_max)
-        qz = np.zeros(n)
-        qrb = np.zeros(n)
-        qins = np.zeros(k_max, dtype=np.bool_)
-        vref = np.zeros(n)
+        work = alloc_work(n, n_frames, m_pts, h_max)
         for b in range(start, stop):
             filter_kernel(
                 lim,
                 sp,
                 ws_mask,
-                parent,
-                origin,
-                jtype,
-                qidx,
-                mult,
-                offs,
-                axis,
-                pt_frame,
-                pt_offset,
-                ancestor,
-                pt_radius,
+                model,
                 cs[b],
                 q_meas[b],
                 dq_meas[b],
@@ -932,30 +765,7 @@ def batch_kernel(
                 n_human[b],
                 v_h_meas[b],
                 mode[b],
-                frames,
-                pts,
-                jac,
-                lo,
-                hi,
-                vdes,
-                target,
-                g_mat,
-                hvec,
-                rowkind,
-                qx,
-                qbsign,
-                qub,
-                qsidx,
-                qus,
-                qchol,
-                qrhs,
-                qcs,
-                qz,
-                qrb,
-                qins,
-                lo_hard,
-                hi_hard,
-                vref,
+                work,
                 out[b],
                 rep[b],
             )

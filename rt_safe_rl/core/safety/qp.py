@@ -16,7 +16,7 @@ Hessian and to box constraints:
 
 Test F3: box [-1,1]^2 and u1 + u2 <= 1 from [2, 0.5] gives [1, 0] (clip-then-project gives
 [0.75, 0.25], project-then-clip [1, -0.25]). Cross-checked against daqp in the tests.
-All work arrays are preallocated by the caller (:class:`QpWorkspace`): RT-safe.
+All work arrays are preallocated by the caller (one tuple, :func:`alloc_workspace`): RT-safe.
 """
 
 from __future__ import annotations
@@ -34,6 +34,18 @@ QP_INACCURATE = 3  # converged, but an active row drifted off its bound (near-de
 # an active row may be off its bound by at most this (scaled by the row norm) when QP_OK is returned;
 # rounding leaves ~1e-15, a near-degenerate active set (a relaxed set that is almost a point) up to ~1e-3
 ACTIVE_TOL = 1e-9
+
+# the QP workspace `qw` (see :func:`alloc_workspace`): a tuple (qn, qk, chol, bsign, sidx, in_s)
+QW_N, QW_K, QW_CHOL, QW_BSIGN, QW_SIDX, QW_IN_S = range(6)
+# rows of qn (4, n) float64: result, box multipliers, step direction, dual step of fixed coordinates
+QN_X, QN_U_B, QN_Z, QN_R_B = range(4)
+N_QN = 4
+# rows of qk (3, K) float64: active-row multipliers, Cholesky right-hand side, dual step of active rows
+QK_U_S, QK_RHS, QK_C_S = range(3)
+N_QK = 3
+
+QpWork = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""The QP workspace (qn, qk, chol, bsign, sidx, in_s) of :func:`alloc_workspace`."""
 
 
 @nb.njit(cache=True, nogil=True)
@@ -122,33 +134,34 @@ def _direction(
 @nb.njit(cache=True, nogil=True)
 def project_box_halfspaces(
     x0: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
+    box: np.ndarray,
     g_mat: np.ndarray,
     h: np.ndarray,
     k_rows: int,
     max_iter: int,
     tol: float,
-    x: np.ndarray,
-    bsign: np.ndarray,
-    u_b: np.ndarray,
-    sidx: np.ndarray,
-    u_s: np.ndarray,
-    chol: np.ndarray,
-    rhs: np.ndarray,
-    c_s: np.ndarray,
-    z: np.ndarray,
-    r_b: np.ndarray,
-    in_s: np.ndarray,
+    qw: QpWork,
 ) -> tuple[int, int]:
-    """Project `x0` onto {lo <= x <= hi, G[:k_rows] x <= h[:k_rows]}; result in `x`.
+    """Project `x0` onto {box[0] <= x <= box[1], G[:k_rows] x <= h[:k_rows]}; result in
+    ``qw[QW_N][QN_X]``.
 
-    Requires lo <= hi (elementwise). Returns (status, iterations): QP_OK, QP_MAX_ITER (x is in
-    the box; G x <= h may be violated by more than tol), QP_INFEASIBLE (empty set) or
-    QP_INACCURATE (an active row ended more than ``ACTIVE_TOL`` off its bound: numerically
-    degenerate; x is not to be trusted).
-    `tol` bounds the residual of G x <= h (scaled by the row norm). RT-safe, no allocation.
+    `box` (2, n): lower, upper bound per variable (requires lower <= upper); `qw`: the workspace of
+    :func:`alloc_workspace`. Returns (status, iterations): QP_OK, QP_MAX_ITER (x is in the box;
+    G x <= h may be violated by more than tol), QP_INFEASIBLE (empty set) or QP_INACCURATE (an
+    active row ended more than ``ACTIVE_TOL`` off its bound: numerically degenerate; x is not to
+    be trusted). `tol` bounds the residual of G x <= h (scaled by the row norm). RT-safe, no
+    allocation (the rows of the stacked workspace are views).
     """
+    lo = box[0]
+    hi = box[1]
+    qn, qk, chol, bsign, sidx, in_s = qw
+    x = qn[QN_X]
+    u_b = qn[QN_U_B]
+    z = qn[QN_Z]
+    r_b = qn[QN_R_B]
+    u_s = qk[QK_U_S]
+    rhs = qk[QK_RHS]
+    c_s = qk[QK_C_S]
     n = x0.shape[0]
     for j in range(n):
         v = x0[j]
@@ -298,22 +311,42 @@ def project_box_halfspaces(
     return QP_MAX_ITER, max_iter
 
 
+@nb.njit(cache=True, nogil=True)
+def alloc_workspace(n: int, k_max: int) -> QpWork:
+    """Preallocate the work arrays of :func:`project_box_halfspaces` (n variables, up to `k_max`
+    rows); configure time (or once per chunk of the batch kernel), never per cycle. The tuple:
+
+    * ``qn`` (4, n) float64, rows ``QN_X`` (the result x), ``QN_U_B`` (box multipliers), ``QN_Z``
+      (step direction), ``QN_R_B`` (dual step of the fixed coordinates);
+    * ``qk`` (3, K) float64, rows ``QK_U_S`` (multipliers of the active rows), ``QK_RHS``,
+      ``QK_C_S`` (dual step of the active rows);
+    * ``chol`` (K, K) float64: Cholesky factor of the active rows' Gram matrix;
+    * ``bsign`` (n,) int64: -1 / 0 / +1, coordinate fixed at its lower bound / free / upper bound;
+    * ``sidx`` (K,) int64: indices of the active rows;
+    * ``in_s`` (K,) bool: row k is active.
+    """
+    k = max(1, k_max)
+    return (
+        np.zeros((N_QN, n)),
+        np.zeros((N_QK, k)),
+        np.zeros((k, k)),
+        np.zeros(n, dtype=np.int64),
+        np.zeros(k, dtype=np.int64),
+        np.zeros(k, dtype=np.bool_),
+    )
+
+
 class QpWorkspace:
-    """Preallocated work arrays for :func:`project_box_halfspaces` (n variables, up to K rows)."""
+    """A preallocated workspace (:func:`alloc_workspace`) with a convenience solve (tests)."""
 
     def __init__(self, n: int, k_max: int) -> None:
-        k = max(1, k_max)
-        self.x = np.zeros(n)
-        self.bsign = np.zeros(n, dtype=np.int64)
-        self.u_b = np.zeros(n)
-        self.sidx = np.zeros(k, dtype=np.int64)
-        self.u_s = np.zeros(k)
-        self.chol = np.zeros((k, k))
-        self.rhs = np.zeros(k)
-        self.c_s = np.zeros(k)
-        self.z = np.zeros(n)
-        self.r_b = np.zeros(n)
-        self.in_s = np.zeros(k, dtype=np.bool_)
+        self.qw = alloc_workspace(n, k_max)
+
+    @property
+    def x(self) -> np.ndarray:
+        """The result of the last :meth:`solve` (n,)."""
+        x: np.ndarray = self.qw[QW_N][QN_X]
+        return x
 
     def solve(
         self,
@@ -326,25 +359,7 @@ class QpWorkspace:
         max_iter: int = 100,
         tol: float = 1e-11,
     ) -> tuple[int, int]:
-        """Run the projection into ``self.x``; returns (status, iterations)."""
-        return project_box_halfspaces(
-            x0,
-            lo,
-            hi,
-            g_mat,
-            h,
-            k_rows,
-            max_iter,
-            tol,
-            self.x,
-            self.bsign,
-            self.u_b,
-            self.sidx,
-            self.u_s,
-            self.chol,
-            self.rhs,
-            self.c_s,
-            self.z,
-            self.r_b,
-            self.in_s,
-        )
+        """Run the projection of `x0` onto {lo <= x <= hi, G x <= h} into ``self.x``; returns
+        (status, iterations). Allocates (the stacked box)."""
+        box = np.stack((np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)))
+        return project_box_halfspaces(x0, box, g_mat, h, k_rows, max_iter, tol, self.qw)
