@@ -2,7 +2,10 @@
 
 Flat arrays in (one row per frame: parent index, fixed origin transform, joint type/axis/index,
 mimic multiplier/offset, as compiled by ``RobotModel``), preallocated arrays out: no allocation,
-no Python objects per call. Units: rad / m, positions in metres.
+no Python objects per call. Units: rad / m, positions in metres. The GPU batch kernel
+(:mod:`rt_safe_rl.gpu.kernels`) compiles these same functions as CUDA device functions, so they
+keep to what numba.cuda compiles (loops, scalar ``math``; no allocation, no builtin ``min`` /
+``max``, which numba.cuda does not type).
 """
 
 from __future__ import annotations

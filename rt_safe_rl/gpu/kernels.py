@@ -29,28 +29,58 @@ functions, so a change to one is checked against the other side by side.
 from __future__ import annotations
 
 import math
+import types
 from typing import Any
 
 import numpy as np
 from numba import cuda, float64, int64
+from numba.core.registry import CPUDispatcher
 
 from rt_safe_rl.core.safety import formulas as fm
 from rt_safe_rl.core.safety import kernel as kn
 from rt_safe_rl.core.safety.qp import ACTIVE_TOL
 
-JT_FIXED = 0
-JT_REVOLUTE = 1
-
 FLAG_DONE = 0
 FLAG_DEFERRED = 1
 """flag[b]: 0 = resolved on the GPU (out, rep, cs written); 1 = needs the CPU QP (nothing written)."""
 
-# the CPU formulas, compiled for the device from their own Python source
-_ssm_v_max = cuda.jit(device=True)(fm.ssm_v_max.py_func)
-_ssm_scale = cuda.jit(device=True)(fm.ssm_scale.py_func)
-_blend_alpha = cuda.jit(device=True)(fm.blend_alpha_from_distance.py_func)
-_viab_up = cuda.jit(device=True)(fm.viability_upper_vel.py_func)
-_jerk_stop_dist = cuda.jit(device=True)(fm.jerk_limited_stop_distance.py_func)
+_DEVICE_FUNCTIONS: dict[Any, Any] = {}
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    """Global names a code object and its nested functions (closures) refer to."""
+    names = set(code.co_names)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            names |= _code_names(c)
+    return names
+
+
+def device_function(f: Any) -> Any:
+    """The CUDA device function of the CPU numba function `f`, compiled from its own Python source
+    (``f.py_func``); the numba functions it calls are taken the same way (recursively, memoised),
+    so one definition serves both kernels, on the GPU and on the CUDA simulator alike (which
+    cannot call a CPU function with its device arrays)."""
+    if f in _DEVICE_FUNCTIONS:
+        return _DEVICE_FUNCTIONS[f]
+    py = f.py_func
+    env = dict(py.__globals__)
+    for name in _code_names(py.__code__):
+        if isinstance(env.get(name), CPUDispatcher):
+            env[name] = device_function(env[name])
+    fn = types.FunctionType(py.__code__, env, py.__name__, py.__defaults__, py.__closure__)
+    dev = cuda.jit(device=True)(fn)
+    _DEVICE_FUNCTIONS[f] = dev
+    return dev
+
+
+# the CPU formulas and kernel parts, compiled for the device from their own Python source
+_ssm_v_max = device_function(fm.ssm_v_max)
+_ssm_scale = device_function(fm.ssm_scale)
+_blend_alpha = device_function(fm.blend_alpha_from_distance)
+_viab_up = device_function(fm.viability_upper_vel)
+_jerk_stop_dist = device_function(fm.jerk_limited_stop_distance)
+_kinematics = device_function(kn.kinematics)  # frames, points, Jacobians (core.kinematics)
 
 # kernel constants (module globals are compile-time constants in numba.cuda)
 L_QMIN, L_QMAX, L_VMAX, L_AMAX, L_JMAX = kn.L_QMIN, kn.L_QMAX, kn.L_VMAX, kn.L_AMAX, kn.L_JMAX
@@ -143,123 +173,6 @@ def _jerk_viab_up(
         else:
             hi = mid
     return lo
-
-
-@cuda.jit(device=True)
-def _fk_jacobian(qc: Any, b: int, model: Any, frames: Any, pts: Any, jac: Any) -> None:
-    """Frames, monitored points and positional Jacobians at ``qc[b, 0, :]`` (robot_model kernels).
-
-    `model`: the robot model's arrays in :func:`kernel.model_arrays` order (``parent`` .. ``pt_radius``).
-    """
-    parent, origin, jtype, qidx, mult, offs, axis, pt_frame, pt_offset, ancestor, _radius = model
-    n_frames = parent.shape[0]
-    for f in range(n_frames):
-        jt = jtype[f]
-        x = 0.0
-        if jt != JT_FIXED and qidx[f] >= 0:
-            x = mult[f] * qc[b, 0, qidx[f]] + offs[f]
-        m00 = 1.0
-        m01 = 0.0
-        m02 = 0.0
-        m10 = 0.0
-        m11 = 1.0
-        m12 = 0.0
-        m20 = 0.0
-        m21 = 0.0
-        m22 = 1.0
-        tx = 0.0
-        ty = 0.0
-        tz = 0.0
-        ax = axis[f, 0]
-        ay = axis[f, 1]
-        az = axis[f, 2]
-        if jt == JT_REVOLUTE:
-            c = math.cos(x)
-            s = math.sin(x)
-            t = 1.0 - c
-            m00 = t * ax * ax + c
-            m01 = t * ax * ay - s * az
-            m02 = t * ax * az + s * ay
-            m10 = t * ax * ay + s * az
-            m11 = t * ay * ay + c
-            m12 = t * ay * az - s * ax
-            m20 = t * ax * az - s * ay
-            m21 = t * ay * az + s * ax
-            m22 = t * az * az + c
-        elif jt != JT_FIXED:
-            tx = ax * x
-            ty = ay * x
-            tz = az * x
-        p = parent[f]
-        for r in range(3):
-            if p >= 0:
-                l0 = (
-                    frames[p, r, 0] * origin[f, 0, 0]
-                    + frames[p, r, 1] * origin[f, 1, 0]
-                    + frames[p, r, 2] * origin[f, 2, 0]
-                )
-                l1 = (
-                    frames[p, r, 0] * origin[f, 0, 1]
-                    + frames[p, r, 1] * origin[f, 1, 1]
-                    + frames[p, r, 2] * origin[f, 2, 1]
-                )
-                l2 = (
-                    frames[p, r, 0] * origin[f, 0, 2]
-                    + frames[p, r, 1] * origin[f, 1, 2]
-                    + frames[p, r, 2] * origin[f, 2, 2]
-                )
-                l3 = (
-                    frames[p, r, 0] * origin[f, 0, 3]
-                    + frames[p, r, 1] * origin[f, 1, 3]
-                    + frames[p, r, 2] * origin[f, 2, 3]
-                    + frames[p, r, 3]
-                )
-            else:
-                l0 = origin[f, r, 0]
-                l1 = origin[f, r, 1]
-                l2 = origin[f, r, 2]
-                l3 = origin[f, r, 3]
-            frames[f, r, 0] = l0 * m00 + l1 * m10 + l2 * m20
-            frames[f, r, 1] = l0 * m01 + l1 * m11 + l2 * m21
-            frames[f, r, 2] = l0 * m02 + l1 * m12 + l2 * m22
-            frames[f, r, 3] = l0 * tx + l1 * ty + l2 * tz + l3
-    m_pts = pt_frame.shape[0]
-    n = jac.shape[2]
-    for i in range(m_pts):
-        fp = pt_frame[i]
-        for r in range(3):
-            pts[i, r] = (
-                frames[fp, r, 0] * pt_offset[i, 0]
-                + frames[fp, r, 1] * pt_offset[i, 1]
-                + frames[fp, r, 2] * pt_offset[i, 2]
-                + frames[fp, r, 3]
-            )
-            for j in range(n):
-                jac[i, r, j] = 0.0
-    for i in range(m_pts):
-        fp = pt_frame[i]
-        for f in range(n_frames):
-            if not ancestor[fp, f]:
-                continue
-            jt = jtype[f]
-            k = qidx[f]
-            if jt == JT_FIXED or k < 0:
-                continue
-            zx = frames[f, 0, 0] * axis[f, 0] + frames[f, 0, 1] * axis[f, 1] + frames[f, 0, 2] * axis[f, 2]
-            zy = frames[f, 1, 0] * axis[f, 0] + frames[f, 1, 1] * axis[f, 1] + frames[f, 1, 2] * axis[f, 2]
-            zz = frames[f, 2, 0] * axis[f, 0] + frames[f, 2, 1] * axis[f, 1] + frames[f, 2, 2] * axis[f, 2]
-            w = mult[f]
-            if jt == JT_REVOLUTE:
-                dx = pts[i, 0] - frames[f, 0, 3]
-                dy = pts[i, 1] - frames[f, 1, 3]
-                dz = pts[i, 2] - frames[f, 2, 3]
-                jac[i, 0, k] += w * (zy * dz - zz * dy)
-                jac[i, 1, k] += w * (zz * dx - zx * dz)
-                jac[i, 2, k] += w * (zx * dy - zy * dx)
-            else:
-                jac[i, 0, k] += w * zx
-                jac[i, 1, k] += w * zy
-                jac[i, 2, k] += w * zz
 
 
 @cuda.jit(device=True)
@@ -639,7 +552,7 @@ def _filter_state(b: int, params: Any, model: Any, ins: Any, outs: Any, work: An
     fault, meas_ok, human_ok = _validate(b, lim, sp, q_meas, dq_meas, q_pol, q_op, has_op, human, n_human)
     stop = mode[b] != 0 or fault != K_OK
     mask = 0
-    _fk_jacobian(cs, b, model, frames, pts, jac)
+    _kinematics(cs[b, 0], model, frames, pts, jac)
     k_rows, d_min, ssm_margin, ssm_stop = _ssm_rows(
         b, sp, pts, jac, pt_radius, human, n_human, v_h_meas, human_ok, g_mat, hvec, rowkind
     )
@@ -765,7 +678,7 @@ def get_kernel(n: int, n_frames: int, m_points: int, h_max: int) -> Any:
     @cuda.jit
     def batch_filter(params, model, ins, outs):  # type: ignore[no-untyped-def]
         work = (
-            cuda.local.array((nf, 3, 4), float64),  # frames
+            cuda.local.array((nf, 4, 4), float64),  # frames
             cuda.local.array((mm, 3), float64),  # pts
             cuda.local.array((mm, 3, nn), float64),  # jac
             cuda.local.array(nn, float64),  # lo

@@ -231,6 +231,19 @@ def alloc_work(n: int, n_frames: int, m_points: int, h_max: int) -> Work:
     )
 
 
+@nb.njit(inline='always', cache=True, nogil=True)
+def kinematics(
+    q: np.ndarray, model: ModelArrays, frames: np.ndarray, pts: np.ndarray, jac: np.ndarray
+) -> None:
+    """Frames (F, 4, 4), monitored points (M, 3) and their positional Jacobians (M, 3, n) at the
+    configuration `q` (n,) into the work arrays; `model` as :func:`model_arrays`. Shared with the
+    GPU kernel (compiled there as a CUDA device function). RT-safe."""
+    parent, origin, jtype, qidx, mult, offs, axis, pt_frame, pt_offset, ancestor, _radius = model
+    fk_frames_kernel(q, parent, origin, jtype, qidx, mult, offs, axis, frames)
+    points_kernel(frames, pt_frame, pt_offset, pts)
+    jacobian_kernel(frames, jtype, qidx, mult, axis, pt_frame, ancestor, pts, jac)
+
+
 @nb.njit(cache=True, nogil=True)
 def _finite_all(a: np.ndarray) -> bool:
     for v in a.ravel():
@@ -318,7 +331,7 @@ def filter_kernel(
     (rad) and the report into `rep` (``R_*``). RT-safe: no allocation (unpacking the tuples and
     taking rows of the stacked arrays makes views).
     """
-    parent, origin, jtype, qidx, mult, offs, axis, pt_frame, pt_offset, ancestor, pt_radius = model
+    pt_frame, pt_radius = model[7], model[10]
     frames, pts, jac, vec, bounds, g_mat, hvec, rowkind, qw = work
     vdes = vec[VEC_VDES]
     target = vec[VEC_TARGET]
@@ -364,9 +377,7 @@ def filter_kernel(
     if fault != K_OK:
         stop = True
     # ---- kinematics at the command configuration ----
-    fk_frames_kernel(cs[0], parent, origin, jtype, qidx, mult, offs, axis, frames)
-    points_kernel(frames, pt_frame, pt_offset, pts)
-    jacobian_kernel(frames, jtype, qidx, mult, axis, pt_frame, ancestor, pts, jac)
+    kinematics(cs[0], model, frames, pts, jac)
     # ---- separation and SSM rows ----
     k_rows = 0
     d_min = np.inf
