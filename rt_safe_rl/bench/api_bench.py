@@ -42,16 +42,18 @@ from typing import Any
 
 import numpy as np
 
+from rt_safe_rl.api import create_system
 from rt_safe_rl.bench.child import emit_json
 from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.core.stats import percentiles
+from rt_safe_rl.doctor import verdict_line
+from rt_safe_rl.rt.sched import AbsSleeper
 
 FAR_HUMAN = np.array([[3.0, 3.0, 0.5]])
 TARGETS_US = {'async': 30.0, 'sync': 5.0}
 
 
 def _pct(x: list[int]) -> dict[str, float]:
-    from rt_safe_rl.core.stats import percentiles
-
     p = percentiles(np.asarray(x, dtype=np.float64) / 1e3)
     return {k: round(float(p[k]), 2) for k in ('p50', 'p90', 'p99', 'p999', 'max')} | {'count': len(x)}
 
@@ -96,8 +98,6 @@ def _calibrate_reference(system: Any, a: np.ndarray, b: np.ndarray) -> tuple[int
 
 def _reference_calls(n: int, period_ns: int, reps: int, a: np.ndarray, b: np.ndarray, out: list[int]) -> None:
     """`n` reference blocks, one per period, timed like the sync calls (this thread)."""
-    from rt_safe_rl.rt.sched import AbsSleeper
-
     sleeper, mono = AbsSleeper(), time.monotonic_ns
     dl = mono() + period_ns
     for _ in range(n):
@@ -112,8 +112,6 @@ def _direct_and_sync(
     system: Any, n: int, period_ns: int, out_d: list[int], out_s: list[int], over_s: list[int]
 ) -> None:
     """A block of direct core calls, then a block of sync API calls, one per period, this thread."""
-    from rt_safe_rl.rt.sched import AbsSleeper
-
     s = system.initial_state()
     s.human_points = FAR_HUMAN
     q, dq, inputs = np.asarray(s.q, np.float64), np.asarray(s.dq, np.float64), s.inputs
@@ -207,9 +205,6 @@ def _memory_mb(backend: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rt-safe-rl bench api``; prints one JSON document."""
-    from rt_safe_rl.api import create_system
-    from rt_safe_rl.doctor import verdict_line
-
     a = _parser().parse_args(argv)
     if not 10 <= a.iterations <= 1_000_000 or not 1 <= a.rounds <= 50:
         raise ConfigError('--iterations must be in [10, 1e6] and --rounds in [1, 50]')

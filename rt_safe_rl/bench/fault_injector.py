@@ -24,6 +24,7 @@ drops each state message), ``human_xyz`` (None = silent), or direct calls. Not R
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -349,8 +350,6 @@ def next_period(prev_ns: int, now_ns: int, period_ns: int, max_behind: int = 20)
 
 def _try_fifo() -> None:
     """Run the calling thread at SCHED_FIFO DRIVER_PRIORITY when allowed (else unchanged)."""
-    import os
-
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(DRIVER_PRIORITY))
     except (OSError, AttributeError):

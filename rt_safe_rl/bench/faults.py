@@ -44,6 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rt_safe_rl import signals
+from rt_safe_rl.bench.report import collect_metadata
+from rt_safe_rl.bench.stress import StressWorkers
 from rt_safe_rl.config import AppConfig, load_config
 from rt_safe_rl.core.errors import RtSafeRlError
 
@@ -282,7 +285,7 @@ def _violation_text(inj: Any, since: int) -> str:
 
 def _check_fault(name: str, handled: bool, fault: str, detail: str, status: str = '') -> tuple[bool, str]:
     """A latched fault other than the ones the case expects is not the expected reaction."""
-    from rt_safe_rl.bench.fault_cases import EXPECTED_FAULTS
+    from rt_safe_rl.bench.fault_cases import EXPECTED_FAULTS  # lazy: cycle: fault_cases imports faults
     from rt_safe_rl.core.safety import FaultCode
 
     expected = EXPECTED_FAULTS.get(name)
@@ -344,8 +347,6 @@ def _campaign_report(
     argv: list[str] | None,
 ) -> dict[str, Any]:
     """The campaign's report (module docstring) from its case results and the injector's audit."""
-    from rt_safe_rl.bench.report import collect_metadata
-
     total = sum(r['violations'] for r in results)
     return {
         'cases': results,
@@ -381,9 +382,8 @@ def run_campaign(
     from rclpy.context import Context
     from rclpy.signals import SignalHandlerOptions
 
-    from rt_safe_rl.bench.fault_cases import CASE_NAMES, CASES
+    from rt_safe_rl.bench.fault_cases import CASE_NAMES, CASES  # lazy: cycle: fault_cases imports faults
     from rt_safe_rl.bench.fault_injector import FaultInjector
-    from rt_safe_rl.bench.stress import StressWorkers
     from rt_safe_rl.core.robot_model import RobotModel
 
     unknown = sorted(set(names or []) - set(CASE_NAMES))
@@ -452,8 +452,7 @@ def _missed(name: str, fault: str, expect: str, why: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """``rt-safe-rl bench faults`` entry point; returns the exit code (module docstring)."""
-    from rt_safe_rl import signals
-    from rt_safe_rl.bench.fault_cases import CASE_NAMES
+    from rt_safe_rl.bench.fault_cases import CASE_NAMES  # lazy: cycle: fault_cases imports faults
 
     ap = argparse.ArgumentParser(prog='rt-safe-rl bench faults', description=__doc__.split('\n\n')[0])
     ap.add_argument('--json', default='', help='also write the JSON report to this file')

@@ -28,13 +28,21 @@ import json
 import platform
 import sys
 import time
+import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rt_safe_rl.core import stats
+from rt_safe_rl.core.errors import PolicyLoadError
+from rt_safe_rl.core.policy.backends import build_backend, rollout, sample_observations
+from rt_safe_rl.core.policy.config import ModelConfig
+from rt_safe_rl.core.policy.loading import inspect_policy
+from rt_safe_rl.gpu.config import GpuConfig
 from rt_safe_rl.gpu.device import GpuInfo, probe
+from rt_safe_rl.gpu.memory import DevicePool
 
 REPO_MODEL = Path(__file__).resolve().parent.parent / 'models' / 'arm7_reach.pt'
 
@@ -114,8 +122,6 @@ def _pipeline_figures(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The stream pipeline with host-device transfers (and the CPU fallback), then the same with one
     stream: the report's (``with_transfers``, ``stream_overlap``) sections (seconds, states/s)."""
-    from dataclasses import replace
-
     from rt_safe_rl.gpu.batch import GpuBatchSafetyFilter
 
     n = model.n_joints
@@ -170,7 +176,6 @@ def _memory_pool_figures(cuda: Any, gf: Any, gcfg: Any, n: int, h: int) -> dict[
     """Chunk-sized buffers, cudaMalloc/cudaFree each time vs the pool: the ``memory_pool`` section
     (us per buffer)."""
     from rt_safe_rl.gpu.batch import state_layout
-    from rt_safe_rl.gpu.memory import DevicePool
 
     lay = state_layout(n, h)
     chunk = gf.chunk_for(h)
@@ -217,7 +222,6 @@ def bench_batch(info: GpuInfo, states: int, check_states: int, seed: int, cpu_st
     from rt_safe_rl.core.robot_model import RobotConfig, RobotModel
     from rt_safe_rl.gpu.batch import GpuBatchSafetyFilter, bytes_per_state
     from rt_safe_rl.gpu.cases import CONFIGS, case_config, compare, random_cases
-    from rt_safe_rl.gpu.config import GpuConfig
 
     model = RobotModel.from_config(RobotConfig())
     n = model.n_joints
@@ -286,8 +290,6 @@ def _graph_replay(torch: Any, graph: Any) -> Any:
 
 def bench_policies(paths: list[Path], iters: int) -> list[dict[str, Any]]:
     """Section 3: CUDA graph and TensorRT against eager per policy."""
-    from rt_safe_rl.core.errors import PolicyLoadError
-
     out: list[dict[str, Any]] = []
     for p in paths:
         try:
@@ -300,11 +302,6 @@ def bench_policies(paths: list[Path], iters: int) -> list[dict[str, Any]]:
 def _bench_policy(p: Path, iters: int) -> dict[str, Any]:
     """One policy: cuda / tensorrt / tensorrt_fp16 against the reference (error, latency)."""
     import torch
-
-    from rt_safe_rl.core.errors import PolicyLoadError
-    from rt_safe_rl.core.policy.backends import build_backend, rollout, sample_observations
-    from rt_safe_rl.core.policy.config import ModelConfig
-    from rt_safe_rl.core.policy.loading import inspect_policy
 
     info = inspect_policy(p, ModelConfig())
     eager = build_backend('eager', p, info, ModelConfig()) if info.format != 'onnx' else None
@@ -435,8 +432,6 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 report[name] = fn()
             except Exception as err:
-                import traceback
-
                 report[name] = {
                     'error': f'{type(err).__name__}: {err}',
                     'traceback': traceback.format_exc()[-3000:],

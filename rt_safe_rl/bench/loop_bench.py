@@ -34,6 +34,7 @@ import json
 import math
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,16 +42,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rt_safe_rl import paths
 from rt_safe_rl.bench.child import run_as_script, run_child
-from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.bench.naive import NaiveRunner
+from rt_safe_rl.bench.rt_bench import CFloorLoop, _machine, loop_stats, loop_stats_segments
+from rt_safe_rl.bench.stress import StressWorkers
+from rt_safe_rl.bringup import compose
+from rt_safe_rl.config import deep_merge, load_config, parse_override
+from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
+from rt_safe_rl.core.stats import percentiles
+from rt_safe_rl.sim.operator import GoalGenerator
 
 F64 = npt.NDArray[np.float64]
 PHASES = ('floor_c', 'loop', 'naive')
 
 
 def _pct_us(x_us: F64) -> dict[str, float]:
-    from rt_safe_rl.core.stats import percentiles
-
     if x_us.size == 0:
         return {'p50': math.nan, 'p99': math.nan, 'max': math.nan, 'count': 0}
     p = percentiles(x_us)
@@ -63,8 +70,6 @@ def _pct_us(x_us: F64) -> dict[str, float]:
 
 
 def _config(a: argparse.Namespace) -> Any:
-    from rt_safe_rl.config import deep_merge, load_config, parse_override
-
     overrides: dict[str, Any] = {'demo': {'live_status': False}}
     for text in a.set or []:
         overrides = deep_merge(overrides, parse_override(text))
@@ -114,8 +119,6 @@ def phase_robot(a: argparse.Namespace, out: Path) -> dict[str, Any]:
     from rclpy.context import Context
     from rclpy.signals import SignalHandlerOptions
 
-    from rt_safe_rl.bringup import compose
-
     cfg = _config(a)
     ctx = Context()
     rclpy.init(args=['loop_bench_robot'], context=ctx, signal_handler_options=SignalHandlerOptions.NO)
@@ -149,13 +152,9 @@ def phase_robot(a: argparse.Namespace, out: Path) -> dict[str, Any]:
 def phase_external(a: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Chain (policy, safety, human, operator, monitor) composed here; the robot in a child
     process over DDS (its figures are the loop's: it measures state publish -> command)."""
-    import threading
-
     import rclpy
     from rclpy.context import Context
     from rclpy.signals import SignalHandlerOptions
-
-    from rt_safe_rl.bringup import compose
 
     cfg = _config(a)
     ctx = Context()
@@ -181,7 +180,6 @@ def _sim_states(cfg: Any, n: int) -> tuple[F64, F64]:
     """`n` states of the simulated arm reaching for the operator's goals (rad, rad/s)."""
     from rt_safe_rl.core.robot_model import RobotModel
     from rt_safe_rl.sim.arm import ArmLimits, ArmSim
-    from rt_safe_rl.sim.operator import GoalGenerator
 
     model = RobotModel.from_config(cfg.robot, cfg.base_dir)
     lim = ArmLimits.from_model(model, cfg.sim.robot)
@@ -205,8 +203,6 @@ def _sim_states(cfg: Any, n: int) -> tuple[F64, F64]:
 
 def phase_naive(a: argparse.Namespace, out: Path) -> dict[str, Any]:
     """The naive plain-rclpy pipeline, lockstep, on states of the simulated arm."""
-    from rt_safe_rl import paths
-    from rt_safe_rl.bench.naive import NaiveRunner
     from rt_safe_rl.core.robot_model import RobotModel
 
     cfg = _config(a)
@@ -235,9 +231,6 @@ def phase_naive(a: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def phase_floor_c(a: argparse.Namespace, out: Path) -> dict[str, Any]:
     """The C floor loop for ``a.duration`` s on the control group's CPU and priority."""
-    from rt_safe_rl.bench.rt_bench import CFloorLoop, loop_stats
-    from rt_safe_rl.core.errors import RtSafeRlError
-
     cfg = _config(a)
     g = cfg.rt.groups['control']
     try:
@@ -288,8 +281,6 @@ def _child(name: str, a: argparse.Namespace, duration_s: float, out: Path) -> di
 # pooling, ratios, targets
 # ------------------------------------------------------------------------------------------------
 def _pool_floor(rounds: list[dict[str, Any]], files: list[Path], period_ns: int) -> dict[str, Any]:
-    from rt_safe_rl.bench.rt_bench import loop_stats_segments
-
     segs = []
     for r, f in zip(rounds, files, strict=True):
         if 'error' in r or 'skipped' in r or not f.exists():
@@ -431,9 +422,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f'unknown phase {a.phase!r}')
         print(json.dumps(_PHASE_FNS[a.phase](a, Path(a.out))), flush=True)
         return 0
-    from rt_safe_rl.bench.rt_bench import _machine
-    from rt_safe_rl.bench.stress import StressWorkers
-
     cfg = _config(a)  # validates --config / --set before anything runs
     per_round = a.duration / a.rounds
     phases = [p for p in PHASES if not (p == 'naive' and a.no_naive)]

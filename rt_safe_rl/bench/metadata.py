@@ -11,14 +11,18 @@ import datetime as _dt
 import hashlib
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from rt_safe_rl.rt import sched
 
 
 def sha256_file(path: str | Path) -> str:
@@ -61,15 +65,11 @@ def cpu_model() -> str:
 
 def rt_capabilities() -> dict[str, Any]:
     """What the OS offers for real-time work: RT kernel, privileges, limits, throttling."""
-    import resource
-
     out: dict[str, Any] = {}
     try:
-        from rt_safe_rl.rt import sched
-
         out['realtime_kernel'] = bool(sched.has_realtime_kernel())
         out['rt_throttling'] = str(sched.rt_throttling())
-    except Exception:  # broad on purpose: rt/ absent or partial: fall back to /sys
+    except Exception:  # broad on purpose: a failed probe: fall back to /sys
         out['realtime_kernel'] = Path('/sys/kernel/realtime').exists() or 'PREEMPT_RT' in platform.version()
     kver = platform.version()
     out['preempt'] = next((w for w in ('PREEMPT_RT', 'PREEMPT_DYNAMIC', 'PREEMPT') if w in kver), 'none')
@@ -90,8 +90,6 @@ def rt_capabilities() -> dict[str, Any]:
 
 def _version(module: str) -> str:
     try:
-        from importlib import metadata
-
         return metadata.version(module)
     except Exception:  # broad on purpose: absent distribution
         return ''

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -44,8 +45,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import yaml
 
+from rt_safe_rl.bench import monitor_rigs
 from rt_safe_rl.bench.child import emit_json, run_as_script
+from rt_safe_rl.config import load_config
 from rt_safe_rl.core import stats
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.rt.metrics import MetricsRegistry
@@ -209,8 +213,6 @@ def _summary_us(a: npt.NDArray[np.int64]) -> dict[str, float]:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return int(s.getsockname()[1])
@@ -219,8 +221,6 @@ def _free_port() -> int:
 def _default_switch_interval_s() -> float:
     """rt.gil_switch_interval_s of the shipped config (what the RtExecutor applies), else 0.5 ms."""
     try:
-        from rt_safe_rl.config import load_config
-
         return float(load_config(None).rt.gil_switch_interval_s) or 0.005
     except (ImportError, AttributeError, RtSafeRlError):
         return 0.0005
@@ -253,8 +253,6 @@ def run(
     """
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
-
-    from rt_safe_rl.bench import monitor_rigs
 
     old_switch = sys.getswitchinterval()
     sys.setswitchinterval(switch_interval_s)
@@ -397,8 +395,6 @@ def _parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition('=')
     if not sep or not key:
         raise RtSafeRlError(f'--set {text!r}: expected KEY=VALUE (e.g. drain_period_s=0.25)')
-    import yaml
-
     return key.strip().removeprefix('monitor.'), yaml.safe_load(value)
 
 

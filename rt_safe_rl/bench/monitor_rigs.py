@@ -10,7 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rt_safe_rl.bringup import compose, select_nodes
+from rt_safe_rl.config import deep_merge, load_config
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.rt.metrics import registry as _process_registry
 
 
 @dataclass
@@ -57,10 +60,7 @@ def pipeline_rig(ctx: Any, port: int, monitor_overrides: dict[str, Any], cap: in
     The monitor's metrics serve on ``port``; the monitor is left inactive."""
     import rclpy
 
-    from rt_safe_rl.bench.monitor_bench import RobotE2E
-    from rt_safe_rl.bringup import compose, select_nodes
-    from rt_safe_rl.config import deep_merge, load_config
-    from rt_safe_rl.rt.metrics import registry as _process_registry
+    from rt_safe_rl.bench.monitor_bench import RobotE2E  # lazy: cycle: monitor_bench imports monitor_rigs
 
     nested = _nested(monitor_overrides)
     app = load_config(None, {'monitor': deep_merge(nested, {'metrics': {'port': port}})})
@@ -86,8 +86,6 @@ def pipeline_rig(ctx: Any, port: int, monitor_overrides: dict[str, Any], cap: in
 def _rt_overrides(spin_us: int) -> dict[str, Any]:
     """Config overrides giving the 'control' group (and the groups sharing its thread) ``spin_us``
     (us); none when ``spin_us`` < 0 (keep the shipped value)."""
-    from rt_safe_rl.config import load_config
-
     if spin_us < 0:
         return {}
     shipped = load_config(None).rt.groups  # the control group and the groups sharing its thread must agree
@@ -105,7 +103,6 @@ def rt_rig(ctx: Any, node: Any, loop: Any, spin_us: int) -> Rig:
     (rt section of the shipped config), the monitor ``node`` runs in its non-RT group."""
     import rclpy
 
-    from rt_safe_rl.config import load_config
     from rt_safe_rl.rt.executor import PeriodicTask, RtExecutor
 
     rt_cfg = load_config(None, _rt_overrides(spin_us)).rt

@@ -23,9 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import yaml
 
+from rt_safe_rl.bench.naive import NaiveRunner, add_misses
+from rt_safe_rl.bringup import compose
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.nodes.msgs import set_stamp, stamp_ns_of
+from rt_safe_rl.paths import resolve
+from rt_safe_rl.rt.metrics import registry
 
 if TYPE_CHECKING:
     from rt_safe_rl.nodes.policy_node import PolicyInferenceNode
@@ -40,16 +45,12 @@ class PipelineError(RtSafeRlError):
 
 
 def _resolve(path: str, base: Path) -> Path:
-    from rt_safe_rl.paths import resolve
-
     return resolve(path, base)
 
 
 def _policy_yaml(app: Any) -> dict[str, Any]:
     """The policy's observation/action YAML (``policy.config``), {} when unreadable."""
     try:
-        import yaml
-
         p = _resolve(app.policy.config, app.base_dir)
         data = yaml.safe_load(p.read_text()) if p.is_file() else {}
         return data if isinstance(data, dict) else {}
@@ -65,12 +66,8 @@ class NodePipeline:
             import rclpy
             from rclpy.context import Context
             from rclpy.signals import SignalHandlerOptions
-
-            from rt_safe_rl.bringup import compose
         except ImportError as err:
             raise PipelineError(f'the policy/safety nodes are not importable: {err}') from None
-        from rt_safe_rl.rt.metrics import registry
-
         self.app = app
         self.model_path = str(_resolve(app.policy.path, app.base_dir))
         self._ctx = Context()
@@ -163,7 +160,6 @@ def naive_runner_for(app: Any, pipeline: Any) -> Callable[[Any, Any], dict[str, 
     """A ``naive_runner(inputs, cfg)`` for :func:`rt_safe_rl.bench.replay.run_benchmark`."""
 
     def run(inputs: Any, cfg: Any) -> dict[str, Any]:
-        from rt_safe_rl.bench.naive import NaiveRunner, add_misses
         from rt_safe_rl.core.robot_model import RobotModel
 
         model = RobotModel.from_config(app.robot, app.base_dir)
@@ -274,11 +270,9 @@ class ExternalPipeline:
         Raises:
             PipelineError: nobody subscribes / answers within ``timeout_s``.
         """
-        import time as _time
-
-        end = _time.monotonic() + timeout_s
+        end = time.monotonic() + timeout_s
         while self._pub_state.get_subscription_count() == 0:
-            if _time.monotonic() > end:
+            if time.monotonic() > end:
                 raise PipelineError(
                     f'no subscriber on {self._pub_state.topic_name} within {timeout_s:g} s: '
                     f'start the pipeline (e.g. `bringup`) with the same ROS_DOMAIN_ID'
@@ -286,14 +280,14 @@ class ExternalPipeline:
             self._exec.spin_once(timeout_sec=0.05)
         q = np.zeros(self.n_command) if q0 is None else q0
         while self._cmd_seq != PROBE_SEQ:
-            if _time.monotonic() > end:
+            if time.monotonic() > end:
                 raise PipelineError(
                     f'{self._pub_state.topic_name} has a subscriber but no command came back '
                     f'on {self.app.topics.joint_command} within {timeout_s:g} s'
                 )
             self.policy_step(0, PROBE_SEQ, q, np.zeros_like(q))
-            probe_end = _time.monotonic() + 0.2
-            while self._cmd_seq != PROBE_SEQ and _time.monotonic() < probe_end:
+            probe_end = time.monotonic() + 0.2
+            while self._cmd_seq != PROBE_SEQ and time.monotonic() < probe_end:
                 self._exec.spin_once(timeout_sec=0.05)
 
     def reset(self) -> None:
@@ -328,10 +322,8 @@ class ExternalPipeline:
 
     def policy_step(self, stamp_ns: int, seq: int, q: FloatArray, dq: FloatArray) -> None:
         """Publish state ``seq``, stamped now (the wall clock; `stamp_ns` is the recording's time)."""
-        import time as _time
-
         m = self._state
-        stamp = max(_time.time_ns(), self._sent_stamp_ns + 1)
+        stamp = max(time.time_ns(), self._sent_stamp_ns + 1)
         set_stamp(m, stamp)
         self._sent_seq, self._sent_stamp_ns = seq, stamp
         m.position = [float(x) for x in q]
@@ -340,10 +332,8 @@ class ExternalPipeline:
 
     def safety_step(self, seq: int) -> bool:
         """Wait for the command of ``seq`` (False either way: interventions are not visible here)."""
-        import time as _time
-
-        end = _time.monotonic() + self.timeout_s
-        while self._cmd_seq != seq and _time.monotonic() < end:
+        end = time.monotonic() + self.timeout_s
+        while self._cmd_seq != seq and time.monotonic() < end:
             self._exec.spin_once(timeout_sec=self.timeout_s)
         if self._cmd_seq != seq:
             self.lost += 1

@@ -30,6 +30,7 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -37,13 +38,15 @@ from typing import Any
 
 import numpy as np
 
+from rt_safe_rl import paths
 from rt_safe_rl.bench.report import cpu_model
 from rt_safe_rl.core.errors import ConfigError
-from rt_safe_rl.core.policy.backends import format_table
+from rt_safe_rl.core.policy.backends import BackendResult, format_table, sample_observations
 from rt_safe_rl.core.policy.config import BACKENDS, PolicyNodeConfig, load_pipeline_config
 from rt_safe_rl.core.policy.model import PolicyModel, load_policy_model
 from rt_safe_rl.core.policy.pipeline import F32, plausible_observations
 from rt_safe_rl.core.policy.stdio import drop_stdout
+from rt_safe_rl.tools.policy_inspect import describe, skeleton
 
 
 def _versions() -> dict[str, str]:
@@ -82,8 +85,6 @@ def heap_growth(model: Any, obs: np.ndarray, calls: int) -> dict[str, Any]:
 
 def _skeleton_config(path: str, tmp: Path) -> str:
     """Pipeline skeleton from ``policy inspect`` (used when no --config is given)."""
-    from rt_safe_rl.tools.policy_inspect import describe, skeleton
-
     out = tmp / (Path(path).stem + '.skeleton.yaml')
     out.write_text(skeleton(describe(path)))
     return str(out)
@@ -106,8 +107,6 @@ def run(
     (N(0, 1) per value), 'auto' (pipeline). Without `config` the pipeline is the skeleton that
     ``rt-safe-rl policy inspect`` writes. Everything the policy prints is dropped (fd level).
     """
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp, drop_stdout():
         cfg_path = config or _skeleton_config(path, Path(tmp))
         return _run(
@@ -137,8 +136,6 @@ def _run(
     rows = model.table
     by = {r.name: r for r in rows}
     ref, sel = by[model.reference], by[model.selected]
-    from rt_safe_rl.core.policy.backends import sample_observations
-
     obs = check_obs if check_obs is not None else sample_observations(model.info.obs_dim, 1000, seed=1)
     heap = heap_growth(model, obs, heap_calls)
     heap_numba = None
@@ -257,8 +254,6 @@ def _encoder_report(
     """
     if pipe.encoder is None:
         return None
-    from rt_safe_rl import paths
-
     epipe = pipe.encoder_pipeline()
     path = paths.resolve(pipe.encoder.path, config.parent)
     if not path.is_file():
@@ -401,8 +396,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [b for b in names or [] if b not in BACKENDS]
     if unknown:
         raise ConfigError(f'unknown backend(s) {unknown}; known: {list(BACKENDS)}')
-    from rt_safe_rl.core.policy.backends import BackendResult
-
     reports: list[dict[str, Any]] = []
     for item in args.path:
         path, _, cfg = item.partition('=')

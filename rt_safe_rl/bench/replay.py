@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rt_safe_rl.bench import bag as bagmod
+from rt_safe_rl.bench import pipeline as pipelines
 from rt_safe_rl.bench import report as reportmod
 from rt_safe_rl.bench.config import BenchmarkConfig
 from rt_safe_rl.bench.replay_engine import (  # noqa: F401  (re-exported: what the replay's users take from here)
@@ -50,7 +51,9 @@ from rt_safe_rl.bench.replay_engine import (  # noqa: F401  (re-exported: what t
 )
 from rt_safe_rl.bench.replay_run import run_benchmark
 from rt_safe_rl.bringup import add_set_option
+from rt_safe_rl.config import deep_merge, load_config, parse_override
 from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
+from rt_safe_rl.doctor import verdict_line
 
 # ---------------------------------------------------------------------------------------------
 # CLI
@@ -201,8 +204,6 @@ def finalize_report(
 
 def make_pipeline(app: Any, cfg: BenchmarkConfig) -> Any:
     """The pipeline under test: composed in-process (default) or external over DDS."""
-    from rt_safe_rl.bench import pipeline as pipelines
-
     if cfg.pipeline == 'external':
         ext = pipelines.ExternalPipeline(app, cfg.naive_timeout_s)
         try:
@@ -221,8 +222,6 @@ def load_app(config: str | None, policy: str | None = None, sets: Sequence[str] 
     Raises:
         ConfigError: a missing file, a malformed override, an invalid config value.
     """
-    from rt_safe_rl.config import deep_merge, load_config, parse_override
-
     overrides: dict[str, Any] = {}
     for text in sets:
         overrides = deep_merge(overrides, parse_override(text))
@@ -243,8 +242,6 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         print(info.listing())
         return 0
     baseline = reportmod.load_report(args.baseline) if args.baseline else None
-
-    from rt_safe_rl.bench import pipeline as pipelines
 
     def log(message: str) -> None:
         print(f'[bench replay] {message}', file=sys.stderr)
@@ -300,8 +297,6 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             file=sys.stderr,
         )
         rc = 1 if rc == 0 else rc
-    from rt_safe_rl.doctor import verdict_line  # the machine's share of the misses [api]
-
     verdict = verdict_line(config=app)
     print(f'[bench replay] {verdict}', file=sys.stderr)
     print(json.dumps(reportmod.plain({**summary_for_stdout(rep), 'machine_verdict': verdict}), indent=1))

@@ -38,6 +38,8 @@ from rt_safe_rl.bench.replay_engine import (
 from rt_safe_rl.bench.stress import StressWorkers
 from rt_safe_rl.core import stats
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.rt.metrics import registry
+from rt_safe_rl.rt.sched import apply_thread_settings
 
 
 class ProcessMeter:
@@ -131,8 +133,6 @@ class NodeStages:
 
     def drain(self) -> None:
         """Move pending samples out of the registry rings."""
-        from rt_safe_rl.rt.metrics import registry
-
         reg = registry()
         for name in self.NAMES:
             while True:
@@ -205,8 +205,6 @@ def _run_rt_thread(engine: ReplayEngine, group: Any, grants: list[dict[str, Any]
 
     def _rt_body() -> None:
         try:
-            from rt_safe_rl.rt.sched import apply_thread_settings
-
             cpus = tuple(getattr(group, 'real_cpus', None) or group.cpus)
             g = apply_thread_settings('bench_replay', group.policy, group.priority, cpus)
             out['grant'] = {'requested': g.requested, 'granted': g.granted, 'warnings': list(g.warnings)}
@@ -263,8 +261,6 @@ def run_benchmark(
     node_stages = NodeStages()
     node_stages.drain()  # discard samples from before the measurement (warm-up, earlier runs)
     node_stages.clear()
-    from rt_safe_rl.rt.metrics import registry
-
     faults = registry().counter('faults')
     faults0 = faults.value
     mode, hz = parse_rate(cfg.rate)

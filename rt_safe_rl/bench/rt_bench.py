@@ -60,7 +60,9 @@ from rt_safe_rl.bench.rt_phases import (
     phase_rclpy,
     run_phase,
 )
+from rt_safe_rl.bench.stress import StressWorkers
 from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.doctor import verdict_line
 
 __all__ = [
     'DEFAULT_PHASES',
@@ -249,8 +251,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [x for x in phases if x not in PHASES]
     if unknown or not phases:
         raise ConfigError(f'--phases: unknown {unknown}; allowed: {",".join(PHASES)}')
-    from rt_safe_rl.bench.stress import StressWorkers
-
     total_s = len(phases) * (a.duration + a.rounds * (a.warmup + 5)) + 10
     stress = StressWorkers(a.stress, duty=1.0, max_s=total_s)
     res: dict[str, Any] = {
@@ -301,8 +301,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     res['rt'] = _rt_granted(res.get('executor', {}))
     res['targets'] = _targets(res)
-    from rt_safe_rl.doctor import verdict_line  # the machine's share of the misses [api]
-
     fc = res.get('floor_c')
     given = {'c': {**fc, 'rate_hz': a.rate_hz}} if isinstance(fc, dict) and 'lateness_us' in fc else None
     res['machine']['verdict'] = verdict_line(given)

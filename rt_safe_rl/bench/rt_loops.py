@@ -18,7 +18,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rt_safe_rl.bench.report import cpu_model
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.core.stats import percentiles
+from rt_safe_rl.rt import sched
 
 
 # ------------------------------------------------------------------------------------------------
@@ -27,8 +30,6 @@ from rt_safe_rl.core.errors import RtSafeRlError
 def _pct(
     x: npt.NDArray[np.float64], keys: tuple[str, ...] = ('p50', 'p99', 'p999', 'max')
 ) -> dict[str, float]:
-    from rt_safe_rl.core.stats import percentiles
-
     p = percentiles(x)
     return {k: round(float(p[k]), 1) for k in keys}
 
@@ -98,9 +99,6 @@ def foreign_rt_threads() -> list[str]:
 
 
 def _machine() -> dict[str, Any]:
-    from rt_safe_rl.bench.report import cpu_model
-    from rt_safe_rl.rt import sched
-
     cpu = cpu_model()
     return {
         'host': platform.node(),

@@ -13,6 +13,9 @@ measured loops run in RT threads; the set-up and the summaries are not RT-safe.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,15 +24,14 @@ import numpy as np
 import numpy.typing as npt
 
 from rt_safe_rl.bench.rt_loops import _SAMPLES, CFloorLoop, _pct, _warm_cut, loop_stats
+from rt_safe_rl.config import load_config
 from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
+from rt_safe_rl.paths import config_path as shipped
+from rt_safe_rl.rt import sched
+from rt_safe_rl.rt.channel import get_channel
 
 
 def _rt_cfg(config_path: str | None, spin_us: int | None) -> Any:
-    import dataclasses
-
-    from rt_safe_rl.config import load_config
-    from rt_safe_rl.paths import config_path as shipped
-
     app = load_config(config_path or shipped('default.yaml'))
     rt = app.rt
     if spin_us is not None:
@@ -42,11 +44,6 @@ def _rt_cfg(config_path: str | None, spin_us: int | None) -> Any:
 
 def phase_floor(a: argparse.Namespace) -> dict[str, Any]:
     """Bare Python SCHED_FIFO absolute-deadline sleep loop (the floor), same thread settings as control."""
-    import gc
-    import threading
-
-    from rt_safe_rl.rt import sched
-
     rt = _rt_cfg(a.config, a.spin_us)
     g = rt.groups['control']
     period = round(1e9 / a.rate_hz)
@@ -112,7 +109,6 @@ def phase_executor(a: argparse.Namespace) -> dict[str, Any]:
     from rclpy.context import Context
     from rclpy.node import Node
 
-    from rt_safe_rl.rt.channel import get_channel
     from rt_safe_rl.rt.executor import PeriodicTask, RtExecutor, named_group
 
     rt = _rt_cfg(a.config, a.spin_us)
@@ -160,8 +156,6 @@ def phase_executor(a: argparse.Namespace) -> dict[str, Any]:
 
 def phase_rclpy(a: argparse.Namespace, rt_knobs: bool = False) -> dict[str, Any]:
     """rclpy SingleThreadedExecutor + steady-clock timer; optional RT knobs on the spinning thread."""
-    import gc
-
     import rclpy
     from rclpy.clock import Clock, ClockType
     from rclpy.context import Context
@@ -169,7 +163,6 @@ def phase_rclpy(a: argparse.Namespace, rt_knobs: bool = False) -> dict[str, Any]
     from rclpy.node import Node
     from rclpy.timer import TimerInfo
 
-    from rt_safe_rl.rt import sched
     from rt_safe_rl.rt.rclpy_adapter import with_timer_info
 
     period = round(1e9 / a.rate_hz)
@@ -320,8 +313,6 @@ def _handoff_writers(node: Any, qos: Any) -> tuple[Any, Any, Any, Any, Any]:
     """The producer's ends: the same-thread and cross-thread channels (8 values), their DDS
     publishers, and the one message it reuses: (ch_same, ch_x, pub_same, pub_x, msg)."""
     from std_msgs.msg import Float64MultiArray
-
-    from rt_safe_rl.rt.channel import get_channel
 
     ch_same = get_channel('/rt_bench/handoff_same', 8)
     ch_x = get_channel('/rt_bench/handoff_x', 8)

@@ -45,9 +45,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numba as nb
 import numpy as np
 
 from rt_safe_rl.bench.safety_monitor_bench import bench_monitor
+from rt_safe_rl.config import load_config
 from rt_safe_rl.core.robot_model import RobotConfig, RobotModel
 from rt_safe_rl.core.safety import ACTIVE_BITS, SafetyConfig, SafetyFilter
 from rt_safe_rl.core.safety import kernel as kn
@@ -58,6 +60,8 @@ from rt_safe_rl.core.safety.numpy_ref import NumpySafetyFilter
 from rt_safe_rl.core.safety.testing import IDEMPOTENCE_TOL_RAD, chain_model
 from rt_safe_rl.core.stats import summarize_ns
 from rt_safe_rl.gpu.cases import case_config  # GPU-free at import (numba.cuda only in its functions)
+from rt_safe_rl.sim.arm import ArmLimits, ArmSim, CommandAudit
+from rt_safe_rl.sim.human import HumanWalker
 
 __all__ = ['bench_batch', 'bench_closed_loop', 'bench_monitor', 'bench_per_cycle', 'bench_properties', 'main']
 
@@ -400,10 +404,6 @@ def bench_properties(cases: int, seed: int, threads: int | None) -> dict[str, An
 
 def bench_closed_loop(steps: int, seed: int) -> dict[str, Any]:
     """Simulated arm under adversarial proposers; the simulator's CommandAudit is the oracle."""
-    from rt_safe_rl.config import load_config
-    from rt_safe_rl.sim.arm import ArmLimits, ArmSim, CommandAudit
-    from rt_safe_rl.sim.human import HumanWalker
-
     app = load_config(None)
     model = RobotModel.from_config(app.robot)
     results: dict[str, Any] = {}
@@ -463,8 +463,6 @@ def bench_closed_loop(steps: int, seed: int) -> dict[str, Any]:
 
 def bench_batch(n_states: int, seed: int, threads: int | None) -> dict[str, Any]:
     """Batch throughput (states/s) vs a per-state loop, arm7 with 1 person."""
-    import numba as nb
-
     model = RobotModel.from_config(RobotConfig())
     cfg = replace(SafetyConfig(), ssm=SsmConfig(require_human=False))
     rng = np.random.default_rng(seed)

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from typing import Any
 
 import numpy as np
 
+from rt_safe_rl.bench.rt_bench import CFloorLoop
+from rt_safe_rl.config import load_config
 from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
+from rt_safe_rl.nodes.msgs import ActionRecord
+from rt_safe_rl.rt.channel import get_channel
 
 
 def _control_task(node: Any, driver: Any, ch: Any, rate_hz: float) -> Any:
     """The 1 kHz control task in ``driver``'s group control: each cycle feeds ``node`` the robot's
     state (home, at rest) and writes a policy action (joint 0 swinging +-0.2 rad) to ``ch``."""
-    from rt_safe_rl.nodes.msgs import ActionRecord
     from rt_safe_rl.rt.executor import PeriodicTask, named_group
 
     model = node.model
@@ -46,8 +50,6 @@ def _start_witness(app: Any, seconds: float) -> tuple[Any, int, str]:
     """The witness: the monitor's 2 kHz sleep loop in C for ``seconds`` + 1 s, on the monitor's
     CPU, just above its priority (it preempts the monitor for ~2 us a period): stalls it sees too
     are the machine's. Returns (the loop or None, its priority, why there is none or '')."""
-    from rt_safe_rl.bench.rt_bench import CFloorLoop
-
     mon_grp = app.rt.groups['safety_monitor']
     mon_period_ns = round(1e9 / app.safety.monitor_rate_hz)
     witness_prio = min(98, mon_grp.priority + 5) if mon_grp.is_rt else 1
@@ -115,18 +117,12 @@ def _report(
 
 def bench_monitor(seconds: float) -> dict[str, Any]:
     """The real SafetyFilterNode's monitor task at 2 kHz beside a 1 kHz control task (RtExecutor)."""
-    import threading
-
     import rclpy
     from rclpy.context import Context
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.node import Node
 
-    from rt_safe_rl.bench.rt_bench import CFloorLoop
-    from rt_safe_rl.config import load_config
-    from rt_safe_rl.nodes.msgs import ActionRecord
     from rt_safe_rl.nodes.safety_node import SafetyFilterNode
-    from rt_safe_rl.rt.channel import get_channel
     from rt_safe_rl.rt.executor import RtExecutor
 
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
