@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rt_safe_rl.config import load_config
+
 REPO = Path(__file__).resolve().parents[2]
 NS = 'soak'
 
@@ -140,8 +142,6 @@ def _latch(x: dict[str, Any], t0: float) -> dict[str, Any]:
 
 def soak(duration_s: float, start_timeout_s: float, log: Path) -> dict[str, Any]:
     """Run the launched demo (see the module docstring); the report."""
-    from rt_safe_rl.config import load_config
-
     topics = load_config(None).topics
     with tempfile.TemporaryDirectory(prefix='rt_safe_rl_soak_') as tmp:
         env = build_env(Path(tmp))

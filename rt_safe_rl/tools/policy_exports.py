@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 OBS, ACT = 48, 12
 
@@ -251,7 +252,6 @@ def _pipeline(extra: dict[str, Any] | None = None) -> dict[str, Any]:
 def write_exports(out: Path) -> dict[str, Path]:
     """Write every export (and its pipeline YAML) into `out`; returns name -> model path."""
     import torch
-    import yaml
 
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}

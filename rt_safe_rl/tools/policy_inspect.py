@@ -21,7 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rt_safe_rl.core.errors import ConfigError
+import numpy as np
+
+from rt_safe_rl.core.errors import ConfigError, PolicyLoadError
+from rt_safe_rl.core.policy.backends import build_backend, compile_program, reference_name
 from rt_safe_rl.core.policy.config import ModelConfig
 from rt_safe_rl.core.policy.loading import (
     PolicyInfo,
@@ -31,7 +34,7 @@ from rt_safe_rl.core.policy.loading import (
     reset_torch_state,
 )
 from rt_safe_rl.core.policy.probe import inspect_policy
-from rt_safe_rl.core.policy.stdio import drop_stdout
+from rt_safe_rl.core.policy.stdio import capture_stdout_fd, drop_stdout
 
 LEGGED_LAYOUTS: list[tuple[str, list[tuple[str, int]]]] = [
     (
@@ -79,12 +82,6 @@ def stdout_per_call(p: Path, info: PolicyInfo, model_cfg: ModelConfig, calls: in
     reference backend on zero observations, captured at the fd level and on ``sys.stdout``). What
     it writes is not kept: it must never reach a command's stdout. ``prints`` is None when the
     model could not be called (``reason`` says why)."""
-    import numpy as np
-
-    from rt_safe_rl.core.errors import PolicyLoadError
-    from rt_safe_rl.core.policy.backends import build_backend, reference_name
-    from rt_safe_rl.core.policy.stdio import capture_stdout_fd
-
     obs = np.zeros(info.obs_dim, np.float32)
     out = np.zeros(info.act_dim, np.float32)
     try:
@@ -119,9 +116,6 @@ def describe(path: str | Path, model_cfg: ModelConfig | None = None) -> dict[str
         if info.format != 'onnx':
             mod = load_torch_module(p, info.format, model_cfg or ModelConfig(), use_actor=bool(info.actor_of))
             hist = history_guess(mod, info)
-        from rt_safe_rl.core.errors import PolicyLoadError
-        from rt_safe_rl.core.policy.backends import compile_program
-
         try:
             compiled = compile_program(p, info, model_cfg or ModelConfig()).summary
         except PolicyLoadError as err:

@@ -34,6 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from rt_safe_rl.bench import bag as bagmod
+from rt_safe_rl.bench.bag import typestore
+from rt_safe_rl.config import load_config
 from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
 
 # topics-section key -> message type (DEVELOPERS.md topic table)
@@ -71,8 +76,6 @@ class Recorder:
     def __init__(self, node: Any, out: Path, topics: dict[str, str]) -> None:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from rosbags.rosbag2 import StoragePlugin, Writer
-
-        from rt_safe_rl.bench.bag import typestore
 
         self.node = node
         self.out = out
@@ -244,8 +247,6 @@ def _main(args: argparse.Namespace) -> int:
     from rclpy.node import Node
     from rclpy.signals import SignalHandlerOptions
 
-    from rt_safe_rl.config import load_config
-
     if args.duration < 0:
         raise ConfigError(f'--duration must be >= 0, got {args.duration}')
     if args.with_sim and args.duration == 0:
@@ -320,10 +321,6 @@ def state_drops(bag: Path, topic: str, rate_hz: float) -> dict[str, Any]:
     """Read the robot state back from the bag: the header stamps' span against ``rate_hz``
     (periods without a recorded state: the publisher skipped them or they were lost) and the
     stamps not newer than the one before (duplicates or out of order)."""
-    import numpy as np
-
-    from rt_safe_rl.bench import bag as bagmod
-
     info = bagmod.inspect_bag(bag)
     store = bagmod.typestore()
     stamps: list[int] = []

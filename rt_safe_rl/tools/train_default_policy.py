@@ -35,9 +35,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rt_safe_rl.config import load_config
 from rt_safe_rl.core import stats
 from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.core.policy.config import load_pipeline_config
+from rt_safe_rl.core.robot_model import RobotModel
+from rt_safe_rl.paths import resolve
 from rt_safe_rl.sim.arm import ArmLimits, ArmSim
+from rt_safe_rl.sim.operator import GoalGenerator
 
 F64 = npt.NDArray[np.float64]
 
@@ -89,8 +94,6 @@ def obs_layout_from_pipeline(path: str | Path) -> ObsLayout:
     Raises:
         ConfigError: a term this trainer cannot produce, history, normalization or a per-joint clip.
     """
-    from rt_safe_rl.core.policy.config import load_pipeline_config
-
     cfg = load_pipeline_config(path)
     n = cfg.n_joints
     terms = []
@@ -354,11 +357,6 @@ def weights_sha256(module: Any) -> str:
 
 def load_training_setup(config_path: str | None) -> tuple[ArmLimits, ObsLayout, Any, Any, float]:
     """Limits (robot model + sim config), obs layout (pipeline YAML), goal generator, home, policy rate."""
-    from rt_safe_rl.config import load_config
-    from rt_safe_rl.core.robot_model import RobotModel
-    from rt_safe_rl.paths import resolve
-    from rt_safe_rl.sim.operator import GoalGenerator
-
     cfg = load_config(config_path)
     model = RobotModel.from_config(cfg.robot, cfg.base_dir)
     limits = ArmLimits.from_model(model, cfg.sim.robot)
