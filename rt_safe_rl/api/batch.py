@@ -36,7 +36,9 @@ import numpy as np
 
 from rt_safe_rl.api.state import StateError
 from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.core.policy.runtime import PolicyRuntime
 from rt_safe_rl.core.safety import kernel as kn
+from rt_safe_rl.core.safety.batch import BatchSafetyFilter
 from rt_safe_rl.core.safety.filter import MAX_HUMAN_POINTS, FaultCode, build_params
 from rt_safe_rl.core.safety.guard import OutputGuard
 
@@ -51,9 +53,6 @@ class BatchStage:
     """B robot slots (B fixed at the first call) of one :class:`RtSystem`'s policy and robot."""
 
     def __init__(self, system: Any, batch: int) -> None:
-        from rt_safe_rl.core.policy.runtime import PolicyRuntime
-        from rt_safe_rl.core.safety.batch import BatchSafetyFilter
-
         rt = system.runtime
         if rt.model.info.recurrent:
             raise ConfigError('execute_batch: refused for a recurrent policy (one state per robot needed)')

@@ -11,13 +11,19 @@ backend choice measures every available backend); not RT code.
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from rt_safe_rl import paths
 from rt_safe_rl.api.options import RTOptimizationConfig
 from rt_safe_rl.api.system import RtSystem
+from rt_safe_rl.config import deep_merge, load_config
 from rt_safe_rl.core.errors import ConfigError, PolicyLoadError
+from rt_safe_rl.core.policy.config import BACKENDS, load_pipeline_config
+from rt_safe_rl.core.policy.runtime import PolicyRuntime
+from rt_safe_rl.doctor.startup import startup_checks
 
 
 def _save_module(module: Any, obs_dim: int, folder: Path) -> Path:
@@ -62,9 +68,6 @@ def _policy_overrides(
             'your_policy: expected a path, a torch.nn.Module, a TorchScript module or None, '
             f'got {type(your_policy).__name__}'
         )
-    from rt_safe_rl import paths
-    from rt_safe_rl.core.policy.config import load_pipeline_config
-
     pipe = load_pipeline_config(paths.resolve(pipeline or app_policy.config, base_dir))
     folder = Path(tempfile.mkdtemp(prefix='rt_safe_rl_api_'))
     try:
@@ -81,8 +84,6 @@ def _load_app(
     config_file: str | Path | None,
     overrides: dict[str, Any] | None,
 ) -> Any:
-    from rt_safe_rl.config import deep_merge, load_config
-
     if config is not None and config.deployment_mode != profile:
         raise ConfigError(
             f'RTOptimizationConfig.deployment_mode={config.deployment_mode!r} but this factory builds a '
@@ -141,14 +142,8 @@ def create_system(
     Raises:
         ConfigError, PolicyLoadError: bad config / policy (one line). TypeError: bad your_policy type.
     """
-    import sys
-
     from rt_safe_rl.api.safety_stage import SafetyStage
-    from rt_safe_rl.config import deep_merge, load_config
-    from rt_safe_rl.core.policy.config import BACKENDS
-    from rt_safe_rl.core.policy.runtime import PolicyRuntime
     from rt_safe_rl.core.robot_model import RobotModel
-    from rt_safe_rl.doctor.startup import startup_checks
 
     say = log or (lambda m: print(m, file=sys.stderr))
     app = _load_app(profile, config, config_file, overrides)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rt_safe_rl.api.profiles import PROFILES
+from rt_safe_rl.config import deep_merge
 from rt_safe_rl.core.errors import ConfigError
 
 
@@ -91,8 +92,6 @@ class RTOptimizationConfig:
 
     def to_overrides(self) -> dict[str, Any]:
         """Nested config overrides (the profile itself is ``deployment_mode``)."""
-        from rt_safe_rl.config import deep_merge
-
         own = {
             'deployment': {
                 'system_optimization': bool(self.enable_system_optimization),

@@ -13,13 +13,18 @@ Pure Python, no ROS. Not RT code (configure time).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from rt_safe_rl.config import deep_merge
+from rt_safe_rl.core.configutil import load_yaml
 from rt_safe_rl.core.errors import ConfigError
+from rt_safe_rl.paths import config_path
+from rt_safe_rl.rt.config import RtConfig
 
 PROFILES: tuple[str, ...] = ('development', 'production', 'edge', 'cloud')
 """Shipped profiles (``config/profiles/<name>.yaml``)."""
@@ -189,8 +194,6 @@ def profile_path(profile: str) -> Path:
     Raises:
         ConfigError: neither a shipped profile nor an existing file.
     """
-    from rt_safe_rl.paths import config_path
-
     if profile in PROFILES:
         return config_path(f'profiles/{profile}.yaml')
     p = Path(profile).expanduser()
@@ -212,10 +215,6 @@ def _without_system_optimization(data: dict[str, Any]) -> None:
     """Rewrite the rt section so that nothing needs privileges (deployment.system_optimization false)."""
     rt = data.setdefault('rt', {})
     if not rt.get('groups'):
-        import dataclasses
-
-        from rt_safe_rl.rt.config import RtConfig
-
         rt['groups'] = {k: dataclasses.asdict(g) for k, g in RtConfig().groups.items()}
     for g in rt['groups'].values():
         if isinstance(g, dict):
@@ -250,8 +249,6 @@ def layer_profile_and_env(
         ConfigError: unknown profile, an invalid overlay (names the overlay file), an invalid
             ``RT_*`` value (names the variable).
     """
-    from rt_safe_rl.config import deep_merge
-
     env = os.environ if environ is None else environ
     name = env.get(PROFILE_ENV, '') if profile is None else profile
     per_var = env_overrides(env)
@@ -260,8 +257,6 @@ def layer_profile_and_env(
     validate(data, source)  # the file alone first, so that its own errors name the file
     below = copy.deepcopy(data)
     if name:
-        from rt_safe_rl.core.configutil import load_yaml
-
         path = profile_path(name)
         below = _layered(below, load_yaml(path), source, validate, f'profile {path}')
     merged = below
@@ -290,8 +285,6 @@ def _layered(
         ConfigError: the merged mapping is invalid; the message is ``validate``'s located at
             ``culprit`` (the layer, e.g. ``profile <file>`` or ``RT_X='v'``) instead of ``source``.
     """
-    from rt_safe_rl.config import deep_merge
-
     merged = deep_merge(below, layer)
     _finish(merged)
     try:

@@ -35,8 +35,10 @@ RT-safety: the per-call path allocates only the returned action and metadata (sm
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -47,7 +49,9 @@ import numpy as np
 from rt_safe_rl.api.metadata import InferenceMetadata
 from rt_safe_rl.api.state import F64, RobotState, StateError, as_vector, human_array, split_mapping
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.doctor.sysfs import SysRoot, meminfo
 from rt_safe_rl.rt import sched
+from rt_safe_rl.rt.memory import GcPolicy
 
 _mono = time.monotonic_ns  # the clock of every stamp here (CLOCK_MONOTONIC, = perf_counter_ns on Linux)
 _NDARRAY = np.ndarray
@@ -298,8 +302,6 @@ class RtSystem:
             self._n_human = 0  # a fresh filter: the human must be seen again
 
     def _process_rt_on(self) -> None:
-        from rt_safe_rl.rt.memory import GcPolicy
-
         self._activate()
         rt = self.app.rt
         if rt.prefault_heap_bytes > 0:
@@ -315,8 +317,6 @@ class RtSystem:
             self._gc = GcPolicy(True, rt.gc_collect_period_s)
             self._gc.apply()
         else:  # automatic GC stays on, but collections skip what exists now (torch: ~ms per full scan)
-            import gc
-
             gc.collect()
             gc.freeze()
             self._unfreeze = True
@@ -326,8 +326,6 @@ class RtSystem:
             self._gc.restore()
             self._gc = None
         if self._unfreeze:
-            import gc
-
             gc.unfreeze()
             self._unfreeze = False
         if self._locked_memory:
@@ -339,8 +337,6 @@ class RtSystem:
         if warnings and self.app.rt.require_rt:
             raise RtSafeRlError('rt.require_rt is set but: ' + '; '.join(warnings))
         if warnings and self.app.deployment.system_checks != 'off':
-            import sys
-
             print(
                 '!' * 78
                 + f'\n{self.app.deployment.profile or "this"} profile: RT privileges refused: '
@@ -448,8 +444,6 @@ class RtSystem:
     # ------------------------------------------------------------------ reports
     def info(self) -> dict[str, Any]:
         """Profile, backend (+ table), robot, RT grant and warnings, counters, memory (RSS)."""
-        from rt_safe_rl.doctor.sysfs import SysRoot, meminfo
-
         status = meminfo(SysRoot('/').read('/proc/self/status'))
         return {
             'profile': self.app.deployment.profile,
