@@ -7,6 +7,7 @@ would silently run on the shipped default. Not RT code: runs once, before ``rclp
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rclpy.utilities import remove_ros_args
@@ -26,8 +27,6 @@ def node_usage(prog: str, summary: str) -> str:
 
 def _take_profile(extra: list[str]) -> list[str]:
     """Consume ``--profile NAME`` / ``--profile=NAME``: sets ``RT_PROFILE`` for the node's config load."""
-    import os
-
     out: list[str] = []
     it = iter(extra)
     for a in it:

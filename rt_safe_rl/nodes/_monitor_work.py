@@ -26,6 +26,7 @@ from rt_safe_rl.core.monitoring.process_stats import LayoutError
 from rt_safe_rl.nodes._sim_base import LabelledLifecycleNode
 from rt_safe_rl.nodes.process_stats import from_message
 from rt_safe_rl.nodes.prometheus_exporter import MetricsEndpointError, MetricsSnapshot, PrometheusExporter
+from rt_safe_rl.rt.executor import named_group
 from rt_safe_rl.rt.metrics import MetricsRegistry
 
 GIL_YIELD_S = 20e-6  # sleep between pieces of monitor work so RT threads get the GIL promptly
@@ -119,8 +120,6 @@ class MonitorWork(LabelledLifecycleNode):
         if not name:
             return None
         try:
-            from rt_safe_rl.rt.executor import named_group
-
             group = named_group(self, name)
         except (ImportError, ConfigError) as err:
             self.get_logger().warning(

@@ -13,8 +13,9 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType, SetParametersResult
 
+from rt_safe_rl import paths
 from rt_safe_rl.config import AppConfig
-from rt_safe_rl.core.policy.config import PolicyNodeConfig
+from rt_safe_rl.core.policy.config import PolicyNodeConfig, load_pipeline_config
 from rt_safe_rl.nodes._sim_base import SimNodeBase
 
 _READ_ONLY = ('path', 'config', 'backend', 'rate_hz', 'sha256', 'cache')
@@ -85,9 +86,6 @@ class PolicyNodeParams(SimNodeBase):
             model = RobotModel.from_config(self.app.robot, self.app.base_dir)
             return list(model.joint_names)
         except Exception as err:
-            from rt_safe_rl import paths
-            from rt_safe_rl.core.policy.config import load_pipeline_config
-
             pipe = load_pipeline_config(paths.resolve(cfg.config, self.app.base_dir))
             if pipe.joints.names:
                 self.get_logger().warning(

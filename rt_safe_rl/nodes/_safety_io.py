@@ -35,6 +35,8 @@ from rt_safe_rl.nodes.msgs import (
     ActionRecord,
     JointStateReader,
 )
+from rt_safe_rl.rt.channel import get_channel
+from rt_safe_rl.rt.executor import PeriodicTask, TriggeredTask, named_group
 
 HUMAN_POINTS_TOPIC = 'human/points'
 
@@ -79,9 +81,6 @@ class SafetyNodeIO(SafetyNodeParams):
 
     def _create_io(self, model: RobotModel) -> None:
         """Preallocated messages, publishers, subscriptions, channels and RT tasks (configure)."""
-        from rt_safe_rl.rt.channel import get_channel
-        from rt_safe_rl.rt.executor import PeriodicTask, TriggeredTask, named_group
-
         n = model.n_joints
         period_ns = round(1e9 / self.app.control.rate_hz)
         self._reader = JointStateReader(list(model.joint_names), 4 * period_ns)
@@ -146,8 +145,6 @@ class SafetyNodeIO(SafetyNodeParams):
 
     def _add_observer_tasks(self) -> None:
         """The status report and the listener count, tasks of the low-priority ``observers`` group."""
-        from rt_safe_rl.rt.executor import PeriodicTask, named_group
-
         # status as a task in the low-priority FIFO 'observers' group, not an rclpy timer: each wake
         # of the non-RT spinning thread rebuilds its wait set holding the GIL for 0.4-0.5 ms
         status_period_ns = round(1e9 / self._cfg.status_rate_hz)

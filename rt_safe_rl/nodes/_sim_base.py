@@ -15,9 +15,14 @@ import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.signals import SignalHandlerOptions
 
+from rt_safe_rl import signals
 from rt_safe_rl.config import AppConfig, load_config
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.nodes._args import check_node_args
+from rt_safe_rl.rt.executor import RtExecutor
+from rt_safe_rl.rt.placement import placement_from_parameters
 
 
 class LabelledLifecycleNode(LifecycleNode):
@@ -186,13 +191,7 @@ def run_node(
     code once the spin has ended (before the node is destroyed); ``process_stats=False`` does
     not attach the process statistics publisher.
     """
-    from rclpy.signals import SignalHandlerOptions
-
-    from rt_safe_rl import signals
-    from rt_safe_rl.nodes._args import check_node_args
     from rt_safe_rl.nodes.process_stats import attach_process_stats
-    from rt_safe_rl.rt.executor import RtExecutor
-    from rt_safe_rl.rt.placement import placement_from_parameters
 
     early = check_node_args(
         prog,
@@ -266,8 +265,6 @@ def _why(node: RunnableNode) -> str:
 
 def _stop_on_signal(prog: str, node: RunnableNode, executor: Any, sig: int) -> None:
     """The controlled stop after SIGINT/SIGTERM: a safety node commands the stop and holds."""
-    from rt_safe_rl import signals
-
     if node.lifecycle_state == 'active':
         reason = f'{prog}: {signals.signal_name(sig)}'
         signals.stop_and_hold([node], executor, reason, log=lambda m: print(m, file=sys.stderr))

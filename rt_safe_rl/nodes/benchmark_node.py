@@ -31,8 +31,21 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from std_msgs.msg import String
 
+from rt_safe_rl.bench import bag as bagmod
+from rt_safe_rl.bench.pipeline import naive_runner_for
+from rt_safe_rl.bench.replay import (
+    finalize_report,
+    load_inputs,
+    make_pipeline,
+    parse_joint_map,
+    run_benchmark,
+    summary_for_stdout,
+)
+from rt_safe_rl.bench.report import load_report, plain
+from rt_safe_rl.config import load_config
 from rt_safe_rl.core.errors import RtSafeRlError
-from rt_safe_rl.nodes._sim_base import LabelledLifecycleNode
+from rt_safe_rl.nodes._benchmark_exec import _finish, _start
+from rt_safe_rl.nodes._sim_base import LabelledLifecycleNode, run_node
 
 
 class BenchmarkNode(LabelledLifecycleNode):
@@ -68,8 +81,6 @@ class BenchmarkNode(LabelledLifecycleNode):
 
         self.declare_parameter('config_file', '', ro('YAML config (default.yaml layout); empty = shipped'))
         if self._app is None:
-            from rt_safe_rl.config import load_config
-
             self._app = load_config(self.get_parameter('config_file').value or None)
         b = self._app.benchmark
         self.declare_parameter('bag', '', ro('rosbag2 directory or .mcap/.db3 file to replay'))
@@ -106,8 +117,6 @@ class BenchmarkNode(LabelledLifecycleNode):
         return self._app
 
     def _bench_config(self) -> Any:
-        from rt_safe_rl.bench.replay import parse_joint_map
-
         p = self.get_parameter
         changes: dict[str, Any] = {
             'rate': str(p('rate').value),
@@ -135,9 +144,6 @@ class BenchmarkNode(LabelledLifecycleNode):
     # -- lifecycle -------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Open the bag, decode the topics, build the pipeline. FAILURE (logged) on bad input."""
-        from rt_safe_rl.bench import bag as bagmod
-        from rt_safe_rl.bench.replay import load_inputs, make_pipeline
-
         try:
             self._cfg = self._bench_config()
             path = str(self.get_parameter('bag').value)
@@ -157,8 +163,6 @@ class BenchmarkNode(LabelledLifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the replay thread (parameters rate/repeat/stress/naive/out_dir read now)."""
-        from rt_safe_rl.bench.report import load_report
-
         try:
             self._cfg = self._bench_config()
             base = str(self.get_parameter('baseline').value)
@@ -207,10 +211,6 @@ class BenchmarkNode(LabelledLifecycleNode):
         self.get_logger().info(message)
 
     def _run(self) -> None:
-        from rt_safe_rl.bench.pipeline import naive_runner_for
-        from rt_safe_rl.bench.replay import finalize_report, run_benchmark, summary_for_stdout
-        from rt_safe_rl.bench.report import plain
-
         cfg, app = self._cfg, self._app
         try:
             deadline_ns = int(cfg.deadline_us * 1e3) if cfg.deadline_us > 0 else app.control.period_ns
@@ -255,9 +255,6 @@ class BenchmarkNode(LabelledLifecycleNode):
 
 def main(argv: list[str] | None = None) -> int:
     """``benchmark_node`` executable: configure + activate (autostart), exit when the report is done."""
-    from rt_safe_rl.nodes._benchmark_exec import _finish, _start
-    from rt_safe_rl.nodes._sim_base import run_node
-
     return run_node(
         'benchmark_node',
         BenchmarkNode,

@@ -42,6 +42,7 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
+from rt_safe_rl.config import load_config
 from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.core.monitoring import (
     Level,
@@ -58,6 +59,7 @@ from rt_safe_rl.nodes._monitor_work import GIL_YIELD_S, MonitorWork, _yield_gil 
 from rt_safe_rl.nodes._params import config_from_values, declare_config
 from rt_safe_rl.nodes._sim_base import run_node
 from rt_safe_rl.nodes.prometheus_exporter import PrometheusExporter
+from rt_safe_rl.paths import resolve
 from rt_safe_rl.rt.metrics import MetricsRegistry, registry
 
 #: ``monitor.*`` parameters that can be changed while running (prefix match); the rest are read-only.
@@ -74,8 +76,6 @@ TUNABLE_PREFIXES: tuple[str, ...] = (
 
 
 def _load_app_config(path: str) -> Any:
-    from rt_safe_rl.config import load_config
-
     return load_config(path or None)
 
 
@@ -193,8 +193,6 @@ class MonitorNode(MonitorWork):
             cfg = apply_env_overrides(self._config_from_params())
             baseline = None
             if cfg.regression.baseline_report:
-                from rt_safe_rl.paths import resolve
-
                 base_dir = getattr(self._app, 'base_dir', None)
                 baseline = load_benchmark_baseline(resolve(cfg.regression.baseline_report, base_dir))
         except ConfigError as err:

@@ -45,9 +45,12 @@ from std_srvs.srv import Trigger
 
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.core.policy.runtime import PolicyRuntime
 from rt_safe_rl.nodes._policy_params import PolicyNodeParams
 from rt_safe_rl.nodes._sim_base import run_node
 from rt_safe_rl.nodes.msgs import ActionRecord, JointStateReader
+from rt_safe_rl.rt.channel import get_channel
+from rt_safe_rl.rt.executor import named_group
 from rt_safe_rl.rt.metrics import registry
 
 ACTION_HEADER = ActionRecord.HEADER
@@ -90,9 +93,6 @@ class PolicyInferenceNode(PolicyNodeParams):
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load policy + pipeline, choose backend, warm up, preallocate, create I/O."""
-        from rt_safe_rl.core.policy.runtime import PolicyRuntime
-        from rt_safe_rl.rt.executor import named_group
-
         app = self.app
         try:
             cfg = self.node_config()
@@ -144,8 +144,6 @@ class PolicyInferenceNode(PolicyNodeParams):
             )
         self._decim = max(1, int(app.topics.observer_decimation)) if self.intra_process else 1
         if self.intra_process:
-            from rt_safe_rl.rt.channel import get_channel
-
             self.action_channel = get_channel(
                 self.resolve_topic_name(app.topics.policy_action), n + ACTION_HEADER
             )

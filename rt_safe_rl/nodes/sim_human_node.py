@@ -20,6 +20,7 @@ from rclpy.parameter import Parameter
 
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.nodes._sim_base import PeriodicSimNode, run_node
+from rt_safe_rl.rt.executor import PeriodicTask, named_group
 from rt_safe_rl.rt.ring import SpscRing
 from rt_safe_rl.sim.human import HumanWalker
 
@@ -68,8 +69,6 @@ class SimHumanNode(PeriodicSimNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Create the publisher, the message and the periodic task."""
-        from rt_safe_rl.rt.executor import PeriodicTask, named_group
-
         cfg = self.app.sim.human
         self._msg = PointStamped()
         self._msg.header.frame_id = cfg.frame_id

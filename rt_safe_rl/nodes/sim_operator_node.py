@@ -21,6 +21,7 @@ from std_msgs.msg import Float64MultiArray
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.nodes._sim_base import PeriodicSimNode, run_node
+from rt_safe_rl.rt.executor import PeriodicTask, named_group
 from rt_safe_rl.sim.operator import GoalGenerator, OperatorCommand
 
 
@@ -52,7 +53,6 @@ class SimOperatorNode(PeriodicSimNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the limits (robot model), build the generators, publishers and task."""
         from rt_safe_rl.core.robot_model import RobotModel
-        from rt_safe_rl.rt.executor import PeriodicTask, named_group
         from rt_safe_rl.sim.arm import ArmLimits
 
         app = self.app

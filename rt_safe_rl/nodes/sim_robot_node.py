@@ -39,10 +39,14 @@ from sensor_msgs.msg import JointState
 
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.core.robot_model import RobotModel
 from rt_safe_rl.nodes._sim_base import run_node
 from rt_safe_rl.nodes._sim_robot_views import SimRobotViews
 from rt_safe_rl.nodes.msgs import StateStamps, set_stamp, stamp_ns_of
+from rt_safe_rl.rt.channel import get_channel
 from rt_safe_rl.rt.cycle import RobotState
+from rt_safe_rl.rt.executor import PeriodicTask, named_group
+from rt_safe_rl.rt.observer import ChannelMirror
 from rt_safe_rl.sim.arm import ArmLimits
 from rt_safe_rl.sim.interface import SimArmInterface
 
@@ -78,9 +82,6 @@ class SimRobotNode(SimRobotViews):
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Build the robot model, the simulated arm and (by mode) the I/O and task."""
-        from rt_safe_rl.core.robot_model import RobotModel
-        from rt_safe_rl.rt.executor import PeriodicTask, named_group
-
         app = self.app
         try:
             model = RobotModel.from_config(app.robot, app.base_dir)
@@ -108,9 +109,6 @@ class SimRobotNode(SimRobotViews):
         self._vel_view = np.frombuffer(msg.velocity, dtype=np.float64)
         self._eff_view = np.frombuffer(msg.effort, dtype=np.float64)
         if self.direct_cycle:
-            from rt_safe_rl.rt.channel import get_channel
-            from rt_safe_rl.rt.observer import ChannelMirror
-
             ch = get_channel(self.resolve_topic_name(app.topics.joint_states) + '/_sim_state', 1 + 3 * n)
             self._state_ch = ch
             self._mirror = ChannelMirror(
