@@ -37,6 +37,7 @@ from rt_safe_rl.core.kinematics import (  # fk kernels re-exported (__all__): sa
     points_kernel,
 )
 from rt_safe_rl.core.urdf import Joint, Robot, chain_urdf, parse_urdf, read_urdf
+from rt_safe_rl.paths import resolve
 
 __all__ = [  # the public names, re-exports included (explicit for `mypy --strict` and ruff)
     'JT_FIXED',
@@ -399,8 +400,6 @@ class RobotModel:
     @classmethod
     def from_config(cls, config: RobotConfig, base: Path | None = None) -> RobotModel:
         """Resolve ``config.urdf`` (package:// or relative to `base`) and build the model."""
-        from rt_safe_rl.paths import resolve
-
         return cls.from_urdf(resolve(config.urdf, base), config)
 
     @classmethod

@@ -25,6 +25,7 @@ RT-safe: preallocated buffers, no logging, no allocation in steady state.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -226,8 +227,6 @@ def thread_cpu_s() -> dict[str, float]:
     """CPU time [s] (user + system) of this process's threads, summed by thread name, plus
     ``'_process'`` for the whole process (``/proc/self/task/*/stat``; Linux only, else {}).
     Not RT-safe (reads /proc)."""
-    import os
-
     tick = os.sysconf('SC_CLK_TCK') if hasattr(os, 'sysconf') else 100
     out: dict[str, float] = {}
     try:

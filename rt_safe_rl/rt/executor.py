@@ -44,6 +44,7 @@ import threading
 import time
 from typing import Any
 
+import rclpy
 from rclpy.context import Context
 from rclpy.event_handler import EventHandler
 from rclpy.executors import ExternalShutdownException, ShutdownException, SingleThreadedExecutor
@@ -130,8 +131,6 @@ class RtExecutor:
         RtSafeRlError: the installed rclpy lacks an internal the RT threads use (the message
             names it; see :mod:`~rt_safe_rl.rt.rclpy_adapter`).
         """
-        import rclpy
-
         self.config = rt_cfg if rt_cfg is not None else RtConfig()
         self.context = context if context is not None else rclpy.get_default_context()
         self._nonrt = _NonRtExecutor(self, self.context)

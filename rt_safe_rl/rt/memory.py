@@ -17,6 +17,7 @@ import gc
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -90,8 +91,6 @@ def heap_blocks() -> int:
 
 
 def _measure(fn: Callable[[], None], cycles: int) -> tuple[int, int, int]:
-    import tracemalloc
-
     b0 = sys.getallocatedblocks()
     g0 = gc.get_count()[0]
     for _ in range(cycles):

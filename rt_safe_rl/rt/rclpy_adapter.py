@@ -28,7 +28,9 @@ rclpy itself does per message); the rest is non-RT.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -82,16 +84,12 @@ _MESSAGE_ONLY: Any = getattr(getattr(Subscription, 'CallbackType', None), 'Messa
 
 def rclpy_version() -> str:
     """The installed rclpy's version ('unknown' when neither pip metadata nor its package.xml say)."""
-    from importlib import metadata
-
     for dist in ('rclpy', 'ros-rclpy'):
         try:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
     try:  # a sourced ROS 2 install (colcon/apt): rclpy has a package.xml, no pip metadata
-        import re
-
         from ament_index_python.packages import get_package_share_directory
 
         text = (Path(get_package_share_directory('rclpy')) / 'package.xml').read_text()

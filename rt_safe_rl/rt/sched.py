@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rt_safe_rl.core.errors import RtSafeRlError
+
 SCHED_OTHER = getattr(os, 'SCHED_OTHER', 0)
 SCHED_FIFO = getattr(os, 'SCHED_FIFO', 1)
 SCHED_RR = getattr(os, 'SCHED_RR', 2)
@@ -305,8 +307,6 @@ def apply_thread_settings(
     slack, scheduler. Returns a :class:`ThreadGrant` with warnings naming what was refused.
     With ``require=True`` a refused step raises :class:`~rt_safe_rl.core.errors.RtSetupError`.
     """
-    from rt_safe_rl.core.errors import RtSafeRlError
-
     grant = ThreadGrant(name=name, requested={'policy': policy, 'priority': priority, 'cpus': list(cpus)})
     set_thread_name(name)
     ok, msg = set_thread_affinity(cpus)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rt_safe_rl.core.policy.config import PolicyNodeConfig
+from rt_safe_rl.core.policy.progcache import dist_version
 
 
 def cache_dir(cfg: PolicyNodeConfig) -> Path:
@@ -37,8 +38,6 @@ def cache_dir(cfg: PolicyNodeConfig) -> Path:
 
 def _versions() -> dict[str, str]:
     """Versions from package metadata: never imports torch / onnxruntime (that is most of a start)."""
-    from rt_safe_rl.core.policy.progcache import dist_version
-
     out = {mod: dist_version(mod) for mod in ('torch', 'numba', 'onnxruntime', 'numpy')}
     out['rt_safe_rl'] = str(getattr(__import__('rt_safe_rl'), '__version__', '?'))
     return out

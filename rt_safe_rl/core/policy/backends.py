@@ -43,7 +43,11 @@ from rt_safe_rl.core.policy.loading import (
     make_onnx_session,
     reset_torch_state,
 )
-from rt_safe_rl.core.policy.stdio import capture_stdout_fd  # noqa: F401 - re-exported
+from rt_safe_rl.core.policy.quant import int8_module
+from rt_safe_rl.core.policy.stdio import (
+    capture_stdout_fd,  # noqa: F401 - re-exported
+    drop_stdout,
+)
 from rt_safe_rl.core.stats import percentiles
 
 F32 = npt.NDArray[np.float32]
@@ -281,7 +285,6 @@ def compile_program(path: Path, info: PolicyInfo, model_cfg: ModelConfig) -> Any
     """
     from rt_safe_rl.core.policy.extract import Unsupported, extract_onnx_program, extract_program
     from rt_safe_rl.core.policy.graph import compile_module
-    from rt_safe_rl.core.policy.stdio import drop_stdout
 
     if info.format == 'onnx':
         try:
@@ -324,11 +327,11 @@ def build_backend(
                 f'numba: compiled sizes {prog.in_dim}->{prog.out_dim} differ from the model'
             )
         return NumbaBackend(prog)
-    from rt_safe_rl.core.policy.quant import int8_module
-
     shape = tuple(info.in_shape) or (1, info.obs_dim)
     if name in ('tensorrt', 'tensorrt_fp16'):  # GPU engines: rt_safe_rl/core/policy/trt_backend.py [gpu]
-        from rt_safe_rl.core.policy.trt_backend import build_tensorrt_backend
+        from rt_safe_rl.core.policy.trt_backend import (
+            build_tensorrt_backend,  # lazy: cycle: trt_backend imports backends
+        )
 
         return build_tensorrt_backend(name, path, info, model_cfg)
     if is_onnx:

@@ -310,7 +310,7 @@ def reset_torch_state(module: Any) -> None:
 
 def inspect_policy(*args: Any, **kwargs: Any) -> PolicyInfo:
     """Check a policy file and describe it (see :func:`rt_safe_rl.core.policy.probe.inspect_policy`)."""
-    from rt_safe_rl.core.policy.probe import inspect_policy as inspect
+    from rt_safe_rl.core.policy.probe import inspect_policy as inspect  # lazy: cycle: probe imports loading
 
     return inspect(*args, **kwargs)
 

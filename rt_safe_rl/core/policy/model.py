@@ -35,6 +35,7 @@ from rt_safe_rl.core.policy.backends import (
     evaluate_backends,
     format_table,
     reference_name,
+    registered_backends,
     rollout,
     sample_observations,
     select_backend,
@@ -80,8 +81,6 @@ class PolicyModel:
 
 
 def _default_backends() -> list[str]:
-    from rt_safe_rl.core.policy.backends import registered_backends
-
     return list(BACKENDS) + registered_backends()
 
 

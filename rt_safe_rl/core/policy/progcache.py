@@ -42,6 +42,7 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,6 @@ def compiler_hash() -> str:
 def dist_version(name: str) -> str:
     """Installed version of distribution `name` from its metadata ('absent' if not installed); never
     imports the package (importing torch costs ~1.5 s)."""
-    from importlib import metadata
-
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -112,7 +111,7 @@ def program_key(sha256: str, obs_dim: int, model_cfg: ModelConfig, input_sizes_s
 
 def entry_path(cfg: PolicyNodeConfig, key: str) -> Path:
     """File of the entry `key`."""
-    from rt_safe_rl.core.policy.autocache import cache_dir
+    from rt_safe_rl.core.policy.autocache import cache_dir  # lazy: cycle: autocache imports progcache
 
     return cache_dir(cfg) / 'programs' / f'{key}.npz'
 

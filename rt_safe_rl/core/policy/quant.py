@@ -6,6 +6,7 @@ Not RT-safe (construction). The result runs as a :class:`~rt_safe_rl.core.policy
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from rt_safe_rl.core.errors import PolicyLoadError
@@ -148,8 +149,6 @@ def int8_module(module: Any, info: PolicyInfo, program: Any = None) -> Any:
                 f'int8: TorchScript model cannot be rebuilt for quantization: {err}'
             ) from None
     try:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             return torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]  # torch: untyped

@@ -11,15 +11,16 @@ evaluation, warm-up), never a 1 kHz cycle.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import io
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 
 
 def _flush_c_stdio() -> None:
     """fflush(NULL): C/C++ prints (TorchScript ``print``) sit in the C stdio buffer until flushed."""
-    import ctypes
-
     try:
         ctypes.CDLL(None).fflush(None)
     except (OSError, AttributeError):
@@ -30,9 +31,6 @@ def _flush_c_stdio() -> None:
 def capture_stdout_fd() -> Iterator[Callable[[], bytes]]:
     """Capture stdout at both levels: file descriptor 1 (C/C++ prints) and ``sys.stdout`` (Python and
     TorchScript ``print``, which torch routes to ``sys.stdout``); yields a reader of the bytes."""
-    import io
-    import sys
-
     sys.stdout.flush()
     saved = os.dup(1)
     py_buf = io.StringIO()

@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy.typing as npt
 
 from rt_safe_rl.core.errors import PolicyLoadError
 from rt_safe_rl.core.policy.backends import Backend
+from rt_safe_rl.core.policy.loading import load_torch_module
 
 TRT_BACKENDS: tuple[str, ...] = ('tensorrt', 'tensorrt_fp16')
 ENV_CACHE_DIR = 'RT_TRT_CACHE_DIR'
@@ -61,8 +63,6 @@ def export_onnx(module: Any, obs_dim: int, out_path: Path) -> Path:
     errors: list[str] = []
     for dynamo in (False, True):
         try:
-            import warnings
-
             with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
                 warnings.simplefilter('ignore')
                 torch.onnx.export(
@@ -205,8 +205,6 @@ def build_tensorrt_backend(name: str, path: Path, info: Any, model_cfg: Any) -> 
         if info.format == 'onnx':
             onnx_bytes = Path(path).read_bytes()
         else:
-            from rt_safe_rl.core.policy.loading import load_torch_module
-
             module = load_torch_module(Path(path), info.format, model_cfg)
             with tempfile.TemporaryDirectory() as tmp:
                 onnx_bytes = export_onnx(module, info.obs_dim, Path(tmp) / 'policy.onnx').read_bytes()
