@@ -37,6 +37,8 @@ from typing import Any
 from rt_safe_rl import signals
 from rt_safe_rl.config import AppConfig, deep_merge, load_config, parse_override
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.doctor.startup import startup_checks
+from rt_safe_rl.rt.channel import get_channel
 
 #: node key -> 'module:Class' (the DEVELOPERS.md constructor contract)
 NODE_CLASSES: dict[str, str] = {
@@ -118,7 +120,6 @@ class Composition:
     def _attach_cycle(self) -> None:
         """Create and enable the direct ControlCycle (robot -> policy -> safety -> robot)."""
         from rt_safe_rl.nodes.policy_node import ACTION_HEADER
-        from rt_safe_rl.rt.channel import get_channel
         from rt_safe_rl.rt.cycle import ControlCycle
 
         robot = self.nodes['sim_robot']
@@ -284,8 +285,6 @@ def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = No
     for text in args.overrides:
         overrides = deep_merge(overrides, parse_override(text))
     cfg = load_config(args.config, overrides or None, profile=getattr(args, 'profile', None))
-    from rt_safe_rl.doctor.startup import startup_checks  # deployment.system_checks [api]
-
     startup_checks(cfg, log=lambda m: print(m, file=sys.stderr))
     return cfg
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rt_safe_rl.core.configutil import from_mapping, load_yaml
 from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.paths import config_path
@@ -227,8 +229,6 @@ def parse_override(text: str) -> dict[str, Any]:
     Raises:
         ConfigError: no ``=`` or an empty key.
     """
-    import yaml
-
     key, sep, value = text.partition('=')
     if not sep or not key.strip():
         raise ConfigError(f'override {text!r}: expected KEY.PATH=VALUE')
@@ -287,7 +287,9 @@ def load_config(
     """
     p = Path(path) if path is not None else config_path('default.yaml')
     src = p.resolve()
-    from rt_safe_rl.api.profiles import layer_profile_and_env
+    from rt_safe_rl.api.profiles import (
+        layer_profile_and_env,  # lazy: cycle: api.profiles imports rt_safe_rl.config
+    )
 
     data = layer_profile_and_env(load_yaml(p), src, profile, build_config)
     if not overrides:

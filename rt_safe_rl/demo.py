@@ -45,6 +45,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import rclpy
+from rclpy.context import Context
+from rclpy.signals import SignalHandlerOptions
 
 from rt_safe_rl import signals
 from rt_safe_rl.bringup import (
@@ -301,10 +304,6 @@ def jsonable(x: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """`rt-safe-rl demo` entry point; returns the exit code (2 when a node failed to start)."""
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.signals import SignalHandlerOptions
-
     signals.install()
     own, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
     ap = build_arg_parser('rt-safe-rl demo', (__doc__ or '').split('\n\n')[0])

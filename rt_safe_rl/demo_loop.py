@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rt_safe_rl import signals
+from rt_safe_rl.bench.rt_bench import CFloorLoop, loop_stats
 from rt_safe_rl.bringup import Composition
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core import stats
@@ -259,8 +260,6 @@ def wait_first_cycle(comp: Composition, thread: threading.Thread, stop: threadin
 
 def start_floor(cfg: AppConfig, seconds: float) -> Any:
     """Start the C floor loop on the control group's CPU and priority (None: unavailable)."""
-    from rt_safe_rl.bench.rt_bench import CFloorLoop
-
     if seconds <= 0:
         return None
     g = cfg.rt.groups['control']
@@ -273,8 +272,6 @@ def start_floor(cfg: AppConfig, seconds: float) -> Any:
 
 def floor_result(floor: Any, period_ns: int) -> dict[str, Any]:
     """Misses per 10^4 and lateness of the floor loop (or why it did not run)."""
-    from rt_safe_rl.bench.rt_bench import loop_stats
-
     if floor is None:
         return {'skipped': 'not run'}
     if isinstance(floor, str):

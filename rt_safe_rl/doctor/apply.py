@@ -18,7 +18,7 @@ from typing import Any
 
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.doctor.checks import Context, _selected, irq_on_rt_cpus
-from rt_safe_rl.doctor.sysfs import format_cpulist, parse_cpulist
+from rt_safe_rl.doctor.sysfs import SysRoot, format_cpulist, parse_cpulist
 
 
 def planned_writes(ctx: Context) -> list[dict[str, str]]:
@@ -87,8 +87,6 @@ def restore(restore_file: str | Path, root: str | Path | None = None) -> dict[st
     Raises:
         RtSafeRlError: unreadable / malformed restore file (one line).
     """
-    from rt_safe_rl.doctor.sysfs import SysRoot
-
     rf = Path(restore_file)
     try:
         record = json.loads(rf.read_text())

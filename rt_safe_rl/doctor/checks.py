@@ -28,6 +28,7 @@ from rt_safe_rl.doctor.sysfs import (
     status_caps,
     steal_percent,
 )
+from rt_safe_rl.rt.config import online_cpus
 
 PASS, WARN, FAIL = 'PASS', 'WARN', 'FAIL'
 CAP_IPC_LOCK = 14
@@ -67,8 +68,6 @@ class Context:
 
 def rt_cpus_of(cfg: Any) -> set[int]:
     """The RT CPUs of a config: the ``control`` group's CPUs (all online CPUs when unpinned)."""
-    from rt_safe_rl.rt.config import online_cpus
-
     g = cfg.rt.groups.get('control')
     cpus = set(g.real_cpus) if g is not None else set()
     return cpus or set(online_cpus())

@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from rt_safe_rl.bench.child import emit_json, run_as_script
+from rt_safe_rl.config import load_config
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.doctor.apply import apply, restore
+from rt_safe_rl.doctor.checks import make_context, run_checks
+from rt_safe_rl.doctor.floor import measure_floor
+from rt_safe_rl.doctor.verdict import verdict
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,8 +70,6 @@ def _table(checks: list[Any], verdict: str) -> str:
 
 
 def _floor(a: argparse.Namespace, ctx: Any) -> dict[str, Any]:
-    from rt_safe_rl.doctor.floor import measure_floor
-
     if a.floor_s <= 0 or a.root != '/':
         return {'skipped': 'floor not measured (--floor-s 0)' if a.floor_s <= 0 else 'not the live system'}
     prio = ctx.max_priority if ctx.max_priority > 0 else 80
@@ -76,11 +79,6 @@ def _floor(a: argparse.Namespace, ctx: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rt-safe-rl doctor``; returns the exit code."""
-    from rt_safe_rl.config import load_config
-    from rt_safe_rl.doctor.apply import apply, restore
-    from rt_safe_rl.doctor.checks import make_context, run_checks
-    from rt_safe_rl.doctor.verdict import verdict
-
     a = _parser().parse_args(argv)
     if a.restore:
         res = restore(a.restore, None if a.root == '/' else a.root)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from rt_safe_rl.bench.rt_loops import CFloorLoop, loop_stats
+from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.doctor.sysfs import SysRoot, cpu_times, steal_percent
 
 WARMUP_S = 0.2
@@ -30,9 +32,6 @@ def _loop_summary(stats: dict[str, Any], rate_hz: float) -> dict[str, Any]:
 
 def c_floor(seconds: float, cpu: int, priority: int, rate_hz: float = 1000.0) -> dict[str, Any]:
     """The C loop for `seconds` (+ warm-up) on `cpu` at SCHED_FIFO `priority`; loop statistics."""
-    from rt_safe_rl.bench.rt_bench import CFloorLoop, loop_stats
-    from rt_safe_rl.core.errors import RtSafeRlError
-
     period = round(1e9 / rate_hz)
     try:
         loop = CFloorLoop(period, seconds + WARMUP_S, priority, cpu)

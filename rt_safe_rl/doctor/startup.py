@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.doctor.checks import make_context, run_checks
 
 BANNER = '!' * 78
 
@@ -24,8 +25,6 @@ def startup_checks(cfg: Any, log: Callable[[str], None] = print) -> list[Any]:
     mode = getattr(getattr(cfg, 'deployment', None), 'system_checks', 'off')
     if mode == 'off':
         return []
-    from rt_safe_rl.doctor.checks import make_context, run_checks
-
     ctx = make_context(cfg, '/', steal={})
     checks = run_checks(ctx, skip=('cpu_steal',))
     bad = [c for c in checks if c.status != 'PASS']

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rt_safe_rl.doctor.checks import PASS, Check
+from rt_safe_rl.config import load_config
+from rt_safe_rl.doctor.checks import PASS, Check, make_context, measure_steal, run_checks
+from rt_safe_rl.doctor.floor import c_floor
+from rt_safe_rl.doctor.sysfs import SysRoot, cpu_times, steal_percent
 
 
 def verdict(checks: list[Check], floor: dict[str, Any] | None, rt_cpus: set[int]) -> str:
@@ -56,11 +59,6 @@ def verdict_line(
         root: system root (tests).
     """
     try:
-        from rt_safe_rl.config import load_config
-        from rt_safe_rl.doctor.checks import make_context, measure_steal, run_checks
-        from rt_safe_rl.doctor.floor import c_floor
-        from rt_safe_rl.doctor.sysfs import SysRoot, cpu_times, steal_percent
-
         cfg = config if config is not None else load_config()
         ctx = make_context(cfg, root, steal={})
         checks = run_checks(ctx, skip=('cpu_steal', 'foreign_fifo_threads'))

@@ -32,8 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rt_safe_rl.bench.report import cpu_model, plain, write_json
 from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
-from rt_safe_rl.fleet import results
+from rt_safe_rl.fleet import engine, report, results
+from rt_safe_rl.fleet.task import run_task
 from rt_safe_rl.fleet.variants import Variant, build_variants
 
 TARGET_SPEEDUP = 1.7
@@ -65,8 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _metadata(argv: list[str], args: argparse.Namespace, variants: list[Variant]) -> dict[str, Any]:
-    from rt_safe_rl.bench.report import cpu_model
-
     return {
         'command_line': ['rt-safe-rl', 'fleet', 'replay', *argv],
         'started_utc': _dt.datetime.now(_dt.UTC).isoformat(timespec='seconds'),
@@ -111,9 +111,6 @@ class _Writer:
         return results.document(rows, aggs, self.scaling, complete, self.meta)
 
     def write(self, complete: bool, final: bool = True) -> dict[str, Any]:
-        from rt_safe_rl.bench.report import write_json
-        from rt_safe_rl.fleet import report
-
         doc = self.doc(complete)
         if final:
             report.write_all(doc, self.args.out, self.args.json)
@@ -124,8 +121,6 @@ class _Writer:
 
 def _scaling(ray: Any, engine: Any, specs: list[dict[str, Any]], n: int, progress: bool) -> dict[str, Any]:
     """Warm N workers, then the workload with 1 and with N in flight; single-process baseline."""
-    from rt_safe_rl.fleet.task import run_task
-
     variants_first = list({s['variant']['index']: s for s in specs}.values())
     warm_s = engine.warm_workers(ray, variants_first, n)
     walls: dict[int, float] = {}
@@ -201,8 +196,6 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     if args.config and not Path(args.config).is_file():
         raise ConfigError(f'--config: file not found: {args.config}')
     variants = build_variants(args.policy, args.grid, args.sets)
-    from rt_safe_rl.fleet import engine
-
     engine.import_ray()  # says how to install it, before anything starts
     specs = _specs(args, variants)
     writer = _Writer(args, variants, _metadata(argv, args, variants))
@@ -236,8 +229,6 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             k: writer.scaling.get(k)
             for k in ('speedup', 'states_per_s_per_worker', 'single_process_states_per_s', 'load_average_1m')
         }
-    from rt_safe_rl.bench.report import plain
-
     print(json.dumps(plain(summary), indent=1))
     if not complete:
         print(

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rt_safe_rl.core.errors import RtSafeRlError
+from rt_safe_rl.fleet.task import run_task
 
 MAX_RETRIES = 3
 INSTALL_HINT = (
@@ -104,8 +105,6 @@ def stop_signals() -> Iterator[list[int]]:
 
 
 def _remote(ray: Any) -> Any:
-    from rt_safe_rl.fleet.task import run_task
-
     return ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(run_task)
 
 
@@ -174,8 +173,6 @@ def warm_workers(ray: Any, specs: Sequence[dict[str, Any]], workers: int) -> flo
 
 
 def _warm(specs: list[dict[str, Any]], workers: int) -> int:
-    from rt_safe_rl.fleet.task import run_task
-
     for spec in specs:
         run_task(spec)
     return os.getpid()

@@ -36,6 +36,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rt_safe_rl.bench import bag as bagmod
+from rt_safe_rl.bench.pipeline import NodePipeline
+from rt_safe_rl.bench.replay import load_app
+from rt_safe_rl.bench.replay_engine import (
+    COL_IN,
+    COL_INTERVENED,
+    COL_OUT,
+    COL_POLICY,
+    ReplayEngine,
+    load_inputs,
+    robot_joint_names,
+)
+from rt_safe_rl.bench.replay_run import NodeStages, gc_quiet
 from rt_safe_rl.core import stats
 from rt_safe_rl.core.errors import RtSafeRlError
 
@@ -92,8 +105,6 @@ class ProbePipeline:
 
 def _cached_pipeline(app: Any) -> Any:
     """A composed NodePipeline for this config (cached per worker process, LRU of CACHE_SIZE)."""
-    from rt_safe_rl.bench.pipeline import NodePipeline
-
     key = json.dumps(app.to_dict(), sort_keys=True, default=str)
     pipe = _PIPELINES.pop(key, None)
     if pipe is None:
@@ -146,8 +157,6 @@ def row_metrics(
     app: Any, probe: ProbePipeline, run: Any, inputs: Any, node_policy_us: FloatArray
 ) -> dict[str, Any]:
     """The metrics of one pass (see the module docstring). Not RT-safe."""
-    from rt_safe_rl.bench.replay_engine import COL_IN, COL_INTERVENED, COL_OUT, COL_POLICY
-
     n = run.count
     recv = inputs.states.recv_ns[:n]
     dt_s = np.diff(recv) / 1e9
@@ -189,11 +198,6 @@ def row_metrics(
 
 
 def _replay(spec: dict[str, Any], row: dict[str, Any]) -> None:
-    from rt_safe_rl.bench import bag as bagmod
-    from rt_safe_rl.bench.replay import load_app
-    from rt_safe_rl.bench.replay_engine import ReplayEngine, load_inputs, robot_joint_names
-    from rt_safe_rl.bench.replay_run import NodeStages, gc_quiet
-
     variant = spec['variant']
     app = load_app(spec.get('config'), variant.get('policy') or None, variant.get('sets', ()))
     cfg = replace(app.benchmark, max_messages=int(spec.get('max_messages', 0)), progress=False)
