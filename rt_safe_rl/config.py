@@ -287,9 +287,7 @@ def load_config(
     """
     p = Path(path) if path is not None else config_path('default.yaml')
     src = p.resolve()
-    from rt_safe_rl.api.profiles import (
-        layer_profile_and_env,  # lazy: cycle: api.profiles imports rt_safe_rl.config
-    )
+    from rt_safe_rl.api.profiles import layer_profile_and_env  # lazy: cycle (profiles imports config)
 
     data = layer_profile_and_env(load_yaml(p), src, profile, build_config)
     if not overrides:

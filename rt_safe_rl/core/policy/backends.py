@@ -329,9 +329,7 @@ def build_backend(
         return NumbaBackend(prog)
     shape = tuple(info.in_shape) or (1, info.obs_dim)
     if name in ('tensorrt', 'tensorrt_fp16'):  # GPU engines: rt_safe_rl/core/policy/trt_backend.py [gpu]
-        from rt_safe_rl.core.policy.trt_backend import (
-            build_tensorrt_backend,  # lazy: cycle: trt_backend imports backends
-        )
+        from rt_safe_rl.core.policy.trt_backend import build_tensorrt_backend  # lazy: cycle (trt_backend)
 
         return build_tensorrt_backend(name, path, info, model_cfg)
     if is_onnx:
