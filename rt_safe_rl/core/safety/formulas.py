@@ -22,6 +22,20 @@ import numba as nb
 import numpy as np
 
 
+@nb.njit(inline='always', cache=True, nogil=True)
+def max2(a: float, b: float) -> float:
+    """``max(a, b)`` by numba's own rule (``b if b > a else a``, so ``max(x, y, z) ==
+    max2(max2(x, y), z)`` bit for bit): the kernels' max, which the CUDA target compiles too
+    (numba.cuda does not type the builtin)."""
+    return b if b > a else a
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def min2(a: float, b: float) -> float:
+    """``min(a, b)`` by numba's own rule (``b if b < a else a``); see :func:`max2`."""
+    return b if b < a else a
+
+
 @nb.njit(cache=True, nogil=True)
 def ssm_v_max(d_m: float, v_h_m_s: float, a_m_s2: float, t_r_s: float, c_tot_m: float) -> float:
     """Maximum robot speed toward the human [m/s] at separation `d_m` (ISO/TS 15066, closed form).
@@ -155,7 +169,7 @@ def accel_shaping_bounds(
     limit is reached without jerk overshoot.
     """
     k = j_max / a_max
-    return max(k * (v_lo - v), -a_max), min(k * (v_up - v), a_max)
+    return max2(k * (v_lo - v), -a_max), min2(k * (v_up - v), a_max)
 
 
 @nb.njit(cache=True, nogil=True)

@@ -35,7 +35,10 @@ and passed in as ``mode = 1`` (stop).
 
 This module is over the house limit of 600 lines on purpose: :func:`filter_kernel` and the njit
 helpers it calls are compiled together by numba into one allocation-free cycle, and the constraint
-set reads best in one place (the GPU twin, :mod:`rt_safe_rl.gpu.kernels`, mirrors it line by line).
+set reads best in one place. The GPU batch kernel (:mod:`rt_safe_rl.gpu.kernels`) runs the same
+helpers (:func:`kinematics`, :func:`validate_inputs` ... :func:`write_report`), compiled as CUDA
+device functions from this source, so they keep to what numba.cuda compiles: 1-D rows of one state
+and preallocated outputs, loops, scalar ``math``, :func:`.formulas.max2` / ``min2`` for the builtins.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from rt_safe_rl.core.safety.formulas import (
     accel_shaping_bounds,
     blend_alpha_from_distance,
     jerk_viability_upper_vel,
+    max2,
+    min2,
     ssm_scale,
     ssm_v_max,
     viability_upper_vel,
@@ -300,13 +305,16 @@ def _project_or_retry(
     return st, it + it2
 
 
-@nb.njit(cache=True, nogil=True)
-def filter_kernel(
+# ---- the parts of one cycle shared with the GPU kernel (:mod:`rt_safe_rl.gpu.kernels` compiles
+# them as CUDA device functions from this source): 1-D rows of one state, preallocated outputs;
+# loops, scalar math and the formulas only (numba.cuda types neither builtin min / max nor
+# allocation). inline='always': numba inlines them into filter_kernel (no call in the cycle).
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def validate_inputs(
     lim: np.ndarray,
     sp: np.ndarray,
-    ws_mask: np.ndarray,
-    model: ModelArrays,
-    cs: np.ndarray,
     q_meas: np.ndarray,
     dq_meas: np.ndarray,
     q_pol: np.ndarray,
@@ -314,47 +322,21 @@ def filter_kernel(
     has_op: bool,
     human: np.ndarray,
     n_human: int,
-    v_h_meas: float,
-    mode: int,
-    work: Work,
-    out: np.ndarray,
-    rep: np.ndarray,
-) -> None:
-    """One filter cycle for one state. Reads/updates the command state `cs` (3, n) = (q, v, a).
-
-    Parameters: per-joint limits `lim` (8, n) (rows ``L_*``), scalars `sp` (``SP_*``), `ws_mask`
-    (M,) bool (points kept in the workspace box); `model`, the robot model's arrays
-    (:func:`model_arrays`); inputs: measured q/dq, policy target `q_pol`, operator target `q_op`
-    (used when `has_op`), human points `human[:n_human]` (m, robot base frame), measured human speed
-    `v_h_meas` (m/s, < 0 = unknown -> ISO 13855 defaults), `mode` (0 normal, 1 controlled stop);
-    `work`, the preallocated work arrays (:func:`alloc_work`). Writes the safe command into `out`
-    (rad) and the report into `rep` (``R_*``). RT-safe: no allocation (unpacking the tuples and
-    taking rows of the stacked arrays makes views).
-    """
-    pt_frame, pt_radius = model[7], model[10]
-    frames, pts, jac, vec, bounds, g_mat, hvec, rowkind, qw = work
-    vdes = vec[VEC_VDES]
-    target = vec[VEC_TARGET]
-    vref = vec[VEC_REF]
-    box = bounds[B_TIERED]
-    lo = box[0]
-    hi = box[1]
-    lo_hard = bounds[B_HARD, 0]
-    hi_hard = bounds[B_HARD, 1]
-    qx = qw[QW_N][QN_X]
+) -> tuple[int, bool, bool]:
+    """Input validation (fail closed): (fault code, measurement finite, human points finite)."""
     n = lim.shape[1]
-    m_pts = pt_frame.shape[0]
-    dt = sp[SP_DT]
     fault = K_OK
-    mask = 0
-    stop = mode != 0
-    # ---- input validation (fail closed) ----
-    meas_ok = _finite_all(q_meas) and _finite_all(dq_meas)
-    if not meas_ok:
-        fault = K_NONFINITE
-    if not _finite_all(q_pol):
-        fault = K_NONFINITE
-    if has_op and not _finite_all(q_op):
+    meas_ok = True
+    pol_ok = True
+    op_ok = True
+    for j in range(n):
+        if not (math.isfinite(q_meas[j]) and math.isfinite(dq_meas[j])):
+            meas_ok = False
+        if not math.isfinite(q_pol[j]):
+            pol_ok = False
+        if has_op and not math.isfinite(q_op[j]):
+            op_ok = False
+    if not (meas_ok and pol_ok and op_ok):
         fault = K_NONFINITE
     human_ok = True
     for c in range(n_human):
@@ -374,11 +356,27 @@ def filter_kernel(
             ):
                 if fault == K_OK:
                     fault = K_STATE_LIMITS
-    if fault != K_OK:
-        stop = True
-    # ---- kinematics at the command configuration ----
-    kinematics(cs[0], model, frames, pts, jac)
-    # ---- separation and SSM rows ----
+    return fault, meas_ok, human_ok
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def ssm_rows(
+    sp: np.ndarray,
+    pts: np.ndarray,
+    jac: np.ndarray,
+    pt_radius: np.ndarray,
+    human: np.ndarray,
+    n_human: int,
+    v_h_meas: float,
+    human_ok: bool,
+    g_mat: np.ndarray,
+    hvec: np.ndarray,
+    rowkind: np.ndarray,
+) -> tuple[int, float, float, bool]:
+    """Separation distances and the SSM / PFL rows from row 0 (kind 0). Returns (rows, smallest
+    distance [m], smallest SSM margin [m], SSM stop)."""
+    n = jac.shape[2]
+    m_pts = pt_radius.shape[0]
     k_rows = 0
     d_min = np.inf
     ssm_margin = np.inf
@@ -426,7 +424,28 @@ def filter_kernel(
                 d = math.sqrt(dx * dx + dy * dy + dz * dz) - pt_radius[i]
                 if d < d_min:
                     d_min = d
-    # ---- shared-control blend ----
+    return k_rows, d_min, ssm_margin, ssm_stop
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def proposal(
+    sp: np.ndarray,
+    cs: np.ndarray,
+    q_pol: np.ndarray,
+    q_op: np.ndarray,
+    has_op: bool,
+    fault: int,
+    stop: bool,
+    ssm_stop: bool,
+    d_min: float,
+    target: np.ndarray,
+    vdes: np.ndarray,
+) -> tuple[float, int, bool]:
+    """Shared-control blend into `target` and the desired velocity into `vdes` (0 when braking).
+    Returns (operator weight alpha, mask bits, braking)."""
+    n = cs.shape[1]
+    dt = sp[SP_DT]
+    mask = 0
     alpha = 0.0
     if has_op and fault == K_OK:
         if sp[SP_BLEND_MODE] == 0.0:
@@ -447,11 +466,28 @@ def filter_kernel(
         mask |= A_SSM_STOP
     for j in range(n):
         vdes[j] = 0.0 if braking else (target[j] - cs[0, j]) / dt
-    # ---- per-joint bounds ----
+    return alpha, mask, braking
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def joint_bounds(
+    lim: np.ndarray,
+    sp: np.ndarray,
+    cs: np.ndarray,
+    q_meas: np.ndarray,
+    dq_meas: np.ndarray,
+    eff_on: bool,
+    box: np.ndarray,
+    hard: np.ndarray,
+) -> tuple[int, bool]:
+    """Per-joint bounds of the next command velocity: the tiered box into `box` (2, n) (lower,
+    upper) and the hard (+ effort) one into `hard` (2, n). Returns (mask bits, not viable: the
+    hard bounds are empty for some joint, which then brakes as hard as allowed)."""
+    n = lim.shape[1]
+    dt = sp[SP_DT]
     jerk_on = sp[SP_JERK_ON] != 0.0
-    # effort (PD model) is not applied while braking: it would forbid decelerating faster than the
-    # damping torque allows, i.e. it could keep a stopping robot at speed
-    eff_on = sp[SP_EFFORT_ON] != 0.0 and meas_ok and not braking
+    mask = 0
+    not_viable = False
     for j in range(n):
         qc = cs[0, j]
         vc = cs[1, j]
@@ -460,14 +496,11 @@ def filter_kernel(
         v_m = lim[L_VMAX, j]
         v_up_via = viability_upper_vel(lim[L_QMAX, j] - qc, a_m, dt)
         v_lo_via = -viability_upper_vel(qc - lim[L_QMIN, j], a_m, dt)
-        lo_h = max(-v_m, vc - a_m * dt, v_lo_via)
-        hi_h = min(v_m, vc + a_m * dt, v_up_via)
+        lo_h = max2(max2(-v_m, vc - a_m * dt), v_lo_via)
+        hi_h = min2(min2(v_m, vc + a_m * dt), v_up_via)
         if lo_h > hi_h:
             # not viable (or velocity beyond what acceleration can fix): brake as hard as allowed
-            if fault == K_OK:
-                fault = K_NOT_VIABLE
-            stop = True
-            braking = True
+            not_viable = True
             mask |= A_STOP
             lo_h = vc - a_m * dt
             hi_h = vc + a_m * dt
@@ -478,64 +511,91 @@ def filter_kernel(
             base = q_meas[j] + lim[L_KD, j] * dq_meas[j] / kp
             el = (base - lim[L_EFF, j] / kp - qc) / dt
             eu = (base + lim[L_EFF, j] / kp - qc) / dt
-            if max(lo_j, el) <= min(hi_j, eu):
-                lo_j = max(lo_j, el)
-                hi_j = min(hi_j, eu)
+            if max2(lo_j, el) <= min2(hi_j, eu):
+                lo_j = max2(lo_j, el)
+                hi_j = min2(hi_j, eu)
             else:
                 # incompatible with the hard limits: dropped for this cycle (reported)
                 mask |= A_EFFORT_RELAXED
-        lo_hard[j] = lo_j
-        hi_hard[j] = hi_j
+        hard[0, j] = lo_j
+        hard[1, j] = hi_j
         if jerk_on:
             j_m = lim[L_JMAX, j]
-            a_lo_s, a_up_s = accel_shaping_bounds(vc, max(-v_m, v_lo_via), min(v_m, v_up_via), a_m, j_m)
-            sl = vc + max(ac - j_m * dt, a_lo_s) * dt
-            su = vc + min(ac + j_m * dt, a_up_s) * dt
+            a_lo_s, a_up_s = accel_shaping_bounds(vc, max2(-v_m, v_lo_via), min2(v_m, v_up_via), a_m, j_m)
+            sl = vc + max2(ac - j_m * dt, a_lo_s) * dt
+            su = vc + min2(ac + j_m * dt, a_up_s) * dt
             # near a position limit: also keep a jerk-limited stop possible (shaping, soft tier)
             if su > 0.0 and su > sl:
-                su = jerk_viability_upper_vel(lim[L_QMAX, j] - qc, vc, a_m, j_m, dt, max(sl, 0.0), su)
+                su = jerk_viability_upper_vel(lim[L_QMAX, j] - qc, vc, a_m, j_m, dt, max2(sl, 0.0), su)
             if sl < 0.0 and sl < su:
-                sl = -jerk_viability_upper_vel(qc - lim[L_QMIN, j], -vc, a_m, j_m, dt, max(-su, 0.0), -sl)
-            if max(lo_j, sl) <= min(hi_j, su):
-                lo_j = max(lo_j, sl)
-                hi_j = min(hi_j, su)
+                sl = -jerk_viability_upper_vel(qc - lim[L_QMIN, j], -vc, a_m, j_m, dt, max2(-su, 0.0), -sl)
+            if max2(lo_j, sl) <= min2(hi_j, su):
+                lo_j = max2(lo_j, sl)
+                hi_j = min2(hi_j, su)
             else:
                 mask |= A_JERK_RELAXED
                 if su < lo_j:
                     hi_j = lo_j
                 else:
                     lo_j = hi_j
-        lo[j] = lo_j
-        hi[j] = hi_j
-    if braking:
-        # controlled stop: synchronised braking (the per-joint box then adds jerk / viability)
-        sync_brake_velocity(cs[1], lim[L_AMAX], dt, vdes)
-    # ---- workspace rows ----
-    if sp[SP_WS_ON] != 0.0 and not braking:
-        a_ws = sp[SP_WS_A]
-        for i in range(m_pts):
-            if not ws_mask[i]:
-                continue
-            for ax in range(3):
-                # a point already outside the box may move back in, never further out
-                d_up = sp[SP_WS_MAX_X + ax] - pts[i, ax]
-                d_dn = pts[i, ax] - sp[SP_WS_MIN_X + ax]
-                up = viability_upper_vel(d_up, a_ws, dt) if d_up >= 0.0 else 0.0
-                dn = viability_upper_vel(d_dn, a_ws, dt) if d_dn >= 0.0 else 0.0
-                for j in range(n):
-                    g_mat[k_rows, j] = jac[i, ax, j]
-                    g_mat[k_rows + 1, j] = -jac[i, ax, j]
-                hvec[k_rows] = up
-                hvec[k_rows + 1] = dn
-                rowkind[k_rows] = 1
-                rowkind[k_rows + 1] = 1
-                k_rows += 2
-    # ---- prune rows that can never be active inside the box; evaluate the proposal ----
+        box[0, j] = lo_j
+        box[1, j] = hi_j
+    return mask, not_viable
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def workspace_rows(
+    sp: np.ndarray,
+    ws_mask: np.ndarray,
+    pts: np.ndarray,
+    jac: np.ndarray,
+    k_rows: int,
+    g_mat: np.ndarray,
+    hvec: np.ndarray,
+    rowkind: np.ndarray,
+) -> int:
+    """Workspace-box rows (kind 1) appended after row `k_rows`; returns the new row count."""
+    n = jac.shape[2]
+    dt = sp[SP_DT]
+    a_ws = sp[SP_WS_A]
+    for i in range(ws_mask.shape[0]):
+        if not ws_mask[i]:
+            continue
+        for ax in range(3):
+            # a point already outside the box may move back in, never further out
+            d_up = sp[SP_WS_MAX_X + ax] - pts[i, ax]
+            d_dn = pts[i, ax] - sp[SP_WS_MIN_X + ax]
+            up = viability_upper_vel(d_up, a_ws, dt) if d_up >= 0.0 else 0.0
+            dn = viability_upper_vel(d_dn, a_ws, dt) if d_dn >= 0.0 else 0.0
+            for j in range(n):
+                g_mat[k_rows, j] = jac[i, ax, j]
+                g_mat[k_rows + 1, j] = -jac[i, ax, j]
+            hvec[k_rows] = up
+            hvec[k_rows + 1] = dn
+            rowkind[k_rows] = 1
+            rowkind[k_rows + 1] = 1
+            k_rows += 2
+    return k_rows
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def prune_rows(
+    braking: bool,
+    k_rows: int,
+    box: np.ndarray,
+    vdes: np.ndarray,
+    g_mat: np.ndarray,
+    hvec: np.ndarray,
+    rowkind: np.ndarray,
+) -> tuple[int, bool, float]:
+    """Drop the rows that can never be active inside the box (none kept while braking) and
+    evaluate the proposal. Returns (kept rows, proposal satisfies everything, its SSM scale)."""
+    n = vdes.shape[0]
     ssm_sc = 1.0
     kept = 0
     identity = not braking
     for j in range(n):
-        if vdes[j] < lo[j] or vdes[j] > hi[j]:
+        if vdes[j] < box[0, j] or vdes[j] > box[1, j]:
             identity = False
     if braking:
         k_rows = 0
@@ -543,7 +603,7 @@ def filter_kernel(
         reach = 0.0
         gv = 0.0
         for j in range(n):
-            reach += abs(g_mat[k, j]) * max(abs(lo[j]), abs(hi[j]))
+            reach += abs(g_mat[k, j]) * max2(abs(box[0, j]), abs(box[1, j]))
             gv += g_mat[k, j] * vdes[j]
         if gv > hvec[k]:
             identity = False
@@ -559,7 +619,242 @@ def filter_kernel(
             hvec[kept] = hvec[k]
             rowkind[kept] = rowkind[k]
         kept += 1
-    k_rows = kept
+    return kept, identity, ssm_sc
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def coupled_report(
+    pfl_on: bool, k_rows: int, qx: np.ndarray, vdes: np.ndarray, g_mat: np.ndarray, hvec: np.ndarray,
+    rowkind: np.ndarray,
+) -> int:  # fmt: skip
+    """Mask bits of the binding coupled rows: tight at the result `qx` and violated by `vdes`."""
+    n = qx.shape[0]
+    mask = 0
+    for k in range(k_rows):
+        gx = 0.0
+        gv = 0.0
+        for j in range(n):
+            gx += g_mat[k, j] * qx[j]
+            gv += g_mat[k, j] * vdes[j]
+        if gv > hvec[k] and gx >= hvec[k] - 1e-9 * (1.0 + abs(hvec[k])):
+            if rowkind[k] == 0:
+                mask |= A_SSM
+                if pfl_on:
+                    mask |= A_PFL
+            else:
+                mask |= A_WORKSPACE
+    return mask
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def joint_report(
+    lim: np.ndarray,
+    sp: np.ndarray,
+    cs: np.ndarray,
+    q_meas: np.ndarray,
+    dq_meas: np.ndarray,
+    flags: tuple[bool, bool, bool, bool],
+    qx: np.ndarray,
+    vdes: np.ndarray,
+    box: np.ndarray,
+) -> tuple[int, float]:
+    """Mask bits of the active per-joint constraints at the result `qx` and the velocity margin
+    [rad/s]; `flags` = (identity, braking, measurement finite, effort on)."""
+    identity, braking, meas_ok, eff_on = flags
+    n = lim.shape[1]
+    dt = sp[SP_DT]
+    jerk_on = sp[SP_JERK_ON] != 0.0
+    mask = 0
+    vel_margin = np.inf
+    for j in range(n):
+        x = qx[j]
+        if not identity and x != vdes[j]:
+            qc = cs[0, j]
+            vc = cs[1, j]
+            a_m = lim[L_AMAX, j]
+            v_m = lim[L_VMAX, j]
+            up_side = vdes[j] > x
+            eps = 1e-12 * (1.0 + abs(x))
+            if up_side:
+                if x >= v_m - eps:
+                    mask |= A_VELOCITY
+                if x >= vc + a_m * dt - eps:
+                    mask |= A_ACCELERATION
+                if x >= viability_upper_vel(lim[L_QMAX, j] - qc, a_m, dt) - eps:
+                    mask |= A_POSITION
+            else:
+                if x <= -v_m + eps:
+                    mask |= A_VELOCITY
+                if x <= vc - a_m * dt + eps:
+                    mask |= A_ACCELERATION
+                if x <= -viability_upper_vel(qc - lim[L_QMIN, j], a_m, dt) + eps:
+                    mask |= A_POSITION
+            if (up_side and x >= box[1, j] - eps) or (not up_side and x <= box[0, j] + eps):
+                if jerk_on and abs((x - vc) / dt - cs[2, j]) >= lim[L_JMAX, j] * dt - 1e-9:
+                    mask |= A_JERK
+                if eff_on and lim[L_KP, j] > 0.0:
+                    tau = lim[L_KP, j] * (qc + x * dt - q_meas[j]) - lim[L_KD, j] * dq_meas[j]
+                    if abs(tau) >= lim[L_EFF, j] * (1.0 - 1e-9):
+                        mask |= A_EFFORT
+        if braking and meas_ok and sp[SP_EFFORT_ON] != 0.0 and lim[L_KP, j] > 0.0:
+            tau = lim[L_KP, j] * (cs[0, j] + x * dt - q_meas[j]) - lim[L_KD, j] * dq_meas[j]
+            if abs(tau) > lim[L_EFF, j]:
+                mask |= A_EFFORT_RELAXED  # effort is not enforced while braking: report it
+        vm = lim[L_VMAX, j] - abs(x)
+        if vm < vel_margin:
+            vel_margin = vm
+    return mask, vel_margin
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def command_update(
+    lim: np.ndarray,
+    sp: np.ndarray,
+    cs: np.ndarray,
+    qx: np.ndarray,
+    vec: np.ndarray,
+    box: np.ndarray,
+    identity: bool,
+    braking: bool,
+    fault: int,
+    out: np.ndarray,
+) -> tuple[float, float, float]:
+    """The safe command into `out` and the command state `cs` (q, v, a) from the next velocity
+    `qx`; `vec` rows ``VEC_VDES``, ``VEC_TARGET``. Returns (position margin [rad], intervention
+    [rad], safety intervention [rad])."""
+    vdes = vec[VEC_VDES]
+    target = vec[VEC_TARGET]
+    n = lim.shape[1]
+    dt = sp[SP_DT]
+    pos_margin = np.inf
+    inter2 = 0.0
+    safety2 = 0.0
+    for j in range(n):
+        x = qx[j]
+        if not braking:
+            # change made by the coupled rows (SSM / PFL, workspace, empty-set fallback) beyond
+            # what the per-joint limits alone (velocity, acceleration, position braking, effort,
+            # jerk) make of the target this cycle
+            e = (x - min2(max2(vdes[j], box[0, j]), box[1, j])) * dt
+            safety2 += e * e
+        q_new = target[j] if identity else cs[0, j] + x * dt
+        out[j] = q_new
+        if fault == K_OK and not braking:
+            e = q_new - target[j]
+            inter2 += e * e
+        cs[2, j] = (x - cs[1, j]) / dt
+        cs[1, j] = x
+        cs[0, j] = q_new
+        pm = min2(lim[L_QMAX, j] - q_new, q_new - lim[L_QMIN, j])
+        if pm < pos_margin:
+            pos_margin = pm
+    if braking and fault == K_OK:
+        # intervention of a stop: distance of the held command from the proposal (if any)
+        for j in range(n):
+            e = out[j] - target[j]
+            inter2 += e * e
+    return pos_margin, math.sqrt(inter2), math.sqrt(safety2)
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def write_report(
+    rep: np.ndarray,
+    fault: int,
+    mask: int,
+    separation: tuple[float, float, float, bool],
+    margins: tuple[float, float],
+    interventions: tuple[float, float],
+    alpha: float,
+    braking: bool,
+    qp: tuple[int, int, int],
+) -> None:
+    """The report `rep` (``R_*``): `separation` = (smallest distance, SSM scale of the proposal,
+    SSM margin, SSM stop), `margins` = (position, velocity), `interventions` = (intervention,
+    safety intervention), `qp` = (iterations, status, rows)."""
+    d_min, ssm_sc, ssm_margin, ssm_stop = separation
+    rep[R_FAULT] = fault
+    rep[R_MASK] = mask
+    rep[R_INTERVENTION] = interventions[0]
+    rep[R_HUMAN_DIST] = d_min
+    rep[R_SSM_SCALE] = 0.0 if ssm_stop else ssm_sc
+    rep[R_ALPHA] = alpha
+    rep[R_STOPPING] = 1.0 if braking else 0.0
+    rep[R_POS_MARGIN] = margins[0]
+    rep[R_VEL_MARGIN] = margins[1]
+    rep[R_SSM_MARGIN] = ssm_margin
+    rep[R_QP_ITERS] = qp[0]
+    rep[R_QP_STATUS] = qp[1]
+    rep[R_N_ROWS] = qp[2]
+    rep[R_SAFETY_INTERVENTION] = interventions[1]
+
+
+@nb.njit(cache=True, nogil=True)
+def filter_kernel(
+    lim: np.ndarray,
+    sp: np.ndarray,
+    ws_mask: np.ndarray,
+    model: ModelArrays,
+    cs: np.ndarray,
+    q_meas: np.ndarray,
+    dq_meas: np.ndarray,
+    q_pol: np.ndarray,
+    q_op: np.ndarray,
+    has_op: bool,
+    human: np.ndarray,
+    n_human: int,
+    v_h_meas: float,
+    mode: int,
+    work: Work,
+    out: np.ndarray,
+    rep: np.ndarray,
+) -> None:
+    """One filter cycle for one state. Reads/updates the command state `cs` (3, n) = (q, v, a).
+
+    Parameters: per-joint limits `lim` (8, n) (rows ``L_*``), scalars `sp` (``SP_*``), `ws_mask`
+    (M,) bool (points kept in the workspace box); `model`, the robot model's arrays
+    (:func:`model_arrays`); inputs: measured q/dq, policy target `q_pol`, operator target `q_op`
+    (used when `has_op`), human points `human[:n_human]` (m, robot base frame), measured human speed
+    `v_h_meas` (m/s, < 0 = unknown -> ISO 13855 defaults), `mode` (0 normal, 1 controlled stop);
+    `work`, the preallocated work arrays (:func:`alloc_work`). Writes the safe command into `out`
+    (rad) and the report into `rep` (``R_*``). RT-safe: no allocation (unpacking the tuples and
+    taking rows of the stacked arrays makes views).
+    """
+    frames, pts, jac, vec, bounds, g_mat, hvec, rowkind, qw = work
+    vdes = vec[VEC_VDES]
+    vref = vec[VEC_REF]
+    box = bounds[B_TIERED]
+    lo = box[0]
+    hi = box[1]
+    lo_hard = bounds[B_HARD, 0]
+    hi_hard = bounds[B_HARD, 1]
+    qx = qw[QW_N][QN_X]
+    n = lim.shape[1]
+    dt = sp[SP_DT]
+    fault, meas_ok, human_ok = validate_inputs(lim, sp, q_meas, dq_meas, q_pol, q_op, has_op, human, n_human)
+    stop = mode != 0 or fault != K_OK
+    kinematics(cs[0], model, frames, pts, jac)  # at the command configuration
+    k_rows, d_min, ssm_margin, ssm_stop = ssm_rows(
+        sp, pts, jac, model[10], human, n_human, v_h_meas, human_ok, g_mat, hvec, rowkind
+    )
+    alpha, mask, braking = proposal(
+        sp, cs, q_pol, q_op, has_op, fault, stop, ssm_stop, d_min, vec[VEC_TARGET], vdes
+    )
+    jerk_on = sp[SP_JERK_ON] != 0.0
+    # effort (PD model) is not applied while braking: it would forbid decelerating faster than the
+    # damping torque allows, i.e. it could keep a stopping robot at speed
+    eff_on = sp[SP_EFFORT_ON] != 0.0 and meas_ok and not braking
+    jmask, not_viable = joint_bounds(lim, sp, cs, q_meas, dq_meas, eff_on, box, bounds[B_HARD])
+    mask |= jmask
+    if not_viable:
+        if fault == K_OK:
+            fault = K_NOT_VIABLE
+        braking = True
+    if braking:
+        # controlled stop: synchronised braking (the per-joint box then adds jerk / viability)
+        sync_brake_velocity(cs[1], lim[L_AMAX], dt, vdes)
+    if sp[SP_WS_ON] != 0.0 and not braking:
+        k_rows = workspace_rows(sp, ws_mask, pts, jac, k_rows, g_mat, hvec, rowkind)
+    k_rows, identity, ssm_sc = prune_rows(braking, k_rows, box, vdes, g_mat, hvec, rowkind)
     # ---- projection ----
     qp_status = QP_OK
     qp_iters = 0
@@ -625,101 +920,23 @@ def filter_kernel(
                         qx[j] = vref[j]
                 for k in range(k_rows):
                     hvec[k] -= s_hi  # the unrelaxed rows again (report, qp_problem)
-    # ---- binding coupled constraints (report): tight at the result and violated by the proposal
-    for k in range(k_rows):
-        gx = 0.0
-        gv = 0.0
-        for j in range(n):
-            gx += g_mat[k, j] * qx[j]
-            gv += g_mat[k, j] * vdes[j]
-        if gv > hvec[k] and gx >= hvec[k] - 1e-9 * (1.0 + abs(hvec[k])):
-            if rowkind[k] == 0:
-                mask |= A_SSM
-                if pfl_on:
-                    mask |= A_PFL
-            else:
-                mask |= A_WORKSPACE
-    # ---- active per-joint constraints (report) ----
-    pos_margin = np.inf
-    vel_margin = np.inf
-    for j in range(n):
-        x = qx[j]
-        if not identity and x != vdes[j]:
-            qc = cs[0, j]
-            vc = cs[1, j]
-            a_m = lim[L_AMAX, j]
-            v_m = lim[L_VMAX, j]
-            up_side = vdes[j] > x
-            eps = 1e-12 * (1.0 + abs(x))
-            if up_side:
-                if x >= v_m - eps:
-                    mask |= A_VELOCITY
-                if x >= vc + a_m * dt - eps:
-                    mask |= A_ACCELERATION
-                if x >= viability_upper_vel(lim[L_QMAX, j] - qc, a_m, dt) - eps:
-                    mask |= A_POSITION
-            else:
-                if x <= -v_m + eps:
-                    mask |= A_VELOCITY
-                if x <= vc - a_m * dt + eps:
-                    mask |= A_ACCELERATION
-                if x <= -viability_upper_vel(qc - lim[L_QMIN, j], a_m, dt) + eps:
-                    mask |= A_POSITION
-            if (up_side and x >= hi[j] - eps) or (not up_side and x <= lo[j] + eps):
-                if jerk_on and abs((x - vc) / dt - cs[2, j]) >= lim[L_JMAX, j] * dt - 1e-9:
-                    mask |= A_JERK
-                if eff_on and lim[L_KP, j] > 0.0:
-                    tau = lim[L_KP, j] * (qc + x * dt - q_meas[j]) - lim[L_KD, j] * dq_meas[j]
-                    if abs(tau) >= lim[L_EFF, j] * (1.0 - 1e-9):
-                        mask |= A_EFFORT
-        if braking and meas_ok and sp[SP_EFFORT_ON] != 0.0 and lim[L_KP, j] > 0.0:
-            tau = lim[L_KP, j] * (cs[0, j] + x * dt - q_meas[j]) - lim[L_KD, j] * dq_meas[j]
-            if abs(tau) > lim[L_EFF, j]:
-                mask |= A_EFFORT_RELAXED  # effort is not enforced while braking: report it
-        vm = lim[L_VMAX, j] - abs(x)
-        if vm < vel_margin:
-            vel_margin = vm
-    # ---- output and command-state update ----
-    inter2 = 0.0
-    safety2 = 0.0
-    for j in range(n):
-        x = qx[j]
-        if not braking:
-            # change made by the coupled rows (SSM / PFL, workspace, empty-set fallback) beyond
-            # what the per-joint limits alone (velocity, acceleration, position braking, effort,
-            # jerk) make of the target this cycle
-            e = (x - min(max(vdes[j], lo[j]), hi[j])) * dt
-            safety2 += e * e
-        q_new = target[j] if identity else cs[0, j] + x * dt
-        out[j] = q_new
-        if fault == K_OK and not braking:
-            e = q_new - target[j]
-            inter2 += e * e
-        cs[2, j] = (x - cs[1, j]) / dt
-        cs[1, j] = x
-        cs[0, j] = q_new
-        pm = min(lim[L_QMAX, j] - q_new, q_new - lim[L_QMIN, j])
-        if pm < pos_margin:
-            pos_margin = pm
-    if braking and fault == K_OK:
-        # intervention of a stop: distance of the held command from the proposal (if any)
-        for j in range(n):
-            e = out[j] - target[j]
-            inter2 += e * e
-    rep[R_FAULT] = fault
-    rep[R_MASK] = mask
-    rep[R_INTERVENTION] = math.sqrt(inter2)
-    rep[R_HUMAN_DIST] = d_min
-    rep[R_SSM_SCALE] = 0.0 if ssm_stop else ssm_sc
-    rep[R_ALPHA] = alpha
-    rep[R_STOPPING] = 1.0 if braking else 0.0
-    rep[R_POS_MARGIN] = pos_margin
-    rep[R_VEL_MARGIN] = vel_margin
-    rep[R_SSM_MARGIN] = ssm_margin
-    rep[R_QP_ITERS] = qp_iters
-    rep[R_QP_STATUS] = qp_status
-    rep[R_N_ROWS] = k_rows
-    rep[R_SAFETY_INTERVENTION] = math.sqrt(safety2)
+    mask |= coupled_report(sp[SP_PFL_ON] != 0.0, k_rows, qx, vdes, g_mat, hvec, rowkind)
+    jmask, vel_margin = joint_report(
+        lim, sp, cs, q_meas, dq_meas, (identity, braking, meas_ok, eff_on), qx, vdes, box
+    )
+    mask |= jmask
+    pos_margin, inter, safety = command_update(lim, sp, cs, qx, vec, box, identity, braking, fault, out)
+    write_report(
+        rep,
+        fault,
+        mask,
+        (d_min, ssm_sc, ssm_margin, ssm_stop),
+        (pos_margin, vel_margin),
+        (inter, safety),
+        alpha,
+        braking,
+        (qp_iters, qp_status, k_rows),
+    )
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
