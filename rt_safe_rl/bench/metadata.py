@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +89,8 @@ def rt_capabilities() -> dict[str, Any]:
 
 def _version(module: str) -> str:
     try:
+        from importlib import metadata  # lazy: ~17 ms (email.*); keeps the subcommands' --help fast
+
         return metadata.version(module)
     except Exception:  # broad on purpose: absent distribution
         return ''
