@@ -32,7 +32,7 @@ def test_channel_ring_pool_calls_allocate_nothing() -> None:
         ch.try_write(vals, 123_456_789_000)
         ch.try_read(out)
         v = ch.view()
-        ring.try_push3(1e9, float(v[0]), 3.0)
+        ring.try_push_values(1e9, float(v[0]), 3.0)
         if len(ring) > 512:
             ring.drain(drain)
         a = pool.try_acquire()

@@ -15,10 +15,10 @@ row pruning, and the projection where it is closed-form:
 Any other state (an active coupled row: a real QP, or its empty-set fallback) is *deferred*:
 ``flag[b] = 1`` and nothing of that state is written; :class:`rt_safe_rl.gpu.batch.GpuBatchSafetyFilter`
 runs those on the CPU kernel. Everything but the closed-form projection is the CPU kernel's own
-code: its parts (:func:`kernel.kinematics`, :func:`kernel.validate_inputs`, :func:`kernel.ssm_rows`,
-... :func:`kernel.write_report`) and the formulas they call, compiled as CUDA device functions from
-their Python source (:func:`device_function`) and called on the rows of state b, so the arithmetic
-is the same up to the device's fused multiply-adds.
+code: :func:`kernel.cycle_rows` (up to the projection) and :func:`kernel.cycle_finish` (report,
+command update) with every numba function they call, compiled as CUDA device functions from their
+Python source (:func:`device_function`) and called on the rows of state b, so the arithmetic is the
+same up to the device's fused multiply-adds.
 
 Work arrays are per-thread local arrays whose sizes are compile-time constants (one kernel per robot
 size, :func:`get_kernel`). FP64 throughout. Importing this module needs numba only (no GPU; under
@@ -72,31 +72,17 @@ def device_function(f: Any) -> Any:
     return dev
 
 
-# the CPU kernel's parts, compiled for the device from their own Python source
+# the CPU kernel's parts, compiled for the device from their own Python source (with every numba
+# function they call: kinematics, formulas, ...)
 _max2 = device_function(fm.max2)
-_kinematics = device_function(kn.kinematics)  # frames, points, Jacobians (core.kinematics)
-_validate = device_function(kn.validate_inputs)
-_ssm_rows = device_function(kn.ssm_rows)
-_proposal = device_function(kn.proposal)
-_joint_bounds = device_function(kn.joint_bounds)
-_sync_brake = device_function(kn.sync_brake_velocity)
-_ws_rows = device_function(kn.workspace_rows)
-_prune = device_function(kn.prune_rows)
-_coupled_report = device_function(kn.coupled_report)
-_joint_report = device_function(kn.joint_report)
-_command_update = device_function(kn.command_update)
-_write_report = device_function(kn.write_report)
+_cycle_rows = device_function(kn.cycle_rows)
+_cycle_finish = device_function(kn.cycle_finish)
 
 # kernel constants (module globals are compile-time constants in numba.cuda)
-L_AMAX, K_OK, K_NOT_VIABLE = kn.L_AMAX, kn.K_OK, kn.K_NOT_VIABLE
-SP_DT, SP_EFFORT_ON, SP_PFL_ON, SP_WS_ON, SP_QP_TOL = (
-    kn.SP_DT,
-    kn.SP_EFFORT_ON,
-    kn.SP_PFL_ON,
-    kn.SP_WS_ON,
-    kn.SP_QP_TOL,
-)
-VEC_VDES, VEC_TARGET, B_TIERED, B_HARD = kn.VEC_VDES, kn.VEC_TARGET, kn.B_TIERED, kn.B_HARD
+SP_QP_TOL, VEC_VDES, B_TIERED = kn.SP_QP_TOL, kn.VEC_VDES, kn.B_TIERED
+W_VEC, W_BOUNDS, W_G, W_H = kn.W_VEC, kn.W_BOUNDS, kn.W_G, kn.W_H
+W_QX = kn.W_QP
+"""work[W_QX]: this thread's next command velocity (where the CPU work tuple has the QP workspace)."""
 QP_ACCEPT_TOL = ACTIVE_TOL
 N_VEC_GPU = max(kn.VEC_VDES, kn.VEC_TARGET) + 1
 """Rows of the GPU's vec work array: VEC_REF (the CPU QP retry's) is not needed here."""
@@ -134,68 +120,22 @@ def _closed_form(sp: Any, k_rows: int, box: Any, vdes: Any, g_mat: Any, hvec: An
 def _filter_state(b: int, params: Any, model: Any, ins: Any, outs: Any, work: Any) -> int:
     """One filter cycle of state b (see the module docstring); returns FLAG_DONE or FLAG_DEFERRED.
 
-    The CPU kernel's steps (:func:`kernel.filter_kernel`, the same functions on rows of state b)
-    with the closed-form projection. Arguments grouped as the kernel's (:func:`get_kernel`);
-    `work` holds this thread's local arrays.
+    :func:`kernel.filter_kernel` on the rows of state b with the closed-form projection. Arguments
+    grouped as the kernel's (:func:`get_kernel`); `work` holds this thread's local arrays (the CPU
+    kernel's work tuple with ``qx`` in place of the QP workspace).
     """
-    lim, sp, ws_mask = params
-    cs_all, q_all, dq_all, pol_all, op_all, has_op_all, human_all, n_human, v_h_meas, mode = ins
+    cs_all, q, dq, q_pol, q_op, has_op, human, n_human, v_h, mode = ins
     cs = cs_all[b]
-    q_meas = q_all[b]
-    dq_meas = dq_all[b]
-    q_pol = pol_all[b]
-    q_op = op_all[b]
-    human = human_all[b]
-    has_op = has_op_all[b]
-    frames, pts, jac, vec, bounds, g_mat, hvec, rowkind, qx = work
-    vdes = vec[VEC_VDES]
-    box = bounds[B_TIERED]
-    dt = sp[SP_DT]
-    fault, meas_ok, human_ok = _validate(lim, sp, q_meas, dq_meas, q_pol, q_op, has_op, human, n_human[b])
-    stop = mode[b] != 0 or fault != K_OK
-    _kinematics(cs[0], model, frames, pts, jac)
-    k_rows, d_min, ssm_margin, ssm_stop = _ssm_rows(
-        sp, pts, jac, model[10], human, n_human[b], v_h_meas[b], human_ok, g_mat, hvec, rowkind
-    )
-    alpha, mask, braking = _proposal(
-        sp, cs, q_pol, q_op, has_op, fault, stop, ssm_stop, d_min, vec[VEC_TARGET], vdes
-    )
-    eff_on = sp[SP_EFFORT_ON] != 0.0 and meas_ok and not braking
-    jmask, not_viable = _joint_bounds(lim, sp, cs, q_meas, dq_meas, eff_on, box, bounds[B_HARD])
-    mask |= jmask
-    if not_viable:
-        if fault == K_OK:
-            fault = K_NOT_VIABLE
-        braking = True
-    if braking:
-        _sync_brake(cs[1], lim[L_AMAX], dt, vdes)
-    if sp[SP_WS_ON] != 0.0 and not braking:
-        k_rows = _ws_rows(sp, ws_mask, pts, jac, k_rows, g_mat, hvec, rowkind)
-    k_rows, identity, ssm_sc = _prune(braking, k_rows, box, vdes, g_mat, hvec, rowkind)
-    if identity:
+    inputs = (q[b], dq[b], q_pol[b], q_op[b], has_op[b], human[b], n_human[b], v_h[b], mode[b])
+    cycle = _cycle_rows(params, model, cs, inputs, work)
+    vdes = work[W_VEC][VEC_VDES]
+    qx = work[W_QX]
+    if cycle[4][0]:  # identity: the proposal satisfies every row
         for j in range(vdes.shape[0]):
             qx[j] = vdes[j]
-    elif not _closed_form(sp, k_rows, box, vdes, g_mat, hvec, qx):
+    elif not _closed_form(params[1], cycle[3], work[W_BOUNDS][B_TIERED], vdes, work[W_G], work[W_H], qx):
         return FLAG_DEFERRED
-    mask |= _coupled_report(sp[SP_PFL_ON] != 0.0, k_rows, qx, vdes, g_mat, hvec, rowkind)
-    jmask, vel_margin = _joint_report(
-        lim, sp, cs, q_meas, dq_meas, (identity, braking, meas_ok, eff_on), qx, vdes, box
-    )
-    mask |= jmask
-    pos_margin, inter, safety = _command_update(
-        lim, sp, cs, qx, vec, box, identity, braking, fault, outs[0][b]
-    )
-    _write_report(
-        outs[1][b],
-        fault,
-        mask,
-        (d_min, ssm_sc, ssm_margin, ssm_stop),
-        (pos_margin, vel_margin),
-        (inter, safety),
-        alpha,
-        braking,
-        (0, 0, k_rows),
-    )
+    _cycle_finish(params, cs, inputs, work, qx, cycle, (0, 0, 0), outs[0][b], outs[1][b])
     return FLAG_DONE
 
 

@@ -238,7 +238,7 @@ class _GroupThread:
             p.max_duration_ns = dur
         if dur > per:
             p.overruns += 1
-        p.samples.try_push3(dl, start, end)
+        p.samples.try_push_values(dl, start, end)
         nxt = dl + per
         p._catching_up = False
         if nxt <= end:
@@ -285,7 +285,7 @@ class _GroupThread:
         dur = end - start
         if dur > t.max_duration_ns:
             t.max_duration_ns = dur
-        t.samples.try_push3(ch.write_ns, start, end)
+        t.samples.try_push_values(ch.write_ns, start, end)
 
     def _wait_ros(self, timeout_ns: int) -> None:
         ws = self._ws

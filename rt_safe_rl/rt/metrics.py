@@ -47,7 +47,7 @@ class StageRecorder:
 
     def record_ns(self, t_end_ns: int, duration_ns: int) -> None:
         """Record one sample: the stage ended at monotonic `t_end_ns` and took `duration_ns` (RT-safe)."""
-        self.ring.try_push2(float(t_end_ns), float(duration_ns))
+        self.ring.try_push_values(float(t_end_ns), float(duration_ns))
         self.count += 1
 
 

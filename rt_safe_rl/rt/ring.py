@@ -52,26 +52,20 @@ class SpscRing:
         self._head = nxt
         return True
 
-    def try_push2(self, a: float, b: float) -> bool:
-        """Append a 2-value record without building an array (RT-safe)."""
-        nxt = self._next_head()
-        if nxt < 0:
-            return False
-        row = self._buf[self._head]
-        row[0] = a
-        row[1] = b
-        self._head = nxt
-        return True
+    def try_push_values(self, a: float, b: float, c: float = 0.0) -> bool:
+        """Append a record of two or three values without building an array (RT-safe): ``a, b``
+        into a width-2 ring, ``a, b, c`` into a wider one (further columns keep what the slot held).
 
-    def try_push3(self, a: float, b: float, c: float) -> bool:
-        """Append a 3-value record without building an array (RT-safe)."""
+        Returns False (and increments ``dropped``) when the ring is full.
+        """
         nxt = self._next_head()
         if nxt < 0:
             return False
-        row = self._buf[self._head]
-        row[0] = a
-        row[1] = b
-        row[2] = c
+        buf, h = self._buf, self._head
+        buf[h, 0] = a
+        buf[h, 1] = b
+        if self.width > 2:
+            buf[h, 2] = c
         self._head = nxt
         return True
 

@@ -158,7 +158,7 @@ class SimArmInterface:
         if seq > 0 and self._pub_seq[slot] == seq:
             lat = now - int(self._pub_ns[slot])
             self.e2e_hist.record_ns(lat)
-            self.e2e_ring.try_push2(float(now), float(lat))
+            self.e2e_ring.try_push_values(float(now), float(lat))
             self._e2e_stage.record_ns(now, lat)
         elif self.seq - PUB_RING < seq <= self.seq + MAX_STEPS_PER_READ and seq > 0:
             self.commands_extrapolated += 1

@@ -435,20 +435,10 @@ class SafetyFilter:
         guard on `out_cmd`; the report says the latched fault, else the hold reason. RT-safe."""
         rep = self.report
         kn.filter_kernel(
-            self._lim,
-            self._sp,
-            self._ws,
+            (self._lim, self._sp, self._ws),
             self._model_arrays,
             self._cs,
-            self._q,
-            self._dq,
-            prop,
-            self._op,
-            has_op,
-            self._human,
-            n_h,
-            human_speed_m_s,
-            mode,
+            (self._q, self._dq, prop, self._op, has_op, self._human, n_h, human_speed_m_s, mode),
             self._work,  # the preallocated work arrays (kn.alloc_work)
             out_cmd,
             rep._rep,

@@ -44,7 +44,8 @@ and preallocated outputs, loops, scalar ``math``, :func:`.formulas.max2` / ``min
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import numba as nb
 import numpy as np
@@ -175,6 +176,20 @@ Work = tuple[
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, QpWork
 ]
 """The per-state work arrays of :func:`filter_kernel` (see :func:`alloc_work`)."""
+
+Params = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""The parameter argument `params` of the kernels: (``lim`` (8, n), ``sp`` (N_SP,), ``ws_mask`` (M,))."""
+Inputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray, int, float, int]
+"""One state's inputs of :func:`filter_kernel`: (q_meas, dq_meas, q_pol, q_op, has_op, human, n_human,
+v_h_meas, mode)."""
+BatchInputs = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]
+""":data:`Inputs` of B states for :func:`batch_kernel` (each with a leading dimension B)."""
+Cycle = tuple[int, int, float, int, tuple[bool, bool, bool, bool], tuple[float, float, float, bool]]
+"""What :func:`cycle_rows` hands the rest of the cycle: (fault, mask bits, alpha, kept rows,
+(identity, braking, measurement finite, effort on), (smallest distance, SSM scale, SSM margin,
+SSM stop))."""
 
 ModelArrays = tuple[
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
@@ -788,58 +803,37 @@ def write_report(
     rep[R_SAFETY_INTERVENTION] = interventions[1]
 
 
-@nb.njit(cache=True, nogil=True)
-def filter_kernel(
-    lim: np.ndarray,
-    sp: np.ndarray,
-    ws_mask: np.ndarray,
-    model: ModelArrays,
-    cs: np.ndarray,
-    q_meas: np.ndarray,
-    dq_meas: np.ndarray,
-    q_pol: np.ndarray,
-    q_op: np.ndarray,
-    has_op: bool,
-    human: np.ndarray,
-    n_human: int,
-    v_h_meas: float,
-    mode: int,
-    work: Work,
-    out: np.ndarray,
-    rep: np.ndarray,
-) -> None:
-    """One filter cycle for one state. Reads/updates the command state `cs` (3, n) = (q, v, a).
+_F = TypeVar('_F', bound=Callable[..., Any])
+_NO_NRT: dict[str, Any] = {'_nrt': False}
 
-    Parameters: per-joint limits `lim` (8, n) (rows ``L_*``), scalars `sp` (``SP_*``), `ws_mask`
-    (M,) bool (points kept in the workspace box); `model`, the robot model's arrays
-    (:func:`model_arrays`); inputs: measured q/dq, policy target `q_pol`, operator target `q_op`
-    (used when `has_op`), human points `human[:n_human]` (m, robot base frame), measured human speed
-    `v_h_meas` (m/s, < 0 = unknown -> ISO 13855 defaults), `mode` (0 normal, 1 controlled stop);
-    `work`, the preallocated work arrays (:func:`alloc_work`). Writes the safe command into `out`
-    (rad) and the report into `rep` (``R_*``). RT-safe: no allocation (unpacking the tuples and
-    taking rows of the stacked arrays makes views).
-    """
-    frames, pts, jac, vec, bounds, g_mat, hvec, rowkind, qw = work
+
+def _njit_without_refcounts(fn: _F) -> _F:
+    """``nb.njit(cache=True, nogil=True)`` compiled without numba's reference counting
+    (``_nrt=False``, an option numba's type stubs do not list): for a function that allocates
+    nothing (an allocation in it does not compile) and keeps no array beyond the call."""
+    return cast(_F, nb.njit(cache=True, nogil=True, **_NO_NRT)(fn))
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def cycle_rows(params: Params, model: ModelArrays, cs: np.ndarray, inputs: Inputs, work: Work) -> Cycle:
+    """The cycle up to the projection (shared with the GPU kernel): validation, kinematics at the
+    command configuration, SSM rows, blend and desired velocity (``work[W_VEC]``), per-joint box
+    (``work[W_BOUNDS]``), synchronised braking, workspace rows, pruning. Reads ``work[:8]`` only
+    (``work[W_QP]`` may be anything). Returns the :data:`Cycle` tuple."""
+    lim, sp, ws_mask = params
+    q_meas, dq_meas, q_pol, q_op, has_op, human, n_human, v_h_meas, mode = inputs
+    frames, pts, jac, vec, bounds, g_mat, hvec, rowkind, _qp = work
     vdes = vec[VEC_VDES]
-    vref = vec[VEC_REF]
     box = bounds[B_TIERED]
-    lo = box[0]
-    hi = box[1]
-    lo_hard = bounds[B_HARD, 0]
-    hi_hard = bounds[B_HARD, 1]
-    qx = qw[QW_N][QN_X]
-    n = lim.shape[1]
-    dt = sp[SP_DT]
     fault, meas_ok, human_ok = validate_inputs(lim, sp, q_meas, dq_meas, q_pol, q_op, has_op, human, n_human)
     stop = mode != 0 or fault != K_OK
-    kinematics(cs[0], model, frames, pts, jac)  # at the command configuration
+    kinematics(cs[0], model, frames, pts, jac)
     k_rows, d_min, ssm_margin, ssm_stop = ssm_rows(
         sp, pts, jac, model[10], human, n_human, v_h_meas, human_ok, g_mat, hvec, rowkind
     )
     alpha, mask, braking = proposal(
         sp, cs, q_pol, q_op, has_op, fault, stop, ssm_stop, d_min, vec[VEC_TARGET], vdes
     )
-    jerk_on = sp[SP_JERK_ON] != 0.0
     # effort (PD model) is not applied while braking: it would forbid decelerating faster than the
     # damping torque allows, i.e. it could keep a stopping robot at speed
     eff_on = sp[SP_EFFORT_ON] != 0.0 and meas_ok and not braking
@@ -851,11 +845,78 @@ def filter_kernel(
         braking = True
     if braking:
         # controlled stop: synchronised braking (the per-joint box then adds jerk / viability)
-        sync_brake_velocity(cs[1], lim[L_AMAX], dt, vdes)
+        sync_brake_velocity(cs[1], lim[L_AMAX], sp[SP_DT], vdes)
     if sp[SP_WS_ON] != 0.0 and not braking:
         k_rows = workspace_rows(sp, ws_mask, pts, jac, k_rows, g_mat, hvec, rowkind)
     k_rows, identity, ssm_sc = prune_rows(braking, k_rows, box, vdes, g_mat, hvec, rowkind)
-    # ---- projection ----
+    return (
+        fault,
+        mask,
+        alpha,
+        k_rows,
+        (identity, braking, meas_ok, eff_on),
+        (d_min, ssm_sc, ssm_margin, ssm_stop),
+    )
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def cycle_finish(
+    params: Params,
+    cs: np.ndarray,
+    inputs: Inputs,
+    work: Work,
+    qx: np.ndarray,
+    cycle: Cycle,
+    qp: tuple[int, int, int],
+    out: np.ndarray,
+    rep: np.ndarray,
+) -> None:
+    """The cycle after the projection (shared with the GPU kernel): from the next command velocity
+    `qx` and `cycle` (:func:`cycle_rows`), the active-constraint report, the command-state update,
+    the safe command into `out` and the report into `rep`; `qp` = (solver iterations, status, mask
+    bits the projection added)."""
+    lim, sp, _ws_mask = params
+    q_meas, dq_meas = inputs[0], inputs[1]
+    _frames, _pts, _jac, vec, bounds, g_mat, hvec, rowkind, _qp = work
+    box = bounds[B_TIERED]
+    vdes = vec[VEC_VDES]
+    fault, mask, alpha, k_rows, flags, separation = cycle
+    identity, braking = flags[0], flags[1]
+    mask |= qp[2] | coupled_report(sp[SP_PFL_ON] != 0.0, k_rows, qx, vdes, g_mat, hvec, rowkind)
+    jmask, vel_margin = joint_report(lim, sp, cs, q_meas, dq_meas, flags, qx, vdes, box)
+    pos_margin, inter, safety = command_update(lim, sp, cs, qx, vec, box, identity, braking, fault, out)
+    write_report(
+        rep,
+        fault,
+        mask | jmask,
+        separation,
+        (pos_margin, vel_margin),
+        (inter, safety),
+        alpha,
+        braking,
+        (qp[0], qp[1], k_rows),
+    )
+
+
+@nb.njit(inline='always', cache=True, nogil=True)
+def _project(params: Params, cs: np.ndarray, work: Work, k_rows: int, identity: bool) -> tuple[int, int, int]:
+    """The projection of ``work[W_VEC][VEC_VDES]`` onto the box and the kept coupled rows into
+    ``work[W_QP][QW_N][QN_X]`` (the proposal itself when `identity`), with the jerk relaxation and
+    the empty-set fallback. Returns (iterations, status, mask bits): :func:`cycle_finish`'s `qp`."""
+    lim, sp, _ws_mask = params
+    _frames, _pts, _jac, vec, bounds, g_mat, hvec, _rowkind, qw = work
+    vdes = vec[VEC_VDES]
+    vref = vec[VEC_REF]
+    box = bounds[B_TIERED]
+    lo = box[0]
+    hi = box[1]
+    lo_hard = bounds[B_HARD, 0]
+    hi_hard = bounds[B_HARD, 1]
+    qx = qw[QW_N][QN_X]
+    n = lim.shape[1]
+    dt = sp[SP_DT]
+    jerk_on = sp[SP_JERK_ON] != 0.0
+    mask = 0
     qp_status = QP_OK
     qp_iters = 0
     if identity:
@@ -920,53 +981,55 @@ def filter_kernel(
                         qx[j] = vref[j]
                 for k in range(k_rows):
                     hvec[k] -= s_hi  # the unrelaxed rows again (report, qp_problem)
-    mask |= coupled_report(sp[SP_PFL_ON] != 0.0, k_rows, qx, vdes, g_mat, hvec, rowkind)
-    jmask, vel_margin = joint_report(
-        lim, sp, cs, q_meas, dq_meas, (identity, braking, meas_ok, eff_on), qx, vdes, box
-    )
-    mask |= jmask
-    pos_margin, inter, safety = command_update(lim, sp, cs, qx, vec, box, identity, braking, fault, out)
-    write_report(
-        rep,
-        fault,
-        mask,
-        (d_min, ssm_sc, ssm_margin, ssm_stop),
-        (pos_margin, vel_margin),
-        (inter, safety),
-        alpha,
-        braking,
-        (qp_iters, qp_status, k_rows),
-    )
+    return qp_iters, qp_status, mask
+
+
+@_njit_without_refcounts
+def filter_kernel(
+    params: Params,
+    model: ModelArrays,
+    cs: np.ndarray,
+    inputs: Inputs,
+    work: Work,
+    out: np.ndarray,
+    rep: np.ndarray,
+) -> None:
+    """One filter cycle for one state. Reads/updates the command state `cs` (3, n) = (q, v, a).
+
+    `params` = (`lim` (8, n) per-joint limits (rows ``L_*``), `sp` scalars (``SP_*``), `ws_mask`
+    (M,) bool: points kept in the workspace box); `model`, the robot model's arrays
+    (:func:`model_arrays`); `inputs` = (measured `q_meas`, `dq_meas`, policy target `q_pol`,
+    operator target `q_op` (used when `has_op`), `has_op`, human points `human` (H, 3) of which the
+    first `n_human` count (m, robot base frame), measured human speed `v_h_meas` (m/s, < 0 = unknown
+    -> ISO 13855 defaults), `mode` (0 normal, 1 controlled stop)); `work`, the preallocated work
+    arrays (:func:`alloc_work`). Writes the safe command into `out` (rad) and the report into `rep`
+    (``R_*``). RT-safe: no allocation (unpacking the tuples and taking rows of the stacked arrays
+    makes views). Compiled without numba's reference counting (``_nrt=False``): nothing here
+    allocates or outlives the call (an allocation would not even compile), and the count of the
+    views' and the inlined parts' array arguments (~500 increfs / decrefs in the cycle) is what
+    made the split kernel slower than the monolithic one.
+    """
+    cycle = cycle_rows(params, model, cs, inputs, work)
+    qp = _project(params, cs, work, cycle[3], cycle[4][0])
+    qx = work[W_QP][QW_N][QN_X]
+    cycle_finish(params, cs, inputs, work, qx, cycle, qp, out, rep)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def batch_kernel(
-    lim: np.ndarray,
-    sp: np.ndarray,
-    ws_mask: np.ndarray,
-    model: ModelArrays,
-    cs: np.ndarray,
-    q_meas: np.ndarray,
-    dq_meas: np.ndarray,
-    q_pol: np.ndarray,
-    q_op: np.ndarray,
-    has_op: np.ndarray,
-    human: np.ndarray,
-    n_human: np.ndarray,
-    v_h_meas: np.ndarray,
-    mode: np.ndarray,
-    out: np.ndarray,
-    rep: np.ndarray,
+    params: Params, model: ModelArrays, cs: np.ndarray, inputs: BatchInputs, out: np.ndarray, rep: np.ndarray,
     n_chunks: int,
-) -> None:
+) -> None:  # fmt: skip
     """:func:`filter_kernel` over B independent states (numba prange over chunks of states).
 
-    The arguments of :func:`filter_kernel` (without `work`), the per-state ones with a leading
-    batch dimension B. Work buffers are allocated once per chunk (:func:`alloc_work`; not RT-safe,
-    this is the throughput path). Results are bit-identical to the per-cycle kernel.
+    The arguments of :func:`filter_kernel` (without `work`), `cs`, `out`, `rep` and each of
+    `inputs` with a leading batch dimension B. Work buffers are allocated once per chunk
+    (:func:`alloc_work`; not RT-safe, this is the throughput path). Results are bit-identical to the
+    per-cycle kernel.
     """
+    q_meas, dq_meas, q_pol, q_op, has_op, human, n_human, v_h_meas, mode = inputs
     b_total = cs.shape[0]
-    n = lim.shape[1]
+    n = cs.shape[2]
     n_frames = model[0].shape[0]  # parent
     m_pts = model[7].shape[0]  # pt_frame
     h_max = human.shape[1]
@@ -978,12 +1041,7 @@ def batch_kernel(
             continue
         work = alloc_work(n, n_frames, m_pts, h_max)
         for b in range(start, stop):
-            filter_kernel(
-                lim,
-                sp,
-                ws_mask,
-                model,
-                cs[b],
+            state = (
                 q_meas[b],
                 dq_meas[b],
                 q_pol[b],
@@ -993,7 +1051,5 @@ def batch_kernel(
                 n_human[b],
                 v_h_meas[b],
                 mode[b],
-                work,
-                out[b],
-                rep[b],
             )
+            filter_kernel(params, model, cs[b], state, work, out[b], rep[b])
