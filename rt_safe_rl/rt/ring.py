@@ -22,6 +22,7 @@ class SpscRing:
         self.capacity = int(capacity)
         self.width = int(width)
         self._buf = np.zeros((self.capacity, self.width), dtype=np.float64)
+        self._wide = self.width > 2  # try_push_values writes a third value
         self._head = 0  # next slot to write; written by the producer only
         self._tail = 0  # next slot to read; written by the consumer only
         self.dropped = 0  # producer-side count of records lost because the ring was full
@@ -61,11 +62,11 @@ class SpscRing:
         nxt = self._next_head()
         if nxt < 0:
             return False
-        buf, h = self._buf, self._head
-        buf[h, 0] = a
-        buf[h, 1] = b
-        if self.width > 2:
-            buf[h, 2] = c
+        row = self._buf[self._head]
+        row[0] = a
+        row[1] = b
+        if self._wide:
+            row[2] = c
         self._head = nxt
         return True
 
