@@ -4,7 +4,11 @@ robot audits the command stream it receives."""
 
 from __future__ import annotations
 
+import sys
+import threading
 from dataclasses import replace
+from types import FrameType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -512,3 +516,51 @@ def test_a_reset_checked_before_a_stop_was_taken_into_the_latch_is_refused() -> 
     for s in range(seq + 1, seq + 200):
         rig.cycle(s, goal)
     assert rig.sup.status()['latched'] and f.is_stopped
+
+
+def test_a_reset_judged_before_a_new_latch_is_refused_whenever_the_step_pauses() -> None:
+    """Third review: a stop that creates a NEW latch after the reset was judged. The step thread is
+    paused inside ``SafetyFilter._latch`` at the first moment the latch is visible (sys.settrace;
+    before the fix the generation advanced only after the flag, so the reset was accepted there and
+    the next step cleared a SIGTERM stop)."""
+    rig = Rig()
+    home = rig.model.home()
+    for s in range(1, 300):
+        rig.cycle(s, home)  # at rest, nothing latched
+    f = rig.sup.filter
+    gen = f.latch_gen  # the service thread judged here: nothing latched
+    latched_seen, reset_done = threading.Event(), threading.Event()
+
+    def pause_when_latched(frame: FrameType, event: str, arg: object) -> Any:
+        if frame.f_code.co_name != '_latch':
+            return None
+
+        def local(fr: FrameType, ev: str, a: object) -> Any:
+            if ev in ('line', 'return') and f._latched and not latched_seen.is_set():
+                latched_seen.set()
+                reset_done.wait(10.0)  # the step thread is preempted here
+            return local
+
+        return local
+
+    def stepper() -> None:
+        rig.sup.controlled_stop('SIGTERM')
+        sys.settrace(pause_when_latched)
+        try:
+            rig.cycle(300, home)
+        finally:
+            sys.settrace(None)
+
+    t = threading.Thread(target=stepper)
+    t.start()
+    try:
+        assert latched_seen.wait(10.0), 'the step never latched'
+        ok, why = f.reset(gen)
+    finally:
+        reset_done.set()
+        t.join(10.0)
+    assert not ok, why
+    for s in range(301, 320):
+        rig.cycle(s, home)
+    st = rig.sup.status()
+    assert st['latched'] and st['fault'] == 'CONTROLLED_STOP' and st['resets_applied'] == 0, st

@@ -334,10 +334,13 @@ class SafetyFilter:
         return self.guard.violations
 
     def _latch(self, code: int) -> None:
+        """Latch a stop with `code` (a latch in force keeps its cause). The generation advances
+        before the flag is set: a reset thread that sees the latch sees its generation too, so a
+        reset judged before it is refused (the step thread is latch_gen's only writer)."""
         if not self._latched:
-            self._latched = True
+            self._req.latch_gen += 1
             self._latched_code = code
-            self._req.latch_gen += 1  # (the step thread is its only writer)
+            self._latched = True
 
     def step(
         self,
