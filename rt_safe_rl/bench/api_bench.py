@@ -45,7 +45,7 @@ import numpy as np
 from rt_safe_rl.api import create_system
 from rt_safe_rl.bench.child import emit_json
 from rt_safe_rl.core.errors import ConfigError
-from rt_safe_rl.core.stats import percentiles
+from rt_safe_rl.core.stats import percentile, percentiles
 from rt_safe_rl.doctor import verdict_line
 from rt_safe_rl.rt.sched import AbsSleeper
 
@@ -79,7 +79,7 @@ def _calibrate_reference(system: Any, a: np.ndarray, b: np.ndarray) -> tuple[int
         t0 = mono()
         _a, m = call(s)
         over.append(mono() - t0 - (m._t[4] - m._t[2]))
-    target = float(np.median(over))
+    target = percentile(over, 50)
 
     def med(reps: int) -> float:
         ts = []
@@ -87,7 +87,7 @@ def _calibrate_reference(system: Any, a: np.ndarray, b: np.ndarray) -> tuple[int
             t0 = mono()
             _reference_block(reps, a, b)
             ts.append(mono() - t0)
-        return float(np.median(ts))
+        return percentile(ts, 50)
 
     reps, t = 1, med(1)
     while t < target and reps < 100_000:

@@ -53,7 +53,7 @@ def _median_s(fn: Any, repeats: int) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return stats.percentile(times, 50)
 
 
 def flops_per_state_estimate(model: Any, h: int, jerk: bool) -> float:
@@ -130,8 +130,8 @@ def _pipeline_figures(
     for _ in range(3):
         gf.run(d['cs'].copy(), *args)
         runs.append(dict(gf.stats))
-    gpu_s = float(np.median([r['gpu_s'] for r in runs]))
-    total_s = float(np.median([r['gpu_s'] + r['cpu_s'] for r in runs]))
+    gpu_s = stats.percentile([r['gpu_s'] for r in runs], 50)
+    total_s = stats.percentile([r['gpu_s'] + r['cpu_s'] for r in runs], 50)
     one = GpuBatchSafetyFilter(model, cfg, replace(gcfg, streams=1))
     one.run(d['cs'].copy(), *args)
     t_one = _median_s(lambda: one.run(d['cs'].copy(), *args), 3)
@@ -348,9 +348,9 @@ def _bench_policy(p: Path, iters: int) -> dict[str, Any]:
             'available': True,
             'build_s': build_s,
             'max_abs_err': float(np.max(np.abs(got.astype(np.float64) - ref))),
-            'median_us_with_copies': float(np.median(a)),
+            'median_us_with_copies': stats.percentile(a, 50),
             'p99_us_with_copies': stats.percentile(a, 99),
-            'median_us_device_only': float(np.median(dlat) / 1e3) if dlat else None,
+            'median_us_device_only': stats.percentile(dlat, 50) / 1e3 if dlat else None,
             'p99_us_device_only': stats.percentile(dlat, 99) / 1e3 if dlat else None,
         }
     lat_e = []
@@ -361,7 +361,7 @@ def _bench_policy(p: Path, iters: int) -> dict[str, Any]:
         lat_e.append(time.perf_counter_ns() - t0)
     row['backends'][ref_name] = {
         'available': True,
-        'median_us_with_copies': float(np.median(lat_e) / 1e3),
+        'median_us_with_copies': stats.percentile(lat_e, 50) / 1e3,
     }
     return row
 

@@ -367,7 +367,7 @@ def _report(
         'on': on,
         'e2e_p50_change_pct': round(change, 2),
         'e2e_p50_change_pct_per_pair': per_pair,
-        'e2e_p50_change_pct_median_pair': round(float(np.median(per_pair)), 2),
+        'e2e_p50_change_pct_median_pair': round(stats.percentile(per_pair, 50), 2),
         # Bootstrap 95 % interval of the median per-pair change: if it is wider than the target, this
         # machine is too noisy to resolve the target in this run.
         'e2e_p50_change_pct_ci95': ci,

@@ -46,6 +46,7 @@ from rt_safe_rl.core.policy.config import BACKENDS, PolicyNodeConfig, load_pipel
 from rt_safe_rl.core.policy.model import PolicyModel, load_policy_model
 from rt_safe_rl.core.policy.pipeline import F32, plausible_observations
 from rt_safe_rl.core.policy.stdio import drop_stdout
+from rt_safe_rl.core.stats import percentile
 from rt_safe_rl.tools.policy_inspect import describe, skeleton
 
 
@@ -301,7 +302,7 @@ def summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
     comp = [r for r in reports if r['compiled']['ok']]
 
     def med(vals: list[float]) -> float | None:
-        return float(np.median(vals)) if vals else None
+        return percentile(vals, 50) if vals else None  # the package's one percentile
 
     mlp = [
         r['compiled']['speedup_vs_eager']

@@ -26,7 +26,6 @@ import datetime as _dt
 import json
 import os
 import socket
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 from rt_safe_rl.bench.report import cpu_model, plain, write_json
 from rt_safe_rl.core.errors import ConfigError, RtSafeRlError
+from rt_safe_rl.core.stats import percentile
 from rt_safe_rl.fleet import engine, report, results
 from rt_safe_rl.fleet.task import run_task
 from rt_safe_rl.fleet.variants import Variant, build_variants
@@ -152,10 +152,10 @@ def _scaling(ray: Any, engine: Any, specs: list[dict[str, Any]], n: int, progres
         'speedup': walls[1] / walls[n] if walls[n] > 0 else None,
         'target_speedup': TARGET_SPEEDUP if n == 2 else None,
         'states_per_s_per_worker': per_worker,
-        'replay_states_per_s_per_worker': statistics.median(replay_rates) if replay_rates else None,
+        'replay_states_per_s_per_worker': percentile(replay_rates, 50) if replay_rates else None,
         'single_process_states_per_s': single_rate,
         'per_worker_fraction_of_single': per_worker / single_rate if single_rate > 0 else None,
-        'replay_fraction_of_single': (statistics.median(replay_rates) / single_rate)
+        'replay_fraction_of_single': (percentile(replay_rates, 50) / single_rate)
         if replay_rates and single_rate > 0
         else None,
         'target_fraction': TARGET_WORKER_FRACTION,
