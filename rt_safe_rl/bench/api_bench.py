@@ -21,9 +21,11 @@ direct percentile (independent samples: noisy on a shared machine). Targets on `
 p99: async <= 30 us, sync <= 5 us.
 ``floor_us``: the machine's floor beside them, in the same run and thread: a reference block of
 plain Python + two small numpy copies, calibrated to take as long as the sync overhead's median
-in a tight loop, paced and timed exactly like the sync calls. Its p99 is what this machine adds to
-that much Python called once per period (on the 2-vCPU VM: a 1 us block has p99 7-9 us), so a sync
-overhead p99 near ``floor_us.p99`` is the machine's, not the API's.
+in a tight loop, timed like the sync calls and interleaved with them period by period (the sync
+calls then come every other period). Its p99 is what this machine adds to that much Python woken
+once per period (on the 2-vCPU VM a 1 us block has p99 2-9 us); a sync overhead p99 well above
+``floor_us.p99`` is the API's own tail. Calibrated on the sync overhead only: for the async modes it
+is a smaller-work reference.
 ``--memory`` also measures the resident memory (VmRSS, VmHWM) of a development, an edge and a
 production system, each built in a fresh interpreter and measured inside ``with system:`` after
 one call (so mlockall, where the profile asks for it, has happened). JSON on stdout (and
@@ -96,22 +98,12 @@ def _calibrate_reference(system: Any, a: np.ndarray, b: np.ndarray) -> tuple[int
     return max(1, round(reps * target / max(t, 1.0))), target
 
 
-def _reference_calls(n: int, period_ns: int, reps: int, a: np.ndarray, b: np.ndarray, out: list[int]) -> None:
-    """`n` reference blocks, one per period, timed like the sync calls (this thread)."""
-    sleeper, mono = AbsSleeper(), time.monotonic_ns
-    dl = mono() + period_ns
-    for _ in range(n):
-        sleeper.sleep_until(dl)
-        dl += period_ns
-        t0 = mono()
-        _reference_block(reps, a, b)
-        out.append(mono() - t0)
-
-
 def _direct_and_sync(
-    system: Any, n: int, period_ns: int, out_d: list[int], out_s: list[int], over_s: list[int]
+    system: Any, n: int, period_ns: int, ref: tuple[int, np.ndarray, np.ndarray], out: dict[str, list[int]]
 ) -> None:
-    """A block of direct core calls, then a block of sync API calls, one per period, this thread."""
+    """A block of `n` direct core calls, then `n` sync API calls interleaved period by period with
+    `n` reference blocks (the floor: ``ref`` = (reps, a, b) of :func:`_reference_block`), one per
+    period, this thread. Appends to ``out['direct' | 'sync' | 'sync_overhead' | 'floor']`` [ns]."""
     s = system.initial_state()
     s.human_points = FAR_HUMAN
     q, dq, inputs = np.asarray(s.q, np.float64), np.asarray(s.dq, np.float64), s.inputs
@@ -120,8 +112,10 @@ def _direct_and_sync(
     sleeper, mono = AbsSleeper(), time.monotonic_ns
     pc = mono  # the clock of the metadata's stage stamps
     call = system.execute_rt_inference_sync
+    reps, ref_a, ref_b = ref
+    out_d, out_s, over_s, floor = out['direct'], out['sync'], out['sync_overhead'], out['floor']
     dl = mono() + period_ns
-    for i in range(2 * n):
+    for i in range(3 * n):
         sleeper.sleep_until(dl)
         dl += period_ns
         if i < n:
@@ -131,6 +125,10 @@ def _direct_and_sync(
             filt.step(now, q, dq, target, valid, FAR_HUMAN, now, None, cmd, state_stamp_ns=now)
             action = cmd.copy()
             out_d.append(pc() - t0)
+        elif (i - n) % 2:  # the floor, at the same moments as the sync calls (every other period)
+            t0 = pc()
+            _reference_block(reps, ref_a, ref_b)
+            floor.append(pc() - t0)
         else:
             t0 = pc()
             action, m = call(s)
@@ -231,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             with system:
                 grant = system.info()['rt']
-                _direct_and_sync(system, per, period_ns, direct, sync, paired['sync'])
-                _reference_calls(per, period_ns, reps, ref_a, ref_b, floor)
+                lists = {'direct': direct, 'sync': sync, 'sync_overhead': paired['sync'], 'floor': floor}
+                _direct_and_sync(system, per, period_ns, (reps, ref_a, ref_b), lists)
             system.async_mode = 'inline'
             asyncio.run(_async_calls(system, per, period_ns, asy, paired['async']))
             system.async_mode = 'worker'
