@@ -140,10 +140,13 @@ def test_closed_loop_commands_flow_within_limits_and_robot_stops_for_the_human(r
         window = (trace[:, 0] >= t_in + settle_s * 1e9) & (trace[:, 0] <= t_out)
         if window.any():
             worst = float(speed[window].max())
+            t_worst = trace[window][int(np.argmax(speed[window])), 0]
             assert worst <= STOPPED_RATIO, (
                 f'robot moving at {worst:.3f} v_max {settle_s:.2f} s after the person came within '
                 f'{stop_m:.2f} m '
-                f'({(t_in - trace[0, 0]) * 1e-9:.2f}..{(t_out - trace[0, 0]) * 1e-9:.2f} s)'
+                f'({(t_in - trace[0, 0]) * 1e-9:.2f}..{(t_out - trace[0, 0]) * 1e-9:.2f} s; worst at '
+                f'{(t_worst - trace[0, 0]) * 1e-9:.3f} s); control cycle '
+                f'{s["rt"]["tasks"].get("control_cycle")}; safety {s["safety"]}'
             )
             checked_s += (t_out - t_in) * 1e-9 - settle_s
         k = j + 1
