@@ -270,6 +270,56 @@ def test_channel_mirror_publishes_decimated_off_the_producer_thread(rclpy_contex
     listener.destroy_node()
 
 
+def test_channel_mirror_of_a_periodic_producer_runs_off_its_cycle_and_never_repeats(
+    rclpy_context: Any,
+) -> None:
+    from rt_safe_rl.rt.observer import ChannelMirror
+
+    producer = Node('mirror_periodic_producer', context=rclpy_context)
+    listener = Node('mirror_periodic_listener', context=rclpy_context)
+    ch = Channel('/test/mirror_periodic', 3)
+    vals = np.zeros(3)
+    got: list[float] = []
+    listener.create_subscription(Float64MultiArray, 'mirror_periodic', lambda m: got.append(m.data[0]), 50)
+    period_ns = 2_000_000
+    writes_at: list[int] = []
+
+    def tick(deadline_ns: int) -> None:
+        if len(writes_at) < 100:  # then the producer stops writing: nothing may be published again
+            vals[0] += 1.0
+            ch.try_write(vals, deadline_ns)
+            writes_at.append(deadline_ns)
+
+    mirror = ChannelMirror(
+        producer, ch, Float64MultiArray, 'mirror_periodic', decimation=5, producer_period_ns=period_ns
+    )
+    assert isinstance(mirror.task, PeriodicTask)
+    assert mirror.task.period_ns == 5 * period_ns and mirror.task.phase_ns == period_ns // 2
+    task = PeriodicTask('mirror_periodic_tick', named_group(producer, 'control'), period_ns, tick)
+    producer.rt_tasks = lambda: [task, mirror.task]  # type: ignore[attr-defined]
+    task.enabled = True
+    mirror.task.enabled = True
+    ex = RtExecutor(quick_cfg(), context=rclpy_context)
+    ex.add_node(producer)
+    ex.add_node(listener)
+    ex.spin(0.5)
+    published_when_stopped = mirror.published
+    ex.spin(0.2)  # the producer wrote its last record at ~0.2 s: the mirror only skips now
+    task.enabled = False
+    mirror.task.enabled = False
+    ex.spin(0.2)
+    ex.destroy()
+    assert len(writes_at) == 100 and all(d % period_ns == 0 for d in writes_at)
+    # the mirror's deadlines sit half a producer period after the producer's
+    assert mirror.task.next_deadline_ns % period_ns == period_ns // 2, mirror.task.next_deadline_ns
+    assert 1 <= mirror.published <= 100 // 5 + 1, mirror.task.stats()
+    assert mirror.published == published_when_stopped, 'a record was published twice'
+    assert mirror.task.runs == mirror.published + mirror.skipped
+    assert got == sorted(set(got)) and len(got) >= mirror.published - 1, got  # distinct, in order
+    producer.destroy_node()
+    listener.destroy_node()
+
+
 def test_catch_up_policy_runs_missed_periods_back_to_back(rclpy_context: Any) -> None:
     cfg = from_mapping(
         RtConfig,

@@ -30,6 +30,7 @@ class PolicyNodeParams(SimNodeBase):
     _active: bool
     _subs: list[Any]
     _pub: Any
+    _mirror: Any
     _srv: Any
 
     def __init__(self, node_name: str, *, config: AppConfig | None = None, **kwargs: Any) -> None:
@@ -97,6 +98,9 @@ class PolicyNodeParams(SimNodeBase):
     def _release(self) -> None:
         """Release I/O and the model. (cleanup and shutdown, see SimNodeBase)."""
         self._active = False
+        if self._mirror is not None:
+            self._mirror.task.enabled = False
+            self._mirror = None
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []

@@ -36,7 +36,7 @@ from rt_safe_rl.nodes.msgs import (
     JointStateReader,
 )
 from rt_safe_rl.rt.channel import get_channel
-from rt_safe_rl.rt.executor import PeriodicTask, TriggeredTask, named_group
+from rt_safe_rl.rt.executor import PeriodicTask, TriggeredTask, named_group, off_cycle_phase_ns
 
 HUMAN_POINTS_TOPIC = 'human/points'
 
@@ -146,13 +146,16 @@ class SafetyNodeIO(SafetyNodeParams):
     def _add_observer_tasks(self) -> None:
         """The status report and the listener count, tasks of the low-priority ``observers`` group."""
         # status as a task in the low-priority FIFO 'observers' group, not an rclpy timer: each wake
-        # of the non-RT spinning thread rebuilds its wait set holding the GIL for 0.4-0.5 ms
+        # of the non-RT spinning thread rebuilds its wait set holding the GIL for 0.4-0.5 ms; both
+        # half a control period off the cycle's deadlines (off_cycle_phase_ns: no GIL hand-off in it)
         status_period_ns = round(1e9 / self._cfg.status_rate_hz)
+        phase_ns = off_cycle_phase_ns(self.app.control.period_ns)
         self._status_task = PeriodicTask(
             f'{self.get_name()}_status',
             named_group(self, 'observers'),
             status_period_ns,
             self._publish_status,
+            phase_ns=phase_ns,
         )
         self._tasks.append(self._status_task)
         self._listener_task = PeriodicTask(
@@ -160,6 +163,7 @@ class SafetyNodeIO(SafetyNodeParams):
             named_group(self, 'observers'),
             round(LISTENER_REFRESH_PERIOD_S * 1e9),
             self._refresh_listeners,
+            phase_ns=phase_ns,
         )
         self._tasks.append(self._listener_task)
 

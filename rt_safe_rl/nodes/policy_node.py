@@ -15,8 +15,10 @@ configure: then there is no ``joint_states`` subscription): :meth:`PolicyRuntime
   stamp (see :class:`~rt_safe_rl.nodes.msgs.ActionRecord`);
 - topic ``policy/action`` (``sensor_msgs/JointState``: ``header.stamp`` = the joint state's stamp,
   ``name`` = the joints, ``position`` = the targets in rad; an invalid action is all-NaN so any
-  consumer fails closed); every cycle in DDS mode, every ``topics.observer_decimation`` cycles when
-  intra_process.
+  consumer fails closed); every cycle in DDS mode (it is the hand-off); when intra_process, the
+  channel's latest record every ``topics.observer_decimation`` control periods, published by a
+  :class:`~rt_safe_rl.rt.observer.ChannelMirror` from the ``observers`` thread half a period off
+  the cycle (the control cycle itself never publishes it).
 
 ``joint_states`` are decoded by the one :class:`~rt_safe_rl.nodes.msgs.JointStateReader` the safety
 node uses too (joints matched by name; a message that does not give every joint a position is an
@@ -52,6 +54,7 @@ from rt_safe_rl.nodes.msgs import ActionRecord, JointStateReader
 from rt_safe_rl.rt.channel import get_channel
 from rt_safe_rl.rt.executor import named_group
 from rt_safe_rl.rt.metrics import registry
+from rt_safe_rl.rt.observer import ChannelMirror
 
 ACTION_HEADER = ActionRecord.HEADER
 """Channel row = [state_seq, valid, q_target...]: values before the targets (:class:`ActionRecord`)."""
@@ -84,6 +87,7 @@ class PolicyInferenceNode(PolicyNodeParams):
         self._reset_requested = False
         self._subs: list[Any] = []
         self._pub: Any = None
+        self._mirror: Any = None  # intra_process: ChannelMirror of the action channel on the topic
         self._srv: Any = None
         self.cycles = 0
         self.invalid_cycles = 0
@@ -142,11 +146,21 @@ class PolicyInferenceNode(PolicyNodeParams):
                     callback_group=group,
                 )
             )
-        self._decim = max(1, int(app.topics.observer_decimation)) if self.intra_process else 1
         if self.intra_process:
             self.action_channel = get_channel(
                 self.resolve_topic_name(app.topics.policy_action), n + ACTION_HEADER
             )
+            self._mirror = ChannelMirror(
+                self,
+                self.action_channel,
+                JointState,
+                app.topics.policy_action,
+                decimation=max(1, int(app.topics.observer_decimation)),
+                producer_period_ns=app.control.period_ns,
+                fill=self._fill_action,
+                publisher=self._pub,
+            )
+            self._mirror.msg = self._msg  # filled in place through self._msg_view
         self._srv = self.create_service(Trigger, '~/reset_memory', self._on_reset)
         reg = registry()
         self._stage = reg.stage('inference')
@@ -169,11 +183,15 @@ class PolicyInferenceNode(PolicyNodeParams):
             self.runtime.reset()
         self._reset_requested = False
         self._active = True
+        if self._mirror is not None:
+            self._mirror.task.enabled = True
         return ret
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop processing joint states (nothing more is proposed)."""
         self._active = False
+        if self._mirror is not None:
+            self._mirror.task.enabled = False
         return super().on_deactivate(state)
 
     # ------------------------------------------------------------------ callbacks
@@ -265,9 +283,17 @@ class PolicyInferenceNode(PolicyNodeParams):
         if ch is not None:
             ActionRecord.write(ch.loan(), seq, valid, target)
             ch.commit(state_stamp_ns)
-        if self._pub is not None and self.cycles % self._decim == 0:
+        elif self._pub is not None:  # DDS mode: the topic is the hand-off, every cycle
             ActionRecord.to_msg(self._msg, self._msg_view, state_stamp_ns, valid, target)
             self._pub.publish(self._msg)
+
+    def _fill_action(self, msg: Any, row: Any, seq: int, stamp_ns: int) -> None:
+        """Observer mirror (observers thread): channel row -> the preallocated JointState."""
+        ActionRecord.to_msg(msg, self._msg_view, stamp_ns, ActionRecord.valid(row), ActionRecord.target(row))
+
+    def rt_tasks(self) -> list[Any]:
+        """The observer mirror of the action topic (intra_process), else none."""
+        return [self._mirror.task] if self._mirror is not None else []
 
 
 def main(argv: list[str] | None = None) -> int:

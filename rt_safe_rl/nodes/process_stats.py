@@ -26,7 +26,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.core.monitoring import ProcessStats, encode_process_stats, reader_for
 from rt_safe_rl.core.monitoring.process_stats import process_source_id
-from rt_safe_rl.rt.executor import PeriodicTask
+from rt_safe_rl.rt.executor import PeriodicTask, off_cycle_phase_ns
 from rt_safe_rl.rt.metrics import MetricsRegistry, registry
 
 GROUP = 'observers'
@@ -88,7 +88,13 @@ class ProcessStatsPublisher:
         self.topic = self.publisher.topic_name
         self.published = 0
         self._msg = DiagnosticArray()
-        self.task = PeriodicTask('process_stats', group, round(mon.stats.period_s * 1e9), self._tick)
+        self.task = PeriodicTask(
+            'process_stats',
+            group,
+            round(mon.stats.period_s * 1e9),
+            self._tick,
+            phase_ns=off_cycle_phase_ns(app.control.period_ns),
+        )
         executor.add_task(self.task)
         self.task.enabled = True
 

@@ -20,7 +20,7 @@ from rclpy.parameter import Parameter
 
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.nodes._sim_base import PeriodicSimNode, run_node
-from rt_safe_rl.rt.executor import PeriodicTask, named_group
+from rt_safe_rl.rt.executor import PeriodicTask, named_group, off_cycle_phase_ns
 from rt_safe_rl.rt.ring import SpscRing
 from rt_safe_rl.sim.human import HumanWalker
 
@@ -76,7 +76,13 @@ class SimHumanNode(PeriodicSimNode):
             PointStamped, self.app.topics.human_position, self.app.topics.qos_depth
         )
         period_ns = round(1e9 / cfg.rate_hz)
-        self._task = PeriodicTask(f'{self.get_name()}_tick', named_group(self, 'sim'), period_ns, self._tick)
+        self._task = PeriodicTask(
+            f'{self.get_name()}_tick',
+            named_group(self, 'sim'),
+            period_ns,
+            self._tick,
+            phase_ns=off_cycle_phase_ns(self.app.control.period_ns),
+        )
         self.get_logger().info(
             f'configured: {cfg.rate_hz:.0f} Hz on {self._pub.topic_name}, '
             f'walk cycle {self.walker.cycle_s:.1f} s, {cfg.far_m} <-> {cfg.near_m} m'

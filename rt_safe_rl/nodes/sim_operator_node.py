@@ -21,7 +21,7 @@ from std_msgs.msg import Float64MultiArray
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.nodes._sim_base import PeriodicSimNode, run_node
-from rt_safe_rl.rt.executor import PeriodicTask, named_group
+from rt_safe_rl.rt.executor import PeriodicTask, named_group, off_cycle_phase_ns
 from rt_safe_rl.sim.operator import GoalGenerator, OperatorCommand
 
 
@@ -84,7 +84,11 @@ class SimOperatorNode(PeriodicSimNode):
             )
         self._goal_period_ns = round(cfg.goal_period_s * 1e9)
         self._task = PeriodicTask(
-            f'{self.get_name()}_tick', named_group(self, 'sim'), round(1e9 / cfg.rate_hz), self._tick
+            f'{self.get_name()}_tick',
+            named_group(self, 'sim'),
+            round(1e9 / cfg.rate_hz),
+            self._tick,
+            phase_ns=off_cycle_phase_ns(app.control.period_ns),
         )
         self.get_logger().info(
             f'configured: goals on {self._goal_pub.topic_name} every {cfg.goal_period_s} s'

@@ -117,6 +117,7 @@ class SimRobotNode(SimRobotViews):
                 JointState,
                 app.topics.joint_states,
                 decimation=max(1, int(app.topics.observer_decimation)),
+                producer_period_ns=period_ns,
                 fill=self._fill_state,
                 publisher=self._pub,
             )

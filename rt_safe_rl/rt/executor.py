@@ -60,7 +60,14 @@ from rt_safe_rl.rt.config import NON_RT, RtConfig, resolve_cpus
 from rt_safe_rl.rt.group_thread import FAR_NS, _GroupThread
 from rt_safe_rl.rt.memory import GcPolicy
 from rt_safe_rl.rt.report import format_report, kernel_report, threads_report
-from rt_safe_rl.rt.tasks import PeriodicTask, RtCallbackGroup, TriggeredTask, _DecimatedWake, named_group
+from rt_safe_rl.rt.tasks import (
+    PeriodicTask,
+    RtCallbackGroup,
+    TriggeredTask,
+    _DecimatedWake,
+    named_group,
+    off_cycle_phase_ns,
+)
 
 __all__ = [
     'PeriodicTask',
@@ -69,6 +76,7 @@ __all__ = [
     'TriggeredTask',
     'format_report',
     'named_group',
+    'off_cycle_phase_ns',
 ]
 
 _REFRESH_NS = 500_000_000  # rt_tasks() re-read at least this often (and after any non-RT callback)

@@ -2,10 +2,11 @@
 
 When nodes hand data over through a :class:`~rt_safe_rl.rt.channel.Channel`, tools outside the
 process (``ros2 topic echo``, rosbag2, a monitor in another process) still expect the ROS topic.
-:class:`ChannelMirror` publishes the channel's latest record every ``decimation`` writes from a
-:class:`~rt_safe_rl.rt.executor.TriggeredTask` in a low-priority group (``observers`` by
-default), so the producer's RT thread only pays a counter increment per write; the message is
-built and published in the observer thread.
+:class:`ChannelMirror` publishes the channel's latest record about every ``decimation`` writes from
+a task in a low-priority group (``observers`` by default), so the producer's RT thread pays
+nothing more than its write; the message is built and published in the observer thread -- for a
+periodic producer half a producer period after its deadlines (off its cycle: no GIL hand-off
+inside it), else woken by every ``decimation``-th write.
 
 Why a low-priority RT thread rather than the non_rt executor: every rclpy
 SingleThreadedExecutor dispatch holds the GIL for a few hundred microseconds, which the RT threads
@@ -24,7 +25,7 @@ from rclpy.node import Node
 
 from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.rt.channel import Channel
-from rt_safe_rl.rt.executor import TriggeredTask, named_group
+from rt_safe_rl.rt.tasks import PeriodicTask, TriggeredTask, named_group, off_cycle_phase_ns
 
 Fill = Callable[[Any, npt.NDArray[Any], int, int], None]
 
@@ -35,17 +36,29 @@ def fill_float64_multiarray(msg: Any, values: npt.NDArray[Any], seq: int, stamp_
 
 
 class ChannelMirror:
-    """Publish `channel` on `topic` every `decimation` records, from rt group `group`.
+    """Publish `channel` on `topic` about every `decimation` records, from rt group `group`.
 
     Usage (at configure)::
 
-        self._mirror = ChannelMirror(self, ch, Float64MultiArray, 'my_values', decimation=10)
+        self._mirror = ChannelMirror(self, ch, Float64MultiArray, 'my_values', decimation=10,
+                                     producer_period_ns=period_ns)
         ... rt_tasks() returns [..., self._mirror.task]; enable it at activate like other tasks.
 
+    Two ways to run, both in the observer thread:
+
+    * ``producer_period_ns > 0`` (a periodic producer, e.g. the control cycle): a
+      :class:`PeriodicTask` every ``decimation * producer_period_ns`` at ``phase_ns`` (default
+      :func:`~rt_safe_rl.rt.tasks.off_cycle_phase_ns`: half a producer period after its deadlines)
+      publishes the latest record if one was written since the last publish. The observer thread
+      then runs while the producer sleeps instead of being woken by its write and taking the GIL
+      from it mid-cycle.
+    * ``producer_period_ns == 0``: a :class:`TriggeredTask` woken by every `decimation`-th write
+      (``decimation=1``: every record, e.g. for a full-rate bag).
+
     Attributes:
-        task: the :class:`TriggeredTask` to expose in ``rt_tasks()``.
-        published: messages published so far; ``skipped``: runs where the record had already
-            been overwritten (the observer thread was too slow; nothing published for it).
+        task: the task to expose in ``rt_tasks()``.
+        published: messages published so far; ``skipped``: runs that published nothing (the record
+            was being overwritten, or no new record since the last publish).
     """
 
     def __init__(
@@ -60,9 +73,15 @@ class ChannelMirror:
         qos_depth: int = 10,
         fill: Fill | None = None,
         publisher: Any = None,
+        producer_period_ns: int = 0,
+        phase_ns: int | None = None,
     ) -> None:
         if decimation < 1:
             raise ConfigError(f'ChannelMirror {topic!r}: decimation must be >= 1, got {decimation}')
+        if producer_period_ns < 0:
+            raise ConfigError(
+                f'ChannelMirror {topic!r}: producer_period_ns must be >= 0, got {producer_period_ns}'
+            )
         self.channel = channel
         self.msg = msg_type()
         self.fill: Fill = fill if fill is not None else fill_float64_multiarray
@@ -70,21 +89,32 @@ class ChannelMirror:
             publisher = node.create_publisher(msg_type, topic, qos_depth)
         self.publisher = publisher
         self._buf = np.zeros(channel.n, dtype=channel.dtype)
+        self._last_seq = 0
         self.published = 0
         self.skipped = 0
-        self.task = TriggeredTask(
-            f'{node.get_name()}_mirror_{topic.strip("/").replace("/", "_")}',
-            named_group(node, group),
-            channel,
-            self._publish,
-            decimation=decimation,
-        )
+        name = f'{node.get_name()}_mirror_{topic.strip("/").replace("/", "_")}'
+        self.task: PeriodicTask | TriggeredTask
+        if producer_period_ns > 0:
+            phase = off_cycle_phase_ns(producer_period_ns) if phase_ns is None else int(phase_ns)
+            self.task = PeriodicTask(
+                name,
+                named_group(node, group),
+                decimation * int(producer_period_ns),
+                self._publish,
+                phase_ns=phase,
+            )
+        else:
+            self.task = TriggeredTask(
+                name, named_group(node, group), channel, self._publish, decimation=decimation
+            )
 
-    def _publish(self, seq: int) -> None:
+    def _publish(self, _tick: int) -> None:
+        """One mirror run (observer thread): the latest record, unless it was published already."""
         got, stamp = self.channel.try_read(self._buf)
-        if got <= 0:
+        if got <= 0 or got == self._last_seq:
             self.skipped += 1
             return
+        self._last_seq = got
         self.fill(self.msg, self._buf, got, stamp)
         self.publisher.publish(self.msg)
         self.published += 1

@@ -3,6 +3,8 @@
 * :func:`named_group` tags an rclpy callback group with a group name from ``rt.groups``.
 * :class:`PeriodicTask` runs ``fn(deadline_ns)`` at absolute deadlines ``t0 + k * period_ns``.
 * :class:`TriggeredTask` runs ``fn(seq)`` when its :class:`~rt_safe_rl.rt.channel.Channel` is written.
+* :func:`off_cycle_phase_ns`: the phase of periodic tasks that run Python in other threads than
+  the control cycle's, so that they run while the cycle sleeps.
 
 Tasks are plain objects: their counters are written by the owning RT thread only and read by
 anyone (non-RT) through :meth:`stats`. Constructing a task is not RT-safe; reading its counters is.
@@ -46,6 +48,18 @@ def named_group(node: Node, name: str) -> RtCallbackGroup:
         grp = RtCallbackGroup(name)
         groups[name] = grp
     return grp
+
+
+def off_cycle_phase_ns(control_period_ns: int) -> int:
+    """Phase [ns] for a :class:`PeriodicTask` of another thread than the control cycle's that runs
+    Python (simulated sensors, status reports, observer mirrors): half a control period after the
+    cycle's deadlines. Every Python thread of the process shares one GIL: a task due on the
+    cycle's own deadline (any rate that divides into the control grid is) wakes with the cycle and
+    takes the GIL from it mid-cycle, each time for up to ``rt.gil_switch_interval_s``. Half a
+    period later the cycle (tens of microseconds) is asleep. (``bench loop`` on the 2-vCPU VM: the
+    cycles that met a 20 Hz status task or a 100 Hz simulated sensor on their deadline were 70-90 us
+    longer, which set the e2e p99.) The safety monitor keeps its own quarter-period phase."""
+    return int(control_period_ns) // 2
 
 
 def _group_name(group: CallbackGroup | str) -> str:
