@@ -49,6 +49,44 @@ def test_bench_loop_prints_its_contract(tmp_path: Path) -> None:
     # counted in made this read 1049.5 Hz over 2 s
     # (rate = states read in the window / its length >= the 1 s asked for; only an upper bound)
     assert loop['rate_hz'] <= 1000.0 + 2.0 / res['run']['duration_s'], loop
-    assert res['naive'] == {'skipped': '--no-naive'}
-    assert set(res['ratios']) == {'loop_misses_over_floor', 'e2e_p99_naive_over_loop'}
+    assert res['naive'] == {'skipped': '--no-naive'} and res['naive_lockstep'] == {'skipped': '--no-naive'}
+    assert set(res['ratios']) == {
+        'loop_misses_over_floor',
+        'e2e_p99_naive_over_loop',
+        'e2e_p99_naive_lockstep_over_loop',
+    }
     assert 'verdict' in res['machine']
+
+
+@pytest.mark.ros
+def test_naive_pipeline_paced_like_a_robot_answers_states_published_on_a_grid() -> None:
+    """Paced mode: states go out at the rate whether or not earlier commands came back; each
+    command is matched to its state by stamp; a state never answered is lost, not dropped."""
+    from rt_safe_rl import paths
+    from rt_safe_rl.bench.loop_bench import _sim_states
+    from rt_safe_rl.bench.naive import NaiveRunner
+    from rt_safe_rl.config import load_config
+    from rt_safe_rl.core.robot_model import RobotModel
+
+    cfg = load_config(None)
+    model = RobotModel.from_config(cfg.robot, cfg.base_dir)
+    n, warmup, rate_hz = 120, 10, 200.0
+    q, dq = _sim_states(cfg, n)
+    runner = NaiveRunner(
+        str(paths.resolve(cfg.policy.path, cfg.base_dir)),
+        list(model.joint_names),
+        list(model.q_min),
+        list(model.q_max),
+        list(model.home()),
+        decimation=20,
+        timeout_s=2.0,
+    )
+    res = runner.run(q, dq, max_messages=n, warmup=warmup, rate_hz=rate_hz)
+    samples = res.pop('_samples')
+    assert res['mode'] == 'paced 200 Hz' and res['complete']
+    assert res['messages'] + res['lost'] == n and res['messages'] > 0, res
+    assert samples.size == res['messages'] and np.all(samples > 0)
+    # paced, not as fast as it answers: the publishes took at least their grid (a lower bound only)
+    assert res['throughput_msgs_per_s'] <= rate_hz * 1.05, res
+    lock = runner.run(q[:20], dq[:20], warmup=2)
+    assert lock['mode'] == 'lockstep' and lock['messages'] + lock['lost'] == 20

@@ -12,8 +12,9 @@ comprehension clamping to the joint limits:
 
 The policy node runs the model every ``decimation`` states and holds its last target in
 between (the same work as ours). The driver replays the states in lockstep (publish state ``i``,
-wait for the command answering it or ``timeout_s``) and measures end-to-end latency from just
-before ``publish`` to the start of its command callback. Action and command are
+wait for the command answering it or ``timeout_s``), or paced at a fixed rate like a robot
+(``run(rate_hz=...)``), and measures end-to-end latency from just before ``publish`` to the start
+of its command callback. Action and command are
 ``sensor_msgs/JointState`` whose ``header`` is the state's (the way a tutorial passes a stamp
 along): the driver matches the command to its state by ``header.stamp``; no field is repurposed.
 Only the end-to-end time is measured (the nodes' own compute times are not visible from outside).
@@ -188,7 +189,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
 
 
 class NaiveRunner:
-    """Starts the naive child, replays states in lockstep through it, returns report fields."""
+    """Starts the naive child, replays states through it (lockstep or paced), returns report fields."""
 
     def __init__(
         self,
@@ -239,9 +240,20 @@ class NaiveRunner:
         )
 
     def run(
-        self, q: npt.NDArray[np.float64], dq: npt.NDArray[np.float64], max_messages: int = 0, warmup: int = 50
+        self,
+        q: npt.NDArray[np.float64],
+        dq: npt.NDArray[np.float64],
+        max_messages: int = 0,
+        warmup: int = 50,
+        rate_hz: float = 0.0,
     ) -> dict[str, Any]:
-        """Replay ``q``/``dq`` rows in lockstep; returns ``{'stages', 'messages', 'lost', ...}``."""
+        """Replay ``q``/``dq`` rows through the child; returns ``{'stages', 'messages', 'lost', ...}``.
+
+        ``rate_hz == 0``: lockstep (publish state ``i``, wait for its command, then the next: the
+        pipeline is never offered more than one state, and never waits idle for one). ``rate_hz >
+        0``: paced, as a robot or simulator drives it: state ``i`` is published at ``t0 + i /
+        rate_hz`` whether or not earlier commands came back (commands matched by stamp; one that
+        has not come ``timeout_s`` after the last publish is lost)."""
         import rclpy
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
@@ -261,14 +273,15 @@ class NaiveRunner:
         executor = SingleThreadedExecutor(context=ctx)
         executor.add_node(node)
         got: dict[str, Any] = {'stamp': -1, 't': 0}
+        rx: dict[int, int] = {}  # paced: command stamp -> receive time [ns]
 
         def on_command(msg: Any) -> None:
-            got['t'] = time.monotonic_ns()
-            got['stamp'] = stamp_ns_of(msg)
+            got['t'] = t = time.monotonic_ns()
+            got['stamp'] = stamp = stamp_ns_of(msg)
+            rx[stamp] = t
 
         pub = node.create_publisher(JointState, 'joint_states', 10)
         node.create_subscription(JointState, 'command', on_command, 10)
-        names = list(self.joint_names)
         e2e = np.full(n, np.nan)
         lost = 0
         complete = True
@@ -276,23 +289,11 @@ class NaiveRunner:
         t_end = 0
         try:
             self._wait_ready(child, pub, executor, got, JointState, q[0], dq[0])
-            total = warmup + n
             t_start = time.monotonic_ns()
-            for k in range(total):
-                i = k - warmup if k >= warmup else k % n
-                msg = self._state(JointState, names, q[i], dq[i])
-                stamp = stamp_ns_of(msg)  # unique per publish: names the state
-                t_pub = time.monotonic_ns()
-                pub.publish(msg)
-                end_s = time.monotonic() + self.timeout_s
-                while got['stamp'] != stamp and time.monotonic() < end_s:
-                    executor.spin_once(timeout_sec=self.timeout_s)
-                if k < warmup:
-                    continue
-                if got['stamp'] == stamp:
-                    e2e[i] = (got['t'] - t_pub) / 1e3
-                else:
-                    lost += 1
+            if rate_hz > 0:
+                lost = self._paced(executor, pub, JointState, q, dq, n, warmup, rate_hz, rx, e2e)
+            else:
+                lost = self._lockstep(executor, pub, JointState, q, dq, n, warmup, got, e2e)
             t_end = time.monotonic_ns()
         except KeyboardInterrupt:
             complete = False
@@ -303,7 +304,76 @@ class NaiveRunner:
             node.destroy_node()
             if ctx.ok():
                 rclpy.shutdown(context=ctx)
-        return self._fields(e2e, lost, complete, t_start, t_end)
+        res = self._fields(e2e, lost, complete, t_start, t_end)
+        res['mode'] = f'paced {rate_hz:g} Hz' if rate_hz > 0 else 'lockstep'
+        return res
+
+    def _lockstep(
+        self, executor: Any, pub: Any, msg_type: Any, q: Any, dq: Any, n: int, warmup: int, got: Any, e2e: Any
+    ) -> int:
+        """Lockstep replay (see :meth:`run`); fills `e2e` [us], returns the number lost."""
+        names = list(self.joint_names)
+        lost = 0
+        for k in range(warmup + n):
+            i = k - warmup if k >= warmup else k % n
+            msg = self._state(msg_type, names, q[i], dq[i])
+            stamp = stamp_ns_of(msg)  # unique per publish: names the state
+            t_pub = time.monotonic_ns()
+            pub.publish(msg)
+            end_s = time.monotonic() + self.timeout_s
+            while got['stamp'] != stamp and time.monotonic() < end_s:
+                executor.spin_once(timeout_sec=self.timeout_s)
+            if k < warmup:
+                continue
+            if got['stamp'] == stamp:
+                e2e[i] = (got['t'] - t_pub) / 1e3
+            else:
+                lost += 1
+        return lost
+
+    def _paced(
+        self,
+        executor: Any,
+        pub: Any,
+        msg_type: Any,
+        q: Any,
+        dq: Any,
+        n: int,
+        warmup: int,
+        rate_hz: float,
+        rx: dict[int, int],
+        e2e: Any,
+    ) -> int:
+        """Paced replay at `rate_hz` on an absolute grid (see :meth:`run`), receiving while it
+        waits; fills `e2e` [us] from each state's publish time, returns the number lost."""
+        names = list(self.joint_names)
+        period_ns = round(1e9 / rate_hz)
+        mono = time.monotonic_ns
+        sent: list[tuple[int, int, int]] = []  # (row, stamp, publish time)
+        next_ns = mono() + period_ns
+        for k in range(warmup + n):
+            while (rem := next_ns - mono()) > 0:
+                executor.spin_once(timeout_sec=rem / 1e9)
+            next_ns += period_ns
+            i = k - warmup if k >= warmup else k % n
+            msg = self._state(msg_type, names, q[i], dq[i])
+            stamp = stamp_ns_of(msg)
+            t_pub = mono()
+            pub.publish(msg)
+            if k >= warmup:
+                sent.append((i, stamp, t_pub))
+        end_ns = mono() + round(self.timeout_s * 1e9)
+        last = sent[-1][1] if sent else -1
+        while last not in rx and (rem := end_ns - mono()) > 0:
+            executor.spin_once(timeout_sec=rem / 1e9)
+        lost = 0
+        for i, stamp, t_pub in sent:
+            t = rx.get(stamp)
+            if t is None:
+                lost += 1
+            else:
+                e2e[i] = (t - t_pub) / 1e3
+        return lost
 
     def _wait_ready(
         self,
