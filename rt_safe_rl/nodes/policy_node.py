@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
@@ -48,19 +47,16 @@ from std_srvs.srv import Trigger
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.core.policy.runtime import PolicyRuntime
-from rt_safe_rl.nodes._policy_params import PolicyNodeParams
+from rt_safe_rl.nodes._policy_io import PolicyNodeIO
 from rt_safe_rl.nodes._sim_base import run_node
-from rt_safe_rl.nodes.msgs import ActionRecord, JointStateReader
-from rt_safe_rl.rt.channel import get_channel
-from rt_safe_rl.rt.executor import named_group
+from rt_safe_rl.nodes.msgs import ActionRecord
 from rt_safe_rl.rt.metrics import registry
-from rt_safe_rl.rt.observer import ChannelMirror
 
 ACTION_HEADER = ActionRecord.HEADER
 """Channel row = [state_seq, valid, q_target...]: values before the targets (:class:`ActionRecord`)."""
 
 
-class PolicyInferenceNode(PolicyNodeParams):
+class PolicyInferenceNode(PolicyNodeIO):
     """Lifecycle node running :class:`~rt_safe_rl.core.policy.runtime.PolicyRuntime` (see module docstring).
 
     Attributes after configure (non-RT readers): runtime (``.info`` has the backend table),
@@ -116,52 +112,7 @@ class PolicyInferenceNode(PolicyNodeParams):
         if not rt.joint_names:
             rt.joint_names = [f'joint{i}' for i in range(rt.n_joints)]
         self.joint_names = rt.joint_names
-        n = rt.n_joints
-        self._target = np.zeros(n)
-        self._reader = JointStateReader(list(self.joint_names), match_names=self._match_names)
-        msg = JointState()
-        msg.name = list(self.joint_names)
-        msg.position = [0.0] * n
-        self._msg = msg
-        self._msg_view = np.frombuffer(msg.position, dtype=np.float64)
-        depth = app.topics.qos_depth
-        group = named_group(self, 'control')
-        self._pub = self.create_lifecycle_publisher(JointState, app.topics.policy_action, depth)
-        if not self.direct_cycle:
-            self._subs.append(
-                self.create_subscription(
-                    JointState, app.topics.joint_states, self._on_joint_state, depth, callback_group=group
-                )
-            )
-        topics = {name: ic.topic for name, ic in rt.pipeline.inputs.items() if ic.topic}
-        if 'command' in rt.obs_builder.inputs and 'command' not in topics:
-            topics['command'] = app.topics.policy_command
-        for name, topic in topics.items():
-            self._subs.append(
-                self.create_subscription(
-                    Float64MultiArray,
-                    topic,
-                    self._input_callback(name),
-                    QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT),
-                    callback_group=group,
-                )
-            )
-        if self.intra_process:
-            self.action_channel = get_channel(
-                self.resolve_topic_name(app.topics.policy_action), n + ACTION_HEADER
-            )
-            self._mirror = ChannelMirror(
-                self,
-                self.action_channel,
-                JointState,
-                app.topics.policy_action,
-                decimation=max(1, int(app.topics.observer_decimation)),
-                producer_period_ns=app.control.period_ns,
-                fill=self._fill_action,
-                publisher=self._pub,
-            )
-            self._mirror.msg = self._msg  # filled in place through self._msg_view
-        self._srv = self.create_service(Trigger, '~/reset_memory', self._on_reset)
+        topics = self._create_io(rt)
         reg = registry()
         self._stage = reg.stage('inference')
         self._steps = reg.counter('policy_steps')
@@ -286,14 +237,6 @@ class PolicyInferenceNode(PolicyNodeParams):
         elif self._pub is not None:  # DDS mode: the topic is the hand-off, every cycle
             ActionRecord.to_msg(self._msg, self._msg_view, state_stamp_ns, valid, target)
             self._pub.publish(self._msg)
-
-    def _fill_action(self, msg: Any, row: Any, seq: int, stamp_ns: int) -> None:
-        """Observer mirror (observers thread): channel row -> the preallocated JointState."""
-        ActionRecord.to_msg(msg, self._msg_view, stamp_ns, ActionRecord.valid(row), ActionRecord.target(row))
-
-    def rt_tasks(self) -> list[Any]:
-        """The observer mirror of the action topic (intra_process), else none."""
-        return [self._mirror.task] if self._mirror is not None else []
 
 
 def main(argv: list[str] | None = None) -> int:
