@@ -43,8 +43,10 @@ class TopicsConfig:
         safety_status: safety filter report.
         diagnostics: ``diagnostic_msgs/DiagnosticArray`` (absolute by convention).
         qos_depth: history depth of the control topics.
-        observer_decimation: with intra-process transport, ``policy_action`` is still published
-            for observers every Nth control cycle.
+        observer_decimation: with intra-process transport, ``policy_action`` (and the direct
+            cycle's ``joint_states``) are still published for observers: the latest record every
+            N control periods, from the ``observers`` thread (records in between are not
+            published; 1 = every record).
     """
 
     joint_states: str = 'joint_states'

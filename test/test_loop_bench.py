@@ -90,3 +90,45 @@ def test_naive_pipeline_paced_like_a_robot_answers_states_published_on_a_grid() 
     assert res['throughput_msgs_per_s'] <= rate_hz * 1.05, res
     lock = runner.run(q[:20], dq[:20], warmup=2)
     assert lock['mode'] == 'lockstep' and lock['messages'] + lock['lost'] == 20
+
+
+def test_paced_driver_publishes_on_its_grid_whether_or_not_commands_come() -> None:
+    """The paced driver's own logic, with a pipeline that never answers: every state is published
+    (warmup + n), each is lost, the grid is kept (no burst after a stall: the points passed are
+    counted; timing is not checked)."""
+    import time
+
+    from rt_safe_rl import paths
+    from rt_safe_rl.bench.naive import NaiveRunner
+    from rt_safe_rl.config import load_config
+
+    cfg = load_config(None)
+    runner = NaiveRunner(
+        str(paths.resolve(cfg.policy.path, cfg.base_dir)), ['j'], [-1.0], [1.0], [0.0], 1, timeout_s=0.05
+    )
+    published: list[int] = []
+    stalls = [0.03]  # the first wait stalls 30 ms (15 periods at 500 Hz)
+
+    class Pub:
+        def publish(self, msg: object) -> None:
+            published.append(time.monotonic_ns())
+
+    class Exec:
+        def spin_once(self, timeout_sec: float) -> None:
+            time.sleep(stalls.pop() if stalls else timeout_sec)
+
+    class Msg:
+        def __init__(self) -> None:
+            from std_msgs.msg import Header
+
+            self.header = Header()
+            self.name: list[str] = []
+            self.position: list[float] = []
+            self.velocity: list[float] = []
+
+    n, warmup, rate_hz = 20, 5, 500.0
+    e2e = np.full(n, np.nan)
+    q = np.zeros((n, 1))
+    lost = runner._paced(Exec(), Pub(), Msg, q, q, n, warmup, rate_hz, {}, e2e)
+    assert len(published) == warmup + n and lost == n and np.isnan(e2e).all()
+    assert runner.paced_skipped >= 1  # the 30 ms stall: on to the current grid point, no burst

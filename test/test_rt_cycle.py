@@ -228,36 +228,70 @@ def test_a_late_subscriber_gets_commands_from_the_running_executor(rclpy_context
 def test_no_python_task_of_another_thread_is_due_on_the_cycles_deadlines(rclpy_context: Any) -> None:
     """Every Python thread shares the GIL: a periodic task of another thread due on the control
     cycle's own deadlines (simulated sensors, status, observer mirrors) takes the GIL from the
-    cycle mid-cycle. In the demo's composition each is phased off the control grid."""
+    cycle mid-cycle. In the demo's composition each keeps a quarter period or more away from every
+    control deadline, the ones of one thread in different control periods; and the policy action
+    topic still reaches observers (from its mirror: each record once, in order)."""
+    from rclpy.node import Node
+    from sensor_msgs.msg import JointState
+
     from rt_safe_rl.bringup import compose, select_nodes
     from rt_safe_rl.config import load_config
+    from rt_safe_rl.nodes.msgs import stamp_ns_of
     from rt_safe_rl.rt.executor import PeriodicTask
 
     cfg = load_config(None, FAST)
     comp = compose(cfg, select_nodes(with_sim=True), context=rclpy_context, namespace='cyc_phase')
+    listener = Node('cyc_phase_listener', namespace='cyc_phase', context=rclpy_context)
+    stamps: list[int] = []
+    sizes: set[int] = set()
+
+    def on_action(msg: Any) -> None:
+        stamps.append(stamp_ns_of(msg))
+        sizes.add(len(msg.position))
+
+    listener.create_subscription(JointState, cfg.topics.policy_action, on_action, 50)
+    comp.executor.add_node(listener)
     th = threading.Thread(target=comp.executor.spin, daemon=True)
     try:
         assert comp.start() == {}
         th.start()
-        time.sleep(0.3)
+        end = time.monotonic() + 60.0
+        while time.monotonic() < end and len(stamps) < 20:
+            time.sleep(0.05)
         tasks = comp.executor.tasks()
     finally:
         comp.executor.shutdown()
         th.join(10.0)
         comp.destroy()
+        listener.destroy_node()
+    assert len(stamps) >= 20 and stamps == sorted(set(stamps)), stamps[:30]
+    assert sizes == {7}
     groups = cfg.rt.groups
     per = cfg.control.period_ns
 
     def thread_of(group: str) -> str:
         return groups[group].thread or group
 
-    periodic = [t for t in tasks if isinstance(t, PeriodicTask)]
-    others = [t for t in periodic if thread_of(t.group) != thread_of('control')]
+    others = [t for t in tasks if isinstance(t, PeriodicTask) and thread_of(t.group) != thread_of('control')]
     names = {t.name for t in others}
-    # the simulated human and operator, the status report, the listener count, the mirrors
-    assert {'sim_human_tick', 'sim_operator_tick', 'safety_node_status'} <= names, names
-    assert any('mirror' in n for n in names), names
-    on_grid = [
-        (t.name, t.period_ns, t.phase_ns) for t in others if t.period_ns % per == 0 and t.phase_ns % per == 0
-    ]
-    assert on_grid == [], on_grid
+    expected = {
+        'sim_human_tick',
+        'sim_operator_tick',
+        'safety_node_status',
+        'safety_node_listeners',
+        'sim_robot_mirror_joint_states',
+        'policy_node_mirror_policy_action',
+    }
+    assert expected <= names, names
+
+    def distance_to_grid_ns(t: PeriodicTask) -> int:  # over the first 10,000 deadlines
+        dl = t.phase_ns + t.period_ns * np.arange(10_000, dtype=np.int64)
+        r = dl % per
+        return int(np.minimum(r, per - r).min())
+
+    near = {t.name: distance_to_grid_ns(t) for t in others if distance_to_grid_ns(t) < per // 4}
+    assert near == {}, near
+    for thread in {thread_of(t.group) for t in others}:
+        mine = [t for t in others if thread_of(t.group) == thread and t.name in expected]
+        slots = [(t.phase_ns // per) % 10 for t in mine]
+        assert len(slots) == len(set(slots)), [(t.name, t.phase_ns) for t in mine]

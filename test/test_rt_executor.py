@@ -270,6 +270,12 @@ def test_channel_mirror_publishes_decimated_off_the_producer_thread(rclpy_contex
     listener.destroy_node()
 
 
+def _spin_until(ex: Any, cond: Any, timeout_s: float = 30.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < end:
+        ex.spin(0.05)
+
+
 def test_channel_mirror_of_a_periodic_producer_runs_off_its_cycle_and_never_repeats(
     rclpy_context: Any,
 ) -> None:
@@ -283,18 +289,20 @@ def test_channel_mirror_of_a_periodic_producer_runs_off_its_cycle_and_never_repe
     listener.create_subscription(Float64MultiArray, 'mirror_periodic', lambda m: got.append(m.data[0]), 50)
     period_ns = 2_000_000
     writes_at: list[int] = []
+    limit = [100]
 
     def tick(deadline_ns: int) -> None:
-        if len(writes_at) < 100:  # then the producer stops writing: nothing may be published again
+        if len(writes_at) < limit[0]:  # then the producer stops writing: nothing may be published again
             vals[0] += 1.0
             ch.try_write(vals, deadline_ns)
             writes_at.append(deadline_ns)
 
     mirror = ChannelMirror(
-        producer, ch, Float64MultiArray, 'mirror_periodic', decimation=5, producer_period_ns=period_ns
+        producer, ch, Float64MultiArray, 'mirror_periodic', decimation=5, producer_period_ns=period_ns, slot=1
     )
     assert isinstance(mirror.task, PeriodicTask)
-    assert mirror.task.period_ns == 5 * period_ns and mirror.task.phase_ns == period_ns // 2
+    # every 5 producer periods, half a period off its deadlines, in the second period (slot 1)
+    assert mirror.task.period_ns == 5 * period_ns and mirror.task.phase_ns == period_ns + period_ns // 2
     task = PeriodicTask('mirror_periodic_tick', named_group(producer, 'control'), period_ns, tick)
     producer.rt_tasks = lambda: [task, mirror.task]  # type: ignore[attr-defined]
     task.enabled = True
@@ -302,20 +310,29 @@ def test_channel_mirror_of_a_periodic_producer_runs_off_its_cycle_and_never_repe
     ex = RtExecutor(quick_cfg(), context=rclpy_context)
     ex.add_node(producer)
     ex.add_node(listener)
-    ex.spin(0.5)
-    published_when_stopped = mirror.published
-    ex.spin(0.2)  # the producer wrote its last record at ~0.2 s: the mirror only skips now
-    task.enabled = False
-    mirror.task.enabled = False
-    ex.spin(0.2)
-    ex.destroy()
-    assert len(writes_at) == 100 and all(d % period_ns == 0 for d in writes_at)
-    # the mirror's deadlines sit half a producer period after the producer's
-    assert mirror.task.next_deadline_ns % period_ns == period_ns // 2, mirror.task.next_deadline_ns
-    assert 1 <= mirror.published <= 100 // 5 + 1, mirror.task.stats()
-    assert mirror.published == published_when_stopped, 'a record was published twice'
-    assert mirror.task.runs == mirror.published + mirror.skipped
-    assert got == sorted(set(got)) and len(got) >= mirror.published - 1, got  # distinct, in order
+    try:
+        _spin_until(ex, lambda: len(writes_at) == 100)
+        runs = mirror.task.runs
+        _spin_until(ex, lambda: mirror.task.runs >= runs + 3)  # runs after the last write: skips only
+        done = mirror.published
+        assert len(writes_at) == 100 and all(d % period_ns == 0 for d in writes_at)
+        span_periods = (writes_at[-1] - writes_at[0]) // period_ns + 1
+        assert 1 <= done <= span_periods // 5 + 2, (done, span_periods, mirror.task.stats())
+        assert mirror.task.runs == mirror.published + mirror.skipped
+        # records written while the mirror was disabled (node inactive) are never published later
+        mirror.task.enabled = False
+        limit[0] = 110
+        _spin_until(ex, lambda: len(writes_at) == 110)
+        mirror.task.enabled = True
+        runs = mirror.task.runs
+        _spin_until(ex, lambda: mirror.task.runs >= runs + 3)
+        assert mirror.published == done, 'published a record written while the mirror was disabled'
+        _spin_until(ex, lambda: len(got) >= done, 10.0)  # via DDS to the non_rt thread
+    finally:
+        task.enabled = False
+        mirror.task.enabled = False
+        ex.destroy()
+    assert got == sorted(set(got)) and len(got) >= done - 1, got  # distinct records, in order
     producer.destroy_node()
     listener.destroy_node()
 

@@ -225,12 +225,12 @@ def phase_naive(a: argparse.Namespace, out: Path, lockstep: bool = False) -> dic
         list(model.home()),
         decimation=max(1, round(cfg.control.rate_hz / cfg.policy.rate_hz)),
     )
-    t0 = time.monotonic()
     res = runner.run(q, dq, max_messages=n, rate_hz=0.0 if lockstep else cfg.control.rate_hz)
     samples = np.asarray(res.pop('_samples'), dtype=np.float64)
     np.save(out, samples)
     return {
-        'rate_hz': round(res['messages'] / max(time.monotonic() - t0, 1e-9), 1),
+        'rate_hz': round(float(res['throughput_msgs_per_s']), 1),  # answered states / replay time
+        'paced_skipped': res.get('paced_skipped', 0),
         'messages': res['messages'],
         'lost': res['lost'],
         'mode': res['mode'],
@@ -352,6 +352,7 @@ def _pool_naive(rounds: list[dict[str, Any]], files: list[Path]) -> dict[str, An
         'e2e_us': _pct_us(lat),
         'rate_hz': round(float(np.mean([r['rate_hz'] for r in ok])), 1),
         'lost': sum(int(r.get('lost', 0)) for r in ok),
+        'paced_skipped': sum(int(r.get('paced_skipped', 0)) for r in ok),
         'mode': ok[-1].get('mode', ''),
         'description': ok[-1].get('description', ''),
     }

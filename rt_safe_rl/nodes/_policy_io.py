@@ -20,7 +20,7 @@ from std_srvs.srv import Trigger
 from rt_safe_rl.nodes._policy_params import PolicyNodeParams
 from rt_safe_rl.nodes.msgs import ActionRecord, JointStateReader
 from rt_safe_rl.rt.channel import get_channel
-from rt_safe_rl.rt.executor import named_group
+from rt_safe_rl.rt.executor import OFF_CYCLE_SLOTS, named_group
 from rt_safe_rl.rt.observer import ChannelMirror
 
 
@@ -80,7 +80,9 @@ class PolicyNodeIO(PolicyNodeParams):
                 JointState,
                 app.topics.policy_action,
                 decimation=max(1, int(app.topics.observer_decimation)),
-                producer_period_ns=app.control.period_ns,
+                # on the control grid only in the direct cycle (else states arrive when they arrive)
+                producer_period_ns=app.control.period_ns if self.direct_cycle else 0,
+                slot=OFF_CYCLE_SLOTS['mirror_policy_action'],
                 fill=self._fill_action,
                 publisher=self._pub,
             )

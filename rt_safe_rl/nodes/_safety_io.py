@@ -36,7 +36,13 @@ from rt_safe_rl.nodes.msgs import (
     JointStateReader,
 )
 from rt_safe_rl.rt.channel import get_channel
-from rt_safe_rl.rt.executor import PeriodicTask, TriggeredTask, named_group, off_cycle_phase_ns
+from rt_safe_rl.rt.executor import (
+    OFF_CYCLE_SLOTS,
+    PeriodicTask,
+    TriggeredTask,
+    named_group,
+    off_cycle_phase_ns,
+)
 
 HUMAN_POINTS_TOPIC = 'human/points'
 
@@ -149,13 +155,13 @@ class SafetyNodeIO(SafetyNodeParams):
         # of the non-RT spinning thread rebuilds its wait set holding the GIL for 0.4-0.5 ms; both
         # half a control period off the cycle's deadlines (off_cycle_phase_ns: no GIL hand-off in it)
         status_period_ns = round(1e9 / self._cfg.status_rate_hz)
-        phase_ns = off_cycle_phase_ns(self.app.control.period_ns)
+        per = self.app.control.period_ns
         self._status_task = PeriodicTask(
             f'{self.get_name()}_status',
             named_group(self, 'observers'),
             status_period_ns,
             self._publish_status,
-            phase_ns=phase_ns,
+            phase_ns=off_cycle_phase_ns(per, OFF_CYCLE_SLOTS['safety_status']),
         )
         self._tasks.append(self._status_task)
         self._listener_task = PeriodicTask(
@@ -163,7 +169,7 @@ class SafetyNodeIO(SafetyNodeParams):
             named_group(self, 'observers'),
             round(LISTENER_REFRESH_PERIOD_S * 1e9),
             self._refresh_listeners,
-            phase_ns=phase_ns,
+            phase_ns=off_cycle_phase_ns(per, OFF_CYCLE_SLOTS['safety_listeners']),
         )
         self._tasks.append(self._listener_task)
 

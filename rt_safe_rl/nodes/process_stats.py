@@ -26,7 +26,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rt_safe_rl.core.errors import ConfigError
 from rt_safe_rl.core.monitoring import ProcessStats, encode_process_stats, reader_for
 from rt_safe_rl.core.monitoring.process_stats import process_source_id
-from rt_safe_rl.rt.executor import PeriodicTask, off_cycle_phase_ns
+from rt_safe_rl.rt.executor import OFF_CYCLE_SLOTS, PeriodicTask, off_cycle_phase_ns
 from rt_safe_rl.rt.metrics import MetricsRegistry, registry
 
 GROUP = 'observers'
@@ -93,7 +93,7 @@ class ProcessStatsPublisher:
             group,
             round(mon.stats.period_s * 1e9),
             self._tick,
-            phase_ns=off_cycle_phase_ns(app.control.period_ns),
+            phase_ns=off_cycle_phase_ns(app.control.period_ns, OFF_CYCLE_SLOTS['process_stats']),
         )
         executor.add_task(self.task)
         self.task.enabled = True

@@ -20,7 +20,7 @@ from rclpy.parameter import Parameter
 
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.nodes._sim_base import PeriodicSimNode, run_node
-from rt_safe_rl.rt.executor import PeriodicTask, named_group, off_cycle_phase_ns
+from rt_safe_rl.rt.executor import OFF_CYCLE_SLOTS, PeriodicTask, named_group, off_cycle_phase_ns
 from rt_safe_rl.rt.ring import SpscRing
 from rt_safe_rl.sim.human import HumanWalker
 
@@ -81,7 +81,7 @@ class SimHumanNode(PeriodicSimNode):
             named_group(self, 'sim'),
             period_ns,
             self._tick,
-            phase_ns=off_cycle_phase_ns(self.app.control.period_ns),
+            phase_ns=off_cycle_phase_ns(self.app.control.period_ns, OFF_CYCLE_SLOTS['sim_human']),
         )
         self.get_logger().info(
             f'configured: {cfg.rate_hz:.0f} Hz on {self._pub.topic_name}, '

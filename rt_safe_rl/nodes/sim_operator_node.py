@@ -21,7 +21,7 @@ from std_msgs.msg import Float64MultiArray
 from rt_safe_rl.config import AppConfig
 from rt_safe_rl.core.errors import RtSafeRlError
 from rt_safe_rl.nodes._sim_base import PeriodicSimNode, run_node
-from rt_safe_rl.rt.executor import PeriodicTask, named_group, off_cycle_phase_ns
+from rt_safe_rl.rt.executor import OFF_CYCLE_SLOTS, PeriodicTask, named_group, off_cycle_phase_ns
 from rt_safe_rl.sim.operator import GoalGenerator, OperatorCommand
 
 
@@ -88,7 +88,7 @@ class SimOperatorNode(PeriodicSimNode):
             named_group(self, 'sim'),
             round(1e9 / cfg.rate_hz),
             self._tick,
-            phase_ns=off_cycle_phase_ns(app.control.period_ns),
+            phase_ns=off_cycle_phase_ns(app.control.period_ns, OFF_CYCLE_SLOTS['sim_operator']),
         )
         self.get_logger().info(
             f'configured: goals on {self._goal_pub.topic_name} every {cfg.goal_period_s} s'

@@ -45,7 +45,7 @@ from rt_safe_rl.nodes._sim_robot_views import SimRobotViews
 from rt_safe_rl.nodes.msgs import StateStamps, set_stamp, stamp_ns_of
 from rt_safe_rl.rt.channel import get_channel
 from rt_safe_rl.rt.cycle import RobotState
-from rt_safe_rl.rt.executor import PeriodicTask, named_group
+from rt_safe_rl.rt.executor import OFF_CYCLE_SLOTS, PeriodicTask, named_group
 from rt_safe_rl.rt.observer import ChannelMirror
 from rt_safe_rl.sim.arm import ArmLimits
 from rt_safe_rl.sim.interface import SimArmInterface
@@ -118,6 +118,7 @@ class SimRobotNode(SimRobotViews):
                 app.topics.joint_states,
                 decimation=max(1, int(app.topics.observer_decimation)),
                 producer_period_ns=period_ns,
+                slot=OFF_CYCLE_SLOTS['mirror_joint_states'],
                 fill=self._fill_state,
                 publisher=self._pub,
             )

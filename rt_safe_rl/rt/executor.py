@@ -61,6 +61,7 @@ from rt_safe_rl.rt.group_thread import FAR_NS, _GroupThread
 from rt_safe_rl.rt.memory import GcPolicy
 from rt_safe_rl.rt.report import format_report, kernel_report, threads_report
 from rt_safe_rl.rt.tasks import (
+    OFF_CYCLE_SLOTS,
     PeriodicTask,
     RtCallbackGroup,
     TriggeredTask,
@@ -70,6 +71,7 @@ from rt_safe_rl.rt.tasks import (
 )
 
 __all__ = [
+    'OFF_CYCLE_SLOTS',
     'PeriodicTask',
     'RtCallbackGroup',
     'RtExecutor',

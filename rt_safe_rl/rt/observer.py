@@ -3,10 +3,10 @@
 When nodes hand data over through a :class:`~rt_safe_rl.rt.channel.Channel`, tools outside the
 process (``ros2 topic echo``, rosbag2, a monitor in another process) still expect the ROS topic.
 :class:`ChannelMirror` publishes the channel's latest record about every ``decimation`` writes from
-a task in a low-priority group (``observers`` by default), so the producer's RT thread pays
-nothing more than its write; the message is built and published in the observer thread -- for a
-periodic producer half a producer period after its deadlines (off its cycle: no GIL hand-off
-inside it), else woken by every ``decimation``-th write.
+a task in a low-priority group (``observers`` by default); the message is built and published in
+the observer thread -- for a producer on the control grid half a period after its deadlines (off
+its cycle: the producer pays only its write, no GIL hand-off inside it), else woken by every
+``decimation``-th write.
 
 Why a low-priority RT thread rather than the non_rt executor: every rclpy
 SingleThreadedExecutor dispatch holds the GIL for a few hundred microseconds, which the RT threads
@@ -35,30 +35,47 @@ def fill_float64_multiarray(msg: Any, values: npt.NDArray[Any], seq: int, stamp_
     msg.data = values.tolist()
 
 
+class _MirrorTask(PeriodicTask):
+    """The periodic mirror's task: (re)enabling it forgets the records written before, so a
+    re-activated node never publishes a record of before its deactivation."""
+
+    def __init__(self, mirror: ChannelMirror, *args: Any, **kwargs: Any) -> None:
+        self._mirror = mirror
+        super().__init__(*args, **kwargs)
+
+    def _on_enable(self, value: bool) -> None:
+        super()._on_enable(value)
+        if value and not self._enabled:
+            self._mirror._last_seq = self._mirror.channel.seq
+
+
 class ChannelMirror:
     """Publish `channel` on `topic` about every `decimation` records, from rt group `group`.
 
     Usage (at configure)::
 
         self._mirror = ChannelMirror(self, ch, Float64MultiArray, 'my_values', decimation=10,
-                                     producer_period_ns=period_ns)
+                                     producer_period_ns=app.control.period_ns)
         ... rt_tasks() returns [..., self._mirror.task]; enable it at activate like other tasks.
 
     Two ways to run, both in the observer thread:
 
-    * ``producer_period_ns > 0`` (a periodic producer, e.g. the control cycle): a
-      :class:`PeriodicTask` every ``decimation * producer_period_ns`` at ``phase_ns`` (default
-      :func:`~rt_safe_rl.rt.tasks.off_cycle_phase_ns`: half a producer period after its deadlines)
-      publishes the latest record if one was written since the last publish. The observer thread
-      then runs while the producer sleeps instead of being woken by its write and taking the GIL
-      from it mid-cycle.
-    * ``producer_period_ns == 0``: a :class:`TriggeredTask` woken by every `decimation`-th write
-      (``decimation=1``: every record, e.g. for a full-rate bag).
+    * ``producer_period_ns > 0`` and ``decimation > 1`` (a producer on the control grid, e.g. the
+      control cycle; pass the control period): a :class:`PeriodicTask` every ``decimation *
+      producer_period_ns`` at ``off_cycle_phase_ns(producer_period_ns, slot)`` (half a period after
+      the producer's deadlines) publishes the latest record if one was written since the last
+      publish (or since the task was enabled); the records in between are not published
+      (``coalesced``). The observer thread then runs while the producer sleeps instead of being
+      woken by its write and taking the GIL from it mid-cycle. Its misses stay out of the
+      registry's control ``deadline_misses``.
+    * otherwise: a :class:`TriggeredTask` woken by every `decimation`-th write (the producer's
+      write wakes the observer thread); ``decimation=1``: every record, e.g. for a full-rate bag.
 
     Attributes:
         task: the task to expose in ``rt_tasks()``.
         published: messages published so far; ``skipped``: runs that published nothing (the record
-            was being overwritten, or no new record since the last publish).
+            was being overwritten, or no new record since the last publish); ``coalesced``:
+            records written between two publishes of the periodic mirror and not published.
     """
 
     def __init__(
@@ -74,7 +91,7 @@ class ChannelMirror:
         fill: Fill | None = None,
         publisher: Any = None,
         producer_period_ns: int = 0,
-        phase_ns: int | None = None,
+        slot: int = 0,
     ) -> None:
         if decimation < 1:
             raise ConfigError(f'ChannelMirror {topic!r}: decimation must be >= 1, got {decimation}')
@@ -89,19 +106,21 @@ class ChannelMirror:
             publisher = node.create_publisher(msg_type, topic, qos_depth)
         self.publisher = publisher
         self._buf = np.zeros(channel.n, dtype=channel.dtype)
-        self._last_seq = 0
+        self._last_seq = channel.seq
         self.published = 0
         self.skipped = 0
+        self.coalesced = 0
         name = f'{node.get_name()}_mirror_{topic.strip("/").replace("/", "_")}'
         self.task: PeriodicTask | TriggeredTask
-        if producer_period_ns > 0:
-            phase = off_cycle_phase_ns(producer_period_ns) if phase_ns is None else int(phase_ns)
-            self.task = PeriodicTask(
+        if producer_period_ns > 0 and decimation > 1:
+            self.task = _MirrorTask(
+                self,
                 name,
                 named_group(node, group),
                 decimation * int(producer_period_ns),
                 self._publish,
-                phase_ns=phase,
+                phase_ns=off_cycle_phase_ns(producer_period_ns, slot),
+                count_misses=False,
             )
         else:
             self.task = TriggeredTask(
@@ -111,9 +130,11 @@ class ChannelMirror:
     def _publish(self, _tick: int) -> None:
         """One mirror run (observer thread): the latest record, unless it was published already."""
         got, stamp = self.channel.try_read(self._buf)
-        if got <= 0 or got == self._last_seq:
+        if got <= 0 or got <= self._last_seq:
             self.skipped += 1
             return
+        if self._last_seq and got > self._last_seq + 1:
+            self.coalesced += got - self._last_seq - 1
         self._last_seq = got
         self.fill(self.msg, self._buf, got, stamp)
         self.publisher.publish(self.msg)

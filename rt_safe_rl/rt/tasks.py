@@ -50,16 +50,35 @@ def named_group(node: Node, name: str) -> RtCallbackGroup:
     return grp
 
 
-def off_cycle_phase_ns(control_period_ns: int) -> int:
+def off_cycle_phase_ns(control_period_ns: int, slot: int = 0) -> int:
     """Phase [ns] for a :class:`PeriodicTask` of another thread than the control cycle's that runs
     Python (simulated sensors, status reports, observer mirrors): half a control period after the
-    cycle's deadlines. Every Python thread of the process shares one GIL: a task due on the
-    cycle's own deadline (any rate that divides into the control grid is) wakes with the cycle and
-    takes the GIL from it mid-cycle, each time for up to ``rt.gil_switch_interval_s``. Half a
-    period later the cycle (tens of microseconds) is asleep. (``bench loop`` on the 2-vCPU VM: the
-    cycles that met a 20 Hz status task or a 100 Hz simulated sensor on their deadline were 70-90 us
-    longer, which set the e2e p99.) The safety monitor keeps its own quarter-period phase."""
-    return int(control_period_ns) // 2
+    cycle's deadlines, in control period `slot` of the task's own period (``slot * period +
+    period / 2``; tasks of one thread get different slots so they do not run in one burst).
+
+    Why: every Python thread of the process shares one GIL, and a task due on the cycle's own
+    deadline wakes with the cycle and takes the GIL from it mid-cycle, each time for up to
+    ``rt.gil_switch_interval_s``. Half a period later the cycle (tens of microseconds) sleeps.
+    (``bench loop`` on the 2-vCPU VM: the cycles that met a 20 Hz status task or a 100 Hz simulated
+    sensor on their deadline were 70-90 us longer, which set the e2e p99.)
+    Preconditions: the task's period is a multiple of the control period (else its deadlines drift
+    over the control grid; ``test_rt_cycle.py`` checks the shipped composition) and each run ends
+    within half a period. The safety monitor (2 kHz) keeps its own quarter-period phase."""
+    p = int(control_period_ns)
+    return int(slot) * p + p // 2
+
+
+#: slots (:func:`off_cycle_phase_ns`) of the shipped off-cycle tasks, distinct modulo 10 control
+#: periods (the 100 Hz tasks' period): each runs in a control period of its own
+OFF_CYCLE_SLOTS = {
+    'sim_human': 0,
+    'mirror_joint_states': 2,
+    'safety_status': 3,
+    'process_stats': 4,
+    'sim_operator': 5,
+    'mirror_policy_action': 7,
+    'safety_listeners': 8,
+}
 
 
 def _group_name(group: CallbackGroup | str) -> str:
@@ -120,9 +139,10 @@ class PeriodicTask(_TaskBase):
     the period plus `phase_ns`. ``fn`` must not block; it runs in the group's RT thread.
 
     Counters: ``runs``, ``misses`` (started more than one period late; a catch-up run is not a
-    new miss), ``overruns`` (ran longer
-    than a period), ``skipped`` (periods dropped by the skip policy), ``caught_up`` (extra
-    back-to-back runs by the catch-up policy), ``errors`` (exceptions raised by ``fn``).
+    new miss; also counted in the registry's ``deadline_misses`` unless ``count_misses=False``),
+    ``overruns`` (ran longer than a period), ``skipped`` (periods dropped by the skip policy),
+    ``caught_up`` (extra back-to-back runs by the catch-up policy), ``errors`` (exceptions raised
+    by ``fn``).
     """
 
     def __init__(
@@ -135,6 +155,7 @@ class PeriodicTask(_TaskBase):
         phase_ns: int = 0,
         enabled: bool = False,
         stats_capacity: int = 1 << 14,
+        count_misses: bool = True,
     ) -> None:
         super().__init__(name, group, stats_capacity)
         if int(period_ns) < 10_000:
@@ -150,7 +171,9 @@ class PeriodicTask(_TaskBase):
         self.max_lateness_ns = 0
         self._catch_up_left = 0
         self._catching_up = False  # the next run is a catch-up run (not counted as a miss)
-        self._miss_counter = registry().counter('deadline_misses')
+        # the registry's deadline_misses (the control-miss rate of /diagnostics, Prometheus and the
+        # alerts): observer tasks (mirrors) keep their own `misses` only
+        self._miss_counter = registry().counter('deadline_misses' if count_misses else 'observer_task_misses')
         self.enabled = enabled
 
     def _on_enable(self, value: bool) -> None:
