@@ -248,10 +248,18 @@ def _reset_latched(ctx: Ctx) -> Outcome:
     ctx.mark()
     _latch_by_human_nan(ctx)
     ctx.wait_rest(3.0)
+    applied0 = ctx.inj.status.get('resets_applied', '?')
     ok, msg = ctx.inj.reset()
     ctx.wait()
     resumed = ok and not ctx.inj.latched
-    return Outcome(resumed, ctx.latched_fault() or 'none', f'reset at rest -> ({ok}, {msg!r})')
+    detail = f'reset at rest -> ({ok}, {msg!r})'
+    if not resumed:  # say whether the reset applied and what latched after it (diagnosis)
+        st = ctx.inj.status
+        detail += (
+            f'; resets_applied {applied0} -> {st.get("resets_applied", "?")}, now latched'
+            f' {st.get("fault", "?")}: {st.get("fault_detail", "")!r}'
+        )
+    return Outcome(resumed, ctx.latched_fault() or 'none', detail)
 
 
 def _reset_braking(ctx: Ctx) -> Outcome:

@@ -42,6 +42,8 @@ SAFETY_NODE = 'safety_node'
 JITTER_PERIODS = 10
 #: SCHED_FIFO priority of the injector's threads (a robot driver is RT too; below the SUT's loop)
 DRIVER_PRIORITY = 60
+#: a state published more than this many periods after the previous one is logged in state_gaps
+GAP_PERIODS = 10
 StateHook = Callable[[Any, int], list[Any]]  # (JointState, seq) -> messages to publish instead
 
 
@@ -105,6 +107,9 @@ class FaultInjector:
         self.commands = 0
         self.cmd_log: list[tuple[int, float]] = []  # (arrival ns, max |step| / (v_max dt)) per command
         self.seq = 0
+        #: (monotonic ns, gap ns) of each robot-loop period that ended more than GAP_PERIODS periods
+        #: after the previous one (this process was late: a stale state the SUT then sees is ours)
+        self.state_gaps: list[tuple[int, int]] = []
         self.stamps = StateStamps(round(self.period_s * 1e9))
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
         self.state_hook: StateHook | None = None
@@ -182,6 +187,7 @@ class FaultInjector:
         next_ns = time.monotonic_ns()
         t0 = time.monotonic()
         k = 0
+        last_pub_ns = 0
         while not self._stop.is_set():
             now = time.monotonic_ns()
             next_ns, skipped = next_period(next_ns, now, period_ns)
@@ -199,6 +205,12 @@ class FaultInjector:
                 with self._lock:
                     self.stamps.record(self.seq, stamp_ns_of(m))  # the stamp the SUT will answer
                 self._state_pub.publish(m)
+            t_pub = time.monotonic_ns()  # (with or without a publish: a case's hook may drop them)
+            if last_pub_ns and t_pub - last_pub_ns > GAP_PERIODS * period_ns:
+                self.state_gaps.append((t_pub, t_pub - last_pub_ns))
+                if len(self.state_gaps) > 1000:
+                    del self.state_gaps[:100]
+            last_pub_ns = t_pub
             k += 1
             if k % 10 == 0:
                 self._publish_person(time.monotonic() - t0)

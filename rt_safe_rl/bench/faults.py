@@ -186,6 +186,14 @@ class Ctx:
                 return values.get('fault', msg) or msg
         return ''
 
+    def late_states(self) -> str:
+        """The injector's own late state publishes since :meth:`mark` ('' = none): gaps of more than
+        GAP_PERIODS periods, so a stale-state stop of this window can be told from the SUT's."""
+        gaps = [g for t, g in list(self.inj.state_gaps) if t >= self.t0_ns]
+        if not gaps:
+            return ''
+        return f'the injector published states late {len(gaps)}x (longest gap {max(gaps) / 1e6:.1f} ms)'
+
     def status_texts(self) -> str:
         return ' | '.join(sorted({m for t, _, m, _ in list(self.inj.status_log) if t >= self.t0_ns}))
 
@@ -306,6 +314,9 @@ def run_case(ctx: Ctx, name: str, fault: str, expect: str, fn: Callable[[Ctx], A
     except Exception as err:  # broad on purpose: a broken case is reported, the campaign goes on
         handled, fault_named, detail = False, 'error', f'case failed: {type(err).__name__}: {err}'
     handled, detail = _check_fault(name, handled, fault_named, detail, ctx.status_texts())
+    late = ctx.late_states()
+    if late and not handled:
+        detail += f'; {late}'
     v = inj.violations() - v0
     if v:
         detail += f'; violations: {_violation_text(inj, log0)}'
