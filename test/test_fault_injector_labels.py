@@ -61,3 +61,17 @@ def test_counting_messages_instead_of_periods_would_flag_a_false_jump() -> None:
     # command with one ~50 periods older over one period ("velocity x54")
     audit = _audit_after_stall(count_skipped=False)
     assert audit.velocity_violations > 0
+
+
+def test_a_case_names_the_injectors_own_late_periods_of_its_window_only() -> None:
+    """Ctx.late_states: the robot-loop gaps logged since the case's mark, none before it."""
+    from types import SimpleNamespace
+
+    from rt_safe_rl.bench.faults import Ctx
+
+    inj = SimpleNamespace(state_gaps=[(100, 80 * PERIOD_NS)])
+    ctx = Ctx(inj, None, 1.5, None)  # type: ignore[arg-type]
+    ctx.t0_ns = 200
+    assert ctx.late_states() == ''  # a gap before the window is not this case's
+    inj.state_gaps += [(300, 12 * PERIOD_NS), (400, 61 * PERIOD_NS)]
+    assert ctx.late_states() == 'the injector published states late 2x (longest gap 61.0 ms)'
