@@ -38,6 +38,10 @@ def test_bench_loop_prints_its_contract(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert printed == res
     assert 'misses_per_1e4' in res['floor_c'] or 'skipped' in res['floor_c']
+    if 'misses_per_1e4' in res['floor_c']:  # the C loop's own CPU per period: a sleep costs some
+        cpu = res['floor_c']['cpu_per_period_us']
+        assert cpu is not None and 0.0 < cpu < 1000.0, res['floor_c']
+        assert res['targets']['process_cpu_percent']['machine_floor_cpu_per_period_us'] == cpu
     loop = res['loop']
     assert not res['run']['errors'], res['run']['errors']
     for key in ('rate_hz', 'misses_per_1e4', 'cpu_per_cycle_us'):

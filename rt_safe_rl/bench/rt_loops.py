@@ -139,6 +139,7 @@ int main(int argc, char** argv) {
   struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
   int64_t now = ts.tv_sec * 1000000000LL + ts.tv_nsec;
   int64_t dl = (now / period + 1) * period;
+  struct timespec c0, c1; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
   for (long i = 0; i < n; i++) {
     struct timespec d = { dl / 1000000000LL, dl % 1000000000LL };
     clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &d, NULL);
@@ -148,8 +149,9 @@ int main(int argc, char** argv) {
     dl += period;
     if (dl <= t) dl += ((t - dl) / period + 1) * period;
   }
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
   fwrite(buf, sizeof(int64_t), 2 * n, f); fclose(f);
-  printf("%d\n", fifo);
+  printf("%d %lld\n", fifo, (long long)((c1.tv_sec - c0.tv_sec) * 1000000000LL + (c1.tv_nsec - c0.tv_nsec)));
   return 0;
 }
 """
@@ -169,6 +171,9 @@ class CFloorLoop:
         if cc is None:
             raise RtSafeRlError('no C compiler (cc/gcc) on PATH')
         self.period_ns = period_ns
+        #: the loop's own CPU (user + system) per period [us] once :meth:`samples` returned (what
+        #: one sleep + wake-up costs this machine; None before / when the loop did not say)
+        self.cpu_per_period_us: float | None = None
         self._tmp = tempfile.TemporaryDirectory()
         src = Path(self._tmp.name) / 'floor.c'
         exe = Path(self._tmp.name) / 'floor'
@@ -196,7 +201,10 @@ class CFloorLoop:
             raw = np.fromfile(self._data, dtype=np.int64).reshape(-1, 2)
         finally:
             self.stop()
-        return raw[:, 0], raw[:, 1], out.strip() == '1'
+        words = out.split()
+        if len(words) == 2 and raw.shape[0]:
+            self.cpu_per_period_us = round(int(words[1]) / raw.shape[0] / 1e3, 2)
+        return raw[:, 0], raw[:, 1], bool(words) and words[0] == '1'
 
     def stop(self) -> None:
         """Kill the loop if it still runs and remove its files (idempotent)."""
