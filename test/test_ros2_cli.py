@@ -100,8 +100,9 @@ TRANSIENT = ('Node not found', 'Wait for service timed out')
 def ros2(env: dict[str, str], *args: str, timeout: float = CLI_TIMEOUT_S) -> str:
     """Run ``ros2 ARGS`` and return stdout + stderr (the exit status is in the text on failure).
     A :data:`TRANSIENT` answer (the CLI's new participant has not discovered the node or its
-    parameter services yet: discovery can lag on a loaded machine) is retried for up to 60 s, as
-    a user would run the command again."""
+    parameter services yet: discovery can lag on a loaded machine), or a CLI process killed by a
+    signal before it printed anything, is retried for up to 60 s, as a user would run the command
+    again."""
     exe = _ros2_executable()
     assert exe is not None
     end = time.monotonic() + 60.0
@@ -117,7 +118,10 @@ def ros2(env: dict[str, str], *args: str, timeout: float = CLI_TIMEOUT_S) -> str
                 raise
             return f'{out}\n[ros2 CLI killed after {timeout:.0f} s: it answered, then did not exit]'
         out = res.stdout + res.stderr
-        if not any(t in out for t in TRANSIENT) or time.monotonic() > end:
+        # seen once in a fresh-clone CI run: the CLI process died of a signal (SIGSEGV) before it
+        # printed anything -- the CLI's own crash, not the node's answer: run it again, as above
+        crashed = res.returncode < 0 and not out.strip()
+        if not (crashed or any(t in out for t in TRANSIENT)) or time.monotonic() > end:
             break
         time.sleep(2.0)
     return out if res.returncode == 0 else f'{out}\n[exit status {res.returncode}]'
