@@ -50,9 +50,6 @@ NODE_CLASSES: dict[str, str] = {
     'monitor': 'rt_safe_rl.nodes.monitor_node:MonitorNode',
 }
 START_ORDER: tuple[str, ...] = tuple(NODE_CLASSES)
-#: direct cycle: the safety node's joint_states subscription is remapped to ``<joint_states>/<this>``
-#: (nothing publishes there: the cycle calls process_state, the observer mirror must not reach it)
-DIRECT_UNUSED_SUFFIX = '_unused_direct_cycle'
 
 
 def node_class(key: str) -> type:
@@ -214,9 +211,9 @@ def compose(
         cli_args: extra ROS arguments for every node (``['--ros-args', '-r', 'a:=b']``).
         intra_process: policy -> safety over the in-process channel (default: ``control.intra_process``).
         direct: run the direct :class:`~rt_safe_rl.rt.cycle.ControlCycle` (default: when
-            ``sim_robot`` is composed). Forces ``intra_process``; the safety node's own
-            ``joint_states`` input is then remapped away (the cycle feeds it), the policy node
-            has none.
+            ``sim_robot`` is composed). Forces ``intra_process``; the safety and policy nodes
+            then have no ``joint_states`` subscription (the cycle feeds them; the observer mirror
+            of the state must not reach them).
 
     Raises:
         RtSafeRlError: a node constructor rejected the config.
@@ -235,15 +232,12 @@ def compose(
     try:
         for key in keys:
             args = list(cli_args or [])
-            if use_direct and key == 'safety':
-                js = config.topics.joint_states
-                args += ['--ros-args', '-r', f'{js}:={js}/{DIRECT_UNUSED_SUFFIX}']
             if args:
                 kwargs['cli_args'] = args
             else:
                 kwargs.pop('cli_args', None)
             nodes[key] = node_class(key)(config=config, namespace=namespace, intra_process=intra, **kwargs)
-            if use_direct and key in ('sim_robot', 'policy'):
+            if use_direct and key in ('sim_robot', 'policy', 'safety'):
                 nodes[key].direct_cycle = True
         executor = RtExecutor(config.rt, context=context)
         for node in nodes.values():

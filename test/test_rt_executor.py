@@ -374,6 +374,89 @@ def test_catch_up_policy_runs_missed_periods_back_to_back(rclpy_context: Any) ->
     assert deadlines[7] - deadlines[6] > 1_000_000
 
 
+def test_a_task_that_defers_its_next_run_sleeps_through_those_periods_on_its_grid(
+    rclpy_context: Any,
+) -> None:
+    """A periodic task (the safety monitor) that sets run_after_ns runs next at the first deadline
+    of its own grid at or after that time; the periods in between are counted as deferred, not as
+    misses or skips; a task that stops deferring runs every period again."""
+    period = 1_000_000
+    phase = 250_000
+    runs: list[int] = []
+
+    def fn(deadline_ns: int) -> None:
+        runs.append(deadline_ns)
+        if len(runs) <= 10:
+            task.run_after_ns = deadline_ns + 4 * period + 1  # nothing to do for 4 periods and a bit
+        elif len(runs) == 11:
+            task.run_after_ns = deadline_ns - period  # in the past: ignored (the next period)
+
+    ex = RtExecutor(quick_cfg(), context=rclpy_context)
+    task = PeriodicTask('deferring', 'control', period, fn, phase_ns=phase, enabled=True)
+    ex.add_task(task)
+    t_end = time.monotonic() + 10.0
+    while len(runs) < 20 and time.monotonic() < t_end:
+        ex.spin(0.05)
+    ex.destroy()
+    assert len(runs) >= 20, runs
+    assert all((d - phase) % period == 0 for d in runs), 'every run on the task grid'
+    gaps = np.diff(runs[:12]) // period
+    assert (gaps[:10] >= 5).all(), gaps  # deferred past 4 periods + 1 ns: the 5th deadline on
+    assert task.deferred >= 10 * 4, task.stats()
+    if task.misses == 0 and task.skipped == 0:  # (a loaded machine may still skip: counted apart)
+        assert (gaps[:10] == 5).all(), gaps
+        assert (np.diff(runs[11:20]) == period).all(), 'no longer deferring: every period'
+
+
+@pytest.mark.parametrize('with_periodic', [True, False], ids=['periodic_thread', 'no_periodic_task'])
+def test_a_polled_subscription_is_taken_at_each_loop_of_a_periodic_thread(
+    rclpy_context: Any, with_periodic: bool
+) -> None:
+    """named_group(polled=True): in a thread that runs a periodic task (the control cycle) the
+    subscription is not waited on, its messages are taken at the start of the thread's loops
+    (every message, in order, in that thread, none through the wait set); in a thread without
+    periodic tasks it is waited on like any other."""
+    node = Node('polled', context=rclpy_context)
+    got: list[tuple[float, str]] = []
+    node.create_subscription(
+        Float64MultiArray,
+        'polled_topic',
+        lambda m: got.append((m.data[0], threading.current_thread().name)),
+        50,
+        callback_group=named_group(node, 'control', polled=True),
+    )
+    pub = node.create_publisher(Float64MultiArray, 'polled_topic', 50)
+    ex = RtExecutor(quick_cfg(), context=rclpy_context)
+    ex.add_node(node)
+    if with_periodic:
+        ex.add_task(PeriodicTask('tick', 'control', 1_000_000, lambda dl: None, enabled=True))
+    t = threading.Thread(target=ex.spin, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 20.0
+        while not pub.get_subscription_count() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        msg = Float64MultiArray()
+        for i in range(40):
+            msg.data = [float(i)]
+            pub.publish(msg)
+            time.sleep(0.005)
+        while len(got) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        th = ex._threads['control']
+    finally:
+        ex.shutdown()
+        t.join(5.0)
+        ex.destroy()
+        node.destroy_node()
+    assert [v for v, _ in got] == [float(i) for i in range(40)]
+    assert {name for _, name in got} == {'rt_control'}
+    if with_periodic:
+        assert th.polled_dispatches == 40 and th.ros_dispatches == 0
+    else:
+        assert th.ros_dispatches == 40 and th.polled_dispatches == 0
+
+
 def test_stall_is_reported_not_silent(rclpy_context: Any) -> None:
     ex = RtExecutor(quick_cfg(), context=rclpy_context)
     calls = [0]

@@ -55,13 +55,19 @@ def test_bench_safety_small_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_bench_monitor_reports_the_node_monitor_and_a_c_witness() -> None:
-    """The monitor phase runs the real node's 2 kHz monitor beside a 1 kHz control task and, where a
-    C compiler exists, the same loop in C on the same CPU as a witness of machine stalls."""
+    """The monitor phase runs the real node's monitor (2 kHz grid) beside a 1 kHz control task and,
+    where a C compiler exists, the same loop in C on the same CPU as a witness of machine stalls;
+    healthy, the monitor sleeps through periods in which no timeout can expire; then the chain
+    goes silent and the monitor latches the stale state and brakes itself."""
     rep = safety_bench.bench_monitor(1.0)
     assert rep['monitor_rate_hz_configured'] == 2000.0
     assert rep['monitor_runs_per_s'] > 0 and rep['control_runs_per_s'] > 0
+    assert rep['monitor_deferred_periods_per_s'] > 0
     assert rep['filter_cycles'] > 0 and rep['fault'] == 'OK'
     assert rep['monitor_missed_periods_per_1e4'] >= 0.0
+    eng = rep['engaged']
+    assert eng['fault'] == 'STALE_STATE', eng
+    assert eng['reaction_after_state_timeout_us'] is not None and eng['runs_per_s'] > 0, eng
     floor = rep['floor_c_same_cpu']
     if 'skipped' in floor:
         assert floor['skipped']  # the reason (no C compiler)

@@ -17,6 +17,7 @@ from rt_safe_rl.config import load_config
 from rt_safe_rl.core.robot_model import RobotModel
 from rt_safe_rl.core.safety import SafetyConfig
 from rt_safe_rl.core.safety.config import InputConfig
+from rt_safe_rl.core.safety.labels import MONITOR_IDLE_MAX_NS
 from rt_safe_rl.core.safety.report import FaultCode
 from rt_safe_rl.core.safety.supervisor import SafetySupervisor
 from rt_safe_rl.sim.arm import ArmLimits, CommandAudit
@@ -564,3 +565,84 @@ def test_a_reset_judged_before_a_new_latch_is_refused_whenever_the_step_pauses()
         rig.cycle(s, home)
     st = rig.sup.status()
     assert st['latched'] and st['fault'] == 'CONTROLLED_STOP' and st['resets_applied'] == 0, st
+
+
+@pytest.mark.parametrize(
+    ('states_until_ms', 'actions_until_ms', 'fault'),
+    [(500, 200, 'ACTION_TIMEOUT'), (200, 200, 'STALE_STATE')],
+)
+def test_the_monitor_sleeping_until_a_timeout_can_expire_commands_what_a_monitor_every_period_does(
+    states_until_ms: int, actions_until_ms: int, fault: str
+) -> None:
+    """The monitor task sleeps through the periods in which no timeout can expire (the idle time
+    monitor_tick returns). Two supervisors get the same inputs on a 0.5 ms monitor grid: one
+    ticks every period, the other only when its last tick's idle time has passed. A healthy
+    stream for 200 ms, then the policy falls silent (ACTION_TIMEOUT) or the states stop too
+    (STALE_STATE, the monitor braking at the robot's rate): both emit the same commands at the
+    same times and latch the same fault at the same time; healthy, the sleeper ticks at most
+    every MONITOR_IDLE_MAX_NS."""
+    app = load_config(None)
+    cfg = replace(app.safety, state_timeout_s=0.05, action_timeout_s=0.1, deadline_s=0.05)
+    rigs = (Rig(cfg), Rig(cfg))
+    every, sleeper = rigs
+    times: list[list[int]] = [[], []]
+    for i, r in enumerate(rigs):
+
+        def emit(cmd: np.ndarray, seq: int, t_ns: int, rep: bool, r: Rig = r, i: int = i) -> None:
+            times[i].append(t_ns)
+            Rig.emit(r, cmd, seq, t_ns, rep)
+
+        r.sup.emit = emit
+    goal = every.model.home() + 0.3
+    half = MS // 2
+    ticks = [0, 0]
+    healthy_ticks = 0
+    next_tick = 0
+    seq = 0
+    faults: list[tuple[str, str]] = []
+    for k in range(2 * 700):  # 700 ms on the 0.5 ms grid
+        for r in rigs:
+            r.t_ns += half
+        t_ms = k // 2
+        if k % 2 == 0 and t_ms < states_until_ms:  # the robot's state every 1 ms
+            seq += 1
+            for r in rigs:
+                r.sup.set_human(r.t_ns, np.array([2.0, 0.0, 0.5]))
+                r.sup.process_state(r.t_ns, seq, r.q, np.zeros(7))
+                if t_ms < actions_until_ms:
+                    r.sup.process_action(seq, goal, True)
+        every.sup.monitor_tick()
+        ticks[0] += 1
+        if sleeper.t_ns >= next_tick:
+            next_tick = sleeper.t_ns + sleeper.sup.monitor_tick()
+            ticks[1] += 1
+            healthy_ticks += t_ms < actions_until_ms
+        faults.append((every.sup.status()['fault'], sleeper.sup.status()['fault']))
+    assert [f[0] for f in faults] == [f[1] for f in faults]
+    assert faults[-1][0] == fault, faults[-1]
+    assert len(every.cmds) == len(sleeper.cmds) and times[0] == times[1]
+    for (s0, c0), (s1, c1) in zip(every.cmds, sleeper.cmds, strict=True):
+        assert s0 == s1
+        np.testing.assert_array_equal(c0, c1)
+    assert every.sup.monitor_publishes == sleeper.sup.monitor_publishes > 0
+    assert every.sup.filter.is_stopped and sleeper.sup.filter.is_stopped
+    assert every.audit.violations == 0 and sleeper.audit.violations == 0
+    assert healthy_ticks <= actions_until_ms * MS // MONITOR_IDLE_MAX_NS + 1, (healthy_ticks, ticks)
+    assert ticks[1] < ticks[0], ticks
+
+
+def test_a_measured_state_beyond_the_limits_latches_on_receipt() -> None:
+    """The limits of the measured state are checked when the state is accepted (not at a monitor
+    tick), and the stop says which joint."""
+    rig = Rig()
+    goal = rig.model.home() + 0.3
+    for s in range(1, 50):
+        rig.cycle(s, goal)
+    dq_bad = np.zeros(7)
+    dq_bad[3] = rig.sup.filter.limits[2, 3] + 1.0
+    _state(rig, 50, dq_bad)
+    assert rig.sup.filter._req.cond == FaultCode.STATE_OUT_OF_LIMITS  # requested, before any step
+    rig.sup.process_action(50, goal, True)
+    st = rig.sup.status()
+    assert st['latched'] and st['fault'] == 'STATE_OUT_OF_LIMITS', st
+    assert 'joint 3' in st['fault_detail'] and 'beyond v_max' in st['fault_detail'], st

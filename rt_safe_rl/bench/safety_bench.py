@@ -22,9 +22,12 @@ Measures, in one run on one machine (so the ratios are meaningful on a noisy hos
    bang-bang and noise proposers; the simulator's CommandAudit counts limit violations (target 0).
 5. ``monitor`` (``--monitor-s`` seconds, 0 = skip): the real :class:`SafetyFilterNode` composed
    in-process on the :class:`RtExecutor`, a 1 kHz control task playing robot + policy and the
-   node's safety monitor at ``safety.monitor_rate_hz``: monitor runs/s and missed periods per 10^4
-   (periods without a run, as the task counts them under the ``skip`` miss policy; starts more
-   than one period late are reported separately).
+   node's safety monitor on its ``safety.monitor_rate_hz`` grid: monitor runs/s, periods it
+   deferred (no timeout could expire) and missed periods per 10^4 (periods it should have run and
+   did not, as the task counts them under the ``skip`` miss policy; starts more than one period
+   late are reported separately); then the chain goes silent (``engaged``): the time from the
+   state timeout's expiry to the monitor's first braking tick, and its runs/s and missed periods
+   while it brakes and holds (every period).
 
 Prints one JSON document (and writes it with ``--json FILE``). Exit 0 when it ran (targets are
 reported as ``*_met`` booleans, never asserted), 2 on bad arguments.

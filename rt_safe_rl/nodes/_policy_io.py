@@ -60,6 +60,7 @@ class PolicyNodeIO(PolicyNodeParams):
         topics = {name: ic.topic for name, ic in rt.pipeline.inputs.items() if ic.topic}
         if 'command' in rt.obs_builder.inputs and 'command' not in topics:
             topics['command'] = app.topics.policy_command
+        inputs = named_group(self, 'control', polled=True)  # sampled at the cycle's start (direct)
         for name, topic in topics.items():
             self._subs.append(
                 self.create_subscription(
@@ -67,7 +68,7 @@ class PolicyNodeIO(PolicyNodeParams):
                     topic,
                     self._input_callback(name),
                     QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT),
-                    callback_group=group,
+                    callback_group=inputs,
                 )
             )
         if self.intra_process:

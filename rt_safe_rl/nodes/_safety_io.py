@@ -53,6 +53,7 @@ class SafetyNodeIO(SafetyNodeParams):
 
     command_channel: Any
     action_channel: Any
+    direct_cycle: bool
     command_out: SafetyCommandPublisher | None
     _operator_rejected: int
     _tasks: list[Any]
@@ -98,26 +99,29 @@ class SafetyNodeIO(SafetyNodeParams):
         self.command_out = SafetyCommandPublisher(self, model, self._cfg, topics, period_ns)
         self._status_pub = self.create_lifecycle_publisher(DiagnosticStatus, topics.safety_status, depth)
         self._pubs = [*self.command_out.publishers, self._status_pub]
-        self._input_topics = [
-            topics.joint_states,
-            topics.human_position,
-            HUMAN_POINTS_TOPIC,
-            topics.operator_command,
-        ]
+        # sampled inputs (human, operator): taken at the start of each control cycle in the direct
+        # cycle (no wake-up of their own); waited on where the thread runs no periodic task
+        inputs = named_group(self, 'safety', polled=True)
+        self._input_topics = [topics.human_position, HUMAN_POINTS_TOPIC, topics.operator_command]
         self._subs = [
             self.create_subscription(
-                JointState, topics.joint_states, self._on_joint_state, depth, callback_group=grp
+                PointStamped, topics.human_position, self._on_human_point, depth, callback_group=inputs
             ),
             self.create_subscription(
-                PointStamped, topics.human_position, self._on_human_point, depth, callback_group=grp
+                PoseArray, HUMAN_POINTS_TOPIC, self._on_human_poses, depth, callback_group=inputs
             ),
             self.create_subscription(
-                PoseArray, HUMAN_POINTS_TOPIC, self._on_human_poses, depth, callback_group=grp
-            ),
-            self.create_subscription(
-                Float64MultiArray, topics.operator_command, self._on_operator, depth, callback_group=grp
+                Float64MultiArray, topics.operator_command, self._on_operator, depth, callback_group=inputs
             ),
         ]
+        if not self.direct_cycle:  # the robot's state over DDS: each message runs the chain
+            self._input_topics.insert(0, topics.joint_states)
+            self._subs.insert(
+                0,
+                self.create_subscription(
+                    JointState, topics.joint_states, self._on_joint_state, depth, callback_group=grp
+                ),
+            )
         self.command_channel = get_channel(self.resolve_topic_name(topics.robot_command), n + 1)
         self._tasks = []
         if self.intra_process:

@@ -95,6 +95,9 @@ class SafetyFilterNode(SafetyNodeIO):
         self._cfg: SafetyConfig = declare_safety_parameters(self, self.app.safety)
         self.command_out: SafetyCommandPublisher | None = None  # configure creates it
         self._operator_rejected = 0  # operator commands of the wrong size (dropped)
+        # set True before configure when a ControlCycle feeds the robot's state (no joint_states
+        # subscription: the in-process robot is the only source of states)
+        self.direct_cycle = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
         self.model: RobotModel | None = None
@@ -268,9 +271,13 @@ class SafetyFilterNode(SafetyNodeIO):
         )
 
     def _monitor(self, deadline_ns: int) -> None:
-        """The safety monitor PeriodicTask (>= 2 kHz): :meth:`SafetySupervisor.monitor_tick`."""
+        """The safety monitor PeriodicTask (a >= 2 kHz grid): :meth:`SafetySupervisor.monitor_tick`;
+        the task sleeps through the periods in which no timeout can expire (it wakes at the
+        first that could, every period while the monitor steps or holds). RT-safe."""
         if self.supervisor is not None:
-            self.supervisor.monitor_tick(deadline_ns)
+            idle_ns = self.supervisor.monitor_tick(deadline_ns)
+            # from the tick's own deadline (<= now: a late tick wakes early rather than late)
+            self._monitor_task.run_after_ns = deadline_ns + idle_ns if idle_ns > 0 else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,12 +97,19 @@ class CycleBudget:
         reg = registry()
         self._gauges = [reg.gauge(g) for g in GAUGES]
 
-    def add(self, i: int, ns: int) -> None:
-        """Add `ns` of CPU to stage index `i` (RT-safe)."""
-        self.sum_ns[i] += ns
-        self._win[i] += ns
-        if ns > self.max_ns[i]:
-            self.max_ns[i] = ns
+    def add_cycle(
+        self, read: int, safety_state: int, policy: int, safety: int, write: int, total: int
+    ) -> None:
+        """Add one cycle's stage CPU times [ns] (``handoff`` = total - the others) and close it
+        (:meth:`end_cycle`): one call per cycle. RT-safe."""
+        handoff = total - read - safety_state - policy - safety - write
+        s, w, m = self.sum_ns, self._win, self.max_ns
+        for i, ns in enumerate((read, safety_state, policy, safety, write, handoff, total)):
+            s[i] += ns
+            w[i] += ns
+            if ns > m[i]:
+                m[i] = ns
+        self.end_cycle()
 
     def end_cycle(self) -> None:
         """Close one cycle; every ``_WINDOW`` cycles the gauges get the window's means (RT-safe)."""
@@ -201,16 +208,7 @@ class ControlCycle(PeriodicTask):
             if not self.first_command_ns:
                 self.first_command_ns = time.monotonic_ns()
         c6 = tt()
-        b.add(0, c1 - c0)
-        b.add(1, c2 - c1)
-        b.add(2, c3 - c2)
-        b.add(3, c4 - c3)
-        b.add(4, c6 - c5)
-        c7 = tt()
-        total = c7 - c0
-        b.add(5, total - (c1 - c0) - (c2 - c1) - (c3 - c2) - (c4 - c3) - (c6 - c5))
-        b.add(6, total)
-        b.end_cycle()
+        b.add_cycle(c1 - c0, c2 - c1, c3 - c2, c4 - c3, c6 - c5, tt() - c0)
 
     def stats(self) -> dict[str, Any]:
         """PeriodicTask counters plus the cycle's own (non-RT)."""

@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 FAR_NS = 1 << 62  # "no deadline"
 _IDLE_WAIT_NS = 50_000_000  # an idle thread re-checks its task set at least this often
+_POLL_MAX = 16  # messages taken from one polled subscription per loop (more wait for the next)
+
+
+def _is_polled(sub: Subscription[Any]) -> bool:
+    return bool(getattr(sub.callback_group, 'polled', False))
 
 
 class _GroupThread:
@@ -45,7 +50,8 @@ class _GroupThread:
         self.max_catch_up = cfg.max_catch_up
         self.periodic: tuple[PeriodicTask, ...] = ()
         self.triggered: tuple[TriggeredTask, ...] = ()
-        self.subs: tuple[Subscription[Any], ...] = ()
+        self.subs: tuple[Subscription[Any], ...] = ()  # waited on
+        self.polled: tuple[Subscription[Any], ...] = ()  # taken at each loop (named_group polled)
         self.timers: tuple[Timer, ...] = ()
         self._next: tuple[Any, ...] | None = None  # pending (periodic, triggered, subs, timers)
         self._stop = False
@@ -66,6 +72,7 @@ class _GroupThread:
         self.busy_since_ns = 0
         self.busy_task = ''
         self.ros_dispatches = 0
+        self.polled_dispatches = 0
         self.ros_errors = 0
         self.error_log: list[str] = []  # appended by the RT thread on errors only, drained by non-RT
         self.wakeups = 0
@@ -148,7 +155,11 @@ class _GroupThread:
         self._next = None
         if nxt is None:
             return
-        self.periodic, self.triggered, self.subs, self.timers = nxt
+        self.periodic, self.triggered, subs, self.timers = nxt
+        # polled subscriptions only where periodic tasks wake the thread anyway (else waited on)
+        polled = [bool(self.periodic) and _is_polled(s) for s in subs]
+        self.polled = tuple(s for s, p in zip(subs, polled, strict=True) if p)
+        self.subs = tuple(s for s, p in zip(subs, polled, strict=True) if not p)
         if self.subs or self.timers:
             if self._guard is None:
                 self._guard = GuardCondition(None, None, context=self.owner.context)
@@ -162,6 +173,8 @@ class _GroupThread:
             if self._next is not None:
                 self._apply_next()
             self._pending = False
+            if self.polled:  # 0. sampled inputs: the latest messages before the tasks run
+                self._poll()
             # 1. consumers of channels written since the last look (same-thread hand-off first)
             for t in self.triggered:
                 if t._enabled and t.channel.seq - t.last_seq >= t.decimation:
@@ -240,6 +253,13 @@ class _GroupThread:
             p.overruns += 1
         p.samples.try_push_values(dl, start, end)
         nxt = dl + per
+        after = p.run_after_ns
+        if after:
+            p.run_after_ns = 0
+            if after > nxt:  # the task has nothing to do before `after`: sleep through those periods
+                k = (after - nxt + per - 1) // per
+                p.deferred += k
+                nxt += k * per
         p._catching_up = False
         if nxt <= end:
             if self.catch_up and p._catch_up_left > 0:
@@ -309,10 +329,30 @@ class _GroupThread:
     def _should_skip_wait(self) -> bool:
         return self._pending or self._stop
 
+    def _poll(self) -> None:
+        """Take and dispatch what the polled subscriptions received (at most ``_POLL_MAX`` each). RT-safe."""
+        for sub in self.polled:
+            for _ in range(_POLL_MAX):
+                try:
+                    msg_info = rclpy_adapter.take_now(sub)
+                except InvalidHandle:
+                    self.owner._entities_dirty = True  # destroyed; the non-RT thread rebuilds
+                    return
+                if msg_info is None:
+                    break
+                self._dispatch(sub, msg_info)
+                self.polled_dispatches += 1
+
     def _take_sub(self, sub: Subscription[Any]) -> None:
         msg_info = rclpy_adapter.try_take(sub)
         if msg_info is None:
             return
+        self._dispatch(sub, msg_info)
+        self.ros_dispatches += 1
+
+    def _dispatch(self, sub: Subscription[Any], msg_info: Any) -> None:
+        """Run `sub`'s callback with a taken message (errors counted and logged by the non-RT
+        thread). RT-safe."""
         self.busy_task = sub.topic_name
         self.busy_since_ns = time.monotonic_ns()
         try:
@@ -322,7 +362,6 @@ class _GroupThread:
             if self.ros_errors <= 3:
                 self.error_log.append(f'subscription {sub.topic_name}: {traceback.format_exc()}')
         self.busy_since_ns = 0
-        self.ros_dispatches += 1
         if self._pending:  # e.g. policy wrote policy/action: safety runs right now, same thread
             self._run_pending_triggered()
 

@@ -222,6 +222,18 @@ def try_take(sub: Subscription[Any]) -> Any:
     return sub.handle.take_message(sub.msg_type, sub.raw)
 
 
+def take_now(sub: Subscription[Any]) -> Any:
+    """The subscription's next message as :func:`try_take` returns it, taken outside a wait (the
+    handle is held for the call): a polled subscription. Never blocks; RT-safe.
+
+    Raises:
+        rclpy.exceptions.InvalidHandle: the subscription was destroyed.
+    """
+    h = sub.handle
+    with h:
+        return h.take_message(sub.msg_type, sub.raw)
+
+
 def call_subscription(sub: Subscription[Any], msg_info: Any) -> None:
     """Run the subscription's callback with what :func:`try_take` returned, as rclpy's executor
     does (``callback(msg)`` or ``callback(msg, info)`` by the callback's signature). RT-safe;
@@ -281,6 +293,7 @@ __all__ = [
     'missing_internals',
     'rclpy_version',
     'spin_once_until',
+    'take_now',
     'try_fire_timer',
     'try_take',
     'with_timer_info',

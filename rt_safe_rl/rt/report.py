@@ -51,6 +51,7 @@ def threads_report(config: RtConfig, threads: Iterable[_GroupThread]) -> dict[st
             'granted': g.granted if g else None,
             'warnings': g.warnings if g else [],
             'ros_dispatches': th.ros_dispatches,
+            'polled_dispatches': th.polled_dispatches,
             'ros_errors': th.ros_errors,
             'wakeups': th.wakeups,
         }

@@ -25,28 +25,37 @@ from rt_safe_rl.rt.ring import SpscRing
 
 
 class RtCallbackGroup(MutuallyExclusiveCallbackGroup):
-    """A MutuallyExclusiveCallbackGroup tagged with an ``rt.groups`` name."""
+    """A MutuallyExclusiveCallbackGroup tagged with an ``rt.groups`` name (and `polled`: see
+    :func:`named_group`)."""
 
-    def __init__(self, rt_group: str) -> None:
+    def __init__(self, rt_group: str, polled: bool = False) -> None:
         super().__init__()
         self.rt_group = rt_group
+        self.polled = polled
 
 
-def named_group(node: Node, name: str) -> RtCallbackGroup:
-    """The node's callback group for rt group `name` (created once per node and name).
+def named_group(node: Node, name: str, *, polled: bool = False) -> RtCallbackGroup:
+    """The node's callback group for rt group `name` (created once per node, name and `polled`).
 
     Use it as ``callback_group=`` for subscriptions/timers that must run in that group's thread,
     and as the `group` of :class:`PeriodicTask` / :class:`TriggeredTask`. If the node is already in
     an :class:`RtExecutor`, an unknown name raises :class:`ConfigError` here. Not RT-safe.
+
+    ``polled=True`` (subscriptions): in a thread that runs periodic tasks, the subscription is not
+    waited on; its messages are taken at the start of each loop of the thread, before the due
+    tasks run (a sampled input: the control cycle reads the latest human data at its start, and a
+    100 Hz topic costs no wake-up of its own). In a thread without periodic tasks it is waited on
+    like any other.
     """
     groups: dict[str, RtCallbackGroup] = node.__dict__.setdefault('_rt_safe_rl_groups', {})
-    grp = groups.get(name)
+    key = f'{name}\0polled' if polled else name
+    grp = groups.get(key)
     if grp is None:
         owner = getattr(node.executor, '_rt_owner', None)
         if owner is not None:
             owner.config.thread_of(name)  # raises ConfigError for an unknown group
-        grp = RtCallbackGroup(name)
-        groups[name] = grp
+        grp = RtCallbackGroup(name, polled)
+        groups[key] = grp
     return grp
 
 
@@ -142,7 +151,12 @@ class PeriodicTask(_TaskBase):
     new miss; also counted in the registry's ``deadline_misses`` unless ``count_misses=False``),
     ``overruns`` (ran longer than a period), ``skipped`` (periods dropped by the skip policy),
     ``caught_up`` (extra back-to-back runs by the catch-up policy), ``errors`` (exceptions raised
-    by ``fn``).
+    by ``fn``), ``deferred`` (periods the task itself chose not to run, see below).
+
+    Deferral: ``fn`` may set :attr:`run_after_ns` (``CLOCK_MONOTONIC`` ns) to the earliest time its
+    next run can change anything (a watchdog whose timeouts cannot expire before then); the next
+    run is then the first deadline of the grid at or after it, and the thread sleeps through the
+    periods in between (no wake-up). Read and cleared once per run; 0 = the next period. RT-safe.
     """
 
     def __init__(
@@ -171,6 +185,8 @@ class PeriodicTask(_TaskBase):
         self.max_lateness_ns = 0
         self._catch_up_left = 0
         self._catching_up = False  # the next run is a catch-up run (not counted as a miss)
+        self.run_after_ns = 0  # set by fn: no run before this time (0 = the next period)
+        self.deferred = 0
         # the registry's deadline_misses (the control-miss rate of /diagnostics, Prometheus and the
         # alerts): observer tasks (mirrors) keep their own `misses` only
         self._miss_counter = registry().counter('deadline_misses' if count_misses else 'observer_task_misses')
@@ -179,6 +195,7 @@ class PeriodicTask(_TaskBase):
     def _on_enable(self, value: bool) -> None:
         if value and not self._enabled:
             self.next_deadline_ns = 0
+            self.run_after_ns = 0
 
     def stats(self) -> dict[str, Any]:
         """Counters as a plain dict (non-RT)."""
@@ -189,6 +206,7 @@ class PeriodicTask(_TaskBase):
             overruns=self.overruns,
             skipped=self.skipped,
             caught_up=self.caught_up,
+            deferred=self.deferred,
             max_lateness_us=round(self.max_lateness_ns / 1e3, 1),
         )
         return d

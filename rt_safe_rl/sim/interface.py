@@ -60,8 +60,6 @@ class SimArmInterface:
         self._timeout_ns = int(command_timeout_s * 1e9)
         n = limits.n_joints
         self._cmd = q0.copy()
-        self._inv_vmax = 1.0 / limits.v_max
-        self._tmp = np.zeros(n)
         self._pub_seq = np.zeros(PUB_RING, dtype=np.int64)
         self._pub_ns = np.zeros(PUB_RING, dtype=np.int64)
         self.trace = SpscRing(TRACE_CAPACITY, 3 + n)
@@ -116,9 +114,7 @@ class SimArmInterface:
             self.seq += 1
             row[0] = t
             row[1] = self.seq
-            np.abs(arm.dq, out=self._tmp)
-            self._tmp *= self._inv_vmax
-            row[2] = self._tmp.max()
+            row[2] = arm.speed_ratio  # max |dq| / v_max of this step (the kernel's)
             row[3:] = arm.q
             self.trace.try_push(row)
         self.ticks += k
@@ -145,11 +141,13 @@ class SimArmInterface:
             self.commands_rejected += 1
             return
         self.commands_rx += 1
-        if not self.audit.check(seq, cmd):
+        audit = self.audit
+        nonfinite = audit.nonfinite
+        if not audit.check(seq, cmd):
             self._violations.inc()
-        if not np.all(np.isfinite(cmd)):
-            self.commands_rejected += 1  # a robot never moves to NaN: keep the previous command
-            return
+            if audit.nonfinite != nonfinite:
+                self.commands_rejected += 1  # a robot never moves to NaN: keep the previous command
+                return
         np.copyto(self._cmd, cmd)
         self._cmd_t_ns = self._last_dl_ns if self._last_dl_ns else now
         if not self.first_command_ns:

@@ -99,15 +99,42 @@ class StampLabels:
         return 0
 
 
+MONITOR_IDLE_MAX_NS = 10_000_000
+"""Longest sleep of the safety monitor while no timeout can expire [ns] (a timeout tightened by a
+parameter change, or the first state, is seen within this)."""
+
+
+def monitor_idle_ns(
+    now_ns: int, state_rx_ns: int, state_timeout_ns: int, action_rx_ns: int, action_timeout_ns: int
+) -> int:
+    """How long [ns] from `now_ns` neither timeout can expire, given the last state's receipt and
+    the last action (both recent enough that neither has yet): until the first of receipt +
+    timeout, at most :data:`MONITOR_IDLE_MAX_NS`. A new state or action only moves those moments
+    later, so a monitor tick that long after this one sees a timeout exactly when a tick every
+    period would (within one period of its grid). RT-safe."""
+    first = min(state_rx_ns + state_timeout_ns + 1, action_rx_ns + action_timeout_ns + 1)
+    return min(first, now_ns + MONITOR_IDLE_MAX_NS) - now_ns
+
+
+STATE_OK, STATE_NONFINITE, STATE_BEYOND_LIMITS = 0, 1, 2
+"""Outcomes of :func:`state_check`."""
+
+
 @nb.njit(cache=True, nogil=True)
-def state_violation(q: np.ndarray, dq: np.ndarray, lim: np.ndarray, ptol: float, vtol: float) -> bool:
-    """True when the measured state is non-finite or beyond the limits + tolerance. RT-safe."""
+def state_check(q: np.ndarray, dq: np.ndarray, lim: np.ndarray, ptol: float, vtol: float) -> int:
+    """STATE_NONFINITE when a measured value is non-finite, STATE_BEYOND_LIMITS when a position or
+    velocity is beyond the limits + tolerance, else STATE_OK (first joint first). RT-safe."""
     for j in range(q.shape[0]):
         if not (math.isfinite(q[j]) and math.isfinite(dq[j])):
-            return True
+            return STATE_NONFINITE
         if q[j] < lim[0, j] - ptol or q[j] > lim[1, j] + ptol or abs(dq[j]) > lim[2, j] + vtol:
-            return True
-    return False
+            return STATE_BEYOND_LIMITS
+    return STATE_OK
+
+
+def state_violation(q: np.ndarray, dq: np.ndarray, lim: np.ndarray, ptol: float, vtol: float) -> bool:
+    """True when the measured state is non-finite or beyond the limits + tolerance. RT-safe."""
+    return bool(state_check(q, dq, lim, ptol, vtol) != STATE_OK)
 
 
 def state_violation_detail(q: np.ndarray, dq: np.ndarray, lim: np.ndarray, ptol: float, vtol: float) -> str:

@@ -7,24 +7,20 @@ a test) from two threads:
   integrity: out-of-order / duplicate sequence numbers and header stamps are dropped and counted,
   more than ``inputs.max_dropped_states`` within ``inputs.drop_window_s`` fail closed with
   ``INPUT_ORDER``), :meth:`process_action` (filter step for the policy's action + emit);
-- the safety monitor thread: :meth:`monitor_tick` (>= 2 kHz: limits and staleness of the measured
-  state, action timeout; while the chain is silent or the state stale it steps the filter itself
-  -- stop / hold -- and emits, once per robot period).
-
+- the safety monitor thread: :meth:`monitor_tick` (staleness, action timeout; steps the filter
+  itself while the chain is silent or the state stale; sleeps while no timeout can expire).
 Both step and emit under one lock, read the step time under it and claim the robot period (state
 seq, the command's label) they command: the filter advances exactly once per emitted command and
 labels strictly increase (:meth:`_claim_label`). A command later than ``deadline_s`` after its
 state latches DEADLINE_MISS. The filter's output guard (:mod:`.guard`) checks every command
 against those sent before; its trips are counted (``output_guard_errors``).
 
-Emission goes through the ``emit(cmd, seq, t_ns, repeat)`` callback given at construction (called
-under the lock; ``repeat`` = the held command re-sent at rest, same values and seq). Metrics go to
-an optional registry with ``stage(name)``, ``counter(name)``, ``gauge(name)`` (``rt.metrics``).
+Emission: the ``emit(cmd, seq, t_ns, repeat)`` callback (under the lock; ``repeat`` = the held
+command re-sent at rest). Metrics: an optional registry (``stage``/``counter``/``gauge``).
 
 Reset tells the truth (:meth:`reset`): a no-op when nothing is latched, refused with the reason
-while braking or when the stop would latch again at once (state / human data age, state beyond
-the limits). :meth:`fail_closed` latches a stop with a one-line detail (status ``fault_detail``);
-:meth:`controlled_stop` is the shutdown path (SIGTERM): brake, hold, latched.
+while braking or when the stop would latch again at once. :meth:`fail_closed` latches a stop with
+a one-line detail; :meth:`controlled_stop` is the shutdown path (SIGTERM): brake, hold, latched.
 
 RT-safety: process_state, process_action, monitor_tick, read_command, set_human, set_operator are
 allocation-free in the steady state; reset, status, update_config, fail_closed are non-RT.
@@ -50,8 +46,12 @@ from rt_safe_rl.core.safety.filter import (
 )
 from rt_safe_rl.core.safety.intake import DUPLICATE, DropBudget, order_drop
 from rt_safe_rl.core.safety.labels import (
+    MONITOR_IDLE_MAX_NS,
+    STATE_BEYOND_LIMITS,
     StampLabels,
+    monitor_idle_ns,
     next_label,
+    state_check,
     state_violation,
     state_violation_detail,
 )
@@ -71,7 +71,8 @@ class SafetySupervisor:
             same clock, for tests on a fake one: :meth:`brake_to_rest`).
 
     Public counters (non-RT readers): cycles, monitor_publishes, monitor_stops, deadline_misses,
-    skipped_actions, dropped_states, duplicate_states; ``filter`` (the core filter).
+    skipped_actions, dropped_states, duplicate_states, monitor_engaged_ns (when the monitor last
+    began to step / hold); ``filter``.
     """
 
     def __init__(
@@ -135,8 +136,8 @@ class SafetySupervisor:
         self.cycles = 0
         self.monitor_publishes = 0
         self.monitor_stops = 0
-        self.deadline_misses = 0
-        self.skipped_actions = 0
+        self.monitor_engaged_ns, self._monitor_engaged = 0, False  # (this clock)
+        self.deadline_misses = self.skipped_actions = 0
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -237,6 +238,7 @@ class SafetySupervisor:
             np.copyto(self._dq, dq)
         if seq < last:
             self._seq_restart = True
+        self._check_state_limits()
         self._labels.record(seq, header_stamp_ns, stamp_ns)
         # receipt time first, seq second: the monitor reads seq first, so it never pairs a new
         # seq with the previous state's receipt time (which would predict a seq too far ahead)
@@ -455,29 +457,20 @@ class SafetySupervisor:
         """State seq of the last emitted command (-1 before the first)."""
         return self._last_pub_seq
 
-    def monitor_tick(self, deadline_ns: int = 0) -> None:
-        """Safety monitor (>= 2 kHz, own thread): limits and staleness of the actual state and of
-        the actions; while the chain is silent (no action yet / none for ``action_timeout_s``) or
-        the state is stale it steps the filter itself (stop / hold) and emits, once per robot
-        period: once per new state seq and, while the command still moves, once per period elapsed
-        since the last state's receipt (braking continues at the robot's rate when states stop
-        arriving); a period that already has its command gets no second step; once the command is
-        at rest the hold is re-emitted at the control rate (same command and seq). RT-safe."""
+    def monitor_tick(self, deadline_ns: int = 0) -> int:
+        """Safety monitor (own thread, >= 2 kHz grid): state staleness, action timeout; while the
+        chain is silent or the state stale it steps the filter itself (stop / hold) and emits once
+        per robot period (:meth:`_monitor_step`: braking goes on at the robot's rate when states
+        stop). Returns how long [ns] the next tick cannot change anything: 0 while it steps or
+        holds (the next period), else :func:`~.labels.monitor_idle_ns`. RT-safe."""
         f = self.filter
         if not self.active or self._state_rx_ns == 0:
-            return
+            return MONITOR_IDLE_MAX_NS
         now = self.clock()
         cfg = self._cfg
-        if state_violation(
-            self._q, self._dq, f.limits, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
-        ):
-            if not f.stop_latched and not f.event_pending:  # (a pending event's detail stands)
-                self.monitor_stops += 1
-                self.fault_detail = state_violation_detail(
-                    self._q, self._dq, f.limits, cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
-                )
-            f.trigger_stop(FaultCode.STATE_OUT_OF_LIMITS)
-        stale = now - self._state_rx_ns > int(cfg.state_timeout_s * 1e9)
+        rx = self._state_rx_ns
+        state_timeout_ns = int(cfg.state_timeout_s * 1e9)
+        stale = now - rx > state_timeout_ns
         if stale:
             f.trigger_stop(FaultCode.STALE_STATE)
         act = self._action_rx_ns
@@ -485,14 +478,35 @@ class SafetySupervisor:
         if act and now - act > timeout_ns and f.had_valid_action:
             f.trigger_stop(FaultCode.ACTION_TIMEOUT)
         silent = act == 0 or now - act > timeout_ns
-        if (silent or stale) and self._lock.acquire(blocking=False):
-            try:
-                self._monitor_step(f)
-            finally:
-                self._lock.release()
+        if silent or stale:
+            if not self._monitor_engaged:
+                self._monitor_engaged = True
+                self.monitor_engaged_ns = now
+            if self._lock.acquire(blocking=False):
+                try:
+                    self._monitor_step(f)
+                finally:
+                    self._lock.release()
+            return 0
+        self._monitor_engaged = False
+        return monitor_idle_ns(now, rx, state_timeout_ns, act, timeout_ns)
+
+    def _check_state_limits(self) -> None:
+        """STATE_OUT_OF_LIMITS for an accepted state beyond the limits + tolerance, on receipt (a
+        non-finite one is the filter's NONFINITE_INPUT at its step). RT-safe."""
+        f = self.filter
+        cfg = self._cfg
+        ptol, vtol = cfg.position_tolerance_rad, cfg.velocity_tolerance_rad_s
+        if state_check(self._q, self._dq, f.limits, ptol, vtol) == STATE_BEYOND_LIMITS:
+            if not f.stop_latched and not f.event_pending:  # (a pending event's detail stands)
+                self.monitor_stops += 1
+                self.fault_detail = state_violation_detail(self._q, self._dq, f.limits, ptol, vtol)
+            f.trigger_stop(FaultCode.STATE_OUT_OF_LIMITS)
 
     def _monitor_step(self, f: SafetyFilter) -> None:
-        """The monitor's step / hold re-emission (caller holds the lock). RT-safe."""
+        """The monitor's step (once per new state seq and, while moving, per period since the last
+        state; none for a period that has its command) or hold re-emission at rest (caller holds
+        the lock). RT-safe."""
         seq = self._state_seq  # seq before receipt time (process_state writes them reversed)
         rx_ns = self._state_rx_ns
         t_ns = self.clock()
