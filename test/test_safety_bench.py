@@ -67,7 +67,7 @@ def test_bench_monitor_reports_the_node_monitor_and_a_c_witness() -> None:
     assert rep['monitor_missed_periods_per_1e4'] >= 0.0
     eng = rep['engaged']
     assert eng['fault'] == 'STALE_STATE', eng
-    assert eng['reaction_after_state_timeout_us'] is not None and eng['runs_per_s'] > 0, eng
+    assert eng['reaction_after_state_timeout_us'] is not None, eng  # it braked itself, after the timeout
     floor = rep['floor_c_same_cpu']
     if 'skipped' in floor:
         assert floor['skipped']  # the reason (no C compiler)
